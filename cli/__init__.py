@@ -1,0 +1,1 @@
+"""The click front end, installed as ``rrstore.cli`` (never as a top-level ``cli``)."""

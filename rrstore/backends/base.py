@@ -1,0 +1,48 @@
+"""The backend protocol (lowest storage layer): bytes by key, nothing else.
+
+A key is a '/'-separated relative name such as ``objects/ab/cdef…`` or
+``refs/checkpoints/ID``. Backends know nothing of hashes, compression or
+checkpoints; every backend passes the same contract tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+
+class Backend(Protocol):
+    """Storage for a store's keys. Missing keys raise ``KeyError``."""
+
+    location: str
+
+    def read(self, key: str) -> bytes: ...
+
+    def write(self, key: str, data: bytes, *, durable: bool = False,
+              exclusive: bool = False) -> bool:
+        """Store ``data`` under ``key`` atomically.
+
+        ``durable`` makes this write survive a power cut before returning;
+        ``exclusive`` refuses to replace an existing key and returns False.
+        """
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Every key under ``prefix`` (a folder-like prefix ending in '/')."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+    def sync(self) -> None:
+        """Make every earlier non-durable write durable (a write barrier)."""
+        ...
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the store (``..``, absolute, empty parts)."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in key:
+        raise ValueError(f"invalid store key: {key!r}")
+    return key

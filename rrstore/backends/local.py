@@ -1,0 +1,77 @@
+"""Local-directory backend: keys are files under the store directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import from_oserror
+from ..fsutil import atomic_write, syncfs
+from .base import check_key
+
+
+class LocalBackend:
+    """Keys as files below ``root``; temporary files live in ``root/tmp``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.location = str(root)
+        self.tmp = root / "tmp"
+        self._dirs: set[Path] = set()
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def read(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        except IsADirectoryError:
+            raise KeyError(key) from None
+        except OSError as exc:
+            raise from_oserror(exc, str(path), "read") from exc
+
+    def write(self, key: str, data: bytes, *, durable: bool = False,
+              exclusive: bool = False) -> bool:
+        path = self._path(key)
+        self._ensure_dir(path.parent)
+        return atomic_write(path, data, self.tmp, fsync=durable, exclusive=exclusive)
+
+    def _ensure_dir(self, folder: Path) -> None:
+        if folder in self._dirs:
+            return
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.tmp.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise from_oserror(exc, str(folder), "create") from exc
+        self._dirs.add(folder)
+
+    def exists(self, key: str) -> bool:
+        return os.path.exists(self._path(key))
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self.root / prefix if prefix else self.root
+        if not base.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            rel = os.path.relpath(dirpath, self.root)
+            for name in sorted(filenames):
+                yield name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        except OSError as exc:
+            raise from_oserror(exc, str(self._path(key)), "delete") from exc
+
+    def sync(self) -> None:
+        if self.root.is_dir():
+            syncfs(self.root)

@@ -1,0 +1,252 @@
+"""Checkpoint records and their manager (layer above trees and refs).
+
+A record is a canonical-JSON object in the object store; ``refs/checkpoints/ID``
+names it. Creating a checkpoint writes, in this order: file blobs, trees,
+the record, then the ref (after a write barrier), so a ref never reaches a
+missing object, and a process killed at any instant leaves earlier
+checkpoints intact.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import resource
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+
+from . import __version__
+from .errors import CheckpointNotFound, CorruptObject, ObjectMissing, RRStoreError, UsageError
+from .objects import hash_bytes
+from .refs import valid_id
+from .scan import scan_scope
+from .snapshot import Progress, Snapshot, snapshot
+from .store import Store
+from .tree import DIR, content_oids, read_tree
+
+LANES = ("docs", "standard", "heavy")
+RECORD_FORMAT = "rrstore-checkpoint-1"
+KINDS = ("step", "pre-restore")
+
+
+@dataclass
+class CheckpointRecord:
+    """What the seed calls checkpoint data; field names are the JSON keys."""
+
+    checkpoint_id: str
+    lane: str
+    step_number: int
+    step_name: str
+    timestamp: str
+    state_hash: str
+    git_commit: str | None = None
+    git_branch: str | None = None
+    git_dirty: bool | None = None
+    success: bool = True
+    error_message: str | None = None
+    metrics: dict[str, float | int] = field(default_factory=dict)
+    kind: str = "step"
+    root: str = ""
+    hostname: str = ""
+    rrstore_version: str = __version__
+    record_oid: str = field(default="", compare=False)
+
+    @property
+    def status(self) -> str:
+        return "success" if self.success else "failed"
+
+    @property
+    def created(self) -> datetime:
+        return datetime.fromisoformat(self.timestamp)
+
+    def to_dict(self) -> dict[str, object]:
+        doc = asdict(self)
+        doc.pop("record_oid")
+        doc["format"] = RECORD_FORMAT
+        return doc
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=True).encode("ascii")
+
+    @classmethod
+    def decode(cls, oid: str, data: bytes) -> CheckpointRecord:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            raise CorruptObject(oid, reason="not a checkpoint record (invalid JSON)") from None
+        if not isinstance(doc, dict) or doc.pop("format", None) != RECORD_FORMAT:
+            raise CorruptObject(oid, reason="not a checkpoint record")
+        names = {f.name for f in fields(cls)} - {"record_oid"}
+        try:
+            record = cls(**{k: v for k, v in doc.items() if k in names}, record_oid=oid)
+            record.created  # noqa: B018 - validates the timestamp
+        except (TypeError, ValueError) as exc:
+            raise CorruptObject(oid, reason=f"bad checkpoint record ({exc})") from None
+        return record
+
+
+def check_lane(lane: str) -> str:
+    if lane not in LANES:
+        raise UsageError(f"unknown lane {lane!r}: choose one of {', '.join(LANES)}")
+    return lane
+
+
+def _rss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+@dataclass
+class NewCheckpoint:
+    """Options of one checkpoint; bundled so the call stays short."""
+
+    lane: str
+    step_number: int
+    step_name: str
+    success: bool = True
+    error_message: str | None = None
+    kind: str = "step"
+
+
+class CheckpointManager:
+    """Creates, finds and lists the checkpoints of one working tree in one store."""
+
+    def __init__(self, root: Path, store: Store) -> None:
+        self.root = root
+        self.store = store
+
+    # reading ---------------------------------------------------------------
+
+    def _load(self, checkpoint_id: str) -> CheckpointRecord | None:
+        oid = self.store.refs.get(checkpoint_id)
+        if oid is None:
+            return None
+        try:
+            return CheckpointRecord.decode(oid, self.store.objects.get(oid))
+        except (ObjectMissing, CorruptObject) as exc:
+            raise exc.with_checkpoints([checkpoint_id]) from None
+
+    def get(self, checkpoint_id: str) -> CheckpointRecord:
+        """The record of ``checkpoint_id`` (``latest`` names the newest one)."""
+        if checkpoint_id == "latest":
+            records = self.list_checkpoints()
+            if not records:
+                raise CheckpointNotFound(checkpoint_id)
+            return records[0]
+        record = self._load(checkpoint_id) if valid_id(checkpoint_id) else None
+        if record is None:
+            raise CheckpointNotFound(checkpoint_id, self.suggest(checkpoint_id))
+        return record
+
+    def suggest(self, wrong: str) -> list[str]:
+        ids = list(self.store.refs)
+        starts = [i for i in ids if i.startswith(wrong)]
+        close = difflib.get_close_matches(wrong, ids, n=3, cutoff=0.6)
+        return sorted(set(starts[:3]) | set(close), key=lambda i: i not in starts)[:3]
+
+    def list_checkpoints(self, lane: str | None = None) -> list[CheckpointRecord]:
+        """Every record, newest first (the seed's ``list_checkpoints()``)."""
+        records = []
+        for checkpoint_id in self.store.refs:
+            record = self._load(checkpoint_id)
+            if record is not None and (lane is None or record.lane == lane):
+                records.append(record)
+        records.sort(key=lambda r: (r.created.timestamp(), r.checkpoint_id), reverse=True)
+        return records
+
+    def checkpoints_reaching(self, oid: str) -> list[str]:
+        """Ids whose record, trees or files include ``oid`` (for error messages)."""
+        hits = []
+        for checkpoint_id in self.store.refs:
+            ref = self.store.refs.get(checkpoint_id)
+            if ref == oid:
+                hits.append(checkpoint_id)
+                continue
+            try:
+                record = self._load(checkpoint_id)
+                if record is not None and oid in set(self._reachable(record.state_hash)):
+                    hits.append(checkpoint_id)
+            except RRStoreError:
+                hits.append(checkpoint_id)
+        return hits
+
+    def _reachable(self, tree: str) -> Iterator[str]:
+        yield tree
+        for entry in read_tree(self.store.objects, tree):
+            if entry.kind == DIR:
+                yield from self._reachable(entry.oid)
+            elif entry.kind == "file":
+                yield from content_oids(entry)
+
+    # writing ---------------------------------------------------------------
+
+    def create(self, spec: NewCheckpoint, progress: Progress | None = None,
+               snap: Snapshot | None = None) -> tuple[CheckpointRecord, Snapshot]:
+        """Snapshot the working tree and record it under a new, unique id.
+
+        ``snap`` reuses a snapshot already stored by the caller (restore takes
+        one to plan its changes and records that same state as the undo point).
+        """
+        check_lane(spec.lane)
+        if spec.step_number < 0:
+            raise UsageError(f"step number must be 0 or more, not {spec.step_number}")
+        if spec.kind not in KINDS:
+            raise UsageError(f"unknown checkpoint kind {spec.kind!r}")
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        if snap is None:
+            snap = self.snapshot(store=True, progress=progress)
+        from .gitrepo import git_state
+
+        git = git_state(self.root)
+        now = datetime.now().astimezone()
+        stats = snap.stats
+        metrics: dict[str, float | int] = {
+            "files_scanned": stats.files,
+            "symlinks": stats.symlinks,
+            "dirs": stats.dirs,
+            "bytes_scanned": stats.bytes_scanned,
+            "objects_new": stats.objects_new,
+            "bytes_new": stats.bytes_new,
+            "compressed_bytes_new": stats.stored_bytes_new,
+        }
+        record = CheckpointRecord(
+            checkpoint_id="", lane=spec.lane, step_number=spec.step_number, step_name=spec.step_name,
+            timestamp=now.isoformat(timespec="microseconds"), state_hash=snap.root_oid,
+            git_commit=git.commit, git_branch=git.branch, git_dirty=git.dirty,
+            success=spec.success, error_message=spec.error_message, metrics=metrics, kind=spec.kind,
+            root=str(self.root), hostname=socket.gethostname(),
+        )
+        base = f"{spec.lane}-step{spec.step_number}-{now.strftime('%Y%m%d_%H%M%S')}"
+        for attempt in range(1, 10_000):
+            record.checkpoint_id = base if attempt == 1 else f"{base}-{attempt}"
+            metrics["wall_time_s"] = round(time.perf_counter() - wall0, 6)
+            metrics["cpu_time_s"] = round(time.process_time() - cpu0, 6)
+            metrics["peak_rss_kib"] = _rss_kib()
+            data = record.encode()
+            oid = hash_bytes(data)
+            self.store.objects.put(data, oid)
+            self.store.barrier()
+            if self.store.refs.create(record.checkpoint_id, oid):
+                record.record_oid = oid
+                return record, snap
+        raise RRStoreError(f"could not find a free checkpoint id for {base}")
+
+    def update(self, record: CheckpointRecord) -> CheckpointRecord:
+        """Replace the record behind an existing id (e.g. to mark a step failed)."""
+        data = record.encode()
+        oid = hash_bytes(data)
+        self.store.objects.put(data, oid)
+        self.store.barrier()
+        self.store.refs.update(record.checkpoint_id, oid)
+        record.record_oid = oid
+        return record
+
+    def snapshot(self, *, store: bool, progress: Progress | None = None) -> Snapshot:
+        """The working tree as a tree; ``store=False`` only hashes."""
+        scope = scan_scope(self.root, [self.store.path])
+        return snapshot(scope, self.store.objects, store=store,
+                        workers=self.store.settings.workers, progress=progress)

@@ -1,0 +1,74 @@
+"""Settings (bottom layer): ``rrstore.toml`` or ``[tool.rrstore]`` in ``pyproject.toml``.
+
+Looked up in the project root; ``rrstore.toml`` wins when both exist.
+Unknown keys are an error, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+FSYNC_MODES = ("always", "batch", "never")
+
+
+@dataclass
+class Settings:
+    """What a project can set. ``store`` is relative to the project root."""
+
+    store: str = ".checkpoints"
+    compression_level: int = 3
+    fsync: str = "batch"
+    workers: int = 0
+    source: str = ""
+
+    def validate(self) -> Settings:
+        if self.fsync not in FSYNC_MODES:
+            raise UsageError(f"{self.source}: fsync must be one of {', '.join(FSYNC_MODES)}, not {self.fsync!r}")
+        if not -7 <= self.compression_level <= 22:
+            raise UsageError(f"{self.source}: compression_level must be between -7 and 22")
+        if self.workers < 0:
+            raise UsageError(f"{self.source}: workers must be 0 (automatic) or more")
+        return self
+
+
+def _table(root: Path) -> tuple[dict[str, Any], str]:
+    own = root / "rrstore.toml"
+    if own.is_file():
+        return _load(own), str(own)
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        table = _load(pyproject).get("tool", {}).get("rrstore", {})
+        return (table if isinstance(table, dict) else {}), f"{pyproject} [tool.rrstore]"
+    return {}, ""
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"invalid TOML in {path}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def load_settings(root: Path) -> Settings:
+    """The project's settings; sections other tools own (e.g. ``workflow``) are skipped."""
+    table, source = _table(root)
+    known = {f.name for f in fields(Settings)} - {"source"}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            continue
+        if key not in known:
+            raise UsageError(f"{source}: unknown setting {key!r} (known: {', '.join(sorted(known))})")
+        expected = type(getattr(Settings, key))
+        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+            raise UsageError(f"{source}: {key} must be a {expected.__name__}")
+        values[key] = value
+    return Settings(**values, source=source or "defaults").validate()

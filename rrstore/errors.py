@@ -1,0 +1,180 @@
+"""Errors callers branch on (bottom layer: imported by every other module).
+
+Each error carries its facts as fields and a one-line message. The CLI maps
+each class to an exit code through ``exit_code``; that table is the single
+source of the codes documented in ``rrstore --help``.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterable, Sequence
+
+
+class RRStoreError(Exception):
+    """Base of every error rrstore raises on purpose."""
+
+    exit_code = 1
+    summary = "error (the message says what failed)"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(RRStoreError):
+    """Bad input from the caller: unknown lane, bad option value, bad path."""
+
+    exit_code = 2
+    summary = "bad usage: unknown option, lane, path or value"
+
+
+class PartialFailure(RRStoreError):
+    """The operation finished but some items failed (listed in the message)."""
+
+    exit_code = 3
+    summary = "partly done: some paths failed (listed)"
+
+
+class StoreNotFound(RRStoreError):
+    exit_code = 10
+    summary = "no store at the given location"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"no rrstore store at {path} (create one with 'rrstore checkpoint', "
+            "or point --store / RRSTORE_DIR at an existing store)"
+        )
+        self.path = path
+
+
+class StoreLocked(RRStoreError):
+    exit_code = 11
+    summary = "store locked by another rrstore"
+
+    def __init__(self, path: str, holder: str = "") -> None:
+        who = f" by {holder}" if holder else ""
+        super().__init__(f"store is locked{who}: {path}; wait for the other rrstore to finish")
+        self.path = path
+        self.holder = holder
+
+
+class CheckpointNotFound(RRStoreError):
+    exit_code = 12
+    summary = "checkpoint not found"
+
+    def __init__(self, checkpoint_id: str, suggestions: Sequence[str] = ()) -> None:
+        hint = ""
+        if suggestions:
+            hint = "; did you mean " + ", ".join(suggestions) + "?"
+        else:
+            hint = "; run 'rrstore list' to see the checkpoints"
+        super().__init__(f"Checkpoint not found: {checkpoint_id}{hint}")
+        self.checkpoint_id = checkpoint_id
+        self.suggestions = list(suggestions)
+
+
+class ObjectMissing(RRStoreError):
+    exit_code = 13
+
+    def __init__(self, oid: str, checkpoints: Iterable[str] = ()) -> None:
+        self.oid = oid
+        self.checkpoints = list(checkpoints)
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        affected = ", ".join(self.checkpoints) if self.checkpoints else "unknown"
+        return f"object {self.oid} is missing from the store (affected checkpoints: {affected})"
+
+    def with_checkpoints(self, checkpoints: Iterable[str]) -> ObjectMissing:
+        return ObjectMissing(self.oid, checkpoints)
+
+
+class CorruptObject(RRStoreError):
+    """An object whose bytes do not hash to its id, or do not decode."""
+
+    exit_code = 13
+    summary = "store damaged: an object is corrupt or missing"
+
+    def __init__(self, oid: str, actual: str = "", reason: str = "",
+                 checkpoints: Iterable[str] = ()) -> None:
+        self.oid = oid
+        self.actual = actual
+        self.reason = reason
+        self.checkpoints = list(checkpoints)
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        why = self.reason or f"content hashes to {self.actual}"
+        affected = ", ".join(self.checkpoints) if self.checkpoints else "unknown"
+        return f"corrupt object {self.oid}: {why} (affected checkpoints: {affected})"
+
+    def with_checkpoints(self, checkpoints: Iterable[str]) -> CorruptObject:
+        return CorruptObject(self.oid, self.actual, self.reason, checkpoints)
+
+
+class PermissionDenied(RRStoreError):
+    exit_code = 14
+    summary = "permission denied"
+
+    def __init__(self, path: str, action: str = "access") -> None:
+        super().__init__(f"permission denied: cannot {action} {path}")
+        self.path = path
+
+
+class DiskFull(RRStoreError):
+    exit_code = 15
+    summary = "disk full"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"no space left on device while writing {path}; nothing was committed "
+            "(free space or run 'rrstore gc', then retry)"
+        )
+        self.path = path
+
+
+class RestoreFailed(PartialFailure):
+    """Restore changed what it could; these paths could not be written."""
+
+    def __init__(self, failures: dict[str, str], undo_id: str | None) -> None:
+        self.failures = dict(failures)
+        self.undo_id = undo_id
+        first = ", ".join(f"{p} ({why})" for p, why in list(self.failures.items())[:3])
+        more = f" and {len(self.failures) - 3} more" if len(self.failures) > 3 else ""
+        undo = f"; undo with 'rrstore restore --checkpoint-id {undo_id}'" if undo_id else ""
+        super().__init__(f"restore could not write {len(self.failures)} path(s): {first}{more}{undo}")
+
+
+class TornRead(RRStoreError):
+    """A file kept changing while it was read; storing it would store a torn copy."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} kept changing while it was read; checkpoint aborted, retry when it is quiet")
+        self.path = path
+
+
+def from_oserror(exc: OSError, path: str, action: str = "write") -> RRStoreError:
+    """Translate the OSErrors users can act on into named errors."""
+    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
+        return DiskFull(path)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDenied(path, action)
+    if exc.errno == errno.ENOTDIR:
+        return UsageError(f"not a directory: {path}")
+    return RRStoreError(f"cannot {action} {path}: {exc.strerror or exc}")
+
+
+def exit_code_table() -> list[tuple[int, str]]:
+    """(code, meaning) for every documented exit status, for ``rrstore --help``."""
+    rows = {0: "success", 130: "interrupted (Ctrl-C)"}
+    pending: list[type[RRStoreError]] = [RRStoreError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if "summary" in vars(cls):
+            rows[cls.exit_code] = cls.summary
+    return sorted(rows.items())

@@ -1,0 +1,93 @@
+"""Safe local writes (bottom layer): the one place that writes a file atomically.
+
+Every durable write in rrstore goes through :func:`atomic_write`: write to a
+unique temporary name in the destination's ``tmp`` directory, optionally
+fsync, then rename into place. Readers therefore see either the old file or
+the whole new one, never a prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import secrets
+from pathlib import Path
+
+from .errors import from_oserror
+
+_libc: ctypes.CDLL | None = None
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a rename or unlink in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def syncfs(path: str | os.PathLike[str]) -> None:
+    """Flush every dirty page of the filesystem holding ``path`` in one call.
+
+    Used to make a batch of object writes durable before the ref that reaches
+    them is written, instead of one fsync per object.
+    """
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        _libc = ctypes.CDLL(name, use_errno=True) if name else None
+    if _libc is None or not hasattr(_libc, "syncfs"):
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def temp_name(tmp_dir: Path, hint: str = "") -> Path:
+    return tmp_dir / f"{hint[:16]}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+
+
+def atomic_write(dest: Path, data: bytes, tmp_dir: Path, *, fsync: bool,
+                 exclusive: bool = False, mode: int = 0o644) -> bool:
+    """Write ``data`` to ``dest`` through a temporary file in ``tmp_dir``.
+
+    With ``exclusive`` the final step is a hard link instead of a rename, so
+    an existing ``dest`` is never replaced; returns False in that case.
+    Raises the named errors of :mod:`rrstore.errors` for a full disk or a
+    permission problem, after removing the temporary file.
+    """
+    tmp = temp_name(tmp_dir, dest.name)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if exclusive:
+            try:
+                os.link(tmp, dest)
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+        else:
+            os.replace(tmp, dest)
+        if fsync:
+            fsync_dir(dest.parent)
+        return True
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise from_oserror(exc, str(dest)) from exc

@@ -1,0 +1,250 @@
+"""Restore (verb over trees): make the working tree's scope equal a checkpoint.
+
+First diff the working tree against the target, then change only what
+differs: remove what the target lacks, create directories, write files that
+differ (in parallel, each through a temporary file renamed into place), fix
+exec bits and symlinks. Ignored files are never in the working-tree side of
+the diff, so they are never touched. Per-path failures are collected and
+reported together instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .objects import ObjectStore
+from .tree import DIR, FILE, SYMLINK, Entry, content_oids
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class RestorePlan:
+    remove: list[str] = field(default_factory=list)
+    mkdir: list[str] = field(default_factory=list)
+    write: list[str] = field(default_factory=list)
+    symlink: list[str] = field(default_factory=list)
+    chmod: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.remove or self.mkdir or self.write or self.symlink or self.chmod)
+
+
+@dataclass
+class RestoreResult:
+    checkpoint_id: str
+    state_hash: str
+    plan: RestorePlan
+    dry_run: bool = False
+    undo_checkpoint_id: str | None = None
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return not self.failures
+
+    @property
+    def message(self) -> str:
+        p = self.plan
+        verb = "would restore" if self.dry_run else "restored"
+        if p.empty:
+            return f"working tree already matches {self.checkpoint_id}"
+        text = (f"{verb} {self.checkpoint_id}: {len(p.write)} written, {len(p.remove)} removed, "
+                f"{len(p.mkdir)} dirs created, {len(p.symlink)} symlinks, {len(p.chmod)} modes, "
+                f"{p.unchanged} unchanged")
+        if self.undo_checkpoint_id:
+            text += f"; undo with: rrstore restore --checkpoint-id {self.undo_checkpoint_id}"
+        return text
+
+    def to_json(self) -> dict[str, object]:
+        p = self.plan
+        return {"checkpoint_id": self.checkpoint_id, "state_hash": self.state_hash,
+                "dry_run": self.dry_run, "undo_checkpoint_id": self.undo_checkpoint_id,
+                "written": p.write, "removed": p.remove, "dirs_created": p.mkdir,
+                "symlinks": p.symlink, "modes_changed": p.chmod, "unchanged": p.unchanged,
+                "failures": self.failures, "success": self.success}
+
+
+def in_paths(path: str, paths: list[str] | None) -> bool:
+    if not paths:
+        return True
+    return any(not p or path == p or path.startswith(p + "/") for p in paths)
+
+
+def plan_restore(current: dict[str, Entry], target: dict[str, Entry],
+                 paths: list[str] | None = None) -> RestorePlan:
+    """What must change so ``current`` becomes ``target`` (within ``paths``)."""
+    plan = RestorePlan()
+    for path in sorted(current.keys() | target.keys()):
+        if not in_paths(path, paths):
+            continue
+        have, want = current.get(path), target.get(path)
+        if want is None:
+            plan.remove.append(path)
+            continue
+        if have is not None and have.kind != want.kind:
+            plan.remove.append(path)
+            have = None
+        if want.kind == DIR:
+            if have is None:
+                plan.mkdir.append(path)
+            else:
+                plan.unchanged += 1
+        elif want.kind == SYMLINK:
+            if have is None:
+                plan.symlink.append(path)
+            elif have.target != want.target:
+                plan.remove.append(path)
+                plan.symlink.append(path)
+            else:
+                plan.unchanged += 1
+        elif have is None or have.oid != want.oid:
+            plan.write.append(path)
+        elif have.executable != want.executable:
+            plan.chmod.append(path)
+        else:
+            plan.unchanged += 1
+    plan.remove.sort(key=lambda p: (-p.count("/"), p))
+    plan.mkdir.sort(key=lambda p: (p.count("/"), p))
+    return plan
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _with_exec(mode: int, executable: bool) -> int:
+    mode &= 0o7777
+    if executable:
+        return mode | ((mode & 0o444) >> 2)
+    return mode & ~0o111
+
+
+class _Writer:
+    """Applies a plan below ``root``, refusing to write through symlinked parents."""
+
+    def __init__(self, root: Path, objects: ObjectStore, target: dict[str, Entry]) -> None:
+        self.root = root
+        self.objects = objects
+        self.target = target
+        self.umask = _umask()
+        self.failures: dict[str, str] = {}
+        self._safe: set[str] = {""}
+
+    def _check_parent(self, path: str) -> None:
+        parent = path.rpartition("/")[0]
+        chain = []
+        while parent not in self._safe:
+            chain.append(parent)
+            parent = parent.rpartition("/")[0]
+        for folder in reversed(chain):
+            st = os.lstat(self.root / folder)
+            if not stat.S_ISDIR(st.st_mode):
+                raise OSError(errno.ENOTDIR, f"parent {folder} is not a directory")
+            self._safe.add(folder)
+
+    def remove(self, path: str) -> None:
+        full = self.root / path
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                os.rmdir(full)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or path in self.target:
+                    raise
+        else:
+            os.unlink(full)
+
+    def mkdir(self, path: str) -> None:
+        self._check_parent(path)
+        try:
+            os.mkdir(self.root / path)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(self.root / path).st_mode):
+                raise
+        self._safe.add(path)
+
+    def write(self, path: str) -> None:
+        entry = self.target[path]
+        self._check_parent(path)
+        full = self.root / path
+        try:
+            mode = _with_exec(os.lstat(full).st_mode, entry.executable)
+        except FileNotFoundError:
+            mode = (0o777 if entry.executable else 0o666) & ~self.umask
+        tmp = full.parent / f".{entry.name[:40]}.rrstore-{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            try:
+                for oid in content_oids(entry):
+                    view = memoryview(self.objects.get(oid))
+                    while view:
+                        view = view[os.write(fd, view):]
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+            os.replace(tmp, full)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def symlink(self, path: str) -> None:
+        self._check_parent(path)
+        os.symlink(self.target[path].target, self.root / path)
+
+    def chmod(self, path: str) -> None:
+        self._check_parent(path)
+        full = self.root / path
+        os.chmod(full, _with_exec(os.lstat(full).st_mode, self.target[path].executable))
+
+    def attempt(self, action: Callable[[str], None], path: str) -> None:
+        try:
+            action(path)
+        except OSError as exc:
+            self.failures[path] = exc.strerror or str(exc)
+
+
+def apply_plan(root: Path, objects: ObjectStore, target: dict[str, Entry], plan: RestorePlan,
+               *, workers: int, progress: Progress | None = None) -> dict[str, str]:
+    """Carry out ``plan``; returns path -> reason for every path that failed.
+
+    Object errors (missing or corrupt content) propagate: the store, not the
+    working tree, is then what needs attention.
+    """
+    writer = _Writer(root, objects, target)
+    for path in plan.remove:
+        writer.attempt(writer.remove, path)
+    for path in plan.mkdir:
+        writer.attempt(writer.mkdir, path)
+    total = len(plan.write)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(writer.attempt, writer.write, path) for path in plan.write]
+        for done, future in enumerate(futures, 1):
+            future.result()
+            if progress is not None:
+                progress(done, total)
+    for path in plan.symlink:
+        writer.attempt(writer.symlink, path)
+    for path in plan.chmod:
+        writer.attempt(writer.chmod, path)
+    return writer.failures
+
+
+def files_of(entries: dict[str, Entry]) -> int:
+    return sum(1 for e in entries.values() if e.kind == FILE)

@@ -1,0 +1,102 @@
+"""The snapshot scope (layer beside trees): which paths a checkpoint holds.
+
+In a git work tree: tracked files plus untracked files that are not ignored
+(what ``git stash -u`` takes), listed by git itself, plus empty untracked
+directories. Elsewhere: every path under the root minus the gitignore-style
+patterns in ``.rrstoreignore``. Never ``.git`` and never the store.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import gitrepo
+
+IGNORE_FILE = ".rrstoreignore"
+
+
+@dataclass
+class Scope:
+    root: Path
+    mode: str
+    paths: list[str] = field(default_factory=list)
+    empty_dirs: list[str] = field(default_factory=list)
+
+
+def _excluded_prefixes(root: Path, exclude: list[Path]) -> list[str]:
+    out = []
+    real_root = os.path.realpath(root)
+    for path in exclude:
+        rel = os.path.relpath(os.path.realpath(path), real_root)
+        if rel != "." and not rel.startswith(".."):
+            out.append(rel.replace(os.sep, "/"))
+        rel_plain = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+        if rel_plain != "." and not rel_plain.startswith(".."):
+            out.append(rel_plain.replace(os.sep, "/"))
+    return out
+
+
+def _is_excluded(path: str, prefixes: list[str]) -> bool:
+    for prefix in prefixes:
+        if path == prefix or path.startswith(prefix + "/"):
+            return True
+    return any(part == ".git" for part in path.split("/"))
+
+
+def scan_scope(root: Path, exclude: list[Path]) -> Scope:
+    """List what a checkpoint of ``root`` holds, leaving out ``exclude``."""
+    prefixes = _excluded_prefixes(root, exclude)
+    if gitrepo.find_git_root(root) is not None:
+        return _git_scope(root, prefixes)
+    return _walk_scope(root, prefixes)
+
+
+def _git_scope(root: Path, prefixes: list[str]) -> Scope:
+    files, untracked_dirs = gitrepo.list_scope(root)
+    scope = Scope(root, "git", [p for p in files if not _is_excluded(p, prefixes)])
+    candidates: list[str] = []
+    for top in untracked_dirs:
+        top = top.rstrip("/")
+        if _is_excluded(top, prefixes):
+            continue
+        for dirpath, dirnames, filenames in os.walk(root / top):
+            rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+            dirnames[:] = [d for d in dirnames if not _is_excluded(f"{rel}/{d}", prefixes)]
+            if not dirnames and not filenames:
+                candidates.append(rel)
+    if candidates:
+        ignored = gitrepo.ignored(root, candidates)
+        scope.empty_dirs = [d for d in candidates if d not in ignored and d + "/" not in ignored]
+    return scope
+
+
+def _walk_scope(root: Path, prefixes: list[str]) -> Scope:
+    import pathspec
+
+    spec = None
+    ignore_path = root / IGNORE_FILE
+    if ignore_path.is_file():
+        spec = pathspec.GitIgnoreSpec.from_lines(ignore_path.read_text(errors="surrogateescape").splitlines())
+    scope = Scope(root, "ignorefile")
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        children = 0
+        with os.scandir(root / rel_dir if rel_dir else root) as it:
+            for item in it:
+                rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
+                is_dir = item.is_dir(follow_symlinks=False)
+                if _is_excluded(rel, prefixes):
+                    continue
+                if spec is not None and spec.match_file(rel + "/" if is_dir else rel):
+                    continue
+                children += 1
+                if is_dir:
+                    stack.append(rel)
+                else:
+                    scope.paths.append(rel)
+        if children == 0 and rel_dir:
+            scope.empty_dirs.append(rel_dir)
+    return scope

@@ -1,0 +1,84 @@
+"""A store on disk (composition layer): backend + objects + refs + its config.
+
+``config.json`` marks a directory as a store and records the format. The
+store ignores itself (a ``.gitignore`` of ``*``), so it never shows in
+``git status`` of the project it sits in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .backends import LocalBackend
+from .config import Settings
+from .errors import RRStoreError, StoreNotFound, UsageError, from_oserror
+from .fsutil import atomic_write
+from .objects import ObjectStore
+from .refs import Refs
+
+STORE_FORMAT = "rrstore-store-1"
+
+
+@dataclass
+class Store:
+    path: Path
+    backend: LocalBackend
+    objects: ObjectStore
+    refs: Refs
+    settings: Settings
+
+    @classmethod
+    def open(cls, path: Path, settings: Settings, *, create: bool = False) -> Store:
+        """Open the store at ``path``; with ``create`` make it if it does not exist."""
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"store path is not a directory: {path}")
+        config = path / "config.json"
+        if not config.is_file():
+            if not create:
+                raise StoreNotFound(str(path))
+            _init(path)
+        else:
+            _check_config(config)
+        backend = LocalBackend(path)
+        objects = ObjectStore(backend, settings.compression_level, durable=settings.fsync == "always")
+        refs = Refs(backend, durable=settings.fsync != "never")
+        return cls(path, backend, objects, refs, settings)
+
+    def barrier(self) -> None:
+        """Objects written so far become durable before a ref may point at them."""
+        if self.settings.fsync == "batch":
+            self.objects.sync()
+
+
+def _init(path: Path) -> None:
+    try:
+        for sub in ("objects", "refs/checkpoints", "tmp"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        tmp = path / "tmp"
+        if not (path / ".gitignore").exists():
+            atomic_write(path / ".gitignore", b"# rrstore store: never part of a snapshot\n*\n", tmp, fsync=True)
+        doc = {"format": STORE_FORMAT, "hash": "blake3-256", "compression": "zstd",
+               "object_path": "objects/<oid[0:2]>/<oid[2:]>"}
+        data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+        atomic_write(path / "config.json", data, tmp, fsync=True, exclusive=True)
+    except OSError as exc:
+        raise from_oserror(exc, str(path), "create") from exc
+
+
+def _check_config(config: Path) -> None:
+    try:
+        doc = json.loads(config.read_bytes())
+    except OSError as exc:
+        raise from_oserror(exc, str(config), "read") from exc
+    except ValueError:
+        raise RRStoreError(f"{config} is not valid JSON; is this an rrstore store?") from None
+    if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else doc
+        raise RRStoreError(f"{config}: unsupported store format {found!r}")
+
+
+def is_store(path: Path) -> bool:
+    return (path / "config.json").is_file() and os.path.isdir(path / "objects")

@@ -1,0 +1,216 @@
+"""``RollbackRecoverySystem``: the facade the seed's Python examples use.
+
+It finds the project root and the store, and offers each verb as a method
+returning a small result value. ``run(command, **kwargs)`` is the seed's
+dispatcher: it never raises for rrstore errors, it returns a result whose
+``success`` is False and whose ``message`` says why. The CLI calls the
+methods directly so it can map errors to exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, check_lane
+from .config import Settings, load_settings
+from .diff import DiffResult, diff
+from .errors import RRStoreError, UsageError
+from .gitrepo import find_git_root
+from .restore import Progress, RestoreResult, apply_plan, in_paths, plan_restore
+from .snapshot import default_workers
+from .store import Store
+from .tree import flatten
+
+
+@dataclass
+class CheckpointResult:
+    checkpoint_id: str
+    record: CheckpointRecord
+    success: bool = True
+
+    @property
+    def message(self) -> str:
+        m = self.record.metrics
+        return (f"checkpoint {self.checkpoint_id}: {m['files_scanned']} files, "
+                f"{m['bytes_new']} new bytes stored ({m['compressed_bytes_new']} compressed), "
+                f"{m['wall_time_s']:.2f}s")
+
+
+@dataclass
+class ListResult:
+    checkpoints: list[CheckpointRecord]
+    success: bool = True
+
+    @property
+    def message(self) -> str:
+        return "\n".join(f"{r.checkpoint_id}: {r.step_name} ({r.lane})" for r in self.checkpoints)
+
+
+@dataclass
+class StatusResult:
+    state_hash: str
+    newest: CheckpointRecord | None
+    matching: CheckpointRecord | None
+    changes: DiffResult | None = None
+    success: bool = True
+
+    @property
+    def clean(self) -> bool:
+        return self.newest is not None and self.newest.state_hash == self.state_hash
+
+    @property
+    def message(self) -> str:
+        if self.newest is None:
+            return "no checkpoints yet"
+        if self.clean:
+            return f"matches the newest checkpoint {self.newest.checkpoint_id}"
+        text = f"differs from the newest checkpoint {self.newest.checkpoint_id}"
+        if self.changes is not None:
+            c = self.changes
+            text += f" ({len(c.added)} added, {len(c.removed)} removed, {len(c.modified)} modified)"
+        if self.matching is not None:
+            text += f"; matches {self.matching.checkpoint_id}"
+        return text
+
+
+@dataclass
+class FailedResult:
+    """What ``run`` returns when the command raised an rrstore error."""
+
+    message: str
+    error: RRStoreError
+    success: bool = False
+    checkpoint_id: str | None = None
+    checkpoints: list[CheckpointRecord] = field(default_factory=list)
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The project root: the given directory, else the enclosing git work tree, else cwd."""
+    if start is not None:
+        if not start.exists():
+            raise UsageError(f"no such directory: {start}")
+        if not start.is_dir():
+            raise UsageError(f"not a directory: {start}")
+        return start.resolve()
+    cwd = Path.cwd()
+    return find_git_root(cwd) or cwd
+
+
+class RollbackRecoverySystem:
+    """Checkpoints, restores and inspects one project's working tree."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None,
+                 store: str | os.PathLike[str] | None = None) -> None:
+        self.root = find_root(Path(root) if root is not None else None)
+        self.settings: Settings = load_settings(self.root)
+        chosen = store if store is not None else os.environ.get("RRSTORE_DIR") or None
+        self.store_path = Path(chosen).absolute() if chosen else self.root / self.settings.store
+        self._store: Store | None = None
+
+    # plumbing ---------------------------------------------------------------
+
+    def open_store(self, create: bool = False) -> Store:
+        if self._store is None or not self._store.path.exists():
+            self._store = Store.open(self.store_path, self.settings, create=create)
+        return self._store
+
+    @property
+    def checkpoint_manager(self) -> CheckpointManager:
+        return CheckpointManager(self.root, self.open_store())
+
+    def _workers(self) -> int:
+        return self.settings.workers or default_workers()
+
+    def relative_paths(self, paths: list[str]) -> list[str]:
+        """User paths (relative to cwd or absolute) as root-relative tree paths."""
+        out = []
+        for raw in paths:
+            full = Path(os.path.abspath(raw))
+            try:
+                rel = full.relative_to(self.root)
+            except ValueError:
+                raise UsageError(f"path is outside the project root {self.root}: {raw}") from None
+            out.append("" if str(rel) == "." else rel.as_posix())
+        return out
+
+    # verbs ------------------------------------------------------------------
+
+    def checkpoint(self, lane: str, step_number: int, step_name: str, *, success: bool = True,
+                   error_message: str | None = None, progress: Progress | None = None) -> CheckpointResult:
+        """Record the working tree as a new checkpoint (creates the store if needed)."""
+        check_lane(lane)
+        manager = CheckpointManager(self.root, self.open_store(create=True))
+        spec = NewCheckpoint(lane, step_number, step_name, success, error_message)
+        record, _ = manager.create(spec, progress=progress)
+        return CheckpointResult(record.checkpoint_id, record)
+
+    def list(self, lane: str | None = None) -> ListResult:
+        if lane is not None:
+            check_lane(lane)
+        return ListResult(self.checkpoint_manager.list_checkpoints(lane))
+
+    def show(self, checkpoint_id: str) -> CheckpointRecord:
+        return self.checkpoint_manager.get(checkpoint_id)
+
+    def diff(self, old_id: str, new_id: str | None = None) -> DiffResult:
+        """Changes from checkpoint ``old_id`` to ``new_id`` (default: the working tree)."""
+        manager = self.checkpoint_manager
+        objects = manager.store.objects
+        old = flatten(objects, manager.get(old_id).state_hash)
+        if new_id is None:
+            new = manager.snapshot(store=False).entries
+        else:
+            new = flatten(objects, manager.get(new_id).state_hash)
+        return diff(old, new)
+
+    def status(self) -> StatusResult:
+        """The working tree's state hash and how it relates to the checkpoints."""
+        manager = self.checkpoint_manager
+        snap = manager.snapshot(store=False)
+        records = manager.list_checkpoints()
+        newest = records[0] if records else None
+        matching = next((r for r in records if r.state_hash == snap.root_oid), None)
+        changes = None
+        if newest is not None and newest.state_hash != snap.root_oid:
+            changes = diff(flatten(manager.store.objects, newest.state_hash), snap.entries)
+        return StatusResult(snap.root_oid, newest, matching, changes)
+
+    def restore(self, checkpoint_id: str, *, paths: list[str] | None = None, dry_run: bool = False,
+                progress: Progress | None = None) -> RestoreResult:
+        """Make the working tree (or ``paths`` of it) identical to a checkpoint.
+
+        Unless ``dry_run``, the current state is checkpointed first (its id is
+        ``undo_checkpoint_id``), so the restore itself can be undone.
+        """
+        manager = self.checkpoint_manager
+        record = manager.get(checkpoint_id)
+        tree_paths = self.relative_paths(paths) if paths else None
+        target = flatten(manager.store.objects, record.state_hash)
+        if tree_paths and not any(in_paths(p, tree_paths) for p in target):
+            raise UsageError(f"{', '.join(paths or [])}: not in checkpoint {record.checkpoint_id}")
+        snap = manager.snapshot(store=not dry_run)
+        plan = plan_restore(snap.entries, target, tree_paths)
+        result = RestoreResult(record.checkpoint_id, record.state_hash, plan, dry_run)
+        if dry_run or plan.empty:
+            return result
+        spec = NewCheckpoint(record.lane, record.step_number, f"before restore to {record.checkpoint_id}",
+                             kind="pre-restore")
+        undo, _ = manager.create(spec, snap=snap)
+        result.undo_checkpoint_id = undo.checkpoint_id
+        result.failures = apply_plan(self.root, manager.store.objects, target, plan,
+                                     workers=self._workers(), progress=progress)
+        return result
+
+    def run(self, command: str, **kwargs: Any) -> Any:
+        """The seed's entry point: ``run('checkpoint', lane=..., step_number=..., step_name=...)``."""
+        verbs = {"checkpoint": self.checkpoint, "restore": self.restore, "list": self.list,
+                 "show": self.show, "diff": self.diff, "status": self.status}
+        if command not in verbs:
+            raise UsageError(f"unknown command {command!r}: choose one of {', '.join(verbs)}")
+        try:
+            return verbs[command](**kwargs)
+        except RRStoreError as exc:
+            return FailedResult(str(exc), exc)
