@@ -15,6 +15,7 @@ import resource
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -173,6 +174,16 @@ class CheckpointManager:
             except RRStoreError:
                 hits.append(checkpoint_id)
         return hits
+
+    @contextmanager
+    def explain_damage(self) -> Iterator[None]:
+        """Name the checkpoints a missing or corrupt object affects."""
+        try:
+            yield
+        except (ObjectMissing, CorruptObject) as exc:
+            if exc.checkpoints:
+                raise
+            raise exc.with_checkpoints(self.checkpoints_reaching(exc.oid)) from None
 
     def _reachable(self, tree: str) -> Iterator[str]:
         yield tree

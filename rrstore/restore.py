@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .objects import ObjectStore
-from .tree import DIR, FILE, SYMLINK, Entry, content_oids
+from .tree import DIR, SYMLINK, Entry, content_oids
 
 Progress = Callable[[int, int], None]
 
@@ -235,16 +235,17 @@ def apply_plan(root: Path, objects: ObjectStore, target: dict[str, Entry], plan:
     total = len(plan.write)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(writer.attempt, writer.write, path) for path in plan.write]
-        for done, future in enumerate(futures, 1):
-            future.result()
-            if progress is not None:
-                progress(done, total)
+        try:
+            for done, future in enumerate(futures, 1):
+                future.result()
+                if progress is not None:
+                    progress(done, total)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     for path in plan.symlink:
         writer.attempt(writer.symlink, path)
     for path in plan.chmod:
         writer.attempt(writer.chmod, path)
     return writer.failures
 
-
-def files_of(entries: dict[str, Entry]) -> int:
-    return sum(1 for e in entries.values() if e.kind == FILE)

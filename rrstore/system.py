@@ -17,12 +17,15 @@ from typing import Any
 from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, check_lane
 from .config import Settings, load_settings
 from .diff import DiffResult, diff
-from .errors import RRStoreError, UsageError
+from .errors import ObjectMissing, RRStoreError, UsageError
 from .gitrepo import find_git_root
+from .lock import locked
 from .restore import Progress, RestoreResult, apply_plan, in_paths, plan_restore
 from .snapshot import default_workers
 from .store import Store
-from .tree import flatten
+from .tree import content_oids, flatten
+
+WORKTREE_LOCK = "worktree"
 
 
 @dataclass
@@ -67,13 +70,14 @@ class StatusResult:
             return "no checkpoints yet"
         if self.clean:
             return f"matches the newest checkpoint {self.newest.checkpoint_id}"
-        text = f"differs from the newest checkpoint {self.newest.checkpoint_id}"
+        summary = ""
         if self.changes is not None:
             c = self.changes
-            text += f" ({len(c.added)} added, {len(c.removed)} removed, {len(c.modified)} modified)"
+            summary = f" ({len(c.added)} added, {len(c.removed)} removed, {len(c.modified)} modified)"
         if self.matching is not None:
-            text += f"; matches {self.matching.checkpoint_id}"
-        return text
+            return (f"matches checkpoint {self.matching.checkpoint_id}; differs from the newest, "
+                    f"{self.newest.checkpoint_id}{summary}")
+        return f"differs from the newest checkpoint {self.newest.checkpoint_id}{summary}"
 
 
 @dataclass
@@ -142,9 +146,11 @@ class RollbackRecoverySystem:
                    error_message: str | None = None, progress: Progress | None = None) -> CheckpointResult:
         """Record the working tree as a new checkpoint (creates the store if needed)."""
         check_lane(lane)
-        manager = CheckpointManager(self.root, self.open_store(create=True))
+        store = self.open_store(create=True)
+        manager = CheckpointManager(self.root, store)
         spec = NewCheckpoint(lane, step_number, step_name, success, error_message)
-        record, _ = manager.create(spec, progress=progress)
+        with locked(store.path, WORKTREE_LOCK, exclusive=False):
+            record, _ = manager.create(spec, progress=progress)
         return CheckpointResult(record.checkpoint_id, record)
 
     def list(self, lane: str | None = None) -> ListResult:
@@ -159,11 +165,12 @@ class RollbackRecoverySystem:
         """Changes from checkpoint ``old_id`` to ``new_id`` (default: the working tree)."""
         manager = self.checkpoint_manager
         objects = manager.store.objects
-        old = flatten(objects, manager.get(old_id).state_hash)
-        if new_id is None:
-            new = manager.snapshot(store=False).entries
-        else:
-            new = flatten(objects, manager.get(new_id).state_hash)
+        with manager.explain_damage():
+            old = flatten(objects, manager.get(old_id).state_hash)
+            if new_id is None:
+                new = manager.snapshot(store=False).entries
+            else:
+                new = flatten(objects, manager.get(new_id).state_hash)
         return diff(old, new)
 
     def status(self) -> StatusResult:
@@ -175,7 +182,8 @@ class RollbackRecoverySystem:
         matching = next((r for r in records if r.state_hash == snap.root_oid), None)
         changes = None
         if newest is not None and newest.state_hash != snap.root_oid:
-            changes = diff(flatten(manager.store.objects, newest.state_hash), snap.entries)
+            with manager.explain_damage():
+                changes = diff(flatten(manager.store.objects, newest.state_hash), snap.entries)
         return StatusResult(snap.root_oid, newest, matching, changes)
 
     def restore(self, checkpoint_id: str, *, paths: list[str] | None = None, dry_run: bool = False,
@@ -186,6 +194,11 @@ class RollbackRecoverySystem:
         ``undo_checkpoint_id``), so the restore itself can be undone.
         """
         manager = self.checkpoint_manager
+        with locked(manager.store.path, WORKTREE_LOCK, exclusive=not dry_run), manager.explain_damage():
+            return self._restore(manager, checkpoint_id, paths, dry_run, progress)
+
+    def _restore(self, manager: CheckpointManager, checkpoint_id: str, paths: list[str] | None,
+                 dry_run: bool, progress: Progress | None) -> RestoreResult:
         record = manager.get(checkpoint_id)
         tree_paths = self.relative_paths(paths) if paths else None
         target = flatten(manager.store.objects, record.state_hash)
@@ -196,6 +209,11 @@ class RollbackRecoverySystem:
         result = RestoreResult(record.checkpoint_id, record.state_hash, plan, dry_run)
         if dry_run or plan.empty:
             return result
+        objects = manager.store.objects
+        for path in plan.write:
+            for oid in content_oids(target[path]):
+                if not objects.has(oid):
+                    raise ObjectMissing(oid)
         spec = NewCheckpoint(record.lane, record.step_number, f"before restore to {record.checkpoint_id}",
                              kind="pre-restore")
         undo, _ = manager.create(spec, snap=snap)

@@ -1,0 +1,54 @@
+"""Store locks (beside the backend): who may change the working tree right now.
+
+Checkpoints share the work-tree lock, a restore holds it alone, so a
+checkpoint never records a half-restored tree and two restores never
+interleave. ``flock`` locks vanish with their process, so a killed rrstore
+never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import StoreLocked, from_oserror
+
+
+@contextmanager
+def locked(store_path: Path, name: str, *, exclusive: bool, wait: float = 30.0) -> Iterator[None]:
+    """Hold lock ``name`` of the store, waiting up to ``wait`` seconds for it."""
+    folder = store_path / "locks"
+    path = folder / f"{name}.lock"
+    try:
+        folder.mkdir(exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise from_oserror(exc, str(path), "lock") from exc
+    mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, mode)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreLocked(str(store_path), _holder(fd)) from None
+                time.sleep(0.05)
+        if exclusive:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def _holder(fd: int) -> str:
+    try:
+        return os.pread(fd, 64, 0).decode(errors="replace").strip()
+    except OSError:
+        return ""
