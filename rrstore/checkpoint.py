@@ -259,5 +259,5 @@ class CheckpointManager:
     def snapshot(self, *, store: bool, progress: Progress | None = None) -> Snapshot:
         """The working tree as a tree; ``store=False`` only hashes."""
         scope = scan_scope(self.root, [self.store.path])
-        return snapshot(scope, self.store.objects, store=store,
-                        workers=self.store.settings.workers, progress=progress)
+        return snapshot(scope, self.store.objects, store=store, workers=self.store.settings.workers,
+                        progress=progress, cache=self.store.stat_cache(self.root))

@@ -19,6 +19,7 @@ from pathlib import Path
 from .errors import RRStoreError, TornRead, from_oserror
 from .objects import ObjectStore, hash_bytes
 from .scan import Scope
+from .statcache import StatCache
 from .tree import DIR, FILE, SYMLINK, Entry, tree_oid
 
 Progress = Callable[[int, int], None]
@@ -116,10 +117,16 @@ class _Builder:
         raise AssertionError("root tree missing")
 
 
-def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True,
-             workers: int = 0, progress: Progress | None = None) -> Snapshot:
-    """Hash (and with ``store``, save) everything in ``scope``; return the root tree."""
+def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers: int = 0,
+             progress: Progress | None = None, cache: StatCache | None = None) -> Snapshot:
+    """Hash (and with ``store``, save) everything in ``scope``; return the root tree.
+
+    With a ``cache``, a file whose stat is unchanged since it was last hashed
+    is not read again (when storing, only if its objects are still present).
+    """
     stats = SnapshotStats()
+    if cache is not None:
+        cache.begin()
     builder = _Builder(objects if store else None, stats)
     root = scope.root
     files: list[tuple[str, os.stat_result]] = []
@@ -144,7 +151,12 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True,
         builder.add_dir(rel)
 
     def one(item: tuple[str, os.stat_result]) -> tuple[str, Entry, int, int]:
-        rel = item[0]
+        rel, st = item
+        hit = cache.lookup(rel, st) if cache is not None else None
+        if hit is not None and (not store or all(objects.has(o) for o in hit.chunks or (hit.oid,))):
+            entry = Entry(rel.rpartition("/")[2], FILE, hit.oid, st.st_size, bool(st.st_mode & stat.S_IXUSR),
+                          chunks=hit.chunks)
+            return rel, entry, 0, 0
         try:
             data, st = read_stable(root / rel)
         except RRStoreError:
@@ -158,6 +170,8 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True,
             if result.new:
                 new, stored = len(data), result.stored_size
         executable = bool(st.st_mode & stat.S_IXUSR)
+        if cache is not None:
+            cache.record(rel, st, oid, ())
         return rel, Entry(rel.rpartition("/")[2], FILE, oid, len(data), executable), new, stored
 
     total = len(files)
@@ -173,4 +187,6 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True,
             if progress is not None:
                 progress(done, total)
     root_oid = builder.build()
+    if cache is not None:
+        cache.save({rel for rel, _ in files})
     return Snapshot(root_oid, builder.entries, stats)

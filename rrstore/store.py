@@ -16,8 +16,9 @@ from .backends import LocalBackend
 from .config import Settings
 from .errors import RRStoreError, StoreNotFound, UsageError, from_oserror
 from .fsutil import atomic_write
-from .objects import ObjectStore
+from .objects import ObjectStore, hash_bytes
 from .refs import Refs
+from .statcache import StatCache
 
 STORE_FORMAT = "rrstore-store-1"
 
@@ -46,6 +47,11 @@ class Store:
         objects = ObjectStore(backend, settings.compression_level, durable=settings.fsync == "always")
         refs = Refs(backend, durable=settings.fsync != "never")
         return cls(path, backend, objects, refs, settings)
+
+    def stat_cache(self, root: Path) -> StatCache:
+        """The stat cache of work tree ``root`` (a store may serve several)."""
+        name = hash_bytes(os.fsencode(os.path.realpath(root)))[:16]
+        return StatCache(self.path / "cache" / f"stat-{name}", self.path / "tmp").load()
 
     def barrier(self) -> None:
         """Objects written so far become durable before a ref may point at them."""
