@@ -210,9 +210,7 @@ class CheckpointManager:
         wall0, cpu0 = time.perf_counter(), time.process_time()
         if snap is None:
             snap = self.snapshot(store=True, progress=progress)
-        from .gitrepo import git_state
-
-        git = git_state(self.root)
+        git = snap.git
         now = datetime.now().astimezone()
         stats = snap.stats
         metrics: dict[str, float | int] = {
@@ -258,6 +256,6 @@ class CheckpointManager:
 
     def snapshot(self, *, store: bool, progress: Progress | None = None) -> Snapshot:
         """The working tree as a tree; ``store=False`` only hashes."""
-        scope = scan_scope(self.root, [self.store.path])
+        scope = scan_scope(self.root, [self.store.path], git_state=store)
         return snapshot(scope, self.store.objects, store=store, workers=self.store.settings.workers,
                         progress=progress, cache=self.store.stat_cache(self.root))

@@ -23,6 +23,7 @@ class Scope:
     mode: str
     paths: list[str] = field(default_factory=list)
     empty_dirs: list[str] = field(default_factory=list)
+    git: gitrepo.GitState = gitrepo.NO_GIT
 
 
 def _excluded_prefixes(root: Path, exclude: list[Path]) -> list[str]:
@@ -45,17 +46,21 @@ def _is_excluded(path: str, prefixes: list[str]) -> bool:
     return any(part == ".git" for part in path.split("/"))
 
 
-def scan_scope(root: Path, exclude: list[Path]) -> Scope:
-    """List what a checkpoint of ``root`` holds, leaving out ``exclude``."""
+def scan_scope(root: Path, exclude: list[Path], *, git_state: bool = False) -> Scope:
+    """List what a checkpoint of ``root`` holds, leaving out ``exclude``.
+
+    ``git_state`` also records commit, branch and dirtiness (for records).
+    """
     prefixes = _excluded_prefixes(root, exclude)
     if gitrepo.find_git_root(root) is not None:
-        return _git_scope(root, prefixes)
+        return _git_scope(root, prefixes, git_state)
     return _walk_scope(root, prefixes)
 
 
-def _git_scope(root: Path, prefixes: list[str]) -> Scope:
-    files, untracked_dirs = gitrepo.list_scope(root)
-    scope = Scope(root, "git", [p for p in files if not _is_excluded(p, prefixes)])
+def _git_scope(root: Path, prefixes: list[str], git_state: bool) -> Scope:
+    listing = gitrepo.list_scope(root, with_state=git_state)
+    untracked_dirs = listing.untracked_dirs
+    scope = Scope(root, "git", [p for p in listing.files if not _is_excluded(p, prefixes)], git=listing.state)
     candidates: list[str] = []
     for top in untracked_dirs:
         top = top.rstrip("/")

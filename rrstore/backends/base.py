@@ -42,7 +42,7 @@ class Backend(Protocol):
 
 def check_key(key: str) -> str:
     """Refuse keys that could escape the store (``..``, absolute, empty parts)."""
-    parts = key.split("/")
-    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in key:
+    if not key or key[0] == "/" or "\0" in key or "//" in key or key[-1] == "/" or (
+            "." in key and any(p in (".", "..") for p in key.split("/"))):
         raise ValueError(f"invalid store key: {key!r}")
     return key

@@ -18,6 +18,7 @@ class LocalBackend:
         self.root = root
         self.location = str(root)
         self.tmp = root / "tmp"
+        self._prefix = f"{os.fspath(root)}/"
         self._dirs: set[Path] = set()
 
     def _path(self, key: str) -> Path:
@@ -52,7 +53,7 @@ class LocalBackend:
         self._dirs.add(folder)
 
     def exists(self, key: str) -> bool:
-        return os.path.exists(self._path(key))
+        return os.path.exists(f"{self._prefix}{check_key(key)}")
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self.root / prefix if prefix else self.root
