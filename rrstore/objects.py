@@ -19,6 +19,10 @@ from .backends import Backend
 from .errors import CorruptObject, ObjectMissing
 
 OID_LEN = 64
+# No object is larger: whole files are stored only up to the chunking
+# threshold, chunks are at most 16 MiB; trees and records stay far below.
+# A frame declaring more is refused before any memory is allocated for it.
+MAX_OBJECT_SIZE = 256 << 20
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -29,8 +33,8 @@ def hash_bytes(data: bytes) -> str:
     return hasher.hexdigest()
 
 
-def is_oid(text: str) -> bool:
-    return len(text) == OID_LEN and set(text) <= _HEX
+def is_oid(text: object) -> bool:
+    return isinstance(text, str) and len(text) == OID_LEN and set(text) <= _HEX
 
 
 def object_key(oid: str) -> str:
@@ -84,7 +88,10 @@ class ObjectStore:
         except KeyError:
             raise ObjectMissing(oid) from None
         try:
-            data = self._decompressor().decompress(frame)
+            size = zstandard.frame_content_size(frame)
+            if not 0 <= size <= MAX_OBJECT_SIZE:
+                raise CorruptObject(oid, reason=f"frame declares {size} bytes (limit {MAX_OBJECT_SIZE})")
+            data = self._decompressor().decompress(frame, max_output_size=max(size, 1))
         except zstandard.ZstdError as exc:
             raise CorruptObject(oid, reason=f"not a valid zstd frame ({exc})") from None
         actual = hash_bytes(data)

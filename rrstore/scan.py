@@ -88,20 +88,20 @@ def _walk_scope(root: Path, prefixes: list[str]) -> Scope:
     stack = [""]
     while stack:
         rel_dir = stack.pop()
-        children = 0
+        empty = True
         with os.scandir(root / rel_dir if rel_dir else root) as it:
             for item in it:
+                empty = False
                 rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
                 is_dir = item.is_dir(follow_symlinks=False)
                 if _is_excluded(rel, prefixes):
                     continue
                 if spec is not None and spec.match_file(rel + "/" if is_dir else rel):
                     continue
-                children += 1
                 if is_dir:
                     stack.append(rel)
                 else:
                     scope.paths.append(rel)
-        if children == 0 and rel_dir:
+        if empty and rel_dir:
             scope.empty_dirs.append(rel_dir)
     return scope

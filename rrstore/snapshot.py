@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import stat
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ from .statcache import StatCache
 from .tree import DIR, FILE, SYMLINK, Entry, tree_oid
 
 Progress = Callable[[int, int], None]
-READ_TRIES = 3
+READ_TRIES = 4
+SETTLE_NS = 30_000_000
 CHUNK_THRESHOLD = 4 << 20
 CHUNK_AVG = 1 << 20
 PARALLEL_MIN_SIZE = 256 << 10
@@ -66,10 +68,34 @@ def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def read_stable(path: str | Path) -> tuple[bytes, os.stat_result]:
-    """The file's bytes, read while nothing changed it (else TornRead)."""
-    for _ in range(READ_TRIES):
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+class Hot(Exception):
+    """The file changed too recently to tell a quiet read from a torn one."""
+
+
+def settle_window(st: os.stat_result) -> int:
+    """How recent a change must be to count as "maybe during the read", in ns.
+
+    Linux stamps files from a coarse clock (one tick, 1-10 ms), so a write
+    during a read can leave mtime and ctime unchanged when the file changed
+    just before. Filesystems with whole-second or millisecond stamps get a
+    window of two seconds.
+    """
+    return 2_000_000_000 if st.st_ctime_ns % 1_000_000 == 0 else SETTLE_NS
+
+
+def read_stable(path: str | Path, *, settle: bool = True) -> tuple[bytes, os.stat_result]:
+    """The file's bytes, read while nothing changed it.
+
+    A read counts only when size, mtime, ctime and inode are the same before
+    and after it, and the last change (ctime, which no one can set by hand)
+    lies outside the settle window before the read began. A file changed more
+    recently is read again after the window passes (``settle``), or reported
+    as ``Hot`` so a caller can batch the waiting. A file that never settles
+    raises TornRead: a torn copy is never returned.
+    """
+    for attempt in range(READ_TRIES):
+        started = time.time_ns()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             before = os.fstat(fd)
             chunks = []
@@ -82,8 +108,15 @@ def read_stable(path: str | Path) -> tuple[bytes, os.stat_result]:
         finally:
             os.close(fd)
         data = b"".join(chunks)
-        if _stamp(before) == _stamp(after) and len(data) == after.st_size:
+        if _stamp(before) != _stamp(after) or len(data) != after.st_size:
+            continue
+        window = settle_window(after)
+        if after.st_ctime_ns < started - window:
             return data, after
+        if not settle:
+            raise Hot(str(path))
+        if attempt + 1 < READ_TRIES:
+            time.sleep(window / 1e9)
     raise TornRead(str(path))
 
 
@@ -130,26 +163,57 @@ class _Builder:
         raise AssertionError("root tree missing")
 
 
-def store_content(objects: ObjectStore, data: bytes, *, store: bool) -> tuple[str, tuple[str, ...], int, int]:
-    """Hash a file's bytes and (with ``store``) save them: (oid, chunks, new bytes, stored bytes).
+@dataclass
+class Stored:
+    """What storing one file's content cost."""
+
+    oid: str
+    chunks: tuple[str, ...] = ()
+    objects_new: int = 0
+    bytes_new: int = 0
+    stored_bytes_new: int = 0
+
+
+def store_content(objects: ObjectStore, data: bytes, *, store: bool) -> Stored:
+    """Hash a file's bytes and (with ``store``) save them.
 
     Files above ``CHUNK_THRESHOLD`` are cut into content-defined chunks so an
-    edit stores only the chunks around it; the entry keeps the whole-file hash.
+    edit stores only the chunks around it; the entry keeps the whole-file
+    hash. The chunker's parameters are fixed by the tree format, so the same
+    content always gives the same chunk list and the same state hash.
     """
-    oid = hash_bytes(data)
-    chunks: tuple[str, ...] = ()
-    pieces = [(oid, data)]
+    result = Stored(hash_bytes(data))
+    pieces = [(result.oid, data)]
     if len(data) > CHUNK_THRESHOLD:
         pieces = [(hash_bytes(c.data), c.data) for c in chunker().cut_buf(data)]
-        chunks = tuple(p[0] for p in pieces)
-    new = stored = 0
+        result.chunks = tuple(p[0] for p in pieces)
     if store:
         for piece_oid, piece in pieces:
-            result = objects.put(piece, piece_oid)
-            if result.new:
-                new += len(piece)
-                stored += result.stored_size
-    return oid, chunks, new, stored
+            put = objects.put(piece, piece_oid)
+            if put.new:
+                result.objects_new += 1
+                result.bytes_new += len(piece)
+                result.stored_bytes_new += put.stored_size
+    return result
+
+
+class _Parents:
+    """Remembers which directories are real (not symlinks), so no path is read through a link."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.known: dict[str, bool] = {"": True}
+
+    def real(self, parent: str) -> bool:
+        known = self.known.get(parent)
+        if known is None:
+            up = parent.rpartition("/")[0]
+            try:
+                known = self.real(up) and stat.S_ISDIR(os.lstat(f"{self.root}/{parent}").st_mode)
+            except OSError:
+                known = False
+            self.known[parent] = known
+        return known
 
 
 def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers: int = 0,
@@ -158,20 +222,25 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
 
     With a ``cache``, a file whose stat is unchanged since it was last hashed
     is not read again (when storing, only if its objects are still present).
+    Paths below a symlinked or replaced directory are left out: git still
+    lists tracked paths there, but they are not in this working tree.
     """
     stats = SnapshotStats()
     if cache is not None:
         cache.begin()
     builder = _Builder(objects if store else None, stats)
     root = os.fspath(scope.root)
+    parents = _Parents(root)
     misses: list[str] = []
     sizes: dict[str, int] = {}
     seen: set[str] = set()
     for rel in scope.paths:
+        if not parents.real(rel.rpartition("/")[0]):
+            continue
         full = f"{root}/{rel}"
         try:
             st = os.lstat(full)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             continue
         except OSError as exc:
             raise from_oserror(exc, full, "read") from exc
@@ -195,44 +264,60 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
         else:
             stats.skipped.append(rel)
     for rel in scope.empty_dirs:
-        builder.add_dir(rel)
+        if parents.real(rel.rpartition("/")[0]):
+            builder.add_dir(rel)
 
-    def one(rel: str) -> tuple[str, Entry, int, int]:
+    def one(rel: str, settle: bool) -> tuple[str, Entry, Stored]:
         full = f"{root}/{rel}"
         try:
-            data, st = read_stable(full)
+            data, st = read_stable(full, settle=settle)
         except OSError as exc:
             raise from_oserror(exc, full, "read") from exc
-        oid, chunks, new, stored = store_content(objects, data, store=store)
+        stored = store_content(objects, data, store=store)
         if cache is not None:
-            cache.record(rel, st, oid, chunks)
-        entry = Entry(rel.rpartition("/")[2], FILE, oid, len(data), bool(st.st_mode & stat.S_IXUSR), chunks=chunks)
-        return rel, entry, new, stored
+            cache.record(rel, st, stored.oid, stored.chunks)
+        entry = Entry(rel.rpartition("/")[2], FILE, stored.oid, len(data), bool(st.st_mode & stat.S_IXUSR),
+                      chunks=stored.chunks)
+        return rel, entry, stored
 
-    def account(rel: str, entry: Entry, new: int, stored: int) -> None:
+    total = stats.files + len(misses)
+
+    def account(rel: str, entry: Entry, stored: Stored) -> None:
         builder.add(rel, entry)
         stats.files += 1
         stats.bytes_scanned += entry.size
-        if new:
-            stats.objects_new += 1
-            stats.bytes_new += new
-            stats.stored_bytes_new += stored
+        stats.objects_new += stored.objects_new
+        stats.bytes_new += stored.bytes_new
+        stats.stored_bytes_new += stored.stored_bytes_new
         if progress is not None:
             progress(stats.files, total)
+
+    def first_try(rel: str) -> tuple[str, Entry, Stored] | None:
+        try:
+            return one(rel, settle=False)
+        except Hot:
+            hot.append(rel)
+            return None
 
     # Small files are hashed in this thread: per file the work is mostly
     # Python, and threads would only fight over the GIL (measured: 400k futex
     # calls, 3x slower). Large files go to the pool, where blake3 and zstd run
-    # without the GIL.
-    total = stats.files + len(misses)
+    # without the GIL. Files changed just now are read once more at the end,
+    # after a single shared wait.
+    hot: list[str] = []
     large = [rel for rel in misses if sizes[rel] >= PARALLEL_MIN_SIZE]
     with ThreadPoolExecutor(max_workers=max(1, min(len(large), workers or default_workers()))) as pool:
-        futures = [pool.submit(one, rel) for rel in large]
+        futures = [pool.submit(first_try, rel) for rel in large]
         for rel in misses:
-            if sizes[rel] < PARALLEL_MIN_SIZE:
-                account(*one(rel))
+            if sizes[rel] < PARALLEL_MIN_SIZE and (done := first_try(rel)) is not None:
+                account(*done)
         for future in futures:
-            account(*future.result())
+            if (done := future.result()) is not None:
+                account(*done)
+    if hot:
+        time.sleep(SETTLE_NS / 1e9)
+        for rel in hot:
+            account(*one(rel, settle=True))
     root_oid = builder.build()
     if cache is not None:
         cache.save(seen)

@@ -82,7 +82,7 @@ def decode_tree(oid: str, data: bytes) -> list[Entry]:
     """Parse and validate a tree; anything malformed is a CorruptObject."""
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise CorruptObject(oid, reason="not a tree object (invalid JSON)") from None
     if not isinstance(doc, dict) or doc.get("format") != TREE_FORMAT or not isinstance(doc.get("entries"), list):
         raise CorruptObject(oid, reason="not a tree object")
@@ -103,13 +103,14 @@ def _decode_entry(oid: str, raw: object) -> Entry:
     name, kind = raw["name"], raw.get("type")
     if kind == FILE:
         chunks = raw.get("chunks", [])
-        ok = (is_oid(raw.get("hash", "")) and isinstance(raw.get("size"), int) and raw["size"] >= 0
+        size = raw.get("size")
+        ok = (is_oid(raw.get("hash")) and type(size) is int and size >= 0
               and isinstance(raw.get("exec"), bool) and isinstance(chunks, list)
-              and all(isinstance(c, str) and is_oid(c) for c in chunks))
+              and all(is_oid(c) for c in chunks))
         if ok:
             return Entry(name, FILE, raw["hash"], raw["size"], raw["exec"], chunks=tuple(chunks))
     elif kind == DIR:
-        if isinstance(raw.get("tree"), str) and is_oid(raw["tree"]):
+        if is_oid(raw.get("tree")):
             return Entry(name, DIR, raw["tree"])
     elif kind == SYMLINK:
         target = raw.get("target")

@@ -29,9 +29,7 @@ class LocalBackend:
         try:
             with open(path, "rb") as fh:
                 return fh.read()
-        except FileNotFoundError:
-            raise KeyError(key) from None
-        except IsADirectoryError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyError(key) from None
         except OSError as exc:
             raise from_oserror(exc, str(path), "read") from exc
@@ -53,10 +51,10 @@ class LocalBackend:
         self._dirs.add(folder)
 
     def exists(self, key: str) -> bool:
-        return os.path.exists(f"{self._prefix}{check_key(key)}")
+        return os.path.isfile(f"{self._prefix}{check_key(key)}")
 
     def list(self, prefix: str) -> Iterator[str]:
-        base = self.root / prefix if prefix else self.root
+        base = self.root / check_key(prefix.rstrip("/")) if prefix else self.root
         if not base.is_dir():
             return
         for dirpath, dirnames, filenames in os.walk(base):
@@ -68,7 +66,7 @@ class LocalBackend:
     def delete(self, key: str) -> None:
         try:
             os.unlink(self._path(key))
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyError(key) from None
         except OSError as exc:
             raise from_oserror(exc, str(self._path(key)), "delete") from exc
