@@ -107,6 +107,10 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str, error: 
     else:
         click.echo(result.checkpoint_id)
         info(result.message, st.quiet)
+    if result.skipped and not st.quiet:
+        shown = ", ".join(result.skipped[:3]) + (" …" if len(result.skipped) > 3 else "")
+        click.echo(f"rrstore: warning: skipped {len(result.skipped)} path(s) that are neither files, "
+                   f"directories nor symlinks: {shown}", err=True)
     return 0
 
 
@@ -137,7 +141,7 @@ def list_(lane: str | None) -> int:
 @click.argument("checkpoint_id")
 @global_options
 def show(checkpoint_id: str) -> int:
-    """Print one checkpoint's record (``latest`` names the newest)."""
+    """Print one checkpoint's record ('latest' names the newest)."""
     st = _state()
     record = st.system().show(checkpoint_id)
     doc = record.to_dict()
@@ -229,12 +233,13 @@ def restore(checkpoint_id: str | None, checkpoint_arg: str | None, dry_run: bool
     return 0
 
 
-def _report(exc: RRStoreError, state: State) -> int:
-    code = exc.exit_code
+def _report(exc: RRStoreError, state: State, code: int | None = None) -> int:
+    code = exc.exit_code if code is None else code
+    kind = type(exc).__name__ if code == exc.exit_code else "UsageError"
     if state.json:
         import json
 
-        click.echo(json.dumps({"error": type(exc).__name__, "message": str(exc), "exit_code": code}), err=True)
+        click.echo(json.dumps({"error": kind, "message": str(exc), "exit_code": code}), err=True)
     else:
         click.echo(f"rrstore: error: {exc}", err=True)
     if state.verbose:
@@ -249,9 +254,12 @@ def main(argv: list[str] | None = None) -> None:
         code = cli.main(args=argv, prog_name="rrstore", standalone_mode=False, obj=state)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
+        code = 2
     except click.ClickException as exc:
-        click.echo(f"rrstore: error: {exc.format_message()}", err=True)
-        code = exc.exit_code
+        state.json = state.json or "--json" in (sys.argv[1:] if argv is None else argv)
+        code = _report(RRStoreError(exc.format_message()), state, exc.exit_code)
     except (click.Abort, KeyboardInterrupt):
         click.echo("rrstore: interrupted", err=True)
         code = 130

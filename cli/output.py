@@ -13,7 +13,7 @@ import click
 
 
 def emit_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False))
+    click.echo(json.dumps(doc, indent=2, sort_keys=True))
 
 
 def info(message: str, quiet: bool) -> None:

@@ -88,7 +88,19 @@ class CheckpointRecord:
             record.created  # noqa: B018 - validates the timestamp
         except (TypeError, ValueError) as exc:
             raise CorruptObject(oid, reason=f"bad checkpoint record ({exc})") from None
+        for name, kinds in _FIELD_TYPES.items():
+            value = getattr(record, name)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise CorruptObject(oid, reason=f"bad checkpoint record (field {name} is {value!r})")
         return record
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "checkpoint_id": (str,), "lane": (str,), "step_number": (int,), "step_name": (str,),
+    "timestamp": (str,), "state_hash": (str,), "git_commit": (str, type(None)),
+    "git_branch": (str, type(None)), "git_dirty": (bool, type(None)), "success": (bool,),
+    "error_message": (str, type(None)), "metrics": (dict,), "kind": (str,),
+}
 
 
 def check_lane(lane: str) -> str:
@@ -132,12 +144,16 @@ class CheckpointManager:
             raise exc.with_checkpoints([checkpoint_id]) from None
 
     def get(self, checkpoint_id: str) -> CheckpointRecord:
-        """The record of ``checkpoint_id`` (``latest`` names the newest one)."""
+        """The record of ``checkpoint_id``; 'latest' names the newest step checkpoint.
+
+        Undo points taken by restore are not 'latest': restoring 'latest' twice
+        must not bring back the state the first restore replaced.
+        """
         if checkpoint_id == "latest":
-            records = self.list_checkpoints()
-            if not records:
+            newest = self.newest()
+            if newest is None:
                 raise CheckpointNotFound(checkpoint_id)
-            return records[0]
+            return newest
         record = self._load(checkpoint_id) if valid_id(checkpoint_id) else None
         if record is None:
             raise CheckpointNotFound(checkpoint_id, self.suggest(checkpoint_id))
@@ -158,6 +174,13 @@ class CheckpointManager:
                 records.append(record)
         records.sort(key=lambda r: (r.created.timestamp(), r.checkpoint_id), reverse=True)
         return records
+
+    def newest(self, records: list[CheckpointRecord] | None = None) -> CheckpointRecord | None:
+        """The newest checkpoint taken for a step (not a restore's undo point)."""
+        for record in self.list_checkpoints() if records is None else records:
+            if record.kind == "step":
+                return record
+        return None
 
     def checkpoints_reaching(self, oid: str) -> list[str]:
         """Ids whose record, trees or files include ``oid`` (for error messages)."""
@@ -195,21 +218,15 @@ class CheckpointManager:
 
     # writing ---------------------------------------------------------------
 
-    def create(self, spec: NewCheckpoint, progress: Progress | None = None,
-               snap: Snapshot | None = None) -> tuple[CheckpointRecord, Snapshot]:
-        """Snapshot the working tree and record it under a new, unique id.
-
-        ``snap`` reuses a snapshot already stored by the caller (restore takes
-        one to plan its changes and records that same state as the undo point).
-        """
+    def create(self, spec: NewCheckpoint, progress: Progress | None = None) -> tuple[CheckpointRecord, Snapshot]:
+        """Snapshot the working tree and record it under a new, unique id (and return both)."""
         check_lane(spec.lane)
         if spec.step_number < 0:
             raise UsageError(f"step number must be 0 or more, not {spec.step_number}")
         if spec.kind not in KINDS:
             raise UsageError(f"unknown checkpoint kind {spec.kind!r}")
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        if snap is None:
-            snap = self.snapshot(store=True, progress=progress)
+        snap = self.snapshot(store=True, progress=progress)
         git = snap.git
         now = datetime.now().astimezone()
         stats = snap.stats

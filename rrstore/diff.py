@@ -35,16 +35,16 @@ def leaves(entries: dict[str, Entry]) -> dict[str, Entry]:
 
 def diff(old: dict[str, Entry], new: dict[str, Entry]) -> DiffResult:
     """Paths added, removed and modified going from ``old`` to ``new``."""
-    a, b = leaves(old), leaves(new)
     result = DiffResult()
-    for path in sorted(a.keys() | b.keys()):
-        if path not in b:
+    for path in sorted(leaves(old).keys() | leaves(new).keys()):
+        was, now = old.get(path), new.get(path)
+        if now is None:
             result.removed.append(path)
-        elif path not in a:
+        elif was is None:
             result.added.append(path)
-        elif a[path].kind == DIR and b[path].kind == DIR:
+        elif was.kind == DIR and now.kind == DIR:
             result.unchanged += 1
-        elif not a[path].same_content(b[path]):
+        elif not was.same_content(now):
             result.modified.append(path)
         else:
             result.unchanged += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
 import secrets
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 from .errors import from_oserror
 
 _libc: ctypes.CDLL | None = None
+_NO_HARDLINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -80,8 +82,18 @@ def atomic_write(dest: Path, data: bytes, tmp_dir: Path, *, fsync: bool,
                 os.link(tmp, dest)
             except FileExistsError:
                 return False
+            except OSError as exc:
+                if exc.errno not in _NO_HARDLINKS:
+                    raise
+                # vfat, exFAT and some network mounts have no hard links: fall
+                # back to check-then-rename, exclusive except against a racer
+                # on such a filesystem.
+                if os.path.lexists(dest):
+                    return False
+                os.replace(tmp, dest)
             finally:
-                os.unlink(tmp)
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
         else:
             os.replace(tmp, dest)
         if fsync:

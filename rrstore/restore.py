@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .objects import ObjectStore
+from .snapshot import PARALLEL_MIN_SIZE
 from .tree import DIR, SYMLINK, Entry, content_oids
 
 Progress = Callable[[int, int], None]
+KEEP_BYTES = 512 << 20
 
 
 @dataclass
@@ -114,9 +116,26 @@ def plan_restore(current: dict[str, Entry], target: dict[str, Entry],
             plan.chmod.append(path)
         else:
             plan.unchanged += 1
+    if paths:
+        _add_missing_parents(plan, current, target)
     plan.remove.sort(key=lambda p: (-p.count("/"), p))
     plan.mkdir.sort(key=lambda p: (p.count("/"), p))
     return plan
+
+
+def _add_missing_parents(plan: RestorePlan, current: dict[str, Entry], target: dict[str, Entry]) -> None:
+    """A subset restore creates the directories above its paths that are gone."""
+    wanted = set(plan.mkdir)
+    for path in [*plan.write, *plan.symlink, *plan.mkdir]:
+        parent = path.rpartition("/")[0]
+        while parent and parent not in wanted:
+            have = current.get(parent)
+            if have is not None and have.kind == DIR:
+                break
+            if target.get(parent) is not None and target[parent].kind == DIR:
+                wanted.add(parent)
+                plan.mkdir.append(parent)
+            parent = parent.rpartition("/")[0]
 
 
 def _umask() -> int:
@@ -132,10 +151,52 @@ def _with_exec(mode: int, executable: bool) -> int:
     return mode & ~0o111
 
 
+class VerifiedContent:
+    """Every object a plan writes, read and hash-checked before anything changes.
+
+    A corrupt or missing object then stops the restore while the working tree
+    is still untouched. Verified bytes are kept (up to ``budget``) so the
+    write phase does not read them twice.
+    """
+
+    def __init__(self, objects: ObjectStore, budget: int = KEEP_BYTES) -> None:
+        self.objects = objects
+        self.budget = budget
+        self.kept: dict[str, bytes] = {}
+        self.verified: set[str] = set()
+
+    def verify(self, target: dict[str, Entry], paths: list[str], workers: int) -> None:
+        small: dict[str, None] = {}
+        large: dict[str, None] = {}
+        for path in paths:
+            entry = target[path]
+            bucket = large if entry.size >= PARALLEL_MIN_SIZE else small
+            for oid in content_oids(entry):
+                if oid not in self.verified:
+                    bucket[oid] = None
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(large)))) as pool:
+            futures = [pool.submit(self._check, oid) for oid in large]
+            for oid in small:
+                self._check(oid)
+            for future in futures:
+                future.result()
+
+    def _check(self, oid: str) -> None:
+        data = self.objects.get(oid)
+        self.verified.add(oid)
+        if len(data) <= self.budget:
+            self.budget -= len(data)
+            self.kept[oid] = data
+
+    def get(self, oid: str) -> bytes:
+        data = self.kept.get(oid)
+        return data if data is not None else self.objects.get(oid)
+
+
 class _Writer:
     """Applies a plan below ``root``, refusing to write through symlinked parents."""
 
-    def __init__(self, root: Path, objects: ObjectStore, target: dict[str, Entry]) -> None:
+    def __init__(self, root: Path, objects: VerifiedContent, target: dict[str, Entry]) -> None:
         self.root = root
         self.objects = objects
         self.target = target
@@ -220,24 +281,34 @@ class _Writer:
             self.failures[path] = exc.strerror or str(exc)
 
 
-def apply_plan(root: Path, objects: ObjectStore, target: dict[str, Entry], plan: RestorePlan,
+def apply_plan(root: Path, content: VerifiedContent, target: dict[str, Entry], plan: RestorePlan,
                *, workers: int, progress: Progress | None = None) -> dict[str, str]:
     """Carry out ``plan``; returns path -> reason for every path that failed.
 
-    Object errors (missing or corrupt content) propagate: the store, not the
-    working tree, is then what needs attention.
+    ``content`` has verified every object already. Small files are written in
+    this thread and large ones in a pool, for the same GIL reasons as in
+    snapshot.
     """
-    writer = _Writer(root, objects, target)
+    writer = _Writer(root, content, target)
     for path in plan.remove:
         writer.attempt(writer.remove, path)
     for path in plan.mkdir:
         writer.attempt(writer.mkdir, path)
     total = len(plan.write)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(writer.attempt, writer.write, path) for path in plan.write]
+    large = [p for p in plan.write if target[p].size >= PARALLEL_MIN_SIZE]
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(large)))) as pool:
+        futures = [pool.submit(writer.attempt, writer.write, path) for path in large]
         try:
-            for done, future in enumerate(futures, 1):
+            done = 0
+            for path in plan.write:
+                if target[path].size < PARALLEL_MIN_SIZE:
+                    writer.attempt(writer.write, path)
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+            for future in futures:
                 future.result()
+                done += 1
                 if progress is not None:
                     progress(done, total)
         except BaseException:

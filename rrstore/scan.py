@@ -68,9 +68,9 @@ def _git_scope(root: Path, prefixes: list[str], git_state: bool) -> Scope:
             continue
         for dirpath, dirnames, filenames in os.walk(root / top):
             rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
-            dirnames[:] = [d for d in dirnames if not _is_excluded(f"{rel}/{d}", prefixes)]
             if not dirnames and not filenames:
                 candidates.append(rel)
+            dirnames[:] = [d for d in dirnames if not _is_excluded(f"{rel}/{d}", prefixes)]
     if candidates:
         ignored = gitrepo.ignored(root, candidates)
         scope.empty_dirs = [d for d in candidates if d not in ignored and d + "/" not in ignored]

@@ -17,13 +17,13 @@ from typing import Any
 from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, check_lane
 from .config import Settings, load_settings
 from .diff import DiffResult, diff
-from .errors import ObjectMissing, RRStoreError, UsageError
+from .errors import RRStoreError, UsageError
 from .gitrepo import find_git_root
 from .lock import locked
-from .restore import Progress, RestoreResult, apply_plan, in_paths, plan_restore
+from .restore import Progress, RestoreResult, VerifiedContent, apply_plan, in_paths, plan_restore
 from .snapshot import default_workers
 from .store import Store
-from .tree import content_oids, flatten
+from .tree import flatten
 
 WORKTREE_LOCK = "worktree"
 
@@ -33,6 +33,7 @@ class CheckpointResult:
     checkpoint_id: str
     record: CheckpointRecord
     success: bool = True
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def message(self) -> str:
@@ -150,8 +151,8 @@ class RollbackRecoverySystem:
         manager = CheckpointManager(self.root, store)
         spec = NewCheckpoint(lane, step_number, step_name, success, error_message)
         with locked(store.path, WORKTREE_LOCK, exclusive=False):
-            record, _ = manager.create(spec, progress=progress)
-        return CheckpointResult(record.checkpoint_id, record)
+            record, snap = manager.create(spec, progress=progress)
+        return CheckpointResult(record.checkpoint_id, record, skipped=snap.stats.skipped)
 
     def list(self, lane: str | None = None) -> ListResult:
         if lane is not None:
@@ -178,7 +179,7 @@ class RollbackRecoverySystem:
         manager = self.checkpoint_manager
         snap = manager.snapshot(store=False)
         records = manager.list_checkpoints()
-        newest = records[0] if records else None
+        newest = manager.newest(records)
         matching = next((r for r in records if r.state_hash == snap.root_oid), None)
         changes = None
         if newest is not None and newest.state_hash != snap.root_oid:
@@ -194,7 +195,10 @@ class RollbackRecoverySystem:
         ``undo_checkpoint_id``), so the restore itself can be undone.
         """
         manager = self.checkpoint_manager
-        with locked(manager.store.path, WORKTREE_LOCK, exclusive=not dry_run), manager.explain_damage():
+        if dry_run:  # reads only: works on a read-only store and beside a running restore
+            with manager.explain_damage():
+                return self._restore(manager, checkpoint_id, paths, dry_run, progress)
+        with locked(manager.store.path, WORKTREE_LOCK, exclusive=True), manager.explain_damage():
             return self._restore(manager, checkpoint_id, paths, dry_run, progress)
 
     def _restore(self, manager: CheckpointManager, checkpoint_id: str, paths: list[str] | None,
@@ -204,21 +208,22 @@ class RollbackRecoverySystem:
         target = flatten(manager.store.objects, record.state_hash)
         if tree_paths and not any(in_paths(p, tree_paths) for p in target):
             raise UsageError(f"{', '.join(paths or [])}: not in checkpoint {record.checkpoint_id}")
-        snap = manager.snapshot(store=not dry_run)
+        snap = manager.snapshot(store=False)
         plan = plan_restore(snap.entries, target, tree_paths)
         result = RestoreResult(record.checkpoint_id, record.state_hash, plan, dry_run)
         if dry_run or plan.empty:
             return result
-        objects = manager.store.objects
-        for path in plan.write:
-            for oid in content_oids(target[path]):
-                if not objects.has(oid):
-                    raise ObjectMissing(oid)
+        content = VerifiedContent(manager.store.objects)
+        content.verify(target, plan.write, self._workers())
+        # Only now, with every needed object known good, record the undo point;
+        # plan again from it in case the tree moved between the two scans.
         spec = NewCheckpoint(record.lane, record.step_number, f"before restore to {record.checkpoint_id}",
                              kind="pre-restore")
-        undo, _ = manager.create(spec, snap=snap)
+        undo, snap = manager.create(spec)
+        result.plan = plan = plan_restore(snap.entries, target, tree_paths)
+        content.verify(target, plan.write, self._workers())
         result.undo_checkpoint_id = undo.checkpoint_id
-        result.failures = apply_plan(self.root, manager.store.objects, target, plan,
+        result.failures = apply_plan(self.root, content, target, plan,
                                      workers=self._workers(), progress=progress)
         return result
 

@@ -65,3 +65,44 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
 @pytest.fixture
 def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     return run_cli
+
+
+def tree_manifest(root: Path, skip: tuple[str, ...] = (".git", ".checkpoints")) -> dict[str, tuple[object, ...]]:
+    """Every path under ``root`` (by ``os.lstat``, links not followed) -> what a restore must reproduce.
+
+    Files: ("file", sha256 of the bytes, size, user-exec bit); symlinks: ("symlink", target);
+    directories (so empty ones count): ("dir",). Top-level names in ``skip`` are left out.
+    """
+    import hashlib
+    import stat as stat_mod
+
+    out: dict[str, tuple[object, ...]] = {}
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        with os.scandir(root / rel_dir if rel_dir else root) as it:
+            for item in it:
+                rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
+                if not rel_dir and item.name in skip:
+                    continue
+                st = os.lstat(item.path)
+                if stat_mod.S_ISLNK(st.st_mode):
+                    out[rel] = ("symlink", os.readlink(item.path))
+                elif stat_mod.S_ISDIR(st.st_mode):
+                    out[rel] = ("dir",)
+                    stack.append(rel)
+                elif stat_mod.S_ISREG(st.st_mode):
+                    digest = hashlib.sha256()
+                    with open(item.path, "rb") as fh:
+                        for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                            digest.update(block)
+                    out[rel] = ("file", digest.hexdigest(), st.st_size, bool(st.st_mode & stat_mod.S_IXUSR))
+                else:
+                    out[rel] = ("other", stat_mod.S_IFMT(st.st_mode))
+    return out
+
+
+@pytest.fixture
+def manifest() -> Callable[..., dict[str, tuple[object, ...]]]:
+    """``manifest(root)``: the full lstat-based manifest of a tree (see ``tree_manifest``)."""
+    return tree_manifest

@@ -1,0 +1,227 @@
+"""The backend contract: every backend (local directory now, S3 later) passes these tests.
+
+To run the contract against a new backend, add one line to ``BACKENDS``: a name
+and a factory taking pytest's ``tmp_path`` and returning a fresh, empty backend.
+Tests specific to one implementation live in their own class below the contract.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rrstore.backends import Backend, LocalBackend
+
+BACKENDS: dict[str, Callable[[Path], Backend]] = {
+    "local": lambda tmp_path: LocalBackend(tmp_path / "store"),
+}
+
+INVALID_KEYS = ["", "..", "../escape", "a/../../escape", "a/..", "/etc/passwd", "/abs/key",
+                "a//b", "a/", "./a", "a/./b", "nul\0byte"]
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return BACKENDS[request.param](tmp_path)
+
+
+class TestBackendContract:
+    """Bytes by key: what every layer above relies on, whatever the backend."""
+
+    def test_write_then_read_returns_the_same_bytes(self, backend: Backend) -> None:
+        data = bytes(range(256)) * 3 + b"\0\r\n"
+        assert backend.write("objects/ab/cdef", data) is True
+        assert backend.read("objects/ab/cdef") == data
+
+    def test_empty_value_round_trips(self, backend: Backend) -> None:
+        backend.write("refs/checkpoints/empty", b"")
+        assert backend.exists("refs/checkpoints/empty")
+        assert backend.read("refs/checkpoints/empty") == b""
+
+    def test_large_value_round_trips(self, backend: Backend) -> None:
+        data = os.urandom(3 << 20)
+        backend.write("objects/big/value", data, durable=True)
+        assert backend.read("objects/big/value") == data
+
+    def test_plain_write_replaces_existing_value(self, backend: Backend) -> None:
+        backend.write("refs/checkpoints/x", b"old")
+        assert backend.write("refs/checkpoints/x", b"new") is True
+        assert backend.read("refs/checkpoints/x") == b"new"
+
+    def test_durable_write_is_readable(self, backend: Backend) -> None:
+        assert backend.write("config.json", b"{}\n", durable=True) is True
+        assert backend.read("config.json") == b"{}\n"
+
+    def test_exclusive_write_creates_a_new_key(self, backend: Backend) -> None:
+        assert backend.write("refs/checkpoints/a", b"first", exclusive=True) is True
+        assert backend.read("refs/checkpoints/a") == b"first"
+
+    def test_exclusive_write_refuses_to_overwrite(self, backend: Backend) -> None:
+        backend.write("refs/checkpoints/a", b"first")
+        assert backend.write("refs/checkpoints/a", b"second", exclusive=True) is False
+        assert backend.write("refs/checkpoints/a", b"third", exclusive=True, durable=True) is False
+        assert backend.read("refs/checkpoints/a") == b"first"
+
+    def test_concurrent_exclusive_writes_have_exactly_one_winner(self, backend: Backend) -> None:
+        results: dict[int, bool] = {}
+        start = threading.Barrier(8)
+
+        def race(i: int) -> None:
+            start.wait()
+            results[i] = backend.write("refs/checkpoints/race", f"writer {i}".encode(), exclusive=True)
+
+        threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [i for i, won in results.items() if won]
+        assert len(winners) == 1
+        assert backend.read("refs/checkpoints/race") == f"writer {winners[0]}".encode()
+
+    def test_exists(self, backend: Backend) -> None:
+        assert backend.exists("objects/ab/cdef") is False
+        backend.write("objects/ab/cdef", b"x")
+        assert backend.exists("objects/ab/cdef") is True
+        assert backend.exists("objects/ab/cdeg") is False
+
+    def test_a_folder_is_not_a_key(self, backend: Backend) -> None:
+        """Only written keys exist; the folders above them are not keys (as in S3)."""
+        backend.write("objects/ab/cdef", b"x")
+        for folder in ("objects", "objects/ab"):
+            assert backend.exists(folder) is False, folder
+            with pytest.raises(KeyError):
+                backend.read(folder)
+            with pytest.raises(KeyError):
+                backend.delete(folder)
+        assert backend.read("objects/ab/cdef") == b"x"
+
+    def test_missing_key_read_raises_keyerror(self, backend: Backend) -> None:
+        with pytest.raises(KeyError):
+            backend.read("objects/00/missing")
+        backend.write("objects/00/present", b"x")
+        with pytest.raises(KeyError):
+            backend.read("objects/00/missing")
+
+    def test_missing_key_delete_raises_keyerror(self, backend: Backend) -> None:
+        with pytest.raises(KeyError):
+            backend.delete("refs/checkpoints/never-written")
+
+    def test_delete_removes_only_that_key(self, backend: Backend) -> None:
+        backend.write("refs/checkpoints/a", b"a")
+        backend.write("refs/checkpoints/b", b"b")
+        backend.delete("refs/checkpoints/a")
+        assert backend.exists("refs/checkpoints/a") is False
+        with pytest.raises(KeyError):
+            backend.read("refs/checkpoints/a")
+        assert backend.read("refs/checkpoints/b") == b"b"
+        assert list(backend.list("refs/")) == ["refs/checkpoints/b"]
+        with pytest.raises(KeyError):
+            backend.delete("refs/checkpoints/a")
+
+    def test_a_deleted_key_can_be_written_again(self, backend: Backend) -> None:
+        backend.write("refs/checkpoints/a", b"one")
+        backend.delete("refs/checkpoints/a")
+        assert backend.write("refs/checkpoints/a", b"two", exclusive=True) is True
+        assert backend.read("refs/checkpoints/a") == b"two"
+
+    def test_list_returns_every_key_under_the_prefix(self, backend: Backend) -> None:
+        keys = ["objects/ab/cdef", "objects/ab/0123", "objects/ff/ffff", "refs/checkpoints/docs-step1-x",
+                "refs/checkpoints/docs-step2-y", "config.json"]
+        for key in keys:
+            backend.write(key, key.encode())
+        assert sorted(backend.list("objects/")) == ["objects/ab/0123", "objects/ab/cdef", "objects/ff/ffff"]
+        assert sorted(backend.list("refs/checkpoints/")) == ["refs/checkpoints/docs-step1-x",
+                                                             "refs/checkpoints/docs-step2-y"]
+        assert sorted(backend.list("objects/ab/")) == ["objects/ab/0123", "objects/ab/cdef"]
+        assert sorted(backend.list("")) == sorted(keys)
+
+    def test_list_of_an_unknown_prefix_is_empty(self, backend: Backend) -> None:
+        assert list(backend.list("objects/")) == []
+        backend.write("objects/ab/cdef", b"x")
+        assert list(backend.list("packs/")) == []
+
+    def test_list_with_an_escaping_prefix_reveals_nothing_outside_the_store(
+            self, backend: Backend, tmp_path: Path) -> None:
+        (tmp_path / "outside-secret").write_text("not a store key")
+        backend.write("objects/ab/cdef", b"x")
+        try:
+            listed = list(backend.list("../"))
+        except ValueError:
+            return
+        assert listed == []
+
+    @pytest.mark.parametrize("key", INVALID_KEYS)
+    def test_invalid_key_raises_valueerror(self, backend: Backend, key: str) -> None:
+        with pytest.raises(ValueError):
+            backend.write(key, b"x")
+        with pytest.raises(ValueError):
+            backend.read(key)
+        with pytest.raises(ValueError):
+            backend.exists(key)
+        with pytest.raises(ValueError):
+            backend.delete(key)
+
+    def test_invalid_write_creates_nothing(self, backend: Backend, tmp_path: Path) -> None:
+        before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+        for key in INVALID_KEYS:
+            with pytest.raises(ValueError):
+                backend.write(key, b"escaped")
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+        assert list(backend.list("")) == []
+
+    def test_no_temporary_keys_left_after_writes(self, backend: Backend) -> None:
+        written = {f"objects/{i:02x}/{i:062x}" for i in range(20)}
+        for key in sorted(written):
+            backend.write(key, key.encode(), durable=key.endswith("1"))
+        backend.write("refs/checkpoints/a", b"1", exclusive=True)
+        backend.write("refs/checkpoints/a", b"2", exclusive=True)
+        backend.write("refs/checkpoints/a", b"3")
+        written.add("refs/checkpoints/a")
+        assert list(backend.list("tmp/")) == []
+        assert set(backend.list("")) == written
+
+    def test_sync_keeps_every_written_value(self, backend: Backend) -> None:
+        backend.sync()
+        for i in range(5):
+            backend.write(f"objects/0{i}/value", bytes([i]) * 100)
+        backend.sync()
+        backend.sync()
+        for i in range(5):
+            assert backend.read(f"objects/0{i}/value") == bytes([i]) * 100
+
+
+class TestLocalBackend:
+    """What only the local directory backend promises: plain files under its root."""
+
+    def test_keys_are_files_under_the_root(self, tmp_path: Path) -> None:
+        backend = LocalBackend(tmp_path / "store")
+        backend.write("objects/ab/cdef", b"payload")
+        assert (tmp_path / "store" / "objects" / "ab" / "cdef").read_bytes() == b"payload"
+
+    def test_tmp_directory_is_empty_after_writes(self, tmp_path: Path) -> None:
+        backend = LocalBackend(tmp_path / "store")
+        for i in range(10):
+            backend.write(f"objects/aa/{i}", b"x" * i, durable=bool(i % 2))
+        backend.write("refs/checkpoints/one", b"1", exclusive=True)
+        assert backend.write("refs/checkpoints/one", b"2", exclusive=True) is False
+        assert os.listdir(tmp_path / "store" / "tmp") == []
+
+    def test_sync_on_a_store_not_yet_created_is_harmless(self, tmp_path: Path) -> None:
+        backend = LocalBackend(tmp_path / "not-yet")
+        backend.sync()
+        assert not (tmp_path / "not-yet").exists()
+
+    def test_invalid_key_never_touches_a_file_outside_the_root(self, tmp_path: Path) -> None:
+        victim = tmp_path / "victim"
+        victim.write_bytes(b"keep me")
+        backend = LocalBackend(tmp_path / "store")
+        with pytest.raises(ValueError):
+            backend.write("../victim", b"overwritten")
+        with pytest.raises(ValueError):
+            backend.delete("../victim")
+        assert victim.read_bytes() == b"keep me"

@@ -1,0 +1,413 @@
+"""Command-line conventions: options, streams, formats, JSON shapes, and one-line errors with documented codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import blake3
+import pytest
+from conftest import GIT_ENV
+
+RECORD_FIELDS = {"checkpoint_id", "lane", "step_number", "step_name", "timestamp", "state_hash", "git_commit",
+                 "git_branch", "git_dirty", "success", "error_message", "metrics"}
+METRICS = {"wall_time_s", "cpu_time_s", "files_scanned", "bytes_scanned", "bytes_new", "compressed_bytes_new"}
+HASH = re.compile(r"^[0-9a-f]{64}$")
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.chmod(path, mode)
+
+
+def make(cli: Cli, root: Path, step: int, name: str, lane: str = "standard", *extra: str) -> str:
+    out = cli("checkpoint", "--lane", lane, "--step-number", str(step), "--step-name", name, *extra, cwd=root)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def one_error_line(out: subprocess.CompletedProcess[str], code: int) -> str:
+    """The failure contract: the documented code, one line on stderr, no traceback, no data on stdout."""
+    assert out.returncode == code, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert out.stdout == ""
+    return lines[0]
+
+
+def store_state(store: Path) -> tuple[set[str], set[str]]:
+    """(checkpoint refs, object ids) of a store: what 'changes nothing' must keep."""
+    refs = set(os.listdir(store / "refs" / "checkpoints")) if (store / "refs" / "checkpoints").is_dir() else set()
+    objects = {f"{d.name}{f.name}" for d in (store / "objects").iterdir() for f in d.iterdir()} \
+        if (store / "objects").is_dir() else set()
+    return refs, objects
+
+
+@pytest.fixture
+def populated(project: Path) -> Path:
+    write(project / "keep.txt", b"keep\n")
+    write(project / "change.txt", b"before\n")
+    write(project / "gone.txt", b"will be deleted\n")
+    write(project / "tool.sh", b"#!/bin/sh\n", 0o755)
+    os.symlink("keep.txt", project / "link")
+    return project
+
+
+# --- global options -------------------------------------------------------------------------------------
+
+
+def test_global_options_before_or_after_the_command(populated: Path, tmp_path: Path, cli: Cli) -> None:
+    store = tmp_path / "elsewhere" / "store"
+    first = cli("--store", str(store), "checkpoint", "--lane", "docs", "--step-number", "1", "--step-name", "a",
+                cwd=populated)
+    assert first.returncode == 0, first.stderr
+    second = cli("checkpoint", "--lane", "docs", "--step-number", "2", "--step-name", "b", "--store", str(store),
+                 cwd=populated)
+    assert second.returncode == 0, second.stderr
+    assert not (populated / ".checkpoints").exists()
+    ids = [second.stdout.strip(), first.stdout.strip()]
+
+    before = cli("--json", "--store", str(store), "list", cwd=populated)
+    after = cli("list", "--json", "--store", str(store), cwd=populated)
+    assert before.returncode == after.returncode == 0
+    assert before.stdout == after.stdout
+    assert [r["checkpoint_id"] for r in json.loads(before.stdout)] == ids
+
+    via_env = cli("list", cwd=populated, env={"RRSTORE_DIR": str(store)})
+    assert via_env.returncode == 0, via_env.stderr
+    assert [line.split(":")[0] for line in via_env.stdout.splitlines()] == ids
+    option_wins = cli("--store", str(store), "list", cwd=populated, env={"RRSTORE_DIR": str(tmp_path / "nothing")})
+    assert option_wins.stdout == via_env.stdout
+
+    root_opt = cli("-C", str(populated), "list", "--store", str(store), cwd=tmp_path)
+    assert root_opt.stdout == via_env.stdout
+
+
+def test_data_on_stdout_messages_on_stderr(populated: Path, cli: Cli) -> None:
+    out = cli("checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "s", cwd=populated)
+    assert out.returncode == 0
+    assert out.stdout.count("\n") == 1 and re.match(r"^standard-step1-\d{8}_\d{6}$", out.stdout.strip())
+    assert out.stderr.strip()  # a human message, not on stdout
+    checkpoint_id = out.stdout.strip()
+
+    quiet = cli("-q", "checkpoint", "--lane", "standard", "--step-number", "2", "--step-name", "s", cwd=populated)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert re.match(r"^standard-step2-\d{8}_\d{6}$", quiet.stdout.strip())
+
+    write(populated / "change.txt", b"after\n")
+    restored = cli("restore", "--checkpoint-id", checkpoint_id, cwd=populated)
+    assert restored.returncode == 0, restored.stderr
+    assert restored.stdout == ""
+    assert checkpoint_id in restored.stderr
+
+    as_json = cli("checkpoint", "--json", "--lane", "standard", "--step-number", "3", "--step-name", "s",
+                  cwd=populated)
+    assert json.loads(as_json.stdout)["step_number"] == 3  # stdout is exactly one JSON document
+
+
+# --- formats ---------------------------------------------------------------------------------------------
+
+
+def test_list_text_and_table(populated: Path, cli: Cli) -> None:
+    a = make(cli, populated, 1, "Building")
+    b = make(cli, populated, 2, "Quality gates", "docs")
+    c = make(cli, populated, 3, "Running tests", "heavy", "--status", "failed", "--error", "boom")
+
+    out = cli("list", cwd=populated)
+    assert out.returncode == 0 and out.stderr == ""
+    assert out.stdout.splitlines() == [f"{c}: Running tests (heavy)", f"{b}: Quality gates (docs)",
+                                       f"{a}: Building (standard)"]
+    docs_only = cli("list", "--lane", "docs", cwd=populated)
+    assert docs_only.stdout.splitlines() == [f"{b}: Quality gates (docs)"]
+
+    table = cli("list", "-v", cwd=populated).stdout.splitlines()
+    assert table[0].split()[:4] == ["ID", "LANE", "STEP", "STATUS"]
+    rows = table[1:]
+    assert [r.split()[0] for r in rows] == [c, b, a]
+    assert rows[0].split()[1:4] == ["heavy", "3", "failed"] and rows[0].endswith("Running tests")
+    assert rows[2].split()[1:4] == ["standard", "1", "success"] and rows[2].endswith("Building")
+
+
+def test_json_shapes(populated: Path, cli: Cli) -> None:
+    created = cli("--json", "checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "one",
+                  cwd=populated)
+    assert created.returncode == 0, created.stderr
+    record = json.loads(created.stdout)
+    assert record.keys() >= RECORD_FIELDS and record["metrics"].keys() >= METRICS
+    assert HASH.match(record["state_hash"]) and record["success"] is True and record["step_number"] == 1
+    first = record["checkpoint_id"]
+
+    listed = json.loads(cli("list", "--json", cwd=populated).stdout)
+    assert isinstance(listed, list) and [r["checkpoint_id"] for r in listed] == [first]
+    assert listed[0].keys() >= RECORD_FIELDS
+
+    shown = json.loads(cli("show", first, "--json", cwd=populated).stdout)
+    assert shown == listed[0] == record
+
+    write(populated / "change.txt", b"after\n")
+    os.unlink(populated / "gone.txt")
+    write(populated / "new.txt", b"new\n")
+    second = json.loads(cli("--json", "checkpoint", "--lane", "standard", "--step-number", "2", "--step-name", "two",
+                            cwd=populated).stdout)["checkpoint_id"]
+    diffed = json.loads(cli("diff", first, second, "--json", cwd=populated).stdout)
+    assert diffed["added"] == ["new.txt"] and diffed["removed"] == ["gone.txt"] and diffed["modified"] == ["change.txt"]
+
+    status = json.loads(cli("status", "--json", cwd=populated).stdout)
+    assert status["clean"] is True and status["newest_checkpoint_id"] == second
+    assert status["matching_checkpoint_id"] == second and HASH.match(status["state_hash"])
+
+    restored = json.loads(cli("restore", "--checkpoint-id", first, "--json", cwd=populated).stdout)
+    assert restored["checkpoint_id"] == first and restored["success"] is True and restored["dry_run"] is False
+    assert restored["state_hash"] == record["state_hash"]
+    assert sorted(restored["written"]) == ["change.txt", "gone.txt"] and restored["removed"] == ["new.txt"]
+    assert restored["undo_checkpoint_id"] in {r["checkpoint_id"] for r in json.loads(
+        cli("list", "--json", cwd=populated).stdout)}
+    status = json.loads(cli("status", "--json", cwd=populated).stdout)
+    assert status["state_hash"] == record["state_hash"] and status["matching_checkpoint_id"] == first
+
+    err = cli("--json", "show", "nope", cwd=populated)
+    assert err.returncode == 12 and err.stdout == "" and len(err.stderr.splitlines()) == 1
+    assert json.loads(err.stderr)["exit_code"] == 12
+
+
+def test_show_prints_the_record(populated: Path, cli: Cli) -> None:
+    checkpoint_id = make(cli, populated, 4, "Running tests")
+    out = cli("show", checkpoint_id, cwd=populated)
+    assert out.returncode == 0, out.stderr
+    fields = dict(line.split(": ", 1) for line in out.stdout.splitlines())
+    assert fields["checkpoint_id"] == checkpoint_id
+    assert fields["lane"] == "standard" and fields["step_number"] == "4" and fields["step_name"] == "Running tests"
+    assert HASH.match(fields["state_hash"])
+    assert {f"metrics.{m}" for m in METRICS} <= fields.keys()
+    assert cli("show", "latest", cwd=populated).stdout == out.stdout
+
+
+def test_diff_between_checkpoints_and_against_the_working_tree(populated: Path, cli: Cli) -> None:
+    a = make(cli, populated, 1, "a")
+    write(populated / "change.txt", b"after\n")
+    os.unlink(populated / "gone.txt")
+    write(populated / "sub" / "new.txt", b"new\n")
+    os.chmod(populated / "tool.sh", 0o644)
+    os.unlink(populated / "link")
+    os.symlink("change.txt", populated / "link")
+    b = make(cli, populated, 2, "b")
+
+    out = cli("diff", a, b, cwd=populated)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["M change.txt", "D gone.txt", "M link", "A sub/new.txt", "M tool.sh"]
+    assert cli("diff", a, b, "--exit-code", cwd=populated).returncode == 1
+    same = cli("diff", b, b, "--exit-code", cwd=populated)
+    assert same.returncode == 0 and same.stdout == ""
+
+    assert cli("diff", b, cwd=populated).stdout == ""
+    write(populated / "keep.txt", b"edited in the working tree\n")
+    write(populated / "untracked-new.txt", b"x")
+    against_tree = cli("diff", b, cwd=populated)
+    assert against_tree.stdout.splitlines() == ["M keep.txt", "A untracked-new.txt"]
+    assert cli("diff", b, "--exit-code", cwd=populated).returncode == 1
+
+
+def test_status_and_exit_code(populated: Path, cli: Cli) -> None:
+    checkpoint_id = make(cli, populated, 1, "s")
+    state_hash = json.loads(cli("show", checkpoint_id, "--json", cwd=populated).stdout)["state_hash"]
+
+    clean = cli("status", "--exit-code", cwd=populated)
+    assert clean.returncode == 0, clean.stderr
+    lines = clean.stdout.splitlines()
+    assert lines[0] == f"state {state_hash}"
+    assert checkpoint_id in lines[1] and "matches" in lines[1]
+
+    write(populated / "change.txt", b"after\n")
+    dirty = cli("status", "--exit-code", cwd=populated)
+    assert dirty.returncode == 1
+    assert dirty.stdout.splitlines()[0] != f"state {state_hash}"
+    assert "differs" in dirty.stdout and "Traceback" not in dirty.stderr
+    assert cli("status", cwd=populated).returncode == 0
+
+
+def test_module_and_console_script_both_work(populated: Path, cli: Cli) -> None:
+    make(cli, populated, 1, "s")
+    script = Path(sys.executable).parent / "rrstore"
+    if not script.exists():
+        script = Path(shutil.which("rrstore") or "rrstore")
+    env = {**os.environ, **GIT_ENV}
+    env.pop("RRSTORE_DIR", None)
+    via_script = subprocess.run([str(script), "list"], cwd=populated, capture_output=True, text=True, env=env,
+                                timeout=60)
+    via_module = cli("list", cwd=populated)
+    assert via_script.returncode == via_module.returncode == 0
+    assert via_script.stdout == via_module.stdout != ""
+    version = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and "rrstore" in version.stdout
+
+
+def test_help_documents_exit_codes(project: Path, cli: Cli) -> None:
+    out = cli("--help", cwd=project)
+    assert out.returncode == 0
+    documented = {int(m.group(1)): m.group(2) for m in re.finditer(r"^\s+(\d+)\s+(\S.*)$", out.stdout, re.M)}
+    for code in (0, 1, 2, 10, 12, 13, 14, 15):
+        assert code in documented, f"exit code {code} not documented in --help"
+    assert "checkpoint not found" in documented[12].lower()
+    assert "disk full" in documented[15].lower()
+    commands = out.stdout.split("Commands:")[1]
+    for command in ("checkpoint", "list", "show", "diff", "status", "restore"):
+        assert re.search(rf"^\s+{command}\s", commands, re.M), command
+    restore_help = cli("restore", "--help", cwd=project)
+    assert restore_help.returncode == 0
+    assert all(opt in restore_help.stdout for opt in ("--checkpoint-id", "--dry-run", "--path", "--json", "--store"))
+
+
+# --- errors: one line, documented code, nothing changed ---------------------------------------------------
+
+
+def test_unknown_id_suggests_the_closest(populated: Path, cli: Cli, manifest) -> None:
+    checkpoint_id = make(cli, populated, 2, "s")
+    typo = checkpoint_id[:-1] + ("0" if checkpoint_id[-1] != "0" else "1")
+    tree, store = manifest(populated), store_state(populated / ".checkpoints")
+    for args in (("show", typo), ("restore", "--checkpoint-id", typo), ("diff", typo)):
+        line = one_error_line(cli(*args, cwd=populated), 12)
+        assert "Checkpoint not found" in line and typo in line
+        assert checkpoint_id in line.replace(typo, "")  # the real id is suggested
+    assert manifest(populated) == tree and store_state(populated / ".checkpoints") == store
+
+
+def test_bad_lane_is_a_usage_error(populated: Path, cli: Cli) -> None:
+    line = one_error_line(cli("checkpoint", "--lane", "bogus", "--step-number", "1", "--step-name", "s",
+                              cwd=populated), 2)
+    assert "bogus" in line
+    assert not (populated / ".checkpoints").exists()
+    one_error_line(cli("list", "--lane", "bogus", cwd=populated), 2)
+    one_error_line(cli("checkpoint", "--lane", "docs", "--step-number", "-1", "--step-name", "s", cwd=populated), 2)
+    assert not (populated / ".checkpoints").exists()
+
+
+def test_missing_store(populated: Path, tmp_path: Path, cli: Cli) -> None:
+    for args in (("list",), ("show", "latest"), ("status",), ("restore", "--checkpoint-id", "latest")):
+        line = one_error_line(cli(*args, cwd=populated), 10)
+        assert ".checkpoints" in line
+    missing = tmp_path / "no" / "such" / "store"
+    line = one_error_line(cli("--store", str(missing), "list", cwd=populated), 10)
+    assert str(missing) in line
+    assert not (populated / ".checkpoints").exists() and not (tmp_path / "no").exists()
+
+
+def test_store_that_is_a_file_or_root_that_is_not_a_directory(populated: Path, tmp_path: Path, cli: Cli,
+                                                              manifest) -> None:
+    afile = tmp_path / "a-file"
+    afile.write_bytes(b"not a store")
+    tree = manifest(populated)
+    for args in (("list",), ("checkpoint", "--lane", "docs", "--step-number", "1", "--step-name", "s")):
+        line = one_error_line(cli("--store", str(afile), *args, cwd=populated), 2)
+        assert str(afile) in line
+    assert afile.read_bytes() == b"not a store"
+    one_error_line(cli("-C", str(afile), "list", cwd=populated), 2)
+    one_error_line(cli("-C", str(tmp_path / "missing-dir"), "checkpoint", "--lane", "docs", "--step-number", "1",
+                       "--step-name", "s", cwd=populated), 2)
+    assert manifest(populated) == tree and not (tmp_path / "missing-dir").exists()
+
+
+def test_corrupt_object_is_named_with_its_checkpoint(populated: Path, cli: Cli, manifest) -> None:
+    write(populated / "data.bin", os.urandom(20_000))
+    checkpoint_id = make(cli, populated, 1, "s")
+    store = populated / ".checkpoints"
+    oid = blake3.blake3((populated / "data.bin").read_bytes()).hexdigest()
+    obj = store / "objects" / oid[:2] / oid[2:]
+    frame = bytearray(obj.read_bytes())
+    frame[len(frame) // 2] ^= 0xFF
+    os.chmod(obj, 0o644)
+    obj.write_bytes(bytes(frame))
+    write(populated / "data.bin", b"changed since")
+    write(populated / "added.txt", b"the restore would remove this")
+    os.unlink(populated / "gone.txt")
+    tree, state = manifest(populated), store_state(store)
+
+    line = one_error_line(cli("restore", "--checkpoint-id", checkpoint_id, cwd=populated), 13)
+
+    assert oid in line and checkpoint_id in line
+    assert manifest(populated) == tree
+    assert store_state(store) == state
+    assert cli("show", checkpoint_id, cwd=populated).returncode == 0  # the record itself is fine
+
+
+def _nobody_prefix(probe_dir: Path) -> list[str]:
+    """setpriv arguments that run a command as nobody, or skip.
+
+    The interpreter may live under a directory only root can search (e.g. /root/.pyenv), and pytest's
+    tmp_path is 0700; then nobody keeps CAP_DAC_READ_SEARCH (read and search only, never write).
+    """
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is not installed")
+    base = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = [sys.executable, "-c", f"import os, rrstore; os.listdir({str(probe_dir)!r})"]
+    for prefix in (base, [*base, "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]):
+        if subprocess.run([*prefix, *probe], capture_output=True).returncode == 0:
+            return prefix
+    pytest.skip("cannot run python as nobody here")
+
+
+def test_permission_denied_on_a_store_it_cannot_write(populated: Path, cli: Cli, manifest) -> None:
+    checkpoint_id = make(cli, populated, 1, "by root")
+    store = populated / ".checkpoints"
+    prefix = _nobody_prefix(populated)
+    tree, state = manifest(populated), store_state(store)
+    env = {**os.environ, **GIT_ENV, "HOME": str(populated)}
+    env.pop("RRSTORE_DIR", None)
+
+    def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*prefix, sys.executable, "-m", "rrstore", *args], cwd=populated, env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    line = one_error_line(as_nobody("checkpoint", "--lane", "standard", "--step-number", "2", "--step-name", "x"), 14)
+    assert "permission denied" in line.lower() and str(store) in line
+    assert manifest(populated) == tree and store_state(store) == state
+    listed = as_nobody("list")  # reading a store needs no write access
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == [f"{checkpoint_id}: by root (standard)"]
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_commits_nothing(populated: Path, tiny_tmpfs: Path, cli: Cli, manifest) -> None:
+    store = tiny_tmpfs / "store"
+    first = cli("--store", str(store), "checkpoint", "--lane", "standard", "--step-number", "1", "--step-name",
+                "fits", cwd=populated)
+    assert first.returncode == 0, first.stderr
+    write(populated / "big" / "a.bin", os.urandom(700_000))
+    write(populated / "big" / "b.bin", os.urandom(700_000))
+    state = store_state(store)
+
+    line = one_error_line(cli("--store", str(store), "checkpoint", "--lane", "standard", "--step-number", "2",
+                              "--step-name", "too big", cwd=populated), 15)
+
+    assert "no space left" in line.lower()
+    refs, _ = store_state(store)
+    assert refs == state[0]
+    assert os.listdir(store / "tmp") == []  # no temporary file left behind to fill the disk
+    listed = cli("--store", str(store), "list", cwd=populated)
+    assert listed.stdout.splitlines() == [f"{first.stdout.strip()}: fits (standard)"]
+    shutil.rmtree(populated / "big")
+    tree = manifest(populated)
+    again = cli("--store", str(store), "restore", "--checkpoint-id", first.stdout.strip(), cwd=populated)
+    assert again.returncode == 0, again.stderr
+    assert manifest(populated) == tree

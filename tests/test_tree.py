@@ -1,0 +1,187 @@
+"""Trees: canonical, deterministic directory objects; anything malformed is a CorruptObject."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import blake3
+import pytest
+
+from rrstore.backends import LocalBackend
+from rrstore.errors import CorruptObject
+from rrstore.objects import ObjectStore, hash_bytes
+from rrstore.tree import DIR, FILE, SYMLINK, Entry, decode_tree, encode_tree, flatten, read_tree, tree_oid, walk
+
+A = "a" * 64
+B = "b" * 64
+C = "c" * 64
+BAD_OID = "0" * 64
+
+
+def entries() -> list[Entry]:
+    return [
+        Entry("zeta.txt", FILE, A, 5, False),
+        Entry("run.sh", FILE, B, 12, True),
+        Entry("src", DIR, C),
+        Entry("link", SYMLINK, target="../outside/target"),
+        Entry("big.bin", FILE, A, 10_000_000, False, chunks=(B, C)),
+        Entry("été ☃.md", FILE, B, 0, False),
+        Entry("with space\nand newline", FILE, C, 1, False),
+    ]
+
+
+@pytest.fixture
+def objects(tmp_path: Path) -> ObjectStore:
+    return ObjectStore(LocalBackend(tmp_path / "store"))
+
+
+def test_golden_encoding() -> None:
+    """The exact bytes are the format: changing them changes every state hash ever recorded."""
+    data = encode_tree([Entry("b", DIR, C), Entry("a", FILE, A, 3, True), Entry("l", SYMLINK, target="a")])
+    expected = ('{"entries":[{"exec":true,"hash":"' + A + '","name":"a","size":3,"type":"file"},'
+                '{"name":"b","tree":"' + C + '","type":"dir"},'
+                '{"name":"l","target":"a","type":"symlink"}],"format":"rrstore-tree-1"}').encode()
+    assert data == expected
+    assert tree_oid([Entry("b", DIR, C), Entry("a", FILE, A, 3, True), Entry("l", SYMLINK, target="a")]) == (
+        blake3.blake3(expected).hexdigest(), expected)
+
+
+def test_encoding_is_ascii_with_unicode_escapes() -> None:
+    data = encode_tree([Entry("été ☃\n", FILE, A, 1, False)])
+    assert data.isascii()
+    assert b'"name":"\\u00e9t\\u00e9 \\u2603\\n"' in data
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_any_order_gives_the_same_bytes_and_oid(seed: int) -> None:
+    base = entries()
+    reference = tree_oid(base)
+    shuffled = list(base)
+    random.Random(seed).shuffle(shuffled)
+    assert tree_oid(shuffled) == reference
+    assert tree_oid(list(reversed(base))) == reference
+
+
+def test_entries_are_sorted_by_utf8_bytes_of_the_name() -> None:
+    names = ["b", "B", "a.txt", "a", "a-b", "a_b", "é", "z", "\U0001f600", "\uffee", "10", "9"]
+    data = encode_tree([Entry(n, FILE, A, 1, False) for n in names])
+    encoded_names = [e["name"] for e in json.loads(data)["entries"]]
+    assert encoded_names == sorted(names, key=lambda n: n.encode("utf-8"))
+    assert encoded_names[:4] == ["10", "9", "B", "a"]
+
+
+def test_round_trip_decode() -> None:
+    original = entries()
+    oid, data = tree_oid(original)
+    decoded = decode_tree(oid, data)
+    assert decoded == sorted(original, key=lambda e: e.name.encode())
+    assert encode_tree(decoded) == data
+
+
+def test_empty_tree_round_trips() -> None:
+    oid, data = tree_oid([])
+    assert decode_tree(oid, data) == []
+    assert oid == hash_bytes(b'{"entries":[],"format":"rrstore-tree-1"}')
+
+
+def test_content_matters_to_the_oid() -> None:
+    base = tree_oid([Entry("f", FILE, A, 1, False)])[0]
+    assert tree_oid([Entry("f", FILE, A, 1, True)])[0] != base
+    assert tree_oid([Entry("f", FILE, B, 1, False)])[0] != base
+    assert tree_oid([Entry("g", FILE, A, 1, False)])[0] != base
+    assert tree_oid([Entry("f", SYMLINK, target="x")])[0] != tree_oid([Entry("f", SYMLINK, target="y")])[0]
+    assert tree_oid([Entry("f", DIR, A)])[0] != base
+
+
+def test_stored_tree_reads_back_and_walks(objects: ObjectStore) -> None:
+    sub_oid, sub_data = tree_oid([Entry("inner.txt", FILE, A, 2, False), Entry("deeper", DIR, tree_oid([])[0])])
+    objects.put(tree_oid([])[1])
+    objects.put(sub_data)
+    root_oid, root_data = tree_oid([Entry("src", DIR, sub_oid), Entry("top.txt", FILE, B, 3, True)])
+    objects.put(root_data)
+    assert read_tree(objects, root_oid) == [Entry("src", DIR, sub_oid), Entry("top.txt", FILE, B, 3, True)]
+    paths = [path for path, _ in walk(objects, root_oid)]
+    assert paths == ["src", "src/deeper", "src/inner.txt", "top.txt"]
+    flat = flatten(objects, root_oid)
+    assert flat["src/inner.txt"] == Entry("inner.txt", FILE, A, 2, False)
+    assert flat["src/deeper"].kind == DIR
+
+
+def file_entry(**overrides: object) -> dict[str, object]:
+    raw: dict[str, object] = {"name": "f", "type": "file", "hash": A, "size": 1, "exec": False}
+    raw.update(overrides)
+    return raw
+
+
+def tree_doc(*raw_entries: object) -> bytes:
+    return json.dumps({"format": "rrstore-tree-1", "entries": list(raw_entries)}).encode()
+
+
+def test_a_well_formed_hand_written_tree_decodes() -> None:
+    """Sanity check for the malformed cases below: the same shape with good values is accepted."""
+    data = tree_doc(file_entry(), {"name": "d", "type": "dir", "tree": B},
+                    {"name": "l", "type": "symlink", "target": "f"})
+    assert [e.name for e in decode_tree(BAD_OID, data)] == ["f", "d", "l"]
+
+
+MALFORMED = {
+    "not json": b"{not json",
+    "truncated json": tree_doc(file_entry())[:-5],
+    "invalid utf-8": b'{"format":"rrstore-tree-1","entries":[{"name":"\xff\xfe"}]}',
+    "json list": b"[]",
+    "json string": b'"tree"',
+    "empty": b"",
+    "wrong format": json.dumps({"format": "rrstore-tree-0", "entries": []}).encode(),
+    "no format": json.dumps({"entries": []}).encode(),
+    "entries not a list": json.dumps({"format": "rrstore-tree-1", "entries": {}}).encode(),
+    "entry not an object": tree_doc("f"),
+    "dotdot name": tree_doc(file_entry(name="..")),
+    "dot name": tree_doc(file_entry(name=".")),
+    "empty name": tree_doc(file_entry(name="")),
+    "slash in name": tree_doc(file_entry(name="a/b")),
+    "leading slash": tree_doc(file_entry(name="/etc")),
+    "traversal name": tree_doc(file_entry(name="../../etc/passwd")),
+    "nul in name": tree_doc(file_entry(name="a\0b")),
+    "name not a string": tree_doc(file_entry(name=7)),
+    "duplicate names": tree_doc(file_entry(), file_entry(hash=B)),
+    "duplicate file and dir": tree_doc(file_entry(), {"name": "f", "type": "dir", "tree": B}),
+    "short hash": tree_doc(file_entry(hash=A[:-1])),
+    "long hash": tree_doc(file_entry(hash=A + "a")),
+    "uppercase hash": tree_doc(file_entry(hash=A.upper())),
+    "non-hex hash": tree_doc(file_entry(hash="g" * 64)),
+    "missing hash": tree_doc({"name": "f", "type": "file", "size": 1, "exec": False}),
+    "numeric hash": tree_doc(file_entry(hash=123)),
+    "null hash": tree_doc(file_entry(hash=None)),
+    "list hash": tree_doc(file_entry(hash=list(A))),
+    "bad chunk oid": tree_doc(file_entry(chunks=[B, "xyz"])),
+    "chunks not a list": tree_doc(file_entry(chunks=B)),
+    "negative size": tree_doc(file_entry(size=-1)),
+    "string size": tree_doc(file_entry(size="1")),
+    "boolean size": tree_doc(file_entry(size=True)),
+    "float size": tree_doc(file_entry(size=1.0)),
+    "exec not bool": tree_doc(file_entry(exec=1)),
+    "bad dir oid": tree_doc({"name": "d", "type": "dir", "tree": "nope"}),
+    "dir oid not a string": tree_doc({"name": "d", "type": "dir", "tree": 1}),
+    "empty symlink target": tree_doc({"name": "l", "type": "symlink", "target": ""}),
+    "symlink target not a string": tree_doc({"name": "l", "type": "symlink", "target": None}),
+    "unknown type": tree_doc({"name": "x", "type": "fifo"}),
+    "deeply nested json": b'{"format":"rrstore-tree-1","entries":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+}
+
+
+@pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_tree_raises_corrupt_object(data: bytes) -> None:
+    oid = hash_bytes(data)
+    with pytest.raises(CorruptObject) as info:
+        decode_tree(oid, data)
+    assert info.value.oid == oid
+    assert oid in str(info.value)
+
+
+def test_read_tree_of_a_stored_non_tree_raises_corrupt_object(objects: ObjectStore) -> None:
+    oid = objects.put(b"just a file, not a tree\n").oid
+    with pytest.raises(CorruptObject) as info:
+        read_tree(objects, oid)
+    assert info.value.oid == oid
