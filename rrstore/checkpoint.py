@@ -9,10 +9,9 @@ checkpoints intact.
 
 from __future__ import annotations
 
-import difflib
 import json
+import os
 import resource
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -162,6 +161,8 @@ class CheckpointManager:
     def suggest(self, wrong: str) -> list[str]:
         ids = list(self.store.refs)
         starts = [i for i in ids if i.startswith(wrong)]
+        import difflib
+
         close = difflib.get_close_matches(wrong, ids, n=3, cutoff=0.6)
         return sorted(set(starts[:3]) | set(close), key=lambda i: i not in starts)[:3]
 
@@ -244,7 +245,7 @@ class CheckpointManager:
             timestamp=now.isoformat(timespec="microseconds"), state_hash=snap.root_oid,
             git_commit=git.commit, git_branch=git.branch, git_dirty=git.dirty,
             success=spec.success, error_message=spec.error_message, metrics=metrics, kind=spec.kind,
-            root=str(self.root), hostname=socket.gethostname(),
+            root=str(self.root), hostname=os.uname().nodename,
         )
         base = f"{spec.lane}-step{spec.step_number}-{now.strftime('%Y%m%d_%H%M%S')}"
         for attempt in range(1, 10_000):
@@ -254,7 +255,7 @@ class CheckpointManager:
             metrics["peak_rss_kib"] = _rss_kib()
             data = record.encode()
             oid = hash_bytes(data)
-            self.store.objects.put(data, oid)
+            self.store.objects.put(data, oid, loose=True)
             self.store.barrier()
             if self.store.refs.create(record.checkpoint_id, oid):
                 record.record_oid = oid
@@ -265,7 +266,7 @@ class CheckpointManager:
         """Replace the record behind an existing id (e.g. to mark a step failed)."""
         data = record.encode()
         oid = hash_bytes(data)
-        self.store.objects.put(data, oid)
+        self.store.objects.put(data, oid, loose=True)
         self.store.barrier()
         self.store.refs.update(record.checkpoint_id, oid)
         record.record_oid = oid

@@ -6,7 +6,6 @@ Unknown keys are an error, so a typo never silently does nothing.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,8 @@ def _table(root: Path) -> tuple[dict[str, Any], str]:
 
 
 def _load(path: Path) -> dict[str, Any]:
+    import tomllib  # only projects with a config file pay for the import
+
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)

@@ -9,16 +9,14 @@ the whole new one, never a prefix.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import os
-import secrets
 from pathlib import Path
+from typing import Any
 
 from .errors import from_oserror
 
-_libc: ctypes.CDLL | None = None
+_libc: Any = None
 _NO_HARDLINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
 
@@ -39,9 +37,12 @@ def syncfs(path: str | os.PathLike[str]) -> None:
     """
     global _libc
     if _libc is None:
+        import ctypes
+        import ctypes.util
+
         name = ctypes.util.find_library("c")
-        _libc = ctypes.CDLL(name, use_errno=True) if name else None
-    if _libc is None or not hasattr(_libc, "syncfs"):
+        _libc = ctypes.CDLL(name, use_errno=True) if name else False
+    if not _libc or not hasattr(_libc, "syncfs"):
         os.sync()
         return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -53,7 +54,7 @@ def syncfs(path: str | os.PathLike[str]) -> None:
 
 
 def temp_name(tmp_dir: Path, hint: str = "") -> Path:
-    return tmp_dir / f"{hint[:16]}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+    return tmp_dir / f"{hint[:16]}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
 
 
 def atomic_write(dest: Path, data: bytes, tmp_dir: Path, *, fsync: bool,

@@ -17,12 +17,15 @@ import zstandard
 
 from .backends import Backend
 from .errors import CorruptObject, ObjectMissing
+from .pack import PackReader, PackWriter
 
 OID_LEN = 64
 # No object is larger: whole files are stored only up to the chunking
 # threshold, chunks are at most 16 MiB; trees and records stay far below.
 # A frame declaring more is refused before any memory is allocated for it.
 MAX_OBJECT_SIZE = 256 << 20
+# Objects smaller than this go into packs; larger ones are loose files.
+LOOSE_MIN = 512 << 10
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -45,17 +48,42 @@ def object_key(oid: str) -> str:
 class PutResult:
     oid: str
     new: bool
-    stored_size: int
 
 
 class ObjectStore:
-    """put/get/has/iter/delete of bytes; compression and verification live here."""
+    """put/get/has/iter/delete of bytes; compression, packing and verification live here.
+
+    Objects under ``LOOSE_MIN`` bytes go into pack files (see ``pack``), larger
+    ones are loose files. Queued pack objects become visible to other
+    processes at ``flush`` (which ``sync`` includes), so callers flush before
+    they write anything that refers to them.
+    """
 
     def __init__(self, backend: Backend, level: int = 3, durable: bool = False) -> None:
         self.backend = backend
         self.level = level
         self.durable = durable
         self._local = threading.local()
+        self._reader = PackReader(backend)
+        self._reader_ready = False
+        self._writer: PackWriter | None = None
+        self._loose_bytes = 0
+
+    @property
+    def stored_bytes(self) -> int:
+        """Compressed bytes this process has written (loose frames and packs)."""
+        return self._loose_bytes + (self._writer.written if self._writer else 0)
+
+    def _packs(self) -> PackReader:
+        if not self._reader_ready:
+            self._reader.refresh()
+            self._reader_ready = True
+        return self._reader
+
+    def _pack_writer(self) -> PackWriter:
+        if self._writer is None:
+            self._writer = PackWriter(self.backend, self.level, self.durable, self._reader.add)
+        return self._writer
 
     def _compressor(self) -> zstandard.ZstdCompressor:
         comp = getattr(self._local, "comp", None)
@@ -71,22 +99,34 @@ class ObjectStore:
             self._local.dec = dec
         return dec
 
-    def put(self, data: bytes, oid: str | None = None) -> PutResult:
-        """Store ``data`` unless already present; ``oid`` skips re-hashing."""
+    def put(self, data: bytes, oid: str | None = None, *, loose: bool = False) -> PutResult:
+        """Store ``data`` unless already present; ``oid`` skips re-hashing.
+
+        ``loose`` keeps a small object out of packs (checkpoint records: one
+        per checkpoint, read by ``list`` without loading any pack index).
+        """
         oid = oid or hash_bytes(data)
-        key = object_key(oid)
-        if self.backend.exists(key):
-            return PutResult(oid, False, 0)
+        if len(data) < LOOSE_MIN and not loose:
+            # Small objects live in packs (or are queued for one); a loose copy
+            # of the same bytes could only be a record, so no stat is spent on it.
+            if oid in self._packs().index:
+                return PutResult(oid, False)
+            return PutResult(oid, self._pack_writer().add(oid, data))
+        if self.has(oid):
+            return PutResult(oid, False)
         frame = self._compressor().compress(data)
-        self.backend.write(key, frame, durable=self.durable)
-        return PutResult(oid, True, len(frame))
+        self.backend.write(object_key(oid), frame, durable=self.durable)
+        self._loose_bytes += len(frame)
+        return PutResult(oid, True)
 
     def get(self, oid: str) -> bytes:
         """The verified bytes of ``oid``; raises ObjectMissing or CorruptObject."""
+        if self._writer is not None and (queued := self._writer.pending.get(oid)) is not None:
+            return queued
         try:
             frame = self.backend.read(object_key(oid))
         except KeyError:
-            raise ObjectMissing(oid) from None
+            return self._get_packed(oid)
         try:
             size = zstandard.frame_content_size(frame)
             if not 0 <= size <= MAX_OBJECT_SIZE:
@@ -94,23 +134,51 @@ class ObjectStore:
             data = self._decompressor().decompress(frame, max_output_size=max(size, 1))
         except zstandard.ZstdError as exc:
             raise CorruptObject(oid, reason=f"not a valid zstd frame ({exc})") from None
-        actual = hash_bytes(data)
-        if actual != oid:
-            raise CorruptObject(oid, actual=actual)
-        return data
+        return _verified(oid, data)
+
+    def _get_packed(self, oid: str) -> bytes:
+        packs = self._packs()
+        loc = packs.index.get(oid)
+        if loc is None:
+            packs.refresh()
+            loc = packs.index.get(oid)
+            if loc is None:
+                raise ObjectMissing(oid)
+        return _verified(oid, packs.read(oid, loc))
 
     def has(self, oid: str) -> bool:
+        if oid in self._packs().index:
+            return True
+        if self._writer is not None and oid in self._writer.pending:
+            return True
         return self.backend.exists(object_key(oid))
 
     def __iter__(self) -> Iterator[str]:
+        seen = set(self._packs().index)
+        yield from seen
         for key in self.backend.list("objects/"):
             parts = key.split("/")
-            if len(parts) == 3 and is_oid(parts[1] + parts[2]):
+            if len(parts) == 3 and is_oid(parts[1] + parts[2]) and parts[1] + parts[2] not in seen:
                 yield parts[1] + parts[2]
 
     def delete(self, oid: str) -> None:
+        """Remove a loose object (packed objects leave only when gc rewrites their pack)."""
         self.backend.delete(object_key(oid))
 
+    def flush(self) -> None:
+        """Write queued small objects as a pack, so other processes can read them."""
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+
     def sync(self) -> None:
-        """Write barrier: make every object written so far durable."""
+        """Write barrier: make every object written so far visible and durable."""
+        self.flush()
         self.backend.sync()
+
+
+def _verified(oid: str, data: bytes) -> bytes:
+    actual = hash_bytes(data)
+    if actual != oid:
+        raise CorruptObject(oid, actual=actual)
+    return data

@@ -14,11 +14,9 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from pyfastcdc import FastCDC
+from typing import Any
 
 from .errors import TornRead, from_oserror
 from .gitrepo import NO_GIT, GitState
@@ -26,17 +24,20 @@ from .objects import ObjectStore, hash_bytes
 from .scan import Scope
 from .statcache import StatCache
 from .tree import DIR, FILE, SYMLINK, Entry, tree_oid
+from .workers import PARALLEL_MIN_SIZE, run_split
 
 Progress = Callable[[int, int], None]
 READ_TRIES = 4
 SETTLE_NS = 30_000_000
 CHUNK_THRESHOLD = 4 << 20
 CHUNK_AVG = 1 << 20
-PARALLEL_MIN_SIZE = 256 << 10
 
 
 @functools.cache
-def chunker() -> FastCDC:
+def chunker() -> Any:
+    """FastCDC with the parameters the tree format fixes (imported when first needed)."""
+    from pyfastcdc import FastCDC
+
     return FastCDC(CHUNK_AVG, min_size=CHUNK_AVG // 4, max_size=CHUNK_AVG * 4)
 
 
@@ -59,9 +60,6 @@ class Snapshot:
     stats: SnapshotStats
     git: GitState = NO_GIT
 
-
-def default_workers() -> int:
-    return max(2, min(16, (os.cpu_count() or 2) * 2))
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -146,12 +144,9 @@ class _Builder:
     def build(self) -> str:
         for path in sorted(self.children, key=lambda p: p.count("/") + (1 if p else 0), reverse=True):
             oid, data = tree_oid(self.children[path])
-            if self.objects is not None:
-                result = self.objects.put(data, oid)
-                if result.new:
-                    self.stats.objects_new += 1
-                    self.stats.bytes_new += len(data)
-                    self.stats.stored_bytes_new += result.stored_size
+            if self.objects is not None and self.objects.put(data, oid).new:
+                self.stats.objects_new += 1
+                self.stats.bytes_new += len(data)
             if path:
                 name = path.rpartition("/")[2]
                 entry = Entry(name, DIR, oid)
@@ -171,7 +166,6 @@ class Stored:
     chunks: tuple[str, ...] = ()
     objects_new: int = 0
     bytes_new: int = 0
-    stored_bytes_new: int = 0
 
 
 def store_content(objects: ObjectStore, data: bytes, *, store: bool) -> Stored:
@@ -189,11 +183,9 @@ def store_content(objects: ObjectStore, data: bytes, *, store: bool) -> Stored:
         result.chunks = tuple(p[0] for p in pieces)
     if store:
         for piece_oid, piece in pieces:
-            put = objects.put(piece, piece_oid)
-            if put.new:
+            if objects.put(piece, piece_oid).new:
                 result.objects_new += 1
                 result.bytes_new += len(piece)
-                result.stored_bytes_new += put.stored_size
     return result
 
 
@@ -226,6 +218,7 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
     lists tracked paths there, but they are not in this working tree.
     """
     stats = SnapshotStats()
+    written_before = objects.stored_bytes
     if cache is not None:
         cache.begin()
     builder = _Builder(objects if store else None, stats)
@@ -288,7 +281,6 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
         stats.bytes_scanned += entry.size
         stats.objects_new += stored.objects_new
         stats.bytes_new += stored.bytes_new
-        stats.stored_bytes_new += stored.stored_bytes_new
         if progress is not None:
             progress(stats.files, total)
 
@@ -299,26 +291,19 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
             hot.append(rel)
             return None
 
-    # Small files are hashed in this thread: per file the work is mostly
-    # Python, and threads would only fight over the GIL (measured: 400k futex
-    # calls, 3x slower). Large files go to the pool, where blake3 and zstd run
-    # without the GIL. Files changed just now are read once more at the end,
-    # after a single shared wait.
+    # Files changed just now are read once more at the end, after one shared wait.
     hot: list[str] = []
-    large = [rel for rel in misses if sizes[rel] >= PARALLEL_MIN_SIZE]
-    with ThreadPoolExecutor(max_workers=max(1, min(len(large), workers or default_workers()))) as pool:
-        futures = [pool.submit(first_try, rel) for rel in large]
-        for rel in misses:
-            if sizes[rel] < PARALLEL_MIN_SIZE and (done := first_try(rel)) is not None:
-                account(*done)
-        for future in futures:
-            if (done := future.result()) is not None:
-                account(*done)
+    for done in run_split(misses, lambda rel: sizes[rel] >= PARALLEL_MIN_SIZE, first_try, workers):
+        if done is not None:
+            account(*done)
     if hot:
         time.sleep(SETTLE_NS / 1e9)
         for rel in hot:
             account(*one(rel, settle=True))
     root_oid = builder.build()
+    if store:
+        objects.flush()
+        stats.stored_bytes_new = objects.stored_bytes - written_before
     if cache is not None:
         cache.save(seen)
     return Snapshot(root_oid, builder.entries, stats, scope.git)

@@ -21,9 +21,9 @@ from .errors import RRStoreError, UsageError
 from .gitrepo import find_git_root
 from .lock import locked
 from .restore import Progress, RestoreResult, VerifiedContent, apply_plan, in_paths, plan_restore
-from .snapshot import default_workers
 from .store import Store
 from .tree import flatten
+from .workers import default_workers
 
 WORKTREE_LOCK = "worktree"
 

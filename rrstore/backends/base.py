@@ -18,6 +18,10 @@ class Backend(Protocol):
 
     def read(self, key: str) -> bytes: ...
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (fewer only at the end of the value)."""
+        ...
+
     def write(self, key: str, data: bytes, *, durable: bool = False,
               exclusive: bool = False) -> bool:
         """Store ``data`` under ``key`` atomically.

@@ -34,6 +34,19 @@ class LocalBackend:
         except OSError as exc:
             raise from_oserror(exc, str(path), "read") from exc
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise KeyError(key) from None
+        except OSError as exc:
+            raise from_oserror(exc, str(path), "read") from exc
+        try:
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
     def write(self, key: str, data: bytes, *, durable: bool = False,
               exclusive: bool = False) -> bool:
         path = self._path(key)

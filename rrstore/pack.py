@@ -1,0 +1,224 @@
+"""Pack files (inside the object store layer): many small objects in one file.
+
+Small objects are appended to *blocks* of about ``BLOCK_SIZE`` uncompressed
+bytes; each block is one zstd frame, so neighbouring small files (a source
+tree's siblings) compress together, at close to whole-stream ratio, instead
+of one frame and one file per object. A pack is ``RRPK1\\n`` followed by its
+blocks; it is named by the BLAKE3 of its bytes and written once, atomically,
+followed by its index. An index lists, sorted by oid, where each object
+lives: ``<32sQIII>`` = oid, block offset, block length, offset and length
+inside the uncompressed block, then a BLAKE3 of everything before it. A pack
+without an index is invisible (an interrupted write) and is swept by cleanup.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import blake3
+import zstandard
+
+from .backends import Backend
+from .errors import CorruptObject
+
+PACK_MAGIC = b"RRPK1\n"
+INDEX_MAGIC = b"RRPI1\n"
+_ENTRY = struct.Struct("<32sQIII")
+_COUNT = struct.Struct("<I")
+BLOCK_SIZE = 256 << 10
+PACK_SIZE = 64 << 20
+PREFIX = "packs/"
+
+
+# (pack id, block offset, block size, offset in block, length): a plain tuple,
+# because an index of 50k entries is loaded on every command that reads packs.
+Location = tuple[str, int, int, int, int]
+
+
+def encode_index(entries: dict[str, Location]) -> bytes:
+    out = [INDEX_MAGIC, _COUNT.pack(len(entries))]
+    for oid in sorted(entries):
+        _, block_offset, block_size, offset, length = entries[oid]
+        out.append(_ENTRY.pack(bytes.fromhex(oid), block_offset, block_size, offset, length))
+    body = b"".join(out)
+    return body + blake3.blake3(body).digest()
+
+
+def decode_index(pack: str, data: bytes) -> dict[str, Location]:
+    """The entries of one index; a damaged index is a CorruptObject naming the pack."""
+    body, digest = data[:-32], data[-32:]
+    if not body.startswith(INDEX_MAGIC) or blake3.blake3(body).digest() != digest:
+        raise CorruptObject(f"pack index {pack}", reason="index checksum mismatch")
+    (count,) = _COUNT.unpack_from(body, len(INDEX_MAGIC))
+    start = len(INDEX_MAGIC) + _COUNT.size
+    if len(body) != start + count * _ENTRY.size:
+        raise CorruptObject(f"pack index {pack}", reason="index length does not match its count")
+    return {raw.hex(): (pack, boff, bsize, off, length)
+            for raw, boff, bsize, off, length in _ENTRY.iter_unpack(body[start:])}
+
+
+class PackWriter:
+    """Buffers small objects into blocks and blocks into a pack; ``flush`` writes it.
+
+    Full blocks are compressed on background threads (zstd runs without the
+    GIL) while the caller goes on reading and hashing files; frames are
+    appended in whatever order they finish, since the index records offsets.
+    """
+
+    def __init__(self, backend: Backend, level: int, durable: bool,
+                 on_written: Callable[[dict[str, Location]], None]) -> None:
+        self.backend = backend
+        self.on_written = on_written
+        self.level = level
+        self.durable = durable
+        self.lock = threading.Lock()
+        self.local = threading.local()
+        self.pending: dict[str, bytes] = {}
+        self.written = 0
+        self.pool: Any = None
+        self.inflight: list[Any] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.body = bytearray(PACK_MAGIC)
+        self.block: list[tuple[str, bytes]] = []
+        self.block_bytes = 0
+        self.entries: dict[str, Location] = {}
+
+    def add(self, oid: str, data: bytes) -> bool:
+        """Queue ``data``; False if it is already queued."""
+        with self.lock:
+            if oid in self.pending:
+                return False
+            self.pending[oid] = data
+            self.block.append((oid, data))
+            self.block_bytes += len(data)
+            if self.block_bytes < BLOCK_SIZE:
+                return True
+            self._submit_block()
+            full = len(self.body) >= PACK_SIZE
+        if full:
+            self.flush()
+        return True
+
+    def _submit_block(self) -> None:
+        if not self.block:
+            return
+        block, self.block, self.block_bytes = self.block, [], 0
+        if self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_workers=max(1, min(4, (os.cpu_count() or 2) - 1)))
+        self.inflight.append(self.pool.submit(self._compress, block))
+
+    def _compress(self, block: list[tuple[str, bytes]]) -> None:
+        comp = getattr(self.local, "comp", None)
+        if comp is None:
+            comp = self.local.comp = zstandard.ZstdCompressor(level=self.level, write_content_size=True)
+        frame = comp.compress(b"".join(data for _, data in block))
+        with self.lock:
+            block_offset = len(self.body)
+            self.body += frame
+            offset = 0
+            for oid, data in block:
+                self.entries[oid] = ("", block_offset, len(frame), offset, len(data))
+                offset += len(data)
+
+    def flush(self) -> None:
+        """Write everything queued as one more pack (and its index)."""
+        with self.lock:
+            self._submit_block()
+            inflight, self.inflight = self.inflight, []
+        for future in inflight:
+            future.result()
+        with self.lock:
+            if not self.entries:
+                return
+            data = bytes(self.body)
+            staged = self.entries
+            self._reset()
+        pack = blake3.blake3(data).hexdigest()
+        self.backend.write(f"{PREFIX}{pack}.pack", data, durable=self.durable)
+        entries = {oid: (pack, *loc[1:]) for oid, loc in staged.items()}
+        self.backend.write(f"{PREFIX}{pack}.idx", encode_index(entries), durable=self.durable)
+        self.on_written(entries)
+        with self.lock:
+            self.written += len(data)
+            for oid in entries:
+                self.pending.pop(oid, None)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+
+
+class PackReader:
+    """The union of all pack indexes, and a small cache of decompressed blocks."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.index: dict[str, Location] = {}
+        self.loaded: set[str] = set()
+        self.lock = threading.Lock()
+        self.cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self.local = threading.local()
+
+    def refresh(self) -> None:
+        """Load indexes of packs not seen yet (another process may have added some)."""
+        names = [k[len(PREFIX):-4] for k in self.backend.list(PREFIX) if k.endswith(".idx")]
+        for pack in names:
+            if pack in self.loaded:
+                continue
+            try:
+                entries = decode_index(pack, self.backend.read(f"{PREFIX}{pack}.idx"))
+            except KeyError:
+                continue
+            with self.lock:
+                self.index.update(entries)
+                self.loaded.add(pack)
+
+    def add(self, entries: dict[str, Location]) -> None:
+        with self.lock:
+            self.index.update(entries)
+            self.loaded.update(loc[0] for loc in entries.values())
+
+    def read(self, oid: str, loc: Location) -> bytes:
+        """The bytes at ``loc`` (not yet verified against ``oid``: the caller does that)."""
+        pack, block_offset, _, offset, length = loc
+        key = (pack, block_offset)
+        with self.lock:
+            block = self.cache.get(key)
+            if block is not None:
+                self.cache.move_to_end(key)
+        if block is None:
+            block = self._load_block(oid, loc)
+            with self.lock:
+                self.cache[key] = block
+                while len(self.cache) > 64:
+                    self.cache.popitem(last=False)
+        if offset + length > len(block):
+            raise CorruptObject(oid, reason=f"pack {pack} block at {block_offset} is too short")
+        return block[offset:offset + length]
+
+    def _load_block(self, oid: str, loc: Location) -> bytes:
+        pack, block_offset, block_size, _, _ = loc
+        try:
+            frame = self.backend.read_range(f"{PREFIX}{pack}.pack", block_offset, block_size)
+        except KeyError:
+            raise CorruptObject(oid, reason=f"pack {pack} is missing") from None
+        dec = getattr(self.local, "dec", None)
+        if dec is None:
+            dec = self.local.dec = zstandard.ZstdDecompressor()
+        try:
+            size = zstandard.frame_content_size(frame)
+            if not 0 <= size <= 4 * PACK_SIZE:
+                raise CorruptObject(oid, reason=f"pack {pack} block declares {size} bytes")
+            return dec.decompress(frame, max_output_size=max(size, 1))
+        except zstandard.ZstdError as exc:
+            raise CorruptObject(oid, reason=f"pack {pack} block is not a valid zstd frame ({exc})") from None
