@@ -43,7 +43,7 @@ def _is_excluded(path: str, prefixes: list[str]) -> bool:
     for prefix in prefixes:
         if path == prefix or path.startswith(prefix + "/"):
             return True
-    return any(part == ".git" for part in path.split("/"))
+    return path == ".git" or path.startswith(".git/") or "/.git/" in path or path.endswith("/.git")
 
 
 def scan_scope(root: Path, exclude: list[Path], *, git_state: bool = False) -> Scope:
@@ -60,7 +60,12 @@ def scan_scope(root: Path, exclude: list[Path], *, git_state: bool = False) -> S
 def _git_scope(root: Path, prefixes: list[str], git_state: bool) -> Scope:
     listing = gitrepo.list_scope(root, with_state=git_state)
     untracked_dirs = listing.untracked_dirs
-    scope = Scope(root, "git", [p for p in listing.files if not _is_excluded(p, prefixes)], git=listing.state)
+    files = listing.files
+    if prefixes:  # git never lists .git; only a store inside the work tree needs filtering
+        inside = tuple(prefixes)
+        below = tuple(p + "/" for p in prefixes)
+        files = [p for p in files if p not in inside and not p.startswith(below)]
+    scope = Scope(root, "git", files, git=listing.state)
     candidates: list[str] = []
     for top in untracked_dirs:
         top = top.rstrip("/")

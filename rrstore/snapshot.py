@@ -22,13 +22,12 @@ from .errors import TornRead, from_oserror
 from .gitrepo import NO_GIT, GitState
 from .objects import ObjectStore, hash_bytes
 from .scan import Scope
-from .statcache import StatCache
+from .statcache import SETTLE_NS, StatCache
 from .tree import DIR, FILE, SYMLINK, Entry, tree_oid
 from .workers import PARALLEL_MIN_SIZE, run_split
 
 Progress = Callable[[int, int], None]
 READ_TRIES = 4
-SETTLE_NS = 30_000_000
 CHUNK_THRESHOLD = 4 << 20
 CHUNK_AVG = 1 << 20
 

@@ -24,6 +24,10 @@ from pathlib import Path
 from .errors import RRStoreError
 from .fsutil import atomic_write, temp_name
 
+# A change this recent may have happened during a read or a write without
+# moving a coarse (one clock tick) timestamp; such files are read again.
+SETTLE_NS = 30_000_000
+
 MAGIC = f"RRSC2 {sys.version_info[0]}.{sys.version_info[1]}\n".encode()
 
 Stamp = tuple[int, int, int, int, int]
@@ -81,6 +85,23 @@ class StatCache:
         if self.entries.get(path) != new:
             self.entries[path] = new
             self.changed = True
+
+    def remember_written(self, root: str, written: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+        """Trust files rrstore itself just wrote (restore), so the next scan need not read them.
+
+        The boundary is set one settle window before now: a file written in
+        the last moments stays racy and is hashed again, as git does with
+        files as new as its index.
+        """
+        for path, (oid, chunks) in written.items():
+            try:
+                st = os.lstat(f"{root}/{path}")
+            except OSError:
+                continue
+            self.record(path, st, oid, chunks)
+        self.scan_start = fs_now(self.tmp_dir) - SETTLE_NS
+        self.racy = True
+        self.save(set(self.entries))
 
     def save(self, keep: set[str]) -> None:
         """Write the cache for the paths in ``keep`` (the files just scanned)."""

@@ -225,6 +225,9 @@ class RollbackRecoverySystem:
         result.undo_checkpoint_id = undo.checkpoint_id
         result.failures = apply_plan(self.root, content, target, plan,
                                      workers=self._workers(), progress=progress)
+        written = {p: (target[p].oid, target[p].chunks) for p in [*plan.write, *plan.chmod]
+                   if p not in result.failures}
+        manager.store.stat_cache(self.root).remember_written(str(self.root), written)
         return result
 
     def run(self, command: str, **kwargs: Any) -> Any:

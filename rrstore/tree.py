@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .errors import CorruptObject
 from .objects import ObjectStore, hash_bytes, is_oid
@@ -28,9 +28,12 @@ TREE_FORMAT = "rrstore-tree-1"
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One name in a directory. ``oid`` is the content hash (file) or tree oid (dir)."""
+class Entry(NamedTuple):
+    """One name in a directory. ``oid`` is the content hash (file) or tree oid (dir).
+
+    A NamedTuple, not a frozen dataclass: a snapshot builds one per file, and
+    a frozen dataclass costs several times more to construct.
+    """
 
     name: str
     kind: str
@@ -38,7 +41,7 @@ class Entry:
     size: int = 0
     executable: bool = False
     target: str = ""
-    chunks: tuple[str, ...] = field(default=())
+    chunks: tuple[str, ...] = ()
 
     def same_content(self, other: Entry) -> bool:
         """Equal for restore purposes: kind, content/target and exec bit."""

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import from_oserror
-from ..fsutil import atomic_write, syncfs
+from ..fsutil import atomic_write, fsync_dir, fsync_file, syncfs
 from .base import check_key
+
+# Up to this many files written since the last sync are fsynced one by one;
+# beyond, one syncfs(2) is cheaper. A quiet re-checkpoint writes one record.
+FSYNC_EACH_MAX = 16
 
 
 class LocalBackend:
@@ -20,6 +25,8 @@ class LocalBackend:
         self.tmp = root / "tmp"
         self._prefix = f"{os.fspath(root)}/"
         self._dirs: set[Path] = set()
+        self._unsynced: list[Path] = []
+        self._lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -51,7 +58,12 @@ class LocalBackend:
               exclusive: bool = False) -> bool:
         path = self._path(key)
         self._ensure_dir(path.parent)
-        return atomic_write(path, data, self.tmp, fsync=durable, exclusive=exclusive)
+        done = atomic_write(path, data, self.tmp, fsync=durable, exclusive=exclusive)
+        if done and not durable:
+            with self._lock:
+                if len(self._unsynced) <= FSYNC_EACH_MAX:
+                    self._unsynced.append(path)
+        return done
 
     def _ensure_dir(self, folder: Path) -> None:
         if folder in self._dirs:
@@ -85,5 +97,13 @@ class LocalBackend:
             raise from_oserror(exc, str(self._path(key)), "delete") from exc
 
     def sync(self) -> None:
-        if self.root.is_dir():
+        """Flush the files written since the last sync: one by one when few, else the whole filesystem."""
+        with self._lock:
+            paths, self._unsynced = self._unsynced, []
+        if len(paths) > FSYNC_EACH_MAX:
             syncfs(self.root)
+            return
+        for path in paths:
+            fsync_file(path)
+        for folder in {path.parent for path in paths}:
+            fsync_dir(folder)
