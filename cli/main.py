@@ -109,8 +109,8 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str, error: 
         info(result.message, st.quiet)
     if result.skipped and not st.quiet:
         shown = ", ".join(result.skipped[:3]) + (" …" if len(result.skipped) > 3 else "")
-        click.echo(f"rrstore: warning: skipped {len(result.skipped)} path(s) that are neither files, "
-                   f"directories nor symlinks: {shown}", err=True)
+        click.echo(f"rrstore: warning: skipped {len(result.skipped)} path(s) that cannot be checkpointed "
+                   f"(special files, nested repositories): {shown}", err=True)
     return 0
 
 
@@ -120,7 +120,10 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str, error: 
 def list_(lane: str | None) -> int:
     """List checkpoints, newest first."""
     st = _state()
-    records = st.system().list(lane).checkpoints
+    listing = st.system().list(lane)
+    records = listing.checkpoints
+    for checkpoint_id, exc in listing.damaged.items():
+        click.echo(f"rrstore: warning: cannot read checkpoint {checkpoint_id}: {exc}", err=True)
     if st.json:
         emit_json([r.to_dict() for r in records])
     elif st.verbose:

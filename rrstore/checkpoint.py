@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import CheckpointNotFound, CorruptObject, ObjectMissing, RRStoreError, UsageError
-from .objects import hash_bytes
+from .objects import hash_bytes, is_oid
 from .refs import valid_id
 from .scan import scan_scope
 from .snapshot import Progress, Snapshot, snapshot
@@ -91,6 +91,8 @@ class CheckpointRecord:
             value = getattr(record, name)
             if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
                 raise CorruptObject(oid, reason=f"bad checkpoint record (field {name} is {value!r})")
+        if not is_oid(record.state_hash) or record.kind not in KINDS:
+            raise CorruptObject(oid, reason="bad checkpoint record (state_hash or kind)")
         return record
 
 
@@ -130,6 +132,7 @@ class CheckpointManager:
     def __init__(self, root: Path, store: Store) -> None:
         self.root = root
         self.store = store
+        self.damaged: dict[str, RRStoreError] = {}
 
     # reading ---------------------------------------------------------------
 
@@ -167,10 +170,19 @@ class CheckpointManager:
         return sorted(set(starts[:3]) | set(close), key=lambda i: i not in starts)[:3]
 
     def list_checkpoints(self, lane: str | None = None) -> list[CheckpointRecord]:
-        """Every record, newest first (the seed's ``list_checkpoints()``)."""
+        """Every readable record, newest first (the seed's ``list_checkpoints()``).
+
+        A damaged record does not hide the others: its id and error are kept in
+        ``self.damaged`` for the caller to report.
+        """
         records = []
+        self.damaged = {}
         for checkpoint_id in self.store.refs:
-            record = self._load(checkpoint_id)
+            try:
+                record = self._load(checkpoint_id)
+            except (ObjectMissing, CorruptObject) as exc:
+                self.damaged[checkpoint_id] = exc
+                continue
             if record is not None and (lane is None or record.lane == lane):
                 records.append(record)
         records.sort(key=lambda r: (r.created.timestamp(), r.checkpoint_id), reverse=True)

@@ -132,7 +132,7 @@ class DiskFull(RRStoreError):
     def __init__(self, path: str) -> None:
         super().__init__(
             f"no space left on device while writing {path}; nothing was committed "
-            "(free space or run 'rrstore gc', then retry)"
+            "(free space, then retry)"
         )
         self.path = path
 

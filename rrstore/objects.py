@@ -16,13 +16,14 @@ import blake3
 import zstandard
 
 from .backends import Backend
-from .errors import CorruptObject, ObjectMissing
+from .errors import CorruptObject, ObjectMissing, RRStoreError
 from .pack import PackReader, PackWriter
 
 OID_LEN = 64
 # No object is larger: whole files are stored only up to the chunking
-# threshold, chunks are at most 16 MiB; trees and records stay far below.
-# A frame declaring more is refused before any memory is allocated for it.
+# threshold (4 MiB), chunks are at most 4 MiB; trees and records stay far
+# below (a tree of a million names is ~150 MiB). A frame declaring more is
+# refused before any memory is allocated for it, and put() refuses to write one.
 MAX_OBJECT_SIZE = 256 << 20
 # Objects smaller than this go into packs; larger ones are loose files.
 LOOSE_MIN = 512 << 10
@@ -105,6 +106,8 @@ class ObjectStore:
         ``loose`` keeps a small object out of packs (checkpoint records: one
         per checkpoint, read by ``list`` without loading any pack index).
         """
+        if len(data) > MAX_OBJECT_SIZE:
+            raise RRStoreError(f"object of {len(data)} bytes exceeds the {MAX_OBJECT_SIZE}-byte object limit")
         oid = oid or hash_bytes(data)
         if len(data) < LOOSE_MIN and not loose:
             # Small objects live in packs (or are queued for one); a loose copy

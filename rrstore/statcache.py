@@ -18,6 +18,7 @@ from __future__ import annotations
 import marshal
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +69,13 @@ class StatCache:
         return self
 
     def begin(self) -> None:
-        """Note the filesystem's clock as the scan starts (the racy boundary)."""
-        self.scan_start = fs_now(self.tmp_dir)
+        """Note the clock as the scan starts (the racy boundary).
+
+        The earlier of the store filesystem's clock and the system clock, less
+        a settle window: the work tree may sit on another filesystem than the
+        store, and a boundary too early only costs a re-read.
+        """
+        self.scan_start = min(fs_now(self.tmp_dir), time.time_ns()) - SETTLE_NS
 
     def lookup(self, path: str, st: os.stat_result) -> Cached | None:
         hit = self.entries.get(path)
@@ -99,7 +105,7 @@ class StatCache:
             except OSError:
                 continue
             self.record(path, st, oid, chunks)
-        self.scan_start = fs_now(self.tmp_dir) - SETTLE_NS
+        self.scan_start = min(fs_now(self.tmp_dir), time.time_ns()) - SETTLE_NS
         self.racy = True
         self.save(set(self.entries))
 

@@ -47,6 +47,7 @@ class CheckpointResult:
 class ListResult:
     checkpoints: list[CheckpointRecord]
     success: bool = True
+    damaged: dict[str, RRStoreError] = field(default_factory=dict)
 
     @property
     def message(self) -> str:
@@ -157,7 +158,9 @@ class RollbackRecoverySystem:
     def list(self, lane: str | None = None) -> ListResult:
         if lane is not None:
             check_lane(lane)
-        return ListResult(self.checkpoint_manager.list_checkpoints(lane))
+        manager = self.checkpoint_manager
+        records = manager.list_checkpoints(lane)
+        return ListResult(records, damaged=manager.damaged)
 
     def show(self, checkpoint_id: str) -> CheckpointRecord:
         return self.checkpoint_manager.get(checkpoint_id)
