@@ -112,7 +112,8 @@ class ObjectStore:
         if len(data) < LOOSE_MIN and not loose:
             # Small objects live in packs (or are queued for one); a loose copy
             # of the same bytes could only be a record, so no stat is spent on it.
-            if oid in self._packs().index:
+            packs = self._packs()
+            if oid in packs.index or (packs.refresh_if_changed() and oid in packs.index):
                 return PutResult(oid, False)
             return PutResult(oid, self._pack_writer().add(oid, data))
         if self.has(oid):
@@ -143,18 +144,21 @@ class ObjectStore:
         packs = self._packs()
         loc = packs.index.get(oid)
         if loc is None:
-            packs.refresh()
+            packs.refresh_if_changed()
             loc = packs.index.get(oid)
             if loc is None:
                 raise ObjectMissing(oid)
         return _verified(oid, packs.read(oid, loc))
 
     def has(self, oid: str) -> bool:
-        if oid in self._packs().index:
+        packs = self._packs()
+        if oid in packs.index:
             return True
         if self._writer is not None and oid in self._writer.pending:
             return True
-        return self.backend.exists(object_key(oid))
+        if self.backend.exists(object_key(oid)):
+            return True
+        return packs.refresh_if_changed() and oid in packs.index
 
     def __iter__(self) -> Iterator[str]:
         seen = set(self._packs().index)

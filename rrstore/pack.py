@@ -33,6 +33,9 @@ _COUNT = struct.Struct("<I")
 BLOCK_SIZE = 256 << 10
 PACK_SIZE = 64 << 20
 PREFIX = "packs/"
+# What a reader accepts as one block's size: far above what rrstore writes
+# (BLOCK_SIZE plus one object), low enough to refuse a decompression bomb.
+MAX_BLOCK = 256 << 20
 
 
 # (pack id, block offset, block size, offset in block, length): a plain tuple,
@@ -82,12 +85,13 @@ class PackWriter:
         self.written = 0
         self.pool: Any = None
         self.inflight: list[Any] = []
-        self._reset()
-
-    def _reset(self) -> None:
-        self.body = bytearray(PACK_MAGIC)
         self.block: list[tuple[str, bytes]] = []
         self.block_bytes = 0
+        self._new_pack()
+
+    def _new_pack(self) -> None:
+        """Start the next pack; the open block (other threads may be filling it) carries over."""
+        self.body = bytearray(PACK_MAGIC)
         self.entries: dict[str, Location] = {}
 
     def add(self, oid: str, data: bytes) -> bool:
@@ -141,7 +145,7 @@ class PackWriter:
                 return
             data = bytes(self.body)
             staged = self.entries
-            self._reset()
+            self._new_pack()
         pack = blake3.blake3(data).hexdigest()
         self.backend.write(f"{PREFIX}{pack}.pack", data, durable=self.durable)
         entries = {oid: (pack, *loc[1:]) for oid, loc in staged.items()}
@@ -163,14 +167,24 @@ class PackReader:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self.version: object = None
         self.index: dict[str, Location] = {}
         self.loaded: set[str] = set()
         self.lock = threading.Lock()
         self.cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self.local = threading.local()
 
+    def refresh_if_changed(self) -> bool:
+        """Refresh when the backend says ``packs/`` changed (a cheap check: one stat locally)."""
+        version = self.backend.version(PREFIX)
+        if version is not None and version == self.version:
+            return False
+        self.refresh()
+        return True
+
     def refresh(self) -> None:
         """Load indexes of packs not seen yet (another process may have added some)."""
+        self.version = self.backend.version(PREFIX)
         names = [k[len(PREFIX):-4] for k in self.backend.list(PREFIX) if k.endswith(".idx")]
         for pack in names:
             if pack in self.loaded:
@@ -217,7 +231,7 @@ class PackReader:
             dec = self.local.dec = zstandard.ZstdDecompressor()
         try:
             size = zstandard.frame_content_size(frame)
-            if not 0 <= size <= 4 * PACK_SIZE:
+            if not 0 <= size <= MAX_BLOCK:
                 raise CorruptObject(oid, reason=f"pack {pack} block declares {size} bytes")
             return dec.decompress(frame, max_output_size=max(size, 1))
         except zstandard.ZstdError as exc:

@@ -61,7 +61,7 @@ class Store:
 
 def _init(path: Path) -> None:
     try:
-        for sub in ("objects", "refs/checkpoints", "tmp"):
+        for sub in ("objects", "packs", "refs/checkpoints", "tmp"):
             (path / sub).mkdir(parents=True, exist_ok=True)
         tmp = path / "tmp"
         if not (path / ".gitignore").exists():

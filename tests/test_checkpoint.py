@@ -15,10 +15,11 @@ from pathlib import Path
 
 import blake3
 import pytest
-import zstandard
 from conftest import GIT_ENV, git
 
 from rrstore import RollbackRecoverySystem
+from rrstore.backends import LocalBackend
+from rrstore.objects import ObjectStore
 from rrstore.tree import FILE, content_oids, flatten
 
 ID_RE = re.compile(r"^(docs|standard|heavy)-step(\d+)-(\d{8}_\d{6})(-\d+)?$")
@@ -34,12 +35,13 @@ def write(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 def store_objects(store: Path) -> set[str]:
-    folder = store / "objects"
-    return {f"{d.name}{f.name}" for d in folder.iterdir() if d.is_dir() for f in d.iterdir()}
+    """Every object id the store holds (packed or loose), as a fresh reader sees them."""
+    return set(ObjectStore(LocalBackend(store)))
 
 
 def read_object(store: Path, oid: str) -> bytes:
-    return zstandard.ZstdDecompressor().decompress((store / "objects" / oid[:2] / oid[2:]).read_bytes())
+    """The verified bytes of ``oid``, read by a fresh reader."""
+    return ObjectStore(LocalBackend(store)).get(oid)
 
 
 def ref_names(store: Path) -> set[str]:

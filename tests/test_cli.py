@@ -15,6 +15,11 @@ import blake3
 import pytest
 from conftest import GIT_ENV
 
+from rrstore.backends import LocalBackend
+from rrstore.errors import CorruptObject
+from rrstore.objects import ObjectStore
+from rrstore.pack import decode_index
+
 RECORD_FIELDS = {"checkpoint_id", "lane", "step_number", "step_name", "timestamp", "state_hash", "git_commit",
                  "git_branch", "git_dirty", "success", "error_message", "metrics"}
 METRICS = {"wall_time_s", "cpu_time_s", "files_scanned", "bytes_scanned", "bytes_new", "compressed_bytes_new"}
@@ -46,10 +51,12 @@ def one_error_line(out: subprocess.CompletedProcess[str], code: int) -> str:
 
 
 def store_state(store: Path) -> tuple[set[str], set[str]]:
-    """(checkpoint refs, object ids) of a store: what 'changes nothing' must keep."""
+    """(checkpoint refs, object ids) of a store: what 'changes nothing' must keep.
+
+    Object ids come from the store's own listing (packed and loose objects alike).
+    """
     refs = set(os.listdir(store / "refs" / "checkpoints")) if (store / "refs" / "checkpoints").is_dir() else set()
-    objects = {f"{d.name}{f.name}" for d in (store / "objects").iterdir() for f in d.iterdir()} \
-        if (store / "objects").is_dir() else set()
+    objects = set(ObjectStore(LocalBackend(store))) if store.is_dir() else set()
     return refs, objects
 
 
@@ -320,12 +327,22 @@ def test_corrupt_object_is_named_with_its_checkpoint(populated: Path, cli: Cli, 
     write(populated / "data.bin", os.urandom(20_000))
     checkpoint_id = make(cli, populated, 1, "s")
     store = populated / ".checkpoints"
-    oid = blake3.blake3((populated / "data.bin").read_bytes()).hexdigest()
-    obj = store / "objects" / oid[:2] / oid[2:]
-    frame = bytearray(obj.read_bytes())
-    frame[len(frame) // 2] ^= 0xFF
-    os.chmod(obj, 0o644)
-    obj.write_bytes(bytes(frame))
+    content = (populated / "data.bin").read_bytes()
+    oid = blake3.blake3(content).hexdigest()
+    # the blob is packed: flip a byte of its own bytes inside its pack block
+    idx = [decode_index(p.stem, p.read_bytes()) for p in (store / "packs").glob("*.idx")]
+    [(pack_id, block_offset, block_size, _, _)] = [entries[oid] for entries in idx if oid in entries]
+    assert not (store / "objects" / oid[:2] / oid[2:]).exists()
+    pack_file = store / "packs" / f"{pack_id}.pack"
+    pack = bytearray(pack_file.read_bytes())
+    at = pack.find(content[5_000:5_064], block_offset, block_offset + block_size)  # random bytes are stored
+    assert at > 0 and pack.find(content[5_000:5_064], at + 1) == -1              # verbatim in their block
+    pack[at + 10] ^= 0xFF
+    os.chmod(pack_file, 0o644)
+    pack_file.write_bytes(bytes(pack))
+    with pytest.raises(CorruptObject):
+        ObjectStore(LocalBackend(store)).get(oid)
+    assert ObjectStore(LocalBackend(store)).get(blake3.blake3(b"keep\n").hexdigest()) == b"keep\n"  # a neighbour
     write(populated / "data.bin", b"changed since")
     write(populated / "added.txt", b"the restore would remove this")
     os.unlink(populated / "gone.txt")

@@ -1,4 +1,8 @@
-"""The object store: bytes keyed by the BLAKE3 of their content, stored as zstd frames, verified on read."""
+"""The object store: bytes keyed by the BLAKE3 of their content, stored as zstd frames, verified on read.
+
+Objects under ``LOOSE_MIN`` go into pack files (see test_pack.py); the tests
+here that look at loose files on disk use large objects or ``loose=True``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import zstandard
 
 from rrstore.backends import LocalBackend
 from rrstore.errors import CorruptObject, ObjectMissing
-from rrstore.objects import ObjectStore, hash_bytes, is_oid, object_key
+from rrstore.objects import LOOSE_MIN, ObjectStore, hash_bytes, is_oid, object_key
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -73,32 +77,54 @@ def test_put_get_round_trip(objects: ObjectStore) -> None:
     oids = [objects.put(p).oid for p in payloads]
     for oid, payload in zip(oids, payloads, strict=True):
         assert objects.get(oid) == payload
+    objects.flush()
+    reopened = ObjectStore(objects.backend)
+    for oid, payload in zip(oids, payloads, strict=True):
+        assert reopened.get(oid) == payload
 
 
-def test_stored_object_is_one_zstd_frame_under_objects_ab(objects: ObjectStore, store_dir: Path) -> None:
-    data = b"checkpoint me " * 1000
-    result = objects.put(data)
+@pytest.mark.parametrize("large", [False, True], ids=["loose=True", "large"])
+def test_stored_object_is_one_zstd_frame_under_objects_ab(objects: ObjectStore, store_dir: Path,
+                                                          large: bool) -> None:
+    """A loose object (``loose=True``, or ``LOOSE_MIN`` bytes and more) is one zstd frame at objects/ab/cdef..."""
+    data = b"checkpoint me " * (LOOSE_MIN // 14 + 1 if large else 1000)
+    assert (len(data) >= LOOSE_MIN) is large
+    result = objects.put(data, loose=not large)
     oid = result.oid
     path = object_file(store_dir, oid)
     assert object_key(oid) == f"objects/{oid[:2]}/{oid[2:]}"
     assert path.is_file()
     frame = path.read_bytes()
     assert frame.startswith(ZSTD_MAGIC)
-    assert len(frame) == result.stored_size
+    assert len(frame) == objects.stored_bytes
     assert len(frame) < len(data)
     assert zstandard.ZstdDecompressor().decompress(frame) == data
     assert os.listdir(store_dir / "tmp") == []
+    assert not (store_dir / "packs").exists()  # nothing went into (or waits for) a pack
+    objects.flush()
+    assert not (store_dir / "packs").exists()
 
 
 def test_putting_the_same_bytes_twice_stores_once(objects: ObjectStore, store_dir: Path) -> None:
     first = objects.put(b"same bytes")
     second = objects.put(b"same bytes")
     assert first.new is True
-    assert first.stored_size > 0
     assert second.new is False
     assert second.oid == first.oid
+    objects.flush()
+    assert objects.stored_bytes > 0
+    assert objects.put(b"same bytes").new is False
     assert list(objects) == [first.oid]
-    assert [p.name for p in (store_dir / "objects").rglob("*") if p.is_file()] == [first.oid[2:]]
+    assert list(ObjectStore(LocalBackend(store_dir))) == [first.oid]
+    assert not (store_dir / "objects").exists() or not any((store_dir / "objects").rglob("*"))
+    # one pack holding it; the same bytes loose are stored once as well
+    assert len(list((store_dir / "packs").glob("*.pack"))) == 1
+    big = b"same large bytes " * (LOOSE_MIN // 17 + 1)
+    assert objects.put(big).new is True
+    assert objects.put(big).new is False
+    assert ObjectStore(LocalBackend(store_dir)).put(big).new is False
+    big_oid = hash_bytes(big)
+    assert [p.name for p in (store_dir / "objects").rglob("*") if p.is_file()] == [big_oid[2:]]
 
 
 def test_has(objects: ObjectStore) -> None:
@@ -110,17 +136,23 @@ def test_has(objects: ObjectStore) -> None:
 
 def test_iter_lists_every_object_and_nothing_else(objects: ObjectStore, store_dir: Path) -> None:
     oids = {objects.put(sample(50, seed)).oid for seed in range(12)}
+    oids |= {objects.put(sample(60, seed), loose=True).oid for seed in range(3)}
+    oids.add(objects.put(sample(LOOSE_MIN, 7)).oid)
+    objects.flush()
     (store_dir / "objects" / "README").write_text("not an object")
     (store_dir / "objects" / "ab").mkdir(exist_ok=True)
     (store_dir / "objects" / "ab" / "short").write_text("not an object")
+    (store_dir / "packs" / "README").write_text("not a pack")
     (store_dir / "tmp" / "leftover.tmp").write_text("in-flight")
-    assert set(objects) == oids
-    assert len(list(objects)) == len(oids)
+    for store in (objects, ObjectStore(LocalBackend(store_dir))):
+        assert set(store) == oids
+        assert len(list(store)) == len(oids)
 
 
 def test_delete(objects: ObjectStore, store_dir: Path) -> None:
-    keep = objects.put(b"keep").oid
-    gone = objects.put(b"gone").oid
+    """delete removes loose objects (packed ones leave only when their pack is rewritten)."""
+    keep = objects.put(b"keep", loose=True).oid
+    gone = objects.put(b"gone", loose=True).oid
     objects.delete(gone)
     assert objects.has(gone) is False
     assert not object_file(store_dir, gone).exists()
@@ -128,8 +160,9 @@ def test_delete(objects: ObjectStore, store_dir: Path) -> None:
     assert objects.get(keep) == b"keep"
     with pytest.raises(ObjectMissing):
         objects.get(gone)
-    assert objects.put(b"gone").new is True
+    assert objects.put(b"gone", loose=True).new is True
     assert objects.get(gone) == b"gone"
+    assert object_file(store_dir, gone).is_file()
 
 
 def test_missing_object_raises_objectmissing_naming_the_oid(objects: ObjectStore) -> None:
@@ -140,8 +173,9 @@ def test_missing_object_raises_objectmissing_naming_the_oid(objects: ObjectStore
     assert oid in str(info.value)
 
 
-def test_compression_level_does_not_change_the_oid(store_dir: Path, tmp_path: Path) -> None:
-    data = sample(200_000) + os.urandom(1000)
+@pytest.mark.parametrize("size", [200_000, LOOSE_MIN + 1000], ids=["packed", "loose"])
+def test_compression_level_does_not_change_the_oid(store_dir: Path, tmp_path: Path, size: int) -> None:
+    data = sample(size - 1000) + os.urandom(1000)
     fast = ObjectStore(LocalBackend(store_dir), level=1)
     small = ObjectStore(LocalBackend(tmp_path / "other"), level=19)
     negative = ObjectStore(LocalBackend(tmp_path / "third"), level=-5)
@@ -149,19 +183,24 @@ def test_compression_level_does_not_change_the_oid(store_dir: Path, tmp_path: Pa
     assert oids == {blake3.blake3(data).hexdigest()}
     oid = oids.pop()
     assert small.get(oid) == fast.get(oid) == negative.get(oid) == data
+    for store in (fast, small, negative):
+        store.flush()
     # Dedup holds across settings: a store with another level finds the object present.
     assert ObjectStore(LocalBackend(store_dir), level=19).put(data).new is False
     assert ObjectStore(LocalBackend(store_dir), level=19).get(oid) == data
 
 
 class TestCorruption:
-    """A damaged object file is reported as CorruptObject naming the oid, never returned."""
+    """A damaged loose object file is reported as CorruptObject naming the oid, never returned.
+
+    (Damage inside pack files: see test_pack.py.)
+    """
 
     DATA = random.Random(1).randbytes(300) + b"hello world " * 50
 
     @pytest.fixture
     def stored(self, objects: ObjectStore, store_dir: Path) -> tuple[str, Path, bytes]:
-        oid = objects.put(self.DATA).oid
+        oid = objects.put(self.DATA, loose=True).oid
         path = object_file(store_dir, oid)
         return oid, path, path.read_bytes()
 
@@ -230,7 +269,10 @@ class TestCorruption:
     def test_corruption_of_one_object_does_not_affect_others(self, objects: ObjectStore,
                                                              stored: tuple[str, Path, bytes]) -> None:
         oid, path, frame = stored
-        other = objects.put(b"healthy").oid
+        other = objects.put(b"healthy", loose=True).oid
+        packed = objects.put(b"healthy, packed").oid
+        objects.flush()
         path.write_bytes(frame[:-4] + b"oops")
         self.assert_corrupt(objects, oid)
         assert objects.get(other) == b"healthy"
+        assert objects.get(packed) == b"healthy, packed"

@@ -12,6 +12,8 @@ import pytest
 from conftest import git
 
 from rrstore import RollbackRecoverySystem
+from rrstore.backends import LocalBackend
+from rrstore.objects import ObjectStore
 
 IGNORE_PATTERNS = "*.log\nbuild/\n"
 
@@ -45,8 +47,8 @@ def refs_of(root: Path) -> set[str]:
 
 
 def objects_of(root: Path) -> set[str]:
-    folder = root / ".checkpoints" / "objects"
-    return {f"{d.name}{f.name}" for d in folder.iterdir() if d.is_dir() for f in d.iterdir()}
+    """Every object id in the project's store (packed or loose)."""
+    return set(ObjectStore(LocalBackend(root / ".checkpoints")))
 
 
 @pytest.fixture(params=["git", "plain"])

@@ -39,6 +39,10 @@ class Backend(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def version(self, prefix: str) -> object:
+        """A value that changes when keys under ``prefix`` are added or removed, or None if unknown."""
+        ...
+
     def sync(self) -> None:
         """Make every earlier non-durable write durable (a write barrier)."""
         ...

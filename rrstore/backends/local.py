@@ -96,6 +96,13 @@ class LocalBackend:
         except OSError as exc:
             raise from_oserror(exc, str(self._path(key)), "delete") from exc
 
+    def version(self, prefix: str) -> object:
+        try:
+            st = os.stat(f"{self._prefix}{check_key(prefix.rstrip('/'))}")
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)
+
     def sync(self) -> None:
         """Flush the files written since the last sync: one by one when few, else the whole filesystem."""
         with self._lock:
