@@ -26,7 +26,7 @@ from .refs import valid_id
 from .scan import scan_scope
 from .snapshot import Progress, Snapshot, snapshot
 from .store import Store
-from .tree import DIR, content_oids, read_tree
+from .tree import reachable
 
 LANES = ("docs", "standard", "heavy")
 RECORD_FORMAT = "rrstore-checkpoint-1"
@@ -205,7 +205,7 @@ class CheckpointManager:
                 continue
             try:
                 record = self._load(checkpoint_id)
-                if record is not None and oid in set(self._reachable(record.state_hash)):
+                if record is not None and oid in set(reachable(self.store.objects, record.state_hash)):
                     hits.append(checkpoint_id)
             except RRStoreError:
                 hits.append(checkpoint_id)
@@ -220,14 +220,6 @@ class CheckpointManager:
             if exc.checkpoints:
                 raise
             raise exc.with_checkpoints(self.checkpoints_reaching(exc.oid)) from None
-
-    def _reachable(self, tree: str) -> Iterator[str]:
-        yield tree
-        for entry in read_tree(self.store.objects, tree):
-            if entry.kind == DIR:
-                yield from self._reachable(entry.oid)
-            elif entry.kind == "file":
-                yield from content_oids(entry)
 
     # writing ---------------------------------------------------------------
 

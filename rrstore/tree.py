@@ -140,6 +140,27 @@ def flatten(objects: ObjectStore, root: str) -> dict[str, Entry]:
     return dict(walk(objects, root))
 
 
+def reachable(objects: ObjectStore, root: str, seen: set[str] | None = None) -> Iterator[str]:
+    """Every tree and content object below tree ``root`` (itself included), each once.
+
+    Pass the same ``seen`` across several roots: a directory unchanged between
+    checkpoints is the same tree object, so it is read only once in all.
+    """
+    seen = set() if seen is None else seen
+    if root in seen:
+        return
+    seen.add(root)
+    yield root
+    for entry in read_tree(objects, root):
+        if entry.kind == DIR:
+            yield from reachable(objects, entry.oid, seen)
+        elif entry.kind == FILE:
+            for oid in content_oids(entry):
+                if oid not in seen:
+                    seen.add(oid)
+                    yield oid
+
+
 def content_oids(entry: Entry) -> tuple[str, ...]:
     """The objects that hold a file entry's content."""
     return entry.chunks if entry.chunks else (entry.oid,)
