@@ -277,3 +277,11 @@ def main(argv: list[str] | None = None) -> None:
         code = 1
     sys.stdout.flush()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# Commands kept in their own modules, registered here (they import this module's helpers).
+from . import lifecycle  # noqa: E402
+
+cli.add_command(lifecycle.gc_command)
+cli.add_command(lifecycle.pin)
+cli.add_command(lifecycle.unpin)

@@ -17,7 +17,8 @@ import zstandard
 
 from .backends import Backend
 from .errors import CorruptObject, ObjectMissing, RRStoreError
-from .pack import PackReader, PackWriter
+from .pack import PREFIX as PACKS
+from .pack import PackGone, PackReader, PackWriter
 
 OID_LEN = 64
 # No object is larger: whole files are stored only up to the chunking
@@ -27,6 +28,10 @@ OID_LEN = 64
 MAX_OBJECT_SIZE = 256 << 20
 # Objects smaller than this go into packs; larger ones are loose files.
 LOOSE_MIN = 512 << 10
+# gc rewrites packs smaller than this into one once there are more than
+# MAX_SMALL_PACKS of them (each checkpoint that changes anything adds one).
+SMALL_PACK = 8 << 20
+MAX_SMALL_PACKS = 16
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -43,6 +48,13 @@ def is_oid(text: object) -> bool:
 
 def object_key(oid: str) -> str:
     return f"objects/{oid[:2]}/{oid[2:]}"
+
+
+@dataclass
+class SweepResult:
+    objects_removed: int = 0
+    bytes_freed: int = 0
+    packs_rewritten: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,7 @@ class ObjectStore:
         self._reader_ready = False
         self._writer: PackWriter | None = None
         self._loose_bytes = 0
+        self._retire: list[str] = []
 
     @property
     def stored_bytes(self) -> int:
@@ -148,7 +161,17 @@ class ObjectStore:
             loc = packs.index.get(oid)
             if loc is None:
                 raise ObjectMissing(oid)
-        return _verified(oid, packs.read(oid, loc))
+        try:
+            return _verified(oid, packs.read(oid, loc))
+        except PackGone:
+            packs.refresh()
+            loc = packs.index.get(oid)
+            if loc is None:
+                raise ObjectMissing(oid) from None
+            try:
+                return _verified(oid, packs.read(oid, loc))
+            except PackGone:
+                raise CorruptObject(oid, reason=f"pack {loc[0]} is missing") from None
 
     def has(self, oid: str) -> bool:
         packs = self._packs()
@@ -163,9 +186,72 @@ class ObjectStore:
     def __iter__(self) -> Iterator[str]:
         seen = set(self._packs().index)
         yield from seen
+        for oid in self._loose_oids():
+            if oid not in seen:
+                yield oid
+
+    def sweep(self, live: set[str], before: float, *, dry_run: bool = False) -> SweepResult:
+        """Remove every object not in ``live`` and last written before ``before`` (a timestamp).
+
+        Loose objects are deleted; a pack whose objects are all dead is deleted;
+        a pack with some dead objects is rewritten with the live ones (new pack
+        and index first, then the old index, then the old pack), as are packs
+        that are many and small. The caller holds the store's exclusive lock.
+        """
+        result = SweepResult()
+        for oid in list(self._loose_oids()):
+            if oid in live:
+                continue
+            key = object_key(oid)
+            size, mtime = self.backend.stat(key)
+            if mtime < before:
+                result.objects_removed += 1
+                result.bytes_freed += size
+                if not dry_run:
+                    self.backend.delete(key)
+        self._sweep_packs(live, before, dry_run, result)
+        return result
+
+    def _sweep_packs(self, live: set[str], before: float, dry_run: bool, result: SweepResult) -> None:
+        packs = self._packs()
+        packs.refresh()
+        members: dict[str, list[str]] = {}
+        for oid, loc in packs.index.items():
+            members.setdefault(loc[0], []).append(oid)
+        small = [p for p in members if self.backend.stat(f"{PACKS}{p}.pack")[0] < SMALL_PACK]
+        consolidate = set(small) if len(small) > MAX_SMALL_PACKS else set()
+        for pack, oids in members.items():
+            size, mtime = self.backend.stat(f"{PACKS}{pack}.pack")
+            if mtime >= before:
+                continue
+            keep = [oid for oid in oids if oid in live]
+            if len(keep) == len(oids) and pack not in consolidate:
+                continue
+            result.objects_removed += len(oids) - len(keep)
+            if dry_run:
+                result.bytes_freed += size * (len(oids) - len(keep)) // max(len(oids), 1)
+                continue
+            if keep:
+                writer = self._pack_writer()
+                for oid in keep:
+                    writer.add(oid, self.get(oid))
+                result.packs_rewritten += 1
+            result.bytes_freed += size
+            self._retire.append(pack)
+        if not dry_run:
+            written = self.stored_bytes
+            self.flush()
+            result.bytes_freed -= self.stored_bytes - written
+            for pack in self._retire:
+                self.backend.delete(f"{PACKS}{pack}.idx")
+                self.backend.delete(f"{PACKS}{pack}.pack")
+            self._retire.clear()
+            packs.refresh()
+
+    def _loose_oids(self) -> Iterator[str]:
         for key in self.backend.list("objects/"):
             parts = key.split("/")
-            if len(parts) == 3 and is_oid(parts[1] + parts[2]) and parts[1] + parts[2] not in seen:
+            if len(parts) == 3 and is_oid(parts[1] + parts[2]):
                 yield parts[1] + parts[2]
 
     def delete(self, oid: str) -> None:

@@ -65,6 +65,10 @@ def decode_index(pack: str, data: bytes) -> dict[str, Location]:
             for raw, boff, bsize, off, length in _ENTRY.iter_unpack(body[start:])}
 
 
+class PackGone(Exception):
+    """A pack listed by a loaded index no longer exists (gc replaced it): reload and retry."""
+
+
 class PackWriter:
     """Buffers small objects into blocks and blocks into a pack; ``flush`` writes it.
 
@@ -183,9 +187,14 @@ class PackReader:
         return True
 
     def refresh(self) -> None:
-        """Load indexes of packs not seen yet (another process may have added some)."""
+        """Load indexes of packs not seen yet and forget packs that are gone (gc rewrote them)."""
         self.version = self.backend.version(PREFIX)
         names = [k[len(PREFIX):-4] for k in self.backend.list(PREFIX) if k.endswith(".idx")]
+        gone = self.loaded - set(names)
+        if gone:
+            with self.lock:
+                self.index = {oid: loc for oid, loc in self.index.items() if loc[0] not in gone}
+                self.loaded -= gone
         for pack in names:
             if pack in self.loaded:
                 continue
@@ -225,7 +234,7 @@ class PackReader:
         try:
             frame = self.backend.read_range(f"{PREFIX}{pack}.pack", block_offset, block_size)
         except KeyError:
-            raise CorruptObject(oid, reason=f"pack {pack} is missing") from None
+            raise PackGone(pack) from None
         dec = getattr(self.local, "dec", None)
         if dec is None:
             dec = self.local.dec = zstandard.ZstdDecompressor()

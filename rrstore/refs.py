@@ -15,6 +15,7 @@ from .errors import CorruptObject, UsageError
 from .objects import is_oid
 
 PREFIX = "refs/checkpoints/"
+PINS = "refs/pins/"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
@@ -58,4 +59,29 @@ class Refs:
         for key in self.backend.list(PREFIX):
             name = key[len(PREFIX):]
             if _ID.match(name):
+                yield name
+
+
+class Pins:
+    """``refs/pins/<ID>``: checkpoints gc must keep whatever the retention policy says."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def add(self, checkpoint_id: str) -> bool:
+        """Pin; False if it was pinned already."""
+        return self.backend.write(PINS + check_id(checkpoint_id), b"pinned\n", durable=True, exclusive=True)
+
+    def remove(self, checkpoint_id: str) -> bool:
+        """Unpin; False if it was not pinned."""
+        try:
+            self.backend.delete(PINS + check_id(checkpoint_id))
+        except KeyError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self.backend.list(PINS):
+            name = key[len(PINS):]
+            if valid_id(name):
                 yield name

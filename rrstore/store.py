@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +17,15 @@ from .backends import LocalBackend
 from .config import Settings
 from .errors import RRStoreError, StoreNotFound, UsageError, from_oserror
 from .fsutil import atomic_write
+from .lock import locked
 from .objects import ObjectStore, hash_bytes
-from .refs import Refs
+from .refs import Pins, Refs
 from .statcache import StatCache
 
 STORE_FORMAT = "rrstore-store-1"
+OBJECTS_LOCK = "objects"
+# How long a checkpoint or restore waits for a running gc before giving up.
+GC_WAIT = 600.0
 
 
 @dataclass
@@ -30,6 +35,7 @@ class Store:
     objects: ObjectStore
     refs: Refs
     settings: Settings
+    pins: Pins
 
     @classmethod
     def open(cls, path: Path, settings: Settings, *, create: bool = False) -> Store:
@@ -46,12 +52,25 @@ class Store:
         backend = LocalBackend(path)
         objects = ObjectStore(backend, settings.compression_level, durable=settings.fsync == "always")
         refs = Refs(backend, durable=settings.fsync != "never")
-        return cls(path, backend, objects, refs, settings)
+        return cls(path, backend, objects, refs, settings, Pins(backend))
 
     def stat_cache(self, root: Path) -> StatCache:
         """The stat cache of work tree ``root`` (a store may serve several)."""
         name = hash_bytes(os.fsencode(os.path.realpath(root)))[:16]
         return StatCache(self.path / "cache" / f"stat-{name}", self.path / "tmp").load()
+
+    def writing(self) -> AbstractContextManager[None]:
+        """Shared object lock: held while objects are written or a checkpoint's objects are read.
+
+        gc takes it exclusively, so it never sweeps an object that an
+        in-flight checkpoint reuses or a running restore still needs. A
+        writer waits for a running gc up to ``GC_WAIT`` seconds.
+        """
+        return locked(self.path, OBJECTS_LOCK, exclusive=False, wait=GC_WAIT)
+
+    def collecting(self, wait: float = 30.0) -> AbstractContextManager[None]:
+        """Exclusive object lock, for gc."""
+        return locked(self.path, OBJECTS_LOCK, exclusive=True, wait=wait)
 
     def barrier(self) -> None:
         """Objects written so far become durable before a ref may point at them."""

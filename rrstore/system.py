@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, chec
 from .config import Settings, load_settings
 from .diff import DiffResult, diff
 from .errors import RRStoreError, UsageError
+from .gc import GCResult, Retention, gc
 from .gitrepo import find_git_root
 from .lock import locked
 from .restore import Progress, RestoreResult, VerifiedContent, apply_plan, in_paths, plan_restore
@@ -151,7 +153,7 @@ class RollbackRecoverySystem:
         store = self.open_store(create=True)
         manager = CheckpointManager(self.root, store)
         spec = NewCheckpoint(lane, step_number, step_name, success, error_message)
-        with locked(store.path, WORKTREE_LOCK, exclusive=False):
+        with locked(store.path, WORKTREE_LOCK, exclusive=False), store.writing():
             record, snap = manager.create(spec, progress=progress)
         return CheckpointResult(record.checkpoint_id, record, skipped=snap.stats.skipped)
 
@@ -201,7 +203,8 @@ class RollbackRecoverySystem:
         if dry_run:  # reads only: works on a read-only store and beside a running restore
             with manager.explain_damage():
                 return self._restore(manager, checkpoint_id, paths, dry_run, progress)
-        with locked(manager.store.path, WORKTREE_LOCK, exclusive=True), manager.explain_damage():
+        with (locked(manager.store.path, WORKTREE_LOCK, exclusive=True), manager.store.writing(),
+              manager.explain_damage()):
             return self._restore(manager, checkpoint_id, paths, dry_run, progress)
 
     def _restore(self, manager: CheckpointManager, checkpoint_id: str, paths: list[str] | None,
@@ -233,10 +236,30 @@ class RollbackRecoverySystem:
         manager.store.stat_cache(self.root).remember_written(str(self.root), written)
         return result
 
+    def gc(self, policy: Retention | None = None, *, now: datetime | None = None,
+           dry_run: bool = False) -> GCResult:
+        """Delete checkpoints the retention policy does not keep, then unreachable objects."""
+        return gc(self.checkpoint_manager, policy or Retention(), now=now, dry_run=dry_run)
+
+    def pin(self, checkpoint_id: str) -> tuple[str, bool]:
+        """Exempt a checkpoint from gc: (its id, False if it was pinned already)."""
+        manager = self.checkpoint_manager
+        resolved = manager.get(checkpoint_id).checkpoint_id
+        return resolved, manager.store.pins.add(resolved)
+
+    def unpin(self, checkpoint_id: str) -> tuple[str, bool]:
+        """Let gc's retention policy apply again: (its id, False if it was not pinned)."""
+        manager = self.checkpoint_manager
+        resolved = manager.get(checkpoint_id).checkpoint_id
+        return resolved, manager.store.pins.remove(resolved)
+
+    def pinned(self) -> set[str]:
+        return set(self.open_store().pins)
+
     def run(self, command: str, **kwargs: Any) -> Any:
         """The seed's entry point: ``run('checkpoint', lane=..., step_number=..., step_name=...)``."""
         verbs = {"checkpoint": self.checkpoint, "restore": self.restore, "list": self.list,
-                 "show": self.show, "diff": self.diff, "status": self.status}
+                 "show": self.show, "diff": self.diff, "status": self.status, "gc": self.gc}
         if command not in verbs:
             raise UsageError(f"unknown command {command!r}: choose one of {', '.join(verbs)}")
         try:

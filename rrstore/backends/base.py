@@ -39,6 +39,10 @@ class Backend(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def stat(self, key: str) -> tuple[int, float]:
+        """(size in bytes, modification time as a Unix timestamp); KeyError if missing."""
+        ...
+
     def version(self, prefix: str) -> object:
         """A value that changes when keys under ``prefix`` are added or removed, or None if unknown."""
         ...

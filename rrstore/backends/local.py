@@ -96,6 +96,13 @@ class LocalBackend:
         except OSError as exc:
             raise from_oserror(exc, str(self._path(key)), "delete") from exc
 
+    def stat(self, key: str) -> tuple[int, float]:
+        try:
+            st = os.stat(f"{self._prefix}{check_key(key)}")
+        except (FileNotFoundError, NotADirectoryError):
+            raise KeyError(key) from None
+        return st.st_size, st.st_mtime
+
     def version(self, prefix: str) -> object:
         try:
             st = os.stat(f"{self._prefix}{check_key(prefix.rstrip('/'))}")

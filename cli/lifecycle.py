@@ -1,0 +1,69 @@
+"""``rrstore gc``, ``pin`` and ``unpin``: retention from the command line (safe from cron)."""
+
+from __future__ import annotations
+
+import click
+
+from rrstore.checkpoint import LANES
+from rrstore.gc import Retention, parse_duration
+
+from .main import _state, global_options
+from .output import emit_json, human_bytes, info
+
+
+@click.command(name="gc")
+@click.option("--older-than", default="7d", show_default=True,
+              help="Remove checkpoints older than this (e.g. 7d, 36h, 0s).")
+@click.option("--keep-last", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Always keep the newest N step checkpoints of each lane.")
+@click.option("--keep-lane", "keep_lanes", multiple=True, type=click.Choice(LANES),
+              help="Keep every checkpoint of this lane (repeatable).")
+@click.option("--grace", default="15m", show_default=True,
+              help="Never sweep objects written more recently than this.")
+@click.option("--dry-run", is_flag=True, help="Report what would be removed; remove nothing.")
+@global_options
+def gc_command(older_than: str, keep_last: int, keep_lanes: tuple[str, ...], grace: str, dry_run: bool) -> int:
+    """Delete checkpoints the retention policy does not keep, then every object none of the rest reaches.
+
+    Quiet unless something was removed (or -v), no prompts, no progress when
+    not on a terminal: made for cron. Pinned checkpoints are always kept.
+    """
+    st = _state()
+    policy = Retention(older_than=parse_duration(older_than), keep_last=keep_last,
+                       keep_lanes=keep_lanes, grace=parse_duration(grace))
+    result = st.system().gc(policy, dry_run=dry_run)
+    if st.json:
+        emit_json(result.to_json())
+    elif result.changed or dry_run or st.verbose:
+        for checkpoint_id in result.removed:
+            click.echo(f"{'would remove' if dry_run else 'removed'} {checkpoint_id}")
+        info(f"{result.message} ({human_bytes(result.bytes_freed)})", st.quiet)
+    return 0
+
+
+@click.command()
+@click.argument("checkpoint_id")
+@global_options
+def pin(checkpoint_id: str) -> int:
+    """Keep CHECKPOINT_ID whatever gc's retention policy says."""
+    st = _state()
+    checkpoint_id, new = st.system().pin(checkpoint_id)
+    if st.json:
+        emit_json({"checkpoint_id": checkpoint_id, "pinned": True, "changed": new})
+    else:
+        info(f"pinned {checkpoint_id}" if new else f"{checkpoint_id} was already pinned", st.quiet)
+    return 0
+
+
+@click.command()
+@click.argument("checkpoint_id")
+@global_options
+def unpin(checkpoint_id: str) -> int:
+    """Let gc's retention policy apply to CHECKPOINT_ID again."""
+    st = _state()
+    checkpoint_id, removed = st.system().unpin(checkpoint_id)
+    if st.json:
+        emit_json({"checkpoint_id": checkpoint_id, "pinned": False, "changed": removed})
+    else:
+        info(f"unpinned {checkpoint_id}" if removed else f"{checkpoint_id} was not pinned", st.quiet)
+    return 0

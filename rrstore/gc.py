@@ -1,0 +1,156 @@
+"""Retention and garbage collection (verb over checkpoints and the object store).
+
+``gc`` first decides which checkpoints the retention policy keeps (young
+ones, the newest N of each lane, kept lanes, pinned ones), deletes the refs
+of the others, marks every object a kept checkpoint reaches, and sweeps the
+rest that is older than a grace period. It runs under the store's exclusive
+object lock, which checkpoints and restores hold shared while they work, so
+an object an in-flight checkpoint reuses is never swept; the grace period
+also spares objects written by anything that does not take the lock.
+The clock is a parameter, so tests need no sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from .checkpoint import CheckpointManager, CheckpointRecord, check_lane
+from .errors import CorruptObject, ObjectMissing, RRStoreError, UsageError
+from .tree import reachable
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'7d', '36h', '90m', '0s' (also 'w' for weeks)."""
+    match = _DURATION.match(text)
+    if not match:
+        raise UsageError(f"invalid duration {text!r}: use a number and a unit s, m, h, d or w (e.g. 7d, 36h, 0s)")
+    return timedelta(seconds=float(match.group(1)) * _UNIT[match.group(2)])
+
+
+@dataclass
+class Retention:
+    """What gc keeps. Anything matching one rule is kept."""
+
+    older_than: timedelta = timedelta(days=7)
+    keep_last: int = 0
+    keep_lanes: tuple[str, ...] = ()
+    grace: timedelta = timedelta(minutes=15)
+
+    def __post_init__(self) -> None:
+        for lane in self.keep_lanes:
+            check_lane(lane)
+        if self.keep_last < 0:
+            raise UsageError("--keep-last must be 0 or more")
+
+
+@dataclass
+class GCResult:
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    objects_removed: int = 0
+    bytes_freed: int = 0
+    packs_rewritten: int = 0
+    tmp_removed: int = 0
+    dry_run: bool = False
+    success: bool = True
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.removed or self.objects_removed or self.tmp_removed)
+
+    @property
+    def message(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        return (f"gc {verb} {len(self.removed)} checkpoint(s) and {self.objects_removed} object(s), "
+                f"freeing {self.bytes_freed} bytes; {len(self.kept)} checkpoint(s) kept")
+
+    def to_json(self) -> dict[str, object]:
+        return {"removed": self.removed, "kept": self.kept, "records_removed": len(self.removed),
+                "objects_removed": self.objects_removed, "bytes_freed": self.bytes_freed,
+                "packs_rewritten": self.packs_rewritten, "tmp_removed": self.tmp_removed,
+                "dry_run": self.dry_run}
+
+
+def select(records: list[CheckpointRecord], pinned: set[str], policy: Retention,
+           now: datetime) -> tuple[list[CheckpointRecord], list[CheckpointRecord]]:
+    """Split ``records`` (newest first) into (kept, removed)."""
+    kept, removed = [], []
+    per_lane: dict[str, int] = {}
+    for record in records:
+        rank = per_lane.get(record.lane, 0)
+        if record.kind == "step":
+            per_lane[record.lane] = rank + 1
+        young = now - record.created < policy.older_than
+        if (young or record.checkpoint_id in pinned or record.lane in policy.keep_lanes
+                or (record.kind == "step" and rank < policy.keep_last)):
+            kept.append(record)
+        else:
+            removed.append(record)
+    return kept, removed
+
+
+def gc(manager: CheckpointManager, policy: Retention, *, now: datetime | None = None,
+       dry_run: bool = False) -> GCResult:
+    """Apply ``policy`` and sweep unreachable objects; see the module docstring."""
+    store = manager.store
+    now = now or datetime.now().astimezone()
+    wall_now = now.timestamp() if now.tzinfo else time.time()
+    before = wall_now - policy.grace.total_seconds()
+    result = GCResult(dry_run=dry_run)
+    with store.collecting():
+        records = manager.list_checkpoints()
+        if manager.damaged:
+            first = next(iter(manager.damaged))
+            raise RRStoreError(f"gc stopped: checkpoint {first} cannot be read ({manager.damaged[first]}); "
+                               "nothing was removed")
+        kept, removed = select(records, set(store.pins), policy, now)
+        result.kept = [r.checkpoint_id for r in kept]
+        result.removed = [r.checkpoint_id for r in removed]
+        live = _mark(manager, kept)
+        if not dry_run:
+            for record in removed:
+                store.refs.delete(record.checkpoint_id)
+        sweep = store.objects.sweep(live, before, dry_run=dry_run)
+        result.objects_removed = sweep.objects_removed
+        result.bytes_freed = sweep.bytes_freed
+        result.packs_rewritten = sweep.packs_rewritten
+        result.tmp_removed = _sweep_tmp(store.path / "tmp", before, dry_run)
+    return result
+
+
+def _mark(manager: CheckpointManager, kept: list[CheckpointRecord]) -> set[str]:
+    """Every object a kept checkpoint reaches; a damaged one stops gc before anything is removed."""
+    seen: set[str] = set()
+    for record in kept:
+        seen.add(record.record_oid)
+        try:
+            for _ in reachable(manager.store.objects, record.state_hash, seen):
+                pass
+        except (ObjectMissing, CorruptObject) as exc:
+            raise exc.with_checkpoints([record.checkpoint_id]) from None
+    return seen
+
+
+def _sweep_tmp(folder: os.PathLike[str], before: float, dry_run: bool) -> int:
+    """Leftovers of interrupted writes (temporary files) older than the grace period."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < before:
+                if not dry_run:
+                    os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
