@@ -26,8 +26,12 @@ OID_LEN = 64
 # below (a tree of a million names is ~150 MiB). A frame declaring more is
 # refused before any memory is allocated for it, and put() refuses to write one.
 MAX_OBJECT_SIZE = 256 << 20
-# Objects smaller than this go into packs; larger ones are loose files.
-LOOSE_MIN = 512 << 10
+# Objects smaller than this go into packs; larger ones are loose files. File
+# contents are at most 4 MiB (whole files up to the chunking threshold, and
+# chunks), so in practice everything but checkpoint records is packed: a cold
+# checkpoint writes a few large files instead of one per object, and one
+# flush makes them durable.
+LOOSE_MIN = 16 << 20
 # gc rewrites packs smaller than this into one once there are more than
 # MAX_SMALL_PACKS of them (each checkpoint that changes anything adds one).
 SMALL_PACK = 8 << 20

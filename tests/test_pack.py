@@ -553,11 +553,12 @@ def test_similar_small_files_compress_together(store_dir: Path) -> None:
 # --- what a checkpoint writes -----------------------------------------------------------------------
 
 
-def test_checkpoint_packs_small_content_keeps_records_and_large_files_loose(project: Path) -> None:
+def test_checkpoint_packs_all_content_and_keeps_only_records_loose(project: Path) -> None:
+    """File contents are at most 4 MiB per object (chunks), so everything but the record is packed."""
     (project / "src").mkdir()
     for i in range(50):
         (project / "src" / f"m{i}.py").write_text(f"x = {i}\n")
-    big = os.urandom(LOOSE_MIN + 100)
+    big = os.urandom(9 << 20)
     (project / "big.bin").write_bytes(big)
     system = RollbackRecoverySystem(root=project)
 
@@ -565,9 +566,11 @@ def test_checkpoint_packs_small_content_keeps_records_and_large_files_loose(proj
 
     store = project / ".checkpoints"
     loose = {f"{p.parent.name}{p.name}" for p in loose_files(store)}
-    assert loose == {record.record_oid, hash_bytes(big)}
+    assert loose == {record.record_oid}
     packed = set(all_entries(store))
     assert hash_bytes(b"x = 7\n") in packed and record.state_hash in packed
+    big_entry = flatten(fresh(store), record.state_hash)["big.bin"]
+    assert len(big_entry.chunks) >= 3 and set(big_entry.chunks) <= packed
     assert {p.stem for p in pack_files(store)} == {i.stem for i in index_files(store)}
     reader = fresh(store)  # nothing left queued: another process reads everything
     assert set(reader) == loose | packed

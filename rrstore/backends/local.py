@@ -12,8 +12,9 @@ from ..fsutil import atomic_write, fsync_dir, fsync_file, syncfs
 from .base import check_key
 
 # Up to this many files written since the last sync are fsynced one by one;
-# beyond, one syncfs(2) is cheaper. A quiet re-checkpoint writes one record.
-FSYNC_EACH_MAX = 16
+# beyond, one syncfs(2) is cheaper. A quiet re-checkpoint writes one record, a
+# cold one a few packs; syncfs would also flush other programs' writes.
+FSYNC_EACH_MAX = 64
 
 
 class LocalBackend:
