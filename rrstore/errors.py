@@ -116,6 +116,16 @@ class CorruptObject(RRStoreError):
         return CorruptObject(self.oid, self.actual, self.reason, checkpoints)
 
 
+class StoreDamaged(RRStoreError):
+    """An operation that must see the whole store stopped at damage, before changing anything."""
+
+    exit_code = 13
+
+    def __init__(self, what: str, cause: RRStoreError) -> None:
+        super().__init__(f"{what} stopped before changing anything, nothing was removed: {cause}")
+        self.cause = cause
+
+
 class PermissionDenied(RRStoreError):
     exit_code = 14
     summary = "permission denied"
@@ -135,6 +145,22 @@ class DiskFull(RRStoreError):
             "(free space, then retry)"
         )
         self.path = path
+
+
+class ArchiveError(RRStoreError):
+    """An archive that is not one, is damaged, truncated or unsafe, or conflicts with the store.
+
+    Raised before anything enters the store: an import that fails with it
+    changed nothing.
+    """
+
+    exit_code = 16
+    summary = "bad archive: damaged, truncated, unsafe, or in conflict with the store"
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"bad archive {path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 class RestoreFailed(PartialFailure):

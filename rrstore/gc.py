@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .checkpoint import CheckpointManager, CheckpointRecord, check_lane
-from .errors import CorruptObject, ObjectMissing, RRStoreError, UsageError
+from .errors import CorruptObject, ObjectMissing, StoreDamaged, UsageError
 from .tree import reachable
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -29,9 +28,12 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 def parse_duration(text: str) -> timedelta:
     """'7d', '36h', '90m', '0s' (also 'w' for weeks)."""
     match = _DURATION.match(text)
-    if not match:
-        raise UsageError(f"invalid duration {text!r}: use a number and a unit s, m, h, d or w (e.g. 7d, 36h, 0s)")
-    return timedelta(seconds=float(match.group(1)) * _UNIT[match.group(2)])
+    try:
+        if match:
+            return timedelta(seconds=float(match.group(1)) * _UNIT[match.group(2)])
+    except (OverflowError, ValueError):
+        pass
+    raise UsageError(f"invalid duration {text!r}: use a number and a unit s, m, h, d or w (e.g. 7d, 36h, 0s)")
 
 
 @dataclass
@@ -100,16 +102,13 @@ def gc(manager: CheckpointManager, policy: Retention, *, now: datetime | None = 
        dry_run: bool = False) -> GCResult:
     """Apply ``policy`` and sweep unreachable objects; see the module docstring."""
     store = manager.store
-    now = now or datetime.now().astimezone()
-    wall_now = now.timestamp() if now.tzinfo else time.time()
-    before = wall_now - policy.grace.total_seconds()
+    now = (now or datetime.now()).astimezone()  # a naive time is local time
+    before = now.timestamp() - policy.grace.total_seconds()
     result = GCResult(dry_run=dry_run)
     with store.collecting():
         records = manager.list_checkpoints()
-        if manager.damaged:
-            first = next(iter(manager.damaged))
-            raise RRStoreError(f"gc stopped: checkpoint {first} cannot be read ({manager.damaged[first]}); "
-                               "nothing was removed")
+        if manager.damaged:  # what it reaches is unknown, so nothing may be swept
+            raise StoreDamaged("gc", next(iter(manager.damaged.values())))
         kept, removed = select(records, set(store.pins), policy, now)
         result.kept = [r.checkpoint_id for r in kept]
         result.removed = [r.checkpoint_id for r in removed]

@@ -219,29 +219,32 @@ class ObjectStore:
     def _sweep_packs(self, live: set[str], before: float, dry_run: bool, result: SweepResult) -> None:
         packs = self._packs()
         packs.refresh()
-        members: dict[str, list[str]] = {}
-        for oid, loc in packs.index.items():
-            members.setdefault(loc[0], []).append(oid)
-        small = [p for p in members if self.backend.stat(f"{PACKS}{p}.pack")[0] < SMALL_PACK]
+        sizes = {pack: self.backend.stat(f"{PACKS}{pack}.pack") for pack in packs.members}
+        small = [p for p, (size, _) in sizes.items() if size < SMALL_PACK]
         consolidate = set(small) if len(small) > MAX_SMALL_PACKS else set()
-        for pack, oids in members.items():
-            size, mtime = self.backend.stat(f"{PACKS}{pack}.pack")
+        removed: set[str] = set()
+        for pack, entries in list(packs.members.items()):
+            size, mtime = sizes[pack]
             if mtime >= before:
                 continue
-            keep = [oid for oid in oids if oid in live]
-            if len(keep) == len(oids) and pack not in consolidate:
+            dead = [oid for oid in entries if oid not in live]
+            if not dead and pack not in consolidate:
                 continue
-            result.objects_removed += len(oids) - len(keep)
+            dead_bytes = sum(entries[oid][4] for oid in dead)
+            all_bytes = sum(loc[4] for loc in entries.values()) or 1
+            removed.update(dead)
             if dry_run:
-                result.bytes_freed += size * (len(oids) - len(keep)) // max(len(oids), 1)
+                result.bytes_freed += size * dead_bytes // all_bytes
                 continue
-            if keep:
+            keep = sorted((loc[1], loc[3], oid) for oid, loc in entries.items() if oid in live)
+            if keep:  # in their old order: neighbours that compressed together stay together
                 writer = self._pack_writer()
-                for oid in keep:
+                for _, _, oid in keep:
                     writer.add(oid, self.get(oid))
                 result.packs_rewritten += 1
             result.bytes_freed += size
             self._retire.append(pack)
+        result.objects_removed += len(removed)
         if not dry_run:
             written = self.stored_bytes
             self.flush()
@@ -251,6 +254,12 @@ class ObjectStore:
                 self.backend.delete(f"{PACKS}{pack}.pack")
             self._retire.clear()
             packs.refresh()
+
+    def reload(self) -> None:
+        """Forget cached pack indexes and read them again (after taking the store lock:
+        a gc in another process may have rewritten packs since they were loaded)."""
+        if self._reader_ready:
+            self._reader.refresh()
 
     def _loose_oids(self) -> Iterator[str]:
         for key in self.backend.list("objects/"):

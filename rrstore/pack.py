@@ -173,6 +173,7 @@ class PackReader:
         self.backend = backend
         self.version: object = None
         self.index: dict[str, Location] = {}
+        self.members: dict[str, dict[str, Location]] = {}
         self.loaded: set[str] = set()
         self.lock = threading.Lock()
         self.cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
@@ -195,6 +196,8 @@ class PackReader:
             with self.lock:
                 self.index = {oid: loc for oid, loc in self.index.items() if loc[0] not in gone}
                 self.loaded -= gone
+                for pack in gone:
+                    self.members.pop(pack, None)
         for pack in names:
             if pack in self.loaded:
                 continue
@@ -204,12 +207,16 @@ class PackReader:
                 continue
             with self.lock:
                 self.index.update(entries)
+                self.members[pack] = entries
                 self.loaded.add(pack)
 
     def add(self, entries: dict[str, Location]) -> None:
+        """Entries of one pack this process just wrote."""
         with self.lock:
             self.index.update(entries)
-            self.loaded.update(loc[0] for loc in entries.values())
+            for oid, loc in entries.items():
+                self.members.setdefault(loc[0], {})[oid] = loc
+                self.loaded.add(loc[0])
 
     def read(self, oid: str, loc: Location) -> bytes:
         """The bytes at ``loc`` (not yet verified against ``oid``: the caller does that)."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,14 +60,18 @@ class Store:
         name = hash_bytes(os.fsencode(os.path.realpath(root)))[:16]
         return StatCache(self.path / "cache" / f"stat-{name}", self.path / "tmp").load()
 
-    def writing(self) -> AbstractContextManager[None]:
+    @contextmanager
+    def writing(self) -> Iterator[None]:
         """Shared object lock: held while objects are written or a checkpoint's objects are read.
 
         gc takes it exclusively, so it never sweeps an object that an
         in-flight checkpoint reuses or a running restore still needs. A
-        writer waits for a running gc up to ``GC_WAIT`` seconds.
+        writer waits for a running gc up to ``GC_WAIT`` seconds, then reloads
+        the pack indexes, since that gc may have rewritten packs.
         """
-        return locked(self.path, OBJECTS_LOCK, exclusive=False, wait=GC_WAIT)
+        with locked(self.path, OBJECTS_LOCK, exclusive=False, wait=GC_WAIT):
+            self.objects.reload()
+            yield
 
     def collecting(self, wait: float = 30.0) -> AbstractContextManager[None]:
         """Exclusive object lock, for gc."""

@@ -10,10 +10,11 @@ methods directly so it can map errors to exit codes.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, check_lane
 from .config import Settings, load_settings
@@ -26,6 +27,9 @@ from .restore import Progress, RestoreResult, VerifiedContent, apply_plan, in_pa
 from .store import Store
 from .tree import flatten
 from .workers import default_workers
+
+if TYPE_CHECKING:
+    from .archive import ExportResult, ImportResult, VerifyResult
 
 WORKTREE_LOCK = "worktree"
 
@@ -255,6 +259,36 @@ class RollbackRecoverySystem:
 
     def pinned(self) -> set[str]:
         return set(self.open_store().pins)
+
+    # archives (rrstore/archive.py, imported here only when used) --------------------------------
+
+    def export(self, ids: Sequence[str], output: str | os.PathLike[str] | BinaryIO, fmt: str = "rrstore", *,
+               progress: Progress | None = None, force: bool = False) -> ExportResult:
+        """Write checkpoints ``ids`` ('latest' allowed) to one archive, or one checkpoint's files as a .tar.zst."""
+        from . import archive
+
+        if fmt not in ("rrstore", "tar"):
+            raise UsageError(f"unknown archive format {fmt!r}: choose rrstore or tar")
+        if fmt == "tar" and len(ids) != 1:
+            raise UsageError("--format tar exports exactly one checkpoint")
+        manager = self.checkpoint_manager
+        with manager.explain_damage():
+            records = [manager.get(checkpoint_id) for checkpoint_id in ids]
+            if fmt == "tar":
+                return archive.export_tar(manager.store, records[0], output, progress, force=force)
+            return archive.export(manager.store, records, output, progress, force=force)
+
+    def import_archive(self, path: str | os.PathLike[str], *, progress: Progress | None = None) -> ImportResult:
+        """Add an archive's checkpoints, creating the store if needed, once the whole archive checks out."""
+        from . import archive
+
+        return archive.import_archive(lambda: self.open_store(create=True), path, progress)
+
+    def verify_archive(self, path: str | os.PathLike[str], *, progress: Progress | None = None) -> VerifyResult:
+        """Check an archive completely without importing it (no store needed)."""
+        from . import archive
+
+        return archive.verify_archive(path, progress)
 
     def run(self, command: str, **kwargs: Any) -> Any:
         """The seed's entry point: ``run('checkpoint', lane=..., step_number=..., step_name=...)``."""
