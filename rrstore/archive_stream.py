@@ -27,7 +27,7 @@ from .checkpoint import CheckpointRecord
 from .errors import ArchiveError, CorruptObject, UsageError, from_oserror
 from .objects import MAX_OBJECT_SIZE, hash_bytes, is_oid
 from .refs import valid_id
-from .tree import DIR, FILE, SYMLINK, Entry, decode_tree
+from .tree import DIR, FILE, SYMLINK, Entry, decode_tree, valid_name
 
 ARCHIVE_FORMAT = "rrstore-archive-1"
 TAG_OBJECT, TAG_TRAILER = b"O", b"T"
@@ -36,9 +36,7 @@ _TRAILER = struct.Struct("<QQ")    # object count, object bytes
 MAX_HEADER = 16 << 20
 # Frames needing a larger window are refused (the decoder's memory stays bounded).
 MAX_WINDOW = 1 << 27
-# Compressed bytes fed to the decoder per step: zstd inflates at most ~32768x
-# (a 4-byte RLE block per 128 KiB), so one step never yields more than 32 MiB.
-FEED = 1024
+# Uncompressed bytes decompressed (and hashed) per step.
 PIECE = 1 << 20
 RECORD, TREE, BLOB = 0, 1, 2   # what an object must be; a lower value is the stricter need
 _KIND = {RECORD: "record", TREE: "tree", BLOB: "file content"}
@@ -220,18 +218,15 @@ class ArchiveWriter:
 
 
 class _Source:
-    """The archive's uncompressed stream, decompressed a little at a time under a size budget."""
+    """The archive's uncompressed stream, decompressed at most ``PIECE`` bytes at a time under a size budget."""
 
     def __init__(self, path: str, fh: BinaryIO, budget: int) -> None:
         self.path = path
         self.fh = fh
         self.budget = budget
-        self.dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
-        self.zobj = self.dctx.decompressobj()
-        self.raw = memoryview(b"")
-        self.raw_at = 0
-        self.consumed = 0      # compressed bytes fed to the decoder
-        self.inflated = 0      # uncompressed bytes it produced
+        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+        self.reader = dctx.stream_reader(fh, read_size=PIECE, read_across_frames=True, closefd=False)
+        self.inflated = 0      # uncompressed bytes decompressed
         self.offset = 0        # uncompressed bytes parsed
         self.buf = bytearray()
         self.at = 0
@@ -240,24 +235,19 @@ class _Source:
     def fail(self, reason: str) -> ArchiveError:
         return ArchiveError(self.path, reason)
 
+    @property
+    def consumed(self) -> int:
+        """Compressed bytes read so far."""
+        return self.fh.tell()
+
     def _step(self) -> bool:
-        """Feed the decoder one small piece; False at the end of the file."""
-        if self.raw_at == len(self.raw):
-            self.raw, self.raw_at = memoryview(self.fh.read(PIECE)), 0
-            if not self.raw:
-                return False
-        piece = self.raw[self.raw_at:self.raw_at + FEED]
-        self.raw_at += len(piece)
-        self.consumed += len(piece)
+        """Decompress up to PIECE more bytes; False at the end of the stream."""
         try:
-            if self.zobj.eof:   # the next frame of a multi-frame stream
-                self.zobj = self.dctx.decompressobj()
-            out = self.zobj.decompress(piece)
-            while self.zobj.eof and self.zobj.unused_data:
-                rest, self.zobj = self.zobj.unused_data, self.dctx.decompressobj()
-                out += self.zobj.decompress(rest)
+            out = self.reader.read(PIECE)
         except zstandard.ZstdError as exc:
             raise self.fail(f"damaged compressed data ({exc})") from None
+        if not out:
+            return False
         self.inflated += len(out)
         if self.inflated > self.budget:
             raise self._bomb()
@@ -285,9 +275,11 @@ class _Source:
 
     def pieces(self, size: int) -> Iterator[bytes]:
         while size:
-            if self.at == len(self.buf) and not self._step():
-                raise self.fail("truncated: the stream ends inside an object")
-            piece = self._take(min(size, len(self.buf) - self.at, PIECE), True)
+            want = min(size, PIECE)
+            while len(self.buf) - self.at < want:
+                if not self._step():
+                    raise self.fail("truncated: the stream ends inside an object")
+            piece = self._take(want, True)
             size -= len(piece)
             yield piece
 
@@ -306,12 +298,58 @@ class _Source:
         return self._take(end + 1 - self.at, True)
 
     def check_end(self) -> None:
-        while self.at == len(self.buf):
-            if not self._step():
-                if not self.zobj.eof:
-                    raise self.fail("truncated: the compressed stream stops inside its last frame")
-                return
-        raise self.fail("unexpected data after the trailer")
+        """Nothing may follow the trailer, and the file must end where its last zstd frame does."""
+        if self.at < len(self.buf) or self._step():
+            raise self.fail("unexpected data after the trailer")
+        problem = _frames_problem(self.fh)
+        if problem:
+            raise self.fail(problem)
+
+
+def _frames_problem(fh: BinaryIO) -> str:
+    """Why the file is not a whole number of zstd frames ('' if it is), from frame and block headers only.
+
+    The decoder reports a stream cut inside its last frame only when data is
+    missing; cut in the frame's checksum, the content is all there. This walk
+    reads a few bytes per 128 KiB block.
+    """
+    end = os.fstat(fh.fileno()).st_size
+    at = 0
+    while at < end:
+        fh.seek(at)
+        head = fh.read(14)
+        if len(head) < 8:
+            return "truncated: the compressed stream stops inside a frame header"
+        magic = struct.unpack_from("<I", head)[0]
+        if magic & 0xFFFFFFF0 == 0x184D2A50:   # skippable frame
+            at += 8 + struct.unpack_from("<I", head, 4)[0]
+            continue
+        descriptor = head[4]
+        single, checksum, dict_flag, fcs_flag = descriptor >> 5 & 1, descriptor >> 2 & 1, descriptor & 3, \
+            descriptor >> 6
+        at += 5 + (0 if single else 1) + (0, 1, 2, 4)[dict_flag] + ((1 if single else 0), 2, 4, 8)[fcs_flag]
+        last = False
+        while not last:
+            fh.seek(at)
+            block = fh.read(3)
+            if len(block) < 3:
+                return "truncated: the compressed stream stops inside its last frame"
+            header = int.from_bytes(block, "little")
+            last, kind, size = bool(header & 1), header >> 1 & 3, header >> 3
+            at += 3 + (1 if kind == 1 else size)
+        at += 4 * checksum
+    return "truncated: the compressed stream stops inside its last frame" if at > end else ""
+
+
+def _bad_name(data: bytes) -> str:
+    """Say which name makes a tree invalid, when that is the problem ('' otherwise)."""
+    try:
+        names = [e.get("name") for e in json.loads(data)["entries"] if isinstance(e, dict)]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return ""
+    bad = next((n for n in names if not valid_name(n)), None)
+    return "" if bad is None else (f"invalid name {bad!r} in tree (a name is one path component: not empty, "
+                                   "'.' or '..', and without '/' or NUL)")
 
 
 @contextmanager
@@ -328,7 +366,6 @@ def _opened(path: str | os.PathLike[str]) -> Iterator[tuple[BinaryIO, int]]:
         raise from_oserror(exc, str(path), "read") from exc
     with fh:
         yield fh, os.fstat(fh.fileno()).st_size
-
 
 
 class _Reader:
@@ -467,7 +504,7 @@ class _Reader:
             entries = decode_tree(oid, data)
             self.trees.add(oid, entries, where)
         except CorruptObject as exc:
-            raise self.src.fail(f"{_show(where)}: {exc.reason}") from None
+            raise self.src.fail(f"{_show(where)}: {_bad_name(data) or exc.reason}") from None
         except Unsafe as exc:
             raise self.src.fail(str(exc)) from None
         for entry in entries:

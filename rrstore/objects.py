@@ -27,8 +27,8 @@ OID_LEN = 64
 # refused before any memory is allocated for it, and put() refuses to write one.
 MAX_OBJECT_SIZE = 256 << 20
 # Objects smaller than this go into packs; larger ones are loose files. File
-# contents are at most 4 MiB (whole files up to the chunking threshold, and
-# chunks), so in practice everything but checkpoint records is packed: a cold
+# contents are at most 4 MiB (whole files up to the chunking threshold; chunks
+# are at most 1 MiB), so in practice everything but checkpoint records is packed: a cold
 # checkpoint writes a few large files instead of one per object, and one
 # flush makes them durable.
 LOOSE_MIN = 16 << 20

@@ -30,6 +30,7 @@ from .workers import default_workers
 
 if TYPE_CHECKING:
     from .archive import ExportResult, ImportResult, VerifyResult
+    from .transfer import TransferResult
 
 WORKTREE_LOCK = "worktree"
 
@@ -289,6 +290,33 @@ class RollbackRecoverySystem:
         from . import archive
 
         return archive.verify_archive(path, progress)
+
+    # shared remote (rrstore/transfer.py, imported here only when used) -------------------------
+
+    def push(self, ids: Sequence[str], remote: str, endpoint_url: str | None = None, *,
+             progress: Progress | None = None) -> TransferResult:
+        """Upload checkpoints (all when ``ids`` is empty) to ``remote`` (s3://bucket/prefix), sending only
+        what it lacks. A remote id naming another record is a conflict in the result, never overwritten."""
+        from . import transfer
+
+        return transfer.push(self.open_store(), transfer.open_remote(remote, endpoint_url), ids, progress)
+
+    def pull(self, ids: Sequence[str], remote: str, endpoint_url: str | None = None, *,
+             progress: Progress | None = None) -> TransferResult:
+        """Download checkpoints from ``remote`` (creating the local store if needed), fetching only what
+        the store lacks; everything is verified before it becomes visible."""
+        from . import transfer
+
+        return transfer.pull(self.open_store(create=True), transfer.open_remote(remote, endpoint_url), ids, progress)
+
+    def list_remote(self, remote: str, endpoint_url: str | None = None, lane: str | None = None) -> ListResult:
+        """The checkpoints stored on ``remote``, newest first (no local store needed)."""
+        from . import transfer
+
+        if lane is not None:
+            check_lane(lane)
+        listing = transfer.list_remote(transfer.open_remote(remote, endpoint_url), lane)
+        return ListResult(listing.checkpoints, damaged=listing.damaged)
 
     def run(self, command: str, **kwargs: Any) -> Any:
         """The seed's entry point: ``run('checkpoint', lane=..., step_number=..., step_name=...)``."""

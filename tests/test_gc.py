@@ -699,9 +699,14 @@ def block_of(store: Path, oid: str) -> tuple[Path, int, int]:
 
 
 def flip_tree_block(store: Path, tree: str) -> None:
-    pack, offset, length = block_of(store, tree)
+    """Damage the zstd frame header of the tree's block: the whole block no longer decodes.
+
+    (A flipped byte in the middle of a 1 MiB block may only change another
+    object's literal bytes, which a tree read cannot notice.)
+    """
+    pack, offset, _ = block_of(store, tree)
     data = bytearray(pack.read_bytes())
-    data[offset + length // 2] ^= 0xFF
+    data[offset] ^= 0xFF
     pack.write_bytes(bytes(data))
 
 

@@ -181,7 +181,7 @@ def test_many_small_objects_land_in_one_pack_and_read_back_verified(store_dir: P
 
 
 def test_a_pack_holds_many_blocks(store_dir: Path) -> None:
-    payloads = random_objects(300, 2000, 6000, seed=2)  # ~1.2 MiB of incompressible bytes
+    payloads = random_objects(5 * BLOCK_SIZE // 4000, 2000, 6000, seed=2)  # ~5 blocks of incompressible bytes
     objects = fresh(store_dir)
     oids = put_all(objects, payloads)
     objects.flush()
@@ -346,11 +346,11 @@ def _block_holding(store_dir: Path, oid: str) -> tuple[Path, int, int]:
 
 
 def test_flipped_byte_inside_a_block_is_corruptobject_naming_the_oid(store_dir: Path) -> None:
-    payloads = random_objects(300, 2000, 6000, seed=7)  # several blocks; random bytes are stored verbatim
+    payloads = random_objects(5 * BLOCK_SIZE // 4000, 2000, 6000, seed=7)  # several blocks, stored verbatim
     objects = fresh(store_dir)
     oids = put_all(objects, payloads)
     objects.flush()
-    target = 150
+    target = len(payloads) // 2
     pack, block_offset, block_size = _block_holding(store_dir, oids[target])
     assert block_offset > len(PACK_MAGIC)  # not the first block
     data = bytearray(pack.read_bytes())
@@ -399,7 +399,7 @@ def test_every_byte_flip_in_a_compressed_block_is_detected(store_dir: Path, mask
 
 
 def test_truncated_pack_is_corruptobject_for_the_objects_cut_off(store_dir: Path) -> None:
-    payloads = random_objects(200, 2000, 6000, seed=9)
+    payloads = random_objects(4 * BLOCK_SIZE // 4000, 2000, 6000, seed=9)
     objects = fresh(store_dir)
     oids = put_all(objects, payloads)
     objects.flush()

@@ -216,6 +216,13 @@ class S3Backend:
             return False
         return True
 
+    def stat(self, key: str) -> tuple[int, float]:
+        """(size, last-modified Unix time) from a HEAD; S3 keeps whole seconds."""
+        name = self._key(key)
+        with self._errors("look up", key):
+            reply = self.client.head_object(Bucket=self.bucket, Key=name)
+        return int(reply["ContentLength"]), reply["LastModified"].timestamp()
+
     def list(self, prefix: str) -> Iterator[str]:
         if prefix:
             check_key(prefix.rstrip("/"))
