@@ -116,11 +116,13 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str, error: 
 
 @cli.command(name="list")
 @click.option("--lane", type=click.Choice(LANES), default=None, help="Only this lane.")
+@click.option("--remote", default=None, metavar="s3://BUCKET/PREFIX", help="List a remote store instead.")
+@click.option("--endpoint-url", default=None, metavar="URL", help="S3 endpoint of a non-AWS server (with --remote).")
 @global_options
-def list_(lane: str | None) -> int:
+def list_(lane: str | None, remote: str | None, endpoint_url: str | None) -> int:
     """List checkpoints, newest first."""
     st = _state()
-    listing = st.system().list(lane)
+    listing = st.system().list_remote(remote, endpoint_url, lane) if remote else st.system().list(lane)
     records = listing.checkpoints
     for checkpoint_id, exc in listing.damaged.items():
         click.echo(f"rrstore: warning: cannot read checkpoint {checkpoint_id}: {exc}", err=True)
@@ -285,3 +287,23 @@ from . import lifecycle  # noqa: E402
 cli.add_command(lifecycle.gc_command)
 cli.add_command(lifecycle.pin)
 cli.add_command(lifecycle.unpin)
+
+from . import archive  # noqa: E402
+
+cli.add_command(archive.export_command)
+cli.add_command(archive.import_command)
+cli.add_command(archive.verify_command)
+
+from . import remote  # noqa: E402
+
+cli.add_command(remote.push)
+cli.add_command(remote.pull)
+
+from . import recovery  # noqa: E402
+
+cli.add_command(recovery.plan)
+cli.add_command(recovery.classify)
+cli.add_command(recovery.validate)
+cli.add_command(recovery.cleanup)
+cli.add_command(recovery.run_command)
+cli.add_command(recovery.workflow_command)

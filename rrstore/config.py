@@ -73,3 +73,17 @@ def load_settings(root: Path) -> Settings:
             raise UsageError(f"{source}: {key} must be a {expected.__name__}")
         values[key] = value
     return Settings(**values, source=source or "defaults").validate()
+
+
+def load_section(root: Path, name: str) -> tuple[dict[str, Any], str]:
+    """A sub-table that ``load_settings`` skips (e.g. ``workflow``, ``recovery``) and where it came from.
+
+    The part of rrstore that owns the section checks its contents; the
+    returned source names the file and table for its error messages.
+    """
+    table, source = _table(root)
+    section = table.get(name, {})
+    where = f"{source} [{name}]" if source.endswith(".toml") else f"{source[:-1]}.{name}]" if source else name
+    if not isinstance(section, dict):
+        raise UsageError(f"{where} must be a table")
+    return section, where

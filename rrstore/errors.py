@@ -204,3 +204,25 @@ def exit_code_table() -> list[tuple[int, str]]:
         if "summary" in vars(cls):
             rows[cls.exit_code] = cls.summary
     return sorted(rows.items())
+
+
+class ValidationFailed(RRStoreError):
+    """``validate`` found problems; the result lists every check (the CLI prints them first)."""
+
+    exit_code = 20
+    summary = "validation failed: a check did not pass (listed)"
+
+    def __init__(self, message: str, failed: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.failed = list(failed)
+
+
+class ResumeRefused(RRStoreError):
+    """``workflow --resume`` would continue from a working tree the last good step did not leave."""
+
+    exit_code = 21
+    summary = "cannot resume: the working tree is not the state the last successful step left"
+
+    def __init__(self, message: str, checkpoint_id: str | None = None) -> None:
+        super().__init__(message)
+        self.checkpoint_id = checkpoint_id

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from .checkpoint import CheckpointManager, CheckpointRecord, check_lane
 from .errors import CorruptObject, ObjectMissing, StoreDamaged, UsageError
-from .tree import reachable
+from .tree import Reach, reachable
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -126,15 +126,15 @@ def gc(manager: CheckpointManager, policy: Retention, *, now: datetime | None = 
 
 def _mark(manager: CheckpointManager, kept: list[CheckpointRecord]) -> set[str]:
     """Every object a kept checkpoint reaches; a damaged one stops gc before anything is removed."""
-    seen: set[str] = set()
+    reach = Reach()
     for record in kept:
-        seen.add(record.record_oid)
+        reach.objects.add(record.record_oid)
         try:
-            for _ in reachable(manager.store.objects, record.state_hash, seen):
+            for _ in reachable(manager.store.objects, record.state_hash, reach):
                 pass
         except (ObjectMissing, CorruptObject) as exc:
             raise exc.with_checkpoints([record.checkpoint_id]) from None
-    return seen
+    return reach.objects
 
 
 def _sweep_tmp(folder: os.PathLike[str], before: float, dry_run: bool) -> int:

@@ -3,7 +3,9 @@
 Checkpoints share the work-tree lock, a restore holds it alone, so a
 checkpoint never records a half-restored tree and two restores never
 interleave. ``flock`` locks vanish with their process, so a killed rrstore
-never leaves a stale lock behind.
+never leaves a stale lock behind; ``rrstore cleanup`` may remove a lock file
+nobody holds, so a lock is only taken once the file locked is still the one
+at the path.
 """
 
 from __future__ import annotations
@@ -23,28 +25,48 @@ def locked(store_path: Path, name: str, *, exclusive: bool, wait: float = 30.0) 
     """Hold lock ``name`` of the store, waiting up to ``wait`` seconds for it."""
     folder = store_path / "locks"
     path = folder / f"{name}.lock"
-    try:
-        folder.mkdir(exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise from_oserror(exc, str(path), "lock") from exc
     mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
     deadline = time.monotonic() + wait
+    fd = _open(folder, path)
     try:
         while True:
             try:
                 fcntl.flock(fd, mode)
-                break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise StoreLocked(str(store_path), _holder(fd)) from None
                 time.sleep(0.05)
+                continue
+            if _still_there(fd, path):
+                break
+            # 'rrstore cleanup' removed the file between our open and flock: lock the new one
+            fresh = _open(folder, path)
+            os.close(fd)
+            fd = fresh
         if exclusive:
             os.ftruncate(fd, 0)
             os.write(fd, f"pid {os.getpid()}\n".encode())
         yield
     finally:
         os.close(fd)
+
+
+def _open(folder: Path, path: Path) -> int:
+    try:
+        folder.mkdir(exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise from_oserror(exc, str(path), "lock") from exc
+
+
+def _still_there(fd: int, path: Path) -> bool:
+    """True when ``path`` is still the file ``fd`` locked (a lock on a removed file guards nothing)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _holder(fd: int) -> str:

@@ -29,7 +29,7 @@ import contextlib
 import difflib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,7 @@ import zstandard
 
 from .backends import Backend
 from .backends.s3 import S3Backend
+from .backends.views import ListedView, OverlayView
 from .checkpoint import CheckpointManager, CheckpointRecord
 from .errors import CheckpointNotFound, CorruptObject, ObjectMissing, RRStoreError, StoreNotFound, from_oserror
 from .fsutil import syncfs, temp_name
@@ -47,7 +48,7 @@ from .pack import MAX_BLOCK, PACK_MAGIC, Location, PackReader, decode_index
 from .pack import PREFIX as PACKS
 from .refs import Refs
 from .store import STORE_FORMAT, Store
-from .tree import reachable
+from .tree import Reach, reachable
 
 Progress = Callable[[int, int], None]
 # Requests in flight at once; S3 latency, not bandwidth, bounds a transfer of small keys.
@@ -128,7 +129,7 @@ def open_remote(url: str, endpoint_url: str | None = None) -> S3Backend:
 class _Holdings:
     """One side's objects, read once: loose oids and the pack index (oid -> location)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, workers: int = WORKERS) -> None:
         self.backend = backend
         self.keys: set[str] = set()
         self.loose: set[str] = set()
@@ -138,7 +139,8 @@ class _Holdings:
                 self.loose.add(parts[1] + parts[2])
         self.keys.update(object_key(oid) for oid in self.loose)
         self.keys.update(backend.list(PACKS))
-        self.listed = _Listed(backend, self.keys)
+        self.listed = ListedView(backend, self.keys)
+        self.listed.prefetch(sorted(k for k in self.keys if k.endswith(".idx")), workers)
         self.reader = PackReader(self.listed)
         self.reader.refresh()
 
@@ -170,83 +172,6 @@ class _Holdings:
             keys.add(key)
         # Packs first: the big ones bound how long the transfer takes.
         return sorted(keys, key=lambda k: (not k.startswith(PACKS), k)), present
-
-
-class _Listed:
-    """A backend seen through one listing: keys not listed are missing without a request.
-
-    Index files are kept once read, so the indexes are fetched once per
-    transfer however many readers load them.
-    """
-
-    def __init__(self, backend: Backend, keys: set[str]) -> None:
-        self.backend = backend
-        self.keys = keys
-        self.location = backend.location
-        self._cache: dict[str, bytes] = {}
-
-    def read(self, key: str) -> bytes:
-        if key not in self.keys:
-            raise KeyError(key)
-        if key in self._cache:
-            return self._cache[key]
-        data = self.backend.read(key)
-        if key.endswith(".idx"):
-            self._cache[key] = data
-        return data
-
-    def read_range(self, key: str, offset: int, length: int) -> bytes:
-        if key not in self.keys:
-            raise KeyError(key)
-        return self.backend.read_range(key, offset, length)
-
-    def exists(self, key: str) -> bool:
-        return key in self.keys
-
-    def list(self, prefix: str) -> Iterator[str]:
-        return iter(sorted(k for k in self.keys if k.startswith(prefix)))
-
-    def version(self, prefix: str) -> object:
-        return "listed once"
-
-    def write(self, key: str, data: bytes, *, durable: bool = False, exclusive: bool = False) -> bool:
-        raise RRStoreError(f"internal: {self.location} is read-only during a transfer")
-
-    def delete(self, key: str) -> None:
-        raise RRStoreError(f"internal: {self.location} is read-only during a transfer")
-
-    def stat(self, key: str) -> tuple[int, float]:
-        return self.backend.stat(key)
-
-    def sync(self) -> None:
-        pass
-
-
-class _Overlay(_Listed):
-    """Local keys first, then the remote's (read-only): trees are read from wherever they are."""
-
-    def __init__(self, local: Backend, remote: _Listed) -> None:
-        super().__init__(remote, remote.keys)
-        self.local = local
-        self.remote = remote
-
-    def read(self, key: str) -> bytes:
-        try:
-            return self.local.read(key)
-        except KeyError:
-            return self.remote.read(key)
-
-    def read_range(self, key: str, offset: int, length: int) -> bytes:
-        try:
-            return self.local.read_range(key, offset, length)
-        except KeyError:
-            return self.remote.read_range(key, offset, length)
-
-    def exists(self, key: str) -> bool:
-        return key in self.keys or self.local.exists(key)
-
-    def list(self, prefix: str) -> Iterator[str]:
-        return iter(sorted(set(self.local.list(prefix)) | {k for k in self.keys if k.startswith(prefix)}))
 
 
 # verification ----------------------------------------------------------------------------------------
@@ -310,9 +235,10 @@ def push(store: Store, remote: Backend, checkpoint_ids: Sequence[str] = (),
         records = _local_records(manager, checkpoint_ids)
         _ensure_remote_config(store, remote)
         remote_refs = Refs(remote)
+        theirs = _refs_of(remote_refs, [r.checkpoint_id for r in records], workers)
         todo = []
         for record in records:
-            existing = remote_refs.get(record.checkpoint_id)
+            existing = theirs[record.checkpoint_id]
             if existing == record.record_oid:
                 result.present.append(record.checkpoint_id)
             elif existing is not None:
@@ -321,7 +247,7 @@ def push(store: Store, remote: Backend, checkpoint_ids: Sequence[str] = (),
                 todo.append(record)
         if not todo:
             return result
-        local, there = _Holdings(store.backend), _Holdings(remote)
+        local, there = _Holdings(store.backend, workers), _Holdings(remote, workers)
         needed = _needed(store.objects, todo)
         content, result.objects_skipped = local.keys_of(needed, there)
         record_keys, _ = local.keys_of({r.record_oid: [r.checkpoint_id] for r in todo}, there)
@@ -353,6 +279,18 @@ def push(store: Store, remote: Backend, checkpoint_ids: Sequence[str] = (),
                 _settle(result, record.checkpoint_id, record.record_oid, remote_refs.get(record.checkpoint_id))
         sent.fill(result)
     return result
+
+
+def _refs_of(refs: Refs, ids: list[str], workers: int) -> dict[str, str | None]:
+    """Each id's record oid on the side ``refs`` reads (None if absent): one listing, then GETs in parallel."""
+    listed = set(refs)
+    found: dict[str, str | None] = dict.fromkeys(ids)
+
+    def get(checkpoint_id: str) -> None:
+        found[checkpoint_id] = refs.get(checkpoint_id)
+
+    _each(get, [i for i in ids if i in listed], workers)
+    return found
 
 
 def _local_records(manager: CheckpointManager, checkpoint_ids: Sequence[str]) -> list[CheckpointRecord]:
@@ -392,10 +330,10 @@ def _check_remote_config(remote: Backend) -> None:
 def _needed(objects: ObjectStore, records: Iterable[CheckpointRecord]) -> dict[str, list[str]]:
     """Every content object the records reach -> the ids that reach it (for error messages)."""
     needed: dict[str, list[str]] = {}
-    seen: set[str] = set()
+    reach = Reach()
     for record in records:
         try:
-            for oid in reachable(objects, record.state_hash, seen):
+            for oid in reachable(objects, record.state_hash, reach):
                 needed.setdefault(oid, []).append(record.checkpoint_id)
         except (ObjectMissing, CorruptObject) as exc:
             raise exc.with_checkpoints([record.checkpoint_id]) from None
@@ -446,9 +384,8 @@ class _Counter:
             self.objects += objects
             self.packs += packs
             self.size += size
-            done = self.done
-        if self.progress is not None:
-            self.progress(done, self.total)
+            if self.progress is not None:
+                self.progress(self.done, self.total)
 
     def fill(self, result: TransferResult) -> None:
         result.objects, result.packs, result.bytes = self.objects, self.packs, self.size
@@ -488,9 +425,9 @@ def pull(store: Store, remote: Backend, checkpoint_ids: Sequence[str],
                 todo[checkpoint_id] = oid
         if not todo:
             return result
-        local, there = _Holdings(store.backend), _Holdings(remote)
+        local, there = _Holdings(store.backend, workers), _Holdings(remote, workers)
         records = [_remote_record(there, checkpoint_id, oid) for checkpoint_id, oid in todo.items()]
-        both = ObjectStore(_Overlay(store.backend, there.listed))
+        both = ObjectStore(OverlayView(store.backend, there.listed))
         needed = _needed(both, records)
         needed.update((oid, [checkpoint_id]) for checkpoint_id, oid in todo.items())
         keys, result.objects_skipped = there.keys_of(needed, local)
@@ -552,7 +489,7 @@ def _suggest(wrong: str, refs: Refs) -> list[str]:
 def _remote_record(there: _Holdings, checkpoint_id: str, oid: str) -> CheckpointRecord:
     """Read and check a remote record: it must be whole and name the id its ref has."""
     try:
-        record = CheckpointRecord.decode(oid, ObjectStore(_Listed(there.backend, there.keys)).get(oid))
+        record = CheckpointRecord.decode(oid, ObjectStore(there.listed).get(oid))
     except (ObjectMissing, CorruptObject) as exc:
         raise exc.with_checkpoints([checkpoint_id]) from None
     if record.checkpoint_id != checkpoint_id:

@@ -140,24 +140,39 @@ def flatten(objects: ObjectStore, root: str) -> dict[str, Entry]:
     return dict(walk(objects, root))
 
 
-def reachable(objects: ObjectStore, root: str, seen: set[str] | None = None) -> Iterator[str]:
+class Reach:
+    """What a walk has seen so far, shared across the checkpoints of one walk.
+
+    ``objects`` holds every oid yielded; ``trees`` the trees already walked.
+    They differ: a file whose bytes happen to equal a tree's encoding is the
+    same object, yet seeing it as a file must not stop the tree's walk.
+    """
+
+    def __init__(self) -> None:
+        self.objects: set[str] = set()
+        self.trees: set[str] = set()
+
+
+def reachable(objects: ObjectStore, root: str, reach: Reach | None = None) -> Iterator[str]:
     """Every tree and content object below tree ``root`` (itself included), each once.
 
-    Pass the same ``seen`` across several roots: a directory unchanged between
+    Pass the same ``reach`` across several roots: a directory unchanged between
     checkpoints is the same tree object, so it is read only once in all.
     """
-    seen = set() if seen is None else seen
-    if root in seen:
+    reach = Reach() if reach is None else reach
+    if root in reach.trees:
         return
-    seen.add(root)
-    yield root
+    reach.trees.add(root)
+    if root not in reach.objects:
+        reach.objects.add(root)
+        yield root
     for entry in read_tree(objects, root):
         if entry.kind == DIR:
-            yield from reachable(objects, entry.oid, seen)
+            yield from reachable(objects, entry.oid, reach)
         elif entry.kind == FILE:
             for oid in content_oids(entry):
-                if oid not in seen:
-                    seen.add(oid)
+                if oid not in reach.objects:
+                    reach.objects.add(oid)
                     yield oid
 
 

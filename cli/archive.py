@@ -1,0 +1,85 @@
+"""``rrstore export``, ``import`` and ``verify``: archives from the command line.
+
+An archive goes to a file (or stdout with ``--output -``); human messages and
+progress go to stderr, checkpoint ids (or JSON with ``--json``) to stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .main import _state, global_options
+from .output import emit_json, info, progress
+
+
+@click.command(name="export")
+@click.argument("checkpoint_ids", nargs=-1, required=True, metavar="ID...")
+@click.option("-o", "--output", required=True, metavar="FILE",
+              help="Archive to write ('-' for stdout). Never half-written: it appears complete or not at all.")
+@click.option("--format", "fmt", type=click.Choice(["rrstore", "tar"]), default="rrstore", show_default=True,
+              help="rrstore: checkpoints with every object they reach, for 'rrstore import'. "
+                   "tar: one checkpoint's files as a .tar.zst for 'tar --zstd -xf'.")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@global_options
+def export_command(checkpoint_ids: tuple[str, ...], output: str, fmt: str, force: bool) -> int:
+    """Write checkpoints (ids or 'latest') to one compressed archive, each object once."""
+    st = _state()
+    if output.startswith("s3://"):
+        raise click.UsageError("s3 output needs the remote support; write a file and upload it")
+    if fmt == "tar" and len(checkpoint_ids) != 1:
+        raise click.UsageError("--format tar exports exactly one checkpoint")
+    if output == "-":
+        if st.json:
+            raise click.UsageError("--json cannot be used with --output - (stdout carries the archive)")
+        if sys.stdout.isatty():
+            raise click.UsageError("refusing to write an archive to a terminal; redirect stdout or give a file")
+    target = click.get_binary_stream("stdout") if output == "-" else Path(output)
+    with progress("export", st.show_progress) as cb:
+        result = st.system().export(list(checkpoint_ids), target, fmt, progress=cb, force=force)
+    if st.json:
+        emit_json(result.to_json())
+    else:
+        info(result.message, st.quiet)
+    return 0
+
+
+@click.command(name="import")
+@click.argument("archive", type=click.Path(path_type=Path))
+@global_options
+def import_command(archive: Path) -> int:
+    """Check an archive completely, then add its checkpoints to the store (created if needed).
+
+    Importing the same archive again changes nothing. An archive that is
+    damaged, truncated or unsafe, or holds a checkpoint id the store has with
+    another record, is refused with exit code 16 before anything is written.
+    """
+    st = _state()
+    with progress("import", st.show_progress) as cb:
+        result = st.system().import_archive(archive, progress=cb)
+    if st.json:
+        emit_json(result.to_json())
+    else:
+        for checkpoint_id in result.added + result.unchanged:
+            click.echo(checkpoint_id)
+        info(result.message, st.quiet)
+    return 0
+
+
+@click.command(name="verify")
+@click.argument("archive", type=click.Path(path_type=Path))
+@global_options
+def verify_command(archive: Path) -> int:
+    """Check an archive completely (every hash, record, tree and path) without importing it."""
+    st = _state()
+    with progress("verify", st.show_progress) as cb:
+        result = st.system().verify_archive(archive, progress=cb)
+    if st.json:
+        emit_json(result.to_json())
+    else:
+        for checkpoint_id in result.refs:
+            click.echo(checkpoint_id)
+        info(result.message, st.quiet)
+    return 0

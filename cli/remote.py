@@ -1,0 +1,78 @@
+"""``rrstore push`` and ``pull``: share checkpoints through an S3-compatible remote.
+
+``rrstore list --remote URL`` lives with ``list`` in ``main.py`` and calls
+``RollbackRecoverySystem.list_remote``. Checkpoint ids go to stdout (JSON
+with ``--json``), the summary and conflicts to stderr. boto3 is imported only
+when a command actually talks to the remote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from rrstore.errors import PartialFailure
+
+from .main import _state, global_options
+from .output import emit_json, info, progress
+
+
+def remote_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--remote`` (env RRSTORE_REMOTE) and ``--endpoint-url``, shared by push and pull."""
+    func = click.option("--endpoint-url", default=None, metavar="URL",
+                        help="S3 endpoint of a non-AWS server (MinIO, SeaweedFS, Ceph); "
+                             "default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL or the AWS config.")(func)
+    return click.option("--remote", required=True, envvar="RRSTORE_REMOTE", metavar="s3://BUCKET/PREFIX",
+                        help="Remote store (env RRSTORE_REMOTE).")(func)
+
+
+def _finish(result: Any) -> int:
+    st = _state()
+    if st.json:
+        emit_json(result.to_json())
+    else:
+        for checkpoint_id in result.transferred:
+            click.echo(checkpoint_id)
+        info(result.message.split("\n", 1)[0], st.quiet)
+    if result.conflicts:
+        ids = ", ".join(c.checkpoint_id for c in result.conflicts)
+        raise PartialFailure(f"{len(result.conflicts)} checkpoint(s) exist on both sides with different "
+                             f"records and were left unchanged: {ids}")
+    return 0
+
+
+@click.command()
+@click.argument("checkpoint_ids", nargs=-1, metavar="[ID...]")
+@remote_options
+@global_options
+def push(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None) -> int:
+    """Upload checkpoints (default: all) and every object they reach that the remote lacks.
+
+    Uploads run in parallel; each ref is created only after everything it
+    reaches is on the remote, and never replaced: an id the remote has with
+    another record is reported as a conflict (exit 3). Pushing again uploads
+    nothing.
+    """
+    st = _state()
+    with progress("push", st.show_progress) as cb:
+        result = st.system().push(list(checkpoint_ids), remote, endpoint_url, progress=cb)
+    return _finish(result)
+
+
+@click.command()
+@click.argument("checkpoint_ids", nargs=-1, required=True, metavar="ID...")
+@remote_options
+@global_options
+def pull(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None) -> int:
+    """Download checkpoints (ids or 'latest') and what they reach that the local store lacks.
+
+    Every object is verified before anything becomes visible: a missing or
+    corrupt remote object stops the pull with exit 13 and the local store
+    unchanged. Creates the local store if there is none.
+    """
+    st = _state()
+    with progress("pull", st.show_progress) as cb:
+        result = st.system().pull(list(checkpoint_ids), remote, endpoint_url, progress=cb)
+    return _finish(result)
