@@ -177,6 +177,12 @@ class ObjectStore:
             except PackGone:
                 raise CorruptObject(oid, reason=f"pack {loc[0]} is missing") from None
 
+    def locality(self, oid: str) -> tuple[str, int, int]:
+        """Where ``oid`` is stored, as a sort key: reading in this order walks each pack
+        front to back, so every block is decompressed once (loose objects sort first)."""
+        loc = self._packs().index.get(oid)
+        return (loc[0], loc[1], loc[3]) if loc is not None else ("", 0, 0)
+
     def has(self, oid: str) -> bool:
         packs = self._packs()
         if oid in packs.index:

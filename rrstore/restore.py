@@ -164,7 +164,8 @@ class VerifiedContent:
             for oid in content_oids(entry):
                 if oid not in self.verified:
                     sizes[oid] = entry.size
-        for _ in run_split(sizes, lambda oid: sizes[oid] >= PARALLEL_MIN_SIZE, self._check, workers):
+        ordered = sorted(sizes, key=self.objects.locality)
+        for _ in run_split(ordered, lambda oid: sizes[oid] >= PARALLEL_MIN_SIZE, self._check, workers):
             pass
 
     def _check(self, oid: str) -> None:
@@ -305,7 +306,9 @@ def apply_plan(root: Path, content: VerifiedContent, target: dict[str, Entry], p
         writer.attempt(writer.mkdir, path)
     total = len(plan.write)
     large = lambda path: target[path].size >= PARALLEL_MIN_SIZE  # noqa: E731
-    for done, _ in enumerate(run_split(plan.write, large, writer.write_one, workers), 1):
+    locality = content.objects.locality
+    ordered = sorted(plan.write, key=lambda path: locality(content_oids(target[path])[0]))
+    for done, _ in enumerate(run_split(ordered, large, writer.write_one, workers), 1):
         if progress is not None:
             progress(done, total)
     for path in plan.symlink:

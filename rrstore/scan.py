@@ -109,4 +109,6 @@ def _walk_scope(root: Path, prefixes: list[str]) -> Scope:
                     scope.paths.append(rel)
         if empty and rel_dir:
             scope.empty_dirs.append(rel_dir)
+    scope.paths.sort()  # as git lists them: neighbours end up side by side in packs
+    scope.empty_dirs.sort()
     return scope

@@ -10,13 +10,16 @@ answers "what is the state hash of the working tree right now".
 from __future__ import annotations
 
 import functools
+import io
 import os
 import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import blake3
 
 from .errors import TornRead, from_oserror
 from .gitrepo import NO_GIT, GitState
@@ -27,6 +30,7 @@ from .tree import DIR, FILE, SYMLINK, Entry, tree_oid
 from .workers import PARALLEL_MIN_SIZE, run_split
 
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
 READ_TRIES = 4
 CHUNK_THRESHOLD = 4 << 20
 # 256 KiB average: on a 100 MB file with ten small edits, a new checkpoint
@@ -82,41 +86,87 @@ def settle_window(st: os.stat_result) -> int:
     return 2_000_000_000 if st.st_ctime_ns % 1_000_000 == 0 else SETTLE_NS
 
 
-def read_stable(path: str | Path, *, settle: bool = True) -> tuple[bytes, os.stat_result]:
-    """The file's bytes, read while nothing changed it.
+def stable_read(path: str | Path, consume: Callable[[int], tuple[T, int]], *,
+                settle: bool = True) -> tuple[T, os.stat_result]:
+    """Run ``consume(fd)`` (which returns a result and the bytes it read) while nothing changed the file.
 
     A read counts only when size, mtime, ctime and inode are the same before
-    and after it, and the last change (ctime, which no one can set by hand)
-    lies outside the settle window before the read began. A file changed more
-    recently is read again after the window passes (``settle``), or reported
-    as ``Hot`` so a caller can batch the waiting. A file that never settles
-    raises TornRead: a torn copy is never returned.
+    and after it, it covered the whole file, and the last change (ctime,
+    which no one can set by hand) lies outside the settle window before the
+    read began. A file changed more recently is read again after the window
+    passes (``settle``), or reported as ``Hot`` so a caller can batch the
+    waiting. A file that never settles raises TornRead: a torn copy is never
+    returned.
     """
     for attempt in range(READ_TRIES):
         started = time.time_ns()
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             before = os.fstat(fd)
-            chunks = []
-            while True:
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    break
-                chunks.append(chunk)
+            result, length = consume(fd)
             after = os.fstat(fd)
         finally:
             os.close(fd)
-        data = b"".join(chunks)
-        if _stamp(before) != _stamp(after) or len(data) != after.st_size:
+        if _stamp(before) != _stamp(after) or length != after.st_size:
             continue
         window = settle_window(after)
         if after.st_ctime_ns < started - window:
-            return data, after
+            return result, after
         if not settle:
             raise Hot(str(path))
         if attempt + 1 < READ_TRIES:
             time.sleep(window / 1e9)
     raise TornRead(str(path))
+
+
+def _read_all(fd: int) -> tuple[bytes, int]:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    return data, len(data)
+
+
+def read_stable(path: str | Path, *, settle: bool = True) -> tuple[bytes, os.stat_result]:
+    """The file's bytes, read while nothing changed it (see ``stable_read``)."""
+    return stable_read(path, _read_all, settle=settle)
+
+
+def store_file(path: str, objects: ObjectStore, *, store: bool, settle: bool) -> tuple[Stored, os.stat_result]:
+    """Hash (and with ``store``, save) one file, read while nothing changed it.
+
+    A large file is streamed through the chunker, so memory stays at a few
+    chunks whatever the file's size; a smaller one is read whole.
+    """
+
+    def consume(fd: int) -> tuple[Stored, int]:
+        if os.fstat(fd).st_size <= CHUNK_THRESHOLD:
+            data, length = _read_all(fd)
+            if length <= CHUNK_THRESHOLD:
+                return store_content(objects, data, store=store), length
+            os.lseek(fd, 0, os.SEEK_SET)
+        return _store_stream(fd, objects, store=store)
+
+    return stable_read(path, consume, settle=settle)
+
+
+def _store_stream(fd: int, objects: ObjectStore, *, store: bool) -> tuple[Stored, int]:
+    whole = blake3.blake3()
+    result = Stored("")
+    chunks = []
+    length = 0
+    for chunk in chunker().cut_stream(io.FileIO(fd, closefd=False)):
+        piece = bytes(chunk.data)  # the stream reuses its buffer
+        length += len(piece)
+        whole.update(piece)
+        oid = hash_bytes(piece)
+        chunks.append(oid)
+        if store and objects.put(piece, oid).new:
+            result.objects_new += 1
+            result.bytes_new += len(piece)
+    result.oid = whole.hexdigest()
+    result.chunks = tuple(chunks)
+    return result, length
 
 
 class _Builder:
@@ -264,13 +314,12 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
     def one(rel: str, settle: bool) -> tuple[str, Entry, Stored]:
         full = f"{root}/{rel}"
         try:
-            data, st = read_stable(full, settle=settle)
+            stored, st = store_file(full, objects, store=store, settle=settle)
         except OSError as exc:
             raise from_oserror(exc, full, "read") from exc
-        stored = store_content(objects, data, store=store)
         if cache is not None:
             cache.record(rel, st, stored.oid, stored.chunks)
-        entry = Entry(rel.rpartition("/")[2], FILE, stored.oid, len(data), bool(st.st_mode & stat.S_IXUSR),
+        entry = Entry(rel.rpartition("/")[2], FILE, stored.oid, st.st_size, bool(st.st_mode & stat.S_IXUSR),
                       chunks=stored.chunks)
         return rel, entry, stored
 

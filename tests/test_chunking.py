@@ -70,3 +70,13 @@ def test_file_at_the_threshold_is_one_object_and_above_it_is_chunked(project: Pa
     objects = system.open_store().objects
     joined = b"".join(objects.get(oid) for oid in entries["above.bin"].chunks)
     assert joined == (project / "above.bin").read_bytes()
+
+
+def test_streamed_cuts_equal_whole_buffer_cuts() -> None:
+    """Large files are chunked as a stream (bounded memory); the cut points must not depend on that."""
+    import io
+
+    data = pseudo_random(12 << 20)
+    whole = [(c.offset, c.length) for c in chunker().cut_buf(data)]
+    streamed = [(c.offset, c.length) for c in chunker().cut_stream(io.BytesIO(data))]
+    assert streamed == whole
