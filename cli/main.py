@@ -298,3 +298,12 @@ from . import remote  # noqa: E402
 
 cli.add_command(remote.push)
 cli.add_command(remote.pull)
+
+from . import recovery  # noqa: E402
+
+cli.add_command(recovery.plan)
+cli.add_command(recovery.classify)
+cli.add_command(recovery.validate)
+cli.add_command(recovery.cleanup)
+cli.add_command(recovery.run_command)
+cli.add_command(recovery.workflow_command)

@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 from .checkpoint import LANES, CheckpointManager, CheckpointRecord
 from .errors import RRStoreError
+from .recovery import FailureType, Lane, RecoveryStrategy
 from .system import RollbackRecoverySystem
 
-__all__ = ["LANES", "CheckpointManager", "CheckpointRecord", "RRStoreError",
-           "RollbackRecoverySystem", "__version__"]
+__all__ = ["LANES", "CheckpointManager", "CheckpointRecord", "FailureType", "Lane", "RRStoreError",
+           "RecoveryStrategy", "RollbackRecoverySystem", "__version__"]

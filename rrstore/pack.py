@@ -193,8 +193,10 @@ class PackReader:
     def refresh(self) -> None:
         """Load indexes of packs not seen yet and forget packs that are gone (gc rewrote them)."""
         self.version = self.backend.version(PREFIX)
+        with self.lock:
+            known = set(self.loaded)  # a pack this process adds during the listing is not "gone"
         names = [k[len(PREFIX):-4] for k in self.backend.list(PREFIX) if k.endswith(".idx")]
-        gone = self.loaded - set(names)
+        gone = known - set(names)
         if gone:
             with self.lock:
                 self.index = {oid: loc for oid, loc in self.index.items() if loc[0] not in gone}

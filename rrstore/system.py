@@ -10,7 +10,7 @@ methods directly so it can map errors to exit codes.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +30,13 @@ from .workers import default_workers
 
 if TYPE_CHECKING:
     from .archive import ExportResult, ImportResult, VerifyResult
+    from .recovery.classify import Classification
+    from .recovery.cleanup import CleanupResult
+    from .recovery.planner import RecoveryPlan, RecoveryPlanner
+    from .recovery.run import RetryPolicy, RunHooks, StepResult
+    from .recovery.validate import ValidationResult
+    from .recovery.vocabulary import FailureType
+    from .recovery.workflow import WorkflowResult
     from .transfer import TransferResult
 
 WORKTREE_LOCK = "worktree"
@@ -318,10 +325,75 @@ class RollbackRecoverySystem:
         listing = transfer.list_remote(transfer.open_remote(remote, endpoint_url), lane)
         return ListResult(listing.checkpoints, damaged=listing.damaged)
 
-    def run(self, command: str, **kwargs: Any) -> Any:
-        """The seed's entry point: ``run('checkpoint', lane=..., step_number=..., step_name=...)``."""
-        verbs = {"checkpoint": self.checkpoint, "restore": self.restore, "list": self.list,
-                 "show": self.show, "diff": self.diff, "status": self.status, "gc": self.gc}
+    # recovery (rrstore/recovery/, imported here only when used) ---------------------------------
+
+    @property
+    def recovery_planner(self) -> RecoveryPlanner:
+        """The seed's ``system.recovery_planner.get_recovery_plan(FailureType.X, lane=...)``.
+
+        Plans come from the project's configuration; restore commands name the
+        newest successful step checkpoint of the lane (none without a store).
+        """
+        from .recovery.planner import RecoveryPlanner
+        from .recovery.settings import load_recovery_settings
+
+        return RecoveryPlanner(load_recovery_settings(self.root).plans, self._newest_success)
+
+    def _newest_success(self, lane: str) -> str | None:
+        try:
+            records = self.checkpoint_manager.list_checkpoints(lane)
+        except RRStoreError:
+            return None
+        return next((r.checkpoint_id for r in records if r.kind == "step" and r.success), None)
+
+    def plan(self, failure_type: FailureType | str = "unknown", lane: str = "standard") -> RecoveryPlan:
+        """The recovery plan for ``failure_type`` in ``lane``."""
+        return self.recovery_planner.get_recovery_plan(failure_type, lane)
+
+    def classify(self, output: str = "", exit_code: int | None = None) -> Classification:
+        """The failure type of a step's ``output`` and ``exit_code``, with the evidence line."""
+        from .recovery.classify import classify
+
+        return classify(output, exit_code)
+
+    def validate(self, verbose: bool = False, checkpoint_id: str | None = None) -> ValidationResult:
+        """The seed's state checks and the store's health; ``success`` is False when one fails."""
+        from .recovery.validate import validate
+
+        return validate(self, verbose=verbose, checkpoint_id=checkpoint_id)
+
+    def cleanup(self, dry_run: bool = False) -> CleanupResult:
+        """Remove failed execution state (store leftovers, unheld locks, caches); never a tracked file."""
+        from .recovery.cleanup import CleanupOptions, cleanup
+        from .recovery.settings import load_recovery_settings
+
+        patterns = load_recovery_settings(self.root).cache_patterns
+        return cleanup(CleanupOptions(self.root, self.store_path, patterns, dry_run))
+
+    def run_step(self, lane: str, step_number: int, step_name: str, command: str | Sequence[str], *,
+                 policy: RetryPolicy | None = None, hooks: RunHooks | None = None) -> StepResult:
+        """Checkpoint, run ``command`` (a string by the shell), classify, plan, retry; see recovery.run."""
+        from .recovery.run import StepSpec, run_step
+
+        return run_step(self, StepSpec(lane, step_number, step_name, command), policy, hooks)
+
+    def workflow(self, lane: str, *, resume: bool = False, restore: bool = False,
+                 hooks: RunHooks | None = None) -> WorkflowResult:
+        """Run the lane's configured steps; ``resume`` continues the last run (``restore`` its state first)."""
+        from .recovery.workflow import run_workflow
+
+        return run_workflow(self, lane, resume=resume, restore=restore, hooks=hooks)
+
+    def run(self, command: str, /, **kwargs: Any) -> Any:
+        """The seed's entry point: ``run('checkpoint', lane=..., step_number=..., step_name=...)``.
+
+        ``command`` is positional only, so ``run('run', command='pytest -q', ...)`` passes the step's.
+        """
+        verbs: dict[str, Callable[..., Any]] = {
+            "checkpoint": self.checkpoint, "restore": self.restore, "list": self.list,
+            "show": self.show, "diff": self.diff, "status": self.status, "gc": self.gc,
+            "plan": self.plan, "classify": self.classify, "validate": self.validate,
+            "cleanup": self.cleanup, "run": self.run_step, "workflow": self.workflow}
         if command not in verbs:
             raise UsageError(f"unknown command {command!r}: choose one of {', '.join(verbs)}")
         try:

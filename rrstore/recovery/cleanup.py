@@ -1,0 +1,277 @@
+"""Cleanup of failed execution state: store leftovers, stale locks, caches (the seed's list).
+
+What may go, and why it is safe:
+
+- files in the store's ``tmp/`` older than ``TMP_AGE``: interrupted writes
+  (an atomic write renames its temporary file into place, so an old one is
+  a leftover; a young one may belong to a running checkpoint);
+- lock files in the store's ``locks/`` that no process holds and that name
+  a process that is gone ('pid N', written by exclusive holders): locks are
+  ``flock`` locks, so the lock itself died with its process, but the file
+  still names it (``rrstore.lock`` re-checks the file after locking, so
+  removing one never splits a lock between two processes);
+- git's ``index.lock`` when it is older than ``GIT_LOCK_AGE`` and no git
+  process runs in the project (a crashed git leaves it, and every later
+  git command then fails with 'File exists');
+- caches matching the configured patterns (default ``__pycache__``,
+  ``*.pyc``, ``*.pyo``, ``.pytest_cache``) outside ``.git``, the store,
+  virtual environments and nested repositories.
+
+Never removed: a file git tracks, anything under ``.git`` but that lock,
+and any checkpoint (records, refs and objects of the store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import fnmatch
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TMP_AGE = 300.0
+GIT_LOCK_AGE = 600.0
+
+
+@dataclass
+class Removed:
+    path: str
+    kind: str  # "tmp", "lock", "git-lock" or "cache"
+    files: int = 1
+    bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "kind": self.kind, "files": self.files, "bytes": self.bytes}
+
+
+@dataclass
+class CleanupResult:
+    removed: list[Removed] = field(default_factory=list)
+    kept_tracked: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    dry_run: bool = False
+
+    @property
+    def success(self) -> bool:
+        return not self.errors
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(r.bytes for r in self.removed)
+
+    @property
+    def message(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        files = sum(r.files for r in self.removed)
+        text = f"cleanup {verb} {len(self.removed)} item(s) ({files} file(s)), freeing {self.bytes_freed} bytes"
+        if self.kept_tracked:
+            text += f"; kept {len(self.kept_tracked)} tracked file(s) that match a cache pattern"
+        if self.errors:
+            text += f"; {len(self.errors)} could not be removed"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {"removed": [r.to_json() for r in self.removed], "bytes_freed": self.bytes_freed,
+                "kept_tracked": self.kept_tracked, "errors": self.errors, "dry_run": self.dry_run}
+
+
+@dataclass
+class CleanupOptions:
+    root: Path
+    store_path: Path
+    patterns: tuple[str, ...]
+    dry_run: bool = False
+    now: float | None = None
+
+
+def cleanup(options: CleanupOptions) -> CleanupResult:
+    """Remove (or with ``dry_run`` list) failed execution state; see the module docstring."""
+    now = time.time() if options.now is None else options.now
+    result = CleanupResult(dry_run=options.dry_run)
+    _store_tmp(options, now, result)
+    _store_locks(options, result)
+    _git_index_lock(options, now, result)
+    _caches(options, result)
+    return result
+
+
+def _rel(options: CleanupOptions, path: Path) -> str:
+    try:
+        return path.relative_to(options.root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _unlink(path: Path, options: CleanupOptions, result: CleanupResult) -> bool:
+    if options.dry_run:
+        return True
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        result.errors[_rel(options, path)] = exc.strerror or str(exc)
+        return False
+
+
+def _store_tmp(options: CleanupOptions, now: float, result: CleanupResult) -> None:
+    try:
+        entries = list(os.scandir(options.store_path / "tmp"))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if entry.is_file(follow_symlinks=False) and now - st.st_mtime >= TMP_AGE:
+            path = Path(entry.path)
+            if _unlink(path, options, result):
+                result.removed.append(Removed(_rel(options, path), "tmp", 1, st.st_size))
+
+
+def _store_locks(options: CleanupOptions, result: CleanupResult) -> None:
+    try:
+        entries = [e for e in os.scandir(options.store_path / "locks") if e.name.endswith(".lock")]
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            fd = os.open(entry.path, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # held by a live process
+            os.close(fd)
+            continue
+        try:  # removed while we hold it: whoever opened it before re-checks and retries
+            size = os.fstat(fd).st_size
+            if _alive(os.pread(fd, 64, 0)):
+                continue
+            if _unlink(Path(entry.path), options, result):
+                result.removed.append(Removed(_rel(options, Path(entry.path)), "lock", 1, size))
+        finally:
+            os.close(fd)
+
+
+def _alive(holder: bytes) -> bool:
+    """True unless the lock file names a process ('pid N', written by exclusive holders) that is gone."""
+    words = holder.decode(errors="replace").split()
+    if len(words) < 2 or words[0] != "pid" or not words[1].isdigit():
+        return True  # an ordinary lock file nobody claims: not stale, just idle
+    try:
+        os.kill(int(words[1]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _git_processes_in(root: Path) -> bool | None:
+    """Whether a git process works in ``root`` (None: cannot tell, e.g. no /proc)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "cwd").exists():
+        return None
+    real = os.path.realpath(root)
+    for pid in (p for p in os.listdir(proc) if p.isdigit()):
+        try:
+            if (proc / pid / "comm").read_text().strip() not in ("git", "git-remote-http", "git-remote-https"):
+                continue
+            cwd = os.readlink(proc / pid / "cwd")
+        except OSError:
+            continue
+        if cwd == real or cwd.startswith(real + os.sep):
+            return True
+    return False
+
+
+def _git_index_lock(options: CleanupOptions, now: float, result: CleanupResult) -> None:
+    lock = options.root / ".git" / "index.lock"
+    try:
+        st = lock.lstat()
+    except OSError:
+        return
+    if now - st.st_mtime < GIT_LOCK_AGE or _git_processes_in(options.root) is not False:
+        return
+    if _unlink(lock, options, result):
+        result.removed.append(Removed(_rel(options, lock), "git-lock", 1, st.st_size))
+
+
+def _tracked(root: Path) -> set[str] | None:
+    """Paths (relative to ``root``) git tracks, also when ``root`` is a folder inside a work tree."""
+    from ..gitrepo import find_git_root
+
+    if find_git_root(root) is None:
+        return None
+    done = subprocess.run(["git", "-C", str(root), "ls-files", "-z"], capture_output=True,
+                          stdin=subprocess.DEVNULL, timeout=120)
+    if done.returncode != 0:
+        return None
+    return {os.fsdecode(p) for p in done.stdout.split(b"\0") if p}
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _caches(options: CleanupOptions, result: CleanupResult) -> None:
+    tracked = _tracked(options.root) or set()
+    store_real = os.path.realpath(options.store_path)
+    for top, dirs, files in os.walk(options.root):
+        here = Path(top)
+        keep_dirs = []
+        for name in dirs:
+            path = here / name
+            if (name == ".git" or os.path.realpath(path) == store_real or (path / "pyvenv.cfg").exists()
+                    or (path / ".git").exists()  # a nested repository or submodule: its own tracked files
+                    or (path.is_symlink() and not _matches(name, options.patterns))):
+                continue
+            if _matches(name, options.patterns):
+                _remove_tree(path, options, tracked, result)
+            else:
+                keep_dirs.append(name)
+        dirs[:] = keep_dirs
+        for name in files:
+            if _matches(name, options.patterns):
+                _remove_files([here / name], here / name, options, tracked, result)
+
+
+def _remove_tree(path: Path, options: CleanupOptions, tracked: set[str], result: CleanupResult) -> None:
+    if path.is_symlink():
+        _remove_files([path], path, options, tracked, result)
+        return
+    files = []
+    for top, _dirs, names in os.walk(path):
+        files += [Path(top) / n for n in names]
+        files += [Path(top) / d for d in _dirs if (Path(top) / d).is_symlink()]
+    _remove_files(files, path, options, tracked, result, is_dir=True)
+
+
+def _remove_files(files: list[Path], shown: Path, options: CleanupOptions, tracked: set[str],
+                  result: CleanupResult, *, is_dir: bool = False) -> None:
+    count = size = 0
+    for path in files:
+        rel = _rel(options, path)
+        if rel in tracked:
+            result.kept_tracked.append(rel)
+            continue
+        try:
+            length = path.lstat().st_size
+        except OSError:
+            continue
+        if _unlink(path, options, result):
+            count += 1
+            size += length
+    if is_dir and not options.dry_run:
+        for top, _dirs, _names in os.walk(shown, topdown=False):
+            with contextlib.suppress(OSError):  # not empty: holds a tracked file, or something appeared
+                os.rmdir(top)
+    if count or (is_dir and not files):
+        result.removed.append(Removed(_rel(options, shown) + ("/" if is_dir else ""), "cache", count, size))

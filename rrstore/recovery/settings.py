@@ -1,0 +1,70 @@
+"""The ``[recovery]`` section of ``rrstore.toml`` (or ``[tool.rrstore.recovery]``).
+
+Separate from ``rrstore.config.Settings`` because only the recovery layer
+reads it, and a project without it pays nothing. Every key is checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import load_section
+from ..errors import UsageError
+from .plans import PlanTable, build_table
+
+# The seed's resource-exhaustion cleanup: caches a failed run leaves behind.
+DEFAULT_CACHE_PATTERNS = ("__pycache__", "*.pyc", "*.pyo", ".pytest_cache")
+# Files whose loss breaks any build; required only when the project has them (tracked or checkpointed).
+DEFAULT_CRITICAL_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "requirements.txt", "package.json",
+                          "Cargo.toml", "go.mod", "Makefile", "rrstore.toml")
+DEFAULT_RETRIES = 2
+DEFAULT_BACKOFF = 30.0  # seconds; the seed's retry_delay
+
+
+@dataclass
+class RecoverySettings:
+    critical_files: tuple[str, ...] | None = None  # None: the defaults the project actually has
+    cache_patterns: tuple[str, ...] = DEFAULT_CACHE_PATTERNS
+    retries: int = DEFAULT_RETRIES
+    backoff: float = DEFAULT_BACKOFF
+    plans: PlanTable = field(default_factory=build_table)
+    source: str = "defaults"
+
+
+def _strings(value: object, key: str, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise UsageError(f"{where}: {key} must be an array of non-empty strings")
+    return tuple(value)
+
+
+def load_recovery_settings(root: Path) -> RecoverySettings:
+    """The project's recovery settings (defaults where it sets nothing)."""
+    section, where = load_section(root, "recovery")
+    known = {"critical_files", "cache_patterns", "retries", "backoff", "plans"}
+    unknown = set(section) - known
+    if unknown:
+        raise UsageError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(sorted(known))})")
+    settings = RecoverySettings(source=where if section else "defaults")
+    if "critical_files" in section:
+        settings.critical_files = _strings(section["critical_files"], "critical_files", where)
+    if "cache_patterns" in section:
+        settings.cache_patterns = _strings(section["cache_patterns"], "cache_patterns", where)
+    settings.retries = check_retries(section.get("retries", DEFAULT_RETRIES), where)
+    settings.backoff = check_seconds(section.get("backoff", DEFAULT_BACKOFF), "backoff", where)
+    settings.plans = build_table(section.get("plans"), where)
+    return settings
+
+
+def check_retries(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UsageError(f"{where}: retries must be an integer, 0 or more")
+    return value
+
+
+def check_seconds(value: Any, key: str, where: str, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (positive and value == 0):
+        raise UsageError(f"{where}: {key} must be a number of seconds, {'more than 0' if positive else '0 or more'}")
+    return float(value)

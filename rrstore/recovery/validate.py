@@ -1,0 +1,298 @@
+"""State validation before recovery: the seed's checks plus the store's health.
+
+Every check runs and reports, even after one fails (a person fixing things
+wants the whole list). A check that does not apply here (no git, no store,
+nothing declared) is skipped, not failed. Only reads: nothing is written,
+except the local stat cache that hashing the tree may refresh.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..checkpoint import CheckpointRecord
+from ..config import load_settings
+from ..errors import CorruptObject, ObjectMissing, RRStoreError, StoreNotFound
+from .settings import DEFAULT_CRITICAL_FILES, load_recovery_settings
+
+if TYPE_CHECKING:
+    from ..system import RollbackRecoverySystem
+
+PASS, FAIL, SKIP = "pass", "fail", "skip"
+MARKS = {PASS: "✓", FAIL: "✗", SKIP: "-"}
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    reason: str
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != FAIL
+
+    @property
+    def line(self) -> str:
+        return f"{MARKS[self.status]} {self.name}: {self.reason}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "ok": self.ok, "reason": self.reason,
+                "details": self.details}
+
+
+@dataclass
+class ValidationResult:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    @property
+    def message(self) -> str:
+        if self.success:
+            return "State validation passed"
+        names = ", ".join(c.name for c in self.failed)
+        return f"validation failed: {len(self.failed)} of {len(self.checks)} checks failed ({names})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"success": self.success, "checks": [c.to_json() for c in self.checks]}
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+
+
+def _in_git(root: Path) -> bool:
+    from ..gitrepo import find_git_root
+
+    return find_git_root(root) is not None
+
+
+def check_critical_files(system: RollbackRecoverySystem) -> Check:
+    name = "critical files exist"
+    configured = load_recovery_settings(system.root).critical_files
+    if configured is None:  # the usual project files this project has (in git, or in its newest checkpoint)
+        known = _known_paths(system, DEFAULT_CRITICAL_FILES)
+        wanted = [f for f in DEFAULT_CRITICAL_FILES if f in known]
+        if not wanted:
+            return Check(name, SKIP, "none configured ([recovery] critical_files) and no usual project file "
+                                     "is tracked or checkpointed")
+    else:
+        wanted = list(configured)
+    missing = [f for f in wanted if not (system.root / f).exists()]
+    if missing:
+        return Check(name, FAIL, f"missing: {', '.join(missing)}", wanted)
+    return Check(name, PASS, ", ".join(wanted), wanted)
+
+
+def _known_paths(system: RollbackRecoverySystem, names: tuple[str, ...]) -> set[str]:
+    if _in_git(system.root):
+        done = _git(system.root, "ls-files", "--", *names)
+        return set(done.stdout.splitlines()) if done.returncode == 0 else set()
+    try:
+        newest = system.checkpoint_manager.newest()
+    except RRStoreError:
+        return set()
+    if newest is None:
+        return set()
+    from ..tree import read_tree
+
+    store = system.open_store()
+    return {e.name for e in read_tree(store.objects, newest.state_hash)} & set(names)
+
+
+def check_git(system: RollbackRecoverySystem) -> Check:
+    name = "git repository accessible"
+    if not _in_git(system.root):
+        return Check(name, SKIP, "not a git work tree")
+    try:
+        found = _git(system.root, "rev-parse", "--git-dir")
+        branch = _git(system.root, "symbolic-ref", "--short", "-q", "HEAD")
+        commit = _git(system.root, "rev-parse", "--verify", "-q", "--short", "HEAD")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check(name, FAIL, f"cannot run git: {exc}")
+    if found.returncode != 0:
+        return Check(name, FAIL, (found.stderr.strip().splitlines() or ["git failed"])[-1])
+    on = f"on {branch.stdout.strip()}" if branch.returncode == 0 else "detached HEAD"
+    if commit.returncode != 0:
+        return Check(name, PASS, f"repository readable, no commit yet ({on})")
+    return Check(name, PASS, f"HEAD {commit.stdout.strip()} {on}")
+
+
+def check_clean(system: RollbackRecoverySystem) -> Check:
+    name = "working directory clean"
+    if _in_git(system.root):
+        done = _git(system.root, "status", "--porcelain", "--untracked-files=normal")
+        if done.returncode != 0:
+            return Check(name, FAIL, (done.stderr.strip().splitlines() or ["git status failed"])[-1])
+        changes = [line for line in done.stdout.splitlines() if line.strip()]
+        if changes:
+            shown = ", ".join(c[3:] for c in changes[:5]) + (" …" if len(changes) > 5 else "")
+            return Check(name, FAIL, f"{len(changes)} uncommitted change(s): {shown}", changes)
+        return Check(name, PASS, "no uncommitted changes (git status)")
+    try:
+        status = system.status()
+    except StoreNotFound:
+        return Check(name, SKIP, "not a git work tree and no checkpoints to compare with")
+    if status.newest is None:
+        return Check(name, SKIP, "not a git work tree and no checkpoints to compare with")
+    if status.clean:
+        return Check(name, PASS, f"matches the newest checkpoint {status.newest.checkpoint_id}")
+    return Check(name, FAIL, status.message, _changed(status.changes))
+
+
+def _changed(changes: Any) -> list[str]:
+    if changes is None:
+        return []
+    return ([f"A {p}" for p in changes.added] + [f"D {p}" for p in changes.removed]
+            + [f"M {p}" for p in changes.modified])
+
+
+def declared_dependencies(root: Path) -> tuple[list[str], str]:
+    """Requirement strings the project declares, and where: pyproject's [project], else requirements.txt."""
+    import tomllib
+
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            with open(pyproject, "rb") as fh:
+                deps = tomllib.load(fh).get("project", {}).get("dependencies")
+        except (OSError, tomllib.TOMLDecodeError):
+            deps = None
+        if isinstance(deps, list):
+            return [d for d in deps if isinstance(d, str)], "pyproject.toml"
+    requirements = root / "requirements.txt"
+    if requirements.is_file():
+        lines = [line.split("#", 1)[0].strip() for line in requirements.read_text(errors="replace").splitlines()]
+        return [line for line in lines if line and not line.startswith("-")], "requirements.txt"
+    return [], ""
+
+
+def check_dependencies(system: RollbackRecoverySystem) -> Check:
+    name = "dependencies installed"
+    deps, source = declared_dependencies(system.root)
+    if not deps:
+        return Check(name, SKIP, "no dependencies declared (pyproject.toml [project] or requirements.txt)")
+    problems = [p for p in (_unmet(d) for d in deps) if p]
+    if problems:
+        return Check(name, FAIL, "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""), problems)
+    return Check(name, PASS, f"{len(deps)} from {source} resolve in this environment", deps)
+
+
+def _unmet(text: str) -> str | None:
+    """Why requirement ``text`` is not met here, or None when it is (or does not apply here)."""
+    import importlib.metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        req = Requirement(text)
+    except InvalidRequirement:
+        return f"{text!r} is not a valid requirement"
+    if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+        return None
+    try:
+        version = importlib.metadata.version(req.name)
+    except importlib.metadata.PackageNotFoundError:
+        return f"{req.name} is not installed"
+    if req.specifier and not req.specifier.contains(version, prereleases=True):
+        return f"{req.name} {version} does not satisfy {req.specifier}"
+    return None
+
+
+def check_configuration(system: RollbackRecoverySystem) -> Check:
+    name = "configuration valid"
+    from .workflow import load_workflows
+
+    try:
+        settings = load_settings(system.root)
+        load_recovery_settings(system.root)
+        lanes = load_workflows(system.root)
+    except RRStoreError as exc:
+        return Check(name, FAIL, str(exc))
+    flows = f"; workflows: {', '.join(lanes)}" if lanes else ""
+    return Check(name, PASS, f"{settings.source}{flows}")
+
+
+def check_store(system: RollbackRecoverySystem, deep: bool) -> Check:
+    """Refs point to readable records whose root trees exist; ``deep`` walks every object they reach."""
+    name = "store healthy"
+    try:
+        store = system.open_store()
+    except StoreNotFound:
+        return Check(name, SKIP, f"no store at {system.store_path} yet")
+    except RRStoreError as exc:
+        return Check(name, FAIL, str(exc))
+    from ..tree import Reach, reachable
+
+    problems: list[str] = []
+    count = 0
+    reach = Reach()
+    manager = system.checkpoint_manager
+    for checkpoint_id in list(store.refs):
+        count += 1
+        try:
+            record = manager.get(checkpoint_id)
+            if deep:
+                missing = [oid for oid in reachable(store.objects, record.state_hash, reach)
+                           if not store.objects.has(oid)]
+                if missing:
+                    problems.append(f"{checkpoint_id}: {len(missing)} object(s) missing, e.g. {missing[0]}")
+            elif not store.objects.has(record.state_hash):
+                problems.append(f"{checkpoint_id}: root tree {record.state_hash} is missing")
+        except (ObjectMissing, CorruptObject) as exc:
+            problems.append(f"{checkpoint_id}: {exc}")
+    if problems:
+        return Check(name, FAIL, f"{len(problems)} of {count} checkpoint(s) damaged: {problems[0]}", problems)
+    depth = "every object present" if deep else "records and root trees present"
+    return Check(name, PASS, f"{count} checkpoint(s), {depth}")
+
+
+def check_matches(system: RollbackRecoverySystem, record: CheckpointRecord) -> Check:
+    name = f"working tree matches {record.checkpoint_id}"
+    snap = system.checkpoint_manager.snapshot(store=False)
+    if snap.root_oid == record.state_hash:
+        return Check(name, PASS, f"state {record.state_hash[:12]}")
+    changes = system.diff(record.checkpoint_id)
+    lines = _changed(changes)
+    return Check(name, FAIL, f"state {snap.root_oid[:12]} differs from {record.state_hash[:12]}: "
+                             f"{len(changes.added)} added, {len(changes.removed)} removed, "
+                             f"{len(changes.modified)} modified", lines)
+
+
+def validate(system: RollbackRecoverySystem, *, verbose: bool = False,
+             checkpoint_id: str | None = None) -> ValidationResult:
+    """Run every check; ``verbose`` makes the store check read every tree (deep validation).
+
+    An unknown ``checkpoint_id`` raises CheckpointNotFound before anything runs.
+    """
+    record = system.show(checkpoint_id) if checkpoint_id else None
+    checks: list[tuple[str, Callable[[], Check]]] = [
+        ("critical files exist", lambda: check_critical_files(system)),
+        ("git repository accessible", lambda: check_git(system)),
+        ("working directory clean", lambda: check_clean(system)),
+        ("dependencies installed", lambda: check_dependencies(system)),
+        ("configuration valid", lambda: check_configuration(system)),
+        ("store healthy", lambda: check_store(system, verbose)),
+    ]
+    if record is not None:
+        checks.append((f"working tree matches {record.checkpoint_id}", lambda: check_matches(system, record)))
+    result = ValidationResult()
+    for name, run in checks:
+        try:
+            result.checks.append(run())
+        except RRStoreError as exc:  # one broken check must not hide the others
+            result.checks.append(Check(name, FAIL, str(exc)))
+    return result

@@ -1,0 +1,156 @@
+"""``validate``: the seed's checks and the store's health, in real git repositories and plain folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import git
+
+from rrstore import RollbackRecoverySystem
+from rrstore.errors import CheckpointNotFound
+from rrstore.objects import object_key
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def statuses(result) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {c.name.split(" matches ")[0]: c.status for c in result.checks}
+
+
+@pytest.fixture
+def repo(git_project: Path) -> Path:
+    """A committed git project that declares dependencies this environment has."""
+    (git_project / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "1"\n'
+        'dependencies = ["click>=8", "blake3", "tomli>=1; python_version < \'3.11\'"]\n')
+    (git_project / ".gitignore").write_text("*.log\nbuild/\n.checkpoints/\n")
+    git(git_project, "add", "-A")
+    git(git_project, "commit", "-q", "-m", "project")
+    return git_project
+
+
+def test_a_healthy_repository_passes_every_check(repo: Path) -> None:
+    system = RollbackRecoverySystem(root=repo)
+    made = system.checkpoint("standard", 1, "Start")
+
+    result = system.validate(checkpoint_id=made.checkpoint_id)
+
+    assert result.success, [c.line for c in result.checks]
+    assert statuses(result) == {"critical files exist": "pass", "git repository accessible": "pass",
+                                "working directory clean": "pass", "dependencies installed": "pass",
+                                "configuration valid": "pass", "store healthy": "pass", "working tree": "pass"}
+    lines = [c.line for c in result.checks]
+    assert lines[0] == "✓ critical files exist: pyproject.toml"
+    assert lines[1].startswith("✓ git repository accessible: HEAD ") and lines[1].endswith(" on main")
+    assert "3 from pyproject.toml resolve" in lines[3]
+    assert result.message == "State validation passed"
+
+
+def test_every_failure_is_reported_not_just_the_first(repo: Path) -> None:
+    system = RollbackRecoverySystem(root=repo)
+    made = system.checkpoint("standard", 1, "Start")
+    os.unlink(repo / "pyproject.toml")  # a critical file goes, the tree is dirty, the checkpoint differs
+    (repo / "rrstore.toml").write_text('[recovery]\ncritical_files = ["pyproject.toml", "README.md"]\n'
+                                       'cache_patterns = ["__pycache__"]\n')
+
+    result = system.validate(checkpoint_id=made.checkpoint_id)
+
+    assert not result.success
+    failed = {c.name.split(" matches ")[0]: c for c in result.failed}
+    assert set(failed) == {"critical files exist", "working directory clean", "working tree"}
+    assert failed["critical files exist"].reason == "missing: pyproject.toml"
+    assert "2 uncommitted change(s)" in failed["working directory clean"].reason
+    assert "D pyproject.toml" in failed["working tree"].details and "A rrstore.toml" in failed["working tree"].details
+    assert result.message.startswith("validation failed: 3 of 7 checks failed (critical files exist, ")
+
+
+def test_missing_and_unmet_dependencies(repo: Path) -> None:
+    (repo / "pyproject.toml").write_text('[project]\nname = "demo"\ndependencies = ["click>=999", '
+                                         '"no-such-package-rrstore-test", "ok ok"]\n')
+    check = next(c for c in RollbackRecoverySystem(root=repo).validate().checks if c.name == "dependencies installed")
+    assert check.status == "fail"
+    assert check.details[0].startswith("click ") and check.details[0].endswith("does not satisfy >=999")
+    assert check.details[1:] == ["no-such-package-rrstore-test is not installed", "'ok ok' is not a valid requirement"]
+
+
+def test_plain_folder_skips_what_does_not_apply(project: Path) -> None:
+    system = RollbackRecoverySystem(root=project)
+    (project / "notes.txt").write_text("x")
+    before = statuses(system.validate())
+    assert before == {"critical files exist": "skip", "git repository accessible": "skip",
+                      "working directory clean": "skip", "dependencies installed": "skip",
+                      "configuration valid": "pass", "store healthy": "skip"}
+    system.checkpoint("docs", 1, "notes")
+    assert statuses(system.validate())["working directory clean"] == "pass"  # compared with the newest checkpoint
+    (project / "notes.txt").write_text("changed")
+    after = system.validate()
+    clean = next(c for c in after.checks if c.name == "working directory clean")
+    assert clean.status == "fail" and clean.details == ["M notes.txt"]
+
+
+def test_store_damage_and_bad_configuration(project: Path) -> None:
+    system = RollbackRecoverySystem(root=project)
+    (project / "a.txt").write_text("a" * 100)
+    made = system.checkpoint("standard", 1, "one")
+    store = system.open_store()
+    from rrstore.tree import read_tree
+
+    blob = next(e.oid for e in read_tree(store.objects, made.record.state_hash) if e.name == "a.txt")
+    assert statuses(system.validate())["store healthy"] == "pass"
+    # remove the file's object wherever it is stored (loose, or inside a pack: rewrite without it)
+    loose = store.path / object_key(blob)
+    if loose.exists():
+        os.unlink(loose)
+    else:
+        store.objects.sweep({made.record.record_oid, made.record.state_hash}, before=2**40)
+    assert statuses(system.validate())["store healthy"] == "pass"  # shallow: records and root trees only
+    deep = next(c for c in system.validate(verbose=True).checks if c.name == "store healthy")
+    assert deep.status == "fail" and blob in deep.reason
+
+    (project / "rrstore.toml").write_text("fsync = 'sometimes'\n")  # broken after the system was made
+    config = next(c for c in system.validate().checks if c.name == "configuration valid")
+    assert config.status == "fail" and "fsync must be one of" in config.reason
+    (project / "rrstore.toml").write_text("[workflow.standard]\nsteps = []\n")
+    broken = next(c for c in system.validate().checks if c.name == "configuration valid")
+    assert broken.status == "fail" and "'steps' must be a non-empty array" in broken.reason
+
+
+def test_unknown_checkpoint_is_an_error(project: Path) -> None:
+    system = RollbackRecoverySystem(root=project)
+    (project / "a").write_text("a")
+    system.checkpoint("docs", 1, "a")
+    with pytest.raises(CheckpointNotFound):
+        system.validate(checkpoint_id="docs-step9-nope")
+    assert system.run("validate", checkpoint_id="docs-step9-nope").success is False
+
+
+def test_cli_validate(repo: Path, cli: Cli) -> None:
+    ok = cli("validate", cwd=repo)
+    assert ok.returncode == 0, ok.stderr + ok.stdout
+    assert ok.stdout.splitlines()[0] == "✓ critical files exist: pyproject.toml"
+    assert "- store healthy: no store at" in ok.stdout and ok.stderr == "State validation passed\n"
+
+    (repo / "README.md").write_text("changed\n")
+    bad = cli("validate", "--verbose", cwd=repo)
+    assert bad.returncode == 20
+    assert "✗ working directory clean: 1 uncommitted change(s): README.md" in bad.stdout
+    assert "     M README.md" in bad.stdout  # --verbose lists details
+    assert bad.stderr.splitlines() == ["rrstore: error: validation failed: 1 of 6 checks failed "
+                                       "(working directory clean)"]
+
+    as_json = cli("validate", "--json", cwd=repo)
+    assert as_json.returncode == 20
+    doc = json.loads(as_json.stdout)
+    assert doc["success"] is False and len(doc["checks"]) == 6
+    assert set(doc["checks"][0]) == {"name", "status", "ok", "reason", "details"}
+    assert json.loads(as_json.stderr) == {"error": "ValidationFailed", "exit_code": 20,
+                                          "message": "validation failed: 1 of 6 checks failed "
+                                                     "(working directory clean)"}
+
+    missing = cli("validate", "--checkpoint", "nope", cwd=repo)
+    assert missing.returncode == 10 and len(missing.stderr.splitlines()) == 1  # no store yet
