@@ -1,0 +1,1 @@
+"""Helpers of ``benchmarks/run.py``: measuring, trees, tool adapters, reports."""
