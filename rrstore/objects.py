@@ -148,14 +148,7 @@ class ObjectStore:
             frame = self.backend.read(object_key(oid))
         except KeyError:
             return self._get_packed(oid)
-        try:
-            size = zstandard.frame_content_size(frame)
-            if not 0 <= size <= MAX_OBJECT_SIZE:
-                raise CorruptObject(oid, reason=f"frame declares {size} bytes (limit {MAX_OBJECT_SIZE})")
-            data = self._decompressor().decompress(frame, max_output_size=max(size, 1))
-        except zstandard.ZstdError as exc:
-            raise CorruptObject(oid, reason=f"not a valid zstd frame ({exc})") from None
-        return _verified(oid, data)
+        return decode_loose(oid, frame, self._decompressor())
 
     def _get_packed(self, oid: str) -> bytes:
         packs = self._packs()
@@ -287,6 +280,18 @@ class ObjectStore:
         """Write barrier: make every object written so far visible and durable."""
         self.flush()
         self.backend.sync()
+
+
+def decode_loose(oid: str, frame: bytes, decompressor: zstandard.ZstdDecompressor | None = None) -> bytes:
+    """A loose object's bytes: the frame must declare its size (within the limit) and hash to ``oid``."""
+    try:
+        size = zstandard.frame_content_size(frame)
+        if not 0 <= size <= MAX_OBJECT_SIZE:
+            raise CorruptObject(oid, reason=f"frame declares {size} bytes (limit {MAX_OBJECT_SIZE})")
+        data = (decompressor or zstandard.ZstdDecompressor()).decompress(frame, max_output_size=max(size, 1))
+    except zstandard.ZstdError as exc:
+        raise CorruptObject(oid, reason=f"not a valid zstd frame ({exc})") from None
+    return _verified(oid, data)
 
 
 def _verified(oid: str, data: bytes) -> bytes:

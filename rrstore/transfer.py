@@ -43,7 +43,7 @@ from .backends.views import ListedView, OverlayView
 from .checkpoint import CheckpointManager, CheckpointRecord
 from .errors import CheckpointNotFound, CorruptObject, ObjectMissing, RRStoreError, StoreNotFound, from_oserror
 from .fsutil import syncfs, temp_name
-from .objects import MAX_OBJECT_SIZE, ObjectStore, hash_bytes, is_oid, object_key
+from .objects import ObjectStore, decode_loose, hash_bytes, is_oid, object_key
 from .pack import MAX_BLOCK, PACK_MAGIC, Location, PackReader, decode_index
 from .pack import PREFIX as PACKS
 from .refs import Refs
@@ -179,16 +179,7 @@ class _Holdings:
 
 def verify_loose(oid: str, frame: bytes) -> None:
     """A loose object's frame decodes, within the size limit, to bytes that hash to ``oid``."""
-    try:
-        size = zstandard.frame_content_size(frame)
-        if not 0 <= size <= MAX_OBJECT_SIZE:
-            raise CorruptObject(oid, reason=f"frame declares {size} bytes (limit {MAX_OBJECT_SIZE})")
-        data = zstandard.ZstdDecompressor().decompress(frame, max_output_size=max(size, 1))
-    except zstandard.ZstdError as exc:
-        raise CorruptObject(oid, reason=f"not a valid zstd frame ({exc})") from None
-    actual = hash_bytes(data)
-    if actual != oid:
-        raise CorruptObject(oid, actual=actual)
+    decode_loose(oid, frame)
 
 
 def verify_pack(pack: str, data: bytes, index: bytes) -> dict[str, Location]:
