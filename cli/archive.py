@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -18,17 +19,18 @@ from .output import emit_json, info, progress
 @click.command(name="export")
 @click.argument("checkpoint_ids", nargs=-1, required=True, metavar="ID...")
 @click.option("-o", "--output", required=True, metavar="FILE",
-              help="Archive to write ('-' for stdout). Never half-written: it appears complete or not at all.")
+              help="Archive to write: a file, '-' for stdout, or s3://BUCKET/KEY. Never half-written: "
+                   "it appears complete or not at all.")
 @click.option("--format", "fmt", type=click.Choice(["rrstore", "tar"]), default="rrstore", show_default=True,
               help="rrstore: checkpoints with every object they reach, for 'rrstore import'. "
                    "tar: one checkpoint's files as a .tar.zst for 'tar --zstd -xf'.")
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@click.option("--endpoint-url", default=None, metavar="URL", help="S3 endpoint for an s3:// output (non-AWS servers).")
 @global_options
-def export_command(checkpoint_ids: tuple[str, ...], output: str, fmt: str, force: bool) -> int:
+def export_command(checkpoint_ids: tuple[str, ...], output: str, fmt: str, force: bool,
+                   endpoint_url: str | None) -> int:
     """Write checkpoints (ids or 'latest') to one compressed archive, each object once."""
     st = _state()
-    if output.startswith("s3://"):
-        raise click.UsageError("s3 output needs the remote support; write a file and upload it")
     if fmt == "tar" and len(checkpoint_ids) != 1:
         raise click.UsageError("--format tar exports exactly one checkpoint")
     if output == "-":
@@ -36,9 +38,12 @@ def export_command(checkpoint_ids: tuple[str, ...], output: str, fmt: str, force
             raise click.UsageError("--json cannot be used with --output - (stdout carries the archive)")
         if sys.stdout.isatty():
             raise click.UsageError("refusing to write an archive to a terminal; redirect stdout or give a file")
-    target = click.get_binary_stream("stdout") if output == "-" else Path(output)
+    target: str | Path | BinaryIO = output if output.startswith("s3://") else Path(output)
+    if output == "-":
+        target = click.get_binary_stream("stdout")
     with progress("export", st.show_progress) as cb:
-        result = st.system().export(list(checkpoint_ids), target, fmt, progress=cb, force=force)
+        result = st.system().export(list(checkpoint_ids), target, fmt, progress=cb, force=force,
+                                    endpoint_url=endpoint_url)
     if st.json:
         emit_json(result.to_json())
     else:

@@ -271,9 +271,17 @@ class RollbackRecoverySystem:
     # archives (rrstore/archive.py, imported here only when used) --------------------------------
 
     def export(self, ids: Sequence[str], output: str | os.PathLike[str] | BinaryIO, fmt: str = "rrstore", *,
-               progress: Progress | None = None, force: bool = False) -> ExportResult:
-        """Write checkpoints ``ids`` ('latest' allowed) to one archive, or one checkpoint's files as a .tar.zst."""
+               progress: Progress | None = None, force: bool = False,
+               endpoint_url: str | None = None) -> ExportResult:
+        """Write checkpoints ``ids`` ('latest' allowed) to one archive, or one checkpoint's files as a .tar.zst.
+
+        ``output`` may be ``s3://bucket/key``: the archive is written to the
+        store's tmp/ first, complete and checked like any other, then uploaded.
+        """
         from . import archive
+
+        if isinstance(output, str) and output.startswith("s3://"):
+            return self._export_to_s3(ids, output, fmt, progress, force, endpoint_url)
 
         if fmt not in ("rrstore", "tar"):
             raise UsageError(f"unknown archive format {fmt!r}: choose rrstore or tar")
@@ -285,6 +293,26 @@ class RollbackRecoverySystem:
             if fmt == "tar":
                 return archive.export_tar(manager.store, records[0], output, progress, force=force)
             return archive.export(manager.store, records, output, progress, force=force)
+
+    def _export_to_s3(self, ids: Sequence[str], url: str, fmt: str, progress: Progress | None,
+                      force: bool, endpoint_url: str | None) -> ExportResult:
+        from .backends.s3 import S3Backend, parse_remote
+        from .fsutil import temp_name
+
+        bucket, key = parse_remote(url)
+        if not key:
+            raise UsageError(f"give the archive's key: s3://{bucket}/path/name")
+        remote = S3Backend(bucket, "", endpoint_url=endpoint_url)
+        if not force and remote.exists(key):
+            raise UsageError(f"{url} exists; --force replaces it")
+        staging = temp_name(self.open_store().path / "tmp", "export")
+        try:
+            result = self.export(ids, staging, fmt, progress=progress, force=True)
+            remote.upload_file(key, str(staging))
+        finally:
+            staging.unlink(missing_ok=True)
+        result.output = url
+        return result
 
     def import_archive(self, path: str | os.PathLike[str], *, progress: Progress | None = None) -> ImportResult:
         """Add an archive's checkpoints, creating the store if needed, once the whole archive checks out."""

@@ -480,3 +480,33 @@ def test_s3_backend_from_url_parses_bucket_and_prefix() -> None:
     assert parse_remote("s3://bucket/team/ci/") == ("bucket", "team/ci")
     backend = S3Backend.from_url("s3://bucket/team/ci", endpoint_url="http://127.0.0.1:1")
     assert (backend.bucket, backend.prefix, backend.location) == ("bucket", "team/ci", "s3://bucket/team/ci")
+
+
+def test_export_to_s3_writes_a_complete_archive_that_imports_elsewhere(
+        tmp_path: Path, s3_remote: str, endpoint: str, s3_env: dict[str, str],
+        manifest: Callable[..., Manifest], monkeypatch: pytest.MonkeyPatch) -> None:
+    source, target = tmp_path / "source", tmp_path / "target"
+    source.mkdir()
+    target.mkdir()
+    fill(source)
+    checkpoint_id = checkpoint(source, step=1, name="build")
+    expected = manifest(source)
+    url = f"{s3_remote}/archives/build.rrar"
+
+    out = run_cli("export", checkpoint_id, "--output", url, "--endpoint-url", endpoint, "--json",
+                  cwd=source, env=s3_env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["output"] == url
+    again = run_cli("export", checkpoint_id, "--output", url, "--endpoint-url", endpoint, cwd=source, env=s3_env)
+    assert again.returncode == 2 and "exists" in again.stderr  # never replaced without --force
+
+    bucket, prefix = parse_remote(s3_remote)
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    data = S3Backend(bucket, prefix, endpoint_url=endpoint).read("archives/build.rrar")
+    archive = tmp_path / "downloaded.rrar"
+    archive.write_bytes(data)
+    assert run_cli("import", str(archive), cwd=target).returncode == 0
+    assert run_cli("restore", "--checkpoint-id", checkpoint_id, cwd=target).returncode == 0
+    assert manifest(target) == expected
+    assert not list((source / ".checkpoints" / "tmp").iterdir())  # the staged archive is gone

@@ -210,6 +210,11 @@ class S3Backend:
             self.client.put_object(Bucket=self.bucket, Key=name, Body=data)
         return True
 
+    def upload_file(self, key: str, path: str) -> None:
+        """Upload a local file under ``key``, streamed in parts (an archive can be larger than memory)."""
+        with self._errors("write", key):
+            self.client.upload_file(path, self.bucket, self._key(key))
+
     def exists(self, key: str) -> bool:
         name = self._key(key)
         try:
