@@ -118,6 +118,7 @@ class StatCache:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(self.path, _encode(self.entries, self.scan_start), self.tmp_dir, fsync=False)
         except (OSError, RRStoreError):
             pass  # a cache that cannot be written only costs time
