@@ -76,10 +76,11 @@ class ObjectStore:
     they write anything that refers to them.
     """
 
-    def __init__(self, backend: Backend, level: int = 3, durable: bool = False) -> None:
+    def __init__(self, backend: Backend, level: int = 3, durable: bool = False, sync_packs: bool = True) -> None:
         self.backend = backend
         self.level = level
         self.durable = durable
+        self.sync_packs = sync_packs
         self._local = threading.local()
         self._reader = PackReader(backend)
         self._reader_ready = False
@@ -100,7 +101,8 @@ class ObjectStore:
 
     def _pack_writer(self) -> PackWriter:
         if self._writer is None:
-            self._writer = PackWriter(self.backend, self.level, self.durable, self._reader.add)
+            self._writer = PackWriter(self.backend, self.level, self.durable, self._reader.add,
+                                      sync_packs=self.sync_packs)
         return self._writer
 
     def _compressor(self) -> zstandard.ZstdCompressor:
@@ -154,7 +156,7 @@ class ObjectStore:
         packs = self._packs()
         loc = packs.index.get(oid)
         if loc is None:
-            packs.refresh_if_changed()
+            packs.refresh()  # a full listing: a directory stamp can miss an index added in the same tick
             loc = packs.index.get(oid)
             if loc is None:
                 raise ObjectMissing(oid)
@@ -220,7 +222,8 @@ class ObjectStore:
         packs.refresh()
         sizes = {pack: self.backend.stat(f"{PACKS}{pack}.pack") for pack in packs.members}
         small = [p for p, (size, _) in sizes.items() if size < SMALL_PACK]
-        consolidate = set(small) if len(small) > MAX_SMALL_PACKS else set()
+        settled = {p for p in small if sizes[p][1] < before}
+        consolidate = settled if len(small) > MAX_SMALL_PACKS and len(settled) > 1 else set()
         removed: set[str] = set()
         for pack, entries in list(packs.members.items()):
             size, mtime = sizes[pack]
@@ -246,9 +249,15 @@ class ObjectStore:
         result.objects_removed += len(removed)
         if not dry_run:
             written = self.stored_bytes
+            fresh = len(self._writer.packs_written) if self._writer else 0
             self.flush()
             result.bytes_freed -= self.stored_bytes - written
+            # A rewrite can produce the very bytes, hence the very name, of the
+            # pack it replaces: such a pack is kept, never deleted.
+            new = set(self._writer.packs_written[fresh:]) if self._writer else set()
             for pack in self._retire:
+                if pack in new:
+                    continue
                 self.backend.delete(f"{PACKS}{pack}.idx")
                 self.backend.delete(f"{PACKS}{pack}.pack")
             self._retire.clear()

@@ -36,6 +36,9 @@ _COUNT = struct.Struct("<I")
 BLOCK_SIZE = 1 << 20
 PACK_SIZE = 64 << 20
 PREFIX = "packs/"
+# Queued raw bytes that force a pack out even before it reaches PACK_SIZE
+# compressed (well-compressing trees would otherwise hold ~5x that in memory).
+MAX_PENDING = 128 << 20
 # What a reader accepts as one block's size: far above what rrstore writes
 # (BLOCK_SIZE plus one object), low enough to refuse a decompression bomb.
 MAX_BLOCK = 256 << 20
@@ -68,6 +71,10 @@ def decode_index(pack: str, data: bytes) -> dict[str, Location]:
             for raw, boff, bsize, off, length in _ENTRY.iter_unpack(body[start:])}
 
 
+def loc_length(loc: Location) -> int:
+    return loc[4]
+
+
 class PackGone(Exception):
     """A pack listed by a loaded index no longer exists (gc replaced it): reload and retry."""
 
@@ -81,11 +88,14 @@ class PackWriter:
     """
 
     def __init__(self, backend: Backend, level: int, durable: bool,
-                 on_written: Callable[[dict[str, Location]], None]) -> None:
+                 on_written: Callable[[dict[str, Location]], None], *, sync_packs: bool = True) -> None:
         self.backend = backend
         self.on_written = on_written
         self.level = level
         self.durable = durable
+        self.sync_packs = sync_packs or durable
+        self.packs_written: list[str] = []
+        self.pending_bytes = 0
         self.lock = threading.Lock()
         self.local = threading.local()
         self.pending: dict[str, bytes] = {}
@@ -107,12 +117,13 @@ class PackWriter:
             if oid in self.pending:
                 return False
             self.pending[oid] = data
+            self.pending_bytes += len(data)
             self.block.append((oid, data))
             self.block_bytes += len(data)
             if self.block_bytes < BLOCK_SIZE:
                 return True
             self._submit_block()
-            full = len(self.body) >= PACK_SIZE
+            full = len(self.body) >= PACK_SIZE or self.pending_bytes >= MAX_PENDING
         if full:
             self.flush()
         return True
@@ -154,14 +165,18 @@ class PackWriter:
             staged = self.entries
             self._new_pack()
         pack = blake3.blake3(data).hexdigest()
-        self.backend.write(f"{PREFIX}{pack}.pack", data, durable=self.durable)
+        # The pack is durable before its index exists: an index never names a
+        # pack that a power cut could leave empty, even in "batch" fsync mode.
+        self.backend.write(f"{PREFIX}{pack}.pack", data, durable=self.sync_packs)
         entries = {oid: (pack, *loc[1:]) for oid, loc in staged.items()}
         self.backend.write(f"{PREFIX}{pack}.idx", encode_index(entries), durable=self.durable)
         self.on_written(entries)
         with self.lock:
             self.written += len(data)
+            self.packs_written.append(pack)
             for oid in entries:
-                self.pending.pop(oid, None)
+                if self.pending.pop(oid, None) is not None:
+                    self.pending_bytes -= loc_length(entries[oid])
 
     def close(self) -> None:
         if self.pool is not None:

@@ -51,7 +51,8 @@ class Store:
         else:
             _check_config(config)
         backend = LocalBackend(path)
-        objects = ObjectStore(backend, settings.compression_level, durable=settings.fsync == "always")
+        objects = ObjectStore(backend, settings.compression_level, durable=settings.fsync == "always",
+                              sync_packs=settings.fsync != "never")
         refs = Refs(backend, durable=settings.fsync != "never")
         return cls(path, backend, objects, refs, settings, Pins(backend))
 
