@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .objects import ObjectStore
+from .statcache import Stamp, stamp
 from .tree import DIR, SYMLINK, Entry, content_oids
 from .workers import PARALLEL_MIN_SIZE, run_split
 
@@ -188,6 +189,7 @@ class _Writer:
         self.objects = objects
         self.target = target
         self.failures: dict[str, str] = {}
+        self.stamps: dict[str, Stamp] = {}
         self._safe: set[str] = {""}
 
     def _check_parent(self, path: str) -> None:
@@ -244,6 +246,7 @@ class _Writer:
             return
         try:
             self._fill(fd, entry)
+            self.stamps[path] = stamp(os.fstat(fd))
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -262,6 +265,7 @@ class _Writer:
             finally:
                 os.close(fd)
             os.replace(tmp, full)
+            self.stamps[path] = stamp(os.lstat(full))
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -281,6 +285,7 @@ class _Writer:
         self._check_parent(path)
         full = self.root / path
         os.chmod(full, _with_exec(os.lstat(full).st_mode, self.target[path].executable))
+        self.stamps[path] = stamp(os.lstat(full))
 
     def write_one(self, path: str) -> None:
         self.attempt(self.write, path)
@@ -293,8 +298,8 @@ class _Writer:
 
 
 def apply_plan(root: Path, content: VerifiedContent, target: dict[str, Entry], plan: RestorePlan,
-               *, workers: int, progress: Progress | None = None) -> dict[str, str]:
-    """Carry out ``plan``; returns path -> reason for every path that failed.
+               *, workers: int, progress: Progress | None = None) -> tuple[dict[str, str], dict[str, Stamp]]:
+    """Carry out ``plan``: (path -> reason for every path that failed, path -> stat just after writing it).
 
     ``content`` has verified every object already. Small files are written in
     this thread and large ones in a pool (see ``workers``).
@@ -315,5 +320,5 @@ def apply_plan(root: Path, content: VerifiedContent, target: dict[str, Entry], p
         writer.attempt(writer.symlink, path)
     for path in plan.chmod:
         writer.attempt(writer.chmod, path)
-    return writer.failures
+    return writer.failures, writer.stamps
 

@@ -92,19 +92,22 @@ class StatCache:
             self.entries[path] = new
             self.changed = True
 
-    def remember_written(self, root: str, written: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+    def remember_written(self, root: str, written: dict[str, tuple[str, tuple[str, ...], Stamp]]) -> None:
         """Trust files rrstore itself just wrote (restore), so the next scan need not read them.
 
+        Each comes with the stat taken right after it was written; a file
+        whose stat moved since (someone edited it meanwhile) is not recorded.
         The boundary is set one settle window before now: a file written in
         the last moments stays racy and is hashed again, as git does with
         files as new as its index.
         """
-        for path, (oid, chunks) in written.items():
+        for path, (oid, chunks, written_stamp) in written.items():
             try:
                 st = os.lstat(f"{root}/{path}")
             except OSError:
                 continue
-            self.record(path, st, oid, chunks)
+            if stamp(st) == written_stamp:
+                self.record(path, st, oid, chunks)
         self.scan_start = min(fs_now(self.tmp_dir), time.time_ns()) - SETTLE_NS
         self.racy = True
         self.save(set(self.entries))

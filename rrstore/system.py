@@ -241,10 +241,10 @@ class RollbackRecoverySystem:
         result.plan = plan = plan_restore(snap.entries, target, tree_paths)
         content.verify(target, plan.write, self._workers())
         result.undo_checkpoint_id = undo.checkpoint_id
-        result.failures = apply_plan(self.root, content, target, plan,
-                                     workers=self._workers(), progress=progress)
-        written = {p: (target[p].oid, target[p].chunks) for p in [*plan.write, *plan.chmod]
-                   if p not in result.failures}
+        result.failures, stamps = apply_plan(self.root, content, target, plan,
+                                             workers=self._workers(), progress=progress)
+        written = {p: (target[p].oid, target[p].chunks, stamps[p]) for p in [*plan.write, *plan.chmod]
+                   if p in stamps and p not in result.failures}
         manager.store.stat_cache(self.root).remember_written(str(self.root), written)
         return result
 

@@ -47,9 +47,15 @@ def test_restore_remembers_written_files_but_not_the_newest_ones(tmp_path: Path)
     path = tmp_path / "w.txt"
     path.write_bytes(b"written by restore")
     cache = cache_at(tmp_path)
-    cache.remember_written(str(tmp_path), {"w.txt": ("b" * 64, ())})
-    loaded = cache_at(tmp_path)
     st = os.lstat(path)
+    edited = tmp_path / "edited.txt"
+    edited.write_bytes(b"as written")
+    before_edit = stamp(os.lstat(edited))
+    edited.write_bytes(b"someone else")  # changed after rrstore wrote it: must not be trusted
+    cache.remember_written(str(tmp_path), {"w.txt": ("b" * 64, (), stamp(st)),
+                                            "edited.txt": ("c" * 64, (), before_edit)})
+    loaded = cache_at(tmp_path)
+    assert "edited.txt" not in loaded.entries
     assert loaded.trusted_before <= time.time_ns() - SETTLE_NS + 10_000_000
     assert loaded.entries["w.txt"].stamp == stamp(st)
     assert loaded.lookup("w.txt", st) is None  # written just now: racy, read again next time
