@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import __version__
-from .errors import CheckpointNotFound, CorruptObject, ObjectMissing, RRStoreError, UsageError
+from .errors import CheckpointNotFound, CorruptObject, ObjectMissing, RRStoreError, StoreDamaged, UsageError
 from .objects import hash_bytes, is_oid
 from .refs import valid_id
 from .scan import scan_scope
@@ -152,7 +152,10 @@ class CheckpointManager:
         must not bring back the state the first restore replaced.
         """
         if checkpoint_id == "latest":
-            newest = self.newest()
+            records = self.list_checkpoints()
+            if self.damaged:  # the damaged one may be the newest: refuse to guess
+                raise StoreDamaged("cannot tell which checkpoint is 'latest'", next(iter(self.damaged.values())))
+            newest = self.newest(records)
             if newest is None:
                 raise CheckpointNotFound(checkpoint_id)
             return newest

@@ -121,8 +121,8 @@ class StoreDamaged(RRStoreError):
 
     exit_code = 13
 
-    def __init__(self, what: str, cause: RRStoreError) -> None:
-        super().__init__(f"{what} stopped before changing anything, nothing was removed: {cause}")
+    def __init__(self, lead: str, cause: RRStoreError) -> None:
+        super().__init__(f"{lead}: {cause}")
         self.cause = cause
 
 

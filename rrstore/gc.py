@@ -108,7 +108,7 @@ def gc(manager: CheckpointManager, policy: Retention, *, now: datetime | None = 
     with store.collecting():
         records = manager.list_checkpoints()
         if manager.damaged:  # what it reaches is unknown, so nothing may be swept
-            raise StoreDamaged("gc", next(iter(manager.damaged.values())))
+            raise StoreDamaged("gc stopped, nothing was removed", next(iter(manager.damaged.values())))
         kept, removed = select(records, set(store.pins), policy, now)
         result.kept = [r.checkpoint_id for r in kept]
         result.removed = [r.checkpoint_id for r in removed]

@@ -110,6 +110,3 @@ def _check_config(config: Path) -> None:
         found = doc.get("format") if isinstance(doc, dict) else doc
         raise RRStoreError(f"{config}: unsupported store format {found!r}")
 
-
-def is_store(path: Path) -> bool:
-    return (path / "config.json").is_file() and os.path.isdir(path / "objects")

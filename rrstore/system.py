@@ -256,14 +256,16 @@ class RollbackRecoverySystem:
     def pin(self, checkpoint_id: str) -> tuple[str, bool]:
         """Exempt a checkpoint from gc: (its id, False if it was pinned already)."""
         manager = self.checkpoint_manager
-        resolved = manager.get(checkpoint_id).checkpoint_id
-        return resolved, manager.store.pins.add(resolved)
+        with manager.store.writing():  # not while a gc decides what to keep
+            resolved = manager.get(checkpoint_id).checkpoint_id
+            return resolved, manager.store.pins.add(resolved)
 
     def unpin(self, checkpoint_id: str) -> tuple[str, bool]:
         """Let gc's retention policy apply again: (its id, False if it was not pinned)."""
         manager = self.checkpoint_manager
-        resolved = manager.get(checkpoint_id).checkpoint_id
-        return resolved, manager.store.pins.remove(resolved)
+        with manager.store.writing():
+            resolved = manager.get(checkpoint_id).checkpoint_id
+            return resolved, manager.store.pins.remove(resolved)
 
     def pinned(self) -> set[str]:
         return set(self.open_store().pins)

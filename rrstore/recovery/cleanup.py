@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TMP_AGE = 300.0
+# As gc's default grace: a pull or an S3 export stages files in tmp/ for as
+# long as the transfer takes, so only clearly abandoned ones go.
+TMP_AGE = 900.0
 GIT_LOCK_AGE = 600.0
 
 
