@@ -2,7 +2,8 @@
 
 First diff the working tree against the target, then change only what
 differs: remove what the target lacks, create directories, write files that
-differ (in parallel, each through a temporary file renamed into place), fix
+differ (a new file is created in place; a file that exists is replaced
+atomically through a temporary file and a rename), fix
 exec bits and symlinks. Ignored files are never in the working-tree side of
 the diff, so they are never touched. Per-path failures are collected and
 reported together instead of stopping at the first.
