@@ -188,13 +188,7 @@ def status(exit_code: bool) -> int:
     st = _state()
     result = st.system().status()
     if st.json:
-        emit_json({
-            "state_hash": result.state_hash,
-            "clean": result.clean,
-            "newest_checkpoint_id": result.newest.checkpoint_id if result.newest else None,
-            "matching_checkpoint_id": result.matching.checkpoint_id if result.matching else None,
-            "changes": result.changes.to_json() if result.changes else None,
-        })
+        emit_json(result.to_json())
     else:
         click.echo(f"state {result.state_hash}")
         click.echo(result.message)

@@ -25,7 +25,7 @@ from .errors import TornRead, from_oserror
 from .gitrepo import NO_GIT, GitState
 from .objects import ObjectStore, hash_bytes
 from .scan import Scope
-from .statcache import SETTLE_NS, StatCache
+from .statcache import SETTLE_NS, StatCache, stamp
 from .tree import DIR, FILE, SYMLINK, Entry, tree_oid
 from .workers import PARALLEL_MIN_SIZE, run_split
 
@@ -67,10 +67,6 @@ class Snapshot:
 
 
 
-def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-
 class Hot(Exception):
     """The file changed too recently to tell a quiet read from a torn one."""
 
@@ -107,7 +103,7 @@ def stable_read(path: str | Path, consume: Callable[[int], tuple[T, int]], *,
             after = os.fstat(fd)
         finally:
             os.close(fd)
-        if _stamp(before) != _stamp(after) or length != after.st_size:
+        if stamp(before) != stamp(after) or length != after.st_size:
             continue
         window = settle_window(after)
         if after.st_ctime_ns < started - window:

@@ -80,6 +80,15 @@ class StatusResult:
     def clean(self) -> bool:
         return self.newest is not None and self.newest.state_hash == self.state_hash
 
+    def to_json(self) -> dict[str, object]:
+        return {
+            "state_hash": self.state_hash,
+            "clean": self.clean,
+            "newest_checkpoint_id": self.newest.checkpoint_id if self.newest else None,
+            "matching_checkpoint_id": self.matching.checkpoint_id if self.matching else None,
+            "changes": self.changes.to_json() if self.changes else None,
+        }
+
     @property
     def message(self) -> str:
         if self.newest is None:
