@@ -114,21 +114,29 @@ def _known_paths(system: RollbackRecoverySystem, names: tuple[str, ...]) -> set[
 
 
 def check_git(system: RollbackRecoverySystem) -> Check:
+    """The repository opens and HEAD's commit and root tree can be read from its object database.
+
+    Through GitPython (the user's choice of git library): validate runs
+    rarely, so its import cost does not matter here, unlike on the
+    checkpoint path, which calls plain git.
+    """
     name = "git repository accessible"
     if not _in_git(system.root):
         return Check(name, SKIP, "not a git work tree")
     try:
-        found = _git(system.root, "rev-parse", "--git-dir")
-        branch = _git(system.root, "symbolic-ref", "--short", "-q", "HEAD")
-        commit = _git(system.root, "rev-parse", "--verify", "-q", "--short", "HEAD")
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return Check(name, FAIL, f"cannot run git: {exc}")
-    if found.returncode != 0:
-        return Check(name, FAIL, (found.stderr.strip().splitlines() or ["git failed"])[-1])
-    on = f"on {branch.stdout.strip()}" if branch.returncode == 0 else "detached HEAD"
-    if commit.returncode != 0:
-        return Check(name, PASS, f"repository readable, no commit yet ({on})")
-    return Check(name, PASS, f"HEAD {commit.stdout.strip()} {on}")
+        import git
+    except ImportError:  # pragma: no cover - a declared dependency
+        return Check(name, FAIL, "GitPython is not installed")
+    try:
+        repo = git.Repo(system.root, search_parent_directories=True)
+        on = "detached HEAD" if repo.head.is_detached else f"on {repo.active_branch.name}"
+        if not repo.head.is_valid():
+            return Check(name, PASS, f"repository readable, no commit yet ({on})")
+        commit = repo.head.commit
+        len(commit.tree)  # reads the commit and its root tree from the object database
+    except (git.GitError, ValueError, OSError) as exc:
+        return Check(name, FAIL, str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+    return Check(name, PASS, f"HEAD {commit.hexsha[:7]} {on}")
 
 
 def check_clean(system: RollbackRecoverySystem) -> Check:
