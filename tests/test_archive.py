@@ -270,8 +270,12 @@ def test_export_never_leaves_a_partial_or_replaced_file(populated: Path, tmp_pat
     assert len(verify_archive(out_dir / "a.rra").refs) == 1
     assert sorted(p.name for p in out_dir.iterdir()) == ["a.rra"]
 
-    line = one_error_line(cli("export", "latest", "-o", "s3://bucket/key.rra", cwd=populated), 2)
-    assert "s3 output needs the remote support" in line
+    fake = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1"}
+    unreachable = cli("export", "latest", "-o", "s3://bucket/key.rra", "--endpoint-url", "http://127.0.0.1:9",
+                      cwd=populated, env=fake)
+    line = one_error_line(unreachable, 1)
+    assert "127.0.0.1:9" in line
+    assert not list((populated / ".checkpoints" / "tmp").iterdir())  # nothing staged is left behind
     line = one_error_line(cli("export", "latest", "-o", "-", "--json", cwd=populated), 2)
     assert "--json" in line
 
