@@ -25,6 +25,20 @@ def git(repo: Path, *args: str) -> str:
                           text=True, env=env).stdout
 
 
+@pytest.fixture(autouse=True)
+def _no_store_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's RRSTORE_DIR must not send the tests' checkpoints into a real store."""
+    monkeypatch.delenv("RRSTORE_DIR", raising=False)
+
+
+def write(root: Path, rel: str, data: bytes | str = b"x\n") -> Path:
+    """Create ``root/rel`` (and its parents) holding ``data``."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A plain directory (not a git work tree) to checkpoint."""

@@ -7,23 +7,11 @@ from pathlib import Path
 
 import blake3
 import pytest
-from conftest import git
+from conftest import git, write
 
 from rrstore import RollbackRecoverySystem
 from rrstore.scan import scan_scope
 from rrstore.tree import DIR, FILE, SYMLINK, Entry, flatten
-
-
-@pytest.fixture(autouse=True)
-def _no_store_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("RRSTORE_DIR", raising=False)
-
-
-def write(root: Path, rel: str, data: bytes | str = b"x\n") -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-    return path
 
 
 def checkpoint(root: Path, store: Path | None = None) -> tuple[RollbackRecoverySystem, dict[str, Entry]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import blake3
 import pytest
-from conftest import git
+from conftest import git, write
 
 from rrstore import RollbackRecoverySystem
 from rrstore.errors import TornRead
@@ -21,18 +21,6 @@ from rrstore.snapshot import read_stable
 from rrstore.tree import DIR, FILE, SYMLINK, Entry, flatten, read_tree
 
 EMPTY_B3 = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
-
-
-@pytest.fixture(autouse=True)
-def _no_store_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("RRSTORE_DIR", raising=False)
-
-
-def write(root: Path, rel: str, data: bytes | str = b"x\n") -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-    return path
 
 
 def state_hash(root: Path) -> str:
