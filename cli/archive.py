@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 import click
 
-from .main import _state, global_options
+from .context import global_options, state
 from .output import emit_json, info, progress
 
 
@@ -30,7 +30,7 @@ from .output import emit_json, info, progress
 def export_command(checkpoint_ids: tuple[str, ...], output: str, fmt: str, force: bool,
                    endpoint_url: str | None) -> int:
     """Write checkpoints (ids or 'latest') to one compressed archive, each object once."""
-    st = _state()
+    st = state()
     if fmt == "tar" and len(checkpoint_ids) != 1:
         raise click.UsageError("--format tar exports exactly one checkpoint")
     if output == "-":
@@ -61,7 +61,7 @@ def import_command(archive: Path) -> int:
     damaged, truncated or unsafe, or holds a checkpoint id the store has with
     another record, is refused with exit code 16 before anything is written.
     """
-    st = _state()
+    st = state()
     with progress("import", st.show_progress) as cb:
         result = st.system().import_archive(archive, progress=cb)
     if st.json:
@@ -78,7 +78,7 @@ def import_command(archive: Path) -> int:
 @global_options
 def verify_command(archive: Path) -> int:
     """Check an archive completely (every hash, record, tree and path) without importing it."""
-    st = _state()
+    st = state()
     with progress("verify", st.show_progress) as cb:
         result = st.system().verify_archive(archive, progress=cb)
     if st.json:

@@ -7,7 +7,7 @@ import click
 from rrstore.checkpoint import LANES
 from rrstore.gc import Retention, parse_duration
 
-from .main import _state, global_options
+from .context import global_options, state
 from .output import emit_json, human_bytes, info
 
 
@@ -28,7 +28,7 @@ def gc_command(older_than: str, keep_last: int, keep_lanes: tuple[str, ...], gra
     Quiet unless something was removed (or -v), no prompts, no progress when
     not on a terminal: made for cron. Pinned checkpoints are always kept.
     """
-    st = _state()
+    st = state()
     policy = Retention(older_than=parse_duration(older_than), keep_last=keep_last,
                        keep_lanes=keep_lanes, grace=parse_duration(grace))
     result = st.system().gc(policy, dry_run=dry_run)
@@ -46,7 +46,7 @@ def gc_command(older_than: str, keep_last: int, keep_lanes: tuple[str, ...], gra
 @global_options
 def pin(checkpoint_id: str) -> int:
     """Keep CHECKPOINT_ID whatever gc's retention policy says."""
-    st = _state()
+    st = state()
     checkpoint_id, new = st.system().pin(checkpoint_id)
     if st.json:
         emit_json({"checkpoint_id": checkpoint_id, "pinned": True, "changed": new})
@@ -60,7 +60,7 @@ def pin(checkpoint_id: str) -> int:
 @global_options
 def unpin(checkpoint_id: str) -> int:
     """Let gc's retention policy apply to CHECKPOINT_ID again."""
-    st = _state()
+    st = state()
     checkpoint_id, removed = st.system().unpin(checkpoint_id)
     if st.json:
         emit_json({"checkpoint_id": checkpoint_id, "pinned": False, "changed": removed})

@@ -19,7 +19,7 @@ from rrstore.checkpoint import LANES
 from rrstore.errors import UsageError, ValidationFailed, from_oserror
 from rrstore.recovery.vocabulary import FailureType
 
-from .main import _report, _state, global_options
+from .context import global_options, report, state
 from .output import emit_json, human_bytes, info
 
 FAILURE_TYPES = [f.value for f in FailureType]
@@ -32,7 +32,7 @@ FAILURE_TYPES = [f.value for f in FailureType]
 @global_options
 def plan(failure_type: str, lane: str) -> int:
     """Print the recovery plan for a failure in a lane: steps, commands, times, strategy."""
-    st = _state()
+    st = state()
     result = st.system().plan(failure_type, lane)
     if st.json:
         emit_json(result.to_json())
@@ -59,7 +59,7 @@ def _read_log(source: str) -> str:
 @global_options
 def classify(exit_code: int | None, log: str | None) -> int:
     """Name the failure type of a step from its exit status and output, with the deciding line."""
-    st = _state()
+    st = state()
     if exit_code is None and log is None:
         raise click.UsageError("give --exit-code N, --log FILE (or -), or both")
     result = st.system().classify(_read_log(log) if log is not None else "", exit_code)
@@ -83,7 +83,7 @@ def validate(checkpoint_id: str | None) -> int:
     With -v/--verbose, the store check reads every tree (deep validation) and
     each check lists its details.
     """
-    st = _state()
+    st = state()
     result = st.system().validate(verbose=bool(st.verbose), checkpoint_id=checkpoint_id)
     if st.json:
         emit_json(result.to_json())
@@ -97,7 +97,7 @@ def validate(checkpoint_id: str | None) -> int:
             info(result.message, st.quiet)
     if not result.success:  # reported like any error, but -v here asks for detail, not a traceback
         failure = ValidationFailed(result.message, [c.name for c in result.failed])
-        return _report(failure, replace(st, verbose=0))
+        return report(failure, replace(st, verbose=0))
     return 0
 
 
@@ -109,7 +109,7 @@ def cleanup(dry_run: bool) -> int:
 
     Never removes a tracked file or a checkpoint.
     """
-    st = _state()
+    st = state()
     result = st.system().cleanup(dry_run=dry_run)
     if st.json:
         emit_json(result.to_json())
@@ -158,7 +158,7 @@ def run_command(lane: str, step_number: int, step_name: str, timeout: float | No
     """
     from rrstore.recovery.run import RetryPolicy
 
-    st = _state()
+    st = state()
     argv: str | list[str] = command[0] if len(command) == 1 else list(command)
     result = st.system().run_step(lane, step_number, step_name, argv,
                                   policy=RetryPolicy(timeout, retries, backoff), hooks=_hooks(st.json, st.quiet))
@@ -181,7 +181,7 @@ def workflow_command(lane: str, resume: bool, restore: bool) -> int:
     Prints the time saved against a full run when resuming. Exits with the
     failed step's status (0 when every step passed).
     """
-    st = _state()
+    st = state()
     result = st.system().workflow(lane, resume=resume or restore, restore=restore, hooks=_hooks(st.json, st.quiet))
     if st.json:
         emit_json(result.to_json())

@@ -15,7 +15,7 @@ import click
 
 from rrstore.errors import PartialFailure
 
-from .main import _state, global_options
+from .context import global_options, state
 from .output import emit_json, info, progress
 
 
@@ -29,7 +29,7 @@ def remote_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _finish(result: Any) -> int:
-    st = _state()
+    st = state()
     if st.json:
         emit_json(result.to_json())
     else:
@@ -55,7 +55,7 @@ def push(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None)
     another record is reported as a conflict (exit 3). Pushing again uploads
     nothing.
     """
-    st = _state()
+    st = state()
     with progress("push", st.show_progress) as cb:
         result = st.system().push(list(checkpoint_ids), remote, endpoint_url, progress=cb)
     return _finish(result)
@@ -72,7 +72,7 @@ def pull(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None)
     corrupt remote object stops the pull with exit 13 and the local store
     unchanged. Creates the local store if there is none.
     """
-    st = _state()
+    st = state()
     with progress("pull", st.show_progress) as cb:
         result = st.system().pull(list(checkpoint_ids), remote, endpoint_url, progress=cb)
     return _finish(result)

@@ -153,7 +153,7 @@ class RollbackRecoverySystem:
     def _workers(self) -> int:
         return self.settings.workers or default_workers()
 
-    def relative_paths(self, paths: list[str]) -> list[str]:
+    def relative_paths(self, paths: Sequence[str]) -> list[str]:
         """User paths (relative to cwd or absolute) as root-relative tree paths."""
         out = []
         for raw in paths:
@@ -213,7 +213,7 @@ class RollbackRecoverySystem:
                 changes = diff(flatten(manager.store.objects, newest.state_hash), snap.entries)
         return StatusResult(snap.root_oid, newest, matching, changes)
 
-    def restore(self, checkpoint_id: str, *, paths: list[str] | None = None, dry_run: bool = False,
+    def restore(self, checkpoint_id: str, *, paths: Sequence[str] | None = None, dry_run: bool = False,
                 progress: Progress | None = None) -> RestoreResult:
         """Make the working tree (or ``paths`` of it) identical to a checkpoint.
 
@@ -228,7 +228,7 @@ class RollbackRecoverySystem:
               manager.explain_damage()):
             return self._restore(manager, checkpoint_id, paths, dry_run, progress)
 
-    def _restore(self, manager: CheckpointManager, checkpoint_id: str, paths: list[str] | None,
+    def _restore(self, manager: CheckpointManager, checkpoint_id: str, paths: Sequence[str] | None,
                  dry_run: bool, progress: Progress | None) -> RestoreResult:
         record = manager.get(checkpoint_id)
         tree_paths = self.relative_paths(paths) if paths else None

@@ -108,7 +108,7 @@ def tree_manifest(root: Path, skip: tuple[str, ...] = (".git", ".checkpoints")) 
                 elif stat_mod.S_ISREG(st.st_mode):
                     digest = hashlib.sha256()
                     with open(item.path, "rb") as fh:
-                        for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                        while block := fh.read(1 << 20):
                             digest.update(block)
                     out[rel] = ("file", digest.hexdigest(), st.st_size, bool(st.st_mode & stat_mod.S_IXUSR))
                 else:

@@ -145,15 +145,26 @@ def test_changing_the_exec_bit_changes_the_state_hash(root: Path) -> None:
     assert state_hash(root) == before
 
 
+def unlink(root: Path, rel: str) -> bool:
+    (root / rel).unlink()
+    return True
+
+
+def relink(root: Path, rel: str, target: str) -> bool:
+    unlink(root, rel)
+    os.symlink(target, root / rel)
+    return True
+
+
 CHANGES: dict[str, Callable[[Path], object]] = {
     "content": lambda r: write(r, "src/main.py", "print('bye')\n"),
     "one byte": lambda r: write(r, "data/blob.bin", bytes(range(256)) * 63 + bytes(range(255)) + b"\x00"),
     "rename": lambda r: (r / "src/main.py").rename(r / "src/Main.py"),
     "new file": lambda r: write(r, "src/new.py", ""),
-    "delete": lambda r: (r / "src/util/helpers.py").unlink(),
+    "delete": lambda r: unlink(r, "src/util/helpers.py"),
     "new empty dir": lambda r: (r / "src/empty").mkdir(),
-    "link target": lambda r: ((r / "main-link").unlink(), os.symlink("src/util/helpers.py", r / "main-link")),
-    "link to file": lambda r: ((r / "main-link").unlink(), write(r, "main-link", "src/main.py")),
+    "link target": lambda r: relink(r, "main-link", "src/util/helpers.py"),
+    "link to file": lambda r: (unlink(r, "main-link"), write(r, "main-link", "src/main.py")),
 }
 
 

@@ -1,0 +1,160 @@
+"""Commands on the checkpoints of one working tree: checkpoint, list, show, diff, status, restore."""
+
+from __future__ import annotations
+
+import click
+
+from rrstore.checkpoint import LANES, CheckpointRecord
+from rrstore.errors import RestoreFailed
+
+from .context import global_options, state
+from .output import emit_json, human_bytes, info, progress
+
+
+def _record_line(r: CheckpointRecord) -> str:
+    return f"{r.checkpoint_id}: {r.step_name} ({r.lane})"
+
+
+@click.command()
+@click.option("--lane", type=click.Choice(LANES), required=True, help="Workflow lane.")
+@click.option("--step-number", type=click.IntRange(min=0), required=True, help="Step number in the workflow.")
+@click.option("--step-name", required=True, help="What the step does.")
+@click.option("--status", "status", type=click.Choice(["success", "failed"]), default="success",
+              show_default=True, help="Outcome of the step this checkpoint records.")
+@click.option("--error", "error", default=None, help="Error message of a failed step.")
+@global_options
+def checkpoint(lane: str, step_number: int, step_name: str, status: str, error: str | None) -> int:
+    """Record the working tree as a new checkpoint and print its id."""
+    st = state()
+    with progress("checkpoint", st.show_progress) as cb:
+        result = st.system().checkpoint(lane, step_number, step_name, success=status == "success",
+                                        error_message=error, progress=cb)
+    if st.json:
+        emit_json(result.record.to_dict())
+    else:
+        click.echo(result.checkpoint_id)
+        info(result.message, st.quiet)
+    if result.skipped and not st.quiet:
+        shown = ", ".join(result.skipped[:3]) + (" …" if len(result.skipped) > 3 else "")
+        click.echo(f"rrstore: warning: skipped {len(result.skipped)} path(s) that cannot be checkpointed "
+                   f"(special files, nested repositories): {shown}", err=True)
+    return 0
+
+
+@click.command(name="list")
+@click.option("--lane", type=click.Choice(LANES), default=None, help="Only this lane.")
+@click.option("--remote", default=None, metavar="s3://BUCKET/PREFIX", help="List a remote store instead.")
+@click.option("--endpoint-url", default=None, metavar="URL", help="S3 endpoint of a non-AWS server (with --remote).")
+@global_options
+def list_(lane: str | None, remote: str | None, endpoint_url: str | None) -> int:
+    """List checkpoints, newest first."""
+    st = state()
+    listing = st.system().list_remote(remote, endpoint_url, lane) if remote else st.system().list(lane)
+    records = listing.checkpoints
+    for checkpoint_id, exc in listing.damaged.items():
+        click.echo(f"rrstore: warning: cannot read checkpoint {checkpoint_id}: {exc}", err=True)
+    if st.json:
+        emit_json([r.to_dict() for r in records])
+    elif st.verbose:
+        header = f"{'ID':<36} {'LANE':<8} {'STEP':>4} {'STATUS':<7} {'FILES':>7} {'NEW':>10} {'STATE':<12} NAME"
+        click.echo(header)
+        for r in records:
+            m = r.metrics
+            click.echo(f"{r.checkpoint_id:<36} {r.lane:<8} {r.step_number:>4} {r.status:<7} "
+                       f"{m.get('files_scanned', 0):>7} {human_bytes(m.get('bytes_new', 0)):>10} "
+                       f"{r.state_hash[:12]:<12} {r.step_name}")
+    else:
+        for r in records:
+            click.echo(_record_line(r))
+    return 0
+
+
+@click.command()
+@click.argument("checkpoint_id")
+@global_options
+def show(checkpoint_id: str) -> int:
+    """Print one checkpoint's record ('latest' names the newest)."""
+    st = state()
+    record = st.system().show(checkpoint_id)
+    doc = record.to_dict()
+    if st.json:
+        emit_json(doc)
+        return 0
+    for key in ("checkpoint_id", "lane", "step_number", "step_name", "timestamp", "state_hash",
+                "git_commit", "git_branch", "git_dirty", "success", "error_message", "kind"):
+        click.echo(f"{key}: {doc[key]}")
+    for key, value in sorted(record.metrics.items()):
+        click.echo(f"metrics.{key}: {value}")
+    return 0
+
+
+@click.command()
+@click.argument("old_id")
+@click.argument("new_id", required=False)
+@click.option("--exit-code", is_flag=True, help="Exit with 1 when there are differences.")
+@global_options
+def diff(old_id: str, new_id: str | None, exit_code: bool) -> int:
+    """Paths added (A), removed (D) and modified (M) from OLD_ID to NEW_ID or the working tree."""
+    st = state()
+    result = st.system().diff(old_id, new_id)
+    if st.json:
+        emit_json(result.to_json())
+    else:
+        lines = [("A", p) for p in result.added] + [("D", p) for p in result.removed] + \
+                [("M", p) for p in result.modified]
+        for tag, path in sorted(lines, key=lambda t: t[1]):
+            click.echo(f"{tag} {path}")
+    return 1 if exit_code and result.changed else 0
+
+
+@click.command()
+@click.option("--exit-code", is_flag=True, help="Exit with 1 unless the tree matches the newest checkpoint.")
+@global_options
+def status(exit_code: bool) -> int:
+    """The working tree's state hash and whether it matches the newest checkpoint."""
+    st = state()
+    result = st.system().status()
+    if st.json:
+        emit_json(result.to_json())
+    else:
+        click.echo(f"state {result.state_hash}")
+        click.echo(result.message)
+        if result.changes is not None and st.verbose:
+            for path in result.changes.added:
+                click.echo(f"A {path}")
+            for path in result.changes.removed:
+                click.echo(f"D {path}")
+            for path in result.changes.modified:
+                click.echo(f"M {path}")
+    return 1 if exit_code and not result.clean else 0
+
+
+@click.command()
+@click.option("--checkpoint-id", "checkpoint_id", default=None, help="Checkpoint to restore (or 'latest').")
+@click.argument("checkpoint_arg", required=False, metavar="[CHECKPOINT_ID]")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--path", "paths", multiple=True, help="Restore only this path (repeatable).")
+@global_options
+def restore(checkpoint_id: str | None, checkpoint_arg: str | None, dry_run: bool, paths: tuple[str, ...]) -> int:
+    """Make the working tree identical to a checkpoint (undoable: the current state is checkpointed first)."""
+    st = state()
+    chosen = checkpoint_id or checkpoint_arg
+    if not chosen:
+        raise click.UsageError("give the checkpoint to restore: --checkpoint-id ID")
+    with progress("restore", st.show_progress) as cb:
+        result = st.system().restore(chosen, paths=list(paths) or None, dry_run=dry_run, progress=cb)
+    plan = result.plan
+    if st.json:
+        emit_json(result.to_json())
+    elif dry_run or st.verbose:
+        rows = [("D", p) for p in plan.remove] + [("W", p) for p in plan.write] + \
+               [("+", p + "/") for p in plan.mkdir] + [("L", p) for p in plan.symlink] + \
+               [("X", p) for p in plan.chmod]
+        for tag, path in rows:
+            click.echo(f"{tag} {path}")
+    if not st.json:
+        info(result.message, st.quiet)
+    if result.failures:
+        raise RestoreFailed(result.failures, result.undo_checkpoint_id)
+    return 0
+

@@ -1,0 +1,83 @@
+"""Shared CLI plumbing: global options, the per-invocation State, and the error reporter.
+
+Every command module imports this one and none imports ``main``, so the
+command modules and ``main`` form no import cycle (pip-tools keeps its
+options the same way, in ``piptools/scripts/options.py``).
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rrstore.errors import RRStoreError
+from rrstore.system import RollbackRecoverySystem
+
+
+@dataclass
+class State:
+    """Global options; given before or after the command name, the later wins."""
+
+    store: Path | None = None
+    root: Path | None = None
+    json: bool = False
+    quiet: bool = False
+    verbose: int = 0
+    _system: RollbackRecoverySystem | None = None
+
+    def system(self) -> RollbackRecoverySystem:
+        if self._system is None:
+            self._system = RollbackRecoverySystem(root=self.root, store=self.store)
+        return self._system
+
+    @property
+    def show_progress(self) -> bool:
+        return not (self.quiet or self.json)
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value not in (None, False, 0):
+        setattr(ctx.find_root().ensure_object(State), param.name or "", value)
+    return value
+
+
+def global_options(func: Any) -> Any:
+    opts = [
+        click.option("--store", type=click.Path(path_type=Path), expose_value=False, callback=_remember,
+                     help="Store directory (default: .checkpoints in the project root; env RRSTORE_DIR)."),
+        click.option("-C", "--root", type=click.Path(path_type=Path), expose_value=False, callback=_remember,
+                     help="Project root (default: the enclosing git work tree, else the current directory)."),
+        click.option("--json", "json", is_flag=True, expose_value=False, callback=_remember,
+                     help="Print machine-readable JSON on stdout."),
+        click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_remember,
+                     help="Print only data, no messages."),
+        click.option("-v", "--verbose", count=True, expose_value=False, callback=_remember,
+                     help="More detail (tables; tracebacks on errors)."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def state() -> State:
+    return click.get_current_context().find_root().ensure_object(State)
+
+
+
+def report(exc: RRStoreError, state: State, code: int | None = None) -> int:
+    code = exc.exit_code if code is None else code
+    kind = type(exc).__name__ if code == exc.exit_code else "UsageError"
+    if state.json:
+        import json
+
+        click.echo(json.dumps({"error": kind, "message": str(exc), "exit_code": code}), err=True)
+    else:
+        click.echo(f"rrstore: error: {exc}", err=True)
+    if state.verbose:
+        traceback.print_exc()
+    return code
+
