@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
-from .errors import CorruptObject
+from .config import Settings
+from .errors import CorruptObject, UnsafeTree
 from .objects import ObjectStore, hash_bytes, is_oid
 
 TREE_FORMAT = "rrstore-tree-1"
@@ -61,8 +62,166 @@ class Entry(NamedTuple):
 
 
 def valid_name(name: object) -> bool:
+    """The structural rule a tree's syntax enforces: one path component (see ``never_written`` for the rest)."""
     return (isinstance(name, str) and name not in ("", ".", "..")
             and "/" not in name and "\0" not in name)
+
+
+# --- names and links that are never written (docs/store-format.md, "Names that are never written") ------------
+#
+# A tree may be well formed and still hostile: an entry named ``.git`` writes
+# into git's own directory (a hook there runs on the next git command), one
+# named like the store writes over the store's refs and config. Trees come
+# from checkpoints, archives and remotes alike, so the rule lives here, once;
+# archive verify/import, pull, push and restore call it, and the scan uses it
+# to keep such paths out of every checkpoint.
+
+# Code points HFS+ ignores in names (git's is_hfs_dotgit list): ".g\u200cit" is ".git" there.
+_HFS_IGNORED = dict.fromkeys(map(ord, "\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                                      "\u206a\u206b\u206c\u206d\u206e\u206f\ufeff"))
+_RESERVED = {
+    ".git": "git's own directory (a hook written there runs on the next git command)",
+    "git~1": "the NTFS short name of git's own directory",
+    Settings.store: "the default store directory (writing it would overwrite a store's refs and config)",
+}
+# First characters of names that can fold to a reserved one without HFS+-ignored code points.
+_FIRST = frozenset(c for name in _RESERVED for c in (name[0], name[0].upper()))
+
+
+def fold_name(name: str) -> str:
+    """``name`` as a case-insensitive, NTFS or HFS+ file system may see it: the form reserved names are compared in.
+
+    Case folded, HFS+-ignored code points dropped, trailing dots and spaces
+    dropped (NTFS ignores them): ``.GIT``, ``.git.`` and ``.g\u200cit`` all
+    fold to ``.git``.
+    """
+    if not name.isascii():
+        name = name.translate(_HFS_IGNORED).casefold()
+    return name.rstrip(". ").lower() or name
+
+
+def never_written(name: str) -> str:
+    """Why ``name`` may never be a tree entry, at any depth ('' when it may).
+
+    Structural: empty, ``.``, ``..``, or holding ``/`` or NUL. Reserved, in
+    any case: ``.git`` (git honours nested ones: submodules, nested
+    repositories) and ``.checkpoints`` (the default store: a nested project's
+    store is as much a store). The configured store's own path is known only
+    where a tree meets a working tree; ``check_paths`` takes it.
+    """
+    if not valid_name(name):
+        return "is not one path component (empty, '.', '..', or holding '/' or NUL)"
+    if name[0] not in _FIRST and name.isascii():
+        return ""
+    reason = _RESERVED.get(fold_name(name))
+    return f"{name!r} is never written: {reason}" if reason else ""
+
+
+def link_climb(target: str) -> int | None:
+    """Directories a relative link climbs above its own; None if absolute or '..' follows a name.
+
+    Only leading '..' are accepted: after a name, '..' is resolved through
+    whatever that name is (maybe another link), so it cannot be judged safe.
+    A link may climb no higher than the root of its checkpoint's tree
+    (``TreeCheck``); an absolute one (None) is never accepted from outside.
+    """
+    if target.startswith("/"):
+        return None
+    up, named = 0, False
+    for part in target.split("/"):
+        if part == "..":
+            if named:
+                return None
+            up += 1
+        elif part not in ("", "."):
+            named = True
+    return up
+
+
+def check_paths(checkpoint_id: str, paths: Iterable[str], store: Sequence[str] = ()) -> None:
+    """Raise UnsafeTree if a flattened tree holds a name never written or a path inside the store.
+
+    ``paths`` holds every path of the tree, directories included (as
+    ``flatten`` gives them), so looking at each path's last name sees every
+    name. ``store`` is the store's path relative to the root (one spelling
+    per way of reaching it), when the store lives inside the root. Costs one
+    string split per path; restore calls it before it changes anything.
+    """
+    inside = {"/".join(fold_name(n) for n in rel.split("/")) for rel in store if rel}
+    last = {rel.rpartition("/")[2] for rel in inside}
+    for path in paths:
+        name = path.rpartition("/")[2]
+        reason = never_written(name)
+        if reason:
+            raise UnsafeTree(checkpoint_id, path, reason)
+        if last and fold_name(name) in last and "/".join(fold_name(n) for n in path.split("/")) in inside:
+            raise UnsafeTree(checkpoint_id, path, "is the store's own directory (writing it would overwrite "
+                                                  "the store's refs and config)")
+
+
+class TreeCheck:
+    """Proves trees safe to write anywhere: no name never written, no link leaving its checkpoint's tree.
+
+    Fed each tree once (``add``), in any order; a tree can sit at several
+    depths (and in several checkpoints), so the link check is done per root:
+    ``need`` = how far a tree's links climb above it, ``max(own links,
+    need(subdirectory) - 1)``, and a root must need 0 (``check_root``). The
+    archive reader, archive export, push and pull all use it.
+    """
+
+    def __init__(self) -> None:
+        self.info: dict[str, tuple[int, str, str, list[tuple[str, str]]]] = {}
+        self.need: dict[str, int] = {}
+
+    def __contains__(self, oid: str) -> bool:
+        return oid in self.info
+
+    def add(self, oid: str, entries: list[Entry], where: tuple[str, str]) -> None:
+        """Raise UnsafeTree for a name never written or an absolute (or unjudgeable) link in ``entries``."""
+        checkpoint_id, path = where
+        climb, worst, target, subdirs = 0, "", "", []
+        for entry in entries:
+            reason = never_written(entry.name)
+            if reason:
+                raise UnsafeTree(checkpoint_id, f"{path}/{entry.name}" if path else entry.name, reason)
+            if entry.kind == DIR:
+                subdirs.append((entry.name, entry.oid))
+            elif entry.kind == SYMLINK:
+                up = link_climb(entry.target)
+                if up is None:
+                    raise UnsafeTree(checkpoint_id, f"{path}/{entry.name}" if path else entry.name,
+                                     f"symlink to {entry.target!r} leads out of the tree")
+                if up > climb:
+                    climb, worst, target = up, entry.name, entry.target
+        self.info[oid] = (climb, worst, target, subdirs)
+
+    def _needs(self, root: str) -> int:
+        stack, open_ = [(root, False)], set()
+        while stack:
+            oid, children_done = stack.pop()
+            if oid in self.need or oid not in self.info:
+                continue
+            own, _, _, subdirs = self.info[oid]
+            if children_done or oid in open_:
+                self.need[oid] = max([own] + [self.need.get(sub, 0) - 1 for _, sub in subdirs])
+                continue
+            open_.add(oid)
+            stack.append((oid, True))
+            stack.extend((sub, False) for _, sub in subdirs if sub not in self.need)
+        return self.need.get(root, 0)
+
+    def check_root(self, checkpoint_id: str, root: str) -> None:
+        """Raise UnsafeTree naming a link below ``root`` that climbs out of it."""
+        if self._needs(root) <= 0:
+            return
+        oid, path, depth = root, "", 0
+        while True:
+            own, worst, target, subdirs = self.info[oid]
+            if own > depth:
+                raise UnsafeTree(checkpoint_id, f"{path}/{worst}" if path else worst,
+                                 f"symlink to {target!r} leads out of the tree")
+            name, oid = next((n, s) for n, s in subdirs if self.need.get(s, 0) - 1 > depth)
+            path, depth = f"{path}/{name}" if path else name, depth + 1
 
 
 def name_key(name: str) -> bytes:
