@@ -203,3 +203,76 @@ def test_reachable_walks_a_tree_whose_bytes_were_first_seen_as_a_file(tmp_path: 
     second = system.checkpoint("standard", 2, "second").record
     deep = flatten(objects, second.state_hash)["b/c/deep.txt"].oid
     assert deep in set(reachable(objects, second.state_hash, Reach()))
+
+
+# --- names that are never written (docs/store-format.md) --------------------------------------------------
+
+
+REFUSED = [".git", ".GIT", ".Git", ".gIt", ".git.", ".git ", ".git. .", "GIT~1", "git~1", ".g\u200cit", "\ufeff.git",
+           ".checkpoints", ".CHECKPOINTS", ".Checkpoints", ".chec\u212apoints", "", ".", "..", "a/b", "nul\0"]
+ACCEPTED = [".gitignore", ".github", ".gitkeep", "git", "..git", ".git~1", ".checkpoints2", "checkpoints",
+            "x.git", "été", "\u200c", "...", "a b"]
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_never_written_refuses_reserved_and_structural_names(name: str) -> None:
+    from rrstore.tree import never_written
+
+    assert never_written(name)
+
+
+@pytest.mark.parametrize("name", ACCEPTED)
+def test_never_written_accepts_look_alikes(name: str) -> None:
+    from rrstore.tree import never_written
+
+    assert never_written(name) == ""
+
+
+def test_the_default_store_name_is_reserved() -> None:
+    from rrstore.config import Settings
+    from rrstore.tree import never_written
+
+    assert "store" in never_written(Settings().store)
+
+
+def test_the_fast_path_scan_agrees_with_the_per_name_rule() -> None:
+    """``paths_never_written`` (one pass over all paths) finds exactly what checking each name finds."""
+    from rrstore.tree import never_written, paths_never_written
+
+    rng = random.Random(8)
+    parts = [n for n in REFUSED + ACCEPTED if n and "/" not in n and "\0" not in n and n not in (".", "..")]
+    parts += ["src", "a", "pkg", ".gi", "it", ".checkpoint"]
+    for _ in range(300):
+        paths = ["/".join(rng.choice(parts) for _ in range(rng.randint(1, 4))) for _ in range(rng.randint(1, 6))]
+        expected = [p for p in paths if any(never_written(n) for n in p.split("/"))]
+        assert paths_never_written(paths) == expected, paths
+
+
+def test_check_paths_refuses_reserved_names_and_the_store_path_in_any_case() -> None:
+    from rrstore.errors import UnsafeTree
+    from rrstore.tree import check_paths
+
+    check_paths("c", ["src", "src/a.py", ".gitignore", "store-dir2", "var/cp2"], ["var/cp"])
+    for paths, store in ([["src", ".git", ".git/hooks"], []], [["sub", "sub/.GIT"], []],
+                         [["a", "a/.checkpoints"], []], [["var", "var/cp", "var/cp/config.json"], ["var/cp"]],
+                         [["Var", "Var/CP"], ["var/cp"]]):
+        with pytest.raises(UnsafeTree) as caught:
+            check_paths("c", paths, store)
+        assert caught.value.path == paths[1] and caught.value.exit_code == 17
+
+
+def test_tree_check_refuses_names_and_links_leading_out() -> None:
+    from rrstore.errors import UnsafeTree
+    from rrstore.tree import TreeCheck
+
+    check = TreeCheck()
+    check.add(A, [Entry("ok", SYMLINK, target="a/b"), Entry("up", SYMLINK, target="../../x")], ("c", "sub"))
+    check.add(B, [Entry("sub", DIR, A)], ("c", ""))
+    check.add(C, [Entry("one", DIR, B)], ("c", ""))
+    with pytest.raises(UnsafeTree, match="path sub/up: symlink to '../../x' leads out of the tree"):
+        check.check_root("c", B)   # B at the root: sub/up climbs above it
+    check.check_root("c", C)       # one level deeper it stays inside
+    for bad in (Entry(".Git", DIR, A), Entry("l", SYMLINK, target="/etc/passwd"),
+                Entry("l", SYMLINK, target="a/../../x"), Entry(".checkpoints", FILE, A, 1)):
+        with pytest.raises(UnsafeTree):
+            TreeCheck().add(C, [bad], ("c", ""))
