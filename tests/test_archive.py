@@ -343,6 +343,36 @@ def crafted(*entries: dict[str, object], extra: tuple[tuple[str, bytes], ...] = 
     return packed(stream([(checkpoint_id, rec[0])], [rec, (root, root_data), *subtrees, *extra]))
 
 
+def planted(files: dict[str, bytes], checkpoint_id: str = "evil-step1-20260102_030405") -> bytes:
+    """A one-checkpoint archive whose tree holds ``files`` (path -> content, directories made as needed).
+
+    Contents starting with ``#!`` are executable; each object comes once, after what reaches it.
+    """
+    def build(items: dict[str, bytes]) -> tuple[list[dict[str, object]], list[tuple[str, bytes]]]:
+        entries: list[dict[str, object]] = []
+        subtrees: list[tuple[str, bytes]] = []
+        groups: dict[str, dict[str, bytes]] = {}
+        for path, data in items.items():
+            head, _, rest = path.partition("/")
+            if rest:
+                groups.setdefault(head, {})[rest] = data
+            else:
+                entries.append({**file_entry(head, data), "exec": data.startswith(b"#!")})
+        for name, sub in groups.items():
+            sub_entries, sub_trees = build(sub)
+            oid, raw = tree(*sub_entries)
+            entries.append({"name": name, "type": "dir", "tree": oid})
+            subtrees += [(oid, raw), *sub_trees]
+        return entries, subtrees
+
+    entries, subtrees = build(files)
+    contents = {b3(data): data for data in files.values()}
+    return crafted(*entries, subtrees=tuple(subtrees), extra=tuple(contents.items()), checkpoint_id=checkpoint_id)
+
+
+HOOK = b"#!/bin/sh\ntouch \"$HOME/hook-ran\"\n"
+
+
 def rle_zeros(prefix: bytes, zeros: int) -> bytes:
     """One zstd frame: ``prefix`` as a raw block, then ``zeros`` zero bytes as 4-byte RLE blocks (128 KiB each)."""
     out = bytearray(struct.pack("<I", 0xFD2FB528) + bytes([0x00, 7 << 3]))  # no content size; 128 KiB window
@@ -414,6 +444,19 @@ def _cases() -> dict[str, tuple[Callable[[], bytes], str]]:
                                                  "path outer/inner/up"),
         "symlink with .. after a name": (lambda: crafted({"name": "l", "type": "symlink", "target": "a/../../x"}),
                                          "leads out of the tree"),
+        # Names that are never written (hole 2: a git hook; hole 3: the store's own refs and config).
+        "git hook": (lambda: planted({".git/hooks/post-checkout": HOOK, "a.txt": b"hello\n"}),
+                     "path .git: '.git' is never written"),
+        ".GIT in another case": (lambda: planted({".GIT/hooks/x": HOOK}), "path .GIT: '.GIT' is never written"),
+        ".git file": (lambda: planted({".Git": b"gitdir: /tmp/evil\n"}), "'.Git' is never written"),
+        "nested .git": (lambda: planted({"sub/.git/config": b"[core]\n\tfsmonitor = touch /tmp/pwned\n"}),
+                        "path sub/.git: '.git' is never written"),
+        "the store's refs": (lambda: planted({".checkpoints/refs/checkpoints/x-step1-20260102_030405": b"0" * 64}),
+                             "'.checkpoints' is never written"),
+        "the store's config": (lambda: planted({".checkpoints/config.json": b"{}"}),
+                               "'.checkpoints' is never written"),
+        "a nested store": (lambda: planted({"pkg/.Checkpoints/config.json": b"{}"}),
+                           "path pkg/.Checkpoints: '.Checkpoints' is never written"),
         "wrong hash": (lambda: packed(altered), "altered"),
         "wrong hash, trailer recomputed": (
             lambda: packed(altered[:-32] + blake3.blake3(altered[:-32]).digest()), "altered"),
