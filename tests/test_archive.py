@@ -574,3 +574,83 @@ def test_help_lists_the_archive_commands_and_exit_code(project: Path, cli: Cli) 
     assert "16  bad archive" in out.stdout
     for command in ("export", "import", "verify"):
         assert f"  {command} " in out.stdout.split("Commands:")[1]
+
+
+# --- holes 2 and 3 end to end: names that are never written -------------------------------------------------
+
+
+def test_an_archive_planting_a_git_hook_never_reaches_git(git_project: Path, tmp_path: Path) -> None:
+    """Hole 2: the hook is refused at verify and import; ``.git/`` and the store stay byte-identical.
+
+    Before the fix both commands exited 0 and a restore wrote ``.git/hooks/post-checkout``.
+    """
+    env = {"HOME": str(tmp_path)}
+    checkpoint(RollbackRecoverySystem(root=git_project), 1)
+    store, dot_git = git_project / ".checkpoints", git_project / ".git"
+    before, git_before = store_files(store), tree_manifest(dot_git, skip=())
+    tree_before = tree_manifest(git_project)
+    for files in ({".git/hooks/post-checkout": HOOK, "README.md": b"# demo\n"}, {".GIT/hooks/post-checkout": HOOK},
+                  {"sub/.git/hooks/post-checkout": HOOK, "sub/x": b"x\n"}):
+        path = tmp_path / "hook.rra"
+        path.write_bytes(planted(files))
+        for command in ("verify", "import"):
+            line = one_error_line(run_cli(command, str(path), cwd=git_project, env=env), 16)
+            assert "is never written: git's own directory" in line, line
+    assert store_files(store) == before and tree_manifest(dot_git, skip=()) == git_before
+    assert tree_manifest(git_project) == tree_before
+    assert not (dot_git / "hooks" / "post-checkout").exists()
+    subprocess.run(["git", "-C", str(git_project), "checkout", "-q", "-b", "other"], check=True,
+                   env={**os.environ, "HOME": str(tmp_path)})
+    assert not (tmp_path / "hook-ran").exists()
+
+
+def test_an_archive_holding_the_store_s_ref_and_config_cannot_overwrite_them(project: Path, tmp_path: Path) -> None:
+    """Hole 3, default store: before the fix the import passed and a restore pointed the ref at 000…."""
+    write(project / "work.txt", b"work\n")
+    own = checkpoint(RollbackRecoverySystem(root=project), 1)
+    store = project / ".checkpoints"
+    before = store_files(store)
+    path = tmp_path / "store.rra"
+    path.write_bytes(planted({f".checkpoints/refs/checkpoints/{own}": b"0" * 64 + b"\n",
+                              ".checkpoints/config.json": b'{"format": null}', "work.txt": b"work\n"}))
+    for command in ("verify", "import"):
+        line = one_error_line(run_cli(command, str(path), cwd=project), 16)
+        assert "path .checkpoints: '.checkpoints' is never written" in line, line
+    assert store_files(store) == before
+    listed = run_cli("list", "--json", cwd=project)
+    assert listed.returncode == 0 and own in listed.stdout, listed.stderr
+
+
+@pytest.mark.parametrize("how", ["rrstore.toml", "--store"])
+def test_restore_refuses_a_tree_writing_into_a_store_at_a_custom_path(how: str, project: Path,
+                                                                        tmp_path: Path) -> None:
+    """Hole 3, store at ``store-dir`` inside the root: ``store-dir`` is an ordinary name to an archive (another
+    project's store lives elsewhere), so import accepts it; restore, which knows where this store is, refuses
+    before anything is written. Before the fix the restore exited 0 and replaced the store's ref and config.
+    """
+    write(project / "work.txt", b"work\n")
+    opts = ["--store", "store-dir"] if how == "--store" else []
+    if how == "rrstore.toml":
+        write(project / "rrstore.toml", b'store = "store-dir"\n')
+    made = run_cli("checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "s", "-q", *opts,
+                   cwd=project)
+    assert made.returncode == 0, made.stderr
+    own = made.stdout.strip()
+    store = project / "store-dir"
+    path = tmp_path / "store.rra"
+    path.write_bytes(planted({f"store-dir/refs/checkpoints/{own}": b"0" * 64 + b"\n",
+                              "store-dir/config.json": b'{"format": null}', "work.txt": b"work\n"}))
+    assert run_cli("import", str(path), *opts, cwd=project).returncode == 0
+
+    def stored() -> dict[str, tuple[int, str]]:  # a restore writes its pid into its lock file, nothing else
+        return {k: v for k, v in store_files(store).items() if not k.startswith("locks/")}
+
+    before, tree_before = stored(), tree_manifest(project, skip=("store-dir",))
+    for dry in ([], ["--dry-run"]):
+        out = run_cli("restore", "--checkpoint-id", "evil-step1-20260102_030405", *dry, *opts, cwd=project)
+        line = one_error_line(out, 17)
+        assert line.startswith("rrstore: error: restore refused, nothing was changed: checkpoint evil-step1-"), line
+        assert "path store-dir: is the store's own directory" in line, line
+    assert stored() == before and tree_manifest(project, skip=("store-dir",)) == tree_before
+    listed = run_cli("list", "--json", *opts, cwd=project)
+    assert listed.returncode == 0 and own in listed.stdout, listed.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import blake3
@@ -269,7 +270,7 @@ def test_tree_check_refuses_names_and_links_leading_out() -> None:
     check.add(A, [Entry("ok", SYMLINK, target="a/b"), Entry("up", SYMLINK, target="../../x")], ("c", "sub"))
     check.add(B, [Entry("sub", DIR, A)], ("c", ""))
     check.add(C, [Entry("one", DIR, B)], ("c", ""))
-    with pytest.raises(UnsafeTree, match="path sub/up: symlink to '../../x' leads out of the tree"):
+    with pytest.raises(UnsafeTree, match=re.escape("path sub/up: symlink to '../../x' leads out of the tree")):
         check.check_root("c", B)   # B at the root: sub/up climbs above it
     check.check_root("c", C)       # one level deeper it stays inside
     for bad in (Entry(".Git", DIR, A), Entry("l", SYMLINK, target="/etc/passwd"),
