@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -277,3 +278,71 @@ def test_tree_check_refuses_names_and_links_leading_out() -> None:
                 Entry("l", SYMLINK, target="a/../../x"), Entry(".checkpoints", FILE, A, 1)):
         with pytest.raises(UnsafeTree):
             TreeCheck().add(C, [bad], ("c", ""))
+
+
+# --- restore re-checks trees, whoever wrote them -----------------------------------------------------------
+
+
+def _hand_written(system: object, files: dict[str, bytes], checkpoint_id: str) -> None:
+    """Write a checkpoint holding ``files`` straight into the store (no scan, no import): an old or hand-made store."""
+    from rrstore.checkpoint import CheckpointRecord
+    from rrstore.system import RollbackRecoverySystem
+
+    assert isinstance(system, RollbackRecoverySystem)
+    store = system.open_store()
+
+    def build(items: dict[str, bytes]) -> str:
+        found: list[Entry] = []
+        groups: dict[str, dict[str, bytes]] = {}
+        for path, data in items.items():
+            head, _, rest = path.partition("/")
+            if rest:
+                groups.setdefault(head, {})[rest] = data
+            else:
+                store.objects.put(data, loose=True)
+                found.append(Entry(head, FILE, hash_bytes(data), len(data), data.startswith(b"#!")))
+        found += [Entry(name, DIR, build(sub)) for name, sub in groups.items()]
+        oid, raw = tree_oid(found)
+        store.objects.put(raw, oid, loose=True)
+        return oid
+
+    record = CheckpointRecord(checkpoint_id=checkpoint_id, lane="standard", step_number=1, step_name="by hand",
+                              timestamp="2026-01-02T03:04:05.000000+00:00", state_hash=build(files)).encode()
+    store.objects.put(record, loose=True)
+    assert store.refs.create(checkpoint_id, hash_bytes(record))
+
+
+def _files_under(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.is_symlink() and "locks" not in p.relative_to(root).parts[:2]}
+
+
+@pytest.mark.parametrize("planted", [".git/hooks/post-checkout", ".GIT/hooks/post-checkout", "sub/.git/config",
+                                     ".checkpoints/config.json", "pkg/.Checkpoints/refs/checkpoints/x"])
+def test_restore_refuses_a_hand_written_tree_holding_a_name_never_written(planted: str, git_project: Path,
+                                                                           tmp_path: Path) -> None:
+    """Restore checks the whole target before the undo checkpoint: one line, exit 17, nothing written anywhere.
+
+    Before the fix the restore exited 0 and wrote the file (into ``.git/`` or the store).
+    """
+    import subprocess
+    import sys
+
+    from conftest import GIT_ENV
+
+    from rrstore import RollbackRecoverySystem
+
+    system = RollbackRecoverySystem(root=git_project)
+    system.checkpoint("standard", 1, "real")
+    _hand_written(system, {planted: b"#!/bin/sh\ntouch /tmp/rrstore-pwned\n", "README.md": b"# demo\n"},
+                  "hand-step1-20260102_030405")
+    before = _files_under(git_project)   # .git/, the store and the tree
+    for extra in ([], ["--dry-run"], ["--path", "README.md"]):
+        out = subprocess.run([sys.executable, "-m", "rrstore", "restore", "--checkpoint-id",
+                              "hand-step1-20260102_030405", *extra], cwd=git_project, capture_output=True,
+                             text=True, env={**os.environ, **GIT_ENV})
+        assert out.returncode == 17, (extra, out.returncode, out.stderr)
+        assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
+        assert out.stderr.startswith("rrstore: error: restore refused, nothing was changed: checkpoint hand-step1-")
+        assert "is never written" in out.stderr, out.stderr
+    assert _files_under(git_project) == before
