@@ -91,13 +91,14 @@ _FIRST = frozenset(c for name in _RESERVED for c in (name[0], name[0].upper()))
 def fold_name(name: str) -> str:
     """``name`` as a case-insensitive, NTFS or HFS+ file system may see it: the form reserved names are compared in.
 
-    Case folded, HFS+-ignored code points dropped, trailing dots and spaces
-    dropped (NTFS ignores them): ``.GIT``, ``.git.`` and ``.g\u200cit`` all
+    Case folded, HFS+-ignored code points dropped, an NTFS stream suffix
+    (``:...``) and trailing dots and spaces dropped (NTFS ignores them):
+    ``.GIT``, ``.git.``, ``.git::$INDEX_ALLOCATION`` and ``.g\u200cit`` all
     fold to ``.git``.
     """
     if not name.isascii():
         name = name.translate(_HFS_IGNORED).casefold()
-    return name.rstrip(". ").lower() or name
+    return name.partition(":")[0].rstrip(". ").lower() or name
 
 
 def never_written(name: str) -> str:
@@ -130,7 +131,7 @@ def _may_hold_reserved(low: str) -> bool:
             if at == 0 or low[at - 1] in "/\0":
                 while end < len(low) and low[end] in ". ":
                     end += 1
-                if end == len(low) or low[end] in "/\0":
+                if end == len(low) or low[end] in "/\0:":
                     return True
             at = low.find(name, end)
     return False

@@ -211,9 +211,10 @@ def test_reachable_walks_a_tree_whose_bytes_were_first_seen_as_a_file(tmp_path: 
 
 
 REFUSED = [".git", ".GIT", ".Git", ".gIt", ".git.", ".git ", ".git. .", "GIT~1", "git~1", ".g\u200cit", "\ufeff.git",
+           ".git::$INDEX_ALLOCATION", ".Git:stream",
            ".checkpoints", ".CHECKPOINTS", ".Checkpoints", ".chec\u212apoints", "", ".", "..", "a/b", "nul\0"]
 ACCEPTED = [".gitignore", ".github", ".gitkeep", "git", "..git", ".git~1", ".checkpoints2", "checkpoints",
-            "x.git", "été", "\u200c", "...", "a b"]
+            "x.git", "été", "\u200c", "...", "a b", ".gitx:y", ":.git"]
 
 
 @pytest.mark.parametrize("name", REFUSED)
