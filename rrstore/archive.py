@@ -5,7 +5,8 @@ once, as one zstd stream in format ``rrstore-archive-1`` (docs/store-format.md,
 section 8); ``export_tar`` writes one checkpoint's files as a ``.tar.zst`` that
 any ``tar --zstd`` extracts. ``verify_archive`` reads an archive under hard
 limits and checks all of it: every object hashes to its oid, every record and
-tree parses, no name or symlink leads out of its tree, nothing reached is
+tree parses, no tree holds a name that is never written (``.git``, the
+store, ``..``: ``tree.TreeCheck``) or a symlink leading out, nothing reached is
 missing and nothing else is there, and the trailer checksum matches.
 ``import_archive`` does all of that before anything enters the store, then
 adds the objects and, last, the refs.
@@ -29,18 +30,24 @@ from .archive_stream import (
     ArchiveWriter,
     Limits,
     Progress,
-    Trees,
-    Unsafe,
     VerifyResult,
     compressor,
     read_archive,
 )
 from .checkpoint import CheckpointRecord
-from .errors import ArchiveError, CorruptObject, PermissionDenied, RRStoreError, UsageError, from_oserror
+from .errors import (
+    ArchiveError,
+    CorruptObject,
+    PermissionDenied,
+    RRStoreError,
+    UnsafeTree,
+    UsageError,
+    from_oserror,
+)
 from .fsutil import fsync_dir
 from .objects import ObjectStore
 from .store import Store
-from .tree import DIR, FILE, SYMLINK, Entry, content_oids, decode_tree, flatten
+from .tree import DIR, FILE, SYMLINK, Entry, TreeCheck, content_oids, decode_tree, flatten
 
 __all__ = ["ExportResult", "ImportResult", "Limits", "VerifyResult", "export", "export_tar", "import_archive",
            "verify_archive"]
@@ -181,14 +188,13 @@ def export(store: Store, records: list[CheckpointRecord], output: str | os.PathL
         writer.header(records)
         for record in records:
             writer.object(record.record_oid, objects.get(record.record_oid))
-        trees = Trees()
+        trees = TreeCheck()
         by_path = _write_trees(objects, records, writer, trees)
         try:
             for record in records:
                 trees.check_root(record.checkpoint_id, record.state_hash)
-        except Unsafe as exc:
-            raise RRStoreError(f"cannot export: {exc} (archives refuse such links; --format tar keeps them)") \
-                from None
+        except UnsafeTree as exc:
+            raise _unexportable(exc) from None
         todo = [oid for oids in by_path.values() for oid in oids if oid not in writer.written]
         done, total = len(writer.written), len(writer.written) + len(todo)
         for oid in todo:
@@ -201,8 +207,12 @@ def export(store: Store, records: list[CheckpointRecord], output: str | os.PathL
                         writer.bytes, out.count)
 
 
+def _unexportable(exc: UnsafeTree) -> RRStoreError:
+    return RRStoreError(f"cannot export: {exc.detail} (no import would accept it; --format tar keeps it)")
+
+
 def _write_trees(objects: ObjectStore, records: list[CheckpointRecord], writer: ArchiveWriter,
-                 trees: Trees) -> dict[str, list[str]]:
+                 trees: TreeCheck) -> dict[str, list[str]]:
     """Write every tree once, parents first; return file contents to write, grouped by path.
 
     Kept apart from ``tree.reachable``: the export needs each object's kind
@@ -222,9 +232,8 @@ def _write_trees(objects: ObjectStore, records: list[CheckpointRecord], writer: 
             entries = decode_tree(oid, data)
             try:
                 trees.add(oid, entries, (record.checkpoint_id, path))
-            except Unsafe as exc:
-                raise RRStoreError(f"cannot export: {exc} (archives refuse such links; --format tar keeps them)") \
-                    from None
+            except UnsafeTree as exc:
+                raise _unexportable(exc) from None
             if oid not in writer.written:
                 writer.object(oid, data)
             for entry in reversed(entries):

@@ -3,7 +3,8 @@
 The format is documented in docs/store-format.md, section 8. The reader is
 the one place that trusts nothing: it decompresses a little at a time under
 a size budget, hashes every object, parses every record and tree, refuses
-names and symlinks that lead out of a tree, and requires each object exactly
+what ``tree.TreeCheck`` refuses (names that are never written, symlinks that
+lead out of a tree), and requires each object exactly
 once, after whatever reaches it, so the kind of every object is known when it
 arrives and the whole check runs in one pass with bounded memory.
 """
@@ -24,10 +25,10 @@ import zstandard
 
 from . import __version__
 from .checkpoint import CheckpointRecord
-from .errors import ArchiveError, CorruptObject, UsageError, from_oserror
+from .errors import ArchiveError, CorruptObject, UnsafeTree, UsageError, from_oserror
 from .objects import MAX_OBJECT_SIZE, hash_bytes, is_oid
 from .refs import valid_id
-from .tree import DIR, FILE, SYMLINK, Entry, decode_tree, valid_name
+from .tree import DIR, FILE, TreeCheck, decode_tree, valid_name
 
 ARCHIVE_FORMAT = "rrstore-archive-1"
 TAG_OBJECT, TAG_TRAILER = b"O", b"T"
@@ -87,92 +88,10 @@ class VerifyResult:
                 "blake3": self.digest}
 
 
-# --- tree safety (export and import) -------------------------------------------------------------
-
-
-class Unsafe(Exception):
-    """A symlink that would lead out of its checkpoint's tree."""
-
-
-def _climb(target: str) -> int | None:
-    """Directories a relative link climbs above its own; None if absolute or '..' follows a name.
-
-    Only leading '..' are accepted: after a name, '..' is resolved through
-    whatever that name is (maybe another link), so it cannot be judged safe.
-    """
-    if target.startswith("/"):
-        return None
-    up, named = 0, False
-    for part in target.split("/"):
-        if part == "..":
-            if named:
-                return None
-            up += 1
-        elif part not in ("", "."):
-            named = True
-    return up
-
-
 def _show(where: Where, name: str = "") -> str:
     checkpoint_id, path = where
     full = f"{path}/{name}" if path and name else path or name
     return f"checkpoint {checkpoint_id}, path {full or '/'}"
-
-
-class Trees:
-    """Each tree's deepest link climb and subdirectories, to prove no link leaves its checkpoint.
-
-    A tree can sit at several depths (and in several checkpoints), so the
-    check is done per root: ``need`` = how far a tree's links climb above it,
-    ``max(own links, need(subdirectory) - 1)``, and a root must need 0.
-    """
-
-    def __init__(self) -> None:
-        self.info: dict[str, tuple[int, str, str, list[tuple[str, str]]]] = {}
-        self.need: dict[str, int] = {}
-
-    def __contains__(self, oid: str) -> bool:
-        return oid in self.info
-
-    def add(self, oid: str, entries: list[Entry], where: Where) -> None:
-        climb, worst, target, subdirs = 0, "", "", []
-        for entry in entries:
-            if entry.kind == DIR:
-                subdirs.append((entry.name, entry.oid))
-            elif entry.kind == SYMLINK:
-                up = _climb(entry.target)
-                if up is None:
-                    raise Unsafe(f"{_show(where, entry.name)}: symlink to {entry.target!r} leads out of the tree")
-                if up > climb:
-                    climb, worst, target = up, entry.name, entry.target
-        self.info[oid] = (climb, worst, target, subdirs)
-
-    def _needs(self, root: str) -> int:
-        stack, open_ = [(root, False)], set()
-        while stack:
-            oid, children_done = stack.pop()
-            if oid in self.need or oid not in self.info:
-                continue
-            own, _, _, subdirs = self.info[oid]
-            if children_done or oid in open_:
-                self.need[oid] = max([own] + [self.need.get(sub, 0) - 1 for _, sub in subdirs])
-                continue
-            open_.add(oid)
-            stack.append((oid, True))
-            stack.extend((sub, False) for _, sub in subdirs if sub not in self.need)
-        return self.need.get(root, 0)
-
-    def check_root(self, checkpoint_id: str, root: str) -> None:
-        """Raise Unsafe naming a link below ``root`` that climbs out of it."""
-        if self._needs(root) <= 0:
-            return
-        oid, path, depth = root, "", 0
-        while True:
-            own, worst, target, subdirs = self.info[oid]
-            if own > depth:
-                raise Unsafe(f"{_show((checkpoint_id, path), worst)}: symlink to {target!r} leads out of the tree")
-            name, oid = next((n, s) for n, s in subdirs if self.need.get(s, 0) - 1 > depth)
-            path, depth = f"{path}/{name}" if path else name, depth + 1
 
 
 def compressor(level: int) -> zstandard.ZstdCompressor:
@@ -387,7 +306,7 @@ class _Reader:
         self.expected: dict[str, tuple[int, Where, int | None]] = {}
         self.arrived: dict[str, tuple[int, int]] = {}   # oid -> (kind, size)
         self.chunked: list[tuple[int, tuple[str, ...], Where]] = []
-        self.trees = Trees()
+        self.trees = TreeCheck()
         self.roots: dict[str, str] = {}
         self.result = VerifyResult(src.path, {}, archive_bytes=size)
 
@@ -505,8 +424,8 @@ class _Reader:
             self.trees.add(oid, entries, where)
         except CorruptObject as exc:
             raise self.src.fail(f"{_show(where)}: {_bad_name(data) or exc.reason}") from None
-        except Unsafe as exc:
-            raise self.src.fail(str(exc)) from None
+        except UnsafeTree as exc:
+            raise self.src.fail(exc.detail) from None
         for entry in entries:
             child = (checkpoint_id, f"{path}/{entry.name}" if path else entry.name)
             if entry.kind == DIR:
@@ -543,8 +462,8 @@ class _Reader:
         try:
             for checkpoint_id, root in self.roots.items():
                 self.trees.check_root(checkpoint_id, root)
-        except Unsafe as exc:
-            raise fail(str(exc)) from None
+        except UnsafeTree as exc:
+            raise fail(exc.detail) from None
 
 
 def read_archive(path: str | os.PathLike[str], limits: Limits, sink: Sink | None,

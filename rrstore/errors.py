@@ -163,6 +163,30 @@ class ArchiveError(RRStoreError):
         self.reason = reason
 
 
+class UnsafeTree(RRStoreError):
+    """A tree holds a name that is never written (``.git``, the store) or a symlink leading out of it.
+
+    Such a checkpoint is refused whole, before anything is written: by pull
+    and push (nothing transferred) and by restore (tree untouched, no undo
+    checkpoint). Archives report it as an ArchiveError (exit 16).
+    """
+
+    exit_code = 17
+    summary = "unsafe checkpoint: a path that is never written (.git, the store) or a symlink leading out"
+
+    def __init__(self, checkpoint_id: str, path: str, reason: str, lead: str = "") -> None:
+        self.checkpoint_id = checkpoint_id
+        self.path = path
+        self.reason = reason
+        self.lead = lead
+        self.detail = f"checkpoint {checkpoint_id}, path {path or '/'}: {reason}"
+        super().__init__(f"{lead}: {self.detail}" if lead else self.detail)
+
+    def with_lead(self, lead: str) -> UnsafeTree:
+        """The same refusal, saying which operation refused it and what that left unchanged."""
+        return UnsafeTree(self.checkpoint_id, self.path, self.reason, lead)
+
+
 class RestoreFailed(PartialFailure):
     """Restore changed what it could; these paths could not be written."""
 

@@ -19,9 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import UnsafeTree
 from .objects import ObjectStore
+from .scan import store_prefixes
 from .statcache import Stamp, stamp
-from .tree import DIR, SYMLINK, Entry, content_oids
+from .tree import DIR, SYMLINK, Entry, check_paths, content_oids
 from .workers import PARALLEL_MIN_SIZE, run_split
 
 Progress = Callable[[int, int], None]
@@ -323,3 +325,17 @@ def apply_plan(root: Path, content: VerifiedContent, target: dict[str, Entry], p
         writer.attempt(writer.chmod, path)
     return writer.failures, writer.stamps
 
+
+def check_target(root: Path, store: Path, checkpoint_id: str, target: dict[str, Entry]) -> None:
+    """Refuse, before anything is written, a target tree holding a path that is never written.
+
+    Whatever made the tree (an older rrstore, a store written by hand), a
+    ``.git`` or ``.checkpoints`` at any depth, or the store's own path when
+    the store lives inside ``root``, makes the whole restore an UnsafeTree
+    (exit 17): no undo checkpoint, no file touched. Symlinks are not judged
+    here: a local checkpoint may hold any link the working tree held.
+    """
+    try:
+        check_paths(checkpoint_id, target, store_prefixes(root, store))
+    except UnsafeTree as exc:
+        raise exc.with_lead("restore refused, nothing was changed") from None

@@ -3,7 +3,9 @@
 In a git work tree: tracked files plus untracked files that are not ignored
 (what ``git stash -u`` takes), listed by git itself, plus empty untracked
 directories. Elsewhere: every path under the root minus the gitignore-style
-patterns in ``.rrstoreignore``. Never ``.git`` and never the store.
+patterns in ``.rrstoreignore``. Never the store, and never a name that is
+never written (``tree.never_written``: ``.git`` and ``.checkpoints`` in any
+case and at any depth), so a checkpoint cannot hold one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gitrepo
+from .tree import never_written, paths_never_written
 
 IGNORE_FILE = ".rrstoreignore"
 
@@ -39,11 +42,13 @@ def _excluded_prefixes(root: Path, exclude: list[Path]) -> list[str]:
     return out
 
 
+def store_prefixes(root: Path, store: Path) -> list[str]:
+    """The store's path relative to ``root`` (as reached through links and as written), if inside it."""
+    return _excluded_prefixes(root, [store])
+
+
 def _is_excluded(path: str, prefixes: list[str]) -> bool:
-    for prefix in prefixes:
-        if path == prefix or path.startswith(prefix + "/"):
-            return True
-    return path == ".git" or path.startswith(".git/") or "/.git/" in path or path.endswith("/.git")
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
 
 
 def scan_scope(root: Path, exclude: list[Path], *, git_state: bool = False) -> Scope:
@@ -61,21 +66,25 @@ def _git_scope(root: Path, prefixes: list[str], git_state: bool) -> Scope:
     listing = gitrepo.list_scope(root, with_state=git_state)
     untracked_dirs = listing.untracked_dirs
     files = listing.files
-    if prefixes:  # git never lists .git; only a store inside the work tree needs filtering
+    if prefixes:  # only a store inside the work tree needs filtering
         inside = tuple(prefixes)
         below = tuple(p + "/" for p in prefixes)
         files = [p for p in files if p not in inside and not p.startswith(below)]
+    # git lists neither the root .git nor nested repositories, but does list sub/.GIT/x and .checkpoints/x
+    reserved = set(paths_never_written(files))
+    if reserved:
+        files = [p for p in files if p not in reserved]
     scope = Scope(root, "git", files, git=listing.state)
     candidates: list[str] = []
     for top in untracked_dirs:
         top = top.rstrip("/")
-        if _is_excluded(top, prefixes):
+        if _is_excluded(top, prefixes) or paths_never_written([top]):
             continue
         for dirpath, dirnames, filenames in os.walk(root / top):
             rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
             if not dirnames and not filenames:
                 candidates.append(rel)
-            dirnames[:] = [d for d in dirnames if not _is_excluded(f"{rel}/{d}", prefixes)]
+            dirnames[:] = [d for d in dirnames if not never_written(d) and not _is_excluded(f"{rel}/{d}", prefixes)]
     if candidates:
         ignored = gitrepo.ignored(root, candidates)
         scope.empty_dirs = [d for d in candidates if d not in ignored and d + "/" not in ignored]
@@ -99,7 +108,7 @@ def _walk_scope(root: Path, prefixes: list[str]) -> Scope:
                 empty = False
                 rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
                 is_dir = item.is_dir(follow_symlinks=False)
-                if _is_excluded(rel, prefixes):
+                if never_written(item.name) or _is_excluded(rel, prefixes):
                     continue
                 if spec is not None and spec.match_file(rel + "/" if is_dir else rel):
                     continue

@@ -23,7 +23,7 @@ from .errors import RRStoreError, UsageError
 from .gc import GCResult, Retention, gc
 from .gitrepo import find_git_root
 from .lock import locked
-from .restore import Progress, RestoreResult, VerifiedContent, apply_plan, in_paths, plan_restore
+from .restore import Progress, RestoreResult, VerifiedContent, apply_plan, check_target, in_paths, plan_restore
 from .store import Store
 from .tree import flatten
 from .workers import default_workers
@@ -233,6 +233,7 @@ class RollbackRecoverySystem:
         record = manager.get(checkpoint_id)
         tree_paths = self.relative_paths(paths) if paths else None
         target = flatten(manager.store.objects, record.state_hash)
+        check_target(self.root, manager.store.path, record.checkpoint_id, target)
         if tree_paths and not any(in_paths(p, tree_paths) for p in target):
             raise UsageError(f"{', '.join(paths or [])}: not in checkpoint {record.checkpoint_id}")
         snap = manager.snapshot(store=False)

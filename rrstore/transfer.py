@@ -20,7 +20,10 @@ uploads (so local damage never spreads to the shared remote), and pull
 downloads into the local ``tmp/``, verifies every object (each object of a
 pack against its index, and the pack against its name), and only then
 renames the files into place. A pull that meets a missing or corrupt object
-leaves the local store as it was.
+leaves the local store as it was. Both directions first read every tree the
+checkpoints reach and refuse, with UnsafeTree and nothing transferred, a
+checkpoint holding a name that is never written or a symlink leading out of
+its tree (``tree.TreeCheck``: the rule archive import applies).
 """
 
 from __future__ import annotations
@@ -41,14 +44,22 @@ from .backends import Backend
 from .backends.s3 import S3Backend
 from .backends.views import ListedView, OverlayView
 from .checkpoint import CheckpointManager, CheckpointRecord
-from .errors import CheckpointNotFound, CorruptObject, ObjectMissing, RRStoreError, StoreNotFound, from_oserror
+from .errors import (
+    CheckpointNotFound,
+    CorruptObject,
+    ObjectMissing,
+    RRStoreError,
+    StoreNotFound,
+    UnsafeTree,
+    from_oserror,
+)
 from .fsutil import syncfs, temp_name
 from .objects import ObjectStore, decode_loose, hash_bytes, is_oid, object_key
 from .pack import MAX_BLOCK, PACK_MAGIC, Location, PackReader, decode_index
 from .pack import PREFIX as PACKS
 from .refs import Refs
 from .store import STORE_FORMAT, Store
-from .tree import Reach, reachable
+from .tree import DIR, FILE, TreeCheck, content_oids, read_tree
 
 Progress = Callable[[int, int], None]
 # Requests in flight at once; S3 latency, not bandwidth, bounds a transfer of small keys.
@@ -238,8 +249,12 @@ def push(store: Store, remote: Backend, checkpoint_ids: Sequence[str] = (),
                 todo.append(record)
         if not todo:
             return result
+        try:
+            needed = _needed(store.objects, todo)
+        except UnsafeTree as exc:
+            raise exc.with_lead(f"push to {remote.location} refused, nothing was sent "
+                                "(no pull would accept it)") from None
         local, there = _Holdings(store.backend, workers), _Holdings(remote, workers)
-        needed = _needed(store.objects, todo)
         content, result.objects_skipped = local.keys_of(needed, there)
         record_keys, _ = local.keys_of({r.record_oid: [r.checkpoint_id] for r in todo}, there)
         sent = _Counter(len(content) + len(record_keys), progress)
@@ -319,13 +334,34 @@ def _check_remote_config(remote: Backend) -> None:
 
 
 def _needed(objects: ObjectStore, records: Iterable[CheckpointRecord]) -> dict[str, list[str]]:
-    """Every content object the records reach -> the ids that reach it (for error messages)."""
+    """Every object the records reach -> the id that first reaches it (for error messages), trees proven safe.
+
+    Walks the trees itself rather than through ``tree.reachable``, so the one
+    read of each tree also feeds ``TreeCheck``: a checkpoint holding a name
+    that is never written (``.git``, the store) or a symlink leading out
+    raises UnsafeTree before anything is transferred, whichever side made it.
+    Push and pull thus refuse what archive import refuses.
+    """
     needed: dict[str, list[str]] = {}
-    reach = Reach()
+    check = TreeCheck()
     for record in records:
+        ids = [record.checkpoint_id]
+        stack = [(record.state_hash, "")]
         try:
-            for oid in reachable(objects, record.state_hash, reach):
-                needed.setdefault(oid, []).append(record.checkpoint_id)
+            while stack:
+                oid, path = stack.pop()
+                if oid in check:
+                    continue
+                entries = read_tree(objects, oid)
+                check.add(oid, entries, (record.checkpoint_id, path))
+                needed.setdefault(oid, ids)
+                for entry in entries:
+                    if entry.kind == DIR and entry.oid not in check:
+                        stack.append((entry.oid, f"{path}/{entry.name}" if path else entry.name))
+                    elif entry.kind == FILE:
+                        for content in content_oids(entry):
+                            needed.setdefault(content, ids)
+            check.check_root(record.checkpoint_id, record.state_hash)
         except (ObjectMissing, CorruptObject) as exc:
             raise exc.with_checkpoints([record.checkpoint_id]) from None
     return needed
@@ -419,7 +455,10 @@ def pull(store: Store, remote: Backend, checkpoint_ids: Sequence[str],
         local, there = _Holdings(store.backend, workers), _Holdings(remote, workers)
         records = [_remote_record(there, checkpoint_id, oid) for checkpoint_id, oid in todo.items()]
         both = ObjectStore(OverlayView(store.backend, there.listed))
-        needed = _needed(both, records)
+        try:
+            needed = _needed(both, records)
+        except UnsafeTree as exc:
+            raise exc.with_lead(f"pull from {remote.location} refused, nothing was changed") from None
         needed.update((oid, [checkpoint_id]) for checkpoint_id, oid in todo.items())
         keys, result.objects_skipped = there.keys_of(needed, local)
         staged = _Staging(store)

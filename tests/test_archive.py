@@ -343,6 +343,36 @@ def crafted(*entries: dict[str, object], extra: tuple[tuple[str, bytes], ...] = 
     return packed(stream([(checkpoint_id, rec[0])], [rec, (root, root_data), *subtrees, *extra]))
 
 
+def planted(files: dict[str, bytes], checkpoint_id: str = "evil-step1-20260102_030405") -> bytes:
+    """A one-checkpoint archive whose tree holds ``files`` (path -> content, directories made as needed).
+
+    Contents starting with ``#!`` are executable; each object comes once, after what reaches it.
+    """
+    def build(items: dict[str, bytes]) -> tuple[list[dict[str, object]], list[tuple[str, bytes]]]:
+        entries: list[dict[str, object]] = []
+        subtrees: list[tuple[str, bytes]] = []
+        groups: dict[str, dict[str, bytes]] = {}
+        for path, data in items.items():
+            head, _, rest = path.partition("/")
+            if rest:
+                groups.setdefault(head, {})[rest] = data
+            else:
+                entries.append({**file_entry(head, data), "exec": data.startswith(b"#!")})
+        for name, sub in groups.items():
+            sub_entries, sub_trees = build(sub)
+            oid, raw = tree(*sub_entries)
+            entries.append({"name": name, "type": "dir", "tree": oid})
+            subtrees += [(oid, raw), *sub_trees]
+        return entries, subtrees
+
+    entries, subtrees = build(files)
+    contents = {b3(data): data for data in files.values()}
+    return crafted(*entries, subtrees=tuple(subtrees), extra=tuple(contents.items()), checkpoint_id=checkpoint_id)
+
+
+HOOK = b"#!/bin/sh\ntouch \"$HOME/hook-ran\"\n"
+
+
 def rle_zeros(prefix: bytes, zeros: int) -> bytes:
     """One zstd frame: ``prefix`` as a raw block, then ``zeros`` zero bytes as 4-byte RLE blocks (128 KiB each)."""
     out = bytearray(struct.pack("<I", 0xFD2FB528) + bytes([0x00, 7 << 3]))  # no content size; 128 KiB window
@@ -414,6 +444,19 @@ def _cases() -> dict[str, tuple[Callable[[], bytes], str]]:
                                                  "path outer/inner/up"),
         "symlink with .. after a name": (lambda: crafted({"name": "l", "type": "symlink", "target": "a/../../x"}),
                                          "leads out of the tree"),
+        # Names that are never written (hole 2: a git hook; hole 3: the store's own refs and config).
+        "git hook": (lambda: planted({".git/hooks/post-checkout": HOOK, "a.txt": b"hello\n"}),
+                     "path .git: '.git' is never written"),
+        ".GIT in another case": (lambda: planted({".GIT/hooks/x": HOOK}), "path .GIT: '.GIT' is never written"),
+        ".git file": (lambda: planted({".Git": b"gitdir: /tmp/evil\n"}), "'.Git' is never written"),
+        "nested .git": (lambda: planted({"sub/.git/config": b"[core]\n\tfsmonitor = touch /tmp/pwned\n"}),
+                        "path sub/.git: '.git' is never written"),
+        "the store's refs": (lambda: planted({".checkpoints/refs/checkpoints/x-step1-20260102_030405": b"0" * 64}),
+                             "'.checkpoints' is never written"),
+        "the store's config": (lambda: planted({".checkpoints/config.json": b"{}"}),
+                               "'.checkpoints' is never written"),
+        "a nested store": (lambda: planted({"pkg/.Checkpoints/config.json": b"{}"}),
+                           "path pkg/.Checkpoints: '.Checkpoints' is never written"),
         "wrong hash": (lambda: packed(altered), "altered"),
         "wrong hash, trailer recomputed": (
             lambda: packed(altered[:-32] + blake3.blake3(altered[:-32]).digest()), "altered"),
@@ -531,3 +574,83 @@ def test_help_lists_the_archive_commands_and_exit_code(project: Path, cli: Cli) 
     assert "16  bad archive" in out.stdout
     for command in ("export", "import", "verify"):
         assert f"  {command} " in out.stdout.split("Commands:")[1]
+
+
+# --- holes 2 and 3 end to end: names that are never written -------------------------------------------------
+
+
+def test_an_archive_planting_a_git_hook_never_reaches_git(git_project: Path, tmp_path: Path) -> None:
+    """Hole 2: the hook is refused at verify and import; ``.git/`` and the store stay byte-identical.
+
+    Before the fix both commands exited 0 and a restore wrote ``.git/hooks/post-checkout``.
+    """
+    env = {"HOME": str(tmp_path)}
+    checkpoint(RollbackRecoverySystem(root=git_project), 1)
+    store, dot_git = git_project / ".checkpoints", git_project / ".git"
+    before, git_before = store_files(store), tree_manifest(dot_git, skip=())
+    tree_before = tree_manifest(git_project)
+    for files in ({".git/hooks/post-checkout": HOOK, "README.md": b"# demo\n"}, {".GIT/hooks/post-checkout": HOOK},
+                  {"sub/.git/hooks/post-checkout": HOOK, "sub/x": b"x\n"}):
+        path = tmp_path / "hook.rra"
+        path.write_bytes(planted(files))
+        for command in ("verify", "import"):
+            line = one_error_line(run_cli(command, str(path), cwd=git_project, env=env), 16)
+            assert "is never written: git's own directory" in line, line
+    assert store_files(store) == before and tree_manifest(dot_git, skip=()) == git_before
+    assert tree_manifest(git_project) == tree_before
+    assert not (dot_git / "hooks" / "post-checkout").exists()
+    subprocess.run(["git", "-C", str(git_project), "checkout", "-q", "-b", "other"], check=True,
+                   env={**os.environ, "HOME": str(tmp_path)})
+    assert not (tmp_path / "hook-ran").exists()
+
+
+def test_an_archive_holding_the_store_s_ref_and_config_cannot_overwrite_them(project: Path, tmp_path: Path) -> None:
+    """Hole 3, default store: before the fix the import passed and a restore pointed the ref at 000…."""
+    write(project / "work.txt", b"work\n")
+    own = checkpoint(RollbackRecoverySystem(root=project), 1)
+    store = project / ".checkpoints"
+    before = store_files(store)
+    path = tmp_path / "store.rra"
+    path.write_bytes(planted({f".checkpoints/refs/checkpoints/{own}": b"0" * 64 + b"\n",
+                              ".checkpoints/config.json": b'{"format": null}', "work.txt": b"work\n"}))
+    for command in ("verify", "import"):
+        line = one_error_line(run_cli(command, str(path), cwd=project), 16)
+        assert "path .checkpoints: '.checkpoints' is never written" in line, line
+    assert store_files(store) == before
+    listed = run_cli("list", "--json", cwd=project)
+    assert listed.returncode == 0 and own in listed.stdout, listed.stderr
+
+
+@pytest.mark.parametrize("how", ["rrstore.toml", "--store"])
+def test_restore_refuses_a_tree_writing_into_a_store_at_a_custom_path(how: str, project: Path,
+                                                                        tmp_path: Path) -> None:
+    """Hole 3, store at ``store-dir`` inside the root: ``store-dir`` is an ordinary name to an archive (another
+    project's store lives elsewhere), so import accepts it; restore, which knows where this store is, refuses
+    before anything is written. Before the fix the restore exited 0 and replaced the store's ref and config.
+    """
+    write(project / "work.txt", b"work\n")
+    opts = ["--store", "store-dir"] if how == "--store" else []
+    if how == "rrstore.toml":
+        write(project / "rrstore.toml", b'store = "store-dir"\n')
+    made = run_cli("checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "s", "-q", *opts,
+                   cwd=project)
+    assert made.returncode == 0, made.stderr
+    own = made.stdout.strip()
+    store = project / "store-dir"
+    path = tmp_path / "store.rra"
+    path.write_bytes(planted({f"store-dir/refs/checkpoints/{own}": b"0" * 64 + b"\n",
+                              "store-dir/config.json": b'{"format": null}', "work.txt": b"work\n"}))
+    assert run_cli("import", str(path), *opts, cwd=project).returncode == 0
+
+    def stored() -> dict[str, tuple[int, str]]:  # a restore writes its pid into its lock file, nothing else
+        return {k: v for k, v in store_files(store).items() if not k.startswith("locks/")}
+
+    before, tree_before = stored(), tree_manifest(project, skip=("store-dir",))
+    for dry in ([], ["--dry-run"]):
+        out = run_cli("restore", "--checkpoint-id", "evil-step1-20260102_030405", *dry, *opts, cwd=project)
+        line = one_error_line(out, 17)
+        assert line.startswith("rrstore: error: restore refused, nothing was changed: checkpoint evil-step1-"), line
+        assert "path store-dir: is the store's own directory" in line, line
+    assert stored() == before and tree_manifest(project, skip=("store-dir",)) == tree_before
+    listed = run_cli("list", "--json", *opts, cwd=project)
+    assert listed.returncode == 0 and own in listed.stdout, listed.stderr

@@ -69,6 +69,28 @@ def test_git_dir_and_store_are_never_in_scope(git_project: Path) -> None:
     assert again == tree
 
 
+# Names that are never written (tree.never_written), nested and in other cases: git lists them as
+# untracked files on a case-sensitive file system, and a plain walk meets them.
+NEVER_WRITTEN = ["sub/.GIT/config", "deep/er/.Git/hooks/post-checkout", "pkg/.checkpoints/refs/checkpoints/x",
+                 "pkg2/.CHECKPOINTS/config.json", "win/.git./hooks/x", "win/git~1/hooks/x"]
+LOOK_ALIKE = ["keep/.gitignore", "keep/.github/ci.yml", "keep/.gitkeep", "keep/.checkpoints.md", "keep/git~2"]
+
+
+@pytest.mark.parametrize("mode", ["git", "plain"])
+def test_names_never_written_are_left_out_at_any_depth_in_any_case(mode: str, request: pytest.FixtureRequest) -> None:
+    """Fails before the scan used the tree rule: ``sub/.GIT/config`` and ``pkg/.checkpoints/...`` were checkpointed."""
+    root: Path = request.getfixturevalue("git_project" if mode == "git" else "project")
+    for rel in NEVER_WRITTEN + LOOK_ALIKE:
+        write(root, rel, f"{rel}\n")
+    if mode == "git":  # tracked, too: git refuses to track .GIT but not a nested .checkpoints
+        write(root, "tracked/.checkpoints/notes.txt", "tracked\n")
+        git(root, "add", "tracked", *LOOK_ALIKE)
+        git(root, "commit", "-q", "-m", "a tracked .checkpoints")
+    _, tree = checkpoint(root)
+    assert not [p for p in tree if p.startswith(("sub/", "deep/er/", "pkg", "win/", "tracked/."))], sorted(tree)
+    assert set(LOOK_ALIKE) <= files(tree)
+
+
 def test_store_never_shows_in_git_status(git_project: Path) -> None:
     write(git_project, "work.txt", "untracked work\n")
     before = status(git_project)

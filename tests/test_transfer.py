@@ -510,3 +510,103 @@ def test_export_to_s3_writes_a_complete_archive_that_imports_elsewhere(
     assert run_cli("restore", "--checkpoint-id", checkpoint_id, cwd=target).returncode == 0
     assert manifest(target) == expected
     assert not list((source / ".checkpoints" / "tmp").iterdir())  # the staged archive is gone
+
+
+# hostile remotes: names that are never written and links leading out (holes 2 and 3) -----------------------
+
+
+def _hostile_remote(url: str, endpoint: str, config: bytes, files: dict[str, bytes | tuple[str]],
+                    checkpoint_id: str) -> None:
+    """A remote written by hand with plain S3 writes, every hash consistent: what a bad actor can publish.
+
+    ``files`` maps a path to its content, or to ``(target,)`` for a symlink.
+    """
+    import zstandard
+
+    from rrstore.checkpoint import CheckpointRecord
+    from rrstore.objects import hash_bytes, object_key
+    from rrstore.tree import DIR, FILE, SYMLINK, Entry, tree_oid
+
+    remote = S3Backend.from_url(url, endpoint_url=endpoint)
+    remote.write("config.json", config)
+
+    def put(data: bytes) -> str:
+        oid = hash_bytes(data)
+        remote.write(object_key(oid), zstandard.ZstdCompressor().compress(data))
+        return oid
+
+    def build(items: dict[str, bytes | tuple[str]]) -> str:
+        found: list[Entry] = []
+        groups: dict[str, dict[str, bytes | tuple[str]]] = {}
+        for path, data in items.items():
+            head, _, rest = path.partition("/")
+            if rest:
+                groups.setdefault(head, {})[rest] = data
+            elif isinstance(data, tuple):
+                found.append(Entry(head, SYMLINK, target=data[0]))
+            else:
+                found.append(Entry(head, FILE, put(data), len(data), data.startswith(b"#!")))
+        found += [Entry(name, DIR, build(sub)) for name, sub in groups.items()]
+        return put(tree_oid(found)[1])
+
+    record = CheckpointRecord(checkpoint_id=checkpoint_id, lane="standard", step_number=1, step_name="hostile",
+                              timestamp="2026-01-02T03:04:05.000000+00:00", state_hash=build(files)).encode()
+    remote.write(f"refs/checkpoints/{checkpoint_id}", f"{put(record)}\n".encode())
+
+
+HOOK = b"#!/bin/sh\ntouch \"$HOME/hook-ran\"\n"
+HOSTILE: dict[str, tuple[Callable[[str], dict[str, bytes | tuple[str]]], str]] = {
+    "git hook": (lambda own: {".git/hooks/post-checkout": HOOK, "README.md": b"# demo\n"},
+                 "path .git: '.git' is never written"),
+    ".GIT hook": (lambda own: {".GIT/hooks/x": HOOK}, "path .GIT: '.GIT' is never written"),
+    "nested .git": (lambda own: {"sub/.git/config": b"[core]\n\tfsmonitor = touch /tmp/pwned\n"},
+                    "path sub/.git: '.git' is never written"),
+    "the store's ref and config": (lambda own: {f".checkpoints/refs/checkpoints/{own}": b"0" * 64 + b"\n",
+                                                ".checkpoints/config.json": b'{"format": null}'},
+                                   "path .checkpoints: '.checkpoints' is never written"),
+    "absolute symlink": (lambda own: {"README.md": b"# demo\n", "l": ("/etc/passwd",)},
+                         "path l: symlink to '/etc/passwd' leads out of the tree"),
+    "symlink climbing out": (lambda own: {"d/up": ("../../x",)}, "path d/up: symlink to '../../x' leads out"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hand_built_remote_cannot_plant_what_import_refuses(case: str, git_project: Path, tmp_path: Path,
+                                                              s3_remote: str, endpoint: str,
+                                                              s3_env: dict[str, str]) -> None:
+    """Pull refuses, before anything is visible locally, what archive import refuses (one rule: tree.TreeCheck).
+
+    Before the fix every case was pulled (exit 0) and a restore wrote it: a hook into .git/, the store's ref.
+    """
+    build, phrase = HOSTILE[case]
+    own = checkpoint(git_project)
+    store = git_project / ".checkpoints"
+    _hostile_remote(s3_remote, endpoint, (store / "config.json").read_bytes(), build(own),
+                    "evil-step1-20260102_030405")
+    before, dot_git = store_files(git_project), {str(p): p.read_bytes() for p in (git_project / ".git").rglob("*")
+                                                 if p.is_file()}
+    env = {**s3_env, "HOME": str(tmp_path)}
+    out = run_cli("pull", "evil-step1-20260102_030405", "--remote", s3_remote, "--endpoint-url", endpoint,
+                  cwd=git_project, env=env)
+    assert out.returncode == 17, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
+    assert f"pull from {s3_remote} refused, nothing was changed: checkpoint evil-step1-" in out.stderr
+    assert phrase in out.stderr, out.stderr
+    assert store_files(git_project) == before
+    assert {str(p): p.read_bytes() for p in (git_project / ".git").rglob("*") if p.is_file()} == dot_git
+    assert [r.checkpoint_id for r in system(git_project).list().checkpoints] == [own]
+
+
+def test_push_refuses_a_checkpoint_no_pull_would_accept(tmp_path: Path, s3_remote: str, endpoint: str,
+                                                       seaweedfs: SeaweedFS, s3_env: dict[str, str]) -> None:
+    """A local checkpoint may hold an absolute link; push says so before sending anything, as export does."""
+    (tmp_path / "a.txt").write_text("a\n")
+    (tmp_path / "host").symlink_to("/etc/hostname")
+    cp = checkpoint(tmp_path)
+    out = run_cli("push", cp, "--remote", s3_remote, "--endpoint-url", endpoint, cwd=tmp_path, env=s3_env)
+    assert out.returncode == 17 and len(out.stderr.splitlines()) == 1, out.stderr
+    assert f"push to {s3_remote} refused, nothing was sent" in out.stderr and "path host" in out.stderr
+    client, bucket, prefix = _remote_client(seaweedfs, s3_remote)
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", [])  # type: ignore[attr-defined]
+    keys = [o["Key"][len(prefix) + 1:] for o in listed]
+    assert "config.json" in keys and not [k for k in keys if k.startswith(("objects/", "packs/", "refs/"))], keys

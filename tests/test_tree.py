@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
 from pathlib import Path
 
 import blake3
@@ -203,3 +205,145 @@ def test_reachable_walks_a_tree_whose_bytes_were_first_seen_as_a_file(tmp_path: 
     second = system.checkpoint("standard", 2, "second").record
     deep = flatten(objects, second.state_hash)["b/c/deep.txt"].oid
     assert deep in set(reachable(objects, second.state_hash, Reach()))
+
+
+# --- names that are never written (docs/store-format.md) --------------------------------------------------
+
+
+REFUSED = [".git", ".GIT", ".Git", ".gIt", ".git.", ".git ", ".git. .", "GIT~1", "git~1", ".g\u200cit", "\ufeff.git",
+           ".git::$INDEX_ALLOCATION", ".Git:stream",
+           ".checkpoints", ".CHECKPOINTS", ".Checkpoints", ".chec\u212apoints", "", ".", "..", "a/b", "nul\0"]
+ACCEPTED = [".gitignore", ".github", ".gitkeep", "git", "..git", ".git~1", ".checkpoints2", "checkpoints",
+            "x.git", "été", "\u200c", "...", "a b", ".gitx:y", ":.git"]
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_never_written_refuses_reserved_and_structural_names(name: str) -> None:
+    from rrstore.tree import never_written
+
+    assert never_written(name)
+
+
+@pytest.mark.parametrize("name", ACCEPTED)
+def test_never_written_accepts_look_alikes(name: str) -> None:
+    from rrstore.tree import never_written
+
+    assert never_written(name) == ""
+
+
+def test_the_default_store_name_is_reserved() -> None:
+    from rrstore.config import Settings
+    from rrstore.tree import never_written
+
+    assert "store" in never_written(Settings().store)
+
+
+def test_the_fast_path_scan_agrees_with_the_per_name_rule() -> None:
+    """``paths_never_written`` (one pass over all paths) finds exactly what checking each name finds."""
+    from rrstore.tree import never_written, paths_never_written
+
+    rng = random.Random(8)
+    parts = [n for n in REFUSED + ACCEPTED if n and "/" not in n and "\0" not in n and n not in (".", "..")]
+    parts += ["src", "a", "pkg", ".gi", "it", ".checkpoint"]
+    for _ in range(300):
+        paths = ["/".join(rng.choice(parts) for _ in range(rng.randint(1, 4))) for _ in range(rng.randint(1, 6))]
+        expected = [p for p in paths if any(never_written(n) for n in p.split("/"))]
+        assert paths_never_written(paths) == expected, paths
+
+
+def test_check_paths_refuses_reserved_names_and_the_store_path_in_any_case() -> None:
+    from rrstore.errors import UnsafeTree
+    from rrstore.tree import check_paths
+
+    check_paths("c", ["src", "src/a.py", ".gitignore", "store-dir2", "var/cp2"], ["var/cp"])
+    for paths, store in ([["src", ".git", ".git/hooks"], []], [["sub", "sub/.GIT"], []],
+                         [["a", "a/.checkpoints"], []], [["var", "var/cp", "var/cp/config.json"], ["var/cp"]],
+                         [["Var", "Var/CP"], ["var/cp"]]):
+        with pytest.raises(UnsafeTree) as caught:
+            check_paths("c", paths, store)
+        assert caught.value.path == paths[1] and caught.value.exit_code == 17
+
+
+def test_tree_check_refuses_names_and_links_leading_out() -> None:
+    from rrstore.errors import UnsafeTree
+    from rrstore.tree import TreeCheck
+
+    check = TreeCheck()
+    check.add(A, [Entry("ok", SYMLINK, target="a/b"), Entry("up", SYMLINK, target="../../x")], ("c", "sub"))
+    check.add(B, [Entry("sub", DIR, A)], ("c", ""))
+    check.add(C, [Entry("one", DIR, B)], ("c", ""))
+    with pytest.raises(UnsafeTree, match=re.escape("path sub/up: symlink to '../../x' leads out of the tree")):
+        check.check_root("c", B)   # B at the root: sub/up climbs above it
+    check.check_root("c", C)       # one level deeper it stays inside
+    for bad in (Entry(".Git", DIR, A), Entry("l", SYMLINK, target="/etc/passwd"),
+                Entry("l", SYMLINK, target="a/../../x"), Entry(".checkpoints", FILE, A, 1)):
+        with pytest.raises(UnsafeTree):
+            TreeCheck().add(C, [bad], ("c", ""))
+
+
+# --- restore re-checks trees, whoever wrote them -----------------------------------------------------------
+
+
+def _hand_written(system: object, files: dict[str, bytes], checkpoint_id: str) -> None:
+    """Write a checkpoint holding ``files`` straight into the store (no scan, no import): an old or hand-made store."""
+    from rrstore.checkpoint import CheckpointRecord
+    from rrstore.system import RollbackRecoverySystem
+
+    assert isinstance(system, RollbackRecoverySystem)
+    store = system.open_store()
+
+    def build(items: dict[str, bytes]) -> str:
+        found: list[Entry] = []
+        groups: dict[str, dict[str, bytes]] = {}
+        for path, data in items.items():
+            head, _, rest = path.partition("/")
+            if rest:
+                groups.setdefault(head, {})[rest] = data
+            else:
+                store.objects.put(data, loose=True)
+                found.append(Entry(head, FILE, hash_bytes(data), len(data), data.startswith(b"#!")))
+        found += [Entry(name, DIR, build(sub)) for name, sub in groups.items()]
+        oid, raw = tree_oid(found)
+        store.objects.put(raw, oid, loose=True)
+        return oid
+
+    record = CheckpointRecord(checkpoint_id=checkpoint_id, lane="standard", step_number=1, step_name="by hand",
+                              timestamp="2026-01-02T03:04:05.000000+00:00", state_hash=build(files)).encode()
+    store.objects.put(record, loose=True)
+    assert store.refs.create(checkpoint_id, hash_bytes(record))
+
+
+def _files_under(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.is_symlink() and "locks" not in p.relative_to(root).parts[:2]}
+
+
+@pytest.mark.parametrize("planted", [".git/hooks/post-checkout", ".GIT/hooks/post-checkout", "sub/.git/config",
+                                     ".checkpoints/config.json", "pkg/.Checkpoints/refs/checkpoints/x"])
+def test_restore_refuses_a_hand_written_tree_holding_a_name_never_written(planted: str, git_project: Path,
+                                                                           tmp_path: Path) -> None:
+    """Restore checks the whole target before the undo checkpoint: one line, exit 17, nothing written anywhere.
+
+    Before the fix the restore exited 0 and wrote the file (into ``.git/`` or the store).
+    """
+    import subprocess
+    import sys
+
+    from conftest import GIT_ENV
+
+    from rrstore import RollbackRecoverySystem
+
+    system = RollbackRecoverySystem(root=git_project)
+    system.checkpoint("standard", 1, "real")
+    _hand_written(system, {planted: b"#!/bin/sh\ntouch /tmp/rrstore-pwned\n", "README.md": b"# demo\n"},
+                  "hand-step1-20260102_030405")
+    before = _files_under(git_project)   # .git/, the store and the tree
+    for extra in ([], ["--dry-run"], ["--path", "README.md"]):
+        out = subprocess.run([sys.executable, "-m", "rrstore", "restore", "--checkpoint-id",
+                              "hand-step1-20260102_030405", *extra], cwd=git_project, capture_output=True,
+                             text=True, env={**os.environ, **GIT_ENV})
+        assert out.returncode == 17, (extra, out.returncode, out.stderr)
+        assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
+        assert out.stderr.startswith("rrstore: error: restore refused, nothing was changed: checkpoint hand-step1-")
+        assert "is never written" in out.stderr, out.stderr
+    assert _files_under(git_project) == before
