@@ -4,7 +4,9 @@ A record is a canonical-JSON object in the object store; ``refs/checkpoints/ID``
 names it. Creating a checkpoint writes, in this order: file blobs, trees,
 the record, then the ref (after a write barrier), so a ref never reaches a
 missing object, and a process killed at any instant leaves earlier
-checkpoints intact.
+checkpoints intact. Before the record, the writer proves it: every object
+the new trees reach is looked up in the written packs' indexes or as a
+loose file, and a checkpoint that cannot show one records nothing.
 """
 
 from __future__ import annotations
@@ -20,13 +22,21 @@ from datetime import datetime
 from pathlib import Path
 
 from . import __version__
-from .errors import CheckpointNotFound, CorruptObject, ObjectMissing, RRStoreError, StoreDamaged, UsageError
+from .errors import (
+    CheckpointNotFound,
+    CorruptObject,
+    ObjectMissing,
+    ObjectsNotWritten,
+    RRStoreError,
+    StoreDamaged,
+    UsageError,
+)
 from .objects import hash_bytes, is_oid
 from .refs import valid_id
 from .scan import scan_scope
 from .snapshot import Progress, Snapshot, snapshot
 from .store import Store
-from .tree import reachable
+from .tree import DIR, FILE, reachable
 
 LANES = ("docs", "standard", "heavy")
 RECORD_FORMAT = "rrstore-checkpoint-1"
@@ -102,6 +112,17 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "git_branch": (str, type(None)), "git_dirty": (bool, type(None)), "success": (bool,),
     "error_message": (str, type(None)), "metrics": (dict,), "kind": (str,),
 }
+
+
+def snapshot_oids(snap: Snapshot) -> set[str]:
+    """Every tree and content oid a snapshot's root reaches, from the snapshot in memory (no tree is read)."""
+    oids = {snap.root_oid}
+    for entry in snap.entries.values():
+        if entry.kind == FILE and entry.chunks:
+            oids.update(entry.chunks)
+        elif entry.kind == FILE or entry.kind == DIR:
+            oids.add(entry.oid)
+    return oids
 
 
 def check_lane(lane: str) -> str:
@@ -227,7 +248,12 @@ class CheckpointManager:
     # writing ---------------------------------------------------------------
 
     def create(self, spec: NewCheckpoint, progress: Progress | None = None) -> tuple[CheckpointRecord, Snapshot]:
-        """Snapshot the working tree and record it under a new, unique id (and return both)."""
+        """Snapshot the working tree and record it under a new, unique id (and return both).
+
+        Before the record and its ref are written, every object the snapshot's
+        trees reach must be in a written pack or loose (``ObjectStore.missing``):
+        a checkpoint that cannot prove it raises ObjectsNotWritten and records nothing.
+        """
         check_lane(spec.lane)
         if spec.step_number < 0:
             raise UsageError(f"step number must be 0 or more, not {spec.step_number}")
@@ -235,6 +261,9 @@ class CheckpointManager:
             raise UsageError(f"unknown checkpoint kind {spec.kind!r}")
         wall0, cpu0 = time.perf_counter(), time.process_time()
         snap = self.snapshot(store=True, progress=progress)
+        missing = self.store.objects.missing(snapshot_oids(snap))
+        if missing:
+            raise ObjectsNotWritten(missing)
         git = snap.git
         now = datetime.now().astimezone()
         stats = snap.stats

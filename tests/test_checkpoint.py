@@ -402,3 +402,30 @@ def test_two_threads_creating_the_pack_writer_lose_no_object(project: Path, mani
     restored = RollbackRecoverySystem(root=project).restore(record.checkpoint_id)
     assert not restored.failures
     assert manifest(project) == state
+
+
+def test_checkpoint_whose_objects_were_not_written_records_nothing(project: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's proof: objects still only queued (a flush that never happened) abort the checkpoint
+    with exit 13's family, and no record and no ref is written."""
+    from rrstore.errors import ObjectsNotWritten
+
+    small_tree(project)
+    system = RollbackRecoverySystem(root=project)
+    first = system.checkpoint("standard", 1, "first").checkpoint_id
+    store = project / ".checkpoints"
+    write(project / "a" / "x.bin", os.urandom(60_000))
+    write(project / "new.txt", b"new\n")
+    refs, loose = ref_names(store), sorted(p.name for p in (store / "objects").rglob("*") if p.is_file())
+    monkeypatch.setattr(ObjectStore, "flush", lambda self: None)
+
+    with pytest.raises(ObjectsNotWritten) as caught:
+        RollbackRecoverySystem(root=project).checkpoint("standard", 2, "lost")
+
+    assert caught.value.exit_code == 13
+    assert str(caught.value).startswith("checkpoint aborted: 4 object(s) were not written (first: ")
+    assert str(caught.value).endswith("); no checkpoint was recorded")
+    assert ref_names(store) == refs
+    assert sorted(p.name for p in (store / "objects").rglob("*") if p.is_file()) == loose
+    monkeypatch.undo()
+    assert [r.checkpoint_id for r in RollbackRecoverySystem(root=project).list().checkpoints] == [first]
