@@ -141,6 +141,21 @@ class ObjectsNotWritten(RRStoreError):
                          f"(first: {self.missing[0] if self.missing else '?'}); no checkpoint was recorded")
 
 
+class StoreConfigMissing(RRStoreError):
+    """A directory holding a store's objects, packs or refs but no config.json.
+
+    Such a store is damaged (e.g. by ``find .checkpoints -mtime +7 -delete``),
+    never re-initialised over: ``rrstore check --repair`` writes the config again.
+    """
+
+    exit_code = 13
+    summary = "store damaged: an object is corrupt or missing, or config.json is gone"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"store damaged: {path} has objects/refs but no config.json; run rrstore check --repair")
+        self.path = path
+
+
 class PermissionDenied(RRStoreError):
     exit_code = 14
     summary = "permission denied"

@@ -1,0 +1,167 @@
+"""The store as a whole: a directory that knows it is a store, and tmp/ leftovers swept by the next writer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import tree_manifest, write
+
+from rrstore import RollbackRecoverySystem
+from rrstore.config import Settings
+from rrstore.errors import StoreConfigMissing
+from rrstore.lock import locked
+from rrstore.store import OBJECTS_LOCK, TMP_GRACE, Store, sweep_tmp, write_config
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+DAY = 86400.0
+
+
+def one_error_line(out: subprocess.CompletedProcess[str], code: int) -> str:
+    assert out.returncode == code, (out.returncode, out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+def store_files(store: Path) -> dict[str, tuple[object, ...]]:
+    """Every file of the store with its bytes' hash: what 'refused, changed nothing' must keep."""
+    return tree_manifest(store, skip=())
+
+
+def age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+# --- a store without config.json -------------------------------------------------------------------
+
+
+def test_store_that_lost_its_config_is_refused_not_reinitialised(project: Path, cli: Cli, manifest) -> None:
+    """The guide's `find .checkpoints -mtime +7 -delete` takes config.json (written once, the oldest file)
+    and the oldest objects and refs; what survives must not be re-initialised over (issue 8, hole 10)."""
+    write(project, "a.txt", "first\n")
+    first = cli("checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "old", cwd=project)
+    assert first.returncode == 0, first.stderr
+    write(project, "a.txt", "second\n")
+    write(project, "b.txt", "new\n")
+    second = cli("checkpoint", "--lane", "standard", "--step-number", "2", "--step-name", "new", cwd=project)
+    assert second.returncode == 0, second.stderr
+    state = manifest(project)
+    store = project / ".checkpoints"
+    age(store / "config.json", 8 * DAY)
+    age(store / "refs" / "checkpoints" / first.stdout.strip(), 8 * DAY)
+    subprocess.run(["find", str(store), "-mtime", "+7", "-delete"], check=True)
+    assert not (store / "config.json").exists()
+    before = store_files(store)
+    want = (f"rrstore: error: store damaged: {store} has objects/refs but no config.json; "
+            f"run rrstore check --repair")
+
+    for args in (("checkpoint", "--lane", "standard", "--step-number", "3", "--step-name", "after"),
+                 ("list",), ("show", "latest"), ("restore", "--checkpoint-id", second.stdout.strip()),
+                 ("status",)):
+        assert one_error_line(cli(*args, cwd=project), 13) == want, args
+        assert store_files(store) == before, args  # nothing written: no config, no ref, no object
+
+    with pytest.raises(StoreConfigMissing):
+        Store.open(store, Settings(), create=True)
+    assert write_config(store) is True  # what check --repair calls
+    assert write_config(store) is False  # never replaces a config
+    listed = cli("list", cwd=project)
+    assert listed.stdout.splitlines() == [f"{second.stdout.strip()}: new (standard)"]
+    write(project, "a.txt", "changed after the damage\n")
+    restored = cli("restore", "--checkpoint-id", second.stdout.strip(), cwd=project)
+    assert restored.returncode == 0, restored.stderr
+    assert manifest(project) == state
+
+
+@pytest.mark.parametrize("layout", ["absent", "empty", "only tmp and locks"])
+def test_a_directory_without_store_data_is_still_created_as_a_store(project: Path, layout: str) -> None:
+    store = project / ".checkpoints"
+    if layout != "absent":
+        store.mkdir()
+    if layout == "only tmp and locks":
+        (store / "tmp").mkdir()
+        (store / "locks").mkdir()
+        (store / "locks" / "objects.lock").write_text("")
+        (store / "objects" / "ab").mkdir(parents=True)  # directories without a file hold nothing
+    write(project, "a.txt", "x\n")
+    result = RollbackRecoverySystem(root=project).checkpoint("standard", 1, "fresh")
+    assert (store / "config.json").is_file()
+    assert [r.checkpoint_id for r in RollbackRecoverySystem(root=project).list().checkpoints] == [
+        result.checkpoint_id]
+
+
+# --- tmp/ leftovers -----------------------------------------------------------------------------------
+
+
+def _leftovers(store: Path) -> tuple[Path, Path]:
+    tmp = store / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    old = tmp / "pack.4242.abcdef.tmp"
+    old.write_bytes(b"k" * 100_000)  # what a killed checkpoint leaves
+    age(old, TMP_GRACE + 60)
+    young = tmp / "idx.4343.abcdef.tmp"
+    young.write_bytes(b"in flight")
+    age(young, TMP_GRACE - 60)
+    return old, young
+
+
+@pytest.mark.parametrize("verb", ["checkpoint", "restore", "import"])
+def test_the_next_writer_sweeps_old_tmp_leftovers(project: Path, tmp_path: Path, cli: Cli, verb: str) -> None:
+    write(project, "a.txt", "one\n")
+    made = cli("checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "one", cwd=project)
+    assert made.returncode == 0, made.stderr
+    archive = tmp_path / "one.rra"
+    assert cli("export", made.stdout.strip(), "--output", str(archive), cwd=project).returncode == 0
+    store = project / ".checkpoints"
+    old, young = _leftovers(store)
+    write(project, "a.txt", "two\n")
+    args = {"checkpoint": ("checkpoint", "--lane", "standard", "--step-number", "2", "--step-name", "two"),
+            "restore": ("restore", "--checkpoint-id", made.stdout.strip()),
+            "import": ("import", str(archive))}[verb]
+
+    out = cli(*args, cwd=project)
+
+    assert out.returncode == 0, out.stderr
+    assert not old.exists()
+    assert young.exists()  # younger than the grace: may belong to a running write
+
+
+def test_no_sweep_while_another_rrstore_holds_the_store(project: Path, cli: Cli) -> None:
+    """A running pull keeps its staged files in tmp/ for as long as it takes: a writer that starts
+    meanwhile must not sweep them, however old."""
+    write(project, "a.txt", "one\n")
+    RollbackRecoverySystem(root=project).checkpoint("standard", 1, "one")
+    store = project / ".checkpoints"
+    old, _ = _leftovers(store)
+    write(project, "a.txt", "two\n")
+    with locked(store, OBJECTS_LOCK, exclusive=False):
+        out = cli("checkpoint", "--lane", "standard", "--step-number", "2", "--step-name", "two", cwd=project)
+    assert out.returncode == 0, out.stderr
+    assert old.exists()
+    assert Store.open(store, Settings()).sweep_leftovers() == 1
+    assert not old.exists()
+
+
+def test_sweep_tmp_removes_only_old_regular_files(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    old, young = _leftovers(store)
+    (store / "tmp" / "a-dir").mkdir()
+    age(store / "tmp" / "a-dir", 2 * DAY)
+    os.symlink("/etc/passwd", store / "tmp" / "link")
+    age(store / "tmp" / "link", 2 * DAY)
+    before = time.time() - TMP_GRACE
+
+    dry = sweep_tmp(store, before, dry_run=True)
+    assert dry.removed == [(old, 100_000)] and old.exists()
+    swept = sweep_tmp(store, before)
+    assert swept.removed == [(old, 100_000)] and swept.errors == {}
+    assert sorted(os.listdir(store / "tmp")) == ["a-dir", "idx.4343.abcdef.tmp", "link"]
+    assert young.exists()
+    assert sweep_tmp(tmp_path / "nowhere", before).removed == []
