@@ -89,7 +89,8 @@ def select(records: list[CheckpointRecord], pinned: set[str], policy: Retention,
         rank = per_lane.get(record.lane, 0)
         if record.kind == "step":
             per_lane[record.lane] = rank + 1
-        young = now - record.created < policy.older_than
+        # a future-dated record ages from when this store got it
+        young = now - min(record.created, record.added) < policy.older_than
         if (young or record.checkpoint_id in pinned or record.lane in policy.keep_lanes
                 or (record.kind == "step" and rank < policy.keep_last)):
             kept.append(record)

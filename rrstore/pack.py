@@ -18,7 +18,7 @@ import os
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import blake3
@@ -192,7 +192,7 @@ class PackWriter:
         try:
             pack, entries = self._write(data, staged)
         except BaseException:
-            self._forget(list(staged.items()))
+            self._forget(staged.items())
             raise
         self.on_written(entries)
         with self.lock:
@@ -220,7 +220,7 @@ class PackWriter:
             raise
         return pack, entries
 
-    def _forget(self, items: list[tuple[str, object]]) -> None:
+    def _forget(self, items: Iterable[tuple[str, object]]) -> None:
         """Drop objects that will not be written from the queue (their write failed)."""
         with self.lock:
             for oid, _ in items:

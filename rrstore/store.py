@@ -94,7 +94,7 @@ class Store:
         """
         before = (time.time() if now is None else now) - TMP_GRACE
         try:
-            with locked(self.path, OBJECTS_LOCK, exclusive=True, wait=0):
+            with locked(self.path, OBJECTS_LOCK, exclusive=True, wait=0, claim=False):
                 return len(sweep_tmp(self.path, before).removed)
         except (RRStoreError, OSError):
             return 0

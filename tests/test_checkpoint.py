@@ -240,7 +240,7 @@ def _check_store_consistent(root: Path) -> list[str]:
     store = system.open_store()
     ids = sorted(ref_names(root / ".checkpoints"))
     for checkpoint_id in ids:
-        oid = (root / ".checkpoints" / "refs" / "checkpoints" / checkpoint_id).read_text().strip()
+        oid = (root / ".checkpoints" / "refs" / "checkpoints" / checkpoint_id).read_text().splitlines()[0]
         assert store.objects.has(oid), f"ref {checkpoint_id} points at missing object {oid}"
         record = system.show(checkpoint_id)
         for entry in flatten(store.objects, record.state_hash).values():

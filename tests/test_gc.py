@@ -191,7 +191,7 @@ def assert_consistent(store: Path) -> dict[str, set[str]]:
     objects = fresh(store)
     out = {}
     for checkpoint_id in sorted(ref_ids(store)):
-        oid = (store / "refs" / "checkpoints" / checkpoint_id).read_text().strip()
+        oid = (store / "refs" / "checkpoints" / checkpoint_id).read_text().splitlines()[0]  # line 2: when it was added
         record = CheckpointRecord.decode(oid, objects.get(oid))
         reached = {oid}
         for obj in reachable(objects, record.state_hash):

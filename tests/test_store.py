@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -165,3 +166,141 @@ def test_sweep_tmp_removes_only_old_regular_files(tmp_path: Path) -> None:
     assert sorted(os.listdir(store / "tmp")) == ["a-dir", "idx.4343.abcdef.tmp", "link"]
     assert young.exists()
     assert sweep_tmp(tmp_path / "nowhere", before).removed == []
+
+
+# --- order: when checkpoints were added to this store, not what their records claim ------------------
+
+FUTURE = "9999-12-31T23:59:59.000000+00:00"
+
+
+def _future_archive(tmp_path: Path) -> tuple[Path, str]:
+    """An archive of one checkpoint whose record is dated 9999-12-31 (valid in every other respect)."""
+    source = tmp_path / "elsewhere"
+    write(source, "f.txt", "from the future\n")
+    system = RollbackRecoverySystem(root=source)
+    record = system.checkpoint("standard", 7, "time traveller").record
+    record.timestamp = FUTURE
+    manager = system.checkpoint_manager
+    with manager.store.writing():
+        manager.update(record)
+    archive = tmp_path / "future.rra"
+    system.export([record.checkpoint_id], archive)
+    return archive, record.checkpoint_id
+
+
+def test_a_record_dated_9999_is_not_latest_once_a_newer_checkpoint_is_added(
+        project: Path, tmp_path: Path, cli: Cli, manifest) -> None:
+    archive, future = _future_archive(tmp_path)
+    write(project, "f.txt", "local one\n")
+    system = RollbackRecoverySystem(root=project)
+    before = system.checkpoint("standard", 1, "local before").checkpoint_id
+    assert cli("import", str(archive), cwd=project).returncode == 0
+    assert system.show("latest").checkpoint_id == future  # the last one this store got, whatever it claims
+    write(project, "f.txt", "local two\n")
+    local = system.checkpoint("standard", 2, "local after").checkpoint_id
+    state = manifest(project)
+
+    assert system.show("latest").checkpoint_id == local
+    assert [r.checkpoint_id for r in system.list().checkpoints] == [local, future, before]
+    assert cli("list", cwd=project).stdout.splitlines()[0] == f"{local}: local after (standard)"
+    write(project, "f.txt", "edited\n")
+    assert cli("restore", "--checkpoint-id", "latest", cwd=project).returncode == 0
+    assert manifest(project) == state
+    plan = system.plan("test_failure", "standard")
+    assert plan.checkpoint_id in (None, local) and plan.checkpoint_id != future
+
+    # flagged, not refused: list -v, show and their --json say so; local ones are not flagged
+    table = cli("list", "-v", cwd=project)
+    row = next(line for line in table.stdout.splitlines() if line.startswith(future))
+    assert row.endswith("[future-dated]")
+    assert not any(line.endswith("[future-dated]") for line in table.stdout.splitlines() if future not in line)
+    assert table.stderr.splitlines() == [
+        next(line for line in table.stderr.splitlines() if f"checkpoint {future} is future-dated" in line)]
+    listed = {r["checkpoint_id"]: r for r in json.loads(cli("list", "--json", cwd=project).stdout)}
+    assert listed[future]["future_dated"] is True and listed[future]["timestamp"] == FUTURE
+    assert listed[local]["future_dated"] is False and listed[before]["future_dated"] is False
+    shown = cli("show", future, cwd=project)
+    assert "future_dated: True" in shown.stdout.splitlines()
+    assert f"checkpoint {future} is future-dated" in shown.stderr
+    assert json.loads(cli("show", future, "--json", cwd=project).stdout)["future_dated"] is True
+    assert "future_dated" not in cli("show", local, cwd=project).stdout
+
+
+def test_refs_of_older_versions_order_by_record_time_clamped_to_the_ref_file(project: Path, tmp_path: Path,
+                                                                              cli: Cli) -> None:
+    """A one-line ref (written before refs carried their add time) must still list, and a future-dated
+    record behind one must not be 'latest' beyond when its ref file was written."""
+    archive, future = _future_archive(tmp_path)
+    system = RollbackRecoverySystem(root=project)
+    write(project, "f.txt", "one\n")
+    first = system.checkpoint("standard", 1, "one").checkpoint_id
+    assert cli("import", str(archive), cwd=project).returncode == 0
+    refs = project / ".checkpoints" / "refs" / "checkpoints"
+    for name in (first, future):  # as an older rrstore wrote them
+        path = refs / name
+        path.write_text(path.read_text().splitlines()[0] + "\n")
+    age(refs / future, 3600)  # imported an hour ago
+    assert system.show("latest").checkpoint_id == first
+    write(project, "f.txt", "two\n")
+    second = system.checkpoint("standard", 2, "two").checkpoint_id
+
+    records = system.list().checkpoints
+    assert [r.checkpoint_id for r in records] == [second, first, future]
+    assert [r.future_dated for r in records] == [False, False, True]
+    assert system.show("latest").checkpoint_id == second
+    assert len((refs / second).read_text().splitlines()) == 2  # new refs carry their add time
+
+
+def test_updating_a_record_keeps_its_place_in_the_order(project: Path) -> None:
+    """``run`` rewrites a step's record when the step ends: that must not make it newer than later ones."""
+    system = RollbackRecoverySystem(root=project)
+    write(project, "f.txt", "one\n")
+    first = system.checkpoint("standard", 1, "one").record
+    write(project, "f.txt", "two\n")
+    second = system.checkpoint("standard", 2, "two").checkpoint_id
+    first.success, first.error_message = False, "exit status 1"
+    manager = system.checkpoint_manager
+    with manager.store.writing():
+        manager.update(first)
+    assert [r.checkpoint_id for r in system.list().checkpoints] == [second, first.checkpoint_id]
+    assert system.show(first.checkpoint_id).success is False
+
+
+# --- a disk-full import ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_import_leaves_no_record_or_object_behind(project: Path, tmp_path: Path, tiny_tmpfs: Path,
+                                                            cli: Cli) -> None:
+    source = tmp_path / "source"
+    write(source, "big/a.bin", os.urandom(700_000))
+    write(source, "big/b.bin", os.urandom(700_000))
+    system = RollbackRecoverySystem(root=source)
+    big = system.checkpoint("standard", 9, "too big").checkpoint_id
+    archive = tmp_path / "big.rra"
+    system.export([big], archive)
+    store = tiny_tmpfs / "store"
+    write(project, "small.txt", "fits\n")
+    first = cli("--store", str(store), "checkpoint", "--lane", "standard", "--step-number", "1",
+                "--step-name", "fits", cwd=project)
+    assert first.returncode == 0, first.stderr
+    before = store_files(store)
+
+    line = one_error_line(cli("--store", str(store), "import", str(archive), cwd=project), 15)
+
+    assert "no space left" in line.lower()
+    assert store_files(store) == before  # no record, no pack, no temporary file
+    assert cli("--store", str(store), "list", cwd=project).stdout.splitlines() == [
+        f"{first.stdout.strip()}: fits (standard)"]
