@@ -304,3 +304,19 @@ def test_disk_full_import_leaves_no_record_or_object_behind(project: Path, tmp_p
     assert store_files(store) == before  # no record, no pack, no temporary file
     assert cli("--store", str(store), "list", cwd=project).stdout.splitlines() == [
         f"{first.stdout.strip()}: fits (standard)"]
+
+
+def test_ref_format_reads_old_and_new_refs_and_a_damaged_add_time_costs_only_the_order() -> None:
+    from rrstore.errors import CorruptObject
+    from rrstore.refs import Ref, decode_ref, encode_ref
+
+    oid = "ab" * 32
+    assert encode_ref(oid, 1764582000123456789) == f"{oid}\n1764582000123456789\n".encode()
+    assert decode_ref("x", encode_ref(oid, 42)) == Ref(oid, 42)
+    assert decode_ref("x", f"{oid}\n".encode()) == Ref(oid, None)  # written by an older rrstore
+    assert decode_ref("x", f"{oid}".encode()) == Ref(oid, None)
+    assert decode_ref("x", f"{oid}\n12\nlater-field\n".encode()) == Ref(oid, 12)  # later lines are ignored
+    for damaged in (b"1x3", b"-5", b"\xff\xfe", b"9" * 40, b""):
+        assert decode_ref("x", oid.encode() + b"\n" + damaged + b"\n") == Ref(oid, None)
+    with pytest.raises(CorruptObject):
+        decode_ref("x", b"junk\n42\n")
