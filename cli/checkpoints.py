@@ -15,6 +15,13 @@ def _record_line(r: CheckpointRecord) -> str:
     return f"{r.checkpoint_id}: {r.step_name} ({r.lane})"
 
 
+def _warn_future(r: CheckpointRecord) -> None:
+    """A record dated after the store got it: said on stderr, so stdout stays data."""
+    click.echo(f"rrstore: warning: checkpoint {r.checkpoint_id} is future-dated: its record says {r.timestamp}, "
+               f"but this store got it at {r.added.isoformat(timespec='seconds')}; it is ordered by the latter",
+               err=True)
+
+
 @click.command()
 @click.option("--lane", type=click.Choice(LANES), required=True, help="Workflow lane.")
 @click.option("--step-number", type=click.IntRange(min=0), required=True, help="Step number in the workflow.")
@@ -30,7 +37,7 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str, error: 
         result = st.system().checkpoint(lane, step_number, step_name, success=status == "success",
                                         error_message=error, progress=cb)
     if st.json:
-        emit_json(result.record.to_dict())
+        emit_json(result.record.to_json())
     else:
         click.echo(result.checkpoint_id)
         info(result.message, st.quiet)
@@ -54,15 +61,19 @@ def list_(lane: str | None, remote: str | None, endpoint_url: str | None) -> int
     for checkpoint_id, exc in listing.damaged.items():
         click.echo(f"rrstore: warning: cannot read checkpoint {checkpoint_id}: {exc}", err=True)
     if st.json:
-        emit_json([r.to_dict() for r in records])
+        emit_json([r.to_json() for r in records])
     elif st.verbose:
         header = f"{'ID':<36} {'LANE':<8} {'STEP':>4} {'STATUS':<7} {'FILES':>7} {'NEW':>10} {'STATE':<12} NAME"
         click.echo(header)
         for r in records:
             m = r.metrics
+            mark = "  [future-dated]" if r.future_dated else ""
             click.echo(f"{r.checkpoint_id:<36} {r.lane:<8} {r.step_number:>4} {r.status:<7} "
                        f"{m.get('files_scanned', 0):>7} {human_bytes(m.get('bytes_new', 0)):>10} "
-                       f"{r.state_hash[:12]:<12} {r.step_name}")
+                       f"{r.state_hash[:12]:<12} {r.step_name}{mark}")
+        for r in records:
+            if r.future_dated:
+                _warn_future(r)
     else:
         for r in records:
             click.echo(_record_line(r))
@@ -76,13 +87,16 @@ def show(checkpoint_id: str) -> int:
     """Print one checkpoint's record ('latest' names the newest)."""
     st = state()
     record = st.system().show(checkpoint_id)
-    doc = record.to_dict()
+    doc = record.to_json()
     if st.json:
         emit_json(doc)
         return 0
-    for key in ("checkpoint_id", "lane", "step_number", "step_name", "timestamp", "state_hash",
+    for key in ("checkpoint_id", "lane", "step_number", "step_name", "timestamp", "added", "state_hash",
                 "git_commit", "git_branch", "git_dirty", "success", "error_message", "kind"):
         click.echo(f"{key}: {doc[key]}")
+    if record.future_dated:
+        click.echo("future_dated: True")
+        _warn_future(record)
     for key, value in sorted(record.metrics.items()):
         click.echo(f"metrics.{key}: {value}")
     return 0

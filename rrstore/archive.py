@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -349,17 +350,34 @@ def verify_archive(path: str | os.PathLike[str], progress: Progress | None = Non
 
 
 class _Put:
-    """Pass-two sink: each verified object into the store (records loose, small ones packed)."""
+    """Pass-two sink: each verified object into the store (small ones packed), records held back.
+
+    Records are written by ``records()`` only after every other object is
+    flushed: an import that fails on the way (a full disk) leaves no record
+    behind. They are small (one per checkpoint), so holding them costs little.
+    """
 
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
         self.new = 0
         self.new_bytes = 0
+        self.held: list[tuple[str, bytes]] = []
 
     def __call__(self, oid: str, data: bytes, kind: int) -> None:
-        if self.objects.put(data, oid, loose=kind == RECORD).new:
+        if kind == RECORD:
+            self.held.append((oid, data))
+        else:
+            self._put(oid, data, loose=False)
+
+    def _put(self, oid: str, data: bytes, *, loose: bool) -> None:
+        if self.objects.put(data, oid, loose=loose).new:
             self.new += 1
             self.new_bytes += len(data)
+
+    def records(self) -> None:
+        for oid, data in self.held:
+            self._put(oid, data, loose=True)
+        self.held.clear()
 
 
 def import_archive(store: Store | Callable[[], Store], path: str | os.PathLike[str],
@@ -371,8 +389,9 @@ def import_archive(store: Store | Callable[[], Store], path: str | os.PathLike[s
     creates nothing. Pass one verifies (``verify_archive``); a checkpoint id
     the store already holds with another record is a conflict, refused
     before any write. Pass two reads the archive again, re-verifying every
-    object as it puts it, then writes the objects out and makes them durable,
-    and only then creates the refs, exclusively.
+    object as it puts it, then writes the objects out, then the records (so a
+    failure before, such as a full disk, leaves no record behind), makes them
+    durable, and only then creates the refs, exclusively, all with one add time.
     """
     limits = limits or Limits()
     name = os.fspath(path)
@@ -390,10 +409,12 @@ def import_archive(store: Store | Callable[[], Store], path: str | os.PathLike[s
         if again.digest != verified.digest:
             raise ArchiveError(name, "the file changed while it was imported; no checkpoint was added")
         store.objects.flush()
+        put.records()
         store.barrier()
+        now = time.time_ns()  # one add time for the whole import: its checkpoints keep their own order
         for checkpoint_id in added:
             oid = verified.refs[checkpoint_id]
-            if not store.refs.create(checkpoint_id, oid) and store.refs.get(checkpoint_id) != oid:
+            if not store.refs.create(checkpoint_id, oid, now) and store.refs.get(checkpoint_id) != oid:
                 raise ArchiveError(name, f"checkpoint {checkpoint_id} was created meanwhile with another record")
     result.objects_new, result.bytes_new = put.new, put.new_bytes
     return result

@@ -4,7 +4,9 @@ A record is a canonical-JSON object in the object store; ``refs/checkpoints/ID``
 names it. Creating a checkpoint writes, in this order: file blobs, trees,
 the record, then the ref (after a write barrier), so a ref never reaches a
 missing object, and a process killed at any instant leaves earlier
-checkpoints intact.
+checkpoints intact. Before the record, the writer proves it: every object
+the new trees reach is looked up in the written packs' indexes or as a
+loose file, and a checkpoint that cannot show one records nothing.
 """
 
 from __future__ import annotations
@@ -20,13 +22,21 @@ from datetime import datetime
 from pathlib import Path
 
 from . import __version__
-from .errors import CheckpointNotFound, CorruptObject, ObjectMissing, RRStoreError, StoreDamaged, UsageError
+from .errors import (
+    CheckpointNotFound,
+    CorruptObject,
+    ObjectMissing,
+    ObjectsNotWritten,
+    RRStoreError,
+    StoreDamaged,
+    UsageError,
+)
 from .objects import hash_bytes, is_oid
-from .refs import valid_id
+from .refs import Ref, valid_id
 from .scan import scan_scope
 from .snapshot import Progress, Snapshot, snapshot
 from .store import Store
-from .tree import reachable
+from .tree import DIR, FILE, reachable
 
 LANES = ("docs", "standard", "heavy")
 RECORD_FORMAT = "rrstore-checkpoint-1"
@@ -54,6 +64,9 @@ class CheckpointRecord:
     hostname: str = ""
     rrstore_version: str = __version__
     record_oid: str = field(default="", compare=False)
+    # When this store got the checkpoint (its ref's add time, in ns): not part
+    # of the record, so it never changes the record's oid.
+    added_ns: int = field(default=0, compare=False)
 
     @property
     def status(self) -> str:
@@ -63,10 +76,36 @@ class CheckpointRecord:
     def created(self) -> datetime:
         return datetime.fromisoformat(self.timestamp)
 
+    @property
+    def added(self) -> datetime:
+        """When this store got the checkpoint (local time); the record's own time if unknown."""
+        if not self.added_ns:
+            return self.created
+        return datetime.fromtimestamp(self.added_ns / 1e9).astimezone()
+
+    @property
+    def future_dated(self) -> bool:
+        """The record claims a time later than when this store got it (beyond the clock-skew allowance)."""
+        return is_future_dated(self.created, self.added_ns)
+
+    @property
+    def order(self) -> tuple[int, float, str]:
+        """Sort key of 'newest': the order checkpoints were added to this store, then the record's time."""
+        return (self.added_ns, self.created.timestamp(), self.checkpoint_id)
+
     def to_dict(self) -> dict[str, object]:
+        """The record as stored (the keys of its canonical JSON)."""
         doc = asdict(self)
         doc.pop("record_oid")
+        doc.pop("added_ns")
         doc["format"] = RECORD_FORMAT
+        return doc
+
+    def to_json(self) -> dict[str, object]:
+        """What ``list``/``show --json`` print: the record, when this store got it, and whether it is future-dated."""
+        doc = self.to_dict()
+        doc["added"] = self.added.isoformat(timespec="microseconds")
+        doc["future_dated"] = self.future_dated
         return doc
 
     def encode(self) -> bytes:
@@ -104,6 +143,50 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+# A record may be this much ahead of the clock of the store that got it (hosts
+# of one team disagree by seconds, rarely minutes) before it counts as future-dated.
+CLOCK_SKEW_NS = 5 * 60 * 1_000_000_000
+
+
+def is_future_dated(created: datetime, added_ns: int) -> bool:
+    """Whether a record's time ``created`` lies beyond ``CLOCK_SKEW_NS`` after it was added (``added_ns``).
+
+    Such a record (an archive or a remote can carry one dated 9999-12-31) is
+    accepted, never 'newest' for that reason, and flagged by list, show and check.
+    """
+    return bool(added_ns) and created.timestamp() * 1e9 > added_ns + CLOCK_SKEW_NS
+
+
+def added_ns_of(ref: Ref, created: datetime, mtime_ns: int | None = None) -> int:
+    """When a store got the checkpoint ``ref`` names.
+
+    A ref written by this version says so itself. A one-line ref of an older
+    version falls back to the record's time ``created``, clamped to the ref
+    file's ``mtime_ns`` when known: a record cannot have been added after its
+    ref file was last written.
+    """
+    if ref.added_ns is not None:
+        return ref.added_ns
+    stamp = int(created.timestamp() * 1e9)
+    return min(stamp, mtime_ns) if mtime_ns is not None else stamp
+
+
+def newest_first(records: list[CheckpointRecord]) -> list[CheckpointRecord]:
+    """``records`` in the order 'latest' and every 'newest' choice follow: last added first."""
+    return sorted(records, key=lambda r: r.order, reverse=True)
+
+
+def snapshot_oids(snap: Snapshot) -> set[str]:
+    """Every tree and content oid a snapshot's root reaches, from the snapshot in memory (no tree is read)."""
+    oids = {snap.root_oid}
+    for entry in snap.entries.values():
+        if entry.kind == FILE and entry.chunks:
+            oids.update(entry.chunks)
+        elif entry.kind == FILE or entry.kind == DIR:
+            oids.add(entry.oid)
+    return oids
+
+
 def check_lane(lane: str) -> str:
     if lane not in LANES:
         raise UsageError(f"unknown lane {lane!r}: choose one of {', '.join(LANES)}")
@@ -137,13 +220,17 @@ class CheckpointManager:
     # reading ---------------------------------------------------------------
 
     def _load(self, checkpoint_id: str) -> CheckpointRecord | None:
-        oid = self.store.refs.get(checkpoint_id)
-        if oid is None:
+        refs = self.store.refs
+        ref = refs.read(checkpoint_id)
+        if ref is None:
             return None
         try:
-            return CheckpointRecord.decode(oid, self.store.objects.get(oid))
+            record = CheckpointRecord.decode(ref.oid, self.store.objects.get(ref.oid))
         except (ObjectMissing, CorruptObject) as exc:
             raise exc.with_checkpoints([checkpoint_id]) from None
+        mtime = refs.mtime_ns(checkpoint_id) if ref.added_ns is None else None
+        record.added_ns = added_ns_of(ref, record.created, mtime)
+        return record
 
     def get(self, checkpoint_id: str) -> CheckpointRecord:
         """The record of ``checkpoint_id``; 'latest' names the newest step checkpoint.
@@ -173,7 +260,7 @@ class CheckpointManager:
         return sorted(set(starts[:3]) | set(close), key=lambda i: i not in starts)[:3]
 
     def list_checkpoints(self, lane: str | None = None) -> list[CheckpointRecord]:
-        """Every readable record, newest first (the seed's ``list_checkpoints()``).
+        """Every readable record, newest (last added to this store) first (the seed's ``list_checkpoints()``).
 
         A damaged record does not hide the others: its id and error are kept in
         ``self.damaged`` for the caller to report.
@@ -188,8 +275,7 @@ class CheckpointManager:
                 continue
             if record is not None and (lane is None or record.lane == lane):
                 records.append(record)
-        records.sort(key=lambda r: (r.created.timestamp(), r.checkpoint_id), reverse=True)
-        return records
+        return newest_first(records)
 
     def newest(self, records: list[CheckpointRecord] | None = None) -> CheckpointRecord | None:
         """The newest checkpoint taken for a step (not a restore's undo point)."""
@@ -227,7 +313,12 @@ class CheckpointManager:
     # writing ---------------------------------------------------------------
 
     def create(self, spec: NewCheckpoint, progress: Progress | None = None) -> tuple[CheckpointRecord, Snapshot]:
-        """Snapshot the working tree and record it under a new, unique id (and return both)."""
+        """Snapshot the working tree and record it under a new, unique id (and return both).
+
+        Before the record and its ref are written, every object the snapshot's
+        trees reach must be in a written pack or loose (``ObjectStore.missing``):
+        a checkpoint that cannot prove it raises ObjectsNotWritten and records nothing.
+        """
         check_lane(spec.lane)
         if spec.step_number < 0:
             raise UsageError(f"step number must be 0 or more, not {spec.step_number}")
@@ -235,6 +326,9 @@ class CheckpointManager:
             raise UsageError(f"unknown checkpoint kind {spec.kind!r}")
         wall0, cpu0 = time.perf_counter(), time.process_time()
         snap = self.snapshot(store=True, progress=progress)
+        missing = self.store.objects.missing(snapshot_oids(snap))
+        if missing:
+            raise ObjectsNotWritten(missing)
         git = snap.git
         now = datetime.now().astimezone()
         stats = snap.stats
@@ -264,8 +358,9 @@ class CheckpointManager:
             oid = hash_bytes(data)
             self.store.objects.put(data, oid, loose=True)
             self.store.barrier()
-            if self.store.refs.create(record.checkpoint_id, oid):
-                record.record_oid = oid
+            added = time.time_ns()
+            if self.store.refs.create(record.checkpoint_id, oid, added):
+                record.record_oid, record.added_ns = oid, added
                 return record, snap
         raise RRStoreError(f"could not find a free checkpoint id for {base}")
 

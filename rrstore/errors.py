@@ -126,6 +126,36 @@ class StoreDamaged(RRStoreError):
         self.cause = cause
 
 
+class ObjectsNotWritten(RRStoreError):
+    """A checkpoint whose objects are not all in the store after its flush; no record or ref was written.
+
+    The writer's own proof failed (issue 8, hole 1): a ref must never reach
+    an object that is not stored, so the checkpoint is aborted instead.
+    """
+
+    exit_code = 13
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        self.missing = list(missing)
+        super().__init__(f"checkpoint aborted: {len(self.missing)} object(s) were not written "
+                         f"(first: {self.missing[0] if self.missing else '?'}); no checkpoint was recorded")
+
+
+class StoreConfigMissing(RRStoreError):
+    """A directory holding a store's objects, packs or refs but no config.json.
+
+    Such a store is damaged (e.g. by ``find .checkpoints -mtime +7 -delete``),
+    never re-initialised over: ``rrstore check --repair`` writes the config again.
+    """
+
+    exit_code = 13
+    summary = "store damaged: an object is corrupt or missing, or config.json is gone"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"store damaged: {path} has objects/refs but no config.json; run rrstore check --repair")
+        self.path = path
+
+
 class PermissionDenied(RRStoreError):
     exit_code = 14
     summary = "permission denied"

@@ -12,13 +12,13 @@ The clock is a parameter, so tests need no sleeping.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .checkpoint import CheckpointManager, CheckpointRecord, check_lane
 from .errors import CorruptObject, ObjectMissing, StoreDamaged, UsageError
+from .store import sweep_tmp
 from .tree import Reach, reachable
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -89,7 +89,8 @@ def select(records: list[CheckpointRecord], pinned: set[str], policy: Retention,
         rank = per_lane.get(record.lane, 0)
         if record.kind == "step":
             per_lane[record.lane] = rank + 1
-        young = now - record.created < policy.older_than
+        # a future-dated record ages from when this store got it
+        young = now - min(record.created, record.added) < policy.older_than
         if (young or record.checkpoint_id in pinned or record.lane in policy.keep_lanes
                 or (record.kind == "step" and rank < policy.keep_last)):
             kept.append(record)
@@ -120,7 +121,7 @@ def gc(manager: CheckpointManager, policy: Retention, *, now: datetime | None = 
         result.objects_removed = sweep.objects_removed
         result.bytes_freed = sweep.bytes_freed
         result.packs_rewritten = sweep.packs_rewritten
-        result.tmp_removed = _sweep_tmp(store.path / "tmp", before, dry_run)
+        result.tmp_removed = len(sweep_tmp(store.path, before, dry_run=dry_run).removed)
     return result
 
 
@@ -135,21 +136,3 @@ def _mark(manager: CheckpointManager, kept: list[CheckpointRecord]) -> set[str]:
         except (ObjectMissing, CorruptObject) as exc:
             raise exc.with_checkpoints([record.checkpoint_id]) from None
     return reach.objects
-
-
-def _sweep_tmp(folder: os.PathLike[str], before: float, dry_run: bool) -> int:
-    """Leftovers of interrupted writes (temporary files) older than the grace period."""
-    removed = 0
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return 0
-    for entry in entries:
-        try:
-            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < before:
-                if not dry_run:
-                    os.unlink(entry.path)
-                removed += 1
-        except FileNotFoundError:
-            continue
-    return removed

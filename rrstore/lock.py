@@ -21,8 +21,13 @@ from .errors import StoreLocked, from_oserror
 
 
 @contextmanager
-def locked(store_path: Path, name: str, *, exclusive: bool, wait: float = 30.0) -> Iterator[None]:
-    """Hold lock ``name`` of the store, waiting up to ``wait`` seconds for it."""
+def locked(store_path: Path, name: str, *, exclusive: bool, wait: float = 30.0,
+           claim: bool = True) -> Iterator[None]:
+    """Hold lock ``name`` of the store, waiting up to ``wait`` seconds for it.
+
+    An exclusive holder writes its pid into the lock file (``cleanup`` reads
+    it) unless ``claim`` is False: a lock held for an instant leaves the file as it was.
+    """
     folder = store_path / "locks"
     path = folder / f"{name}.lock"
     mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
@@ -43,7 +48,7 @@ def locked(store_path: Path, name: str, *, exclusive: bool, wait: float = 30.0) 
             fresh = _open(folder, path)
             os.close(fd)
             fd = fresh
-        if exclusive:
+        if exclusive and claim:
             os.ftruncate(fd, 0)
             os.write(fd, f"pid {os.getpid()}\n".encode())
         yield

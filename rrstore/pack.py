@@ -13,11 +13,12 @@ without an index is invisible (an interrupted write) and is swept by cleanup.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import blake3
@@ -97,6 +98,10 @@ class PackWriter:
         self.packs_written: list[str] = []
         self.pending_bytes = 0
         self.lock = threading.Lock()
+        # One flush at a time, so a flush returns only once everything queued
+        # before it is written (a worker's flush at PACK_SIZE may still be
+        # writing when another thread flushes).
+        self.flushing = threading.Lock()
         self.local = threading.local()
         self.pending: dict[str, bytes] = {}
         self.written = 0
@@ -139,10 +144,14 @@ class PackWriter:
         self.inflight.append(self.pool.submit(self._compress, block))
 
     def _compress(self, block: list[tuple[str, bytes]]) -> None:
-        comp = getattr(self.local, "comp", None)
-        if comp is None:
-            comp = self.local.comp = zstandard.ZstdCompressor(level=self.level, write_content_size=True)
-        frame = comp.compress(b"".join(data for _, data in block))
+        try:
+            comp = getattr(self.local, "comp", None)
+            if comp is None:
+                comp = self.local.comp = zstandard.ZstdCompressor(level=self.level, write_content_size=True)
+            frame = comp.compress(b"".join(data for _, data in block))
+        except BaseException:
+            self._forget(block)
+            raise
         with self.lock:
             block_offset = len(self.body)
             self.body += frame
@@ -152,24 +161,39 @@ class PackWriter:
                 offset += len(data)
 
     def flush(self) -> None:
-        """Write everything queued as one more pack (and its index)."""
+        """Write everything queued as one more pack (and its index).
+
+        Returns once every object queued before the call is in a written pack.
+        If that fails (a full disk), the objects it held are dropped from the
+        queue, so nothing still counts them as stored, and a pack written
+        without its index is removed (no index names it, so no one can rely on it).
+        """
+        with self.flushing:
+            self._flush()
+
+    def _flush(self) -> None:
         with self.lock:
             self._submit_block()
             inflight, self.inflight = self.inflight, []
+        failed: BaseException | None = None
         for future in inflight:
-            future.result()
+            try:
+                future.result()
+            except BaseException as exc:  # every block is waited for, then the first failure raised
+                failed = failed or exc
+        if failed is not None:
+            raise failed
         with self.lock:
             if not self.entries:
                 return
             data = bytes(self.body)
             staged = self.entries
             self._new_pack()
-        pack = blake3.blake3(data).hexdigest()
-        # The pack is durable before its index exists: an index never names a
-        # pack that a power cut could leave empty, even in "batch" fsync mode.
-        self.backend.write(f"{PREFIX}{pack}.pack", data, durable=self.sync_packs)
-        entries = {oid: (pack, *loc[1:]) for oid, loc in staged.items()}
-        self.backend.write(f"{PREFIX}{pack}.idx", encode_index(entries), durable=self.durable)
+        try:
+            pack, entries = self._write(data, staged)
+        except BaseException:
+            self._forget(staged.items())
+            raise
         self.on_written(entries)
         with self.lock:
             self.written += len(data)
@@ -177,6 +201,32 @@ class PackWriter:
             for oid in entries:
                 if self.pending.pop(oid, None) is not None:
                     self.pending_bytes -= loc_length(entries[oid])
+
+    def _write(self, data: bytes, staged: dict[str, Location]) -> tuple[str, dict[str, Location]]:
+        """Write one pack, then its index; if the index fails, take back a pack that was not there before."""
+        pack = blake3.blake3(data).hexdigest()
+        key = f"{PREFIX}{pack}"
+        existed = self.backend.exists(f"{key}.pack")  # the same bytes, already stored (or awaiting repair)
+        # The pack is durable before its index exists: an index never names a
+        # pack that a power cut could leave empty, even in "batch" fsync mode.
+        self.backend.write(f"{key}.pack", data, durable=self.sync_packs)
+        entries = {oid: (pack, *loc[1:]) for oid, loc in staged.items()}
+        try:
+            self.backend.write(f"{key}.idx", encode_index(entries), durable=self.durable)
+        except BaseException:
+            if not existed and not self.backend.exists(f"{key}.idx"):
+                with contextlib.suppress(Exception):
+                    self.backend.delete(f"{key}.pack")
+            raise
+        return pack, entries
+
+    def _forget(self, items: Iterable[tuple[str, object]]) -> None:
+        """Drop objects that will not be written from the queue (their write failed)."""
+        with self.lock:
+            for oid, _ in items:
+                data = self.pending.pop(oid, None)
+                if data is not None:
+                    self.pending_bytes -= len(data)
 
     def close(self) -> None:
         if self.pool is not None:

@@ -1,14 +1,21 @@
 """Refs (layer above the backend): names that point at checkpoint records.
 
-``refs/checkpoints/<ID>`` holds the record's oid and a newline. A ref is the
-last thing written for a checkpoint and is always written durably, so a ref
-that exists reaches only objects that exist.
+``refs/checkpoints/<ID>`` holds the record's oid on its first line and, on
+its second, when the ref was added to this store (``time.time_ns()`` of the
+machine that wrote it, in decimal). A ref is the last thing written for a
+checkpoint and is always written durably, so a ref that exists reaches only
+objects that exist. The second line is what orders checkpoints ('latest',
+'newest'): the record's own timestamp may come from an archive or a remote.
+Refs of older rrstore versions have only the first line; readers ignore any
+line after the second.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from .backends import Backend
 from .errors import CorruptObject, UsageError
@@ -29,28 +36,71 @@ def check_id(checkpoint_id: str) -> str:
     return checkpoint_id
 
 
+@dataclass(frozen=True)
+class Ref:
+    """One ref: the record it names, and when this store got it (None: a one-line ref of an older rrstore)."""
+
+    oid: str
+    added_ns: int | None = None
+
+
+def encode_ref(oid: str, added_ns: int) -> bytes:
+    return f"{oid}\n{added_ns}\n".encode("ascii")
+
+
+def decode_ref(checkpoint_id: str, data: bytes) -> Ref:
+    """A ref file's content; the first line must be an oid, a damaged add time only costs the order."""
+    lines = data.decode("ascii", "replace").split("\n")
+    oid = lines[0].strip()
+    if not is_oid(oid):
+        raise CorruptObject(f"ref {checkpoint_id}", reason=f"ref does not hold an object id: {oid[:70]!r}",
+                            checkpoints=[checkpoint_id])
+    added = lines[1].strip() if len(lines) > 1 else ""
+    return Ref(oid, int(added) if added.isascii() and added.isdigit() and len(added) < 24 else None)
+
+
 class Refs:
     def __init__(self, backend: Backend, durable: bool = True) -> None:
         self.backend = backend
         self.durable = durable
 
-    def get(self, checkpoint_id: str) -> str | None:
+    def read(self, checkpoint_id: str) -> Ref | None:
+        """The ref of ``checkpoint_id`` (None if there is none); CorruptObject if it names no object."""
         try:
-            text = self.backend.read(PREFIX + check_id(checkpoint_id)).decode("ascii", "replace").strip()
+            data = self.backend.read(PREFIX + check_id(checkpoint_id))
         except KeyError:
             return None
-        if not is_oid(text):
-            raise CorruptObject(f"ref {checkpoint_id}", reason=f"ref does not hold an object id: {text[:70]!r}",
-                                checkpoints=[checkpoint_id])
-        return text
+        return decode_ref(checkpoint_id, data)
 
-    def create(self, checkpoint_id: str, oid: str) -> bool:
-        """Point a new name at ``oid``; False if the name is taken."""
-        return self.backend.write(PREFIX + check_id(checkpoint_id), f"{oid}\n".encode(),
+    def get(self, checkpoint_id: str) -> str | None:
+        """The record oid ``checkpoint_id`` names, or None."""
+        ref = self.read(checkpoint_id)
+        return ref.oid if ref is not None else None
+
+    def mtime_ns(self, checkpoint_id: str) -> int | None:
+        """When the ref file was last written (for one-line refs, which carry no add time)."""
+        try:
+            return int(self.backend.stat(PREFIX + check_id(checkpoint_id))[1] * 1_000_000_000)
+        except KeyError:
+            return None
+
+    def create(self, checkpoint_id: str, oid: str, added_ns: int | None = None) -> bool:
+        """Point a new name at ``oid``; False if the name is taken.
+
+        ``added_ns`` (default: now) is recorded as the time this store got the
+        checkpoint; an import gives all its refs one time.
+        """
+        stamp = time.time_ns() if added_ns is None else added_ns
+        return self.backend.write(PREFIX + check_id(checkpoint_id), encode_ref(oid, stamp),
                                   durable=self.durable, exclusive=True)
 
     def update(self, checkpoint_id: str, oid: str) -> None:
-        self.backend.write(PREFIX + check_id(checkpoint_id), f"{oid}\n".encode(), durable=self.durable)
+        """Point an existing name at another record; it keeps its place in the order."""
+        old = self.read(checkpoint_id)
+        added = old.added_ns if old is not None else None
+        if added is None:
+            added = self.mtime_ns(checkpoint_id) or time.time_ns()
+        self.backend.write(PREFIX + check_id(checkpoint_id), encode_ref(oid, added), durable=self.durable)
 
     def delete(self, checkpoint_id: str) -> None:
         self.backend.delete(PREFIX + check_id(checkpoint_id))

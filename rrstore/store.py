@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends import LocalBackend
 from .config import Settings
-from .errors import RRStoreError, StoreNotFound, UsageError, from_oserror
+from .errors import RRStoreError, StoreConfigMissing, StoreNotFound, UsageError, from_oserror
 from .fsutil import atomic_write
 from .lock import locked
 from .objects import ObjectStore, hash_bytes
@@ -27,6 +29,8 @@ STORE_FORMAT = "rrstore-store-1"
 OBJECTS_LOCK = "objects"
 # How long a checkpoint or restore waits for a running gc before giving up.
 GC_WAIT = 600.0
+# Temporary files younger than this may belong to a running write (gc's default grace).
+TMP_GRACE = 900.0
 
 
 @dataclass
@@ -45,6 +49,8 @@ class Store:
             raise UsageError(f"store path is not a directory: {path}")
         config = path / "config.json"
         if not config.is_file():
+            if holds_store_data(path):
+                raise StoreConfigMissing(str(path))
             if not create:
                 raise StoreNotFound(str(path))
             _init(path)
@@ -68,11 +74,30 @@ class Store:
         gc takes it exclusively, so it never sweeps an object that an
         in-flight checkpoint reuses or a running restore still needs. A
         writer waits for a running gc up to ``GC_WAIT`` seconds, then reloads
-        the pack indexes, since that gc may have rewritten packs.
+        the pack indexes, since that gc may have rewritten packs. First it
+        sweeps what killed operations left in ``tmp/`` (``sweep_leftovers``).
         """
+        self.sweep_leftovers()
         with locked(self.path, OBJECTS_LOCK, exclusive=False, wait=GC_WAIT):
             self.objects.reload()
             yield
+
+    def sweep_leftovers(self, now: float | None = None) -> int:
+        """Remove ``tmp/`` files older than ``TMP_GRACE``, if no other rrstore is using the store.
+
+        Run by every writer (checkpoint, restore, import, pull) on its way in,
+        so killed operations' leftovers do not pile up until a gc. Only when
+        the object lock is free right now (taken exclusively without waiting):
+        a running pull may keep staged files in ``tmp/`` longer than the grace.
+        Costs one listing of ``tmp/``; never fails the command (a read-only
+        store or a busy one is simply not swept). Returns the files removed.
+        """
+        before = (time.time() if now is None else now) - TMP_GRACE
+        try:
+            with locked(self.path, OBJECTS_LOCK, exclusive=True, wait=0, claim=False):
+                return len(sweep_tmp(self.path, before).removed)
+        except (RRStoreError, OSError):
+            return 0
 
     def collecting(self, wait: float = 30.0) -> AbstractContextManager[None]:
         """Exclusive object lock, for gc."""
@@ -91,12 +116,76 @@ def _init(path: Path) -> None:
         tmp = path / "tmp"
         if not (path / ".gitignore").exists():
             atomic_write(path / ".gitignore", b"# rrstore store: never part of a snapshot\n*\n", tmp, fsync=True)
-        doc = {"format": STORE_FORMAT, "hash": "blake3-256", "compression": "zstd",
-               "object_path": "objects/<oid[0:2]>/<oid[2:]>"}
-        data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
-        atomic_write(path / "config.json", data, tmp, fsync=True, exclusive=True)
+        write_config(path)
     except OSError as exc:
         raise from_oserror(exc, str(path), "create") from exc
+
+
+def write_config(path: Path) -> bool:
+    """Write the store's ``config.json`` (what marks ``path`` as a store); False if one is there already.
+
+    ``_init`` uses it for a new store, and ``check --repair`` to give a
+    damaged store (objects and refs, no config) its config back. Never
+    replaces an existing config.
+    """
+    tmp = path / "tmp"
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise from_oserror(exc, str(tmp), "create") from exc
+    doc = {"format": STORE_FORMAT, "hash": "blake3-256", "compression": "zstd",
+           "object_path": "objects/<oid[0:2]>/<oid[2:]>"}
+    data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+    return atomic_write(path / "config.json", data, tmp, fsync=True, exclusive=True)
+
+
+def holds_store_data(path: Path) -> bool:
+    """Whether ``path`` holds any object, pack or ref: then, without config.json, it is a damaged store.
+
+    Only asked when config.json is missing; stops at the first file found.
+    """
+    for sub in ("refs", "packs", "objects"):
+        for _top, _dirs, files in os.walk(path / sub):
+            if files:
+                return True
+    return False
+
+
+@dataclass
+class TmpSweep:
+    """What one sweep of a store's ``tmp/`` removed (or, dry, would remove): (path, size) pairs."""
+
+    removed: list[tuple[Path, int]] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def sweep_tmp(path: Path, before: float, *, dry_run: bool = False) -> TmpSweep:
+    """Remove the files in store ``path``'s ``tmp/`` last changed before ``before`` (a timestamp).
+
+    Every write goes through a temporary file there and renames it into
+    place, so an old one is what a killed operation left; a young one may
+    belong to a running write. One listing of ``tmp/``, one lstat per entry.
+    The one sweeper of ``tmp/``: gc, cleanup and every writer call it.
+    """
+    result = TmpSweep()
+    try:
+        entries = list(os.scandir(path / "tmp"))
+    except OSError:
+        return result
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime >= before:
+                continue
+            if not dry_run:
+                os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            result.errors[entry.path] = exc.strerror or str(exc)
+            continue
+        result.removed.append((Path(entry.path), st.st_size))
+    return result
 
 
 def _check_config(config: Path) -> None:

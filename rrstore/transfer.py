@@ -43,7 +43,7 @@ import zstandard
 from .backends import Backend
 from .backends.s3 import S3Backend
 from .backends.views import ListedView, OverlayView
-from .checkpoint import CheckpointManager, CheckpointRecord
+from .checkpoint import CheckpointManager, CheckpointRecord, added_ns_of, newest_first
 from .errors import (
     CheckpointNotFound,
     CorruptObject,
@@ -586,13 +586,15 @@ def list_remote(remote: Backend, lane: str | None = None, workers: int = WORKERS
     objects = ObjectStore(remote)
 
     def load(checkpoint_id: str) -> CheckpointRecord | RRStoreError | None:
-        oid = refs.get(checkpoint_id)
-        if oid is None:
-            return None
         try:
-            return CheckpointRecord.decode(oid, objects.get(oid))
+            ref = refs.read(checkpoint_id)
+            if ref is None:
+                return None
+            record = CheckpointRecord.decode(ref.oid, objects.get(ref.oid))
         except (ObjectMissing, CorruptObject) as exc:
             return exc.with_checkpoints([checkpoint_id])
+        record.added_ns = added_ns_of(ref, record.created)  # the remote's push order (no stat per ref)
+        return record
 
     ids = list(refs)
     records, damaged = [], {}
@@ -602,5 +604,4 @@ def list_remote(remote: Backend, lane: str | None = None, workers: int = WORKERS
                 damaged[checkpoint_id] = got
             elif got is not None and (lane is None or got.lane == lane):
                 records.append(got)
-    records.sort(key=lambda r: (r.created.timestamp(), r.checkpoint_id), reverse=True)
-    return RemoteListing(records, damaged)
+    return RemoteListing(newest_first(records), damaged)

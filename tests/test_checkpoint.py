@@ -240,7 +240,7 @@ def _check_store_consistent(root: Path) -> list[str]:
     store = system.open_store()
     ids = sorted(ref_names(root / ".checkpoints"))
     for checkpoint_id in ids:
-        oid = (root / ".checkpoints" / "refs" / "checkpoints" / checkpoint_id).read_text().strip()
+        oid = (root / ".checkpoints" / "refs" / "checkpoints" / checkpoint_id).read_text().splitlines()[0]
         assert store.objects.has(oid), f"ref {checkpoint_id} points at missing object {oid}"
         record = system.show(checkpoint_id)
         for entry in flatten(store.objects, record.state_hash).values():
@@ -337,3 +337,95 @@ def test_checkpoint_when_a_tracked_directory_became_a_symlink(git_project: Path,
     assert entries["src"].kind == "symlink" and entries["src"].target == str(outside)
     assert "src/app.py" not in entries
     assert not system.open_store().objects.has(blake3.blake3(b"outside the tree\n").hexdigest())
+
+
+def _reachable_oids(store: Path, record_state: str) -> set[str]:
+    """Every tree and content oid a checkpoint's root tree reaches, read by a fresh reader."""
+    from rrstore.tree import DIR
+
+    objects = ObjectStore(LocalBackend(store))
+    found = {record_state}
+    for entry in flatten(objects, record_state).values():
+        if entry.kind == DIR:
+            found.add(entry.oid)
+        elif entry.kind == FILE:
+            found.update(content_oids(entry))
+    return found
+
+
+def test_two_threads_creating_the_pack_writer_lose_no_object(project: Path, manifest,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hole 1 of issue 8: the first puts of two large files hashed at the same moment.
+
+    The writer is created lazily on first use; the injected pause holds the
+    first creation open until a second thread also starts one (before the
+    fix it did, and every object put into the first writer meanwhile was
+    never written). With the fix the second thread waits, the pause times
+    out, and one writer takes every object.
+    """
+    import threading
+
+    from rrstore import objects as objects_module
+    from rrstore.pack import PackWriter
+
+    made: list[int] = []
+    second = threading.Event()
+    guard = threading.Lock()
+
+    class RacingWriter(PackWriter):
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            with guard:
+                made.append(1)
+                nth = len(made)
+            if nth == 1:
+                second.wait(timeout=1.0)  # a second creation starts meanwhile (before the fix)
+            else:
+                second.set()
+                time.sleep(0.4)  # ... and finishes last, while the first writer is in use
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(objects_module, "PackWriter", RacingWriter)
+    for n in range(6):  # six large files, each on a worker thread, each > CHUNK_THRESHOLD
+        write(project / f"big{n}.bin", os.urandom((5 << 20) + n * 4096))
+    state = manifest(project)
+    system = RollbackRecoverySystem(root=project)
+
+    record = system.checkpoint("standard", 1, "six large files").record
+
+    store = project / ".checkpoints"
+    held = store_objects(store)
+    missing = _reachable_oids(store, record.state_hash) - held
+    assert not missing, f"{len(missing)} object(s) the checkpoint reaches were never written"
+    monkeypatch.setattr(objects_module, "PackWriter", PackWriter)
+    for n in range(6):
+        os.unlink(project / f"big{n}.bin")
+    restored = RollbackRecoverySystem(root=project).restore(record.checkpoint_id)
+    assert not restored.failures
+    assert manifest(project) == state
+
+
+def test_checkpoint_whose_objects_were_not_written_records_nothing(project: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's proof: objects still only queued (a flush that never happened) abort the checkpoint
+    with exit 13's family, and no record and no ref is written."""
+    from rrstore.errors import ObjectsNotWritten
+
+    small_tree(project)
+    system = RollbackRecoverySystem(root=project)
+    first = system.checkpoint("standard", 1, "first").checkpoint_id
+    store = project / ".checkpoints"
+    write(project / "a" / "x.bin", os.urandom(60_000))
+    write(project / "new.txt", b"new\n")
+    refs, loose = ref_names(store), sorted(p.name for p in (store / "objects").rglob("*") if p.is_file())
+    monkeypatch.setattr(ObjectStore, "flush", lambda self: None)
+
+    with pytest.raises(ObjectsNotWritten) as caught:
+        RollbackRecoverySystem(root=project).checkpoint("standard", 2, "lost")
+
+    assert caught.value.exit_code == 13
+    assert str(caught.value).startswith("checkpoint aborted: 4 object(s) were not written (first: ")
+    assert str(caught.value).endswith("); no checkpoint was recorded")
+    assert ref_names(store) == refs
+    assert sorted(p.name for p in (store / "objects").rglob("*") if p.is_file()) == loose
+    monkeypatch.undo()
+    assert [r.checkpoint_id for r in RollbackRecoverySystem(root=project).list().checkpoints] == [first]

@@ -191,7 +191,7 @@ def assert_consistent(store: Path) -> dict[str, set[str]]:
     objects = fresh(store)
     out = {}
     for checkpoint_id in sorted(ref_ids(store)):
-        oid = (store / "refs" / "checkpoints" / checkpoint_id).read_text().strip()
+        oid = (store / "refs" / "checkpoints" / checkpoint_id).read_text().splitlines()[0]  # line 2: when it was added
         record = CheckpointRecord.decode(oid, objects.get(oid))
         reached = {oid}
         for obj in reachable(objects, record.state_hash):
@@ -1000,3 +1000,25 @@ def test_a_pack_rewritten_into_the_same_bytes_is_not_deleted(tmp_path: Path) -> 
     fresh_store = ObjectStore(LocalBackend(root))
     for oid in payload:
         assert fresh_store.get(oid)
+
+
+def test_a_future_dated_record_ages_from_when_the_store_got_it(project: Path, tmp_path: Path) -> None:
+    """A record dated 9999-12-31 (from an archive) must not be 'young' forever: retention counts from its
+    add time, so it goes once that is older than --older-than like any other checkpoint."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "f.txt").write_text("from the future\n")
+    other = RollbackRecoverySystem(root=source)
+    record = other.checkpoint("standard", 5, "time traveller").record
+    record.timestamp = "9999-12-31T23:59:59.000000+00:00"
+    with other.open_store().writing():
+        other.checkpoint_manager.update(record)
+    other.export([record.checkpoint_id], tmp_path / "future.rra")
+    (project / "f.txt").write_text("local\n")
+    system = RollbackRecoverySystem(root=project)
+    system.import_archive(tmp_path / "future.rra")
+    local = system.checkpoint("standard", 1, "local").checkpoint_id
+
+    result = system.gc(Retention(older_than=7 * DAY, keep_last=1), now=datetime.now() + 8 * DAY)
+
+    assert result.removed == [record.checkpoint_id] and result.kept == [local]

@@ -600,3 +600,62 @@ def test_checkpoint_of_small_and_medium_files_stores_every_blob(project: Path,
         assert missing == [], f"{len(missing)} files of checkpoint {step} have no blob in the store: {missing[:3]}"
         for path, entry in files.items():
             assert reader.get(entry.oid) == (project / path).read_bytes()
+
+
+# --- a flush that fails -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real 1 MiB tmpfs, so 'disk full' is the kernel's ENOSPC, not a mock."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(mnt: Path, leave_pages: int) -> Path:
+    """Fill the tmpfs so that exactly ``leave_pages`` pages stay free."""
+    st = os.statvfs(mnt)
+    filler = mnt / "filler"
+    filler.write_bytes(b"\0" * ((st.f_bfree - leave_pages) * st.f_bsize))
+    assert os.statvfs(mnt).f_bfree == leave_pages
+    return filler
+
+
+@pytest.mark.parametrize("room", ["none", "pack only"])
+def test_failed_flush_leaves_nothing_that_counts_as_stored(tiny_disk: Path, tmp_path: Path, room: str) -> None:
+    """A full disk during a pack's write: the objects must not stay 'queued' (a later put or has() in the
+    same process would take them as stored, and a checkpoint would reach them), and no pack without an
+    index is left to fill the disk."""
+    from rrstore.errors import DiskFull
+
+    payloads = random_objects(40, 5_000, 9_000, seed=5)
+    probe = ObjectStore(LocalBackend(tmp_path / "probe"))
+    put_all(probe, payloads)
+    probe.flush()
+    (pack_size,) = [p.stat().st_size for p in pack_files(tmp_path / "probe")]
+    store = tiny_disk / "store"
+    objects = ObjectStore(LocalBackend(store))
+    (store / "packs").mkdir(parents=True)
+    (store / "tmp").mkdir()
+    pages = -(-pack_size // 4096)
+    filler = _fill(tiny_disk, pages if room == "pack only" else pages - 2)
+    oids = put_all(objects, payloads)
+
+    with pytest.raises(DiskFull):
+        objects.flush()
+
+    assert pack_files(store) == [] and index_files(store) == []
+    assert os.listdir(store / "tmp") == []
+    assert not any(objects.has(oid) for oid in oids)
+    filler.unlink()  # room again: the same objects are written now, by the same store
+    assert all(objects.put(p).new for p in payloads)
+    objects.flush()
+    reader = fresh(store)
+    assert [reader.get(oid) for oid in oids] == payloads

@@ -33,9 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..store import TMP_GRACE, sweep_tmp
+
 # As gc's default grace: a pull or an S3 export stages files in tmp/ for as
 # long as the transfer takes, so only clearly abandoned ones go.
-TMP_AGE = 900.0
+TMP_AGE = TMP_GRACE
 GIT_LOCK_AGE = 600.0
 
 
@@ -122,19 +124,11 @@ def _unlink(path: Path, options: CleanupOptions, result: CleanupResult) -> bool:
 
 
 def _store_tmp(options: CleanupOptions, now: float, result: CleanupResult) -> None:
-    try:
-        entries = list(os.scandir(options.store_path / "tmp"))
-    except OSError:
-        return
-    for entry in entries:
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        if entry.is_file(follow_symlinks=False) and now - st.st_mtime >= TMP_AGE:
-            path = Path(entry.path)
-            if _unlink(path, options, result):
-                result.removed.append(Removed(_rel(options, path), "tmp", 1, st.st_size))
+    swept = sweep_tmp(options.store_path, now - TMP_AGE, dry_run=options.dry_run)
+    for path, size in swept.removed:
+        result.removed.append(Removed(_rel(options, path), "tmp", 1, size))
+    for path_text, why in swept.errors.items():
+        result.errors[_rel(options, Path(path_text))] = why
 
 
 def _store_locks(options: CleanupOptions, result: CleanupResult) -> None:

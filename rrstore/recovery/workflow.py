@@ -228,7 +228,7 @@ def find_resume_point(records: list[CheckpointRecord], flow: Workflow) -> Resume
     for earlier in range(1, number):
         name = flow.steps[earlier - 1].name
         done = next((r for r in runs if r.step_number == earlier and r.step_name == name and r.success
-                     and r.created <= last.created), None)
+                     and r.order <= last.order), None)
         wall = float(done.metrics.get("step_wall_time_s", 0.0)) if done else None
         skipped.append(SkippedStep(earlier, name, done.checkpoint_id if done else None, wall))
     return ResumePoint(number, last, skipped)
