@@ -192,10 +192,15 @@ class ObjectStore:
         self._packs().refresh()
         return self._reader.blind()
 
+    def pack_reader(self) -> PackReader:
+        """The loaded pack indexes (for ``check``: damaged ones, orphans, rebuilt entries)."""
+        return self._packs()
+
     def locality(self, oid: str) -> tuple[str, int, int]:
         """Where ``oid`` is stored, as a sort key: reading in this order walks each pack
         front to back, so every block is decompressed once (loose objects sort first)."""
-        loc = self._packs().index.get(oid)
+        packs = self._packs()
+        loc = packs.index.get(oid) or packs.fallback.get(oid)
         return (loc[0], loc[1], loc[3]) if loc is not None else ("", 0, 0)
 
     def has(self, oid: str) -> bool:

@@ -91,12 +91,18 @@ def _init(path: Path) -> None:
         tmp = path / "tmp"
         if not (path / ".gitignore").exists():
             atomic_write(path / ".gitignore", b"# rrstore store: never part of a snapshot\n*\n", tmp, fsync=True)
-        doc = {"format": STORE_FORMAT, "hash": "blake3-256", "compression": "zstd",
-               "object_path": "objects/<oid[0:2]>/<oid[2:]>"}
-        data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
-        atomic_write(path / "config.json", data, tmp, fsync=True, exclusive=True)
+        write_config(path)
     except OSError as exc:
         raise from_oserror(exc, str(path), "create") from exc
+
+
+def write_config(path: Path) -> None:
+    """Write the store's ``config.json`` (never over an existing one): at creation, and when
+    ``check --repair`` restores a lost one over surviving objects and refs."""
+    doc = {"format": STORE_FORMAT, "hash": "blake3-256", "compression": "zstd",
+           "object_path": "objects/<oid[0:2]>/<oid[2:]>"}
+    data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+    atomic_write(path / "config.json", data, path / "tmp", fsync=True, exclusive=True)
 
 
 def _check_config(config: Path) -> None:
