@@ -153,11 +153,13 @@ class Walk:
     """
 
     def __init__(self, objects: ObjectStore, mark: Callable[[str], str | None],
-                 where: Callable[[str], str | None], problems: dict[str, tuple[str, str]]) -> None:
+                 where: Callable[[str], str | None], problems: dict[str, tuple[str, str]],
+                 bad_location: dict[str, tuple[str, str]] | None = None) -> None:
         self.objects = objects
         self.mark = mark
         self.where = where
         self.problems = problems
+        self.bad_location = bad_location or {}
         self.below: dict[str, frozenset[str]] = {}
         self.content: dict[str, str | None] = {}
         self.trees = 0
@@ -193,6 +195,10 @@ class Walk:
             return
         own: set[str] = set()
         if oid in self.problems and self.problems[oid][0].startswith("tree"):
+            entries = None
+        elif oid in self.bad_location:
+            kind, reason = self.bad_location[oid]
+            self.problems[oid] = ("tree-missing" if kind == "object-missing" else "tree-corrupt", reason)
             entries = None
         else:
             try:
@@ -370,7 +376,7 @@ class Checker:
         return oid if oid in self.problems else self._where(oid)
 
     def _walk(self, mark: Callable[[str], str | None]) -> Walk:
-        walk = Walk(self.objects, mark, self._where, self.problems)
+        walk = Walk(self.objects, mark, self._where, self.problems, self.bad_location)
         for root in self.roots.values():
             walk.marks(root)
         self.result.trees = walk.trees
