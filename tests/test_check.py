@@ -80,7 +80,9 @@ def build(root: Path) -> Store:
     set1 = {f"data/one{i}.bin": rand(i, 300 << 10) for i in range(5)} | {"notes.txt": b"first notes\n"}
     set2 = {f"other/two{i}.bin": rand(100 + i, 200 << 10) for i in range(2)}
     system = RollbackRecoverySystem(root=root)
-    ids, manifests, packs = {}, {}, {}
+    ids: dict[str, str] = {}
+    manifests: dict[str, Manifest] = {}
+    packs: dict[str, str] = {}
     store = root / ".checkpoints"
     for name, files, drop in (("a", set1, ()), ("b", set2, ("data", "notes.txt")), ("c", set1, ("other",))):
         for gone in drop:
