@@ -20,7 +20,7 @@ from conftest import run_cli, tree_manifest, write
 
 from rrstore import RollbackRecoverySystem
 from rrstore.backends import LocalBackend
-from rrstore.check import Walk
+from rrstore.check import Walk, in_subset
 from rrstore.errors import StoreDamaged
 from rrstore.gc import Retention
 from rrstore.objects import ObjectStore, hash_bytes
@@ -199,6 +199,17 @@ def test_read_data_reports_exactly_the_checkpoints_reaching_a_flipped_block(stor
                         "data_read", "packs", "damaged_checkpoints", "problems", "repaired",
                         "found_before_repair"}
     assert doc["checkpoints"] == 3 and doc["read_data"] is True and doc["data_read"] >= 8
+
+
+def test_read_data_subset_reads_the_packs_its_names_select(store: Store) -> None:
+    """The subset is chosen by pack name: below the damaged pack's share it is not read, above it is."""
+    flip_inside_file(store, "data/one1.bin")
+    share = int(store.packs["a"][:8], 16) / (1 << 32) * 100
+    assert in_subset(store.packs["a"], share + 0.01) and not in_subset(store.packs["a"], share - 0.01)
+    if share > 0.02:
+        assert store.check("--read-data-subset", f"{share - 0.01}%").returncode == 0
+    assert store.check("--read-data-subset", f"{min(share + 0.01, 100)}%").returncode == 13
+    assert store.check("--read-data-subset", "100%").returncode == 13
 
 
 def test_check_reports_every_structural_problem_at_once(store: Store) -> None:
