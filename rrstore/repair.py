@@ -51,6 +51,7 @@ class _Repair:
         self.store = store
         self.when = when
         self.done: list[str] = []
+        self.scarred: set[str] = set()   # packs whose rebuilt index had to leave damaged objects out
 
     def _quarantine(self, key: str) -> None:
         self.done.append(f"moved {key} to {quarantine(self.store.path, key, self.when)}")
@@ -77,6 +78,8 @@ class _Repair:
             if pack in packs.damaged:
                 self._quarantine(f"{PACKS}{pack}.idx")
             self.store.backend.write(f"{PACKS}{pack}.idx", encode_index(scan.entries), durable=True)
+            if scan.lost or scan.damaged:
+                self.scarred.add(pack)
             self.done.append(f"rebuilt {PACKS}{pack}.idx from its pack ({len(scan.entries)} objects)")
         packs.refresh()
 
@@ -96,7 +99,7 @@ class _Repair:
         objects = self.store.objects
         packs = objects.pack_reader()
         writer = objects._pack_writer()
-        rewrite: set[str] = set()
+        rewrite = set(self.scarred)
         for oid, data in sorted(fetched.items()):
             loc = packs.index.get(oid)
             if loc is not None:

@@ -313,6 +313,28 @@ def test_repair_from_a_source_replaces_a_flipped_block(
     store.restores_all()
 
 
+def test_repair_of_a_lost_index_over_a_damaged_block(store: Store, tmp_path: Path) -> None:
+    """The index is rebuilt without the damaged object, which then comes back from the archive."""
+    origin = tmp_path / "backup.rrar"
+    store.system().export(list(store.ids.values()), str(origin))
+    oid = flip_inside_file(store, "data/one4.bin")
+    store.idx("a").unlink()
+
+    done = store.check("--read-data", "--json")
+    assert done.returncode == 13
+    doc = json.loads(done.stdout)
+    kinds = {p["kind"] for p in doc["problems"]}
+    assert kinds == {"index-missing", "pack-block-damaged", "object-missing"}
+    assert all(p["checkpoints"] == sorted([store.ids["a"], store.ids["c"]]) for p in doc["problems"]
+               if p["kind"] != "pack-block-damaged")
+    assert [p["target"] for p in doc["problems"] if p["kind"] == "object-missing"] == [oid]
+
+    done = store.check("--repair", "--read-data", "--from", str(origin))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert store.check("--read-data").returncode == 0
+    store.restores_all()
+
+
 def test_check_refuses_bad_input_in_one_line(store: Store, tmp_path: Path) -> None:
     before = sorted(p.relative_to(store.path) for p in store.path.rglob("*"))
     for args in (("--read-data-subset", "0%"), ("--read-data-subset", "x"), ("--from", "nowhere.rrar")):
