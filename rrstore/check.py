@@ -107,7 +107,7 @@ class CheckResult:
         read = f", {self.data_read} content object(s) re-hashed" if self.read_data else ""
         seen = (f"{self.checkpoints} checkpoint(s), {self.trees} tree(s), {self.objects} content object(s), "
                 f"{self.packs} pack(s){read}")
-        fixed = f"; repaired: {'; '.join(self.repaired)}" if self.repaired else ""
+        fixed = f"; {len(self.repaired)} repair(s) done" if self.repaired else ""
         if self.success:
             return f"store healthy: {seen}{fixed}"
         return (f"store damaged: {len(self.problems)} problem(s), {len(self.damaged)} checkpoint(s) affected "
