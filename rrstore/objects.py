@@ -154,7 +154,7 @@ class ObjectStore:
 
     def _get_packed(self, oid: str) -> bytes:
         packs = self._packs()
-        loc = packs.index.get(oid)
+        loc = packs.index.get(oid) or packs.fallback.get(oid)
         if loc is None:
             packs.refresh()  # a full listing: a directory stamp can miss an index added in the same tick
             loc = self._lookup_damaged(oid)
