@@ -244,6 +244,21 @@ def test_a_missing_pack_is_reported_with_the_checkpoints_it_affects(store: Store
     assert any(p["target"] == record.state_hash for p in doc["problems"])
 
 
+def test_index_entries_past_the_end_of_their_pack_are_reported(store: Store) -> None:
+    entries = store.entries("b")
+    size = store.pack("b").stat().st_size
+    [victim] = sorted(oid for oid, loc in entries.items() if loc[4] > 100 << 10)[:1]
+    pack, _, block_size, offset, length = entries[victim]
+    entries[victim] = (pack, size + 10, block_size, offset, length)  # well checksummed, but out of range
+    store.idx("b").write_bytes(encode_index(entries))
+    doc = json.loads(store.check("--json").stdout)
+    kinds = {p["kind"]: p for p in doc["problems"]}
+    assert set(kinds) == {"index-entry-out-of-range", "object-corrupt"}
+    assert kinds["object-corrupt"]["target"] == victim
+    assert kinds["object-corrupt"]["checkpoints"] == [store.ids["b"]]
+    assert kinds["index-entry-out-of-range"]["checkpoints"] == [store.ids["b"]]
+
+
 def test_the_walk_has_no_recursion_limit(tmp_path: Path) -> None:
     objects = ObjectStore(LocalBackend(tmp_path / "store"))
     leaf = objects.put(b"deep leaf").oid
