@@ -15,7 +15,7 @@ import click
 from rrstore import __version__
 from rrstore.errors import RRStoreError, exit_code_table, from_oserror
 
-from . import archive, checkpoints, lifecycle, recovery, remote
+from . import archive, checkpoints, lifecycle, maintenance, recovery, remote
 from .context import State, global_options, report
 
 
@@ -40,6 +40,7 @@ cli.add_command(checkpoints.restore)
 cli.add_command(lifecycle.gc_command)
 cli.add_command(lifecycle.pin)
 cli.add_command(lifecycle.unpin)
+cli.add_command(maintenance.check_command)
 cli.add_command(archive.export_command)
 cli.add_command(archive.import_command)
 cli.add_command(archive.verify_command)

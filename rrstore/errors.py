@@ -93,6 +93,21 @@ class ObjectMissing(RRStoreError):
         return ObjectMissing(self.oid, checkpoints)
 
 
+class MissingBehindIndex(ObjectMissing):
+    """An object in no readable index while some pack index is damaged: it may be behind it."""
+
+    def __init__(self, oid: str, damaged: Iterable[str], checkpoints: Iterable[str] = ()) -> None:
+        self.damaged = list(damaged)
+        super().__init__(oid, checkpoints)
+
+    def _text(self) -> str:
+        packs = ", ".join(self.damaged)
+        return f"{super()._text()}; the index of pack {packs} is damaged: run rrstore check --repair"
+
+    def with_checkpoints(self, checkpoints: Iterable[str]) -> ObjectMissing:
+        return MissingBehindIndex(self.oid, self.damaged, checkpoints)
+
+
 class CorruptObject(RRStoreError):
     """An object whose bytes do not hash to its id, or do not decode."""
 

@@ -110,6 +110,9 @@ def gc(manager: CheckpointManager, policy: Retention, *, now: datetime | None = 
         records = manager.list_checkpoints()
         if manager.damaged:  # what it reaches is unknown, so nothing may be swept
             raise StoreDamaged("gc stopped, nothing was removed", next(iter(manager.damaged.values())))
+        for pack, why in store.objects.blind_packs().items():  # what that pack holds is unknown
+            raise StoreDamaged("gc stopped, nothing was removed", CorruptObject(
+                f"pack index {pack}", reason=f"{why}; run rrstore check --repair"))
         kept, removed = select(records, set(store.pins), policy, now)
         result.kept = [r.checkpoint_id for r in kept]
         result.removed = [r.checkpoint_id for r in removed]

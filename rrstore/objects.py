@@ -16,9 +16,9 @@ import blake3
 import zstandard
 
 from .backends import Backend
-from .errors import CorruptObject, ObjectMissing, RRStoreError
+from .errors import CorruptObject, MissingBehindIndex, ObjectMissing, RRStoreError
 from .pack import PREFIX as PACKS
-from .pack import PackGone, PackReader, PackWriter
+from .pack import Location, PackGone, PackReader, PackWriter
 
 OID_LEN = 64
 # No object is larger: whole files are stored only up to the chunking
@@ -166,28 +166,53 @@ class ObjectStore:
 
     def _get_packed(self, oid: str) -> bytes:
         packs = self._packs()
-        loc = packs.index.get(oid)
+        loc = packs.index.get(oid) or packs.fallback.get(oid)
         if loc is None:
             packs.refresh()  # a full listing: a directory stamp can miss an index added in the same tick
-            loc = packs.index.get(oid)
-            if loc is None:
-                raise ObjectMissing(oid)
+            loc = self._lookup_damaged(oid)
         try:
             return _verified(oid, packs.read(oid, loc))
         except PackGone:
             packs.refresh()
-            loc = packs.index.get(oid)
-            if loc is None:
-                raise ObjectMissing(oid) from None
+            loc = self._lookup_damaged(oid)
             try:
                 return _verified(oid, packs.read(oid, loc))
             except PackGone:
                 raise CorruptObject(oid, reason=f"pack {loc[0]} is missing") from None
 
+    def _lookup_damaged(self, oid: str) -> Location:
+        """``oid``'s location after a miss: packs whose index is damaged or missing are
+        rebuilt in memory from the packs (speed lost, never the object); else ObjectMissing,
+        naming the damaged indexes when there are any."""
+        packs = self._reader
+        loc = packs.index.get(oid) or packs.fallback.get(oid)
+        if loc is None and (packs.damaged or packs.orphans) and packs.rebuild_missing():
+            loc = packs.fallback.get(oid)
+        if loc is None:
+            if packs.damaged:
+                raise MissingBehindIndex(oid, sorted(packs.damaged))
+            raise ObjectMissing(oid)
+        return loc
+
+    def damaged_indexes(self) -> dict[str, str]:
+        """Pack id -> why its index is unusable, for every damaged index (after a fresh listing)."""
+        self._packs().refresh()
+        return dict(self._reader.damaged)
+
+    def blind_packs(self) -> dict[str, str]:
+        """Packs whose index is damaged and whose content cannot be rebuilt: gc must not sweep."""
+        self._packs().refresh()
+        return self._reader.blind()
+
+    def pack_reader(self) -> PackReader:
+        """The loaded pack indexes (for ``check``: damaged ones, orphans, rebuilt entries)."""
+        return self._packs()
+
     def locality(self, oid: str) -> tuple[str, int, int]:
         """Where ``oid`` is stored, as a sort key: reading in this order walks each pack
         front to back, so every block is decompressed once (loose objects sort first)."""
-        loc = self._packs().index.get(oid)
+        packs = self._packs()
+        loc = packs.index.get(oid) or packs.fallback.get(oid)
         return (loc[0], loc[1], loc[3]) if loc is not None else ("", 0, 0)
 
     def has(self, oid: str) -> bool:
@@ -201,6 +226,8 @@ class ObjectStore:
             return True
         if self.backend.exists(object_key(oid)):
             return True
+        # Not the in-memory rebuild of a damaged or missing index (``get`` reads those):
+        # a writer stores such an object again rather than lean on a damaged file.
         return packs.refresh_if_changed() and oid in packs.index
 
     def missing(self, oids: Iterable[str]) -> list[str]:

@@ -30,6 +30,7 @@ from .workers import default_workers
 
 if TYPE_CHECKING:
     from .archive import ExportResult, ImportResult, VerifyResult
+    from .check import CheckOptions, CheckResult
     from .recovery.classify import Classification
     from .recovery.cleanup import CleanupResult
     from .recovery.planner import RecoveryPlan, RecoveryPlanner
@@ -337,6 +338,14 @@ class RollbackRecoverySystem:
         from . import archive
 
         return archive.verify_archive(path, progress)
+
+    def check(self, options: CheckOptions | None = None) -> CheckResult:
+        """Read the whole store and report every damage with the checkpoints it affects; with
+        ``options.repair`` rebuild derived data (and replace damaged objects from ``options.source``).
+        Opens a store whose config.json is missing, which ``open_store`` refuses."""
+        from .check import CheckOptions, check, open_for_check
+
+        return check(open_for_check(self.store_path, self.settings), options or CheckOptions())
 
     # shared remote (rrstore/transfer.py, imported here only when used) -------------------------
 

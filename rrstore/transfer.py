@@ -55,7 +55,7 @@ from .errors import (
 )
 from .fsutil import syncfs, temp_name
 from .objects import ObjectStore, decode_loose, hash_bytes, is_oid, object_key
-from .pack import MAX_BLOCK, PACK_MAGIC, Location, PackReader, decode_index
+from .pack import MAX_BLOCK, PACK_MAGICS, Location, PackReader, decode_index
 from .pack import PREFIX as PACKS
 from .refs import Refs
 from .store import STORE_FORMAT, Store
@@ -195,7 +195,7 @@ def verify_loose(oid: str, frame: bytes) -> None:
 
 def verify_pack(pack: str, data: bytes, index: bytes) -> dict[str, Location]:
     """Check a pack against its name and every object in it against its index; return the entries."""
-    if not data.startswith(PACK_MAGIC) or blake3.blake3(data).hexdigest() != pack:
+    if not data.startswith(PACK_MAGICS) or blake3.blake3(data).hexdigest() != pack:
         raise CorruptObject(f"pack {pack}", reason="pack bytes do not hash to the pack's name")
     entries = decode_index(pack, index)
     dec = zstandard.ZstdDecompressor()

@@ -133,7 +133,8 @@ def test_damaged_index_raises_corruptobject_naming_the_pack() -> None:
         assert pack in str(info.value)
 
 
-def test_damaged_index_on_disk_is_reported_as_corrupt_not_missing(store_dir: Path) -> None:
+def test_damaged_index_on_disk_costs_speed_not_the_objects(store_dir: Path) -> None:
+    """Hole 6: a damaged index is recorded, and its pack is rebuilt in memory when a lookup misses."""
     objects = fresh(store_dir)
     packed = put_all(objects, [b"packed one", b"packed two"])
     loose = objects.put(b"a loose record", loose=True).oid
@@ -145,9 +146,64 @@ def test_damaged_index_on_disk_is_reported_as_corrupt_not_missing(store_dir: Pat
 
     reader = fresh(store_dir)
     assert reader.get(loose) == b"a loose record"
-    with pytest.raises(CorruptObject) as info:
-        reader.get(packed[0])
-    assert idx.stem in str(info.value)
+    assert reader.get(packed[0]) == b"packed one"
+    assert not reader.has(packed[1])  # present only behind a damaged index: a writer stores it again
+    assert set(reader.damaged_indexes()) == {idx.stem}
+    assert idx.read_bytes() == bytes(data)  # reading never rewrites the damaged file
+    with pytest.raises(ObjectMissing) as info:
+        reader.get(hash_bytes(b"never stored"))
+    assert idx.stem in str(info.value) and "rrstore check --repair" in str(info.value)
+
+
+def test_damaged_index_of_a_format_1_pack_names_the_index(store_dir: Path) -> None:
+    """An RRPK1 pack cannot rebuild its index: the miss says which index and what to run."""
+    payload = b"old format object"
+    oid = hash_bytes(payload)
+    frame = zstandard.ZstdCompressor(write_content_size=True).compress(payload)
+    body = pack_module.PACK_MAGIC_V1 + frame
+    name = blake3.blake3(body).hexdigest()
+    (store_dir / "packs").mkdir(parents=True)
+    (store_dir / "packs" / f"{name}.pack").write_bytes(body)
+    good = encode_index({oid: (name, len(body) - len(frame), len(frame), 0, len(payload))})
+    (store_dir / "packs" / f"{name}.idx").write_bytes(good)
+    assert fresh(store_dir).get(oid) == payload  # format 1 stays readable
+
+    (store_dir / "packs" / f"{name}.idx").write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    with pytest.raises(ObjectMissing) as info:
+        fresh(store_dir).get(oid)
+    assert name in str(info.value) and "rrstore check --repair" in str(info.value)
+    assert fresh(store_dir).blind_packs().keys() == {name}
+
+
+def test_scan_rebuilds_the_index_a_pack_was_written_with(store_dir: Path) -> None:
+    payloads = random_objects(3 * BLOCK_SIZE // 4000, 2000, 6000, seed=21) + text_objects(50) + [b""]
+    objects = fresh(store_dir)
+    put_all(objects, payloads)
+    objects.flush()
+    [pack] = pack_files(store_dir)
+    [idx] = index_files(store_dir)
+    scan = pack_module.scan_pack(pack.stem, pack.read_bytes())
+    assert scan.entries == decode_index(idx.stem, idx.read_bytes())
+    assert scan.damaged == [] and scan.lost == [] and scan.blocks >= 3
+
+
+def test_scan_of_a_damaged_block_loses_only_that_block(store_dir: Path) -> None:
+    payloads = random_objects(4 * BLOCK_SIZE // 4000, 2000, 6000, seed=22)
+    objects = fresh(store_dir)
+    oids = put_all(objects, payloads)
+    objects.flush()
+    [pack] = pack_files(store_dir)
+    entries = {oid: locs[0] for oid, locs in all_entries(store_dir).items()}
+    blocks = sorted({loc[1] for loc in entries.values()})
+    hit = blocks[1]
+    for at in (hit + 2, hit + 40, hit + entries[oids[0]][2] // 2):  # frame header, table, body
+        data = bytearray(pack.read_bytes())
+        data[at] ^= 0x10
+        scan = pack_module.scan_pack(pack.stem, bytes(data))
+        survivors = {oid for oid, loc in entries.items() if loc[1] != hit}
+        assert survivors <= set(scan.entries)
+        assert all(scan.entries[oid] == entries[oid] for oid in scan.entries)
+        assert scan.lost or scan.damaged
 
 
 # --- writing and reading packs ---------------------------------------------------------------------
@@ -198,7 +254,10 @@ def test_a_pack_holds_many_blocks(store_dir: Path) -> None:
         assert offset + size == following[0]  # blocks are back to back, the last one ends the file
         raw = zstandard.ZstdDecompressor().decompress(data[offset:offset + size])
         inside = [loc for loc in entries.values() if loc[1] == offset]
-        assert sum(loc[4] for loc in inside) == len(raw)  # objects tile their block
+        table = pack_module.decode_table(raw)  # the block's table lists exactly its objects
+        assert sorted((oid, off, n) for oid, off, n in table) == sorted(
+            (oid, loc[3], loc[4]) for oid, loc in entries.items() if loc[1] == offset)
+        assert table[0][1] + sum(loc[4] for loc in inside) == len(raw)  # table, then objects tile the block
         assert len(raw) < BLOCK_SIZE + LOOSE_MIN
         sizes.append(len(raw))
     # every block is full but one (the rest at flush; blocks may land in any order)
@@ -310,8 +369,9 @@ def test_sync_makes_queued_objects_visible(store_dir: Path) -> None:
     assert fresh(store_dir).get(oid) == b"synced"
 
 
-def test_pack_without_its_index_is_invisible(store_dir: Path) -> None:
-    """An interrupted write (pack renamed into place, index not yet) leaves nothing half-visible."""
+def test_pack_without_its_index_is_not_counted_as_present(store_dir: Path) -> None:
+    """A pack without index (an interrupted write, or a lost index) is never deduplicated against;
+    ``get`` still finds its objects, verified, by rebuilding its entries in memory from the pack."""
     objects = fresh(store_dir)
     lost = put_all(objects, [b"first of an interrupted pack", b"second of it"])
     objects.flush()
@@ -325,8 +385,9 @@ def test_pack_without_its_index_is_invisible(store_dir: Path) -> None:
     assert reader.get(kept) == b"a loose record"
     for oid in lost:
         assert reader.has(oid) is False
-        with pytest.raises(ObjectMissing):
-            reader.get(oid)
+    assert reader.get(lost[0]) == b"first of an interrupted pack"
+    with pytest.raises(ObjectMissing):
+        reader.get(hash_bytes(b"never stored"))
 
     # writing them again works, and then they are readable
     assert [reader.put(p).new for p in (b"first of an interrupted pack", b"second of it")] == [True, True]

@@ -235,7 +235,8 @@ def check_configuration(system: RollbackRecoverySystem) -> Check:
 
 
 def check_store(system: RollbackRecoverySystem, deep: bool) -> Check:
-    """Refs point to readable records whose root trees exist; ``deep`` walks every object they reach."""
+    """Refs point to readable records whose root trees exist; ``deep`` runs ``rrstore check`` without
+    reading file contents (every ref, record, tree, index and object's presence; see rrstore/check.py)."""
     name = "store healthy"
     try:
         store = system.open_store()
@@ -243,29 +244,30 @@ def check_store(system: RollbackRecoverySystem, deep: bool) -> Check:
         return Check(name, SKIP, f"no store at {system.store_path} yet")
     except RRStoreError as exc:
         return Check(name, FAIL, str(exc))
-    from ..tree import Reach, reachable
+    if deep:
+        from ..check import Checker, CheckOptions
 
+        result = Checker(store, CheckOptions()).run()
+        if result.problems:
+            lines = [f"{', '.join(p.checkpoints) or 'no checkpoint'}: {p.kind} {p.target}: {p.reason}"
+                     for p in result.problems]
+            return Check(name, FAIL, f"{len(result.damaged)} of {result.checkpoints} checkpoint(s) damaged: "
+                                     f"{lines[0]}", lines)
+        return Check(name, PASS, f"{result.checkpoints} checkpoint(s), every object present")
     problems: list[str] = []
     count = 0
-    reach = Reach()
     manager = system.checkpoint_manager
     for checkpoint_id in list(store.refs):
         count += 1
         try:
             record = manager.get(checkpoint_id)
-            if deep:
-                missing = [oid for oid in reachable(store.objects, record.state_hash, reach)
-                           if not store.objects.has(oid)]
-                if missing:
-                    problems.append(f"{checkpoint_id}: {len(missing)} object(s) missing, e.g. {missing[0]}")
-            elif not store.objects.has(record.state_hash):
+            if not store.objects.has(record.state_hash):
                 problems.append(f"{checkpoint_id}: root tree {record.state_hash} is missing")
         except (ObjectMissing, CorruptObject) as exc:
             problems.append(f"{checkpoint_id}: {exc}")
     if problems:
         return Check(name, FAIL, f"{len(problems)} of {count} checkpoint(s) damaged: {problems[0]}", problems)
-    depth = "every object present" if deep else "records and root trees present"
-    return Check(name, PASS, f"{count} checkpoint(s), {depth}")
+    return Check(name, PASS, f"{count} checkpoint(s), records and root trees present")
 
 
 def check_matches(system: RollbackRecoverySystem, record: CheckpointRecord) -> Check:

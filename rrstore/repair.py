@@ -1,0 +1,156 @@
+"""``check --repair`` (verb, beside ``check``): rebuild derived data, replace damaged objects from a source.
+
+Runs under the store's exclusive object lock (like gc), so no checkpoint
+or restore works on the store meanwhile. In order: ``config.json`` when it
+is missing over surviving objects and refs; each pack index that is damaged
+or missing, rebuilt from its (format-2) pack; the stat caches (removed: the
+next scan rebuilds them); then, with a source, every damaged or missing
+object the check found is fetched, verified by hash and stored again, and
+each pack that held a bad copy is rewritten without it (its good objects
+copied into a new pack first). A damaged file is never deleted or
+zero-filled: it is moved to ``quarantine/<time>/<its key>``. The result is
+the check that runs after the repair, listing what was done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .archive_stream import Limits, read_archive
+from .check import OBJECT_KINDS, Checker, CheckOptions, CheckResult, open_for_check, quarantine, stamp
+from .errors import CorruptObject, ObjectMissing, RRStoreError
+from .lock import locked
+from .objects import LOOSE_MIN, ObjectStore, hash_bytes, object_key
+from .pack import PREFIX as PACKS
+from .pack import encode_index, scan_pack
+from .store import OBJECTS_LOCK, Store, write_config
+
+
+def repair(store: Store, options: CheckOptions) -> CheckResult:
+    """Check, repair what can be, and check again; see the module docstring."""
+    with locked(store.path, OBJECTS_LOCK, exclusive=True, wait=30.0):
+        before = Checker(store, options).run()
+        work = _Repair(store, stamp())
+        work.config(before)
+        work.indexes()
+        work.stat_cache()
+        if options.source:
+            wanted = {p.target: p.kind for p in before.problems if p.kind in OBJECT_KINDS}
+            if wanted:
+                work.replace(wanted, _fetch(options.source, options.endpoint_url, set(wanted)))
+        store.objects.sync()
+        store.backend.sync()
+        after = Checker(open_for_check(store.path, store.settings), options).run()  # as a new process sees it
+    after.repaired = work.done
+    after.found_before_repair = len(before.problems)
+    return after
+
+
+class _Repair:
+    def __init__(self, store: Store, when: str) -> None:
+        self.store = store
+        self.when = when
+        self.done: list[str] = []
+        self.scarred: set[str] = set()   # packs whose rebuilt index had to leave damaged objects out
+
+    def _quarantine(self, key: str) -> None:
+        self.done.append(f"moved {key} to {quarantine(self.store.path, key, self.when)}")
+
+    def config(self, before: CheckResult) -> None:
+        if not any(p.kind == "config-missing" for p in before.problems):
+            return
+        if before.checkpoints == 0 and not before.packs:
+            return  # nothing survives that proves this is a store
+        (self.store.path / "tmp").mkdir(exist_ok=True)
+        write_config(self.store.path)
+        self.done.append("wrote config.json")
+
+    def indexes(self) -> None:
+        """Rebuild every damaged or missing index of a format-2 pack from the pack."""
+        packs = self.store.objects.pack_reader()
+        packs.refresh()
+        for pack in sorted(set(packs.damaged) | packs.orphans):
+            key = f"{PACKS}{pack}.pack"
+            try:
+                scan = scan_pack(pack, self.store.backend.read(key))
+            except (KeyError, CorruptObject):
+                continue  # a format-1 pack: only a source can bring its objects back
+            if pack in packs.damaged:
+                self._quarantine(f"{PACKS}{pack}.idx")
+            self.store.backend.write(f"{PACKS}{pack}.idx", encode_index(scan.entries), durable=True)
+            if scan.lost or scan.damaged:
+                self.scarred.add(pack)
+            self.done.append(f"rebuilt {PACKS}{pack}.idx from its pack ({len(scan.entries)} objects)")
+        packs.refresh()
+
+    def stat_cache(self) -> None:
+        folder = self.store.path / "cache"
+        for path in sorted(folder.glob("stat-*")) if folder.is_dir() else []:
+            path.unlink()
+            self.done.append(f"removed cache/{path.name} (rebuilt by the next scan)")
+
+    def replace(self, wanted: dict[str, str], fetched: dict[str, bytes]) -> None:
+        """Store each fetched object again; rewrite each pack that held a bad copy without it.
+
+        Every object of such a pack that still reads back verified is copied
+        into the new pack first; one that does not was damaged already and
+        survives only in quarantine, with the rest of the old pack.
+        """
+        objects = self.store.objects
+        packs = objects.pack_reader()
+        writer = objects._pack_writer()
+        rewrite = set(self.scarred)
+        for oid, data in sorted(fetched.items()):
+            loc = packs.index.get(oid)
+            if loc is not None:
+                rewrite.add(loc[0])
+            if wanted[oid].startswith("record") or len(data) >= LOOSE_MIN:
+                if self.store.backend.exists(object_key(oid)):
+                    self._quarantine(object_key(oid))
+                objects.put(data, oid, loose=True)
+            else:
+                writer.add(oid, data)
+            self.done.append(f"stored {oid} again from the source")
+        for pack in sorted(rewrite):
+            entries = packs.members.get(pack, {})
+            for _, _, oid in sorted((loc[1], loc[3], oid) for oid, loc in entries.items()):
+                if oid in fetched:
+                    continue
+                try:
+                    writer.add(oid, objects.get(oid))
+                except (ObjectMissing, CorruptObject):
+                    continue
+        objects.flush()
+        for pack in sorted(rewrite):
+            for key in (f"{PACKS}{pack}.idx", f"{PACKS}{pack}.pack"):
+                if self.store.backend.exists(key):
+                    self._quarantine(key)
+            self.done.append(f"rewrote pack {pack} without its damaged copies")
+        packs.refresh()
+
+
+def _fetch(source: str, endpoint_url: str | None, wanted: set[str]) -> dict[str, bytes]:
+    """The objects of ``wanted`` that ``source`` (an archive path or s3:// remote) holds, each hash-checked."""
+    found: dict[str, bytes] = {}
+
+    def keep(oid: str, data: bytes, *_: object) -> None:
+        if oid in wanted and hash_bytes(data) == oid:
+            found[oid] = data
+
+    if source.startswith("s3://"):
+        from .transfer import open_remote
+
+        remote = ObjectStore(open_remote(source, endpoint_url))
+        for oid in sorted(wanted):
+            try:
+                keep(oid, remote.get(oid))
+            except (ObjectMissing, CorruptObject):
+                continue
+    else:
+        sink: Callable[[str, bytes, int], None] = keep
+        try:
+            read_archive(source, Limits(), sink, None)
+        except RRStoreError:
+            if not found:
+                raise
+    return found
