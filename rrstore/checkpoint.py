@@ -13,7 +13,7 @@ import json
 import os
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
@@ -226,15 +226,19 @@ class CheckpointManager:
 
     # writing ---------------------------------------------------------------
 
-    def create(self, spec: NewCheckpoint, progress: Progress | None = None) -> tuple[CheckpointRecord, Snapshot]:
-        """Snapshot the working tree and record it under a new, unique id (and return both)."""
+    def create(self, spec: NewCheckpoint, progress: Progress | None = None,
+               extra: Collection[str] = ()) -> tuple[CheckpointRecord, Snapshot]:
+        """Snapshot the working tree and record it under a new, unique id (and return both).
+
+        ``extra`` paths are held too when they exist, even if ignored (see ``snapshot``).
+        """
         check_lane(spec.lane)
         if spec.step_number < 0:
             raise UsageError(f"step number must be 0 or more, not {spec.step_number}")
         if spec.kind not in KINDS:
             raise UsageError(f"unknown checkpoint kind {spec.kind!r}")
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        snap = self.snapshot(store=True, progress=progress)
+        snap = self.snapshot(store=True, progress=progress, extra=extra)
         git = snap.git
         now = datetime.now().astimezone()
         stats = snap.stats
@@ -279,8 +283,13 @@ class CheckpointManager:
         record.record_oid = oid
         return record
 
-    def snapshot(self, *, store: bool, progress: Progress | None = None) -> Snapshot:
-        """The working tree as a tree; ``store=False`` only hashes."""
-        scope = scan_scope(self.root, [self.store.path], git_state=store)
+    def snapshot(self, *, store: bool, progress: Progress | None = None,
+                 extra: Collection[str] = ()) -> Snapshot:
+        """The working tree as a tree; ``store=False`` only hashes.
+
+        ``extra``: paths to hold when they exist although the scope leaves them
+        out (restore's undo checkpoint holds every path the restore overwrites).
+        """
+        scope = scan_scope(self.root, [self.store.path], git_state=store, extra=extra)
         return snapshot(scope, self.store.objects, store=store, workers=self.store.settings.workers,
                         progress=progress, cache=self.store.stat_cache(self.root))

@@ -5,11 +5,17 @@ checkpoint never records a half-restored tree and two restores never
 interleave. ``flock`` locks vanish with their process, so a killed rrstore
 never leaves a stale lock behind; ``rrstore cleanup`` may remove a lock file
 nobody holds, so a lock is only taken once the file locked is still the one
-at the path.
+at the path. On a store this process cannot write (restore ``--no-undo``
+from read-only media), ``read_only`` locks an existing lock file through a
+read-only descriptor, which ``flock`` allows, and goes on unlocked only when
+there is no lock file and none can be made: then no rrstore can have taken
+or take that lock in this store either, unless it can write where we cannot.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
 import time
@@ -21,13 +27,20 @@ from .errors import StoreLocked, from_oserror
 
 
 @contextmanager
-def locked(store_path: Path, name: str, *, exclusive: bool, wait: float = 30.0) -> Iterator[None]:
-    """Hold lock ``name`` of the store, waiting up to ``wait`` seconds for it."""
+def locked(store_path: Path, name: str, *, exclusive: bool, wait: float = 30.0,
+           read_only: bool = False) -> Iterator[None]:
+    """Hold lock ``name`` of the store, waiting up to ``wait`` seconds for it.
+
+    ``read_only``: the store may be unwritable (see the module docstring).
+    """
     folder = store_path / "locks"
     path = folder / f"{name}.lock"
     mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
     deadline = time.monotonic() + wait
-    fd = _open(folder, path)
+    fd = _open(folder, path, read_only)
+    if fd is None:
+        yield
+        return
     try:
         while True:
             try:
@@ -40,21 +53,31 @@ def locked(store_path: Path, name: str, *, exclusive: bool, wait: float = 30.0) 
             if _still_there(fd, path):
                 break
             # 'rrstore cleanup' removed the file between our open and flock: lock the new one
-            fresh = _open(folder, path)
+            fresh = _open(folder, path, read_only)
+            if fresh is None:
+                break
             os.close(fd)
             fd = fresh
         if exclusive:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()}\n".encode())
+            with contextlib.suppress(OSError):  # only a hint for StoreLocked; a full disk or a read-only fd
+                os.ftruncate(fd, 0)
+                os.write(fd, f"pid {os.getpid()}\n".encode())
         yield
     finally:
         os.close(fd)
 
 
-def _open(folder: Path, path: Path) -> int:
+def _open(folder: Path, path: Path, read_only: bool = False) -> int | None:
     try:
         folder.mkdir(exist_ok=True)
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if not (read_only and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)):
+            raise from_oserror(exc, str(path), "lock") from exc
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
         raise from_oserror(exc, str(path), "lock") from exc
 

@@ -4,11 +4,14 @@ In a git work tree: tracked files plus untracked files that are not ignored
 (what ``git stash -u`` takes), listed by git itself, plus empty untracked
 directories. Elsewhere: every path under the root minus the gitignore-style
 patterns in ``.rrstoreignore``. Never ``.git`` and never the store.
+A caller may add ``extra`` paths outside those rules (restore's undo
+checkpoint: every path the restore would overwrite, ignored ones included).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +27,8 @@ class Scope:
     paths: list[str] = field(default_factory=list)
     empty_dirs: list[str] = field(default_factory=list)
     git: gitrepo.GitState = gitrepo.NO_GIT
+    # Paths to hold if they exist on disk, though the rules above leave them out (not in ``paths``).
+    extra: list[str] = field(default_factory=list)
 
 
 def _excluded_prefixes(root: Path, exclude: list[Path]) -> list[str]:
@@ -46,15 +51,24 @@ def _is_excluded(path: str, prefixes: list[str]) -> bool:
     return path == ".git" or path.startswith(".git/") or "/.git/" in path or path.endswith("/.git")
 
 
-def scan_scope(root: Path, exclude: list[Path], *, git_state: bool = False) -> Scope:
+def scan_scope(root: Path, exclude: list[Path], *, git_state: bool = False,
+               extra: Collection[str] = ()) -> Scope:
     """List what a checkpoint of ``root`` holds, leaving out ``exclude``.
 
     ``git_state`` also records commit, branch and dirtiness (for records).
+    ``extra`` paths are held too when they exist, ignored or not (never
+    ``.git`` or ``exclude``); the snapshot checks which exist. Costs one set
+    of the scope's paths, and nothing when ``extra`` is empty.
     """
     prefixes = _excluded_prefixes(root, exclude)
     if gitrepo.find_git_root(root) is not None:
-        return _git_scope(root, prefixes, git_state)
-    return _walk_scope(root, prefixes)
+        scope = _git_scope(root, prefixes, git_state)
+    else:
+        scope = _walk_scope(root, prefixes)
+    if extra:
+        listed = set(scope.paths)
+        scope.extra = sorted(p for p in extra if p and p not in listed and not _is_excluded(p, prefixes))
+    return scope
 
 
 def _git_scope(root: Path, prefixes: list[str], git_state: bool) -> Scope:

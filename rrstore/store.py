@@ -62,15 +62,16 @@ class Store:
         return StatCache(self.path / "cache" / f"stat-{name}", self.path / "tmp").load()
 
     @contextmanager
-    def writing(self) -> Iterator[None]:
+    def writing(self, *, read_only: bool = False) -> Iterator[None]:
         """Shared object lock: held while objects are written or a checkpoint's objects are read.
 
         gc takes it exclusively, so it never sweeps an object that an
         in-flight checkpoint reuses or a running restore still needs. A
         writer waits for a running gc up to ``GC_WAIT`` seconds, then reloads
         the pack indexes, since that gc may have rewritten packs.
+        ``read_only``: only reading, maybe from a store it cannot write (see ``lock``).
         """
-        with locked(self.path, OBJECTS_LOCK, exclusive=False, wait=GC_WAIT):
+        with locked(self.path, OBJECTS_LOCK, exclusive=False, wait=GC_WAIT, read_only=read_only):
             self.objects.reload()
             yield
 
