@@ -15,7 +15,6 @@ or take that lock in this store either, unless it can write where we cannot.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import time
@@ -23,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import StoreLocked, from_oserror
+from .errors import PermissionDenied, StoreLocked, from_oserror
 
 
 @contextmanager
@@ -37,7 +36,7 @@ def locked(store_path: Path, name: str, *, exclusive: bool, wait: float = 30.0,
     path = folder / f"{name}.lock"
     mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
     deadline = time.monotonic() + wait
-    fd = _open(folder, path, read_only)
+    fd = _open_readable(folder, path) if read_only else _open(folder, path)
     if fd is None:
         yield
         return
@@ -53,7 +52,7 @@ def locked(store_path: Path, name: str, *, exclusive: bool, wait: float = 30.0,
             if _still_there(fd, path):
                 break
             # 'rrstore cleanup' removed the file between our open and flock: lock the new one
-            fresh = _open(folder, path, read_only)
+            fresh = _open_readable(folder, path) if read_only else _open(folder, path)
             if fresh is None:
                 break
             os.close(fd)
@@ -67,13 +66,20 @@ def locked(store_path: Path, name: str, *, exclusive: bool, wait: float = 30.0,
         os.close(fd)
 
 
-def _open(folder: Path, path: Path, read_only: bool = False) -> int | None:
+def _open(folder: Path, path: Path) -> int:
     try:
         folder.mkdir(exist_ok=True)
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        if not (read_only and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)):
-            raise from_oserror(exc, str(path), "lock") from exc
+        raise from_oserror(exc, str(path), "lock") from exc
+
+
+def _open_readable(folder: Path, path: Path) -> int | None:
+    """``_open``, or where the store cannot be written, the existing lock file read-only (None: there is none)."""
+    try:
+        return _open(folder, path)
+    except PermissionDenied:
+        pass
     try:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

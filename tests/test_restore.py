@@ -396,7 +396,7 @@ def test_undo_is_refused_when_the_damaged_files_bytes_changed_meanwhile(git_proj
         return made
 
     monkeypatch.setattr(CheckpointManager, "create", create_then_edit)
-    with pytest.raises(UndoUnproven, match="work.bin"):
+    with pytest.raises(UndoUnproven, match=r"work\.bin"):
         RollbackRecoverySystem(root=root).restore(base)
     assert (root / "work.bin").read_bytes() == b"edited after the undo snapshot\n"
     assert refs_of(root) == refs  # the unproven undo checkpoint is not left behind
