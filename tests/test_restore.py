@@ -431,22 +431,50 @@ def test_ignored_path_restore_replaces_is_in_the_undo_checkpoint_in_plain_trees_
     root = project
     write(root / "config.ini", b"[old]\n")
     write(root / "cache.dat", b"checkpointed\n")
+    write(root / "cfg" / "a.txt", b"a directory in the checkpoint\n")
     system = RollbackRecoverySystem(root=root)
     base = system.checkpoint("standard", 1, "base").checkpoint_id
-    (root / ".rrstoreignore").write_text("config.ini\ncache.dat\n")
+    (root / ".rrstoreignore").write_text("config.ini\ncache.dat\ncfg\n")
     os.unlink(root / "config.ini")
     os.symlink("elsewhere.ini", root / "config.ini")
     write(root / "cache.dat", b"only copy\n")
+    shutil.rmtree(root / "cfg")
+    write(root / "cfg", b"an ignored file where the checkpoint has a directory\n")
 
     result = system.restore(base)
 
     assert result.success, result.failures
     assert (root / "config.ini").read_bytes() == b"[old]\n"
     assert (root / "cache.dat").read_bytes() == b"checkpointed\n"
+    assert (root / "cfg" / "a.txt").read_bytes() == b"a directory in the checkpoint\n"
     assert result.undo_checkpoint_id is not None
     assert system.restore(result.undo_checkpoint_id).success
     assert os.readlink(root / "config.ini") == "elsewhere.ini"
     assert (root / "cache.dat").read_bytes() == b"only copy\n"
+    assert (root / "cfg").read_bytes() == b"an ignored file where the checkpoint has a directory\n"
+
+
+def test_a_file_that_appears_where_restore_creates_one_is_left_alone(project: Path) -> None:
+    """Nothing was there when the undo checkpoint was taken, so what appears since is not in it."""
+    source = project / "source"
+    write(source / "a.txt", b"checkpointed a\n")
+    write(source / "b.txt", b"checkpointed b\n")
+    system = RollbackRecoverySystem(root=source, store=project / "store")
+    checkpoint_id = system.checkpoint("standard", 1, "base").checkpoint_id
+    empty = project / "empty"
+    empty.mkdir()
+
+    def someone_writes(done: int, total: int) -> None:  # after the first file: the other appears
+        for name in ("a.txt", "b.txt"):
+            if done == 1 and not (empty / name).exists():
+                write(empty / name, b"written by someone else meanwhile\n")
+
+    result = RollbackRecoverySystem(root=empty, store=project / "store").restore(checkpoint_id,
+                                                                                 progress=someone_writes)
+
+    [appeared] = result.failures
+    assert "appeared" in result.failures[appeared]
+    assert (empty / appeared).read_bytes() == b"written by someone else meanwhile\n"
 
 
 def test_no_undo_restores_without_an_undo_checkpoint(tree: Path, cli, manifest) -> None:
