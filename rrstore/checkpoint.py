@@ -13,7 +13,7 @@ import json
 import os
 import resource
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
@@ -227,7 +227,7 @@ class CheckpointManager:
     # writing ---------------------------------------------------------------
 
     def create(self, spec: NewCheckpoint, progress: Progress | None = None,
-               extra: Collection[str] = ()) -> tuple[CheckpointRecord, Snapshot]:
+               extra: list[str] | None = None) -> tuple[CheckpointRecord, Snapshot]:
         """Snapshot the working tree and record it under a new, unique id (and return both).
 
         ``extra`` paths are held too when they exist, even if ignored (see ``snapshot``).
@@ -284,7 +284,7 @@ class CheckpointManager:
         return record
 
     def snapshot(self, *, store: bool, progress: Progress | None = None,
-                 extra: Collection[str] = ()) -> Snapshot:
+                 extra: list[str] | None = None) -> Snapshot:
         """The working tree as a tree; ``store=False`` only hashes.
 
         ``extra``: paths to hold when they exist although the scope leaves them

@@ -81,7 +81,7 @@ def _open_readable(folder: Path, path: Path) -> int | None:
     except PermissionDenied:
         pass
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:

@@ -11,7 +11,6 @@ checkpoint: every path the restore would overwrite, ignored ones included).
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,7 @@ class Scope:
     paths: list[str] = field(default_factory=list)
     empty_dirs: list[str] = field(default_factory=list)
     git: gitrepo.GitState = gitrepo.NO_GIT
-    # Paths to hold if they exist on disk, though the rules above leave them out (not in ``paths``).
+    # Those of ``paths`` the rules above leave out, held because the caller asked (``scan_scope``).
     extra: list[str] = field(default_factory=list)
 
 
@@ -52,13 +51,13 @@ def _is_excluded(path: str, prefixes: list[str]) -> bool:
 
 
 def scan_scope(root: Path, exclude: list[Path], *, git_state: bool = False,
-               extra: Collection[str] = ()) -> Scope:
+               extra: list[str] | None = None) -> Scope:
     """List what a checkpoint of ``root`` holds, leaving out ``exclude``.
 
     ``git_state`` also records commit, branch and dirtiness (for records).
-    ``extra`` paths are held too when they exist, ignored or not (never
-    ``.git`` or ``exclude``); the snapshot checks which exist. Costs one set
-    of the scope's paths, and nothing when ``extra`` is empty.
+    ``extra`` paths are added to ``paths`` (and listed in ``Scope.extra``),
+    ignored or not, never ``.git`` or ``exclude``; the snapshot holds those
+    that exist. Costs one set of the scope's paths, nothing without ``extra``.
     """
     prefixes = _excluded_prefixes(root, exclude)
     if gitrepo.find_git_root(root) is not None:
@@ -68,6 +67,7 @@ def scan_scope(root: Path, exclude: list[Path], *, git_state: bool = False,
     if extra:
         listed = set(scope.paths)
         scope.extra = sorted(p for p in extra if p and p not in listed and not _is_excluded(p, prefixes))
+        scope.paths.extend(scope.extra)
     return scope
 
 

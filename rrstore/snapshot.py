@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import io
-import itertools
 import os
 import stat
 import time
@@ -256,21 +255,17 @@ class _Parents:
         return known
 
 
-def _empty_dir(path: str) -> bool:
-    with os.scandir(path) as it:
-        return next(it, None) is None
-
-
 def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers: int = 0,
              progress: Progress | None = None, cache: StatCache | None = None) -> Snapshot:
     """Hash (and with ``store``, save) everything in ``scope``; return the root tree.
 
     With a ``cache``, a file whose stat is unchanged since it was last hashed
     is not read again (when storing, only if its objects are still present).
-    ``scope.extra`` paths are held like scoped ones when they exist (one
-    lstat each); an extra directory only when it is empty. Paths below a
-    symlinked or replaced directory are left out: git still lists tracked
-    paths there, but they are not in this working tree.
+    ``scope.extra`` paths are held like the others when they exist (one
+    lstat each, none for a directory above a scoped file); an extra
+    directory only when it is empty. Paths below a symlinked or replaced
+    directory are left out: git still lists tracked paths there, but they
+    are not in this working tree.
     """
     stats = SnapshotStats()
     written_before = objects.stored_bytes
@@ -279,11 +274,11 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
     builder = _Builder(objects if store else None, stats)
     root = os.fspath(scope.root)
     parents = _Parents(root)
+    extra = set(scope.extra)
     misses: list[str] = []
     sizes: dict[str, int] = {}
     seen: set[str] = set()
-    extra = set(scope.extra)
-    for rel in itertools.chain(scope.paths, scope.extra):
+    for rel in scope.paths:
         if extra and rel in extra and parents.known.get(rel):
             continue  # an extra path that is a directory already seen above a scoped file
         if not parents.real(rel.rpartition("/")[0]):
@@ -310,7 +305,7 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
         elif stat.S_ISLNK(st.st_mode):
             builder.add(rel, Entry(name, SYMLINK, target=os.readlink(full)))
             stats.symlinks += 1
-        elif stat.S_ISDIR(st.st_mode) and _empty_dir(full):
+        elif stat.S_ISDIR(st.st_mode) and not os.listdir(full):
             builder.add_dir(rel)
         elif not (extra and rel in extra):  # an extra directory with content is held by its content
             stats.skipped.append(rel)
