@@ -492,3 +492,24 @@ def test_no_undo_restores_without_an_undo_checkpoint(tree: Path, cli, manifest) 
     assert refs_of(tree) == refs and objects_of(tree) == objects
     text = system.restore(checkpoint_id, undo=False)
     assert text.undo_checkpoint_id is None and text.plan.empty
+
+
+def test_undo_rebuilds_a_damaged_tree_it_reuses(project: Path) -> None:
+    """The trees above what restore deletes are read back too; a damaged one is rebuilt from the snapshot."""
+    root, store = project, project / ".checkpoints"
+    write(root / "keep.txt", b"keep\n")
+    system = RollbackRecoverySystem(root=root)
+    base = system.checkpoint("standard", 1, "without sub").checkpoint_id
+    write(root / "sub" / "deep" / "work.txt", b"only copy of this work\n")
+    with_sub = system.checkpoint("standard", 2, "with sub").record
+    sub_tree = flatten(system.open_store().objects, with_sub.state_hash)["sub"].oid
+    loose = store / "objects" / sub_tree[:2] / sub_tree[2:]
+    write(loose, b"\x28\xb5\x2f\xfd garbage: a damaged copy read before the packed one")
+
+    result = RollbackRecoverySystem(root=root).restore(base)
+
+    assert result.success and not (root / "sub").exists()
+    assert ObjectStore(LocalBackend(store)).get(sub_tree)  # the rebuilt copy reads back
+    assert result.undo_checkpoint_id is not None
+    assert RollbackRecoverySystem(root=root).restore(result.undo_checkpoint_id).success
+    assert (root / "sub" / "deep" / "work.txt").read_bytes() == b"only copy of this work\n"
