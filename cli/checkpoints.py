@@ -148,15 +148,20 @@ def status(exit_code: bool) -> int:
 @click.argument("checkpoint_arg", required=False, metavar="[CHECKPOINT_ID]")
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @click.option("--path", "paths", multiple=True, help="Restore only this path (repeatable).")
+@click.option("--no-undo", "no_undo", is_flag=True,
+              help="Write no undo checkpoint first (works from a read-only store; what the restore "
+                   "overwrites or deletes cannot be brought back).")
 @global_options
-def restore(checkpoint_id: str | None, checkpoint_arg: str | None, dry_run: bool, paths: tuple[str, ...]) -> int:
+def restore(checkpoint_id: str | None, checkpoint_arg: str | None, dry_run: bool, paths: tuple[str, ...],
+            no_undo: bool) -> int:
     """Make the working tree identical to a checkpoint (undoable: the current state is checkpointed first)."""
     st = state()
     chosen = checkpoint_id or checkpoint_arg
     if not chosen:
         raise click.UsageError("give the checkpoint to restore: --checkpoint-id ID")
     with progress("restore", st.show_progress) as cb:
-        result = st.system().restore(chosen, paths=list(paths) or None, dry_run=dry_run, progress=cb)
+        result = st.system().restore(chosen, paths=list(paths) or None, dry_run=dry_run, undo=not no_undo,
+                                     progress=cb)
     plan = result.plan
     if st.json:
         emit_json(result.to_json())

@@ -312,9 +312,11 @@ class CheckpointManager:
 
     # writing ---------------------------------------------------------------
 
-    def create(self, spec: NewCheckpoint, progress: Progress | None = None) -> tuple[CheckpointRecord, Snapshot]:
+    def create(self, spec: NewCheckpoint, progress: Progress | None = None,
+               extra: list[str] | None = None) -> tuple[CheckpointRecord, Snapshot]:
         """Snapshot the working tree and record it under a new, unique id (and return both).
 
+        ``extra`` paths are held too when they exist, even if ignored (see ``snapshot``).
         Before the record and its ref are written, every object the snapshot's
         trees reach must be in a written pack or loose (``ObjectStore.missing``):
         a checkpoint that cannot prove it raises ObjectsNotWritten and records nothing.
@@ -325,7 +327,7 @@ class CheckpointManager:
         if spec.kind not in KINDS:
             raise UsageError(f"unknown checkpoint kind {spec.kind!r}")
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        snap = self.snapshot(store=True, progress=progress)
+        snap = self.snapshot(store=True, progress=progress, extra=extra)
         missing = self.store.objects.missing(snapshot_oids(snap))
         if missing:
             raise ObjectsNotWritten(missing)
@@ -374,8 +376,13 @@ class CheckpointManager:
         record.record_oid = oid
         return record
 
-    def snapshot(self, *, store: bool, progress: Progress | None = None) -> Snapshot:
-        """The working tree as a tree; ``store=False`` only hashes."""
-        scope = scan_scope(self.root, [self.store.path], git_state=store)
+    def snapshot(self, *, store: bool, progress: Progress | None = None,
+                 extra: list[str] | None = None) -> Snapshot:
+        """The working tree as a tree; ``store=False`` only hashes.
+
+        ``extra``: paths to hold when they exist although the scope leaves them
+        out (restore's undo checkpoint holds every path the restore overwrites).
+        """
+        scope = scan_scope(self.root, [self.store.path], git_state=store, extra=extra)
         return snapshot(scope, self.store.objects, store=store, workers=self.store.settings.workers,
                         progress=progress, cache=self.store.stat_cache(self.root))

@@ -180,6 +180,15 @@ class PermissionDenied(RRStoreError):
         self.path = path
 
 
+class StoreReadOnly(PermissionDenied):
+    """Restore must write its undo checkpoint, and the store cannot be written."""
+
+    def __init__(self, path: str) -> None:
+        RRStoreError.__init__(self, f"store is read-only: {path}; restore needs to write its undo checkpoint "
+                                    "there, nothing was changed (rerun with --no-undo to restore without one)")
+        self.path = path
+
+
 class DiskFull(RRStoreError):
     exit_code = 15
     summary = "disk full"
@@ -190,6 +199,19 @@ class DiskFull(RRStoreError):
             "(free space, then retry)"
         )
         self.path = path
+
+
+class RestoreDiskFull(DiskFull):
+    """The working tree filled up during a restore: it is partly restored (no file half-written)."""
+
+    def __init__(self, path: str, undo_id: str | None) -> None:
+        undo = (f"undo with 'rrstore restore --checkpoint-id {undo_id}'" if undo_id
+                else "no undo checkpoint was taken (--no-undo)")
+        RRStoreError.__init__(self, f"no space left on device while writing {path}; the working tree is "
+                                    f"partly restored, no file half-written (free space and restore again, "
+                                    f"or {undo})")
+        self.path = path
+        self.undo_id = undo_id
 
 
 class ArchiveError(RRStoreError):
@@ -249,6 +271,15 @@ class TornRead(RRStoreError):
 
     def __init__(self, path: str) -> None:
         super().__init__(f"{path} kept changing while it was read; checkpoint aborted, retry when it is quiet")
+        self.path = path
+
+
+class UndoUnproven(RRStoreError):
+    """A file changed while restore saved it for undo, so the undo cannot be proven: nothing restored."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} changed while restore was saving it in the undo checkpoint; nothing was "
+                         "restored (retry when the tree is quiet)")
         self.path = path
 
 

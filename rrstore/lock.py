@@ -5,11 +5,16 @@ checkpoint never records a half-restored tree and two restores never
 interleave. ``flock`` locks vanish with their process, so a killed rrstore
 never leaves a stale lock behind; ``rrstore cleanup`` may remove a lock file
 nobody holds, so a lock is only taken once the file locked is still the one
-at the path.
+at the path. On a store this process cannot write (restore ``--no-undo``
+from read-only media), ``read_only`` locks an existing lock file through a
+read-only descriptor, which ``flock`` allows, and goes on unlocked only when
+there is no lock file and none can be made: then no rrstore can have taken
+or take that lock in this store either, unless it can write where we cannot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -17,22 +22,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import StoreLocked, from_oserror
+from .errors import PermissionDenied, StoreLocked, from_oserror
 
 
 @contextmanager
 def locked(store_path: Path, name: str, *, exclusive: bool, wait: float = 30.0,
-           claim: bool = True) -> Iterator[None]:
+           claim: bool = True, read_only: bool = False) -> Iterator[None]:
     """Hold lock ``name`` of the store, waiting up to ``wait`` seconds for it.
 
     An exclusive holder writes its pid into the lock file (``cleanup`` reads
     it) unless ``claim`` is False: a lock held for an instant leaves the file as it was.
+    ``read_only``: the store may be unwritable (see the module docstring).
     """
     folder = store_path / "locks"
     path = folder / f"{name}.lock"
     mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
     deadline = time.monotonic() + wait
-    fd = _open(folder, path)
+    fd = _open_readable(folder, path) if read_only else _open(folder, path)
+    if fd is None:
+        yield
+        return
     try:
         while True:
             try:
@@ -45,12 +54,15 @@ def locked(store_path: Path, name: str, *, exclusive: bool, wait: float = 30.0,
             if _still_there(fd, path):
                 break
             # 'rrstore cleanup' removed the file between our open and flock: lock the new one
-            fresh = _open(folder, path)
+            fresh = _open_readable(folder, path) if read_only else _open(folder, path)
+            if fresh is None:
+                break
             os.close(fd)
             fd = fresh
         if exclusive and claim:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()}\n".encode())
+            with contextlib.suppress(OSError):  # only a hint for StoreLocked; a full disk or a read-only fd
+                os.ftruncate(fd, 0)
+                os.write(fd, f"pid {os.getpid()}\n".encode())
         yield
     finally:
         os.close(fd)
@@ -60,6 +72,20 @@ def _open(folder: Path, path: Path) -> int:
     try:
         folder.mkdir(exist_ok=True)
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise from_oserror(exc, str(path), "lock") from exc
+
+
+def _open_readable(folder: Path, path: Path) -> int | None:
+    """``_open``, or where the store cannot be written, the existing lock file read-only (None: there is none)."""
+    try:
+        return _open(folder, path)
+    except PermissionDenied:
+        pass
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
         raise from_oserror(exc, str(path), "lock") from exc
 

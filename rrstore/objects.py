@@ -154,6 +154,18 @@ class ObjectStore:
         self._loose_bytes += len(frame)
         return PutResult(oid, True)
 
+    def put_loose_copy(self, data: bytes, oid: str) -> None:
+        """Store a good copy of ``oid`` as a loose object, even where a (damaged) copy is packed.
+
+        ``get`` reads a loose object before it looks in packs, so from now on
+        every reader gets these bytes: restore, export, push (which sends the
+        loose copy) and gc (which rewrites a pack from ``get``).
+        """
+        _verified(oid, data)
+        frame = self._compressor().compress(data)
+        self.backend.write(object_key(oid), frame, durable=self.durable)
+        self._loose_bytes += len(frame)
+
     def get(self, oid: str) -> bytes:
         """The verified bytes of ``oid``; raises ObjectMissing or CorruptObject."""
         if self._writer is not None and (queued := self._writer.pending.get(oid)) is not None:

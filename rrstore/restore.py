@@ -4,9 +4,12 @@ First diff the working tree against the target, then change only what
 differs: remove what the target lacks, create directories, write files that
 differ (a new file is created in place; a file that exists is replaced
 atomically through a temporary file and a rename), fix
-exec bits and symlinks. Ignored files are never in the working-tree side of
-the diff, so they are never touched. Per-path failures are collected and
-reported together instead of stopping at the first.
+exec bits and symlinks. The working-tree side of the diff is the scope plus
+whatever is on disk at the target's paths (ignored or not), so an ignored
+file is touched only where the target itself holds that path; a file that
+appears where the plan saw nothing is left alone. Per-path failures are
+collected and reported together instead of stopping at the first; a full
+disk stops the restore (no file is left half-written).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UnsafeTree
+from .errors import DiskFull, UnsafeTree
 from .objects import ObjectStore
 from .scan import store_prefixes
 from .statcache import Stamp, stamp
@@ -38,6 +41,8 @@ class RestorePlan:
     symlink: list[str] = field(default_factory=list)
     chmod: list[str] = field(default_factory=list)
     unchanged: int = 0
+    # Written paths where nothing was when planning: nothing there may be overwritten.
+    absent: set[str] = field(default_factory=set)
 
     @property
     def empty(self) -> bool:
@@ -52,6 +57,7 @@ class RestoreResult:
     dry_run: bool = False
     undo_checkpoint_id: str | None = None
     failures: dict[str, str] = field(default_factory=dict)
+    no_undo: bool = False
 
     @property
     def success(self) -> bool:
@@ -68,6 +74,8 @@ class RestoreResult:
                 f"{p.unchanged} unchanged")
         if self.undo_checkpoint_id:
             text += f"; undo with: rrstore restore --checkpoint-id {self.undo_checkpoint_id}"
+        elif self.no_undo and not self.dry_run:
+            text += "; no undo checkpoint (--no-undo)"
         return text
 
     def to_json(self) -> dict[str, object]:
@@ -114,6 +122,8 @@ def plan_restore(current: dict[str, Entry], target: dict[str, Entry],
                 plan.unchanged += 1
         elif have is None or have.oid != want.oid:
             plan.write.append(path)
+            if path not in current:
+                plan.absent.add(path)
         elif have.executable != want.executable:
             plan.chmod.append(path)
         else:
@@ -187,10 +197,11 @@ class VerifiedContent:
 class _Writer:
     """Applies a plan below ``root``, refusing to write through symlinked parents."""
 
-    def __init__(self, root: Path, objects: VerifiedContent, target: dict[str, Entry]) -> None:
+    def __init__(self, root: Path, objects: VerifiedContent, target: dict[str, Entry], absent: set[str]) -> None:
         self.root = root
         self.objects = objects
         self.target = target
+        self.absent = absent
         self.failures: dict[str, str] = {}
         self.stamps: dict[str, Stamp] = {}
         self._safe: set[str] = {""}
@@ -245,6 +256,8 @@ class _Writer:
         try:
             fd = os.open(full, flags, 0o777 if entry.executable else 0o666)
         except FileExistsError:
+            if path in self.absent:  # it appeared after planning: not in the undo checkpoint
+                raise OSError(errno.EEXIST, "appeared during the restore; left alone") from None
             self._replace(path, entry, full)
             return
         try:
@@ -297,6 +310,8 @@ class _Writer:
         try:
             action(path)
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # every later write would fail too
+                raise DiskFull(f"{self.root}/{path}") from exc
             self.failures[path] = exc.strerror or str(exc)
 
 
@@ -305,9 +320,10 @@ def apply_plan(root: Path, content: VerifiedContent, target: dict[str, Entry], p
     """Carry out ``plan``: (path -> reason for every path that failed, path -> stat just after writing it).
 
     ``content`` has verified every object already. Small files are written in
-    this thread and large ones in a pool (see ``workers``).
+    this thread and large ones in a pool (see ``workers``). A full disk raises
+    DiskFull naming the file (removed, never left half-written).
     """
-    writer = _Writer(root, content, target)
+    writer = _Writer(root, content, target, plan.absent)
     for path in plan.remove:
         writer.attempt(writer.remove, path)
     for path in plan.mkdir:

@@ -5,7 +5,9 @@ In a git work tree: tracked files plus untracked files that are not ignored
 directories. Elsewhere: every path under the root minus the gitignore-style
 patterns in ``.rrstoreignore``. Never the store, and never a name that is
 never written (``tree.never_written``: ``.git`` and ``.checkpoints`` in any
-case and at any depth), so a checkpoint cannot hold one.
+case and at any depth), so a checkpoint cannot hold one. A caller may add
+``extra`` paths outside the ignore rules (restore's undo checkpoint: every
+path the restore would overwrite, ignored ones included).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class Scope:
     paths: list[str] = field(default_factory=list)
     empty_dirs: list[str] = field(default_factory=list)
     git: gitrepo.GitState = gitrepo.NO_GIT
+    # Those of ``paths`` the rules above leave out, held because the caller asked (``scan_scope``).
+    extra: list[str] = field(default_factory=list)
 
 
 def _excluded_prefixes(root: Path, exclude: list[Path]) -> list[str]:
@@ -51,15 +55,25 @@ def _is_excluded(path: str, prefixes: list[str]) -> bool:
     return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
 
 
-def scan_scope(root: Path, exclude: list[Path], *, git_state: bool = False) -> Scope:
+def scan_scope(root: Path, exclude: list[Path], *, git_state: bool = False,
+               extra: list[str] | None = None) -> Scope:
     """List what a checkpoint of ``root`` holds, leaving out ``exclude``.
 
     ``git_state`` also records commit, branch and dirtiness (for records).
+    ``extra`` paths are added to ``paths`` (and listed in ``Scope.extra``),
+    ignored or not, never ``.git`` or ``exclude``; the snapshot holds those
+    that exist. Costs one set of the scope's paths, nothing without ``extra``.
     """
     prefixes = _excluded_prefixes(root, exclude)
     if gitrepo.find_git_root(root) is not None:
-        return _git_scope(root, prefixes, git_state)
-    return _walk_scope(root, prefixes)
+        scope = _git_scope(root, prefixes, git_state)
+    else:
+        scope = _walk_scope(root, prefixes)
+    if extra:
+        listed = set(scope.paths)
+        scope.extra = sorted(p for p in extra if p and p not in listed and not _is_excluded(p, prefixes))
+        scope.paths.extend(scope.extra)
+    return scope
 
 
 def _git_scope(root: Path, prefixes: list[str], git_state: bool) -> Scope:

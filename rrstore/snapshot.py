@@ -261,8 +261,11 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
 
     With a ``cache``, a file whose stat is unchanged since it was last hashed
     is not read again (when storing, only if its objects are still present).
-    Paths below a symlinked or replaced directory are left out: git still
-    lists tracked paths there, but they are not in this working tree.
+    ``scope.extra`` paths are held like the others when they exist (one
+    lstat each, none for a directory above a scoped file); an extra
+    directory only when it is empty. Paths below a symlinked or replaced
+    directory are left out: git still lists tracked paths there, but they
+    are not in this working tree.
     """
     stats = SnapshotStats()
     written_before = objects.stored_bytes
@@ -271,10 +274,13 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
     builder = _Builder(objects if store else None, stats)
     root = os.fspath(scope.root)
     parents = _Parents(root)
+    extra = set(scope.extra)
     misses: list[str] = []
     sizes: dict[str, int] = {}
     seen: set[str] = set()
     for rel in scope.paths:
+        if extra and rel in extra and parents.known.get(rel):
+            continue  # an extra path that is a directory already seen above a scoped file
         if not parents.real(rel.rpartition("/")[0]):
             continue
         full = f"{root}/{rel}"
@@ -301,7 +307,7 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
             stats.symlinks += 1
         elif stat.S_ISDIR(st.st_mode) and not os.listdir(full):
             builder.add_dir(rel)
-        else:
+        elif not (extra and rel in extra):  # an extra directory with content is held by its content
             stats.skipped.append(rel)
     for rel in scope.empty_dirs:
         if parents.real(rel.rpartition("/")[0]):

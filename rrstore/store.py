@@ -68,7 +68,7 @@ class Store:
         return StatCache(self.path / "cache" / f"stat-{name}", self.path / "tmp").load()
 
     @contextmanager
-    def writing(self) -> Iterator[None]:
+    def writing(self, *, read_only: bool = False) -> Iterator[None]:
         """Shared object lock: held while objects are written or a checkpoint's objects are read.
 
         gc takes it exclusively, so it never sweeps an object that an
@@ -76,9 +76,11 @@ class Store:
         writer waits for a running gc up to ``GC_WAIT`` seconds, then reloads
         the pack indexes, since that gc may have rewritten packs. First it
         sweeps what killed operations left in ``tmp/`` (``sweep_leftovers``).
+        ``read_only``: only reading, maybe from a store it cannot write (see ``lock``).
         """
-        self.sweep_leftovers()
-        with locked(self.path, OBJECTS_LOCK, exclusive=False, wait=GC_WAIT):
+        if not read_only:
+            self.sweep_leftovers()
+        with locked(self.path, OBJECTS_LOCK, exclusive=False, wait=GC_WAIT, read_only=read_only):
             self.objects.reload()
             yield
 

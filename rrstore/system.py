@@ -9,6 +9,8 @@ methods directly so it can map errors to exit codes.
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,13 +21,23 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, check_lane
 from .config import Settings, load_settings
 from .diff import DiffResult, diff
-from .errors import RRStoreError, UsageError
+from .errors import DiskFull, RestoreDiskFull, RRStoreError, StoreReadOnly, UsageError
 from .gc import GCResult, Retention, gc
 from .gitrepo import find_git_root
 from .lock import locked
-from .restore import Progress, RestoreResult, VerifiedContent, apply_plan, check_target, in_paths, plan_restore
+from .restore import (
+    Progress,
+    RestorePlan,
+    RestoreResult,
+    VerifiedContent,
+    apply_plan,
+    check_target,
+    in_paths,
+    plan_restore,
+)
 from .store import Store
-from .tree import flatten
+from .tree import Entry, flatten
+from .undo import at_risk, prove_undo
 from .workers import default_workers
 
 if TYPE_CHECKING:
@@ -115,6 +127,12 @@ class FailedResult:
     success: bool = False
     checkpoint_id: str | None = None
     checkpoints: list[CheckpointRecord] = field(default_factory=list)
+
+
+def _writable(store: Path) -> bool:
+    """Whether this process may write the store (``os.access`` knows read-only mounts and permissions)."""
+    folders = [store, *(store / sub for sub in ("objects", "packs", "refs/checkpoints", "tmp", "locks"))]
+    return all(os.access(folder, os.W_OK) for folder in folders if folder.exists())
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -215,49 +233,74 @@ class RollbackRecoverySystem:
         return StatusResult(snap.root_oid, newest, matching, changes)
 
     def restore(self, checkpoint_id: str, *, paths: Sequence[str] | None = None, dry_run: bool = False,
-                progress: Progress | None = None) -> RestoreResult:
+                undo: bool = True, progress: Progress | None = None) -> RestoreResult:
         """Make the working tree (or ``paths`` of it) identical to a checkpoint.
 
         Unless ``dry_run``, the current state is checkpointed first (its id is
-        ``undo_checkpoint_id``), so the restore itself can be undone.
+        ``undo_checkpoint_id``), so the restore itself can be undone: it holds
+        every path the restore overwrites or deletes, ignored ones included,
+        and each object it needs for them is read back first (see ``undo``).
+        ``undo=False`` restores without it, also from a read-only store; with
+        it, a store this process cannot write raises StoreReadOnly before
+        anything changes. A full working tree raises RestoreDiskFull.
         """
         manager = self.checkpoint_manager
         if dry_run:  # reads only: works on a read-only store and beside a running restore
             with manager.explain_damage():
-                return self._restore(manager, checkpoint_id, paths, dry_run, progress)
-        with (locked(manager.store.path, WORKTREE_LOCK, exclusive=True), manager.store.writing(),
-              manager.explain_damage()):
-            return self._restore(manager, checkpoint_id, paths, dry_run, progress)
+                return self._restore(manager, checkpoint_id, paths, dry_run, progress, undo)
+        store = manager.store
+        if undo and not _writable(store.path):
+            raise StoreReadOnly(str(store.path))
+        with (locked(store.path, WORKTREE_LOCK, exclusive=True, read_only=not undo),
+              store.writing(read_only=not undo), manager.explain_damage()):
+            return self._restore(manager, checkpoint_id, paths, dry_run, progress, undo)
 
     def _restore(self, manager: CheckpointManager, checkpoint_id: str, paths: Sequence[str] | None,
-                 dry_run: bool, progress: Progress | None) -> RestoreResult:
+                 dry_run: bool, progress: Progress | None, undo: bool) -> RestoreResult:
         record = manager.get(checkpoint_id)
         tree_paths = self.relative_paths(paths) if paths else None
         target = flatten(manager.store.objects, record.state_hash)
         check_target(self.root, manager.store.path, record.checkpoint_id, target)
         if tree_paths and not any(in_paths(p, tree_paths) for p in target):
             raise UsageError(f"{', '.join(paths or [])}: not in checkpoint {record.checkpoint_id}")
-        snap = manager.snapshot(store=False)
+        # Whatever is on disk at the target's paths, ignored or not, is part of the working-tree side.
+        held = [p for p in target if in_paths(p, tree_paths)]
+        snap = manager.snapshot(store=False, extra=held)
         plan = plan_restore(snap.entries, target, tree_paths)
-        result = RestoreResult(record.checkpoint_id, record.state_hash, plan, dry_run)
+        result = RestoreResult(record.checkpoint_id, record.state_hash, plan, dry_run, no_undo=not undo)
         if dry_run or plan.empty:
             return result
         content = VerifiedContent(manager.store.objects)
         content.verify(target, plan.write, self._workers())
-        # Only now, with every needed object known good, record the undo point;
-        # plan again from it in case the tree moved between the two scans.
-        spec = NewCheckpoint(record.lane, record.step_number, f"before restore to {record.checkpoint_id}",
-                             kind="pre-restore")
-        undo, snap = manager.create(spec)
-        result.plan = plan = plan_restore(snap.entries, target, tree_paths)
-        content.verify(target, plan.write, self._workers())
-        result.undo_checkpoint_id = undo.checkpoint_id
-        result.failures, stamps = apply_plan(self.root, content, target, plan,
-                                             workers=self._workers(), progress=progress)
+        if undo:  # only now, with every needed object known good
+            result.undo_checkpoint_id, result.plan = self._undo_point(manager, record, target, tree_paths, held)
+            plan = result.plan
+            content.verify(target, plan.write, self._workers())
+        try:
+            result.failures, stamps = apply_plan(self.root, content, target, plan,
+                                                 workers=self._workers(), progress=progress)
+        except DiskFull as exc:
+            raise RestoreDiskFull(exc.path, result.undo_checkpoint_id) from exc
         written = {p: (target[p].oid, target[p].chunks, stamps[p]) for p in [*plan.write, *plan.chmod]
                    if p in stamps and p not in result.failures}
         manager.store.stat_cache(self.root).remember_written(str(self.root), written)
         return result
+
+    def _undo_point(self, manager: CheckpointManager, record: CheckpointRecord, target: dict[str, Entry],
+                    tree_paths: builtins.list[str] | None, held: builtins.list[str]) -> tuple[str, RestorePlan]:
+        """Checkpoint the tree plus every target path on disk, plan again from it (the tree may have
+        moved since the first scan), and prove it holds what that plan changes: (its id, the plan)."""
+        spec = NewCheckpoint(record.lane, record.step_number, f"before restore to {record.checkpoint_id}",
+                             kind="pre-restore")
+        undo, snap = manager.create(spec, extra=held)
+        plan = plan_restore(snap.entries, target, tree_paths)
+        try:
+            prove_undo(manager.store, self.root, snap, undo, at_risk(plan, snap.entries), self._workers())
+        except RRStoreError:
+            with contextlib.suppress(RRStoreError, KeyError):
+                manager.store.refs.delete(undo.checkpoint_id)  # nothing was restored: no undo point either
+            raise
+        return undo.checkpoint_id, plan
 
     def gc(self, policy: Retention | None = None, *, now: datetime | None = None,
            dry_run: bool = False) -> GCResult:

@@ -428,3 +428,118 @@ def test_disk_full_commits_nothing(populated: Path, tiny_tmpfs: Path, cli: Cli, 
     again = cli("--store", str(store), "restore", "--checkpoint-id", first.stdout.strip(), cwd=populated)
     assert again.returncode == 0, again.stderr
     assert manifest(populated) == tree
+
+
+# --- restore on a read-only store and on a full disk (issue 8, hole 9) -----------------------------------
+
+
+@pytest.fixture
+def read_only_view(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(a store directory, a read-only bind mount of it): the store as read-only media show it."""
+    store, view = tmp_path / "store", tmp_path / "ro-store"
+    store.mkdir()
+    view.mkdir()
+    if subprocess.run(["mount", "--bind", str(store), str(view)], capture_output=True).returncode != 0:
+        pytest.skip("cannot bind-mount here")
+    try:
+        yield store, view
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=False)
+
+
+def test_restore_from_a_read_only_store_needs_no_undo(populated: Path, read_only_view: tuple[Path, Path],
+                                                      cli: Cli, manifest) -> None:
+    store, view = read_only_view
+    checkpoint_id = make(cli, populated, 1, "s", "standard", "--store", str(store))
+    original = manifest(populated)
+    remounted = subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], capture_output=True)
+    if remounted.returncode != 0:
+        pytest.skip(f"cannot remount read-only: {remounted.stderr.decode().strip()}")
+    write(populated / "change.txt", b"after\n")
+    os.unlink(populated / "gone.txt")
+    write(populated / "added.txt", b"new\n")
+    tree, state = manifest(populated), store_state(store)
+
+    line = one_error_line(cli("--store", str(view), "restore", "--checkpoint-id", checkpoint_id, cwd=populated), 14)
+
+    assert "read-only" in line and str(view) in line and "--no-undo" in line
+    assert manifest(populated) == tree and store_state(store) == state
+    out = cli("--store", str(view), "restore", "--no-undo", "--checkpoint-id", checkpoint_id, cwd=populated)
+    assert out.returncode == 0, out.stderr
+    assert "no undo checkpoint" in out.stderr
+    assert manifest(populated) == original
+    assert store_state(store) == state
+
+
+def test_restore_as_a_user_who_cannot_write_the_store(populated: Path, cli: Cli, manifest) -> None:
+    checkpoint_id = make(cli, populated, 1, "by root")
+    store = populated / ".checkpoints"
+    original = manifest(populated)
+    write(populated / "change.txt", b"after\n")
+    for path in [populated, *(p for p in populated.rglob("*") if store not in p.parents and p != store)]:
+        os.lchown(path, 65534, 65534)  # nobody owns the tree, root the store
+    prefix = _nobody_prefix(populated)
+    tree, state = manifest(populated), store_state(store)
+    env = {**os.environ, **GIT_ENV, "HOME": str(populated)}
+    env.pop("RRSTORE_DIR", None)
+
+    def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*prefix, sys.executable, "-m", "rrstore", *args], cwd=populated, env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    line = one_error_line(as_nobody("restore", "--checkpoint-id", checkpoint_id), 14)
+    assert "read-only" in line and "--no-undo" in line
+    assert manifest(populated) == tree and store_state(store) == state
+    out = as_nobody("restore", "--no-undo", "--checkpoint-id", checkpoint_id)
+    assert out.returncode == 0, out.stderr
+    assert manifest(populated) == original and store_state(store) == state
+
+
+def _leftovers(root: Path) -> list[str]:
+    return [p.name for p in root.rglob("*") if ".rrstore-" in p.name]
+
+
+def test_restore_into_an_empty_directory_on_a_full_disk(populated: Path, tiny_tmpfs: Path, tmp_path: Path,
+                                                        cli: Cli) -> None:
+    store = tmp_path / "store"
+    blobs = {f"big/{n}.bin": os.urandom(400_000) for n in "abcd"}
+    for rel, data in blobs.items():
+        write(populated / rel, data)
+    checkpoint_id = make(cli, populated, 1, "s", "standard", "--store", str(store))
+    target = tiny_tmpfs / "empty"
+    target.mkdir()
+
+    line = one_error_line(cli("--store", str(store), "-C", str(target), "restore", "--checkpoint-id",
+                              checkpoint_id, cwd=tmp_path), 15)
+
+    assert "no space left" in line.lower() and "?" not in line
+    named = re.search(r"while writing (\S+);", line)
+    assert named and named.group(1).startswith(str(target) + "/")  # a file of the checkpoint, in the tree
+    assert "undo with" in line
+    for rel, data in blobs.items():  # every file is whole or absent: nothing half-written
+        path = target / rel
+        assert not path.exists() or path.read_bytes() == data
+    assert _leftovers(target) == []
+
+
+def test_restore_with_the_store_on_a_full_disk_names_the_path(populated: Path, tiny_tmpfs: Path, tmp_path: Path,
+                                                              cli: Cli, manifest) -> None:
+    store = tiny_tmpfs / "store"
+    checkpoint_id = make(cli, populated, 1, "s", "standard", "--store", str(store))
+    with open(tiny_tmpfs / "filler", "wb") as fh, pytest.raises(OSError):
+        while True:
+            fh.write(b"\0" * 65536)
+            fh.flush()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    state = store_state(store)
+
+    line = one_error_line(cli("--store", str(store), "-C", str(empty), "restore", "--checkpoint-id",
+                              checkpoint_id, cwd=tmp_path), 15)
+
+    assert "no space left" in line.lower() and "?" not in line and str(store) in line
+    assert os.listdir(empty) == [] and store_state(store) == state
+    out = cli("--store", str(store), "-C", str(empty), "restore", "--no-undo", "--checkpoint-id", checkpoint_id,
+              cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert manifest(empty) == manifest(populated)

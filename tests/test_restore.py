@@ -6,14 +6,21 @@ import json
 import os
 import random
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import blake3
 import pytest
 from conftest import git
 
 from rrstore import RollbackRecoverySystem
 from rrstore.backends import LocalBackend
+from rrstore.checkpoint import CheckpointManager
+from rrstore.errors import CorruptObject, UndoUnproven
+from rrstore.gc import Retention
 from rrstore.objects import ObjectStore
+from rrstore.pack import decode_index
+from rrstore.tree import content_oids, flatten
 
 IGNORE_PATTERNS = "*.log\nbuild/\n"
 
@@ -301,3 +308,208 @@ def test_git_restore_leaves_git_metadata_and_status_alone(git_project: Path, cli
     assert git(root, "rev-parse", "HEAD") == head
     # everything restored matches the commit; the store never shows up in git status
     assert git(root, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+# --- the undo checkpoint holds what restore changes, proven before the first write (issue 8) ---------
+
+
+def checkpoint_cli(cli, root: Path, step: int, name: str, *extra: str) -> str:
+    out = cli(*extra, "checkpoint", "--lane", "standard", "--step-number", str(step), "--step-name", name, cwd=root)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def flip_in_pack(store: Path, oid: str, data: bytes) -> None:
+    """Flip one byte of ``oid``'s own bytes inside its pack block (random bytes are stored verbatim)."""
+    idx = [decode_index(p.stem, p.read_bytes()) for p in (store / "packs").glob("*.idx")]
+    [(pack_id, block_offset, block_size, _, _)] = [entries[oid] for entries in idx if oid in entries]
+    pack_file = store / "packs" / f"{pack_id}.pack"
+    pack = bytearray(pack_file.read_bytes())
+    probe = data[len(data) // 2:len(data) // 2 + 64]
+    at = pack.find(probe, block_offset, block_offset + block_size)
+    assert at > 0 and pack.find(probe, at + 1) == -1
+    pack[at + 10] ^= 0xFF
+    os.chmod(pack_file, 0o644)
+    pack_file.write_bytes(bytes(pack))
+    with pytest.raises(CorruptObject):
+        ObjectStore(LocalBackend(store)).get(oid)
+
+
+@pytest.mark.parametrize("size", [150_000, 5_000_000], ids=["one-object", "chunked"])
+def test_undo_restores_a_file_whose_deduplicated_packed_copy_is_damaged(git_project: Path, cli, size: int) -> None:
+    """Hole 4: a flipped byte in a pack (latent damage) must not cost the file restore deletes."""
+    root, store = git_project, git_project / ".checkpoints"
+    write(root / "keep.txt", b"keep\n")
+    base = checkpoint_cli(cli, root, 1, "without work.bin")
+    work = random.Random(size).randbytes(size)
+    write(root / "work.bin", work)
+    write(root / "only-in-b.txt", b"makes b's tree differ from the undo checkpoint's\n")
+    with_work = checkpoint_cli(cli, root, 2, "with work.bin")  # stores work.bin; the stat cache now trusts it
+    system = RollbackRecoverySystem(root=root)
+    entry = flatten(system.open_store().objects, system.show(with_work).state_hash)["work.bin"]
+    pieces, offset = {}, 0
+    for oid in content_oids(entry):
+        length = next(e[oid][4] for p in (store / "packs").glob("*.idx")
+                      if oid in (e := decode_index(p.stem, p.read_bytes())))
+        pieces[oid], offset = work[offset:offset + length], offset + length
+    damaged = list(pieces)[len(pieces) // 2]
+    flip_in_pack(store, damaged, pieces[damaged])
+    os.unlink(root / "only-in-b.txt")
+
+    out = cli("--json", "restore", "--checkpoint-id", base, cwd=root)
+
+    if out.returncode != 0:  # a refusal is allowed, and must leave work.bin alone
+        assert out.returncode == 13 and "Traceback" not in out.stderr, out.stderr
+        assert (root / "work.bin").read_bytes() == work
+        return
+    assert not (root / "work.bin").exists()
+    undo_id = json.loads(out.stdout)["undo_checkpoint_id"]
+    undo = cli("restore", "--checkpoint-id", undo_id, cwd=root)
+    assert undo.returncode == 0, undo.stderr
+    assert (root / "work.bin").read_bytes() == work
+    # every later reader gets the good copy, and gc's pack rewrite keeps it, not the damaged one
+    assert ObjectStore(LocalBackend(store)).get(damaged) == pieces[damaged]
+    for checkpoint_id in (base, undo_id):
+        system.pin(checkpoint_id)
+    swept = system.gc(Retention(older_than=timedelta(0), grace=timedelta(0)),
+                      now=datetime.now() + timedelta(hours=1))
+    assert with_work in swept.removed and swept.packs_rewritten >= 1
+    (store / "objects" / damaged[:2] / damaged[2:]).unlink()  # the loose good copy: now only packs remain
+    assert ObjectStore(LocalBackend(store)).get(damaged) == pieces[damaged]
+
+
+def test_undo_is_refused_when_the_damaged_files_bytes_changed_meanwhile(git_project: Path, cli, manifest,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hole 4: a damaged object whose file changed after the undo snapshot cannot be proven: nothing changes."""
+    root, store = git_project, git_project / ".checkpoints"
+    base = checkpoint_cli(cli, root, 1, "without work.bin")
+    work = random.Random(7).randbytes(150_000)
+    write(root / "work.bin", work)
+    checkpoint_cli(cli, root, 2, "with work.bin")
+    flip_in_pack(store, blake3.blake3(work).hexdigest(), work)
+    refs = refs_of(root)
+    create = CheckpointManager.create
+
+    def create_then_edit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        made = create(self, *args, **kwargs)
+        write(root / "work.bin", b"edited after the undo snapshot\n")  # the race the proof must catch
+        return made
+
+    monkeypatch.setattr(CheckpointManager, "create", create_then_edit)
+    with pytest.raises(UndoUnproven, match=r"work\.bin"):
+        RollbackRecoverySystem(root=root).restore(base)
+    assert (root / "work.bin").read_bytes() == b"edited after the undo snapshot\n"
+    assert refs_of(root) == refs  # the unproven undo checkpoint is not left behind
+
+
+def test_undo_holds_a_file_that_is_ignored_now_and_restore_overwrites(git_project: Path, cli) -> None:
+    """Hole 5: the target holds .env, .env is ignored since: the undo checkpoint must hold its only copy."""
+    root = git_project
+    write(root / ".env", b"SECRET=committed\n")
+    git(root, "add", ".env")
+    git(root, "commit", "-q", "-m", "env")
+    base = checkpoint_cli(cli, root, 1, "with .env")
+    git(root, "rm", "-q", "--cached", ".env")
+    (root / ".gitignore").write_text("*.log\nbuild/\n.env\n")
+    write(root / ".env", b"SECRET=only-copy\n")
+    write(root / "build" / "out.o", b"ignored, not in the target: never touched")
+
+    out = cli("--json", "restore", "--checkpoint-id", base, cwd=root)
+
+    assert out.returncode == 0, out.stderr
+    assert (root / ".env").read_bytes() == b"SECRET=committed\n"
+    result = json.loads(out.stdout)
+    assert ".env" in result["written"]
+    undo = cli("restore", "--checkpoint-id", result["undo_checkpoint_id"], cwd=root)
+    assert undo.returncode == 0, undo.stderr
+    assert (root / ".env").read_bytes() == b"SECRET=only-copy\n"
+    assert (root / "build" / "out.o").read_bytes() == b"ignored, not in the target: never touched"
+
+
+def test_ignored_path_restore_replaces_is_in_the_undo_checkpoint_in_plain_trees_too(project: Path) -> None:
+    """Hole 5 outside git: .rrstoreignore, a file turned into an ignored symlink, and an ignored file."""
+    root = project
+    write(root / "config.ini", b"[old]\n")
+    write(root / "cache.dat", b"checkpointed\n")
+    write(root / "cfg" / "a.txt", b"a directory in the checkpoint\n")
+    system = RollbackRecoverySystem(root=root)
+    base = system.checkpoint("standard", 1, "base").checkpoint_id
+    (root / ".rrstoreignore").write_text("config.ini\ncache.dat\ncfg\n")
+    os.unlink(root / "config.ini")
+    os.symlink("elsewhere.ini", root / "config.ini")
+    write(root / "cache.dat", b"only copy\n")
+    shutil.rmtree(root / "cfg")
+    write(root / "cfg", b"an ignored file where the checkpoint has a directory\n")
+
+    result = system.restore(base)
+
+    assert result.success, result.failures
+    assert (root / "config.ini").read_bytes() == b"[old]\n"
+    assert (root / "cache.dat").read_bytes() == b"checkpointed\n"
+    assert (root / "cfg" / "a.txt").read_bytes() == b"a directory in the checkpoint\n"
+    assert result.undo_checkpoint_id is not None
+    assert system.restore(result.undo_checkpoint_id).success
+    assert os.readlink(root / "config.ini") == "elsewhere.ini"
+    assert (root / "cache.dat").read_bytes() == b"only copy\n"
+    assert (root / "cfg").read_bytes() == b"an ignored file where the checkpoint has a directory\n"
+
+
+def test_a_file_that_appears_where_restore_creates_one_is_left_alone(project: Path) -> None:
+    """Nothing was there when the undo checkpoint was taken, so what appears since is not in it."""
+    source = project / "source"
+    write(source / "a.txt", b"checkpointed a\n")
+    write(source / "b.txt", b"checkpointed b\n")
+    system = RollbackRecoverySystem(root=source, store=project / "store")
+    checkpoint_id = system.checkpoint("standard", 1, "base").checkpoint_id
+    empty = project / "empty"
+    empty.mkdir()
+
+    def someone_writes(done: int, total: int) -> None:  # after the first file: the other appears
+        for name in ("a.txt", "b.txt"):
+            if done == 1 and not (empty / name).exists():
+                write(empty / name, b"written by someone else meanwhile\n")
+
+    result = RollbackRecoverySystem(root=empty, store=project / "store").restore(checkpoint_id,
+                                                                                 progress=someone_writes)
+
+    [appeared] = result.failures
+    assert "appeared" in result.failures[appeared]
+    assert (empty / appeared).read_bytes() == b"written by someone else meanwhile\n"
+
+
+def test_no_undo_restores_without_an_undo_checkpoint(tree: Path, cli, manifest) -> None:
+    system = RollbackRecoverySystem(root=tree)
+    checkpoint_id = system.checkpoint("standard", 1, "base").checkpoint_id
+    before = manifest(tree)
+    mutate(tree)
+    refs, objects = refs_of(tree), objects_of(tree)
+
+    out = cli("--json", "restore", "--no-undo", "--checkpoint-id", checkpoint_id, cwd=tree)
+
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["undo_checkpoint_id"] is None
+    assert in_scope(manifest(tree)) == in_scope(before)
+    assert refs_of(tree) == refs and objects_of(tree) == objects
+    text = system.restore(checkpoint_id, undo=False)
+    assert text.undo_checkpoint_id is None and text.plan.empty
+
+
+def test_undo_rebuilds_a_damaged_tree_it_reuses(project: Path) -> None:
+    """The trees above what restore deletes are read back too; a damaged one is rebuilt from the snapshot."""
+    root, store = project, project / ".checkpoints"
+    write(root / "keep.txt", b"keep\n")
+    system = RollbackRecoverySystem(root=root)
+    base = system.checkpoint("standard", 1, "without sub").checkpoint_id
+    write(root / "sub" / "deep" / "work.txt", b"only copy of this work\n")
+    with_sub = system.checkpoint("standard", 2, "with sub").record
+    sub_tree = flatten(system.open_store().objects, with_sub.state_hash)["sub"].oid
+    loose = store / "objects" / sub_tree[:2] / sub_tree[2:]
+    write(loose, b"\x28\xb5\x2f\xfd garbage: a damaged copy read before the packed one")
+
+    result = RollbackRecoverySystem(root=root).restore(base)
+
+    assert result.success and not (root / "sub").exists()
+    assert ObjectStore(LocalBackend(store)).get(sub_tree)  # the rebuilt copy reads back
+    assert result.undo_checkpoint_id is not None
+    assert RollbackRecoverySystem(root=root).restore(result.undo_checkpoint_id).success
+    assert (root / "sub" / "deep" / "work.txt").read_bytes() == b"only copy of this work\n"
