@@ -27,7 +27,7 @@ from .checkpoint import CheckpointRecord
 from .errors import ArchiveError, CorruptObject, UsageError, from_oserror
 from .objects import MAX_OBJECT_SIZE, hash_bytes, is_oid
 from .refs import valid_id
-from .tree import DIR, FILE, SYMLINK, Entry, decode_tree, valid_name
+from .tree import DIR, FILE, MAX_PATH_BYTES, SYMLINK, Entry, decode_tree, longest_through, path_bytes, valid_name
 
 ARCHIVE_FORMAT = "rrstore-archive-1"
 TAG_OBJECT, TAG_TRAILER = b"O", b"T"
@@ -130,6 +130,8 @@ class Trees:
     def __init__(self) -> None:
         self.info: dict[str, tuple[int, str, str, list[tuple[str, str]]]] = {}
         self.need: dict[str, int] = {}
+        self.leaf: dict[str, int] = {}  # per tree: bytes of its longest non-directory name
+        self.longest: dict[str, int] = {}  # per tree: bytes of the longest path below it
 
     def __contains__(self, oid: str) -> bool:
         return oid in self.info
@@ -146,6 +148,7 @@ class Trees:
                 if up > climb:
                     climb, worst, target = up, entry.name, entry.target
         self.info[oid] = (climb, worst, target, subdirs)
+        self.leaf[oid] = max((path_bytes(e.name) for e in entries if e.kind != DIR), default=0)
 
     def _needs(self, root: str) -> int:
         stack, open_ = [(root, False)], set()
@@ -156,6 +159,8 @@ class Trees:
             own, _, _, subdirs = self.info[oid]
             if children_done or oid in open_:
                 self.need[oid] = max([own] + [self.need.get(sub, 0) - 1 for _, sub in subdirs])
+                self.longest[oid] = max([self.leaf[oid]] + [longest_through(name, self.longest.get(sub, 0))
+                                                            for name, sub in subdirs])
                 continue
             open_.add(oid)
             stack.append((oid, True))
@@ -163,8 +168,9 @@ class Trees:
         return self.need.get(root, 0)
 
     def check_root(self, checkpoint_id: str, root: str) -> None:
-        """Raise Unsafe naming a link below ``root`` that climbs out of it."""
+        """Raise Unsafe naming a link below ``root`` that climbs out of it, or a path no disk can hold."""
         if self._needs(root) <= 0:
+            self._check_length(checkpoint_id, root)
             return
         oid, path, depth = root, "", 0
         while True:
@@ -173,6 +179,22 @@ class Trees:
                 raise Unsafe(f"{_show((checkpoint_id, path), worst)}: symlink to {target!r} leads out of the tree")
             name, oid = next((n, s) for n, s in subdirs if self.need.get(s, 0) - 1 > depth)
             path, depth = f"{path}/{name}" if path else name, depth + 1
+
+
+    def _check_length(self, checkpoint_id: str, root: str) -> None:
+        """Refuse a tree holding a path longer than PATH_MAX: restore could never write it."""
+        size = self.longest.get(root, 0)
+        if size <= MAX_PATH_BYTES:
+            return
+        oid, path = root, ""
+        while True:  # follow the longest path down to name where it goes
+            below = [(longest_through(n, self.longest.get(s, 0)), n, s) for n, s in self.info[oid][3]]
+            best = max(below, default=(0, "", ""))
+            if best[0] < self.leaf[oid] or not best[1]:
+                break
+            oid, path = best[2], f"{path}/{best[1]}" if path else best[1]
+        raise Unsafe(f"{_show((checkpoint_id, path[:40] + '…'))}: {size} bytes long, longer than the "
+                     f"{MAX_PATH_BYTES} bytes a path may have (PATH_MAX); no working tree can hold it")
 
 
 def compressor(level: int) -> zstandard.ZstdCompressor:

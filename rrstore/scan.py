@@ -71,15 +71,29 @@ def _git_scope(root: Path, prefixes: list[str], git_state: bool) -> Scope:
         top = top.rstrip("/")
         if _is_excluded(top, prefixes):
             continue
-        for dirpath, dirnames, filenames in os.walk(root / top):
-            rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
-            if not dirnames and not filenames:
-                candidates.append(rel)
-            dirnames[:] = [d for d in dirnames if not _is_excluded(f"{rel}/{d}", prefixes)]
+        candidates.extend(_empty_dirs(root, top, prefixes))
     if candidates:
         ignored = gitrepo.ignored(root, candidates)
         scope.empty_dirs = [d for d in candidates if d not in ignored and d + "/" not in ignored]
     return scope
+
+
+def _empty_dirs(root: Path, top: str, prefixes: list[str]) -> list[str]:
+    """Empty directories at or below ``top``, in os.walk's order, without recursion (any depth)."""
+    found: list[str] = []
+    stack = [top]
+    while stack:
+        rel = stack.pop()
+        try:
+            with os.scandir(root / rel) as it:
+                items = list(it)
+        except OSError:
+            continue
+        if not items:
+            found.append(rel)
+        subdirs = [f"{rel}/{i.name}" for i in items if i.is_dir(follow_symlinks=False)]
+        stack.extend(reversed([d for d in subdirs if not _is_excluded(d, prefixes)]))
+    return found
 
 
 def _walk_scope(root: Path, prefixes: list[str]) -> Scope:

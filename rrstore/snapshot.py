@@ -245,13 +245,20 @@ class _Parents:
 
     def real(self, parent: str) -> bool:
         known = self.known.get(parent)
-        if known is None:
-            up = parent.rpartition("/")[0]
-            try:
-                known = self.real(up) and stat.S_ISDIR(os.lstat(f"{self.root}/{parent}").st_mode)
-            except OSError:
-                known = False
-            self.known[parent] = known
+        if known is not None:
+            return known
+        chain = []  # the unknown folders from ``parent`` up, checked top-down (no recursion: any depth)
+        while known is None:
+            chain.append(parent)
+            parent = parent.rpartition("/")[0]
+            known = self.known.get(parent)
+        for folder in reversed(chain):
+            if known:
+                try:
+                    known = stat.S_ISDIR(os.lstat(f"{self.root}/{folder}").st_mode)
+                except OSError:
+                    known = False
+            self.known[folder] = known
         return known
 
 

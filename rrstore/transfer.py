@@ -48,7 +48,7 @@ from .pack import MAX_BLOCK, PACK_MAGIC, Location, PackReader, decode_index
 from .pack import PREFIX as PACKS
 from .refs import Refs
 from .store import STORE_FORMAT, Store
-from .tree import Reach, reachable
+from .tree import MAX_PATH_BYTES, Reach, reachable
 
 Progress = Callable[[int, int], None]
 # Requests in flight at once; S3 latency, not bandwidth, bounds a transfer of small keys.
@@ -326,6 +326,9 @@ def _needed(objects: ObjectStore, records: Iterable[CheckpointRecord]) -> dict[s
         try:
             for oid in reachable(objects, record.state_hash, reach):
                 needed.setdefault(oid, []).append(record.checkpoint_id)
+            if reach.too_long(record.state_hash):
+                raise CorruptObject(record.state_hash, reason=f"a path below it is longer than the {MAX_PATH_BYTES} "
+                                    "bytes a file system allows (PATH_MAX); no working tree can hold it")
         except (ObjectMissing, CorruptObject) as exc:
             raise exc.with_checkpoints([record.checkpoint_id]) from None
     return needed
