@@ -9,12 +9,29 @@ patterns in ``.rrstoreignore``. Never ``.git`` and never the store.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gitrepo
 
 IGNORE_FILE = ".rrstoreignore"
+
+# Restore replaces a file through ``.<name>.rrstore-<8 hex>.tmp`` beside it. One
+# left behind by a killed restore is never part of a checkpoint, and the next
+# checkpoint or restore removes it (``snapshot``).
+_TEMP = re.compile(r"\.[^/]*\.rrstore-[0-9a-f]{8}\.tmp")
+TEMP_MARK = ".rrstore-"
+
+
+def worktree_temp(name: str) -> str:
+    """A fresh temporary name for replacing file ``name`` in place (recognised by ``is_worktree_temp``)."""
+    return f".{name[:40]}{TEMP_MARK}{os.urandom(4).hex()}.tmp"
+
+
+def is_worktree_temp(path: str) -> bool:
+    """True for a restore's temporary file (callers test ``TEMP_MARK in path`` first: it is cheaper)."""
+    return _TEMP.fullmatch(path.rpartition("/")[2]) is not None
 
 
 @dataclass

@@ -9,6 +9,7 @@ answers "what is the state hash of the working tree right now".
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -24,7 +25,7 @@ import blake3
 from .errors import TornRead, from_oserror
 from .gitrepo import NO_GIT, GitState
 from .objects import ObjectStore, hash_bytes
-from .scan import Scope
+from .scan import TEMP_MARK, Scope, is_worktree_temp
 from .statcache import SETTLE_NS, StatCache, stamp
 from .tree import DIR, FILE, SYMLINK, Entry, tree_oid
 from .workers import PARALLEL_MIN_SIZE, run_split
@@ -262,6 +263,15 @@ class _Parents:
         return known
 
 
+def _remove_leftovers(root: str, paths: list[str]) -> None:
+    """Delete temporary files a killed restore left in the tree (a writer holds the work-tree lock)."""
+    for rel in paths:
+        full = f"{root}/{rel}"
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.lstat(full).st_mode):
+                os.unlink(full)
+
+
 def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers: int = 0,
              progress: Progress | None = None, cache: StatCache | None = None) -> Snapshot:
     """Hash (and with ``store``, save) everything in ``scope``; return the root tree.
@@ -281,8 +291,12 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
     misses: list[str] = []
     sizes: dict[str, int] = {}
     seen: set[str] = set()
+    leftovers: list[str] = []
     for rel in scope.paths:
         if not parents.real(rel.rpartition("/")[0]):
+            continue
+        if TEMP_MARK in rel and is_worktree_temp(rel):
+            leftovers.append(rel)  # below real directories only: never removed through a link
             continue
         full = f"{root}/{rel}"
         try:
@@ -355,6 +369,7 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
             account(*one(rel, settle=True))
     root_oid = builder.build()
     if store:
+        _remove_leftovers(root, leftovers)
         objects.flush()
         stats.stored_bytes_new = objects.stored_bytes - written_before
     if cache is not None:

@@ -140,7 +140,8 @@ def walk(objects: ObjectStore, root: str, prefix: str = "") -> Iterator[tuple[st
         for entry in entries:
             path = f"{base}{entry.name}"
             if len(path) > _SHORT_PATH and path_too_long(path):
-                raise CorruptObject(root, reason=f"path {path[:60]}… is longer than {MAX_PATH_BYTES} bytes")
+                raise CorruptObject(root, reason=f"path {path[:40]}… is longer than the {MAX_PATH_BYTES} "
+                                    "bytes a path may have (PATH_MAX); no working tree can hold it")
             yield path, entry
             if entry.kind == DIR:
                 stack.append((path + "/", iter(read_tree(objects, entry.oid))))
