@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, check_lane
 from .config import Settings, load_settings
 from .diff import DiffResult, diff
-from .errors import RRStoreError, UsageError
+from .errors import Interrupted, RRStoreError, Signalled, UsageError
 from .gc import GCResult, Retention, gc
 from .gitrepo import find_git_root
 from .lock import locked
@@ -250,8 +250,11 @@ class RollbackRecoverySystem:
         result.plan = plan = plan_restore(snap.entries, target, tree_paths)
         content.verify(target, plan.write, self._workers())
         result.undo_checkpoint_id = undo.checkpoint_id
-        result.failures, stamps = apply_plan(self.root, content, target, plan,
-                                             workers=self._workers(), progress=progress)
+        try:
+            result.failures, stamps = apply_plan(self.root, content, target, plan,
+                                                 workers=self._workers(), progress=progress)
+        except (KeyboardInterrupt, Signalled) as exc:  # the tree is partly restored: say how to undo it
+            raise Interrupted(record.checkpoint_id, undo.checkpoint_id, getattr(exc, "exit_code", 130)) from None
         written = {p: (target[p].oid, target[p].chunks, stamps[p]) for p in [*plan.write, *plan.chmod]
                    if p in stamps and p not in result.failures}
         manager.store.stat_cache(self.root).remember_written(str(self.root), written)
