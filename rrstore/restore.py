@@ -261,8 +261,8 @@ class _Writer:
         tmp = f"{full.rpartition('/')[0]}/{worktree_temp(entry.name)}"
         if len(os.fsencode(tmp)) > MAX_PATH_BYTES:  # a file just short of PATH_MAX: its temp goes in the root
             tmp = f"{self.root}/{worktree_temp(entry.name)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
+        try:  # the open inside: a signal right after it must not leave the temporary file behind
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
                 self._fill(fd, entry)
                 os.fchmod(fd, mode)
