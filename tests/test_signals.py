@@ -163,3 +163,27 @@ def test_help_documents_130_and_143(project: Path) -> None:
     out = run_cli("--help", cwd=project)
     assert re.search(r"^\s+130\s+interrupted", out.stdout, re.M) and re.search(r"^\s+143\s+terminated",
                                                                             out.stdout, re.M)
+
+
+@pytest.mark.parametrize("args", [("checkpoint", "--lane", "docs", "--step-number", "3", "--step-name", "s"),
+                                  ("status",), ("gc", "--dry-run"), ("validate", "-v")],
+                         ids=["checkpoint", "status", "gc", "validate"])
+def test_other_commands_end_in_one_line_on_either_signal(two_states: tuple[Path, str, str],
+                                                        args: tuple[str, ...]) -> None:
+    root, _, _ = two_states
+    fill(root, "newer", 45)  # so a checkpoint has work to do
+    env = {**os.environ, **GIT_ENV}
+    env.pop("RRSTORE_DIR", None)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        for delay in (0.0, 0.25):
+            proc = subprocess.Popen([sys.executable, "-m", "rrstore", *args], cwd=root, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            wait_for("start-up", proc, root)
+            time.sleep(delay)
+            proc.send_signal(signum)
+            _, err = proc.communicate(timeout=120)
+            what = f"{args[0]}, {signal.Signals(signum).name} after {delay}s: exit {proc.returncode}, {err!r}"
+            assert "Traceback" not in err, what
+            if proc.returncode != 0 and not (args[0] == "validate" and proc.returncode == 20):
+                assert proc.returncode == 128 + signum and len(err.splitlines()) == 1, what
+    assert leftovers(root) == []
