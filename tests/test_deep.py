@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, tree_manifest
+from conftest import SeaweedFS, run_cli, tree_manifest
 from test_archive import b3, crafted, file_entry, one_error_line, store_files, tree
 
 from rrstore import RollbackRecoverySystem
@@ -150,13 +150,8 @@ def test_a_10000_level_archive_is_refused_by_verify_and_import(cleanup: Path) ->
     assert store_files(store) == before and tree_manifest(project) == tree_before
 
 
-def test_a_store_already_holding_a_too_deep_tree_still_collects_validates_and_refuses_to_restore(
-        cleanup: Path) -> None:
-    """A store that took such a tree in before the check (an older rrstore): gc is not blocked."""
-    project = cleanup / "project"
-    project.mkdir()
-    (project / "a.txt").write_bytes(b"mine\n")
-    checkpoint(project, 1)
+def plant_too_deep(project: Path) -> str:
+    """Put a 10,000-level checkpoint into ``project``'s store as an older rrstore's import would; its id."""
     store = RollbackRecoverySystem(root=project).checkpoint_manager.store
     content = b"deep\n"
     store.objects.put(content, b3(content))
@@ -171,11 +166,48 @@ def test_a_store_already_holding_a_too_deep_tree_still_collects_validates_and_re
     store.objects.put(record_data, b3(record_data))
     store.objects.flush()
     assert store.refs.create(record.checkpoint_id, b3(record_data))
+    return record.checkpoint_id
+
+
+def test_a_store_already_holding_a_too_deep_tree_still_collects_validates_and_refuses_to_restore(
+        cleanup: Path) -> None:
+    """A store that took such a tree in before the check (an older rrstore): gc is not blocked."""
+    project = cleanup / "project"
+    project.mkdir()
+    (project / "a.txt").write_bytes(b"mine\n")
+    checkpoint(project, 1)
+    deep = plant_too_deep(project)
     tree_before = tree_manifest(project)
 
     ok(run_cli("gc", "--dry-run", cwd=project))
     healthy(project)
-    out = run_cli("restore", "--checkpoint-id", record.checkpoint_id, cwd=project)
+    out = run_cli("restore", "--checkpoint-id", deep, cwd=project)
     assert out.returncode == 13 and "PATH_MAX" in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert len(out.stderr.splitlines()) == 1
     assert tree_manifest(project) == tree_before
+
+
+def test_pull_refuses_a_remote_checkpoint_too_deep_for_any_disk(cleanup: Path, seaweedfs: SeaweedFS,
+                                                                s3_remote: str, s3_env: dict[str, str]) -> None:
+    """A hand-built remote (consistent hashes) holding a 10,000-level tree: pull refuses, writes nothing."""
+    source, target = cleanup / "source", cleanup / "target"
+    source.mkdir()
+    target.mkdir()
+    (source / "a.txt").write_bytes(b"source\n")
+    checkpoint(source, 1)
+    deep = plant_too_deep(source)
+    bucket, _, prefix = s3_remote.removeprefix("s3://").partition("/")
+    client = seaweedfs.client()
+    store = source / ".checkpoints"
+    for path in sorted(store.rglob("*")):
+        rel = path.relative_to(store).as_posix()
+        if path.is_file() and rel.split("/")[0] in ("config.json", "objects", "packs", "refs"):
+            client.put_object(Bucket=bucket, Key=f"{prefix}/{rel}", Body=path.read_bytes())
+    (target / "own.txt").write_bytes(b"mine\n")
+    checkpoint(target, 1)
+    before, tree_before = store_files(target / ".checkpoints"), tree_manifest(target)
+    out = run_cli("pull", deep, "--remote", s3_remote, "--endpoint-url", seaweedfs.endpoint, cwd=target,
+                  env=s3_env)
+    assert out.returncode == 13 and "PATH_MAX" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.splitlines()) == 1
+    assert store_files(target / ".checkpoints") == before and tree_manifest(target) == tree_before
