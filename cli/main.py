@@ -7,16 +7,20 @@ module builds the group from the command modules; none of them imports it.
 
 from __future__ import annotations
 
-import sys
-import traceback
+from . import signals
 
-import click
+signals.install()  # before click and the library import: Ctrl-C from here on ends in one line
 
-from rrstore import __version__
-from rrstore.errors import RRStoreError, exit_code_table, from_oserror
+import sys  # noqa: E402
+import traceback  # noqa: E402
 
-from . import archive, checkpoints, lifecycle, maintenance, recovery, remote
-from .context import State, global_options, report
+import click  # noqa: E402
+
+from rrstore import __version__  # noqa: E402
+from rrstore.errors import RRStoreError, Signalled, exit_code_table, from_oserror  # noqa: E402
+
+from . import archive, checkpoints, lifecycle, maintenance, recovery, remote  # noqa: E402
+from .context import State, global_options, report  # noqa: E402
 
 
 def _exit_help() -> str:
@@ -57,8 +61,13 @@ cli.add_command(recovery.workflow_command)
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the CLI and exits with the documented code."""
     state = State()
+    signals.install()
+    signals.running(True)
     try:
         code = cli.main(args=argv, prog_name="rrstore", standalone_mode=False, obj=state)
+    except Signalled as exc:
+        click.echo(signals.LINES.get(exc.signum, "rrstore: interrupted"), err=True)
+        code = exc.exit_code
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -79,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         if state.verbose:
             traceback.print_exc()
         code = 1
+    signals.running(False)  # done: a signal from here on exits at once, with its line
     sys.stdout.flush()
     sys.exit(code if isinstance(code, int) else 0)
 

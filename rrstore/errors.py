@@ -294,9 +294,43 @@ def from_oserror(exc: OSError, path: str, action: str = "write") -> RRStoreError
     return RRStoreError(f"cannot {action} {path}: {exc.strerror or exc}")
 
 
+class Signalled(BaseException):
+    """SIGINT or SIGTERM arrived (raised by the command line's handler, in the main thread).
+
+    A BaseException, like KeyboardInterrupt, so every ``finally`` and
+    cleanup handler runs on the way out (temporary files go, locks are
+    released) and no ``except Exception`` mistakes it for an error.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class Interrupted(RRStoreError):
+    """A restore stopped by a signal after it began writing: the tree is partly restored.
+
+    Carries the undo checkpoint (recorded before the first write), which
+    gives the tree back as it was.
+    """
+
+    exit_code = 130
+    summary = "interrupted (Ctrl-C); an interrupted restore names its undo checkpoint"
+
+    def __init__(self, checkpoint_id: str, undo_checkpoint_id: str | None, exit_code: int = 130) -> None:
+        how = "terminated (SIGTERM)" if exit_code == 143 else "interrupted"
+        undo = (f"undo with: rrstore restore --checkpoint-id {undo_checkpoint_id}" if undo_checkpoint_id
+                else "it was restored with --no-undo, so there is no undo checkpoint")
+        super().__init__(f"{how}: the working tree is partly restored to {checkpoint_id}; {undo}")
+        self.checkpoint_id = checkpoint_id
+        self.undo_checkpoint_id = undo_checkpoint_id
+        self.exit_code = exit_code
+
+
 def exit_code_table() -> list[tuple[int, str]]:
     """(code, meaning) for every documented exit status, for ``rrstore --help``."""
-    rows = {0: "success", 130: "interrupted (Ctrl-C)"}
+    rows = {0: "success", 130: "interrupted (Ctrl-C)", 143: "terminated (SIGTERM)"}
     pending: list[type[RRStoreError]] = [RRStoreError]
     while pending:
         cls = pending.pop()

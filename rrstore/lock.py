@@ -15,14 +15,16 @@ or take that lock in this store either, unless it can write where we cannot.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import PermissionDenied, StoreLocked, from_oserror
+from .errors import PermissionDenied, RRStoreError, StoreLocked, from_oserror
 
 
 @contextmanager
@@ -69,11 +71,23 @@ def locked(store_path: Path, name: str, *, exclusive: bool, wait: float = 30.0,
 
 
 def _open(folder: Path, path: Path) -> int:
+    """Open (or create) the lock file; a symlink planted there is removed, never followed or truncated."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         folder.mkdir(exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            os.unlink(path)  # a lock file is derived: a link in its place is replaced
+            fd = os.open(path, flags, 0o644)
     except OSError as exc:
         raise from_oserror(exc, str(path), "lock") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RRStoreError(f"lock file {path} is not a regular file; remove it and retry")
+    return fd
 
 
 def _open_readable(folder: Path, path: Path) -> int | None:
@@ -101,7 +115,10 @@ def _still_there(fd: int, path: Path) -> bool:
 
 
 def _holder(fd: int) -> str:
+    """Who holds the lock, as it wrote itself ("pid N"); garbage in the file gives ""."""
     try:
-        return os.pread(fd, 64, 0).decode(errors="replace").strip()
+        text = os.pread(fd, 64, 0).decode("ascii", errors="replace")
     except OSError:
         return ""
+    first = text.partition("\n")[0].strip()
+    return first if first.startswith("pid ") and first[4:].isdigit() else ""

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from .errors import DiskFull, UnsafeTree
 from .objects import ObjectStore
-from .scan import store_prefixes
+from .scan import store_prefixes, worktree_temp
 from .statcache import Stamp, stamp
-from .tree import DIR, SYMLINK, Entry, check_paths, content_oids
+from .tree import DIR, MAX_PATH_BYTES, SYMLINK, Entry, check_paths, content_oids
 from .workers import PARALLEL_MIN_SIZE, run_split
 
 Progress = Callable[[int, int], None]
@@ -272,9 +272,11 @@ class _Writer:
 
     def _replace(self, path: str, entry: Entry, full: str) -> None:
         mode = _with_exec(os.lstat(full).st_mode, entry.executable)
-        tmp = f"{full.rpartition('/')[0]}/.{entry.name[:40]}.rrstore-{os.urandom(4).hex()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
+        tmp = f"{full.rpartition('/')[0]}/{worktree_temp(entry.name)}"
+        if len(os.fsencode(tmp)) > MAX_PATH_BYTES:  # a file just short of PATH_MAX: its temp goes in the root
+            tmp = f"{self.root}/{worktree_temp(entry.name)}"
+        try:  # the open inside: a signal right after it must not leave the temporary file behind
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
                 self._fill(fd, entry)
                 os.fchmod(fd, mode)

@@ -13,6 +13,7 @@ path the restore would overwrite, ignored ones included).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,22 @@ from . import gitrepo
 from .tree import never_written, paths_never_written
 
 IGNORE_FILE = ".rrstoreignore"
+
+# Restore replaces a file through ``.<name>.rrstore-<8 hex>.tmp`` beside it. One
+# left behind by a killed restore is never part of a checkpoint, and the next
+# checkpoint or restore removes it (``snapshot``).
+_TEMP = re.compile(r"\.[^/]*\.rrstore-[0-9a-f]{8}\.tmp")
+TEMP_MARK = ".rrstore-"
+
+
+def worktree_temp(name: str) -> str:
+    """A fresh temporary name for replacing file ``name`` in place (recognised by ``is_worktree_temp``)."""
+    return f".{name[:40]}{TEMP_MARK}{os.urandom(4).hex()}.tmp"
+
+
+def is_worktree_temp(path: str) -> bool:
+    """True for a restore's temporary file (callers test ``TEMP_MARK in path`` first: it is cheaper)."""
+    return _TEMP.fullmatch(path.rpartition("/")[2]) is not None
 
 
 @dataclass
@@ -94,15 +111,29 @@ def _git_scope(root: Path, prefixes: list[str], git_state: bool) -> Scope:
         top = top.rstrip("/")
         if _is_excluded(top, prefixes) or paths_never_written([top]):
             continue
-        for dirpath, dirnames, filenames in os.walk(root / top):
-            rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
-            if not dirnames and not filenames:
-                candidates.append(rel)
-            dirnames[:] = [d for d in dirnames if not never_written(d) and not _is_excluded(f"{rel}/{d}", prefixes)]
+        candidates.extend(_empty_dirs(root, top, prefixes))
     if candidates:
         ignored = gitrepo.ignored(root, candidates)
         scope.empty_dirs = [d for d in candidates if d not in ignored and d + "/" not in ignored]
     return scope
+
+
+def _empty_dirs(root: Path, top: str, prefixes: list[str]) -> list[str]:
+    """Empty directories at or below ``top``, in os.walk's order, without recursion (any depth)."""
+    found: list[str] = []
+    stack = [top]
+    while stack:
+        rel = stack.pop()
+        try:
+            with os.scandir(root / rel) as it:
+                items = list(it)
+        except OSError:
+            continue
+        if not items:
+            found.append(rel)
+        subdirs = [f"{rel}/{i.name}" for i in items if i.is_dir(follow_symlinks=False) and not never_written(i.name)]
+        stack.extend(reversed([d for d in subdirs if not _is_excluded(d, prefixes)]))
+    return found
 
 
 def _walk_scope(root: Path, prefixes: list[str]) -> Scope:

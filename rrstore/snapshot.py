@@ -9,6 +9,7 @@ answers "what is the state hash of the working tree right now".
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -24,7 +25,7 @@ import blake3
 from .errors import TornRead, from_oserror
 from .gitrepo import NO_GIT, GitState
 from .objects import ObjectStore, hash_bytes
-from .scan import Scope
+from .scan import TEMP_MARK, Scope, is_worktree_temp
 from .statcache import SETTLE_NS, StatCache, stamp
 from .tree import DIR, FILE, SYMLINK, Entry, tree_oid
 from .workers import PARALLEL_MIN_SIZE, run_split
@@ -245,14 +246,30 @@ class _Parents:
 
     def real(self, parent: str) -> bool:
         known = self.known.get(parent)
-        if known is None:
-            up = parent.rpartition("/")[0]
-            try:
-                known = self.real(up) and stat.S_ISDIR(os.lstat(f"{self.root}/{parent}").st_mode)
-            except OSError:
-                known = False
-            self.known[parent] = known
+        if known is not None:
+            return known
+        chain = []  # the unknown folders from ``parent`` up, checked top-down (no recursion: any depth)
+        while known is None:
+            chain.append(parent)
+            parent = parent.rpartition("/")[0]
+            known = self.known.get(parent)
+        for folder in reversed(chain):
+            if known:
+                try:
+                    known = stat.S_ISDIR(os.lstat(f"{self.root}/{folder}").st_mode)
+                except OSError:
+                    known = False
+            self.known[folder] = known
         return known
+
+
+def _remove_leftovers(root: str, paths: list[str]) -> None:
+    """Delete temporary files a killed restore left in the tree (a writer holds the work-tree lock)."""
+    for rel in paths:
+        full = f"{root}/{rel}"
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.lstat(full).st_mode):
+                os.unlink(full)
 
 
 def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers: int = 0,
@@ -278,10 +295,14 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
     misses: list[str] = []
     sizes: dict[str, int] = {}
     seen: set[str] = set()
+    leftovers: list[str] = []
     for rel in scope.paths:
         if extra and rel in extra and parents.known.get(rel):
             continue  # an extra path that is a directory already seen above a scoped file
         if not parents.real(rel.rpartition("/")[0]):
+            continue
+        if TEMP_MARK in rel and is_worktree_temp(rel):
+            leftovers.append(rel)  # below real directories only: never removed through a link
             continue
         full = f"{root}/{rel}"
         try:
@@ -354,6 +375,7 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
             account(*one(rel, settle=True))
     root_oid = builder.build()
     if store:
+        _remove_leftovers(root, leftovers)
         objects.flush()
         stats.stored_bytes_new = objects.stored_bytes - written_before
     if cache is not None:

@@ -7,29 +7,44 @@ the moment the scan that cached it began (git's "racy clean" rule): a file
 edited in the same clock tick as its hashing keeps its mtime, so such a file
 is hashed again next time instead of trusted.
 
-The file is private to this store and this Python: ``RRSC2 <python
-version>\\n`` then a ``marshal`` dump (the fastest loader Python has, which
-matters on every unchanged re-checkpoint). A cache that does not load is
-ignored and rebuilt: it only ever saves work.
+The cache is trusted like git's index, so it is only trusted when rrstore
+wrote it: ``RRSC3 <python version>\n``, a 32-byte keyed BLAKE3 MAC, then a
+``marshal`` dump (the fastest loader Python has, which matters on every
+unchanged re-checkpoint) of the work tree's realpath and ``st_dev`` and the
+entries. The key is a per-user secret kept outside the store
+(``$XDG_CACHE_HOME/rrstore/statcache.key``, else ``~/.cache/rrstore/``,
+mode 0600), so a cache edited, damaged, crafted or copied from another tree
+fails the MAC or the binding and is dropped and rebuilt: it only ever costs
+a re-read. The MAC is one hash over the file (about 6 ms for 200k entries);
+each entry's oid and chunks are checked when a lookup would trust them. No
+key (no writable cache directory) means no cache.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import marshal
 import os
+import stat as stat_mod
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
+
+import blake3
 
 from .errors import RRStoreError
 from .fsutil import atomic_write, temp_name
+from .objects import is_oid
 
 # A change this recent may have happened during a read or a write without
 # moving a coarse (one clock tick) timestamp; such files are read again.
 SETTLE_NS = 30_000_000
 
-MAGIC = f"RRSC2 {sys.version_info[0]}.{sys.version_info[1]}\n".encode()
+MAGIC = f"RRSC3 {sys.version_info[0]}.{sys.version_info[1]}\n".encode()
+MAC_LEN = 32
+KEY_LEN = 32
 
 Stamp = tuple[int, int, int, int, int]
 
@@ -38,34 +53,109 @@ def stamp(st: os.stat_result) -> Stamp:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
 
 
-@dataclass(frozen=True)
-class Cached:
+class Cached(NamedTuple):
+    """One file's cached hash. A NamedTuple: a load builds one per entry, and a dataclass costs more."""
+
     stamp: Stamp
     oid: str
     chunks: tuple[str, ...]
 
 
+def key_path() -> Path:
+    """Where the user's stat-cache key lives: outside every store, so a store never vouches for itself."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "rrstore" / "statcache.key"
+
+
+def user_key() -> bytes | None:
+    """The per-user MAC key, created (0600) on first use; None when it cannot be had safely."""
+    path = key_path()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return _new_key(path)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            return None  # someone else could read or have written it: no cache rather than a forgeable one
+        key = os.read(fd, KEY_LEN + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return key if len(key) == KEY_LEN else _new_key(path, replace=True)
+
+
+def _new_key(path: Path, *, replace: bool = False) -> bytes | None:
+    """Write a fresh random key; a concurrent first use keeps whichever key landed first."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = temp_name(path.parent, "key")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            key = os.urandom(KEY_LEN)
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            if replace:
+                os.replace(tmp, path)
+                return key
+            os.link(tmp, path)  # never over a key another rrstore just made
+            return key
+        except FileExistsError:
+            return user_key() if not replace else None
+        finally:
+            if not replace:
+                os.unlink(tmp)
+    except OSError:
+        return None
+
+
+def _binding(root: Path | None) -> tuple[str, int]:
+    """What ties a cache to its work tree: the root's realpath and device."""
+    if root is None:
+        return "", 0
+    try:
+        return os.path.realpath(root), os.stat(root).st_dev
+    except OSError:
+        return "", -1
+
+
 class StatCache:
     """Loaded once per snapshot, consulted per file, saved once if anything changed."""
 
-    def __init__(self, path: Path, tmp_dir: Path) -> None:
+    def __init__(self, path: Path, tmp_dir: Path, root: Path | None = None) -> None:
         self.path = path
         self.tmp_dir = tmp_dir
+        self.root = root
         self.entries: dict[str, Cached] = {}
         self.trusted_before = 0
         self.scan_start = 0
         self.changed = False
         self.racy = False
+        self.key: bytes | None = None
+        self.dropped = ""  # why a cache on disk was not used ("" when it was, or there was none)
 
     def load(self) -> StatCache:
+        """Read the cache if rrstore wrote it for this work tree; anything else is dropped (rebuilt on save)."""
+        self.key = user_key()
         try:
             data = self.path.read_bytes()
         except OSError:
             return self
+        if self.key is None:
+            self.dropped = "no key"
+            return self
         try:
-            self.entries, self.trusted_before = _decode(data)
-        except (ValueError, TypeError, EOFError, IndexError):
+            self.entries, self.trusted_before = _decode(data, self.key, _binding(self.root))
+        except Exception as exc:  # any damage at all: the cache only saves time
             self.entries, self.trusted_before = {}, 0
+            self.dropped = str(exc) or type(exc).__name__
+            self.changed = True
         return self
 
     def begin(self) -> None:
@@ -79,10 +169,14 @@ class StatCache:
 
     def lookup(self, path: str, st: os.stat_result) -> Cached | None:
         hit = self.entries.get(path)
-        if hit is None or hit.stamp != stamp(st):
+        if hit is None or hit.stamp != stamp(st):  # equal to a real stamp: five ints
             return None
         if st.st_mtime_ns >= self.trusted_before:
             self.racy = True
+            return None
+        if not (is_oid(hit.oid) and type(hit.chunks) is tuple and all(is_oid(c) for c in hit.chunks)):
+            # MAC'd yet malformed: written by a buggy rrstore. Trust none of it.
+            self.entries, self.changed, self.dropped = {}, True, f"malformed entry for {path!r}"
             return None
         return hit
 
@@ -120,9 +214,14 @@ class StatCache:
         if not (self.changed or self.racy):
             return
         try:
+            if self.key is None:  # no key: a cache nobody could check is not written
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+                return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.path, _encode(self.entries, self.scan_start), self.tmp_dir, fsync=False)
+            data = _encode(self.entries, self.scan_start, self.key, _binding(self.root))
+            atomic_write(self.path, data, self.tmp_dir, fsync=False)
         except (OSError, RRStoreError):
             pass  # a cache that cannot be written only costs time
 
@@ -142,16 +241,39 @@ def fs_now(folder: Path) -> int:
         return 0
 
 
-def _encode(entries: dict[str, Cached], scan_start: int) -> bytes:
+def _mac(key: bytes, body: bytes) -> bytes:
+    return blake3.blake3(MAGIC + body, key=key).digest()
+
+
+def _encode(entries: dict[str, Cached], scan_start: int, key: bytes, binding: tuple[str, int]) -> bytes:
     paths = list(entries)
     rows = [entries[p] for p in paths]
-    body = (scan_start, paths, [c.stamp for c in rows], [c.oid for c in rows], [c.chunks for c in rows])
-    return MAGIC + marshal.dumps(body)
+    body = marshal.dumps((binding[0], binding[1], scan_start, paths, [c.stamp for c in rows],
+                          [c.oid for c in rows], [c.chunks for c in rows]))
+    return MAGIC + _mac(key, body) + body
 
 
-def _decode(data: bytes) -> tuple[dict[str, Cached], int]:
-    if not data.startswith(MAGIC):
+def _decode(data: bytes, key: bytes, binding: tuple[str, int]) -> tuple[dict[str, Cached], int]:
+    """The entries and racy boundary of a cache rrstore wrote for this tree; ValueError otherwise.
+
+    One keyed hash over the whole file proves rrstore wrote it; the fields
+    are then checked for shape in O(1) (lengths and container types); each
+    entry's oids are checked when ``lookup`` would trust them.
+    """
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + MAC_LEN:
         raise ValueError("not a stat cache of this Python")
-    scan_start, paths, stamps, oids, chunks = marshal.loads(data[len(MAGIC):])
-    entries = {p: Cached(s, o, c) for p, s, o, c in zip(paths, stamps, oids, chunks, strict=True)}
+    body = data[len(MAGIC) + MAC_LEN:]
+    if not hmac.compare_digest(data[len(MAGIC):len(MAGIC) + MAC_LEN], _mac(key, body)):
+        raise ValueError("MAC does not match (damaged, edited or another user's)")
+    doc = marshal.loads(body)
+    if type(doc) is not tuple or len(doc) != 7:
+        raise ValueError("malformed")
+    real, dev, scan_start, paths, stamps, oids, chunks = doc
+    if (real, dev) != binding:
+        raise ValueError("written for another work tree")
+    if type(scan_start) is not int or not all(type(x) is list for x in (paths, stamps, oids, chunks)):
+        raise ValueError("malformed")
+    if not len(paths) == len(stamps) == len(oids) == len(chunks):
+        raise ValueError("malformed")
+    entries = dict(zip(paths, map(Cached._make, zip(stamps, oids, chunks, strict=True)), strict=True))
     return entries, scan_start

@@ -65,7 +65,7 @@ class Store:
     def stat_cache(self, root: Path) -> StatCache:
         """The stat cache of work tree ``root`` (a store may serve several)."""
         name = hash_bytes(os.fsencode(os.path.realpath(root)))[:16]
-        return StatCache(self.path / "cache" / f"stat-{name}", self.path / "tmp").load()
+        return StatCache(self.path / "cache" / f"stat-{name}", self.path / "tmp", root).load()
 
     @contextmanager
     def writing(self, *, read_only: bool = False) -> Iterator[None]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, check_lane
 from .config import Settings, load_settings
 from .diff import DiffResult, diff
-from .errors import DiskFull, RestoreDiskFull, RRStoreError, StoreReadOnly, UsageError
+from .errors import DiskFull, Interrupted, RestoreDiskFull, RRStoreError, Signalled, StoreReadOnly, UsageError
 from .gc import GCResult, Retention, gc
 from .gitrepo import find_git_root
 from .lock import locked
@@ -281,6 +281,9 @@ class RollbackRecoverySystem:
                                                  workers=self._workers(), progress=progress)
         except DiskFull as exc:
             raise RestoreDiskFull(exc.path, result.undo_checkpoint_id) from exc
+        except (KeyboardInterrupt, Signalled) as exc:  # the tree is partly restored: say how to undo it
+            raise Interrupted(record.checkpoint_id, result.undo_checkpoint_id,
+                              getattr(exc, "exit_code", 130)) from None
         written = {p: (target[p].oid, target[p].chunks, stamps[p]) for p in [*plan.write, *plan.chmod]
                    if p in stamps and p not in result.failures}
         manager.store.stat_cache(self.root).remember_written(str(self.root), written)

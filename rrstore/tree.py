@@ -216,6 +216,8 @@ class TreeCheck:
     def __init__(self) -> None:
         self.info: dict[str, tuple[int, str, str, list[tuple[str, str]]]] = {}
         self.need: dict[str, int] = {}
+        self.leaf: dict[str, int] = {}  # per tree: bytes of its longest non-directory name
+        self.longest: dict[str, int] = {}  # per tree: bytes of the longest path below it
 
     def __contains__(self, oid: str) -> bool:
         return oid in self.info
@@ -238,6 +240,7 @@ class TreeCheck:
                 if up > climb:
                     climb, worst, target = up, entry.name, entry.target
         self.info[oid] = (climb, worst, target, subdirs)
+        self.leaf[oid] = max((path_bytes(e.name) for e in entries if e.kind != DIR), default=0)
 
     def _needs(self, root: str) -> int:
         stack, open_ = [(root, False)], set()
@@ -248,6 +251,8 @@ class TreeCheck:
             own, _, _, subdirs = self.info[oid]
             if children_done or oid in open_:
                 self.need[oid] = max([own] + [self.need.get(sub, 0) - 1 for _, sub in subdirs])
+                self.longest[oid] = max([self.leaf[oid]] + [longest_through(name, self.longest.get(sub, 0))
+                                                            for name, sub in subdirs])
                 continue
             open_.add(oid)
             stack.append((oid, True))
@@ -255,8 +260,9 @@ class TreeCheck:
         return self.need.get(root, 0)
 
     def check_root(self, checkpoint_id: str, root: str) -> None:
-        """Raise UnsafeTree naming a link below ``root`` that climbs out of it."""
+        """Raise UnsafeTree naming a link below ``root`` that climbs out of it, or a path no disk can hold."""
         if self._needs(root) <= 0:
+            self._check_length(checkpoint_id, root)
             return
         oid, path, depth = root, "", 0
         while True:
@@ -266,6 +272,21 @@ class TreeCheck:
                                  f"symlink to {target!r} leads out of the tree")
             name, oid = next((n, s) for n, s in subdirs if self.need.get(s, 0) - 1 > depth)
             path, depth = f"{path}/{name}" if path else name, depth + 1
+
+    def _check_length(self, checkpoint_id: str, root: str) -> None:
+        """Refuse a tree holding a path longer than PATH_MAX: restore could never write it."""
+        size = self.longest.get(root, 0)
+        if size <= MAX_PATH_BYTES:
+            return
+        oid, path = root, ""
+        while True:  # follow the longest path down, to name where it goes
+            below = [(longest_through(n, self.longest.get(s, 0)), n, s) for n, s in self.info[oid][3]]
+            best = max(below, default=(0, "", ""))
+            if best[0] < self.leaf[oid] or not best[1]:
+                break
+            oid, path = best[2], f"{path}/{best[1]}" if path else best[1]
+        raise UnsafeTree(checkpoint_id, path[:40] + "…", f"{size} bytes long, longer than the {MAX_PATH_BYTES} "
+                         "bytes a path may have (PATH_MAX); no working tree can hold it")
 
 
 def name_key(name: str) -> bytes:
@@ -330,17 +351,48 @@ def read_tree(objects: ObjectStore, oid: str) -> list[Entry]:
 
 
 def walk(objects: ObjectStore, root: str, prefix: str = "") -> Iterator[tuple[str, Entry]]:
-    """Every entry below tree ``root`` as (relative path, entry), parents first."""
-    for entry in read_tree(objects, root):
-        path = f"{prefix}{entry.name}"
-        yield path, entry
-        if entry.kind == DIR:
-            yield from walk(objects, entry.oid, path + "/")
+    """Every entry below tree ``root`` as (relative path, entry), parents first.
+
+    Iterative (a stack of directory iterators), so any depth a disk can hold
+    walks; a path longer than ``MAX_PATH_BYTES`` is a CorruptObject: no
+    working tree can hold it, so nothing built on the walk (restore, diff,
+    tar export) starts on it.
+    """
+    stack = [(prefix, iter(read_tree(objects, root)))]
+    while stack:
+        base, entries = stack[-1]
+        for entry in entries:
+            path = f"{base}{entry.name}"
+            if len(path) > _SHORT_PATH and path_too_long(path):
+                raise CorruptObject(root, reason=f"path {path[:40]}… is longer than the {MAX_PATH_BYTES} "
+                                    "bytes a path may have (PATH_MAX); no working tree can hold it")
+            yield path, entry
+            if entry.kind == DIR:
+                stack.append((path + "/", iter(read_tree(objects, entry.oid))))
+                break
+        else:
+            stack.pop()
 
 
 def flatten(objects: ObjectStore, root: str) -> dict[str, Entry]:
     """Path -> entry for the whole tree (directories included, for empty ones)."""
     return dict(walk(objects, root))
+
+
+# PATH_MAX on Linux is 4096 bytes with the terminating NUL: the longest path a
+# system call takes. A tree path longer than that can never be written, at any root.
+MAX_PATH_BYTES = 4095
+_SHORT_PATH = MAX_PATH_BYTES // 4  # a str this short encodes to at most MAX_PATH_BYTES bytes
+
+
+def path_bytes(name: str) -> int:
+    """Length of a tree path or name as the filesystem sees it (UTF-8, surrogateescape)."""
+    return len(name) if name.isascii() else len(os.fsencode(name))
+
+
+def path_too_long(path: str) -> bool:
+    """True when a relative tree path cannot exist on disk (longer than PATH_MAX allows)."""
+    return path_bytes(path) > MAX_PATH_BYTES
 
 
 class Reach:
@@ -349,11 +401,18 @@ class Reach:
     ``objects`` holds every oid yielded; ``trees`` the trees already walked.
     They differ: a file whose bytes happen to equal a tree's encoding is the
     same object, yet seeing it as a file must not stop the tree's walk.
+    ``longest`` is, per tree walked, the length in bytes of the longest path
+    below it (see ``too_long``).
     """
 
     def __init__(self) -> None:
         self.objects: set[str] = set()
         self.trees: set[str] = set()
+        self.longest: dict[str, int] = {}
+
+    def too_long(self, root: str) -> bool:
+        """True when tree ``root`` (walked by ``reachable``) holds a path no disk can hold."""
+        return self.longest.get(root, 0) > MAX_PATH_BYTES
 
 
 def reachable(objects: ObjectStore, root: str, reach: Reach | None = None) -> Iterator[str]:
@@ -361,6 +420,7 @@ def reachable(objects: ObjectStore, root: str, reach: Reach | None = None) -> It
 
     Pass the same ``reach`` across several roots: a directory unchanged between
     checkpoints is the same tree object, so it is read only once in all.
+    Iterative, in the order a recursive walk would give, so depth costs no stack.
     """
     reach = Reach() if reach is None else reach
     if root in reach.trees:
@@ -369,14 +429,48 @@ def reachable(objects: ObjectStore, root: str, reach: Reach | None = None) -> It
     if root not in reach.objects:
         reach.objects.add(root)
         yield root
-    for entry in read_tree(objects, root):
-        if entry.kind == DIR:
-            yield from reachable(objects, entry.oid, reach)
-        elif entry.kind == FILE:
-            for oid in content_oids(entry):
-                if oid not in reach.objects:
-                    reach.objects.add(oid)
-                    yield oid
+    # frames: (tree oid, its entries, longest path below it so far, the subdirectory being walked)
+    stack: list[tuple[str, Iterator[Entry], list[int]]] = [(root, iter(read_tree(objects, root)), [0])]
+    while stack:
+        oid, entries, longest = stack[-1]
+        for entry in entries:
+            size = path_bytes(entry.name)
+            if entry.kind == DIR:
+                child = entry.oid
+                if child not in reach.trees:
+                    reach.trees.add(child)
+                    if child not in reach.objects:
+                        reach.objects.add(child)
+                        yield child
+                    longest.append(size)  # name of the subdirectory now walked, settled when it pops
+                    stack.append((child, iter(read_tree(objects, child)), [0]))
+                    break
+                longest[0] = max(longest[0], _below(size, reach.longest.get(child, 0)))
+            else:
+                longest[0] = max(longest[0], size)
+                if entry.kind == FILE:
+                    for content in content_oids(entry):
+                        if content not in reach.objects:
+                            reach.objects.add(content)
+                            yield content
+        else:
+            stack.pop()
+            below = longest[0]
+            reach.longest[oid] = below
+            if stack:
+                parent = stack[-1][2]
+                name_size = parent.pop()
+                parent[0] = max(parent[0], _below(name_size, below))
+
+
+def _below(name_size: int, longest: int) -> int:
+    """Longest path through a subdirectory: its name, then '/' and its own longest path if any."""
+    return name_size + 1 + longest if longest else name_size
+
+
+def longest_through(name: str, longest: int) -> int:
+    """Bytes of the longest path through subdirectory ``name`` whose own longest path is ``longest``."""
+    return _below(path_bytes(name), longest)
 
 
 def content_oids(entry: Entry) -> tuple[str, ...]:
