@@ -480,7 +480,8 @@ def test_restore_as_a_user_who_cannot_write_the_store(populated: Path, cli: Cli,
         os.lchown(path, 65534, 65534)  # nobody owns the tree, root the store
     prefix = _nobody_prefix(populated)
     tree, state = manifest(populated), store_state(store)
-    env = {**os.environ, **GIT_ENV, "HOME": str(populated)}
+    # HOME is the project here; the stat cache's key must not land in the tree being compared
+    env = {**os.environ, **GIT_ENV, "HOME": str(populated), "XDG_CACHE_HOME": str(populated.parent / "xdg")}
     env.pop("RRSTORE_DIR", None)
 
     def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
