@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import zstandard
 from conftest import GIT_ENV, SeaweedFS, run_cli
 
 from rrstore import RollbackRecoverySystem
@@ -271,9 +272,13 @@ def _corrupt(seaweedfs: SeaweedFS, url: str, how: str) -> None:
         client.put_object(Bucket=bucket, Key=key, Body=encode_index(entries))  # type: ignore[attr-defined]
     elif how == "record":
         key = next(k for k in keys if "/objects/" in k)
-        data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())  # type: ignore[attr-defined]
-        data[-1] ^= 0x01
-        client.put_object(Bucket=bucket, Key=key, Body=bytes(data))  # type: ignore[attr-defined]
+        frame = client.get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[attr-defined]
+        # One changed byte in the record itself, in a valid frame: a flip in the frame's last byte
+        # may land on padding bits zstd ignores, which decodes to the very record (not damage).
+        data = bytearray(zstandard.ZstdDecompressor().decompress(frame))
+        data[len(data) // 2] ^= 0x01
+        damaged = zstandard.ZstdCompressor(write_content_size=True).compress(bytes(data))
+        client.put_object(Bucket=bucket, Key=key, Body=damaged)  # type: ignore[attr-defined]
     else:
         raise AssertionError(how)
 
