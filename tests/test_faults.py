@@ -1,0 +1,482 @@
+"""Fault injection: kill -9 at random instants, single-byte flips in every store file, hostile archives.
+
+Seeded and bounded: ``--fault-trials N`` (or ``RRSTORE_FAULT_TRIALS``) kills
+each operation N times and flips 2N bytes; the default is small enough for
+the default suite. ``RRSTORE_FAULT_SEED`` replays a run; a failure names the
+seed. Every failure is classified (lost checkpoint, wrong byte, traceback,
+escape, other) and the session prints a table per operation (written as
+JSON to ``RRSTORE_FAULT_REPORT`` when set). docs/reliability.md says more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import zstandard
+from conftest import SeaweedFS, tree_manifest
+from faults import (Box, Craft, Manifest, Outcomes, Trial, copy_tree, flip_byte, mutate_tree, oids_hit,
+                    pack_index, rm_rf, store_files, timed, write_tree)
+
+from rrstore import RollbackRecoverySystem
+from rrstore.tree import reachable
+
+HAS_CHECK = subprocess.run([sys.executable, "-m", "rrstore", "check", "--help"],
+                           capture_output=True).returncode == 0
+LANE = ("--lane", "standard")
+
+
+# --- kills ------------------------------------------------------------------------------------------
+
+
+class Bench:
+    """A box with a project whose checkpoints are known (id -> manifest), and the checks after a kill."""
+
+    def __init__(self, tmp_path: Path, outcomes: Outcomes, operation: str) -> None:
+        self.box = Box.make(tmp_path)
+        self.tmp = tmp_path
+        self.outcomes = outcomes
+        self.operation = operation
+        self.rng = outcomes.settings.rng(operation)
+        self.known: dict[str, Manifest] = {}
+        self.step = 0
+
+    @property
+    def project(self) -> Path:
+        return self.box.project
+
+    @property
+    def store(self) -> Path:
+        return self.project / ".checkpoints"
+
+    def checkpoint(self, lane: str = "standard") -> str:
+        self.step += 1
+        done = self.box.run("checkpoint", "--lane", lane, "--step-number", str(self.step), "--step-name", "bench")
+        assert done.returncode == 0, done.stderr
+        self.known[done.stdout.strip()] = tree_manifest(self.project)
+        return done.stdout.strip()
+
+    def delays(self, duration: float) -> list[float]:
+        return [self.rng.uniform(0.0, 1.2 * duration) for _ in range(self.outcomes.settings.trials)]
+
+    def ids(self, trial: Trial, store: Path | None = None) -> set[str] | None:
+        args = ("--store", str(store)) if store else ()
+        done = self.box.run(*args, "list", "--json")
+        if not trial.succeeded(done, "list after the kill"):
+            return None
+        return {r["checkpoint_id"] for r in json.loads(done.stdout)}
+
+    def verify(self, trial: Trial, ids: dict[str, Manifest], store: Path | None = None) -> None:
+        """Each checkpoint restores byte-identically into an empty directory (in-process: faster)."""
+        scratch = self.tmp / "scratch"
+        for checkpoint_id, want in ids.items():
+            rm_rf(scratch)
+            scratch.mkdir()
+            try:
+                RollbackRecoverySystem(root=scratch, store=store or self.store).restore(checkpoint_id)
+            except Exception as exc:
+                trial.fail("lost checkpoint", f"{checkpoint_id}: {type(exc).__name__}: {exc}")
+                continue
+            got = tree_manifest(scratch)
+            trial.expect(got == want, "wrong byte", f"{checkpoint_id}: {_difference(want, got)}")
+
+    def sample(self, count: int = 2) -> dict[str, Manifest]:
+        picked = self.rng.sample(sorted(self.known), min(count, len(self.known)))
+        return {i: self.known[i] for i in picked}
+
+    def no_escape(self, trial: Trial, before: Manifest) -> None:
+        after = self.box.outside()
+        trial.expect(after == before, "escape", f"outside the project: {_difference(before, after)}")
+
+
+def _difference(want: Manifest, got: Manifest) -> str:
+    missing = sorted(set(want) - set(got))[:3]
+    extra = sorted(set(got) - set(want))[:3]
+    changed = sorted(p for p in set(want) & set(got) if want[p] != got[p])[:3]
+    return f"missing {missing}, extra {extra}, changed {changed}"
+
+
+def _killed_output(trial: Trial, killed: object, what: str) -> None:
+    from faults import Killed
+
+    assert isinstance(killed, Killed)
+    if not killed.killed:  # it finished before the kill: it must have succeeded cleanly
+        trial.expect("Traceback" not in killed.stderr, "traceback", f"{what}: {killed.stderr[-1500:]}")
+        trial.expect(killed.returncode == 0, "other", f"{what} exit {killed.returncode}: {killed.stderr[-800:]}")
+
+
+def _tree(bench: Bench, large: int = 3, small: int = 300) -> None:
+    write_tree(bench.project, bench.rng, large=large, small=small)
+
+
+def test_kill_checkpoint(tmp_path: Path, fault_outcomes: Outcomes) -> None:
+    bench = Bench(tmp_path, fault_outcomes, "kill checkpoint")
+    _tree(bench)
+    bench.checkpoint()
+    mutate_tree(bench.project, bench.rng)
+    duration = timed(bench.box, "checkpoint", *LANE, "--step-number", "2", "--step-name", "timed")
+    bench.known[_newest(bench)] = tree_manifest(bench.project)
+    outside = bench.box.outside()
+    for index, delay in enumerate(bench.delays(duration)):
+        with fault_outcomes.trial(bench.operation, index) as trial:
+            mutate_tree(bench.project, bench.rng, large=3, small=120)
+            want = tree_manifest(bench.project)
+            before = bench.ids(trial) or set()
+            killed = bench.box.killed(("checkpoint", *LANE, "--step-number", "9", "--step-name", "killed"), delay)
+            _killed_output(trial, killed, "checkpoint")
+            after = bench.ids(trial)
+            if after is None:
+                continue
+            trial.expect(before <= after, "lost checkpoint", f"refs gone: {sorted(before - after)}")
+            finished = {i: want for i in after - before}
+            bench.verify(trial, {**bench.sample(), **finished})
+            bench.known.update(finished)
+            done = bench.box.run("checkpoint", *LANE, "--step-number", "10", "--step-name", "next")
+            if trial.succeeded(done, "checkpoint after the kill"):
+                bench.known[done.stdout.strip()] = want
+                bench.verify(trial, {done.stdout.strip(): want})
+            bench.no_escape(trial, outside)
+    with fault_outcomes.trial(bench.operation, "final", count=False) as trial:
+        bench.verify(trial, bench.known)
+    fault_outcomes.check(bench.operation)
+
+
+def _newest(bench: Bench) -> str:
+    return str(json.loads(bench.box.run("list", "--json").stdout)[0]["checkpoint_id"])
+
+
+def test_kill_restore(tmp_path: Path, fault_outcomes: Outcomes) -> None:
+    """A killed restore leaves the old tree, the new one, or an undo checkpoint that gives the old one back."""
+    bench = Bench(tmp_path, fault_outcomes, "kill restore")
+    _tree(bench)
+    first = bench.checkpoint()
+    mutate_tree(bench.project, bench.rng, large=3, small=200)
+    second = bench.checkpoint()
+    duration = timed(bench.box, "restore", first)
+    outside = bench.box.outside()
+    for index, delay in enumerate(bench.delays(duration)):
+        with fault_outcomes.trial(bench.operation, index) as trial:
+            old = tree_manifest(bench.project)
+            target = second if old == bench.known[first] else first
+            before = bench.ids(trial) or set()
+            killed = bench.box.killed(("restore", target), delay)
+            _killed_output(trial, killed, "restore")
+            after = bench.ids(trial)
+            if after is None:
+                continue
+            now = tree_manifest(bench.project)
+            undo = sorted(after - before)
+            for undo_id in undo:  # a finished undo checkpoint holds exactly the old tree
+                bench.known[undo_id] = old
+            if now not in (old, bench.known[target]):
+                if not undo:
+                    trial.fail("lost checkpoint", f"tree is neither old nor new and no undo: {_difference(old, now)}")
+                else:
+                    done = bench.box.run("restore", undo[-1])
+                    if trial.succeeded(done, "restore of the undo checkpoint"):
+                        got = tree_manifest(bench.project)
+                        trial.expect(got == old, "lost checkpoint", f"undo gave {_difference(old, got)}")
+            bench.verify(trial, {i: bench.known[i] for i in (first, second, *undo)})
+            done = bench.box.run("restore", target)
+            if trial.succeeded(done, "restore after the kill"):
+                got = tree_manifest(bench.project)
+                trial.expect(got == bench.known[target], "wrong byte", _difference(bench.known[target], got))
+            bench.no_escape(trial, outside)
+    fault_outcomes.check(bench.operation)
+
+
+def test_kill_gc(tmp_path: Path, fault_outcomes: Outcomes) -> None:
+    """gc removes the docs lane's checkpoints and their objects; every kept one must survive a kill."""
+    bench = Bench(tmp_path, fault_outcomes, "kill gc")
+    _tree(bench)
+    bench.checkpoint()
+    mutate_tree(bench.project, bench.rng)
+    bench.checkpoint()
+    kept = dict(bench.known)
+    gc = ("gc", "--older-than", "0s", "--keep-lane", "standard", "--grace", "0s")
+
+    def garbage() -> None:
+        for _ in range(2):
+            mutate_tree(bench.project, bench.rng, large=2, small=60)
+            bench.checkpoint("docs")
+
+    garbage()
+    duration = timed(bench.box, *gc)
+    outside = bench.box.outside()
+    for index, delay in enumerate(bench.delays(duration)):
+        with fault_outcomes.trial(bench.operation, index) as trial:
+            garbage()
+            killed = bench.box.killed(gc, delay)
+            _killed_output(trial, killed, "gc")
+            after = bench.ids(trial)
+            if after is None:
+                continue
+            trial.expect(set(kept) <= after, "lost checkpoint", f"kept refs gone: {sorted(set(kept) - after)}")
+            bench.verify(trial, kept)
+            trial.succeeded(bench.box.run(*gc), "gc after the kill")
+            bench.no_escape(trial, outside)
+    with fault_outcomes.trial(bench.operation, "final", count=False) as trial:
+        bench.verify(trial, kept)
+    fault_outcomes.check(bench.operation)
+
+
+def _source(tmp_path: Path, rng: random.Random) -> tuple[RollbackRecoverySystem, dict[str, Manifest]]:
+    """A second project (outside the box) with two checkpoints of a large tree: what import and pull bring in."""
+    root = tmp_path / "source"
+    root.mkdir()
+    write_tree(root, rng)
+    system = RollbackRecoverySystem(root=root)
+    known = {}
+    for step in (1, 2):
+        known[system.checkpoint("heavy", step, "source").checkpoint_id] = tree_manifest(root)
+        mutate_tree(root, rng, large=3, small=150)
+    return system, known
+
+
+def _reset(bench: Bench, template: Path) -> None:
+    rm_rf(bench.store)
+    copy_tree(template, bench.store)
+
+
+def _transfer_trials(bench: Bench, args: tuple[str, ...], source: dict[str, Manifest], template: Path) -> None:
+    """Kill ``args`` (import or pull into the project's store), then check, finish and check again."""
+    outcomes = bench.outcomes
+    own = dict(bench.known)
+    _reset(bench, template)
+    duration = timed(bench.box, *args)
+    outside = bench.box.outside()
+    for index, delay in enumerate(bench.delays(duration)):
+        with outcomes.trial(bench.operation, index) as trial:
+            _reset(bench, template)
+            killed = bench.box.killed(args, delay)
+            _killed_output(trial, killed, args[0])
+            after = bench.ids(trial)
+            if after is None:
+                continue
+            trial.expect(set(own) <= after, "lost checkpoint", f"refs gone: {sorted(set(own) - after)}")
+            trial.expect(after <= set(own) | set(source), "other", f"unexpected refs {sorted(after)}")
+            bench.verify(trial, {**own, **{i: m for i, m in source.items() if i in after}})
+            if trial.succeeded(bench.box.run(*args), f"{args[0]} after the kill"):
+                bench.verify(trial, source)
+            bench.no_escape(trial, outside)
+    outcomes.check(bench.operation)
+
+
+def test_kill_import(tmp_path: Path, fault_outcomes: Outcomes) -> None:
+    bench = Bench(tmp_path, fault_outcomes, "kill import")
+    source, known = _source(tmp_path, bench.rng)
+    archive = tmp_path / "source.rra"
+    source.export(list(known), archive)
+    _tree(bench, large=0, small=30)
+    bench.checkpoint()
+    template = tmp_path / "template-store"
+    copy_tree(bench.store, template)
+    _transfer_trials(bench, ("import", str(archive)), known, template)
+
+
+def test_kill_pull(tmp_path: Path, fault_outcomes: Outcomes, seaweedfs: SeaweedFS, s3_env: dict[str, str]) -> None:
+    bench = Bench(tmp_path, fault_outcomes, "kill pull")
+    bench.box.extra_env = dict(s3_env)
+    source, known = _source(tmp_path, bench.rng)
+    bucket, prefix = seaweedfs.new_prefix()
+    remote = f"s3://{bucket}/{prefix}"
+    source.push(list(known), remote, seaweedfs.endpoint)
+    _tree(bench, large=0, small=30)
+    bench.checkpoint()
+    template = tmp_path / "template-store"
+    copy_tree(bench.store, template)
+    _transfer_trials(bench, ("pull", *known, "--remote", remote, "--endpoint-url", seaweedfs.endpoint),
+                     known, template)
+
+
+def test_kill_push(tmp_path: Path, fault_outcomes: Outcomes, seaweedfs: SeaweedFS, s3_env: dict[str, str]) -> None:
+    """A killed push leaves a remote that the next push completes and from which every checkpoint restores."""
+    bench = Bench(tmp_path, fault_outcomes, "kill push")
+    bench.box.extra_env = dict(s3_env)
+    _tree(bench)
+    bench.checkpoint()
+    mutate_tree(bench.project, bench.rng, large=3, small=150)
+    bench.checkpoint()
+    endpoint = ("--endpoint-url", seaweedfs.endpoint)
+
+    def place() -> str:
+        bucket, prefix = seaweedfs.new_prefix()
+        return f"s3://{bucket}/{prefix}"
+
+    duration = timed(bench.box, "push", "--remote", place(), *endpoint)
+    outside = bench.box.outside()
+    for index, delay in enumerate(bench.delays(duration)):
+        with fault_outcomes.trial(bench.operation, index) as trial:
+            remote = place()
+            killed = bench.box.killed(("push", "--remote", remote, *endpoint), delay)
+            _killed_output(trial, killed, "push")
+            if bench.ids(trial) is None:
+                continue
+            listed = bench.box.run("list", "--remote", remote, *endpoint)
+            trial.clean_output(listed, "list --remote after the kill")
+            trial.expect(listed.returncode in (0, 10), "other", f"list --remote: exit {listed.returncode}")
+            bench.verify(trial, bench.sample(1))
+            if not trial.succeeded(bench.box.run("push", "--remote", remote, *endpoint), "push after the kill"):
+                continue
+            pulled = tmp_path / f"pulled{index}"
+            (pulled / "root").mkdir(parents=True)
+            done = bench.box.run("--store", str(pulled / "store"), "-C", str(pulled / "root"), "pull",
+                                 *bench.known, "--remote", remote, *endpoint, cwd=pulled / "root")
+            if trial.succeeded(done, "pull of what was pushed"):
+                bench.verify(trial, bench.known, store=pulled / "store")
+            rm_rf(pulled)
+            bench.no_escape(trial, outside)
+    fault_outcomes.check(bench.operation)
+
+
+# --- byte flips -------------------------------------------------------------------------------------
+
+FLIP_KINDS = {"record": "objects/*/*", "pack data": "packs/*.pack", "pack index": "packs/*.idx",
+              "ref": "refs/checkpoints/*", "config": "config.json", "stat cache": "cache/stat-*",
+              "lock": "locks/*.lock"}
+
+
+@pytest.fixture(scope="module")
+def flip_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Manifest], dict[str, set[str]]]:
+    """A project with three checkpoints (a chunked file, small files) and every kind of store file.
+
+    Returns the project, each checkpoint's manifest, and each checkpoint's
+    objects (its record, trees and contents) for the flips' oracle.
+    """
+    box = Box.make(tmp_path_factory.mktemp("flips"))
+    rng = random.Random(7)
+    write_tree(box.project, rng, large=1, small=40, large_size=5 << 20)
+    ids: list[str] = []
+    manifests: dict[str, Manifest] = {}
+    for step in (1, 2, 3):
+        done = box.run("checkpoint", *LANE, "--step-number", str(step), "--step-name", "flip")
+        assert done.returncode == 0, done.stderr
+        ids.append(done.stdout.strip())
+        manifests[ids[-1]] = tree_manifest(box.project)
+        mutate_tree(box.project, rng, large=1, small=15)
+    for checkpoint_id in (ids[1], ids[2]):  # restores leave a pid in the worktree lock and pre-restore records
+        assert box.run("restore", checkpoint_id).returncode == 0
+    store = box.project / ".checkpoints"
+    objects = RollbackRecoverySystem(root=box.project).open_store().objects
+    reach = {}
+    for checkpoint_id in ids:
+        record_oid = (store / "refs" / "checkpoints" / checkpoint_id).read_text().strip()
+        state_hash = RollbackRecoverySystem(root=box.project).show(checkpoint_id).state_hash
+        reach[checkpoint_id] = {record_oid, *reachable(objects, state_hash)}
+    for kind, pattern in FLIP_KINDS.items():
+        assert [p for p in store.glob(pattern) if p.stat().st_size], f"no {kind} file to flip"
+    return box.path, manifests, reach
+
+
+def _flip_oracle(kind: str, path: Path, store: Path, original: bytes, rng: random.Random,
+                 reach: dict[str, set[str]]) -> tuple[set[str], bool | None]:
+    """Flip one byte of ``path``; return (checkpoints that must still restore, whether content was damaged).
+
+    ``None`` for damage means no claim (the stat cache: check may or may not mention it).
+    """
+    from faults import loose_damaged, pack_damaged
+
+    every = set(reach)
+    entries = pack_index(path.with_suffix(".idx")) if kind in ("pack data", "pack index") else []
+    at = flip_byte(path, rng)
+    if kind == "record":
+        oid = path.parent.name + path.name
+        return {i for i in every if oid not in reach[i]}, loose_damaged(path, oid)
+    if kind in ("pack data", "pack index"):
+        hit = oids_hit(entries, at) if kind == "pack data" else {e[0] for e in entries}
+        damaged = pack_damaged(path, entries, at) if kind == "pack data" else True
+        return {i for i in every if not hit & reach[i]}, damaged
+    if kind == "ref":
+        same = path.read_bytes().strip() == original.strip()
+        return (every if same else every - {path.name}), not same
+    if kind == "config":
+        try:
+            intact = json.loads(path.read_bytes()).get("format") == "rrstore-store-1"
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            intact = False
+        return (every if intact else set()), not intact
+    return every, (None if kind == "stat cache" else False)
+
+
+def test_byte_flips(tmp_path: Path, fault_outcomes: Outcomes,
+                    flip_template: tuple[Path, dict[str, Manifest], dict[str, set[str]]]) -> None:
+    """One flipped byte in any store file: never a wrong byte, never a traceback, refusals change nothing.
+
+    Derived files (stat cache, pack indexes) and unrelated damage never block
+    a checkpoint that does not need the damaged bytes; the undo checkpoint of
+    a successful restore gives the tree back; ``check`` reports real damage.
+    """
+    template, manifests, reach = flip_template
+    rng = fault_outcomes.settings.rng("flips")
+    kinds = list(FLIP_KINDS)
+    for index in range(max(fault_outcomes.settings.flips, len(kinds))):
+        kind = kinds[index % len(kinds)]
+        with fault_outcomes.trial(f"flip {kind}", index) as trial:
+            box = Box(tmp_path / f"flip{index}")
+            shutil.copytree(template, box.path, symlinks=True)
+            store = box.project / ".checkpoints"
+            path = rng.choice(sorted(p for p in store.glob(FLIP_KINDS[kind]) if p.stat().st_size))
+            original = path.read_bytes()
+            must, damaged = _flip_oracle(kind, path, store, original, rng, reach)
+            where = f"{path.relative_to(store)}"
+            outside = box.outside()
+            refused = _restore_all(trial, box, manifests, must, where)
+            if HAS_CHECK:
+                _check_reports(trial, box, kind, damaged, refused, where)
+            trial.expect(box.outside() == outside, "escape", f"{where}: outside changed")
+            rm_rf(box.path)
+    fault_outcomes.check(*(f"flip {kind}" for kind in kinds))
+
+
+def _restore_all(trial: Trial, box: Box, manifests: dict[str, Manifest], must: set[str], where: str) -> bool:
+    """Restore every checkpoint in turn, then the first undo; True if any restore was refused."""
+    refused, undo = False, None
+    for checkpoint_id, want in manifests.items():
+        before = tree_manifest(box.project)
+        done = box.run("--json", "restore", checkpoint_id)
+        got = tree_manifest(box.project)
+        if not trial.clean_output(done, f"{where}: restore {checkpoint_id}"):
+            continue
+        if done.returncode == 0:
+            trial.expect(got == want, "wrong byte", f"{where}: restore {checkpoint_id}: {_difference(want, got)}")
+            if undo is None and json.loads(done.stdout).get("undo_checkpoint_id"):
+                undo = (json.loads(done.stdout)["undo_checkpoint_id"], before)
+        elif done.returncode == 13:
+            refused = True
+            trial.expect(got == before, "wrong byte", f"{where}: refused restore changed {_difference(before, got)}")
+            trial.expect(checkpoint_id not in must, "lost checkpoint",
+                         f"{where}: restore {checkpoint_id} refused, it does not need the damaged bytes: "
+                         f"{done.stderr.strip()}")
+            trial.expect(len(done.stderr.splitlines()) == 1, "other", f"{where}: not one line: {done.stderr}")
+        else:
+            trial.fail("other", f"{where}: restore {checkpoint_id}: exit {done.returncode}: {done.stderr.strip()}")
+    if undo is not None:  # the undo of a restore that exited 0 must give back what it replaced
+        done = box.run("restore", undo[0])
+        got = tree_manifest(box.project)
+        if trial.clean_output(done, f"{where}: restore of the undo {undo[0]}"):
+            trial.expect(done.returncode == 0 and got == undo[1], "lost checkpoint",
+                         f"{where}: undo {undo[0]}: exit {done.returncode} {done.stderr.strip()} "
+                         f"{_difference(undo[1], got)}")
+    return refused
+
+
+def _check_reports(trial: Trial, box: Box, kind: str, damaged: bool | None, refused: bool, where: str) -> None:
+    """``rrstore check`` (metadata) and ``check --read-data`` see the damage restore saw, and real damage."""
+    plain = box.run("check")
+    full = box.run("check", "--read-data")
+    for done, what in ((plain, "check"), (full, "check --read-data")):
+        if trial.clean_output(done, f"{where}: {what}"):
+            trial.expect(done.returncode in (0, 13), "other", f"{where}: {what} exit {done.returncode}")
+    if refused or (damaged and kind != "stat cache"):
+        trial.expect(full.returncode == 13, "other", f"{where}: check --read-data missed the damage")
+    if damaged and kind in ("record", "pack index", "ref", "config"):
+        trial.expect(plain.returncode == 13, "other", f"{where}: check missed the damage")
+    if damaged is False:
+        trial.expect(full.returncode == 0, "other", f"{where}: check --read-data reports damage where there is none: "
+                     f"{full.stdout[-300:]} {full.stderr[-300:]}")
