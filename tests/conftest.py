@@ -326,7 +326,7 @@ def s3_remote(seaweedfs: SeaweedFS, s3_env: dict[str, str]) -> str:
 
 # --- fault injection (tests/test_faults.py): how many trials, from which seed -------------------------
 
-DEFAULT_FAULT_TRIALS = 2
+DEFAULT_FAULT_TRIALS = 1
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

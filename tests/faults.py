@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,8 +234,8 @@ def store_files(store: Path, skip_locks: bool = True) -> dict[str, str]:
     return out
 
 
-def write_tree(root: Path, rng: random.Random, large: int = 3, small: int = 300,
-               large_size: int = 6 << 20) -> None:
+def write_tree(root: Path, rng: random.Random, large: int = 3, small: int = 250,
+               large_size: int = 9 << 19) -> None:
     """A few chunked files (above 4 MiB) and many small ones in a few directories."""
     for i in range(large):
         (root / f"big{i}.bin").write_bytes(rng.randbytes(large_size + rng.randrange(1 << 16)))
@@ -451,3 +451,141 @@ def loose_damaged(path: Path, oid: str) -> bool:
         return b3(zstandard.ZstdDecompressor().decompress(path.read_bytes())) != oid
     except zstandard.ZstdError:
         return True
+
+
+# --- hostile input: every class of issue 8, as (crafted tree or raw archive bytes) -----------------------
+
+EVIL_ID = "evil-step1-20260102_030405"
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """``build(existing checkpoint id, box path)`` gives a Craft (a tree class) or raw archive bytes.
+
+    Tree classes also go through ``pull`` from a hand-built remote and
+    ``restore`` from a hand-built store: their hashes are all consistent.
+    """
+
+    build: Callable[[str, Path], Craft | bytes]
+    tree: bool
+
+
+def _tree_case(make: Callable[[Craft, str, Path], list[dict[str, object]]]) -> Hostile:
+    def build(existing: str, box: Path) -> Craft:
+        craft = Craft()
+        craft.checkpoint(EVIL_ID, craft.tree(*make(craft, existing, box)))
+        return craft
+    return Hostile(build, True)
+
+
+def _raw_name_case(existing: str, box: Path) -> Craft:
+    """A tree whose JSON holds a raw 0xff byte in a name (a tree is ASCII JSON: no encoder writes this)."""
+    craft = Craft()
+    entry = craft.file("bad-name", b"x\n")
+    data = canonical({"format": "rrstore-tree-1", "entries": [entry]}).replace(b"bad-name", b"bad\xffname")
+    craft.checkpoint(EVIL_ID, craft.raw_tree(data))
+    return craft
+
+
+def _good() -> tuple[Craft, bytes]:
+    craft = Craft()
+    entries = [craft.file("a.txt", b"hello\n"), craft.dir("d", craft.file("inner.txt", b"inner\n"))]
+    craft.checkpoint(EVIL_ID, craft.tree(*entries))
+    return craft, craft.stream()
+
+
+def _zstd(raw: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=3).compress(raw)
+
+
+def _spans(raw: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each object's data in an uncompressed stream; the trailer starts at the last end."""
+    at, out = raw.index(b"\n") + 1, []
+    while raw[at:at + 1] == b"O":
+        size = struct.unpack_from("<Q", raw, at + 33)[0]
+        out.append((at + 41, at + 41 + size))
+        at += 41 + size
+    return out
+
+
+def _stream_cases() -> dict[str, Hostile]:
+    def case(make: Callable[[], bytes]) -> Hostile:
+        return Hostile(lambda existing, box: make(), False)
+
+    craft, raw = _good()
+    spans = _spans(raw)
+    trailer = spans[-1][1]
+    cuts = {"header": raw.index(b"\n") // 2, "object header": raw.index(b"\n") + 20,
+            "record": sum(spans[0]) // 2, "tree": sum(spans[1]) // 2, "content": sum(spans[-1]) // 2,
+            "before the trailer": trailer, "trailer counts": trailer + 6, "checksum": len(raw) - 16,
+            "last byte": len(raw) - 1}
+    out = {f"truncated: {name}": case(lambda at=at: _zstd(raw[:at])) for name, at in cuts.items()}
+    whole = _zstd(raw)
+    altered = raw.replace(b"hello\n", b"hellO\n")
+    first = raw.index(b"\n") + 1
+    dup_at = spans[-1][0] - 41
+    duplicated = raw[:trailer] + raw[dup_at:trailer]
+    head = raw[:first]
+    record_oid = next(iter(craft.refs.values()))
+
+    out |= {
+        "compressed file cut in half": case(lambda: whole[:len(whole) // 2]),
+        "compressed file missing its last byte": case(lambda: whole[:-1]),
+        "wrong hash": case(lambda: _zstd(altered)),
+        "wrong hash, trailer recomputed": case(lambda: _zstd(altered[:-32] + blake3.blake3(altered[:-32]).digest())),
+        "duplicate object": case(lambda: _zstd(duplicated + b"T" + struct.pack("<QQ", len(spans) + 1, 0)
+                                               + blake3.blake3(duplicated).digest())),
+        "decompression bomb (zeros for a header)": case(lambda: rle_zeros(b"", 4 * GiB)),
+        "decompression bomb (an 8 GiB object)": case(
+            lambda: rle_zeros(head + b"O" + bytes.fromhex(record_oid) + struct.pack("<Q", 8 * GiB), 8 * GiB)),
+        "huge claimed object size": case(
+            lambda: _zstd(head + b"O" + bytes.fromhex(record_oid) + struct.pack("<Q", (1 << 64) - 1))),
+        "huge size in a tree entry": Hostile(_tree_case(
+            lambda c, e, b: [{**c.file("a.txt", b"hello\n"), "size": 1 << 62}]).build, False),
+    }
+    return out
+
+
+def hostile_cases() -> dict[str, Hostile]:
+    """Every hostile class: trees that would write where nothing may be written, and broken streams."""
+    planted = b"#!/bin/sh\necho planted\n"
+    trees = {
+        ".git/hooks/post-checkout": lambda c, e, b: [c.path(".git/hooks/post-checkout"), c.file("a.txt", b"a\n")],
+        ".GIT/hooks/post-checkout": lambda c, e, b: [c.path(".GIT/hooks/post-checkout")],
+        "sub/.git/config": lambda c, e, b: [c.path("sub/.git/config", b"[core]\n\tfsmonitor = echo pwned\n")],
+        ".checkpoints/refs/checkpoints/<existing id>": lambda c, e, b: [
+            c.path(f".checkpoints/refs/checkpoints/{e}", b"0" * 64 + b"\n")],
+        ".checkpoints/config.json": lambda c, e, b: [c.path(".checkpoints/config.json", b'{"format": null}\n')],
+        "name ..": lambda c, e, b: [c.file("..", planted)],
+        "name .": lambda c, e, b: [c.file(".", planted)],
+        "name ../../escape.txt": lambda c, e, b: [c.file("../../sibling/escape.txt", planted)],
+        "name with a slash": lambda c, e, b: [c.file("sub/file.txt", planted)],
+        "absolute name": lambda c, e, b: [c.file(f"{b}/sibling/planted.txt", planted)],
+        "empty name": lambda c, e, b: [c.file("", planted)],
+        "NUL in a name": lambda c, e, b: [c.file("a\0b", planted)],
+        "absolute symlink": lambda c, e, b: [{"name": "l", "type": "symlink", "target": f"{b}/sibling/keep.txt"}],
+        "symlink ../..": lambda c, e, b: [{"name": "l", "type": "symlink", "target": "../../sibling/keep.txt"}],
+        "symlink out of a subdirectory": lambda c, e, b: [
+            c.dir("d", {"name": "up", "type": "symlink", "target": "../../x"})],
+        "duplicate entries": lambda c, e, b: [c.file("a.txt", b"one\n"), c.file("a.txt", b"two\n")],
+        "unencodable name (lone surrogate)": lambda c, e, b: [c.file("bad\ud800name", planted)],
+    }
+    out = {name: _tree_case(make) for name, make in trees.items()}
+    out["non-UTF-8 byte in a tree"] = Hostile(_raw_name_case, True)
+    return out | _stream_cases()
+
+
+def good_craft(timestamp: str = "2026-01-02T03:04:05.000000+00:00",
+               checkpoint_id: str = EVIL_ID) -> tuple[Craft, dict[bytes, bytes | str]]:
+    """A well-formed crafted checkpoint (the control) and what restoring it must give: path bytes -> content."""
+    craft = Craft()
+    entries = [craft.file("a.txt", b"hello\n"), craft.file("run.sh", b"#!/bin/sh\n", executable=True),
+               craft.file("bad\udcffname", b"not utf-8 named\n"),
+               craft.dir("d", craft.file("inner.txt", b"inner\n"),
+                         {"name": "up", "type": "symlink", "target": "../a.txt"})]
+    craft.checkpoint(checkpoint_id, craft.tree(*entries), timestamp)
+    want: dict[bytes, bytes | str] = {b"a.txt": b"hello\n", b"run.sh": b"#!/bin/sh\n",
+                                      b"bad\xffname": b"not utf-8 named\n", b"d/inner.txt": b"inner\n",
+                                      b"d/up": "../a.txt"}
+    return craft, want

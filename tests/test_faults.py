@@ -19,10 +19,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import zstandard
-from conftest import SeaweedFS, tree_manifest
-from faults import (Box, Craft, Manifest, Outcomes, Trial, copy_tree, flip_byte, mutate_tree, oids_hit,
-                    pack_index, rm_rf, store_files, timed, write_tree)
+from conftest import SeaweedFS, git, tree_manifest
+from faults import (EVIL_ID, Box, Craft, Manifest, Outcomes, Trial, copy_tree, flip_byte, good_craft,
+                    hostile_cases, mutate_tree, oids_hit, pack_index, rm_rf, store_files, timed, write_tree)
 
 from rrstore import RollbackRecoverySystem
 from rrstore.tree import reachable
@@ -480,3 +479,180 @@ def _check_reports(trial: Trial, box: Box, kind: str, damaged: bool | None, refu
     if damaged is False:
         trial.expect(full.returncode == 0, "other", f"{where}: check --read-data reports damage where there is none: "
                      f"{full.stdout[-300:]} {full.stderr[-300:]}")
+
+
+# --- hostile archives, remotes and stores -------------------------------------------------------------
+
+HOSTILE = hostile_cases()
+TREE_CASES = [name for name, case in HOSTILE.items() if case.tree]
+# A checkpoint may hold a symlink leading out (export refuses it, tar keeps it): only archives and pulls refuse one.
+STORE_TREE_CASES = [name for name in TREE_CASES if "symlink" not in name]
+# The default suite pulls these; the larger form (--fault-trials >= 10) pulls every tree class.
+PULL_DEFAULT = (".git/hooks/post-checkout", ".checkpoints/refs/checkpoints/<existing id>", "absolute symlink",
+                "name ..", "unencodable name (lone surrogate)")
+# What restore and pull answer for a tree that must never be written (archives: 16).
+REFUSED_TREE = (13, 16)
+
+
+@pytest.fixture(scope="module")
+def hostile_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A box whose project is a git work tree with one checkpoint in the default store: (box, checkpoint id)."""
+    box = Box.make(tmp_path_factory.mktemp("hostile"))
+    git(box.project, "init", "-q", "-b", "main")
+    (box.project / "README.md").write_text("# demo\n")
+    git(box.project, "add", "-A")
+    git(box.project, "commit", "-q", "-m", "initial")
+    done = box.run("checkpoint", *LANE, "--step-number", "1", "--step-name", "mine")
+    assert done.returncode == 0, done.stderr
+    return box.path, done.stdout.strip()
+
+
+def _hostile_box(tmp_path: Path, template: Path) -> Box:
+    box = Box(tmp_path / "box")
+    shutil.copytree(template, box.path, symlinks=True)
+    return box
+
+
+def _state(box: Box) -> tuple[dict[str, str], Manifest, Manifest]:
+    """The store (every file but locks), the project with .git, and everything beside it.
+
+    ``.git/index`` is left out: git refreshes the stat data it caches there
+    whenever rrstore asks it for the status; a planted hook or config is elsewhere.
+    """
+    project = tree_manifest(box.project, skip=(".checkpoints",))
+    project.pop(".git/index", None)
+    return store_files(box.project / ".checkpoints"), project, box.outside()
+
+
+def _refused(trial: Trial, box: Box, done: subprocess.CompletedProcess[str], codes: tuple[int, ...],
+             before: tuple[dict[str, str], Manifest, Manifest], what: str) -> None:
+    """Refused in one line with a documented code, and nothing changed anywhere."""
+    if trial.clean_output(done, what):
+        trial.expect(done.returncode in codes, "other", f"{what}: exit {done.returncode}, want {codes}: "
+                     f"{done.stderr.strip()[:300]}")
+        trial.expect(len(done.stderr.splitlines()) == 1, "other", f"{what}: not one line: {done.stderr[:500]}")
+    store, project, outside = _state(box)
+    trial.expect(store == before[0], "other", f"{what}: the store changed: "
+                 f"{sorted(set(store) ^ set(before[0]) | {k for k in store if before[0].get(k) != store[k]})[:5]}")
+    trial.expect(project == before[1], "escape", f"{what}: the project changed: {_difference(before[1], project)}")
+    trial.expect(outside == before[2], "escape", f"{what}: outside changed: {_difference(before[2], outside)}")
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_archive(case: str, tmp_path: Path, hostile_template: tuple[Path, str],
+                         fault_outcomes: Outcomes) -> None:
+    """verify and import refuse it (exit 16, one line) and leave the store, the project and .git as they were."""
+    with fault_outcomes.trial("hostile archive", case) as trial:
+        box = _hostile_box(tmp_path, hostile_template[0])
+        built = HOSTILE[case].build(hostile_template[1], box.path)
+        archive = tmp_path / "evil.rra"
+        archive.write_bytes(built.archive() if isinstance(built, Craft) else built)
+        for command in ("verify", "import"):
+            before = _state(box)
+            _refused(trial, box, box.run(command, str(archive)), (16,), before, f"{case}: {command}")
+    fault_outcomes.check("hostile archive", trial=case)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.name != "test_hostile_tree":
+        return
+    trials = metafunc.config.getoption("--fault-trials") or int(os.environ.get("RRSTORE_FAULT_TRIALS") or 0)
+    pulled = TREE_CASES if trials >= 10 else [c for c in TREE_CASES if c in PULL_DEFAULT]
+    metafunc.parametrize(("case", "route"), [(c, "restore") for c in STORE_TREE_CASES]
+                         + [(c, "pull") for c in pulled], ids=lambda v: str(v))
+
+
+def test_hostile_tree(case: str, route: str, tmp_path: Path, hostile_template: tuple[Path, str],
+                      fault_outcomes: Outcomes, request: pytest.FixtureRequest) -> None:
+    """The same trees with consistent hashes: pulled from a hand-built remote, restored from a hand-built store."""
+    operation = f"hostile {route}"
+    with fault_outcomes.trial(operation, case) as trial:
+        box = _hostile_box(tmp_path, hostile_template[0])
+        built = HOSTILE[case].build(hostile_template[1], box.path)
+        assert isinstance(built, Craft)
+        if route == "restore":
+            built.into_store(box.project / ".checkpoints")
+            args: tuple[str, ...] = ("restore", EVIL_ID)
+        else:
+            remote = _crafted_remote(built, box, request)
+            args = ("pull", EVIL_ID, *remote)
+        before = _state(box)
+        _refused(trial, box, box.run(*args), REFUSED_TREE, before, f"{case}: {route}")
+    fault_outcomes.check(operation, trial=case)
+
+
+def _crafted_remote(craft: Craft, box: Box, request: pytest.FixtureRequest) -> tuple[str, ...]:
+    seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
+    box.extra_env = dict(request.getfixturevalue("s3_env"))
+    bucket, prefix = seaweedfs.new_prefix()
+    craft.into_remote(seaweedfs.client(), bucket, prefix)
+    return ("--remote", f"s3://{bucket}/{prefix}", "--endpoint-url", seaweedfs.endpoint)
+
+
+def _restored(root: Path) -> dict[bytes, bytes | str]:
+    out: dict[bytes, bytes | str] = {}
+    for dirpath, _, names in os.walk(os.fsencode(root)):
+        for name in names:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, os.fsencode(root))
+            out[rel] = os.fsdecode(os.readlink(full)) if os.path.islink(full) else Path(os.fsdecode(full)).read_bytes()
+    return out
+
+
+@pytest.mark.parametrize("route", ["import", "pull", "restore"])
+def test_crafted_control_is_accepted(route: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The crafting helper is right: a well-formed crafted checkpoint goes through every route and restores."""
+    craft, want = good_craft()
+    box = Box.make(tmp_path)
+    store = box.project / ".checkpoints"
+    if route == "import":
+        (tmp_path / "good.rra").write_bytes(craft.archive())
+        done = box.run("import", str(tmp_path / "good.rra"))
+    elif route == "pull":
+        done = box.run("pull", EVIL_ID, *_crafted_remote(craft, box, request))
+    else:
+        craft.into_store(store, config=True)
+        done = subprocess.CompletedProcess([], 0, "", "")
+    assert done.returncode == 0, done.stderr
+    assert box.run("restore", EVIL_ID).returncode == 0
+    got = {k: v for k, v in _restored(box.project).items() if not k.startswith(b".checkpoints/")}
+    assert got == want
+    assert os.stat(box.project / "run.sh").st_mode & 0o100
+
+
+def test_a_record_from_the_future_is_never_latest(tmp_path: Path) -> None:
+    """A record dated 9999-12-31 is accepted, but 'latest' is the checkpoint this store added last."""
+    craft, _ = good_craft("9999-12-31T23:59:59.000000+00:00", "standard-step9-99991231_235959")
+    box = Box.make(tmp_path)
+    (box.project / "mine.txt").write_bytes(b"mine\n")
+    (tmp_path / "future.rra").write_bytes(craft.archive())
+    assert box.run("import", str(tmp_path / "future.rra")).returncode == 0
+    made = box.run("checkpoint", *LANE, "--step-number", "2", "--step-name", "after")
+    assert made.returncode == 0, made.stderr
+    shown = box.run("show", "latest", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["checkpoint_id"] == made.stdout.strip()
+
+
+def test_a_10000_level_archive_breaks_nothing(tmp_path: Path) -> None:
+    """verify/import accept or refuse it cleanly; if imported, list, gc and restore still work (no RecursionError)."""
+    craft = Craft()
+    entry = craft.file("leaf.txt", b"deep\n")
+    for _ in range(10_000):
+        entry = {"name": "d", "type": "dir", "tree": craft.tree(entry)}
+    craft.checkpoint(EVIL_ID, craft.tree(entry))
+    box = Box.make(tmp_path)
+    archive = tmp_path / "deep.rra"
+    archive.write_bytes(craft.archive())
+    assert box.run("checkpoint", *LANE, "--step-number", "1", "--step-name", "mine").returncode == 0
+    try:
+        runs = [box.run("verify", str(archive)), box.run("import", str(archive))]
+        if runs[-1].returncode == 0:
+            runs += [box.run("list"), box.run("gc", "--dry-run"), box.run("restore", EVIL_ID)]
+            assert runs[2].returncode == 0 and runs[3].returncode == 0, (runs[2].stderr, runs[3].stderr)
+        for done in runs:
+            assert "Traceback" not in done.stderr and "RecursionError" not in done.stderr, done.stderr[-2000:]
+            assert done.returncode in (0, 16, 13), (done.args, done.returncode, done.stderr[-500:])
+            assert len(done.stderr.splitlines()) <= 1 or done.returncode == 0, done.stderr[-1000:]
+    finally:
+        rm_rf(box.project / "d")
