@@ -7,6 +7,7 @@ formats (docs/store-format.md sections 1, 2 and 8), not with rrstore's writers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -70,6 +71,7 @@ class Outcomes:
 
     settings: FaultSettings
     trials: Counter[str] = field(default_factory=Counter)
+    landed: Counter[str] = field(default_factory=Counter)   # kills that found the command still running
     failures: list[Failure] = field(default_factory=list)
 
     @contextmanager
@@ -101,17 +103,20 @@ class Outcomes:
         rows = {}
         for operation, count in sorted(self.trials.items()):
             kinds = Counter(f.kind for f in self.failures if f.operation == operation)
-            rows[operation] = {"trials": count, **{k: kinds.get(k, 0) for k in KINDS}}
+            rows[operation] = {"trials": count, "killed mid-run": self.landed.get(operation, 0),
+                               **{k: kinds.get(k, 0) for k in KINDS}}
         return {"seed": self.settings.seed, "trials_setting": self.settings.trials, "operations": rows}
 
     def table(self) -> str:
         """The summary as the Markdown table of docs/reliability.md."""
-        head = "| operation | trials | " + " | ".join(KINDS) + " |"
-        lines = [head, "|" + " --- |" * (2 + len(KINDS))]
+        head = "| operation | trials | killed mid-run | " + " | ".join(KINDS) + " |"
+        lines = [head, "|" + " --- |" * (3 + len(KINDS))]
         operations = self.summary()["operations"]
         assert isinstance(operations, dict)
         for operation, row in operations.items():
-            lines.append(f"| {operation} | {row['trials']} | " + " | ".join(str(row[k]) for k in KINDS) + " |")
+            landed = row["killed mid-run"] if operation.startswith("kill") else "-"
+            lines.append(f"| {operation} | {row['trials']} | {landed} | " + " | ".join(str(row[k]) for k in KINDS)
+                         + " |")
         return "\n".join(lines)
 
 
@@ -186,6 +191,16 @@ class Box:
     def run(self, *args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.argv(*args), cwd=cwd or self.project, capture_output=True, text=True,
                               env=self.env(), timeout=timeout)
+
+    def run_all(self, *commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
+        """Run independent commands at the same time (in the project); their results in order."""
+        procs = [subprocess.Popen(self.argv(*args), cwd=self.project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env=self.env(), text=True) for args in commands]
+        out = []
+        for args, proc in zip(commands, procs, strict=True):
+            stdout, stderr = proc.communicate(timeout=120)
+            out.append(subprocess.CompletedProcess(self.argv(*args), proc.returncode, stdout, stderr))
+        return out
 
     def killed(self, args: tuple[str, ...], delay: float, cwd: Path | None = None) -> Killed:
         """Start ``rrstore ARGS``, SIGKILL it after ``delay`` seconds (unless it ended first)."""
@@ -520,7 +535,7 @@ def _stream_cases() -> dict[str, Hostile]:
             "record": sum(spans[0]) // 2, "tree": sum(spans[1]) // 2, "content": sum(spans[-1]) // 2,
             "before the trailer": trailer, "trailer counts": trailer + 6, "checksum": len(raw) - 16,
             "last byte": len(raw) - 1}
-    out = {f"truncated: {name}": case(lambda at=at: _zstd(raw[:at])) for name, at in cuts.items()}
+    out = {f"truncated: {name}": case(functools.partial(lambda at: _zstd(raw[:at]), at)) for name, at in cuts.items()}
     whole = _zstd(raw)
     altered = raw.replace(b"hello\n", b"hellO\n")
     first = raw.index(b"\n") + 1

@@ -20,8 +20,25 @@ from pathlib import Path
 
 import pytest
 from conftest import SeaweedFS, git, tree_manifest
-from faults import (EVIL_ID, Box, Craft, Manifest, Outcomes, Trial, copy_tree, flip_byte, good_craft,
-                    hostile_cases, mutate_tree, oids_hit, pack_index, rm_rf, store_files, timed, write_tree)
+from faults import (
+    EVIL_ID,
+    Box,
+    Craft,
+    Manifest,
+    Outcomes,
+    Trial,
+    copy_tree,
+    flip_byte,
+    good_craft,
+    hostile_cases,
+    mutate_tree,
+    oids_hit,
+    pack_index,
+    rm_rf,
+    store_files,
+    timed,
+    write_tree,
+)
 
 from rrstore import RollbackRecoverySystem
 from rrstore.tree import reachable
@@ -105,6 +122,7 @@ def _killed_output(trial: Trial, killed: object, what: str) -> None:
     from faults import Killed
 
     assert isinstance(killed, Killed)
+    trial.outcomes.landed[trial.operation] += killed.killed
     if not killed.killed:  # it finished before the kill: it must have succeeded cleanly
         trial.expect("Traceback" not in killed.stderr, "traceback", f"{what}: {killed.stderr[-1500:]}")
         trial.expect(killed.returncode == 0, "other", f"{what} exit {killed.returncode}: {killed.stderr[-800:]}")
@@ -547,9 +565,10 @@ def test_hostile_archive(case: str, tmp_path: Path, hostile_template: tuple[Path
         built = HOSTILE[case].build(hostile_template[1], box.path)
         archive = tmp_path / "evil.rra"
         archive.write_bytes(built.archive() if isinstance(built, Craft) else built)
-        for command in ("verify", "import"):
-            before = _state(box)
-            _refused(trial, box, box.run(command, str(archive)), (16,), before, f"{case}: {command}")
+        before = _state(box)
+        commands = ("verify", "import")
+        for command, done in zip(commands, box.run_all(*((c, str(archive)) for c in commands)), strict=True):
+            _refused(trial, box, done, (16,), before, f"{case}: {command}")
     fault_outcomes.check("hostile archive", trial=case)
 
 
