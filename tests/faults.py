@@ -100,9 +100,10 @@ class Outcomes:
             raise AssertionError("\n".join([*lines, f"reproduce with {self.settings.reproduce()}"]))
 
     def summary(self) -> dict[str, object]:
+        """Per operation: trials, kills that landed, and the trials that failed in each way (once per kind)."""
         rows = {}
         for operation, count in sorted(self.trials.items()):
-            kinds = Counter(f.kind for f in self.failures if f.operation == operation)
+            kinds = Counter(kind for _, kind in {(f.trial, f.kind) for f in self.failures if f.operation == operation})
             rows[operation] = {"trials": count, "killed mid-run": self.landed.get(operation, 0),
                                **{k: kinds.get(k, 0) for k in KINDS}}
         return {"seed": self.settings.seed, "trials_setting": self.settings.trials, "operations": rows}
