@@ -20,19 +20,21 @@ from pathlib import Path
 
 import pytest
 from conftest import SeaweedFS, git, tree_manifest
+from craft import EVIL_ID, Craft, good_craft, hostile_cases
 from faults import (
-    EVIL_ID,
+    Bench,
     Box,
-    Craft,
     Manifest,
     Outcomes,
     Trial,
     copy_tree,
+    difference,
     flip_byte,
-    good_craft,
-    hostile_cases,
+    killed_output,
+    loose_damaged,
     mutate_tree,
     oids_hit,
+    pack_damaged,
     pack_index,
     rm_rf,
     store_files,
@@ -51,84 +53,7 @@ LANE = ("--lane", "standard")
 # --- kills ------------------------------------------------------------------------------------------
 
 
-class Bench:
-    """A box with a project whose checkpoints are known (id -> manifest), and the checks after a kill."""
-
-    def __init__(self, tmp_path: Path, outcomes: Outcomes, operation: str) -> None:
-        self.box = Box.make(tmp_path)
-        self.tmp = tmp_path
-        self.outcomes = outcomes
-        self.operation = operation
-        self.rng = outcomes.settings.rng(operation)
-        self.known: dict[str, Manifest] = {}
-        self.step = 0
-
-    @property
-    def project(self) -> Path:
-        return self.box.project
-
-    @property
-    def store(self) -> Path:
-        return self.project / ".checkpoints"
-
-    def checkpoint(self, lane: str = "standard") -> str:
-        self.step += 1
-        done = self.box.run("checkpoint", "--lane", lane, "--step-number", str(self.step), "--step-name", "bench")
-        assert done.returncode == 0, done.stderr
-        self.known[done.stdout.strip()] = tree_manifest(self.project)
-        return done.stdout.strip()
-
-    def delays(self, duration: float) -> list[float]:
-        return [self.rng.uniform(0.0, 1.2 * duration) for _ in range(self.outcomes.settings.trials)]
-
-    def ids(self, trial: Trial, store: Path | None = None) -> set[str] | None:
-        args = ("--store", str(store)) if store else ()
-        done = self.box.run(*args, "list", "--json")
-        if not trial.succeeded(done, "list after the kill"):
-            return None
-        return {r["checkpoint_id"] for r in json.loads(done.stdout)}
-
-    def verify(self, trial: Trial, ids: dict[str, Manifest], store: Path | None = None) -> None:
-        """Each checkpoint restores byte-identically into an empty directory (in-process: faster)."""
-        scratch = self.tmp / "scratch"
-        for checkpoint_id, want in ids.items():
-            rm_rf(scratch)
-            scratch.mkdir()
-            try:
-                RollbackRecoverySystem(root=scratch, store=store or self.store).restore(checkpoint_id)
-            except Exception as exc:
-                trial.fail("lost checkpoint", f"{checkpoint_id}: {type(exc).__name__}: {exc}")
-                continue
-            got = tree_manifest(scratch)
-            trial.expect(got == want, "wrong byte", f"{checkpoint_id}: {_difference(want, got)}")
-
-    def sample(self, count: int = 2) -> dict[str, Manifest]:
-        picked = self.rng.sample(sorted(self.known), min(count, len(self.known)))
-        return {i: self.known[i] for i in picked}
-
-    def no_escape(self, trial: Trial, before: Manifest) -> None:
-        after = self.box.outside()
-        trial.expect(after == before, "escape", f"outside the project: {_difference(before, after)}")
-
-
-def _difference(want: Manifest, got: Manifest) -> str:
-    missing = sorted(set(want) - set(got))[:3]
-    extra = sorted(set(got) - set(want))[:3]
-    changed = sorted(p for p in set(want) & set(got) if want[p] != got[p])[:3]
-    return f"missing {missing}, extra {extra}, changed {changed}"
-
-
-def _killed_output(trial: Trial, killed: object, what: str) -> None:
-    from faults import Killed
-
-    assert isinstance(killed, Killed)
-    trial.outcomes.landed[trial.operation] += killed.killed
-    if not killed.killed:  # it finished before the kill: it must have succeeded cleanly
-        trial.expect("Traceback" not in killed.stderr, "traceback", f"{what}: {killed.stderr[-1500:]}")
-        trial.expect(killed.returncode == 0, "other", f"{what} exit {killed.returncode}: {killed.stderr[-800:]}")
-
-
-def _tree(bench: Bench, large: int = 3, small: int = 300) -> None:
+def _tree(bench: Bench, large: int = 3, small: int = 250) -> None:
     write_tree(bench.project, bench.rng, large=large, small=small)
 
 
@@ -146,7 +71,7 @@ def test_kill_checkpoint(tmp_path: Path, fault_outcomes: Outcomes) -> None:
             want = tree_manifest(bench.project)
             before = bench.ids(trial) or set()
             killed = bench.box.killed(("checkpoint", *LANE, "--step-number", "9", "--step-name", "killed"), delay)
-            _killed_output(trial, killed, "checkpoint")
+            killed_output(trial, killed, "checkpoint")
             after = bench.ids(trial)
             if after is None:
                 continue
@@ -183,7 +108,7 @@ def test_kill_restore(tmp_path: Path, fault_outcomes: Outcomes) -> None:
             target = second if old == bench.known[first] else first
             before = bench.ids(trial) or set()
             killed = bench.box.killed(("restore", target), delay)
-            _killed_output(trial, killed, "restore")
+            killed_output(trial, killed, "restore")
             after = bench.ids(trial)
             if after is None:
                 continue
@@ -193,17 +118,17 @@ def test_kill_restore(tmp_path: Path, fault_outcomes: Outcomes) -> None:
                 bench.known[undo_id] = old
             if now not in (old, bench.known[target]):
                 if not undo:
-                    trial.fail("lost checkpoint", f"tree is neither old nor new and no undo: {_difference(old, now)}")
+                    trial.fail("lost checkpoint", f"tree is neither old nor new and no undo: {difference(old, now)}")
                 else:
                     done = bench.box.run("restore", undo[-1])
                     if trial.succeeded(done, "restore of the undo checkpoint"):
                         got = tree_manifest(bench.project)
-                        trial.expect(got == old, "lost checkpoint", f"undo gave {_difference(old, got)}")
+                        trial.expect(got == old, "lost checkpoint", f"undo gave {difference(old, got)}")
             bench.verify(trial, {i: bench.known[i] for i in (first, second, *undo)})
             done = bench.box.run("restore", target)
             if trial.succeeded(done, "restore after the kill"):
                 got = tree_manifest(bench.project)
-                trial.expect(got == bench.known[target], "wrong byte", _difference(bench.known[target], got))
+                trial.expect(got == bench.known[target], "wrong byte", difference(bench.known[target], got))
             bench.no_escape(trial, outside)
     fault_outcomes.check(bench.operation)
 
@@ -230,7 +155,7 @@ def test_kill_gc(tmp_path: Path, fault_outcomes: Outcomes) -> None:
         with fault_outcomes.trial(bench.operation, index) as trial:
             garbage()
             killed = bench.box.killed(gc, delay)
-            _killed_output(trial, killed, "gc")
+            killed_output(trial, killed, "gc")
             after = bench.ids(trial)
             if after is None:
                 continue
@@ -272,7 +197,7 @@ def _transfer_trials(bench: Bench, args: tuple[str, ...], source: dict[str, Mani
         with outcomes.trial(bench.operation, index) as trial:
             _reset(bench, template)
             killed = bench.box.killed(args, delay)
-            _killed_output(trial, killed, args[0])
+            killed_output(trial, killed, args[0])
             after = bench.ids(trial)
             if after is None:
                 continue
@@ -332,7 +257,7 @@ def test_kill_push(tmp_path: Path, fault_outcomes: Outcomes, seaweedfs: SeaweedF
         with fault_outcomes.trial(bench.operation, index) as trial:
             remote = place()
             killed = bench.box.killed(("push", "--remote", remote, *endpoint), delay)
-            _killed_output(trial, killed, "push")
+            killed_output(trial, killed, "push")
             if bench.ids(trial) is None:
                 continue
             listed = bench.box.run("list", "--remote", remote, *endpoint)
@@ -397,8 +322,6 @@ def _flip_oracle(kind: str, path: Path, store: Path, original: bytes, rng: rando
 
     ``None`` for damage means no claim (the stat cache: check may or may not mention it).
     """
-    from faults import loose_damaged, pack_damaged
-
     every = set(reach)
     entries = pack_index(path.with_suffix(".idx")) if kind in ("pack data", "pack index") else []
     at = flip_byte(path, rng)
@@ -463,12 +386,12 @@ def _restore_all(trial: Trial, box: Box, manifests: dict[str, Manifest], must: s
         if not trial.clean_output(done, f"{where}: restore {checkpoint_id}"):
             continue
         if done.returncode == 0:
-            trial.expect(got == want, "wrong byte", f"{where}: restore {checkpoint_id}: {_difference(want, got)}")
+            trial.expect(got == want, "wrong byte", f"{where}: restore {checkpoint_id}: {difference(want, got)}")
             if undo is None and json.loads(done.stdout).get("undo_checkpoint_id"):
                 undo = (json.loads(done.stdout)["undo_checkpoint_id"], before)
         elif done.returncode == 13:
             refused = True
-            trial.expect(got == before, "wrong byte", f"{where}: refused restore changed {_difference(before, got)}")
+            trial.expect(got == before, "wrong byte", f"{where}: refused restore changed {difference(before, got)}")
             trial.expect(checkpoint_id not in must, "lost checkpoint",
                          f"{where}: restore {checkpoint_id} refused, it does not need the damaged bytes: "
                          f"{done.stderr.strip()}")
@@ -481,7 +404,7 @@ def _restore_all(trial: Trial, box: Box, manifests: dict[str, Manifest], must: s
         if trial.clean_output(done, f"{where}: restore of the undo {undo[0]}"):
             trial.expect(done.returncode == 0 and got == undo[1], "lost checkpoint",
                          f"{where}: undo {undo[0]}: exit {done.returncode} {done.stderr.strip()} "
-                         f"{_difference(undo[1], got)}")
+                         f"{difference(undo[1], got)}")
     return refused
 
 
@@ -498,7 +421,7 @@ def _checkpoint_after(trial: Trial, box: Box, where: str) -> None:
                    cwd=scratch)
     if trial.succeeded(done, f"{where}: restore of the checkpoint taken after the flip"):
         got = tree_manifest(scratch)
-        trial.expect(got == want, "wrong byte", f"{where}: the checkpoint after the flip: {_difference(want, got)}")
+        trial.expect(got == want, "wrong byte", f"{where}: the checkpoint after the flip: {difference(want, got)}")
     rm_rf(scratch)
 
 
@@ -571,8 +494,8 @@ def _refused(trial: Trial, box: Box, done: subprocess.CompletedProcess[str], cod
     store, project, outside = _state(box)
     trial.expect(store == before[0], "other", f"{what}: the store changed: "
                  f"{sorted(set(store) ^ set(before[0]) | {k for k in store if before[0].get(k) != store[k]})[:5]}")
-    trial.expect(project == before[1], "escape", f"{what}: the project changed: {_difference(before[1], project)}")
-    trial.expect(outside == before[2], "escape", f"{what}: outside changed: {_difference(before[2], outside)}")
+    trial.expect(project == before[1], "escape", f"{what}: the project changed: {difference(before[1], project)}")
+    trial.expect(outside == before[2], "escape", f"{what}: outside changed: {difference(before[2], outside)}")
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))
