@@ -288,8 +288,8 @@ FLIP_KINDS = {"record": "objects/*/*", "pack data": "packs/*.pack", "pack index"
 def flip_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Manifest], dict[str, set[str]]]:
     """A project with three checkpoints (a chunked file, small files) and every kind of store file.
 
-    Returns the project, each checkpoint's manifest, and each checkpoint's
-    objects (its record, trees and contents) for the flips' oracle.
+    Returns the project, the three checkpoints' manifests, and every
+    checkpoint's objects (its record, trees and contents) for the flips' oracle.
     """
     box = Box.make(tmp_path_factory.mktemp("flips"))
     rng = random.Random(7)
@@ -307,8 +307,9 @@ def flip_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[
     store = box.project / ".checkpoints"
     objects = RollbackRecoverySystem(root=box.project).open_store().objects
     reach = {}
-    for checkpoint_id in ids:
-        record_oid = _ref_oid((store / "refs" / "checkpoints" / checkpoint_id).read_bytes())
+    for ref in sorted((store / "refs" / "checkpoints").iterdir()):  # pre-restore checkpoints reach objects too
+        checkpoint_id = ref.name
+        record_oid = _ref_oid(ref.read_bytes())
         state_hash = RollbackRecoverySystem(root=box.project).show(checkpoint_id).state_hash
         reach[checkpoint_id] = {record_oid, *reachable(objects, state_hash)}
     for kind, pattern in FLIP_KINDS.items():
@@ -330,9 +331,10 @@ def _flip_oracle(kind: str, path: Path, store: Path, original: bytes, rng: rando
     every = set(reach)
     entries = pack_index(path.with_suffix(".idx")) if kind in ("pack data", "pack index") else []
     at = flip_byte(path, rng)
-    if kind == "record":
+    if kind == "record":  # no claim on damage to a loose object no checkpoint reaches
         oid = path.parent.name + path.name
-        return {i for i in every if oid not in reach[i]}, loose_damaged(path, oid)
+        reached = any(oid in objects for objects in reach.values())
+        return {i for i in every if oid not in reach[i]}, (loose_damaged(path, oid) if reached else None)
     if kind in ("pack data", "pack index"):
         hit = oids_hit(entries, at) if kind == "pack data" else {e[0] for e in entries}
         damaged = pack_damaged(path, entries, at) if kind == "pack data" else True
