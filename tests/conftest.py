@@ -322,3 +322,46 @@ def s3_remote(seaweedfs: SeaweedFS, s3_env: dict[str, str]) -> str:
     """A fresh, empty remote ``s3://bucket/prefix`` on the test server."""
     bucket, prefix = seaweedfs.new_prefix()
     return f"s3://{bucket}/{prefix}"
+
+
+# --- fault injection (tests/test_faults.py): how many trials, from which seed -------------------------
+
+DEFAULT_FAULT_TRIALS = 1
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fault-trials", type=int, default=None, metavar="N",
+                     help="fault-injection trials: N kills per operation and 2N byte flips "
+                          f"(default: env RRSTORE_FAULT_TRIALS, else {DEFAULT_FAULT_TRIALS})")
+
+
+@pytest.fixture(scope="session")
+def fault_outcomes(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Every fault trial of the session, classified; the summary table is printed (and written) at the end.
+
+    ``RRSTORE_FAULT_SEED`` sets the seed, ``RRSTORE_FAULT_REPORT`` names a JSON
+    file that receives the summary (with the Markdown table for docs/reliability.md).
+    """
+    import json
+
+    from faults import DEFAULT_SEED, FaultSettings, Outcomes
+
+    trials = request.config.getoption("--fault-trials")
+    if trials is None:
+        trials = int(os.environ.get("RRSTORE_FAULT_TRIALS") or DEFAULT_FAULT_TRIALS)
+    seed = int(os.environ.get("RRSTORE_FAULT_SEED") or DEFAULT_SEED)
+    report = os.environ.get("RRSTORE_FAULT_REPORT")
+    outcomes = Outcomes(FaultSettings(max(1, trials), seed, Path(report) if report else None))
+    yield outcomes
+    if not outcomes.trials:
+        return
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("")
+        reporter.write_line(f"fault-injection trials (seed {seed}, {outcomes.settings.trials} per operation):")
+        for line in outcomes.table().splitlines():
+            reporter.write_line(line)
+    if outcomes.settings.report is not None:
+        doc = {**outcomes.summary(), "table": outcomes.table(),
+               "failures": [vars(f) for f in outcomes.failures]}
+        outcomes.settings.report.write_text(json.dumps(doc, indent=2) + "\n")
