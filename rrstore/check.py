@@ -33,7 +33,7 @@ from pathlib import Path
 from .backends import LocalBackend
 from .checkpoint import CheckpointRecord
 from .config import Settings
-from .errors import CorruptObject, ObjectMissing, RRStoreError, StoreNotFound
+from .errors import CorruptObject, ObjectMissing, RRStoreError, StoreConfigDamaged, StoreNotFound
 from .objects import ObjectStore
 from .pack import PREFIX as PACKS
 from .pack import PackReader, scan_pack
@@ -272,6 +272,9 @@ class Checker:
             return
         try:
             _check_config(config)
+        except StoreConfigDamaged as exc:
+            self.index_problems.append(Problem("config-damaged", "config.json", f"{exc} (rebuilt by check --repair; "
+                                                                                "the damaged one is quarantined)"))
         except RRStoreError as exc:
             self.index_problems.append(Problem("config-invalid", "config.json", str(exc)))
 

@@ -171,6 +171,20 @@ class StoreConfigMissing(RRStoreError):
         self.path = path
 
 
+class StoreConfigDamaged(RRStoreError):
+    """A store whose config.json does not parse as a store config (a flipped byte, a truncated write).
+
+    A config naming a *newer* store format is not damage (plain error, exit 1).
+    """
+
+    exit_code = 13
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"store damaged: {path} {reason}; run rrstore check --repair")
+        self.path = path
+        self.reason = reason
+
+
 class PermissionDenied(RRStoreError):
     exit_code = 14
     summary = "permission denied"

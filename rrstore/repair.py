@@ -57,10 +57,13 @@ class _Repair:
         self.done.append(f"moved {key} to {quarantine(self.store.path, key, self.when)}")
 
     def config(self, before: CheckResult) -> None:
-        if not any(p.kind == "config-missing" for p in before.problems):
+        kinds = {p.kind for p in before.problems}
+        if not kinds & {"config-missing", "config-damaged"}:
             return
         if before.checkpoints == 0 and not before.packs:
             return  # nothing survives that proves this is a store
+        if "config-damaged" in kinds:
+            self._quarantine("config.json")
         (self.store.path / "tmp").mkdir(exist_ok=True)
         write_config(self.store.path)
         self.done.append("wrote config.json")

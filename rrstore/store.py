@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from .backends import LocalBackend
 from .config import Settings
-from .errors import RRStoreError, StoreConfigMissing, StoreNotFound, UsageError, from_oserror
+from .errors import RRStoreError, StoreConfigDamaged, StoreConfigMissing, StoreNotFound, UsageError, from_oserror
 from .fsutil import atomic_write
 from .lock import locked
 from .objects import ObjectStore, hash_bytes
@@ -26,6 +27,7 @@ from .refs import Pins, Refs
 from .statcache import StatCache
 
 STORE_FORMAT = "rrstore-store-1"
+_NEWER_FORMAT = re.compile(r"rrstore-store-[0-9]+")
 OBJECTS_LOCK = "objects"
 # How long a checkpoint or restore waits for a running gc before giving up.
 GC_WAIT = 600.0
@@ -196,8 +198,11 @@ def _check_config(config: Path) -> None:
     except OSError as exc:
         raise from_oserror(exc, str(config), "read") from exc
     except ValueError:
-        raise RRStoreError(f"{config} is not valid JSON; is this an rrstore store?") from None
-    if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
-        found = doc.get("format") if isinstance(doc, dict) else doc
-        raise RRStoreError(f"{config}: unsupported store format {found!r}")
+        raise StoreConfigDamaged(str(config), "is not valid JSON") from None
+    found = doc.get("format") if isinstance(doc, dict) else None
+    if found == STORE_FORMAT:
+        return
+    if isinstance(found, str) and _NEWER_FORMAT.fullmatch(found):
+        raise RRStoreError(f"{config}: unsupported store format {found!r} (made by a newer rrstore?)")
+    raise StoreConfigDamaged(str(config), f"does not name a store format (format: {found!r:.40})")
 

@@ -62,9 +62,22 @@ class Entry(NamedTuple):
 
 
 def valid_name(name: object) -> bool:
-    """The structural rule a tree's syntax enforces: one path component (see ``never_written`` for the rest)."""
+    """The structural rule a tree's syntax enforces: one path component (see ``never_written`` for the rest).
+
+    The name must also be one a file system can hold: a lone surrogate that
+    ``os.fsencode`` cannot turn into bytes (JSON can carry ``\\ud800``; a scan
+    never produces one) would fail at restore, so the tree is refused instead.
+    """
     return (isinstance(name, str) and name not in ("", ".", "..")
-            and "/" not in name and "\0" not in name)
+            and "/" not in name and "\0" not in name and (name.isascii() or _encodable(name)))
+
+
+def _encodable(name: str) -> bool:
+    try:
+        os.fsencode(name)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --- names and links that are never written (docs/store-format.md, "Names that are never written") ------------

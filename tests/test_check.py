@@ -300,6 +300,32 @@ def test_repair_rebuilds_indexes_config_and_stat_cache(store: Store) -> None:
     store.restores_all()
 
 
+@pytest.mark.parametrize("damage", [b'{"format": "rrstore-stose-1"', b'{"format": "rrstore-stose-1", "hash": 1}\n',
+                                    b"\x00" * 40])
+def test_a_damaged_config_is_store_damage_and_repair_rebuilds_it(store: Store, damage: bytes) -> None:
+    """A flipped or truncated config.json: every command says 'store damaged' (13), never 'not a store'."""
+    config = (store.path / "config.json").read_bytes()
+    (store.path / "config.json").write_bytes(damage)
+    for args in (("restore", "--checkpoint-id", store.ids["a"]), ("list",), ("checkpoint", "--lane", "standard",
+                                                                         "--step-number", "9", "--step-name", "x")):
+        out = run_cli(*args, cwd=store.root)
+        assert out.returncode == 13, (args, out.stderr)
+        assert out.stderr.count("\n") == 1 and "store damaged" in out.stderr and "check --repair" in out.stderr
+    assert store.check().returncode == 13
+    done = store.check("--repair")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (store.path / "config.json").read_bytes() == config
+    [quarantined] = (store.path / "quarantine").rglob("config.json")
+    assert quarantined.read_bytes() == damage  # never deleted
+    store.restores_all()
+
+
+def test_a_config_of_a_newer_format_is_not_called_damage(store: Store) -> None:
+    (store.path / "config.json").write_text('{"format": "rrstore-store-7"}\n')
+    out = run_cli("list", cwd=store.root)
+    assert out.returncode == 1 and "unsupported store format 'rrstore-store-7'" in out.stderr
+
+
 @pytest.mark.parametrize("source", ["archive", "s3"])
 def test_repair_from_a_source_replaces_a_flipped_block(
         store: Store, source: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from rrstore.backends import LocalBackend
 from rrstore.errors import CorruptObject
 from rrstore.objects import ObjectStore, hash_bytes
-from rrstore.tree import DIR, FILE, SYMLINK, Entry, decode_tree, encode_tree, flatten, read_tree, tree_oid, walk
+from rrstore.tree import DIR, FILE, SYMLINK, Entry, decode_tree, encode_tree, flatten, read_tree, tree_oid, valid_name, walk
 
 A = "a" * 64
 B = "b" * 64
@@ -347,3 +347,12 @@ def test_restore_refuses_a_hand_written_tree_holding_a_name_never_written(plante
         assert out.stderr.startswith("rrstore: error: restore refused, nothing was changed: checkpoint hand-step1-")
         assert "is never written" in out.stderr, out.stderr
     assert _files_under(git_project) == before
+
+
+def test_a_name_no_file_system_can_hold_is_refused_when_decoded() -> None:
+    """JSON can carry a lone surrogate (\\ud800) that os.fsencode cannot write: restore crashed on it."""
+    data = b'{"entries":[{"exec":false,"hash":"' + b"0" * 64 + b'","name":"bad\\ud800","size":0,"type":"file"}],' \
+           b'"format":"rrstore-tree-1"}'
+    with pytest.raises(CorruptObject):
+        decode_tree("t" * 64, data)
+    assert valid_name("caf\u00e9") and valid_name("raw\udcff")  # UTF-8 and surrogate-escaped bytes stay fine
