@@ -14,7 +14,19 @@ import pytest
 from rrstore.backends import LocalBackend
 from rrstore.errors import CorruptObject
 from rrstore.objects import ObjectStore, hash_bytes
-from rrstore.tree import DIR, FILE, SYMLINK, Entry, decode_tree, encode_tree, flatten, read_tree, tree_oid, valid_name, walk
+from rrstore.tree import (
+    DIR,
+    FILE,
+    SYMLINK,
+    Entry,
+    decode_tree,
+    encode_tree,
+    flatten,
+    read_tree,
+    tree_oid,
+    valid_name,
+    walk,
+)
 
 A = "a" * 64
 B = "b" * 64
