@@ -21,6 +21,7 @@ import blake3
 import pytest
 import zstandard
 from conftest import run_cli, tree_manifest
+from craft import rle_zeros
 
 from rrstore import RollbackRecoverySystem
 from rrstore.archive import Limits, verify_archive
@@ -373,17 +374,6 @@ def planted(files: dict[str, bytes], checkpoint_id: str = "evil-step1-20260102_0
 HOOK = b"#!/bin/sh\ntouch \"$HOME/hook-ran\"\n"
 
 
-def rle_zeros(prefix: bytes, zeros: int) -> bytes:
-    """One zstd frame: ``prefix`` as a raw block, then ``zeros`` zero bytes as 4-byte RLE blocks (128 KiB each)."""
-    out = bytearray(struct.pack("<I", 0xFD2FB528) + bytes([0x00, 7 << 3]))  # no content size; 128 KiB window
-    blocks = [(0, len(prefix), prefix)] if prefix else []
-    while zeros:
-        n = min(zeros, 128 << 10)
-        zeros -= n
-        blocks.append((1, n, b"\0"))
-    for i, (kind, n, body) in enumerate(blocks):
-        out += ((i == len(blocks) - 1) | kind << 1 | n << 3).to_bytes(3, "little") + body
-    return bytes(out)
 
 
 def test_the_documented_format_is_what_rrstore_reads(tmp_path: Path) -> None:

@@ -392,17 +392,6 @@ def test_permission_denied_on_a_store_it_cannot_write(populated: Path, cli: Cli,
     assert listed.stdout.splitlines() == [f"{checkpoint_id}: by root (standard)"]
 
 
-@pytest.fixture
-def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_disk_full_commits_nothing(populated: Path, tiny_tmpfs: Path, cli: Cli, manifest) -> None:

@@ -666,18 +666,6 @@ def test_checkpoint_of_small_and_medium_files_stores_every_blob(project: Path,
 # --- a flush that fails -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A real 1 MiB tmpfs, so 'disk full' is the kernel's ENOSPC, not a mock."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def _fill(mnt: Path, leave_pages: int) -> Path:
@@ -690,7 +678,7 @@ def _fill(mnt: Path, leave_pages: int) -> Path:
 
 
 @pytest.mark.parametrize("room", ["none", "pack only"])
-def test_failed_flush_leaves_nothing_that_counts_as_stored(tiny_disk: Path, tmp_path: Path, room: str) -> None:
+def test_failed_flush_leaves_nothing_that_counts_as_stored(tiny_tmpfs: Path, tmp_path: Path, room: str) -> None:
     """A full disk during a pack's write: the objects must not stay 'queued' (a later put or has() in the
     same process would take them as stored, and a checkpoint would reach them), and no pack without an
     index is left to fill the disk."""
@@ -701,12 +689,12 @@ def test_failed_flush_leaves_nothing_that_counts_as_stored(tiny_disk: Path, tmp_
     put_all(probe, payloads)
     probe.flush()
     (pack_size,) = [p.stat().st_size for p in pack_files(tmp_path / "probe")]
-    store = tiny_disk / "store"
+    store = tiny_tmpfs / "store"
     objects = ObjectStore(LocalBackend(store))
     (store / "packs").mkdir(parents=True)
     (store / "tmp").mkdir()
     pages = -(-pack_size // 4096)
-    filler = _fill(tiny_disk, pages if room == "pack only" else pages - 2)
+    filler = _fill(tiny_tmpfs, pages if room == "pack only" else pages - 2)
     oids = put_all(objects, payloads)
 
     with pytest.raises(DiskFull):

@@ -269,17 +269,6 @@ def test_updating_a_record_keeps_its_place_in_the_order(project: Path) -> None:
 # --- a disk-full import ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tiny_tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_disk_full_import_leaves_no_record_or_object_behind(project: Path, tmp_path: Path, tiny_tmpfs: Path,
