@@ -5,13 +5,14 @@ checkpoint is not stored again, its entry names objects already in the
 store, and one of them may be damaged (a flipped bit in a pack nobody has
 read since). So before restore changes anything, every object the undo
 checkpoint needs for the paths restore will overwrite or delete is read back
-and hash-checked: their contents, the trees from the root down to them, and
-the record. An object that fails is stored again as a loose object from the
+and hash-checked: their contents, every tree of the undo checkpoint (its
+restore reads them all), and the record. An object that fails is stored again as a loose object from the
 bytes still in the working tree (``ObjectStore.get`` prefers a loose copy, so
 every later reader gets the good one) and checked again. A file whose bytes
 changed meanwhile cannot give them back: the proof fails (``UndoUnproven``)
 and restore writes nothing. The cost is one read of what the restore
-changes, never of the whole store or tree.
+changes plus one of each directory's tree (small, packed together), never
+of the whole store or of unchanged file contents.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def prove_undo(store: Store, root: Path, snap: Snapshot, record: CheckpointRecor
     """
     needed = _Needed(snap)
     needed.add_record(record)
+    needed.add_trees()
     for path in paths:
         needed.add_path(path)
     objects = store.objects
@@ -95,6 +97,14 @@ class _Needed:
     def add_record(self, record: CheckpointRecord) -> None:
         self.sizes[record.record_oid] = 0
         self.records[record.record_oid] = record.encode()
+
+    def add_trees(self) -> None:
+        """Every directory's tree: restoring the undo reads the whole tree, even with ``--path``, so a
+        damaged tree reused from an earlier checkpoint anywhere in it would make the undo unrestorable."""
+        for path, entry in self.snap.entries.items():
+            if entry.kind == DIR:
+                self.sizes[entry.oid] = 0
+                self.trees.setdefault(entry.oid, path)
 
     def add_path(self, path: str) -> None:
         entries = self.snap.entries

@@ -513,3 +513,27 @@ def test_undo_rebuilds_a_damaged_tree_it_reuses(project: Path) -> None:
     assert result.undo_checkpoint_id is not None
     assert RollbackRecoverySystem(root=root).restore(result.undo_checkpoint_id).success
     assert (root / "sub" / "deep" / "work.txt").read_bytes() == b"only copy of this work\n"
+
+
+def test_undo_proves_every_tree_it_reuses_not_only_those_above_what_restore_changes(project: Path) -> None:
+    """A directory restore never touches (docs/) is still read when the undo is restored: it is proven too."""
+    root, store = project, project / ".checkpoints"
+    system = RollbackRecoverySystem(root=root)
+    write(root / "docs" / "a.txt", b"new docs\n")
+    system.checkpoint("standard", 1, "docs")
+    write(root / "docs" / "a.txt", b"old docs\n")
+    write(root / "src" / "x.txt", b"one\n")
+    older = system.checkpoint("standard", 2, "older").checkpoint_id
+    write(root / "docs" / "a.txt", b"new docs\n")  # docs/ is again the tree of step 1: deduplicated
+    write(root / "src" / "x.txt", b"two: the only copy\n")
+    now = system.checkpoint("standard", 3, "now").record
+    docs_tree = flatten(system.open_store().objects, now.state_hash)["docs"].oid
+    write(store / "objects" / docs_tree[:2] / docs_tree[2:], b"\x28\xb5\x2f\xfd a damaged copy of docs/")
+
+    result = RollbackRecoverySystem(root=root).restore(older, paths=[str(root / "src")])
+
+    assert result.success and (root / "src" / "x.txt").read_bytes() == b"one\n"
+    assert result.undo_checkpoint_id is not None
+    assert RollbackRecoverySystem(root=root).restore(result.undo_checkpoint_id).success
+    assert (root / "src" / "x.txt").read_bytes() == b"two: the only copy\n"
+    assert (root / "docs" / "a.txt").read_bytes() == b"new docs\n"
