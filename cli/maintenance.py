@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import click
 
-from rrstore.check import CheckOptions
 from rrstore.errors import UsageError
 
 from .context import global_options, state
@@ -48,6 +47,8 @@ def check_command(read_data: bool, subset: str | None, repair: bool, source: str
     st = state()
     if source and not repair:
         raise UsageError("--from needs --repair")
+    from rrstore.check import CheckOptions  # imported here: every other command starts without it
+
     options = CheckOptions(read_data=read_data, subset=_percent(subset), repair=repair, source=source,
                            endpoint_url=endpoint_url)
     result = st.system().check(options)
@@ -58,5 +59,7 @@ def check_command(read_data: bool, subset: str | None, repair: bool, source: str
             click.echo(f"repaired: {action}")
         for problem in result.problems:
             click.echo(problem.line)
+        for note in result.notes:
+            click.echo(f"rrstore: warning: {note}", err=True)
         info(result.message, st.quiet and result.success)
     return result.exit_code

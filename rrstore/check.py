@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends import LocalBackend
-from .checkpoint import CheckpointRecord
+from .checkpoint import CheckpointRecord, added_ns_of, is_future_dated
 from .config import Settings
 from .errors import CorruptObject, ObjectMissing, RRStoreError, StoreConfigDamaged, StoreNotFound
 from .objects import ObjectStore
@@ -86,6 +86,8 @@ class CheckResult:
     data_read: int = 0
     packs: int = 0
     problems: list[Problem] = field(default_factory=list)
+    # accepted, not damage (exit 0): e.g. a record dated in the future, carried in by an archive or remote
+    notes: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     found_before_repair: int = 0
 
@@ -118,7 +120,7 @@ class CheckResult:
                 "read_data": self.read_data, "checkpoints": self.checkpoints, "trees": self.trees,
                 "objects": self.objects, "data_read": self.data_read, "packs": self.packs,
                 "damaged_checkpoints": self.damaged, "problems": [p.to_json() for p in self.problems],
-                "repaired": self.repaired, "found_before_repair": self.found_before_repair}
+                "notes": self.notes, "repaired": self.repaired, "found_before_repair": self.found_before_repair}
 
 
 def open_for_check(path: Path, settings: Settings) -> Store:
@@ -355,6 +357,16 @@ class Checker:
                 self.problems[oid] = ("record-corrupt", str(exc))
                 continue
             self.roots[checkpoint_id] = record.state_hash
+            self._note_future(checkpoint_id, record)
+
+    def _note_future(self, checkpoint_id: str, record: CheckpointRecord) -> None:
+        ref = self.store.refs.read(checkpoint_id)
+        if ref is None:
+            return
+        added = added_ns_of(ref, record.created, self.store.refs.mtime_ns(checkpoint_id))
+        if is_future_dated(record.created, added):
+            self.result.notes.append(f"checkpoint {checkpoint_id} is dated {record.timestamp}, after it was added "
+                                     "to this store (future-dated: never 'latest' for that)")
 
     # content ---------------------------------------------------------------------------------
 

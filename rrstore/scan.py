@@ -88,7 +88,9 @@ def scan_scope(root: Path, exclude: list[Path], *, git_state: bool = False,
         scope = _walk_scope(root, prefixes)
     if extra:
         listed = set(scope.paths)
-        scope.extra = sorted(p for p in extra if p and p not in listed and not _is_excluded(p, prefixes))
+        reserved = set(paths_never_written(extra))  # never .git or the store, whoever asks
+        scope.extra = sorted(p for p in extra if p and p not in listed and p not in reserved
+                             and not _is_excluded(p, prefixes))
         scope.paths.extend(scope.extra)
     return scope
 

@@ -23,7 +23,6 @@ key (no writable cache directory) means no cache.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import marshal
 import os
 import stat as stat_mod
@@ -263,7 +262,8 @@ def _decode(data: bytes, key: bytes, binding: tuple[str, int]) -> tuple[dict[str
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + MAC_LEN:
         raise ValueError("not a stat cache of this Python")
     body = data[len(MAGIC) + MAC_LEN:]
-    if not hmac.compare_digest(data[len(MAGIC):len(MAGIC) + MAC_LEN], _mac(key, body)):
+    # a plain comparison: a local cache has no remote timing oracle, and hmac would load OpenSSL at start-up
+    if data[len(MAGIC):len(MAGIC) + MAC_LEN] != _mac(key, body):
         raise ValueError("MAC does not match (damaged, edited or another user's)")
     doc = marshal.loads(body)
     if type(doc) is not tuple or len(doc) != 7:

@@ -37,7 +37,6 @@ from .restore import (
 )
 from .store import Store
 from .tree import Entry, flatten
-from .undo import at_risk, prove_undo
 from .workers import default_workers
 
 if TYPE_CHECKING:
@@ -298,6 +297,8 @@ class RollbackRecoverySystem:
         undo, snap = manager.create(spec, extra=held)
         plan = plan_restore(snap.entries, target, tree_paths)
         try:
+            from .undo import at_risk, prove_undo  # only a restore that writes needs it (start-up time)
+
             prove_undo(manager.store, self.root, snap, undo, at_risk(plan, snap.entries), self._workers())
         except RRStoreError:
             with contextlib.suppress(RRStoreError, KeyError):

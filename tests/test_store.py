@@ -224,6 +224,10 @@ def test_a_record_dated_9999_is_not_latest_once_a_newer_checkpoint_is_added(
     assert f"checkpoint {future} is future-dated" in shown.stderr
     assert json.loads(cli("show", future, "--json", cwd=project).stdout)["future_dated"] is True
     assert "future_dated" not in cli("show", local, cwd=project).stdout
+    checked = cli("check", cwd=project)  # accepted, not damage: exit 0, and said
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert [line for line in checked.stderr.splitlines() if "future-dated" in line] and future in checked.stderr
+    assert json.loads(cli("check", "--json", cwd=project).stdout)["notes"] != []
 
 
 def test_refs_of_older_versions_order_by_record_time_clamped_to_the_ref_file(project: Path, tmp_path: Path,
