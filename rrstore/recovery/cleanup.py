@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..store import TMP_GRACE, sweep_tmp
+from ..errors import RRStoreError
+from ..lock import locked
+from ..store import OBJECTS_LOCK, TMP_GRACE, sweep_tmp
 
 # As gc's default grace: a pull or an S3 export stages files in tmp/ for as
 # long as the transfer takes, so only clearly abandoned ones go.
@@ -124,7 +126,13 @@ def _unlink(path: Path, options: CleanupOptions, result: CleanupResult) -> bool:
 
 
 def _store_tmp(options: CleanupOptions, now: float, result: CleanupResult) -> None:
-    swept = sweep_tmp(options.store_path, now - TMP_AGE, dry_run=options.dry_run)
+    """Sweep ``tmp/`` only while no other rrstore uses the store (as writers do): a pull running longer
+    than the grace period keeps its staged files there. A busy store is left to its next writer."""
+    try:
+        with locked(options.store_path, OBJECTS_LOCK, exclusive=True, wait=0, claim=False):
+            swept = sweep_tmp(options.store_path, now - TMP_AGE, dry_run=options.dry_run)
+    except (RRStoreError, OSError):
+        return
     for path, size in swept.removed:
         result.removed.append(Removed(_rel(options, path), "tmp", 1, size))
     for path_text, why in swept.errors.items():
