@@ -123,8 +123,12 @@ class _Repair:
                     writer.add(oid, objects.get(oid))
                 except (ObjectMissing, CorruptObject):
                     continue
+        fresh = len(writer.packs_written)
         objects.flush()
-        for pack in sorted(rewrite):
+        # A rewrite can come out byte-identical, hence under the very name, of the pack it replaces
+        # (nothing in it was really bad): that pack is the new one and stays, as gc keeps it.
+        new = set(writer.packs_written[fresh:])
+        for pack in sorted(rewrite - new):
             for key in (f"{PACKS}{pack}.idx", f"{PACKS}{pack}.pack"):
                 if self.store.backend.exists(key):
                     self._quarantine(key)
