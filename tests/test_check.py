@@ -197,7 +197,7 @@ def test_read_data_reports_exactly_the_checkpoints_reaching_a_flipped_block(stor
                        "checkpoints": sorted([store.ids["a"], store.ids["c"]])}
     assert set(doc) == {"store", "success", "exit_code", "read_data", "checkpoints", "trees", "objects",
                         "data_read", "packs", "damaged_checkpoints", "problems", "repaired",
-                        "found_before_repair"}
+                        "found_before_repair", "notes"}
     assert doc["checkpoints"] == 3 and doc["read_data"] is True and doc["data_read"] >= 8
 
 
