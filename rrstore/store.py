@@ -26,7 +26,11 @@ from .objects import ObjectStore, hash_bytes
 from .refs import Pins, Refs
 from .statcache import StatCache
 
-STORE_FORMAT = "rrstore-store-1"
+# Format 2 (issue 8): refs carry their local add time on a second line, packs are RRPK2 (self-describing
+# blocks). This rrstore reads format 1 too and upgrades its config.json on the first write, so an older
+# rrstore meets a clear "unsupported store format" instead of refs and packs it would misread.
+STORE_FORMAT = "rrstore-store-2"
+READABLE_FORMATS = ("rrstore-store-1", STORE_FORMAT)
 _NEWER_FORMAT = re.compile(r"rrstore-store-[0-9]+")
 OBJECTS_LOCK = "objects"
 # How long a checkpoint or restore waits for a running gc before giving up.
@@ -43,6 +47,7 @@ class Store:
     refs: Refs
     settings: Settings
     pins: Pins
+    format: str = STORE_FORMAT
 
     @classmethod
     def open(cls, path: Path, settings: Settings, *, create: bool = False) -> Store:
@@ -56,13 +61,14 @@ class Store:
             if not create:
                 raise StoreNotFound(str(path))
             _init(path)
+            found = STORE_FORMAT
         else:
-            _check_config(config)
+            found = _check_config(config)
         backend = LocalBackend(path)
         objects = ObjectStore(backend, settings.compression_level, durable=settings.fsync == "always",
                               sync_packs=settings.fsync != "never")
         refs = Refs(backend, durable=settings.fsync != "never")
-        return cls(path, backend, objects, refs, settings, Pins(backend))
+        return cls(path, backend, objects, refs, settings, Pins(backend), found)
 
     def stat_cache(self, root: Path) -> StatCache:
         """The stat cache of work tree ``root`` (a store may serve several)."""
@@ -82,6 +88,7 @@ class Store:
         """
         if not read_only:
             self.sweep_leftovers()
+            self._upgrade_format()
         with locked(self.path, OBJECTS_LOCK, exclusive=False, wait=GC_WAIT, read_only=read_only):
             self.objects.reload()
             yield
@@ -102,6 +109,17 @@ class Store:
                 return len(sweep_tmp(self.path, before).removed)
         except (RRStoreError, OSError):
             return 0
+
+    def _upgrade_format(self) -> None:
+        """Before the first write, a format-1 store's config says format 2 (what this rrstore writes)."""
+        if self.format == STORE_FORMAT:
+            return
+        config = self.path / "config.json"
+        try:
+            atomic_write(config, upgraded_config(config.read_bytes()), self.path / "tmp", fsync=True)
+        except OSError as exc:
+            raise from_oserror(exc, str(config), "write") from exc
+        self.format = STORE_FORMAT
 
     def collecting(self, wait: float = 30.0) -> AbstractContextManager[None]:
         """Exclusive object lock, for gc."""
@@ -192,7 +210,15 @@ def sweep_tmp(path: Path, before: float, *, dry_run: bool = False) -> TmpSweep:
     return result
 
 
-def _check_config(config: Path) -> None:
+def upgraded_config(data: bytes) -> bytes:
+    """A format-1 ``config.json`` as format 2, its other settings kept."""
+    doc = json.loads(data)
+    doc["format"] = STORE_FORMAT
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _check_config(config: Path) -> str:
+    """The store format ``config`` names (one this rrstore reads), or the error saying why not."""
     try:
         doc = json.loads(config.read_bytes())
     except OSError as exc:
@@ -200,8 +226,8 @@ def _check_config(config: Path) -> None:
     except ValueError:
         raise StoreConfigDamaged(str(config), "is not valid JSON") from None
     found = doc.get("format") if isinstance(doc, dict) else None
-    if found == STORE_FORMAT:
-        return
+    if found in READABLE_FORMATS:
+        return str(found)
     if isinstance(found, str) and _NEWER_FORMAT.fullmatch(found):
         raise RRStoreError(f"{config}: unsupported store format {found!r} (made by a newer rrstore?)")
     raise StoreConfigDamaged(str(config), f"does not name a store format (format: {found!r:.40})")

@@ -58,7 +58,7 @@ from .objects import ObjectStore, decode_loose, hash_bytes, is_oid, object_key
 from .pack import MAX_BLOCK, PACK_MAGICS, Location, PackReader, decode_index
 from .pack import PREFIX as PACKS
 from .refs import Refs
-from .store import STORE_FORMAT, Store
+from .store import READABLE_FORMATS, STORE_FORMAT, Store, upgraded_config
 from .tree import DIR, FILE, TreeCheck, content_oids, read_tree
 
 Progress = Callable[[int, int], None]
@@ -315,11 +315,13 @@ def _ensure_remote_config(store: Store, remote: Backend) -> None:
         config = store.backend.read("config.json")
     except KeyError:
         raise StoreNotFound(str(store.path)) from None
-    if not remote.write("config.json", config, durable=True, exclusive=True):
-        _check_remote_config(remote)
+    if not remote.write("config.json", config, durable=True, exclusive=True) \
+            and _check_remote_config(remote) != STORE_FORMAT:
+        # a format-1 remote is about to get format-2 refs and packs: say so first (see store.STORE_FORMAT)
+        remote.write("config.json", upgraded_config(remote.read("config.json")), durable=True)
 
 
-def _check_remote_config(remote: Backend) -> None:
+def _check_remote_config(remote: Backend) -> str:
     try:
         raw = remote.read("config.json")
     except KeyError:
@@ -328,9 +330,10 @@ def _check_remote_config(remote: Backend) -> None:
         doc = json.loads(raw)
     except ValueError:
         raise RRStoreError(f"{remote.location}/config.json is not valid JSON; is this an rrstore store?") from None
-    if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
-        found = doc.get("format") if isinstance(doc, dict) else doc
+    found = doc.get("format") if isinstance(doc, dict) else doc
+    if found not in READABLE_FORMATS:
         raise RRStoreError(f"{remote.location}: unsupported store format {found!r}")
+    return str(found)
 
 
 def _needed(objects: ObjectStore, records: Iterable[CheckpointRecord]) -> dict[str, list[str]]:

@@ -341,7 +341,7 @@ def _flip_oracle(kind: str, path: Path, store: Path, original: bytes, rng: rando
         return (every if same else every - {path.name}), (None if same else True)
     if kind == "config":
         try:
-            intact = json.loads(path.read_bytes()).get("format") == "rrstore-store-1"
+            intact = json.loads(path.read_bytes()).get("format") in ("rrstore-store-1", "rrstore-store-2")
         except (ValueError, UnicodeDecodeError, AttributeError):
             intact = False
         return (every if intact else set()), not intact

@@ -313,3 +313,31 @@ def test_ref_format_reads_old_and_new_refs_and_a_damaged_add_time_costs_only_the
         assert decode_ref("x", oid.encode() + b"\n" + damaged + b"\n") == Ref(oid, None)
     with pytest.raises(CorruptObject):
         decode_ref("x", b"junk\n42\n")
+
+
+def test_a_format_1_store_is_read_as_is_and_says_format_2_before_its_first_new_write(project: Path, cli: Cli,
+                                                                                     manifest) -> None:
+    """Format 2 refs (add time) and packs (RRPK2) would be misread by an older rrstore: the config says so
+    before any of them lands, and only a write changes it."""
+    write(project, "f.txt", "one\n")
+    first = cli("checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "one", cwd=project)
+    config = project / ".checkpoints" / "config.json"
+    doc = json.loads(config.read_text())
+    assert doc["format"] == "rrstore-store-2"
+    doc["format"] = "rrstore-store-1"  # as an older rrstore made it
+    config.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    before = config.read_bytes()
+    state = manifest(project)
+
+    for args in (("list",), ("show", "latest"), ("status",), ("check", "--read-data"),
+                 ("restore", "--checkpoint-id", "latest", "--dry-run")):
+        assert cli(*args, cwd=project).returncode == 0, args
+    assert config.read_bytes() == before and manifest(project) == state  # reading changes nothing
+
+    write(project, "f.txt", "two\n")
+    assert cli("checkpoint", "--lane", "standard", "--step-number", "2", "--step-name", "two",
+               cwd=project).returncode == 0
+    upgraded = json.loads(config.read_text())
+    assert upgraded == {**doc, "format": "rrstore-store-2"}
+    assert cli("restore", "--checkpoint-id", first.stdout.strip(), cwd=project).returncode == 0
+    assert (project / "f.txt").read_text() == "one\n"

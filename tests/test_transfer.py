@@ -615,3 +615,23 @@ def test_push_refuses_a_checkpoint_no_pull_would_accept(tmp_path: Path, s3_remot
     listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", [])  # type: ignore[attr-defined]
     keys = [o["Key"][len(prefix) + 1:] for o in listed]
     assert "config.json" in keys and not [k for k in keys if k.startswith(("objects/", "packs/", "refs/"))], keys
+
+
+def test_a_format_1_remote_says_format_2_before_the_first_format_2_push(tmp_path: Path, s3_remote: str,
+                                                                         endpoint: str, seaweedfs: SeaweedFS) -> None:
+    """Runners on an older rrstore must meet 'unsupported store format', not refs and packs they misread."""
+    fill(tmp_path)
+    first = checkpoint(tmp_path)
+    system(tmp_path).push([first], s3_remote, endpoint)
+    client, bucket, prefix = _remote_client(seaweedfs, s3_remote)
+    key = f"{prefix}/config.json"
+    doc = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())  # type: ignore[attr-defined]
+    assert doc["format"] == "rrstore-store-2"
+    client.put_object(Bucket=bucket, Key=key, Body=json.dumps({**doc, "format": "rrstore-store-1"}))  # type: ignore[attr-defined]
+
+    assert [r.checkpoint_id for r in system(tmp_path).list_remote(s3_remote, endpoint).checkpoints] == [first]
+    (tmp_path / "new.txt").write_text("more\n")
+    second = checkpoint(tmp_path, step=2)
+    system(tmp_path).push([second], s3_remote, endpoint)
+    after = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())  # type: ignore[attr-defined]
+    assert after == doc
