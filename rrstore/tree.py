@@ -414,18 +414,11 @@ class Reach:
     ``objects`` holds every oid yielded; ``trees`` the trees already walked.
     They differ: a file whose bytes happen to equal a tree's encoding is the
     same object, yet seeing it as a file must not stop the tree's walk.
-    ``longest`` is, per tree walked, the length in bytes of the longest path
-    below it (see ``too_long``).
     """
 
     def __init__(self) -> None:
         self.objects: set[str] = set()
         self.trees: set[str] = set()
-        self.longest: dict[str, int] = {}
-
-    def too_long(self, root: str) -> bool:
-        """True when tree ``root`` (walked by ``reachable``) holds a path no disk can hold."""
-        return self.longest.get(root, 0) > MAX_PATH_BYTES
 
 
 def reachable(objects: ObjectStore, root: str, reach: Reach | None = None) -> Iterator[str]:
@@ -442,12 +435,9 @@ def reachable(objects: ObjectStore, root: str, reach: Reach | None = None) -> It
     if root not in reach.objects:
         reach.objects.add(root)
         yield root
-    # frames: (tree oid, its entries, longest path below it so far, the subdirectory being walked)
-    stack: list[tuple[str, Iterator[Entry], list[int]]] = [(root, iter(read_tree(objects, root)), [0])]
+    stack: list[Iterator[Entry]] = [iter(read_tree(objects, root))]
     while stack:
-        oid, entries, longest = stack[-1]
-        for entry in entries:
-            size = path_bytes(entry.name)
+        for entry in stack[-1]:
             if entry.kind == DIR:
                 child = entry.oid
                 if child not in reach.trees:
@@ -455,25 +445,15 @@ def reachable(objects: ObjectStore, root: str, reach: Reach | None = None) -> It
                     if child not in reach.objects:
                         reach.objects.add(child)
                         yield child
-                    longest.append(size)  # name of the subdirectory now walked, settled when it pops
-                    stack.append((child, iter(read_tree(objects, child)), [0]))
+                    stack.append(iter(read_tree(objects, child)))
                     break
-                longest[0] = max(longest[0], _below(size, reach.longest.get(child, 0)))
-            else:
-                longest[0] = max(longest[0], size)
-                if entry.kind == FILE:
-                    for content in content_oids(entry):
-                        if content not in reach.objects:
-                            reach.objects.add(content)
-                            yield content
+            elif entry.kind == FILE:
+                for content in content_oids(entry):
+                    if content not in reach.objects:
+                        reach.objects.add(content)
+                        yield content
         else:
             stack.pop()
-            below = longest[0]
-            reach.longest[oid] = below
-            if stack:
-                parent = stack[-1][2]
-                name_size = parent.pop()
-                parent[0] = max(parent[0], _below(name_size, below))
 
 
 def _below(name_size: int, longest: int) -> int:
