@@ -116,6 +116,7 @@ class Store:
             return
         config = self.path / "config.json"
         try:
+            (self.path / "tmp").mkdir(exist_ok=True)  # a store made by hand or by another tool may lack it
             atomic_write(config, upgraded_config(config.read_bytes()), self.path / "tmp", fsync=True)
         except OSError as exc:
             raise from_oserror(exc, str(config), "write") from exc
