@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,40 @@ def atomic_write(dest: Path, data: bytes, tmp_dir: Path, *, fsync: bool,
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise from_oserror(exc, str(dest)) from exc
+
+
+def walk(top: str | os.PathLike[str], *, topdown: bool = True) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk`` without recursion: Python 3.11's recurses, and fails on trees ~1,000 levels deep.
+
+    Same shape and rules: symlinks to directories are listed in ``dirnames``
+    but never entered; top-down, the caller may prune ``dirnames`` in place.
+    Directories that cannot be listed are skipped.
+    """
+    stack: list[tuple[str, tuple[list[str], list[str]] | None]] = [(os.fspath(top), None)]
+    while stack:
+        folder, listing = stack.pop()
+        if listing is not None:
+            yield folder, *listing
+            continue
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        dirs = [e.name for e in entries if _is_dir(e)]
+        files = [e.name for e in entries if not _is_dir(e)]
+        if topdown:
+            yield folder, dirs, files
+        else:
+            stack.append((folder, (dirs, files)))
+        for name in reversed(dirs):
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                stack.append((path, None))
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False

@@ -211,3 +211,24 @@ def test_pull_refuses_a_remote_checkpoint_too_deep_for_any_disk(cleanup: Path, s
     assert out.returncode == 17 and "PATH_MAX" in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert len(out.stderr.splitlines()) == 1
     assert store_files(target / ".checkpoints") == before and tree_manifest(target) == tree_before
+
+
+def test_cleanup_walks_a_tree_1000_deep_and_removes_the_cache_at_its_bottom(cleanup: Path) -> None:
+    """Python 3.11's os.walk recurses: 'rrstore cleanup' crashed with RecursionError on such a tree."""
+    project = cleanup / "project"
+    project.mkdir()
+    deepest = make_deep(project, 1000, b"keep me\n")
+    bottom = os.path.dirname(deepest)
+    fd = os.open(project / bottom, os.O_RDONLY)  # a __pycache__ at the bottom (path too long for pathlib)
+    try:
+        os.mkdir("__pycache__", dir_fd=fd)
+        inner = os.open("__pycache__", os.O_RDONLY, dir_fd=fd)
+        _write_at(inner, "x.pyc", b"stale\n")
+        os.close(inner)
+    finally:
+        os.close(fd)
+    out = run_cli("cleanup", cwd=project)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    found = subprocess.run(["find", str(project), "-name", "__pycache__"], capture_output=True, text=True).stdout
+    assert found == ""
+    assert subprocess.run(["find", str(project), "-name", "f"], capture_output=True, text=True).stdout.strip()

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RRStoreError
+from ..fsutil import walk
 from ..lock import locked
 from ..store import OBJECTS_LOCK, TMP_GRACE, sweep_tmp
 
@@ -228,7 +229,7 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 def _caches(options: CleanupOptions, result: CleanupResult) -> None:
     tracked = _tracked(options.root) or set()
     store_real = os.path.realpath(options.store_path)
-    for top, dirs, files in os.walk(options.root):
+    for top, dirs, files in walk(options.root):
         here = Path(top)
         keep_dirs = []
         for name in dirs:
@@ -252,7 +253,7 @@ def _remove_tree(path: Path, options: CleanupOptions, tracked: set[str], result:
         _remove_files([path], path, options, tracked, result)
         return
     files = []
-    for top, _dirs, names in os.walk(path):
+    for top, _dirs, names in walk(path):
         files += [Path(top) / n for n in names]
         files += [Path(top) / d for d in _dirs if (Path(top) / d).is_symlink()]
     _remove_files(files, path, options, tracked, result, is_dir=True)
@@ -274,7 +275,7 @@ def _remove_files(files: list[Path], shown: Path, options: CleanupOptions, track
             count += 1
             size += length
     if is_dir and not options.dry_run:
-        for top, _dirs, _names in os.walk(shown, topdown=False):
+        for top, _dirs, _names in walk(shown, topdown=False):
             with contextlib.suppress(OSError):  # not empty: holds a tracked file, or something appeared
                 os.rmdir(top)
     if count or (is_dir and not files):
