@@ -40,7 +40,7 @@ def export_command(checkpoint_ids: tuple[str, ...], output: str, fmt: str, force
             raise click.UsageError("refusing to write an archive to a terminal; redirect stdout or give a file")
     target: str | Path | BinaryIO = output if output.startswith("s3://") else Path(output)
     if output == "-":
-        target = click.get_binary_stream("stdout")
+        target = sys.stdout.buffer
     with progress("export", st.show_progress) as cb:
         result = st.system().export(list(checkpoint_ids), target, fmt, progress=cb, force=force,
                                     endpoint_url=endpoint_url)

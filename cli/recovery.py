@@ -44,7 +44,7 @@ def plan(failure_type: str, lane: str) -> int:
 
 def _read_log(source: str) -> str:
     if source == "-":
-        return click.get_binary_stream("stdin").read().decode("utf-8", errors="replace")
+        return sys.stdin.buffer.read().decode("utf-8", errors="replace")
     try:
         return Path(source).read_bytes().decode("utf-8", errors="replace")
     except (FileNotFoundError, IsADirectoryError):
