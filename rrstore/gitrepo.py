@@ -72,7 +72,9 @@ def list_scope(root: Path, *, with_state: bool) -> GitScope:
     status_p = _start(root, "status", "--porcelain=v2", "--branch", "-z", "-uno") if with_state else None
     tagged = _split_z(_finish(files_p, root))
     dirs = [d for d in _split_z(_finish(dirs_p, root)) if d.endswith("/")]
-    files = [t[2:] for t in tagged]
+    # once each: during a merge conflict the index holds a path up to three times (stages 1-3); the
+    # scope takes the file on disk, once
+    files = list(dict.fromkeys(t[2:] for t in tagged))
     state = NO_GIT
     if status_p is not None:
         untracked = any(t.startswith("?") for t in tagged)

@@ -16,13 +16,14 @@ they are checkpointed; the root tree's oid is the state hash.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 from .config import Settings
-from .errors import CorruptObject, UnsafeTree
+from .errors import CorruptObject, RRStoreError, UnsafeTree
 from .objects import ObjectStore, hash_bytes, is_oid
 
 TREE_FORMAT = "rrstore-tree-1"
@@ -307,8 +308,18 @@ def name_key(name: str) -> bytes:
 
 
 def encode_tree(entries: list[Entry]) -> bytes:
-    """Canonical bytes of a directory; the caller's order does not matter."""
+    """Canonical bytes of a directory; the caller's order does not matter.
+
+    Refuses what ``decode_tree`` would refuse (a duplicate or malformed
+    name), so no writer can store a tree that cannot be read back.
+    """
     ordered = sorted(entries, key=lambda e: name_key(e.name))
+    for before, entry in itertools.pairwise(ordered):
+        if before.name == entry.name:
+            raise RRStoreError(f"refusing to write a tree with the name {entry.name!r} twice")
+    for entry in ordered:
+        if not valid_name(entry.name):
+            raise RRStoreError(f"refusing to write a tree entry named {entry.name!r}")
     doc = {"format": TREE_FORMAT, "entries": [e.to_json() for e in ordered]}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
