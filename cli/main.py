@@ -90,5 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         code = 1
     signals.running(False)  # done: a signal from here on exits at once, with its line
     sys.stdout.flush()
+    sys.stderr.flush()
+    signals.finishing()  # flushed: nothing is left but exiting with the command's own status
     sys.exit(code if isinstance(code, int) else 0)
 

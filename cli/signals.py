@@ -6,7 +6,9 @@ done) a signal ends it at once with its line: nothing has been changed
 then. While a command runs, the first signal raises ``Signalled`` in the
 main thread, so every ``finally`` and cleanup handler runs (temporary files
 removed, locks released) and ``main`` prints the line; a second signal is
-ignored until that unwinding is done (``kill -9`` still ends it).
+ignored until that unwinding is done (``kill -9`` still ends it). Once the
+output is flushed, signals are ignored (``finishing``): the exit status is
+then the command's own.
 """
 
 from __future__ import annotations
@@ -43,3 +45,19 @@ def running(active: bool) -> None:
     """Raise ``Signalled`` (``active``) or exit at once (start-up and the way out) on the next signal."""
     _state["running"] = active
     _state["seen"] = False
+
+
+def finishing() -> None:
+    """Ignore SIGINT and SIGTERM for the last instants of the exit: the command is done and has said so.
+
+    Python's finalisation puts a handler it installed back to the default,
+    so a signal then would kill the process (exit -2/-15, no line) after the
+    command finished; an ignored signal is left ignored, and the exit code
+    stays the command's.
+    """
+    try:
+        for signum in LINES:
+            signal.signal(signum, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+
