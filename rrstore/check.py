@@ -25,6 +25,7 @@ All walks are iterative (trees may be thousands deep).
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -453,11 +454,14 @@ class Checker:
         return self.store.backend.exists(problem.target[:-len(".pack")] + ".idx")
 
 
-def quarantine(store_path: Path, key: str, stamp: str) -> str:
-    """Move the file of ``key`` to ``quarantine/<stamp>/<key>`` (never deleted); the new relative path."""
+def quarantine(store_path: Path, key: str, stamp: str, *, copy: bool = False) -> str:
+    """Move (or ``copy``) the file of ``key`` to ``quarantine/<stamp>/<key>`` (never deleted); its new path."""
     dest = store_path / "quarantine" / stamp / key
     dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(store_path / key, dest)
+    if copy:
+        shutil.copyfile(store_path / key, dest)
+    else:
+        os.replace(store_path / key, dest)
     return os.path.relpath(dest, store_path)
 
 

@@ -53,8 +53,9 @@ class _Repair:
         self.done: list[str] = []
         self.scarred: set[str] = set()   # packs whose rebuilt index had to leave damaged objects out
 
-    def _quarantine(self, key: str) -> None:
-        self.done.append(f"moved {key} to {quarantine(self.store.path, key, self.when)}")
+    def _quarantine(self, key: str, *, copy: bool = False) -> None:
+        where = quarantine(self.store.path, key, self.when, copy=copy)
+        self.done.append(f"{'copied' if copy else 'moved'} {key} to {where}")
 
     def config(self, before: CheckResult) -> None:
         kinds = {p.kind for p in before.problems}
@@ -102,6 +103,7 @@ class _Repair:
         objects = self.store.objects
         packs = objects.pack_reader()
         writer = objects._pack_writer()
+        fresh = len(writer.packs_written)  # before any add: a full queue flushes on its own
         rewrite = set(self.scarred)
         for oid, data in sorted(fetched.items()):
             loc = packs.index.get(oid)
@@ -123,15 +125,19 @@ class _Repair:
                     writer.add(oid, objects.get(oid))
                 except (ObjectMissing, CorruptObject):
                     continue
-        fresh = len(writer.packs_written)
+        # The damaged files are copied to quarantine before the rewrite lands: a rewrite can reproduce the
+        # pack as it was before the damage, hence its very name, and then replaces the damaged file itself.
+        damaged = [f"{PACKS}{pack}{ext}" for pack in sorted(rewrite) for ext in (".idx", ".pack")]
+        for key in damaged:
+            if self.store.backend.exists(key):
+                self._quarantine(key, copy=True)
         objects.flush()
-        # A rewrite can come out byte-identical, hence under the very name, of the pack it replaces
-        # (nothing in it was really bad): that pack is the new one and stays, as gc keeps it.
         new = set(writer.packs_written[fresh:])
-        for pack in sorted(rewrite - new):
-            for key in (f"{PACKS}{pack}.idx", f"{PACKS}{pack}.pack"):
-                if self.store.backend.exists(key):
-                    self._quarantine(key)
+        for pack in sorted(rewrite):
+            if pack not in new:  # the same name means the rewrite itself: keep it, as gc does
+                for key in (f"{PACKS}{pack}.idx", f"{PACKS}{pack}.pack"):
+                    if self.store.backend.exists(key):
+                        self.store.backend.delete(key)  # its copy is in quarantine
             self.done.append(f"rewrote pack {pack} without its damaged copies")
         packs.refresh()
 

@@ -347,7 +347,8 @@ def test_repair_from_a_source_replaces_a_flipped_block(
                    env=request.getfixturevalue("s3_env") if source == "s3" else None)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"stored {oid} again from the source" in done.stdout
-    assert not store.pack("a").exists()  # rewritten without the bad copy ...
+    # rewritten without the bad copy (when the rewrite reproduces the pack as it was, it has its old name) ...
+    assert not store.pack("a").exists() or store.pack("a").read_bytes() == old_pack
     [kept] = [p for p in (store.path / "quarantine").rglob("*.pack")]
     assert kept.read_bytes() == damaged and kept.read_bytes() != old_pack  # ... which is kept, not deleted
     assert store.check("--read-data").returncode == 0
