@@ -63,6 +63,14 @@ class CheckpointRecord:
     root: str = ""
     hostname: str = ""
     rrstore_version: str = __version__
+    # The git operation waiting for the user when the checkpoint was taken (gitrepo.OPERATIONS).
+    git_operation: str | None = None
+    git_merge_head: str | None = None
+    # Whose checkpoint this is across stores and clones (see ``project_identity``); "" in older records.
+    project: str = ""
+    # Paths the scope left out on purpose, each with why (a venv, a cache directory, a file that
+    # never settled): restore leaves them alone.
+    left_out: dict[str, str] = field(default_factory=dict)
     record_oid: str = field(default="", compare=False)
     # When this store got the checkpoint (its ref's add time, in ns): not part
     # of the record, so it never changes the record's oid.
@@ -130,6 +138,8 @@ class CheckpointRecord:
             value = getattr(record, name)
             if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
                 raise CorruptObject(oid, reason=f"bad checkpoint record (field {name} is {value!r})")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in record.left_out.items()):
+            raise CorruptObject(oid, reason="bad checkpoint record (field left_out)")
         if not is_oid(record.state_hash) or record.kind not in KINDS:
             raise CorruptObject(oid, reason="bad checkpoint record (state_hash or kind)")
         return record
@@ -140,6 +150,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "timestamp": (str,), "state_hash": (str,), "git_commit": (str, type(None)),
     "git_branch": (str, type(None)), "git_dirty": (bool, type(None)), "success": (bool,),
     "error_message": (str, type(None)), "metrics": (dict,), "kind": (str,),
+    "git_operation": (str, type(None)), "git_merge_head": (str, type(None)), "project": (str,),
+    "left_out": (dict,),
 }
 
 
@@ -347,6 +359,7 @@ class CheckpointManager:
             checkpoint_id="", lane=spec.lane, step_number=spec.step_number, step_name=spec.step_name,
             timestamp=now.isoformat(timespec="microseconds"), state_hash=snap.root_oid,
             git_commit=git.commit, git_branch=git.branch, git_dirty=git.dirty,
+            git_operation=git.operation, git_merge_head=git.merge_head,
             success=spec.success, error_message=spec.error_message, metrics=metrics, kind=spec.kind,
             root=str(self.root), hostname=os.uname().nodename,
         )

@@ -8,6 +8,7 @@ The three git commands a scan needs run concurrently.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from dataclasses import dataclass
@@ -21,9 +22,17 @@ class GitState:
     commit: str | None
     branch: str | None
     dirty: bool | None
+    # A merge, rebase, cherry-pick, revert or bisect in progress (``OPERATIONS``), and MERGE_HEAD then.
+    operation: str | None = None
+    merge_head: str | None = None
 
 
 NO_GIT = GitState(None, None, None)
+
+# What git leaves in its directory while an operation waits for the user, in the order git's
+# own prompt (contrib/completion/git-prompt.sh) tests them: the first found names the operation.
+OPERATIONS = (("rebase-merge", "rebase"), ("rebase-apply", "rebase"), ("MERGE_HEAD", "merge"),
+              ("CHERRY_PICK_HEAD", "cherry-pick"), ("REVERT_HEAD", "revert"), ("BISECT_LOG", "bisect"))
 
 
 @dataclass
@@ -39,6 +48,37 @@ def find_git_root(start: Path) -> Path | None:
         if (folder / ".git").exists():
             return folder
     return None
+
+
+def git_dir(work_tree: Path) -> Path | None:
+    """The git directory of the work tree rooted at ``work_tree`` (a ``.git`` folder, or the one a
+    ``.git`` file names: worktrees and submodules), read without running git."""
+    dot = work_tree / ".git"
+    if dot.is_dir():
+        return dot
+    try:
+        line = dot.read_text(errors="surrogateescape").strip()
+    except OSError:
+        return None
+    if not line.startswith("gitdir:"):
+        return None
+    target = Path(line[len("gitdir:"):].strip())
+    return target if target.is_absolute() else (work_tree / target)
+
+
+def operation_in_progress(work_tree: Path) -> tuple[str | None, str | None]:
+    """(operation, MERGE_HEAD) of the git operation waiting in ``work_tree``, or (None, None).
+
+    A rebase's files live in the worktree's own git dir; so do MERGE_HEAD and the others.
+    """
+    folder = git_dir(work_tree)
+    if folder is None:
+        return None, None
+    operation = next((name for marker, name in OPERATIONS if (folder / marker).exists()), None)
+    merge_head = None
+    with contextlib.suppress(OSError, IndexError):
+        merge_head = (folder / "MERGE_HEAD").read_text(errors="replace").split()[0] or None
+    return operation, merge_head
 
 
 def _split_z(raw: bytes) -> list[str]:
@@ -79,6 +119,9 @@ def list_scope(root: Path, *, with_state: bool) -> GitScope:
     if status_p is not None:
         untracked = any(t.startswith("?") for t in tagged)
         state = _parse_status(_finish(status_p, root), untracked)
+        top = find_git_root(root)
+        operation, merge_head = operation_in_progress(top) if top is not None else (None, None)
+        state = GitState(state.commit, state.branch, state.dirty, operation, merge_head)
     return GitScope(files, dirs, state)
 
 
