@@ -171,18 +171,25 @@ def run_command(lane: str, step_number: int, step_name: str, timeout: float | No
 
 @click.command(name="workflow")
 @click.option("--lane", type=click.Choice(LANES), required=True, help="The lane whose [workflow.LANE] to run.")
-@click.option("--resume", is_flag=True, help="Continue the last run after its last successful step.")
+@click.option("--resume", is_flag=True,
+              help="Continue the last run at the step that failed, on the working tree as it is.")
+@click.option("--from", "from_step", default=None, metavar="N|NAME",
+              help="Start at this step (number or name), skipping those before it (implies --resume).")
+@click.option("--strict", is_flag=True,
+              help="Refuse (exit 21) if the tree changed since the last good step (implies --resume).")
 @click.option("--restore", is_flag=True,
-              help="With --resume: first restore the state that step ended with (implies --resume).")
+              help="First restore the state the last good step ended with, undoably (implies --resume).")
 @global_options
-def workflow_command(lane: str, resume: bool, restore: bool) -> int:
+def workflow_command(lane: str, resume: bool, from_step: str | None, strict: bool, restore: bool) -> int:
     """Run a lane's configured steps in order through 'run', stopping at the first failure.
 
-    Prints the time saved against a full run when resuming. Exits with the
-    failed step's status (0 when every step passed).
+    When resuming, prints what changed since the last good step, which
+    steps run and which are skipped and why, and the time saved. Exits with
+    the failed step's status (0 when every step passed).
     """
     st = state()
-    result = st.system().workflow(lane, resume=resume or restore, restore=restore, hooks=_hooks(st.json, st.quiet))
+    result = st.system().workflow(lane, resume=resume, restore=restore, from_step=from_step, strict=strict,
+                                  hooks=_hooks(st.json, st.quiet))
     if st.json:
         emit_json(result.to_json())
     elif not st.quiet:

@@ -474,11 +474,21 @@ class RollbackRecoverySystem:
         return run_step(self, StepSpec(lane, step_number, step_name, command), policy, hooks)
 
     def workflow(self, lane: str, *, resume: bool = False, restore: bool = False,
+                 from_step: int | str | None = None, strict: bool = False,
                  hooks: RunHooks | None = None) -> WorkflowResult:
-        """Run the lane's configured steps; ``resume`` continues the last run (``restore`` its state first)."""
+        """Run the lane's configured steps; ``resume`` continues the last run at the failed step.
+
+        Resuming runs on the working tree as it is (the user's fix) and skips
+        an earlier step only while its declared inputs are unchanged;
+        ``from_step`` (a number or a step name) starts at that step instead;
+        ``strict`` refuses (ResumeRefused) when the tree changed since the
+        last good step; ``restore`` restores that state first (undoably).
+        ``from_step`` and ``restore`` imply ``resume``.
+        """
+        from .recovery.resume import ResumeOptions
         from .recovery.workflow import run_workflow
 
-        return run_workflow(self, lane, resume=resume, restore=restore, hooks=hooks)
+        return run_workflow(self, lane, ResumeOptions(resume, restore, from_step, strict), hooks)
 
     def run(self, command: str, /, **kwargs: Any) -> Any:
         """The seed's entry point: ``run('checkpoint', lane=..., step_number=..., step_name=...)``.

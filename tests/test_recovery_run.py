@@ -118,11 +118,11 @@ def test_three_step_workflow_retries_then_resumes_and_reports_time_saved(flow: t
     assert step1_time >= 0.3
     assert "resume with: rrstore workflow --lane standard --resume" in second.message
 
-    # 3. resume refuses: the failed step left the tree changed since step 1 ended
+    # 3. a strict resume refuses: the failed step left the tree changed since step 1 ended
     assert (root / "leftover.txt").exists()
     with pytest.raises(ResumeRefused, match=r"differs from the state step 1 \(quality gates\) ended with"):
-        system.workflow("standard", resume=True, hooks=Recorder().hooks())
-    refused = system.run("workflow", lane="standard", resume=True, hooks=Recorder().hooks())
+        system.workflow("standard", resume=True, strict=True, hooks=Recorder().hooks())
+    refused = system.run("workflow", lane="standard", resume=True, strict=True, hooks=Recorder().hooks())
     assert refused.success is False and "A leftover.txt" in refused.message and "--restore" in refused.message
 
     # 4. the service is back: resume restores step 2's starting state and runs 2 and 3 only
@@ -276,7 +276,7 @@ def test_cli_run_and_workflow(flow: tuple[Path, Path], cli: Cli) -> None:
     assert failed.returncode == 1 and "gates passed" in failed.stdout
     assert "workflow standard stopped at step 2" in failed.stderr
 
-    refused = cli("workflow", "--lane", "standard", "--resume", cwd=root)
+    refused = cli("workflow", "--lane", "standard", "--resume", "--strict", cwd=root)
     assert refused.returncode == 21 and refused.stdout == ""
     assert refused.stderr.splitlines()[-1].startswith("rrstore: error: cannot resume the standard lane at step 2")
     assert len([line for line in refused.stderr.splitlines() if "error" in line]) == 1

@@ -3,14 +3,12 @@
 A workflow is declared in ``rrstore.toml`` as ``[workflow.LANE]`` (or in
 ``pyproject.toml`` as ``[tool.rrstore.workflow.LANE]``) with ``steps``,
 each ``{ name, command }`` run by the shell, plus optional ``timeout``,
-``retries`` and ``backoff`` for the lane or per step.
+``retries`` and ``backoff`` for the lane or per step, and ``inputs`` per
+step (paths or globs the step reads; see ``rrstore.inputs``).
 
-Resuming reads the checkpoints the last run left: each step's record holds
-the state *before* that step, so the failed step's record holds the state
-the last successful step ended with. The run continues there only if the
-working tree still has that state (or ``restore`` puts it back), since a
-later step assumes what the earlier ones left. The recorded durations of
-the steps skipped are the time saved.
+Where a resumed run starts, and which steps it skips, is decided in
+``resume``: at the failed step on the tree as it is, or earlier when a
+skipped step's declared inputs changed since it succeeded.
 """
 
 from __future__ import annotations
@@ -19,16 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..checkpoint import LANES, CheckpointRecord, check_lane
+from ..checkpoint import LANES, check_lane
 from ..config import load_section
-from ..errors import RestoreFailed, ResumeRefused, StoreNotFound, UsageError
-from .run import RUNNING, RetryPolicy, RunHooks, StepResult, StepSpec, run_step
+from ..diff import DiffResult
+from ..errors import UsageError
+from ..inputs import check_inputs
+from .resume import ResumeOptions, SkippedStep, change_lines, plan_resume, shown
+from .run import RetryPolicy, RunHooks, StepResult, StepSpec, run_step
 from .settings import check_retries, check_seconds
 
 if TYPE_CHECKING:
     from ..system import RollbackRecoverySystem
 
-_STEP_KEYS = {"name", "command", "timeout", "retries", "backoff"}
+_STEP_KEYS = {"name", "command", "timeout", "retries", "backoff", "inputs"}
 _LANE_KEYS = {"steps", "timeout", "retries", "backoff"}
 
 
@@ -37,6 +38,7 @@ class WorkflowStep:
     name: str
     command: str
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    inputs: tuple[str, ...] = ()  # gitignore-style patterns; () : none declared
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ def _parse(lane: str, table: object, where: str) -> Workflow:
         for key in ("name", "command"):
             if not isinstance(item.get(key), str) or not item[key].strip():
                 raise UsageError(f"{at}: '{key}' must be a non-empty string")
-        steps.append(WorkflowStep(item["name"], item["command"], _policy(item, at, lane_policy)))
+        inputs = check_inputs(item["inputs"], at) if "inputs" in item else ()
+        steps.append(WorkflowStep(item["name"], item["command"], _policy(item, at, lane_policy), inputs))
     names = [s.name for s in steps]
     if len(set(names)) != len(names):
         raise UsageError(f"{where}.{lane}: step names must differ (resume matches steps by number and name)")
@@ -105,18 +108,6 @@ def load_workflow(root: Path, lane: str) -> Workflow:
 
 
 @dataclass
-class SkippedStep:
-    number: int
-    name: str
-    checkpoint_id: str | None
-    wall_time_s: float | None  # None: no recorded run of it
-
-    def to_json(self) -> dict[str, Any]:
-        return {"step_number": self.number, "step_name": self.name, "checkpoint_id": self.checkpoint_id,
-                "wall_time_s": self.wall_time_s}
-
-
-@dataclass
 class WorkflowResult:
     lane: str
     total_steps: int
@@ -126,6 +117,9 @@ class WorkflowResult:
     resumed_from: str | None = None  # the checkpoint whose state the resumed run started from
     restore_undo_id: str | None = None
     nothing_to_resume: bool = False
+    reasons: dict[int, str] = field(default_factory=dict)  # why each step that ran ran (when resuming)
+    changes: DiffResult | None = None  # what changed since ``resumed_from``, before any restore
+    restore_removed: list[str] = field(default_factory=list)  # paths the restore removed (in its undo)
 
     @property
     def exit_status(self) -> int:
@@ -154,7 +148,7 @@ class WorkflowResult:
         return "\n".join(self.report())
 
     def report(self) -> list[str]:
-        """The summary a person reads: what ran, what failed, and the time saved by resuming."""
+        """The summary a person reads: what ran and why, what failed, what was skipped and why, time saved."""
         if self.nothing_to_resume:
             return [f"nothing to resume: the last run of the {self.lane} lane completed all "
                     f"{self.total_steps} steps"]
@@ -162,123 +156,63 @@ class WorkflowResult:
         for s in self.steps:
             mark = "✓" if s.success else "✗"
             tries = f", {len(s.attempts)} attempts" if len(s.attempts) > 1 else ""
+            why = self.reasons.get(s.record.step_number)
             lines.append(f"{mark} step {s.record.step_number}/{self.total_steps} {s.record.step_name}: "
-                         f"{s.wall_time_s:.2f}s{tries}")
+                         f"{s.wall_time_s:.2f}s{tries}" + (f" ({why})" if why else ""))
         if self.failed_step is not None:
             f = self.failed_step
             lines.append(f"workflow {self.lane} stopped at step {f.record.step_number}: {f.record.error_message}")
             lines.append(f"resume with: rrstore workflow --lane {self.lane} --resume")
         else:
             lines.append(f"workflow {self.lane} completed ({self.total_steps} steps)")
+        if self.changes is not None:
+            lines.append(f"changes since {self.resumed_from}: {shown(change_lines(self.changes))}")
         if self.restore_undo_id is not None:
+            removed = f" (removed {shown(self.restore_removed)}; kept there)" if self.restore_removed else ""
             lines.append(f"restored {self.resumed_from} before resuming; undo with: "
-                         f"rrstore restore --checkpoint-id {self.restore_undo_id}")
-        if self.resumed_from is not None:
-            names = ", ".join(f"{s.number} {s.name}" + (f" {s.wall_time_s:.2f}s" if s.wall_time_s is not None
-                                                        else " (no recorded time)") for s in self.skipped)
-            share = f" ({100 * self.time_saved_s / self.full_run_s:.0f}%)" if self.full_run_s > 0 else ""
-            lines.append(f"resumed at step {self.start_step} of {self.total_steps} from {self.resumed_from}; "
-                         f"skipped {len(self.skipped)} step(s): {names or 'none'}")
-            lines.append(f"time saved: {self.time_saved_s:.2f}s of an estimated full run of "
-                         f"{self.full_run_s:.2f}s{share}")
+                         f"rrstore restore --checkpoint-id {self.restore_undo_id}{removed}")
+        if self.resumed_from is not None or self.skipped:
+            lines.extend(self._resume_lines())
         return lines
 
+    def _resume_lines(self) -> list[str]:
+        names = ", ".join(f"{s.number} {s.name}" + (f" {s.wall_time_s:.2f}s" if s.wall_time_s is not None
+                                                    else " (no recorded time)") + (f" ({s.reason})" if s.reason
+                                                                                   else "")
+                          for s in self.skipped)
+        share = f" ({100 * self.time_saved_s / self.full_run_s:.0f}%)" if self.full_run_s > 0 else ""
+        where = f"resumed at step {self.start_step} of {self.total_steps} from {self.resumed_from}" \
+            if self.resumed_from is not None else f"started at step {self.start_step} of {self.total_steps}"
+        return [f"{where}; skipped {len(self.skipped)} step(s): {names or 'none'}",
+                f"time saved: {self.time_saved_s:.2f}s of an estimated full run of {self.full_run_s:.2f}s{share}"]
+
     def to_json(self) -> dict[str, Any]:
+        steps = [s.to_json() | {"reason": self.reasons.get(s.record.step_number)} for s in self.steps]
         return {"lane": self.lane, "success": self.success, "exit_status": self.exit_status,
                 "total_steps": self.total_steps, "start_step": self.start_step,
                 "resumed_from": self.resumed_from, "restore_undo_checkpoint_id": self.restore_undo_id,
-                "nothing_to_resume": self.nothing_to_resume,
+                "restore_removed": self.restore_removed, "nothing_to_resume": self.nothing_to_resume,
+                "changes": self.changes.to_json() if self.changes is not None else None,
                 "skipped": [s.to_json() for s in self.skipped], "time_saved_s": self.time_saved_s,
-                "full_run_s": self.full_run_s, "steps": [s.to_json() for s in self.steps]}
+                "full_run_s": self.full_run_s, "steps": steps}
 
 
-def is_run_record(record: CheckpointRecord) -> bool:
-    """A step checkpoint that ``run_step`` made (finished, or left as RUNNING when killed)."""
-    return record.kind == "step" and ("exit_status" in record.metrics or record.error_message == RUNNING)
-
-
-@dataclass
-class ResumePoint:
-    start_step: int
-    record: CheckpointRecord | None  # the state to start from (None: from scratch)
-    skipped: list[SkippedStep]
-    complete: bool = False
-
-
-def find_resume_point(records: list[CheckpointRecord], flow: Workflow) -> ResumePoint:
-    """Where the last run of ``flow`` stopped, from the lane's records (newest first)."""
-    runs = [r for r in records if r.lane == flow.lane and is_run_record(r)]
-    if not runs:
-        return ResumePoint(1, None, [])
-    last = runs[0]
-    number = last.step_number
-    if not 1 <= number <= len(flow.steps) or flow.steps[number - 1].name != last.step_name:
-        raise ResumeRefused(f"cannot resume the {flow.lane} lane: its last run stopped at step {number} "
-                            f"({last.step_name}), which the workflow in {flow.source} no longer has there; "
-                            f"run it from the start: rrstore workflow --lane {flow.lane}", last.checkpoint_id)
-    if last.success:
-        if number == len(flow.steps):
-            return ResumePoint(number + 1, None, [], complete=True)
-        raise ResumeRefused(f"cannot resume the {flow.lane} lane: its last run stopped after step {number} "
-                            f"({last.step_name}) without recording the state it ended with; "
-                            f"run it from the start: rrstore workflow --lane {flow.lane}", last.checkpoint_id)
-    if number == 1:  # nothing succeeded: start over, from whatever the tree is now
-        return ResumePoint(1, None, [])
-    skipped = []
-    for earlier in range(1, number):
-        name = flow.steps[earlier - 1].name
-        done = next((r for r in runs if r.step_number == earlier and r.step_name == name and r.success
-                     and r.order <= last.order), None)
-        wall = float(done.metrics.get("step_wall_time_s", 0.0)) if done else None
-        skipped.append(SkippedStep(earlier, name, done.checkpoint_id if done else None, wall))
-    return ResumePoint(number, last, skipped)
-
-
-def _check_tree(system: RollbackRecoverySystem, point: ResumePoint, flow: Workflow,
-                restore: bool, result: WorkflowResult) -> None:
-    """The tree must be the state the last good step left; with ``restore`` put it back first."""
-    record = point.record
-    assert record is not None
-    if system.checkpoint_manager.snapshot(store=False).root_oid == record.state_hash:
-        return
-    before = point.start_step - 1
-    if not restore:
-        changes = system.diff(record.checkpoint_id)
-        paths = [f"M {p}" for p in changes.modified] + [f"A {p}" for p in changes.added] + \
-                [f"D {p}" for p in changes.removed]
-        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
-        raise ResumeRefused(
-            f"cannot resume the {flow.lane} lane at step {point.start_step}: the working tree differs from the "
-            f"state step {before} ({flow.steps[before - 1].name}) ended with, checkpoint {record.checkpoint_id}: "
-            f"{shown}; add --restore to restore that checkpoint first", record.checkpoint_id)
-    restored = system.restore(record.checkpoint_id)
-    if restored.failures:
-        raise RestoreFailed(restored.failures, restored.undo_checkpoint_id)
-    result.restore_undo_id = restored.undo_checkpoint_id
-
-
-def run_workflow(system: RollbackRecoverySystem, lane: str, *, resume: bool = False, restore: bool = False,
+def run_workflow(system: RollbackRecoverySystem, lane: str, options: ResumeOptions | None = None,
                  hooks: RunHooks | None = None) -> WorkflowResult:
-    """Run the lane's steps in order, stopping at the first failure; ``resume`` continues the last run."""
+    """Run the lane's steps in order, stopping at the first failure; resuming continues the last run."""
     flow = load_workflow(system.root, lane)
-    hooks = hooks or RunHooks()
+    options, hooks = options or ResumeOptions(), hooks or RunHooks()
     result = WorkflowResult(lane, len(flow.steps))
-    if resume:
-        try:
-            records = system.checkpoint_manager.list_checkpoints(lane)
-        except StoreNotFound:  # nothing ran yet: start from the beginning
-            records = []
-        point = find_resume_point(records, flow)
+    if options.resuming:
+        done = plan_resume(system, flow, options, hooks)
+        point = done.point
+        result.start_step, result.nothing_to_resume = point.start_step, point.complete
         if point.complete:
-            result.nothing_to_resume = True
-            result.start_step = point.start_step
             return result
-        if point.record is not None:
-            _check_tree(system, point, flow, restore, result)
-            result.resumed_from = point.record.checkpoint_id
-        elif restore:
-            hooks.say(f"rrstore: no earlier run of the {lane} lane to restore: running from step 1")
-        result.start_step, result.skipped = point.start_step, point.skipped
+        result.skipped, result.reasons = point.skipped, point.reasons
+        result.resumed_from = point.base.checkpoint_id if point.base is not None else None
+        result.changes, result.restore_undo_id = done.changes, done.restore_undo_id
+        result.restore_removed = done.restore_removed
     for number in range(result.start_step, len(flow.steps) + 1):
         step = flow.steps[number - 1]
         hooks.say(f"rrstore: == step {number}/{len(flow.steps)} ({lane}): {step.name}: {step.command}")
