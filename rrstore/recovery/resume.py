@@ -204,7 +204,7 @@ def _settle_tree(system: RollbackRecoverySystem, flow: Workflow, options: Resume
     manager = system.checkpoint_manager
     snap = manager.snapshot(store=False)
     if snap.root_oid == base.state_hash:
-        hooks.say(f"rrstore: the working tree is as {_base_label(flow, base)} left it")
+        hooks.say(f"rrstore: no change since {_base_label(flow, base)}")
         return snap.entries
     with manager.explain_damage():
         done.changes = diff(flatten(manager.store.objects, base.state_hash), snap.entries)
