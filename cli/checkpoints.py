@@ -94,6 +94,9 @@ def show(checkpoint_id: str) -> int:
     for key in ("checkpoint_id", "lane", "step_number", "step_name", "timestamp", "added", "state_hash",
                 "git_commit", "git_branch", "git_dirty", "success", "error_message", "kind"):
         click.echo(f"{key}: {doc[key]}")
+    for key in ("git_operation", "git_merge_head"):  # only while git waited for the user
+        if doc.get(key):
+            click.echo(f"{key}: {doc[key]}")
     if record.future_dated:
         click.echo("future_dated: True")
         _warn_future(record)

@@ -81,6 +81,31 @@ def operation_in_progress(work_tree: Path) -> tuple[str | None, str | None]:
     return operation, merge_head
 
 
+# How to finish and how to abort each waiting operation, as git's own hints say.
+OPERATION_ADVICE = {
+    "merge": ("git commit", "git merge --abort"),
+    "rebase": ("git rebase --continue", "git rebase --abort"),
+    "cherry-pick": ("git cherry-pick --continue", "git cherry-pick --abort"),
+    "revert": ("git revert --continue", "git revert --abort"),
+    "bisect": ("git bisect reset", "git bisect reset"),
+}
+
+
+def describe_operation(operation: str, merge_head: str | None) -> str:
+    """One sentence naming the waiting ``operation`` and how to finish or abort it, for people."""
+    article = "an" if operation[0] in "aeiou" else "a"
+    head = f" (MERGE_HEAD {merge_head[:7]})" if merge_head and operation == "merge" else ""
+    finish, abort = OPERATION_ADVICE.get(operation, ("git status", "git status"))
+    if finish == abort:
+        return f"{article} {operation} is in progress{head}: end it with {finish}"
+    return f"{article} {operation} is in progress{head}: finish with {finish} or abort with {abort}"
+
+
+def unmerged_paths(work_tree: Path) -> list[str]:
+    """Paths git's index holds unmerged (a conflict not yet resolved and added), each once."""
+    return _split_z(_finish(_start(work_tree, "diff", "--name-only", "--diff-filter=U", "-z"), work_tree))
+
+
 def _split_z(raw: bytes) -> list[str]:
     return [os.fsdecode(item) for item in raw.split(b"\0") if item]
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -154,3 +156,138 @@ def test_cli_validate(repo: Path, cli: Cli) -> None:
 
     missing = cli("validate", "--checkpoint", "nope", cwd=repo)
     assert missing.returncode == 10 and len(missing.stderr.splitlines()) == 1  # no store yet
+
+
+# the project's environment (issue 9): the dependency check asks the interpreter the project runs ------------
+
+
+@pytest.fixture(autouse=True)
+def _the_tests_interpreter_is_active(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The projects above run in the tests' own interpreter: said as an activated venv says it
+    (VIRTUAL_ENV), so their dependency check does not hang on whichever python3 PATH holds."""
+    if sys.prefix != sys.base_prefix:
+        monkeypatch.setenv("VIRTUAL_ENV", sys.prefix)
+    else:
+        monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+
+
+def make_venv(where: Path, *installed: str) -> Path:
+    """A real venv (no pip: fast) in which each of ``installed`` is "installed": its dist-info, as pip leaves it."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True, capture_output=True)
+    site = where / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    assert site.is_dir()
+    for name in installed:
+        info = site / f"{name.replace('-', '_')}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    return where
+
+
+def declare(repo: Path, *deps: str) -> None:
+    listed = ", ".join(json.dumps(d) for d in deps)
+    (repo / "pyproject.toml").write_text(f'[project]\nname = "demo"\nversion = "1"\ndependencies = [{listed}]\n')
+
+
+def dependency_check(root: Path):  # type: ignore[no-untyped-def]
+    return next(c for c in RollbackRecoverySystem(root=root).validate().checks if c.name == "dependencies installed")
+
+
+ONLY_IN_VENV = "rrstore-test-only-in-the-venv"
+
+
+@pytest.mark.parametrize("folder", [".venv", "venv"])
+def test_a_dependency_only_in_the_projects_venv_passes(repo: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       folder: str) -> None:
+    monkeypatch.delenv("VIRTUAL_ENV")
+    make_venv(repo / folder, ONLY_IN_VENV)
+    declare(repo, f"{ONLY_IN_VENV}>=1")
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.version(ONLY_IN_VENV)  # rrstore's interpreter lacks it: this failed before
+
+    check = dependency_check(repo)
+
+    assert check.status == "pass", check.line
+    assert check.reason == f"checked {repo / folder / 'bin' / 'python'} (the project's {folder}): " \
+                           "1 from pyproject.toml resolve"
+
+
+def test_a_dependency_missing_from_the_projects_venv_fails_though_rrstore_has_it(
+        repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VIRTUAL_ENV")
+    make_venv(repo / ".venv")
+    declare(repo, "click>=8", f"{ONLY_IN_VENV}; python_version < '3'")  # the marker excludes the second
+    assert importlib.metadata.version("click")  # rrstore's own interpreter has it
+
+    check = dependency_check(repo)
+
+    assert check.status == "fail"
+    assert check.reason == f"checked {repo / '.venv' / 'bin' / 'python'} (the project's .venv): click is not installed"
+    assert check.details == ["click is not installed"]
+
+
+def test_an_active_virtual_env_wins_over_the_projects_venv(repo: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch, cli: Cli) -> None:
+    make_venv(repo / ".venv", ONLY_IN_VENV)
+    active = make_venv(tmp_path / "active")
+    declare(repo, ONLY_IN_VENV)
+    monkeypatch.setenv("VIRTUAL_ENV", str(active))
+
+    out = cli("validate", cwd=repo)
+
+    python = active / "bin" / "python"
+    assert out.returncode == 20
+    assert f"✗ dependencies installed: checked {python} (the active VIRTUAL_ENV): {ONLY_IN_VENV} is not installed" \
+        in out.stdout.splitlines()
+    monkeypatch.delenv("VIRTUAL_ENV")
+    assert dependency_check(repo).status == "pass"  # without it, the project's .venv is the one
+
+
+def test_the_configured_python_then_python3_on_path(repo: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VIRTUAL_ENV")
+    tools = make_venv(tmp_path / "tools", ONLY_IN_VENV)
+    declare(repo, ONLY_IN_VENV)
+    (repo / "rrstore.toml").write_text(f'[recovery]\npython = "{tools}/bin/python"\n')
+    check = dependency_check(repo)
+    assert check.status == "pass" and check.reason.startswith(
+        f"checked {tools}/bin/python (python in {repo / 'rrstore.toml'} [recovery]): ")
+
+    (repo / "rrstore.toml").write_text('[recovery]\npython = "no-such-python-rrstore"\n')
+    missing = dependency_check(repo)
+    assert missing.status == "fail" and missing.reason.startswith("'no-such-python-rrstore' (python in ")
+    assert missing.reason.endswith(") is not on PATH")
+    (repo / "rrstore.toml").write_text("[recovery]\npython = 3\n")
+    config = next(c for c in RollbackRecoverySystem(root=repo).validate().checks if c.name == "configuration valid")
+    assert config.status == "fail" and "python must be a non-empty string" in config.reason
+
+    os.unlink(repo / "rrstore.toml")
+    (repo / "venv" / "bin").mkdir(parents=True)  # a folder named venv without a pyvenv.cfg is not one
+    os.symlink(sys.executable, repo / "venv" / "bin" / "python")
+    bare = make_venv(tmp_path / "bare")
+    monkeypatch.setenv("PATH", f"{bare / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    fallback = dependency_check(repo)
+    assert fallback.status == "fail"
+    assert fallback.reason == f"checked {bare / 'bin' / 'python3'} (python3 on PATH): {ONLY_IN_VENV} is not installed"
+
+
+@pytest.mark.parametrize("broken", ["missing", "crashes", "not-python"])
+def test_a_broken_interpreter_is_one_clear_failing_check(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         cli: Cli, broken: str) -> None:
+    venv = tmp_path / "broken"
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    if broken != "missing":
+        says = "echo 'Fatal Python error: failed to get the Python codec' >&2; exit 1" if broken == "crashes" \
+            else "echo hello"
+        python.write_text(f"#!/bin/sh\n{says}\n")
+        python.chmod(0o755)
+    monkeypatch.setenv("VIRTUAL_ENV", str(venv))
+
+    out = cli("validate", "--json", cwd=repo)
+
+    assert out.returncode == 20 and "Traceback" not in out.stdout + out.stderr
+    checks = {c["name"]: c for c in json.loads(out.stdout)["checks"]}
+    why = {"missing": "No such file or directory", "crashes": "Fatal Python error: failed to get the Python codec",
+           "not-python": "it did not answer as a Python 3.8+ does"}[broken]
+    assert checks["dependencies installed"]["reason"] == f"cannot run {python} (the active VIRTUAL_ENV): {why}"
+    assert [name for name, c in checks.items() if not c["ok"]] == ["dependencies installed"]

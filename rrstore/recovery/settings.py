@@ -30,6 +30,9 @@ class RecoverySettings:
     retries: int = DEFAULT_RETRIES
     backoff: float = DEFAULT_BACKOFF
     plans: PlanTable = field(default_factory=build_table)
+    # The interpreter validate checks dependencies in when no venv is active or in the project
+    # (a path, relative to the root, or a command on PATH); None: python3 on PATH.
+    python: str | None = None
     source: str = "defaults"
 
 
@@ -42,7 +45,7 @@ def _strings(value: object, key: str, where: str) -> tuple[str, ...]:
 def load_recovery_settings(root: Path) -> RecoverySettings:
     """The project's recovery settings (defaults where it sets nothing)."""
     section, where = load_section(root, "recovery")
-    known = {"critical_files", "cache_patterns", "retries", "backoff", "plans"}
+    known = {"critical_files", "cache_patterns", "retries", "backoff", "plans", "python"}
     unknown = set(section) - known
     if unknown:
         raise UsageError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))} "
@@ -55,6 +58,11 @@ def load_recovery_settings(root: Path) -> RecoverySettings:
     settings.retries = check_retries(section.get("retries", DEFAULT_RETRIES), where)
     settings.backoff = check_seconds(section.get("backoff", DEFAULT_BACKOFF), "backoff", where)
     settings.plans = build_table(section.get("plans"), where)
+    if "python" in section:
+        python = section["python"]
+        if not isinstance(python, str) or not python.strip():
+            raise UsageError(f"{where}: python must be a non-empty string (a path or a command on PATH)")
+        settings.python = python
     return settings
 
 
