@@ -9,16 +9,19 @@ from pathlib import Path
 
 import pytest
 import recovery_seed as seed
+from conftest import git
 
 from rrstore import FailureType, Lane, RecoveryStrategy, RollbackRecoverySystem
 from rrstore.errors import UsageError
 from rrstore.recovery.planner import PLACEHOLDER, RecoveryAction, RecoveryPlanner
-from rrstore.recovery.plans import GATES, MARKDOWN
+from rrstore.recovery.plans import GATES
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 RESTORE = "rrstore restore --checkpoint-id <checkpoint-id>"
 LANE_NAMES = [lane.value for lane in Lane]
+DOCS_CHECK = "mdl docs/*.md"  # what the seed's docs lane runs; declared by the project below
+KEEP = "-e rrstore.toml -e .rrstoreignore -e .checkpoints"
 
 # The seed's command column where it is words (or a script of the seed's own), and what rrstore runs instead.
 WORDS = {
@@ -33,6 +36,11 @@ WORDS = {
     "`rollback_recovery.py restore`": RESTORE,
     # rrstore's cleanup removes every cache the seed's example lists, and never a tracked file
     "`rm -rf __pycache__`": "rrstore cleanup",
+    # the seed's destructive commands: first name what would go (sparing rrstore's config and store),
+    # or keep it in a checkpoint that is never suggested as a good state
+    "`git clean -fd`": f"git clean -n -d {KEEP}",
+    "`git reset --hard`": "rrstore checkpoint --lane standard --step-number 0 --step-name before-reset "
+                          "--status failed && git reset --hard",
 }
 
 # How the docs and heavy lanes differ from the seed's (standard-lane) rows: (failure, lane, step) -> fields.
@@ -40,16 +48,31 @@ ADAPTED: dict[tuple[str, str, int], dict[str, object]] = {
     ("timeout", "docs", 3): {"command": "rrstore workflow --lane standard", "time_s": 900},
     ("timeout", "heavy", 3): {"action": "Split the step or raise its timeout", "command": None, "time_s": None,
                               "strategy": RecoveryStrategy.MANUAL},
-    ("quality_gate", "docs", 1): {"command": MARKDOWN},
-    ("quality_gate", "docs", 2): {"action": "Fix markdown issues", "command": None,
+    ("quality_gate", "docs", 1): {"command": DOCS_CHECK},
+    ("quality_gate", "docs", 2): {"action": "Fix documentation issues", "command": None,
                                   "strategy": RecoveryStrategy.MANUAL},
-    ("quality_gate", "docs", 3): {"command": MARKDOWN},
+    ("quality_gate", "docs", 3): {"command": DOCS_CHECK},
     ("resource_exhaustion", "docs", 4): {"action": "Free disk space or memory", "command": "df -h; free -h",
                                          "strategy": RecoveryStrategy.MANUAL},
     ("resource_exhaustion", "heavy", 4): {"command": "rrstore workflow --lane standard"},
 }
-# Rows only some lanes have (the docs lane checks markdown), and where they sit in the plan.
+# Rows only some lanes have (the docs lane checks the docs), and where they sit in the plan.
 EXTRA = {("test_failure", "docs"): {1: "Check documentation"}}
+WORKFLOWS = "".join(f'[workflow.{lane}]\nsteps = [{{ name = "check", command = "true" }}]\n' for lane in LANE_NAMES)
+
+
+@pytest.fixture
+def full_project(git_project: Path) -> Path:
+    """A git repository with an origin, a workflow in every lane and a declared docs check: every seed command runs."""
+    git(git_project, "remote", "add", "origin", "https://example.invalid/demo.git")
+    (git_project / "rrstore.toml").write_text(f'[recovery]\ndocs_check = "{DOCS_CHECK}"\n\n{WORKFLOWS}')
+    return git_project
+
+
+def planner_for(root: Path | None) -> RecoveryPlanner:
+    if root is None:
+        return RecoveryPlanner()
+    return RollbackRecoverySystem(root=root).recovery_planner
 
 
 def seed_rows_of(actions: list[RecoveryAction], failure: str, lane: str) -> list[RecoveryAction]:
@@ -60,9 +83,9 @@ def seed_rows_of(actions: list[RecoveryAction], failure: str, lane: str) -> list
 
 @pytest.mark.parametrize("lane", LANE_NAMES)
 @pytest.mark.parametrize("failure", sorted(seed.TITLES.values()))
-def test_every_failure_and_lane_follows_the_seed_table(failure: str, lane: str) -> None:
+def test_every_failure_and_lane_follows_the_seed_table(failure: str, lane: str, full_project: Path) -> None:
     table = seed.plan_tables()[failure]
-    plan = RecoveryPlanner().get_recovery_plan(FailureType(failure), lane=lane)
+    plan = planner_for(full_project).get_recovery_plan(FailureType(failure), lane=lane)
 
     assert plan.failure_type is FailureType(failure) and plan.lane is Lane(lane)
     assert [a.step for a in plan] == list(range(1, len(plan) + 1))
@@ -75,7 +98,8 @@ def test_every_failure_and_lane_follows_the_seed_table(failure: str, lane: str) 
         }
         expected.update(ADAPTED.get((failure, lane, theirs.step), {}))
         if isinstance(expected["command"], str):
-            expected["command"] = expected["command"].replace("--lane standard --resume", f"--lane {lane} --resume")
+            expected["command"] = (expected["command"].replace("--lane standard --resume", f"--lane {lane} --resume")
+                                   .replace("checkpoint --lane standard", f"checkpoint --lane {lane}"))
         got = {"action": ours.action, "time_s": ours.time_s, "command": ours.command}
         assert got == {k: expected[k] for k in got}, (failure, lane, theirs.step)
         if "strategy" in expected:
@@ -84,7 +108,7 @@ def test_every_failure_and_lane_follows_the_seed_table(failure: str, lane: str) 
 
 
 def test_the_standard_lane_is_the_seed_table_itself() -> None:
-    planner = RecoveryPlanner()
+    planner = RecoveryPlanner()  # no project: the rows stay, whatever their commands
     for failure, table in seed.plan_tables().items():
         plan = planner.get_recovery_plan(failure, "standard")
         assert [(a.step, a.action, a.time) for a in plan] == [(s.step, s.action, s.time) for s in table]
@@ -108,7 +132,7 @@ def test_lane_notes_suggest_the_next_lane() -> None:
     assert "lighter lane: docs" in " ".join(planner.get_recovery_plan("resource_exhaustion", "standard").notes)
     assert "lighter lane: standard" in " ".join(planner.get_recovery_plan("resource_exhaustion", "heavy").notes)
     for failure in ("test_failure", "quality_gate", "unknown"):
-        assert MARKDOWN in " ".join(planner.get_recovery_plan(failure, "docs").notes)
+        assert "documentation" in " ".join(planner.get_recovery_plan(failure, "docs").notes)
 
 
 def test_strategies_and_lanes_carry_the_seeds_words() -> None:

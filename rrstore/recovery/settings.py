@@ -30,6 +30,7 @@ class RecoverySettings:
     retries: int = DEFAULT_RETRIES
     backoff: float = DEFAULT_BACKOFF
     plans: PlanTable = field(default_factory=build_table)
+    docs_check: str | None = None  # the command that checks the docs; None: chosen from the docs present
     source: str = "defaults"
 
 
@@ -42,7 +43,7 @@ def _strings(value: object, key: str, where: str) -> tuple[str, ...]:
 def load_recovery_settings(root: Path) -> RecoverySettings:
     """The project's recovery settings (defaults where it sets nothing)."""
     section, where = load_section(root, "recovery")
-    known = {"critical_files", "cache_patterns", "retries", "backoff", "plans"}
+    known = {"critical_files", "cache_patterns", "retries", "backoff", "plans", "docs_check"}
     unknown = set(section) - known
     if unknown:
         raise UsageError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))} "
@@ -55,6 +56,11 @@ def load_recovery_settings(root: Path) -> RecoverySettings:
     settings.retries = check_retries(section.get("retries", DEFAULT_RETRIES), where)
     settings.backoff = check_seconds(section.get("backoff", DEFAULT_BACKOFF), "backoff", where)
     settings.plans = build_table(section.get("plans"), where)
+    if "docs_check" in section:
+        value = section["docs_check"]
+        if not isinstance(value, str) or not value.strip():
+            raise UsageError(f"{where}: docs_check must be a non-empty string (the command that checks the docs)")
+        settings.docs_check = value.strip()
     return settings
 
 
