@@ -435,6 +435,8 @@ def test_the_cleanup_suggestion_names_what_it_deletes_and_spares_rrstore(git_pro
     assert made.returncode == 0, made.stderr
     step = RollbackRecoverySystem(root=git_project).plan("resource_exhaustion", "standard")[0]
     assert step.command == f"git clean -n -d {KEEP}"
+    (git_project / ".checkpoints" / ".gitignore").unlink()  # a store git does not ignore (an older one)
+    assert "?? .checkpoints/" in git(git_project, "status", "--porcelain")
 
     listed = subprocess.run(step.command, shell=True, cwd=git_project, capture_output=True, text=True, check=True)
     assert sorted(listed.stdout.splitlines()) == ["Would remove notes.txt", "Would remove scratch/"]
@@ -574,3 +576,11 @@ def test_rrstore_run_does_not_retry_a_certificate_failure(project: Path, cli: Cl
     again = cli("run", "--lane", "standard", "--step-number", "2", "--step-name", "npm", "--retries", "1",
                 "--backoff", "0", "--json", "--", stalled, cwd=project)
     assert again.returncode == 1 and len(json.loads(again.stdout)["attempts"]) == 2  # transient: retried
+
+
+def test_git_clean_spares_the_store_where_it_really_is(git_project: Path, tmp_path: Path) -> None:
+    def clean(store: Path) -> str | None:
+        return RecoveryPlanner(root=git_project, store=store).get_recovery_plan("resource_exhaustion")[0].command
+
+    assert clean(git_project / "ci" / "store") == "git clean -n -d -e rrstore.toml -e .rrstoreignore -e ci/store"
+    assert clean(tmp_path / "elsewhere") == "git clean -n -d -e rrstore.toml -e .rrstoreignore"  # out of reach

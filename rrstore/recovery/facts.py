@@ -197,9 +197,11 @@ class ProjectFacts:
         store = ".checkpoints"
         if self.root is not None and self.store is not None:
             try:
-                store = self.store.relative_to(self.root).as_posix()
+                store = self.store.resolve().relative_to(self.root.resolve()).as_posix()
             except ValueError:
                 store = ""  # outside the project: git clean cannot reach it
+            except OSError:
+                store = self.store.name
         if store and store != ".":
             patterns.append(store)
         return " ".join(f"-e {shlex.quote(p)}" for p in patterns)
