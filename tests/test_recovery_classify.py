@@ -59,6 +59,7 @@ EXPECTED = {
     "npm_etimedout": (FailureType.NETWORK_ERROR, "npm error code ETIMEDOUT"),
     "curl_http_503": (FailureType.NETWORK_ERROR, "curl: (22) The requested URL returned error: 503"),
     "python_http_503": (FailureType.NETWORK_ERROR, "urllib.error.HTTPError: HTTP Error 503: Service Unavailable"),
+    "npm_http_503": (FailureType.NETWORK_ERROR, "npm error code E503"),
     "curl_http_429": (FailureType.NETWORK_ERROR, "curl: (22) The requested URL returned error: 429"),
     "python_http_429": (FailureType.NETWORK_ERROR, "urllib.error.HTTPError: HTTP Error 429: Too Many Requests"),
     "python_tls_self_signed": (FailureType.NETWORK_ERROR, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),
@@ -105,6 +106,9 @@ def test_certificates_and_missing_modules_are_not_retried_transient_failures_are
     missing = classify(log("python_module_not_found"), 1)
     assert missing.rule == "missing module (a dependency to install)" and missing.strategy is RecoveryStrategy.MANUAL
     assert missing.advice and "rrstore validate" in missing.advice
+    # pycodestyle's E502 is a finding, not an HTTP status (npm's 'code E503' is one: npm_http_503)
+    assert classify("pkg/m.py:3:9: E502 the backslash is redundant between brackets\n", 1).failure_type \
+        is FailureType.QUALITY_GATE
     # a timeout of the step itself (not a socket's) stays a timeout
     assert classify("TimeoutError: step took longer than 30 s\n", 1).failure_type is FailureType.TIMEOUT
 

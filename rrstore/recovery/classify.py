@@ -88,7 +88,7 @@ RULES: tuple[Rule, ...] = (
         r"\bETIMEDOUT\b", r"\bESOCKETTIMEDOUT\b", r"network timeout at:",
         r"HTTP Error (429|50[234])\b", r"returned error: (429|50[234])\b",
         r"\b(429|50[234]) (Client Error|Server Error|Too Many Requests|Service Unavailable|Bad Gateway|"
-        r"Gateway Time-?out)\b", r"too many (429|50[234]) error responses", r"\bE(429|50[234])\b")),
+        r"Gateway Time-?out)\b", r"too many (429|50[234]) error responses", r"\bcode E(429|50[234])\b")),
     Rule(FailureType.NETWORK_ERROR, "connection or name resolution failure", _p(
         r"Could not resolve host", r"Temporary failure in name resolution", r"Name or service not known",
         r"nodename nor servname provided", r"[Nn]o address associated with hostname", r"getaddrinfo failed",
