@@ -59,7 +59,7 @@ EXPECTED = {
     "npm_etimedout": (FailureType.NETWORK_ERROR, "npm error code ETIMEDOUT"),
     "curl_http_503": (FailureType.NETWORK_ERROR, "curl: (22) The requested URL returned error: 503"),
     "python_http_503": (FailureType.NETWORK_ERROR, "urllib.error.HTTPError: HTTP Error 503: Service Unavailable"),
-    "npm_http_503": (FailureType.NETWORK_ERROR, "npm error code E503"),
+    "npm_http_503": (FailureType.NETWORK_ERROR, "npm error 503 Service Unavailable - GET http://127.0.0.1:8771"),
     "curl_http_429": (FailureType.NETWORK_ERROR, "curl: (22) The requested URL returned error: 429"),
     "python_http_429": (FailureType.NETWORK_ERROR, "urllib.error.HTTPError: HTTP Error 429: Too Many Requests"),
     "python_tls_self_signed": (FailureType.NETWORK_ERROR, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),
