@@ -428,12 +428,14 @@ class RollbackRecoverySystem:
         """The seed's ``system.recovery_planner.get_recovery_plan(FailureType.X, lane=...)``.
 
         Plans come from the project's configuration; restore commands name the
-        newest successful step checkpoint of the lane (none without a store).
+        newest successful step checkpoint of the lane (none without a store);
+        every command is checked against this project (root, store).
         """
         from .recovery.planner import RecoveryPlanner
         from .recovery.settings import load_recovery_settings
 
-        return RecoveryPlanner(load_recovery_settings(self.root).plans, self._newest_success)
+        settings = load_recovery_settings(self.root)
+        return RecoveryPlanner(settings.plans, self._newest_success, self.root, self.store_path, settings.docs_check)
 
     def _newest_success(self, lane: str) -> str | None:
         try:

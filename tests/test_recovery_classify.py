@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rrstore import FailureType, RollbackRecoverySystem
+from rrstore import FailureType, RecoveryStrategy, RollbackRecoverySystem
 from rrstore.recovery.classify import classify, evidence_lines
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -50,7 +50,27 @@ EXPECTED = {
     "dd_no_space": (FailureType.RESOURCE_EXHAUSTION, "dd: error writing 'big': No space left on device"),
     "python_no_space": (FailureType.RESOURCE_EXHAUSTION, "OSError: [Errno 28] No space left on device"),
     "git_no_space": (FailureType.RESOURCE_EXHAUSTION, "No space left on device"),
+    # capture_transient.sh: transient network failures, certificates, a missing module
+    "requests_read_timeout": (FailureType.NETWORK_ERROR, "ReadTimeoutError: HTTPConnectionPool(host='127.0.0.1', "
+                                                         "port=8770): Read timed out. (read timeout=1)"),
+    "pip_read_timeout": (FailureType.NETWORK_ERROR, "WARNING: Retrying (Retry(total=0"),
+    "python_socket_timeout": (FailureType.NETWORK_ERROR, "TimeoutError: timed out"),
+    "npm_network_timeout": (FailureType.NETWORK_ERROR, "npm error network timeout at: http://127.0.0.1:8770/left-pad"),
+    "npm_etimedout": (FailureType.NETWORK_ERROR, "npm error code ETIMEDOUT"),
+    "curl_http_503": (FailureType.NETWORK_ERROR, "curl: (22) The requested URL returned error: 503"),
+    "python_http_503": (FailureType.NETWORK_ERROR, "urllib.error.HTTPError: HTTP Error 503: Service Unavailable"),
+    "npm_http_503": (FailureType.NETWORK_ERROR, "npm error 503 Service Unavailable - GET http://127.0.0.1:8771"),
+    "curl_http_429": (FailureType.NETWORK_ERROR, "curl: (22) The requested URL returned error: 429"),
+    "python_http_429": (FailureType.NETWORK_ERROR, "urllib.error.HTTPError: HTTP Error 429: Too Many Requests"),
+    "python_tls_self_signed": (FailureType.NETWORK_ERROR, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),
+    "requests_tls_self_signed": (FailureType.NETWORK_ERROR, "[SSL: CERTIFICATE_VERIFY_FAILED]"),
+    "curl_tls_self_signed": (FailureType.NETWORK_ERROR, "curl: (60) SSL certificate problem: self-signed certificate"),
+    "pip_tls_self_signed": (FailureType.NETWORK_ERROR, "There was a problem confirming the ssl certificate"),
+    "python_module_not_found": (FailureType.TEST_FAILURE, "ModuleNotFoundError: No module named 'nope'"),
 }
+CERTIFICATES = {name for name in EXPECTED if "_tls_" in name}
+TRANSIENT = {name for name, (kind, _) in EXPECTED.items()
+             if kind is FailureType.NETWORK_ERROR and name not in CERTIFICATES}
 
 
 def log(name: str) -> str:
@@ -73,6 +93,24 @@ def test_real_tool_output_is_classified_with_its_evidence(name: str) -> None:
     if found.line is not None:  # the evidence is that line of the log, verbatim
         assert log(name).splitlines()[found.line - 1].strip(" _=!") == found.evidence
     assert found.exit_code == STATUS[name]
+
+
+def test_certificates_and_missing_modules_are_not_retried_transient_failures_are() -> None:
+    for name in CERTIFICATES:
+        found = classify(log(name), STATUS[name])
+        assert found.rule == "certificate verification failure" and found.strategy is RecoveryStrategy.MANUAL
+        assert found.advice and "retrying does not help" in found.advice
+    for name in TRANSIENT:
+        found = classify(log(name), STATUS[name])
+        assert found.strategy is None and found.advice is None, name  # the network plan: RETRY
+    missing = classify(log("python_module_not_found"), 1)
+    assert missing.rule == "missing module (a dependency to install)" and missing.strategy is RecoveryStrategy.MANUAL
+    assert missing.advice and "rrstore validate" in missing.advice
+    # pycodestyle's E502 is a finding, not an HTTP status (npm's 'code E503' is one: npm_http_503)
+    assert classify("pkg/m.py:3:9: E502 the backslash is redundant between brackets\n", 1).failure_type \
+        is FailureType.QUALITY_GATE
+    # a timeout of the step itself (not a socket's) stays a timeout
+    assert classify("TimeoutError: step took longer than 30 s\n", 1).failure_type is FailureType.TIMEOUT
 
 
 def test_exit_status_137_is_a_timeout_unless_memory_ran_out() -> None:

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import recovery_seed as seed
+from conftest import git
 
 from rrstore import FailureType, Lane, RecoveryStrategy, RollbackRecoverySystem
 from rrstore.errors import UsageError
 from rrstore.recovery.planner import PLACEHOLDER, RecoveryAction, RecoveryPlanner
-from rrstore.recovery.plans import GATES, MARKDOWN
+from rrstore.recovery.plans import GATES
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 RESTORE = "rrstore restore --checkpoint-id <checkpoint-id>"
 LANE_NAMES = [lane.value for lane in Lane]
+DOCS_CHECK = "mdl docs/*.md"  # what the seed's docs lane runs; declared by the project below
+KEEP = "-e rrstore.toml -e .rrstoreignore -e .checkpoints"
 
 # The seed's command column where it is words (or a script of the seed's own), and what rrstore runs instead.
 WORDS = {
@@ -33,6 +39,11 @@ WORDS = {
     "`rollback_recovery.py restore`": RESTORE,
     # rrstore's cleanup removes every cache the seed's example lists, and never a tracked file
     "`rm -rf __pycache__`": "rrstore cleanup",
+    # the seed's destructive commands: first name what would go (sparing rrstore's config and store),
+    # or keep it in a checkpoint that is never suggested as a good state
+    "`git clean -fd`": f"git clean -n -d {KEEP}",
+    "`git reset --hard`": "rrstore checkpoint --lane standard --step-number 0 --step-name before-reset "
+                          "--status failed && git reset --hard",
 }
 
 # How the docs and heavy lanes differ from the seed's (standard-lane) rows: (failure, lane, step) -> fields.
@@ -40,16 +51,31 @@ ADAPTED: dict[tuple[str, str, int], dict[str, object]] = {
     ("timeout", "docs", 3): {"command": "rrstore workflow --lane standard", "time_s": 900},
     ("timeout", "heavy", 3): {"action": "Split the step or raise its timeout", "command": None, "time_s": None,
                               "strategy": RecoveryStrategy.MANUAL},
-    ("quality_gate", "docs", 1): {"command": MARKDOWN},
-    ("quality_gate", "docs", 2): {"action": "Fix markdown issues", "command": None,
+    ("quality_gate", "docs", 1): {"command": DOCS_CHECK},
+    ("quality_gate", "docs", 2): {"action": "Fix documentation issues", "command": None,
                                   "strategy": RecoveryStrategy.MANUAL},
-    ("quality_gate", "docs", 3): {"command": MARKDOWN},
+    ("quality_gate", "docs", 3): {"command": DOCS_CHECK},
     ("resource_exhaustion", "docs", 4): {"action": "Free disk space or memory", "command": "df -h; free -h",
                                          "strategy": RecoveryStrategy.MANUAL},
     ("resource_exhaustion", "heavy", 4): {"command": "rrstore workflow --lane standard"},
 }
-# Rows only some lanes have (the docs lane checks markdown), and where they sit in the plan.
+# Rows only some lanes have (the docs lane checks the docs), and where they sit in the plan.
 EXTRA = {("test_failure", "docs"): {1: "Check documentation"}}
+WORKFLOWS = "".join(f'[workflow.{lane}]\nsteps = [{{ name = "check", command = "true" }}]\n' for lane in LANE_NAMES)
+
+
+@pytest.fixture
+def full_project(git_project: Path) -> Path:
+    """A git repository with an origin, a workflow in every lane and a declared docs check: every seed command runs."""
+    git(git_project, "remote", "add", "origin", "https://example.invalid/demo.git")
+    (git_project / "rrstore.toml").write_text(f'[recovery]\ndocs_check = "{DOCS_CHECK}"\n\n{WORKFLOWS}')
+    return git_project
+
+
+def planner_for(root: Path | None) -> RecoveryPlanner:
+    if root is None:
+        return RecoveryPlanner()
+    return RollbackRecoverySystem(root=root).recovery_planner
 
 
 def seed_rows_of(actions: list[RecoveryAction], failure: str, lane: str) -> list[RecoveryAction]:
@@ -60,9 +86,9 @@ def seed_rows_of(actions: list[RecoveryAction], failure: str, lane: str) -> list
 
 @pytest.mark.parametrize("lane", LANE_NAMES)
 @pytest.mark.parametrize("failure", sorted(seed.TITLES.values()))
-def test_every_failure_and_lane_follows_the_seed_table(failure: str, lane: str) -> None:
+def test_every_failure_and_lane_follows_the_seed_table(failure: str, lane: str, full_project: Path) -> None:
     table = seed.plan_tables()[failure]
-    plan = RecoveryPlanner().get_recovery_plan(FailureType(failure), lane=lane)
+    plan = planner_for(full_project).get_recovery_plan(FailureType(failure), lane=lane)
 
     assert plan.failure_type is FailureType(failure) and plan.lane is Lane(lane)
     assert [a.step for a in plan] == list(range(1, len(plan) + 1))
@@ -75,7 +101,8 @@ def test_every_failure_and_lane_follows_the_seed_table(failure: str, lane: str) 
         }
         expected.update(ADAPTED.get((failure, lane, theirs.step), {}))
         if isinstance(expected["command"], str):
-            expected["command"] = expected["command"].replace("--lane standard --resume", f"--lane {lane} --resume")
+            expected["command"] = (expected["command"].replace("--lane standard --resume", f"--lane {lane} --resume")
+                                   .replace("checkpoint --lane standard", f"checkpoint --lane {lane}"))
         got = {"action": ours.action, "time_s": ours.time_s, "command": ours.command}
         assert got == {k: expected[k] for k in got}, (failure, lane, theirs.step)
         if "strategy" in expected:
@@ -84,7 +111,7 @@ def test_every_failure_and_lane_follows_the_seed_table(failure: str, lane: str) 
 
 
 def test_the_standard_lane_is_the_seed_table_itself() -> None:
-    planner = RecoveryPlanner()
+    planner = RecoveryPlanner()  # no project: the rows stay, whatever their commands
     for failure, table in seed.plan_tables().items():
         plan = planner.get_recovery_plan(failure, "standard")
         assert [(a.step, a.action, a.time) for a in plan] == [(s.step, s.action, s.time) for s in table]
@@ -108,7 +135,7 @@ def test_lane_notes_suggest_the_next_lane() -> None:
     assert "lighter lane: docs" in " ".join(planner.get_recovery_plan("resource_exhaustion", "standard").notes)
     assert "lighter lane: standard" in " ".join(planner.get_recovery_plan("resource_exhaustion", "heavy").notes)
     for failure in ("test_failure", "quality_gate", "unknown"):
-        assert MARKDOWN in " ".join(planner.get_recovery_plan(failure, "docs").notes)
+        assert "documentation" in " ".join(planner.get_recovery_plan(failure, "docs").notes)
 
 
 def test_strategies_and_lanes_carry_the_seeds_words() -> None:
@@ -227,3 +254,333 @@ def test_cli_plan_text_json_and_errors(project: Path, cli: Cli) -> None:
     wrong = cli("plan", "--failure-type", "flaky", cwd=project)
     assert wrong.returncode == 2 and wrong.stdout == ""
     assert len(wrong.stderr.splitlines()) == 1 and wrong.stderr.startswith("rrstore: error: ")
+
+
+# --- every command of every plan can run in the project it is for -------------------------------
+
+SAFE_TOOLS = {"free", "df", "ping", "nc", "sleep", "pytest", "ruff", "mypy", "bandit"}
+DOC_TOOLS = {"mdl": ".md", "markdownlint-cli2": ".md", "markdownlint": ".md", "pymarkdown": ".md",
+             "rst2html": ".rst", "rst2html.py": ".rst", "python": ".rst", "sphinx-build": "conf.py"}
+# git verbs that change nothing (or finish what the user started); those that discard work (last column)
+# are allowed only after an 'rrstore checkpoint' in the same command, which keeps that work
+GIT_SAFE = {("status",), ("log",), ("fetch",), ("commit", "--no-edit"), ("rebase", "--continue"),
+            ("cherry-pick", "--continue"), ("revert", "--continue"), ("bisect", "reset")}
+GIT_AFTER_CHECKPOINT = {("reset", "--hard"), ("merge", "--abort"), ("rebase", "--abort"),
+                        ("cherry-pick", "--abort"), ("revert", "--abort")}
+
+
+def parse_rrstore(words: list[str]) -> None:
+    """Click parses the suggestion as 'rrstore' would (a bad option or value raises, exit 2)."""
+    import click
+    from rrstore.cli.main import cli
+
+    with click.Context(cli, info_name="rrstore") as ctx:
+        command = cli.get_command(ctx, words[0])
+        assert command is not None, words
+        command.make_context(words[0], list(words[1:]), parent=ctx).close()
+
+
+def check_command(command: str, root: Path | None, workflows: set[str]) -> None:
+    parts = [p.strip() for p in command.replace("&&", ";").split(";")]
+    for number, part in enumerate(parts):
+        words = shlex.split(part)
+        tool = words[0]
+        if tool == "rrstore":
+            parse_rrstore(words[1:])
+            if words[1] == "workflow":
+                assert words[words.index("--lane") + 1] in workflows, command
+        elif tool == "git":
+            verb = tuple(words[1:3])
+            if words[1] == "clean":
+                assert "-n" in words and not {"-f", "--force"} & set(words), command
+                assert {"rrstore.toml", ".checkpoints"} <= set(words), command
+            elif verb in GIT_AFTER_CHECKPOINT:
+                assert number > 0 and parts[number - 1].startswith("rrstore checkpoint "), command
+                assert "--status failed" in parts[number - 1], "a kept state is never suggested as a good one"
+            else:
+                assert verb in GIT_SAFE or verb[:1] in GIT_SAFE, command
+            assert root is None or (root / ".git").exists(), command
+        elif tool in DOC_TOOLS or tool.endswith(tuple(f"/{t}" for t in DOC_TOOLS)):
+            kind = DOC_TOOLS[tool.rsplit("/", 1)[-1]]
+            assert root is not None, command
+            if kind == "conf.py":
+                assert (root / words[4] / "conf.py").is_file(), command
+            else:  # the files it is given are this project's, of the kind it checks
+                targets = [w for w in words[1:] if not w.startswith("-") and w not in ("scan", "/dev/null", "docutils")]
+                assert targets and all((root / t).exists() for t in targets), command
+                assert any(root.rglob(f"*{kind}")), command
+        else:
+            assert tool in SAFE_TOOLS, command
+
+
+def _projects(tmp_path: Path) -> dict[str, tuple[Path | None, set[str]]]:
+    """Projects of every kind a plan must fit: (root, lanes with a workflow)."""
+    def repo(name: str) -> Path:
+        root = tmp_path / name
+        root.mkdir()
+        git(root, "init", "-q", "-b", "main")
+        return root
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    bare_git = repo("git")
+    rst = repo("rst")
+    (rst / "docs").mkdir()
+    (rst / "docs" / "index.rst").write_text("Index\n=====\n")
+    (rst / "rrstore.toml").write_text('[workflow.heavy]\nsteps = [{ name = "t", command = "true" }]\n')
+    sphinx = repo("sphinx")
+    (sphinx / "doc" / "source").mkdir(parents=True)
+    (sphinx / "doc" / "source" / "conf.py").write_text("project = 'demo'\n")
+    (sphinx / "doc" / "source" / "index.rst").write_text("Index\n=====\n")
+    markdown = repo("markdown")
+    (markdown / "README.md").write_text("# demo\n")
+    (markdown / "rrstore.toml").write_text("[workflow.standard]\nsteps = 3\n")  # broken: no workflow offered
+    linted = repo("linted")
+    (linted / "docs").mkdir()
+    (linted / "docs" / "guide.md").write_text("# guide\n")
+    tool = linted / ".venv" / "bin" / "pymarkdown"
+    tool.parent.mkdir(parents=True)
+    tool.write_text("#!/bin/sh\nexit 0\n")
+    tool.chmod(0o755)
+    git(linted, "remote", "add", "upstream", "https://example.invalid/x.git")
+    (linted / "rrstore.toml").write_text(WORKFLOWS)
+    return {"no project": (None, set()), "plain directory": (plain, set()), "git, nothing declared": (bare_git, set()),
+            "rst docs, heavy workflow": (rst, {"heavy"}), "sphinx": (sphinx, set()),
+            "markdown, broken workflow": (markdown, set()), "linted markdown, all workflows": (linted, set(LANE_NAMES))}
+
+
+def test_every_plan_command_exists_in_its_project_and_parses(tmp_path: Path) -> None:
+    for kind, (root, workflows) in _projects(tmp_path).items():
+        planner = planner_for(root)
+        for failure in FailureType:
+            for lane in Lane:
+                plan = planner.get_recovery_plan(failure, lane)
+                for action in plan:
+                    assert action.command or action.detail, (kind, failure, lane, action)
+                    if action.command:
+                        check_command(action.command, root, workflows)
+
+
+def test_workflow_commands_only_for_declared_lanes(tmp_path: Path) -> None:
+    projects = _projects(tmp_path)
+    undeclared = planner_for(projects["git, nothing declared"][0]).get_recovery_plan("timeout", "standard")
+    assert undeclared[2].command is None and "rrstore workflow" not in str(undeclared.to_json())
+    assert undeclared[2].detail == ("Retry with HEAVY: re-run the step with the heavy lane's limit "
+                                    "('rrstore run --lane heavy --timeout 1200 ...'): no [workflow.heavy] declared")
+    network = planner_for(projects["markdown, broken workflow"][0]).get_recovery_plan("network_error", "standard")
+    assert [a.command for a in network][1:] == ["sleep 60", RESTORE]
+    assert network[1].detail == "Wait 60s, then re-run the failed step: no [workflow.standard] declared"
+    heavy = planner_for(projects["rst docs, heavy workflow"][0])
+    assert heavy.get_recovery_plan("timeout", "standard")[2].command == "rrstore workflow --lane heavy"
+    assert heavy.get_recovery_plan("timeout", "docs")[2].command is None  # no [workflow.standard] there
+
+
+def test_the_docs_check_follows_the_docs_present(tmp_path: Path) -> None:
+    projects = _projects(tmp_path)
+
+    def docs(kind: str) -> RecoveryAction:
+        return planner_for(projects[kind][0]).get_recovery_plan("quality_gate", "docs")[0]
+
+    rst = docs("rst docs, heavy workflow").command or ""
+    # docutils' own front end where it is installed, else the module of the interpreter rrstore runs
+    assert rst.endswith(" --strict docs/index.rst /dev/null")
+    assert rst.split(" --strict")[0] in ("rst2html", "rst2html.py", "python -m docutils")
+    assert docs("sphinx").command == "sphinx-build -W -b dummy doc/source doc/_build/dummy"
+    assert docs("linted markdown, all workflows").command == ".venv/bin/pymarkdown scan docs"
+    unlinted = docs("markdown, broken workflow")
+    assert unlinted.command is None and "no Markdown linter is installed" in (unlinted.detail or "")
+    nothing = docs("git, nothing declared")
+    assert nothing.command is None and "no documentation here" in (nothing.detail or "")
+    assert docs("no project").command is None
+
+
+def test_the_rst_check_really_checks(tmp_path: Path) -> None:
+    root = _projects(tmp_path)["rst docs, heavy workflow"][0]
+    assert root is not None
+    command = planner_for(root).get_recovery_plan("test_failure", "docs")[0].command
+    assert command is not None
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    assert subprocess.run(command, shell=True, cwd=root, capture_output=True, env=env).returncode == 0
+    (root / "docs" / "index.rst").write_text("Index\n=====\n\nbroken *emphasis\n")
+    done = subprocess.run(command, shell=True, cwd=root, capture_output=True, text=True, env=env)
+    assert done.returncode != 0 and "Inline emphasis start-string without end-string" in done.stderr
+
+
+def test_a_declared_docs_check_wins_and_is_checked(project: Path) -> None:
+    (project / "docs").mkdir()
+    (project / "docs" / "a.md").write_text("# a\n")
+    (project / "rrstore.toml").write_text('[recovery]\ndocs_check = "make -C docs lint"\n')
+    assert RollbackRecoverySystem(root=project).plan("unknown", "docs")[2].command == "make -C docs lint"
+    (project / "rrstore.toml").write_text("[recovery]\ndocs_check = 3\n")
+    with pytest.raises(UsageError, match="docs_check must be a non-empty string"):
+        RollbackRecoverySystem(root=project).plan("unknown", "docs")
+
+
+def test_git_fetch_names_a_configured_remote_only(git_project: Path) -> None:
+    system = RollbackRecoverySystem(root=git_project)
+    fetch = system.plan("git_error")[1]
+    assert fetch.command is None and fetch.detail == "no git remote is configured"
+    git(git_project, "remote", "add", "upstream", "https://example.invalid/x.git")
+    assert system.plan("git_error")[1].command == "git fetch upstream"
+    git(git_project, "remote", "add", "origin", "https://example.invalid/y.git")
+    assert system.plan("git_error")[1].command == "git fetch origin"
+
+
+def test_the_cleanup_suggestion_names_what_it_deletes_and_spares_rrstore(git_project: Path, cli: Cli) -> None:
+    (git_project / "rrstore.toml").write_text("[recovery]\nretries = 1\n")  # untracked, as in the issue
+    (git_project / "scratch").mkdir()
+    (git_project / "scratch" / "tmp.bin").write_bytes(b"junk")
+    (git_project / "notes.txt").write_text("mine\n")
+    made = cli("checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "s", cwd=git_project)
+    assert made.returncode == 0, made.stderr
+    step = RollbackRecoverySystem(root=git_project).plan("resource_exhaustion", "standard")[0]
+    assert step.command == f"git clean -n -d {KEEP}"
+    (git_project / ".checkpoints" / ".gitignore").unlink()  # a store git does not ignore (an older one)
+    assert "?? .checkpoints/" in git(git_project, "status", "--porcelain")
+
+    listed = subprocess.run(step.command, shell=True, cwd=git_project, capture_output=True, text=True, check=True)
+    assert sorted(listed.stdout.splitlines()) == ["Would remove notes.txt", "Would remove scratch/"]
+    forced = step.command.replace(" -n ", " -f ")
+    assert forced in (step.detail or "")  # the detail names the deleting form
+    subprocess.run(forced, shell=True, cwd=git_project, capture_output=True, check=True)
+    assert not (git_project / "notes.txt").exists() and not (git_project / "scratch").exists()
+    assert (git_project / "rrstore.toml").read_text() == "[recovery]\nretries = 1\n"
+    after = cli("list", "--json", cwd=git_project)
+    assert after.returncode == 0 and len(json.loads(after.stdout)) == 1  # the store is intact
+    # and what went is in the checkpoint taken before
+    assert cli("restore", "latest", cwd=git_project).returncode == 0
+    assert (git_project / "notes.txt").read_text() == "mine\n"
+
+
+def test_outside_git_the_cleanup_suggestion_is_rrstores_dry_run(project: Path, cli: Cli) -> None:
+    plan = RollbackRecoverySystem(root=project).plan("resource_exhaustion", "standard")
+    assert [a.command for a in plan][:2] == ["rrstore cleanup --dry-run", "rrstore cleanup"]
+    (project / "__pycache__").mkdir()
+    (project / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"\0")
+    dry = cli(*shlex.split(plan[0].command or "")[1:], cwd=project)
+    assert dry.returncode == 0 and "__pycache__" in dry.stdout + dry.stderr
+    assert (project / "__pycache__").exists()
+    git_plan = RollbackRecoverySystem(root=project).plan("git_error", "standard")
+    assert [a.command for a in git_plan] == [None, None, None, RESTORE]
+    assert git_plan[0].detail == "not a git repository"
+
+
+# --- the git-error plan names the operation in progress ------------------------------------------
+
+def _conflict(repo: Path, operation: str) -> None:
+    """Stop ``operation`` ('merge' or 'rebase') on a real conflict in f.txt."""
+    (repo / "f.txt").write_text("base\n")
+    git(repo, "add", "f.txt")
+    git(repo, "commit", "-q", "-m", "base")
+    git(repo, "checkout", "-q", "-b", "topic")
+    (repo / "f.txt").write_text("topic\n")
+    git(repo, "commit", "-q", "-am", "topic")
+    git(repo, "checkout", "-q", "main")
+    (repo / "f.txt").write_text("main\n")
+    git(repo, "commit", "-q", "-am", "main")
+    if operation == "rebase":
+        git(repo, "checkout", "-q", "topic")
+    args = ["merge", "topic"] if operation == "merge" else ["rebase", "main"]
+    stopped = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=git_env())
+    assert stopped.returncode != 0 and "CONFLICT" in stopped.stdout + stopped.stderr
+
+
+def git_env() -> dict[str, str]:
+    from conftest import GIT_ENV
+
+    return {**os.environ, **GIT_ENV, "GIT_EDITOR": "true"}
+
+
+@pytest.mark.parametrize(("operation", "finish", "abort"), [("merge", "git commit --no-edit", "git merge --abort"),
+                                                            ("rebase", "git rebase --continue", "git rebase --abort")])
+def test_git_error_plan_during_a_real_conflict(git_project: Path, operation: str, finish: str, abort: str) -> None:
+    _conflict(git_project, operation)
+    system = RollbackRecoverySystem(root=git_project)
+
+    plan = system.plan("git_error", "standard")
+
+    assert plan.strategy is RecoveryStrategy.MANUAL
+    assert [a.action for a in plan] == [f"See the {operation} in progress", f"Finish the {operation}",
+                                        f"Or abort the {operation}", "Manual recovery"]
+    keep = "rrstore checkpoint --lane standard --step-number 0 --step-name before-abort --status failed && "
+    assert [a.command for a in plan] == ["git status", finish, keep + abort, RESTORE]
+    assert any(n.startswith(f"a {operation} is in progress") for n in plan.notes), plan.notes
+    if operation == "merge":
+        head = git(git_project, "rev-parse", "topic").strip()
+        assert f"(MERGE_HEAD {head[:12]})" in plan.message
+    # other failures in the meantime keep their plan, and say what git is doing
+    tests = system.plan("test_failure", "standard")
+    assert tests[0].command == "pytest tests/ -v -x" and f"a {operation} is in progress" in tests.message
+
+    # the abort step runs as written: the work is kept in a checkpoint, then git is back where it was
+    (git_project / "f.txt").write_text("resolved by hand\n")
+    done = subprocess.run(plan[2].command or "", shell=True, cwd=git_project, capture_output=True, text=True,
+                          env={**git_env(), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    assert done.returncode == 0, done.stderr
+    assert system.plan("git_error", "standard")[0].action == "Check status"  # nothing in progress any more
+    kept = [r for r in system.list("standard").checkpoints if r.step_name == "before-abort"]
+    assert len(kept) == 1 and kept[0].success is False and kept[0].git_operation == operation
+    assert system.plan("git_error", "standard").checkpoint_id is None  # never suggested as a good state
+
+
+@pytest.mark.parametrize("operation", ["merge", "rebase"])
+def test_the_finish_step_completes_a_resolved_operation(git_project: Path, operation: str) -> None:
+    _conflict(git_project, operation)
+    finish = RollbackRecoverySystem(root=git_project).plan("git_error")[1].command or ""
+    (git_project / "f.txt").write_text("both\n")
+    git(git_project, "add", "f.txt")
+    done = subprocess.run(finish, shell=True, cwd=git_project, capture_output=True, text=True, env=git_env())
+    assert done.returncode == 0, done.stderr
+    assert git(git_project, "status", "--porcelain") == "" and (git_project / "f.txt").read_text() == "both\n"
+    assert not (git_project / ".git" / "MERGE_HEAD").exists()
+    assert not (git_project / ".git" / "rebase-merge").exists()
+
+
+def test_project_steps_for_git_errors_apply_during_an_operation(git_project: Path) -> None:
+    (git_project / "rrstore.toml").write_text('[recovery.plans.git_error]\nsteps = [{ action = "Call the owner" }]\n')
+    git(git_project, "add", "rrstore.toml")
+    git(git_project, "commit", "-q", "-m", "config")
+    _conflict(git_project, "merge")
+    plan = RollbackRecoverySystem(root=git_project).plan("git_error")
+    assert [a.action for a in plan] == ["Call the owner"] and "a merge is in progress" in plan.message
+
+
+# --- a classification's own strategy ------------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "recovery"
+
+
+def test_a_certificate_failure_is_not_retried_a_read_timeout_is(project: Path) -> None:
+    from rrstore.recovery.classify import classify
+
+    planner = RollbackRecoverySystem(root=project).recovery_planner
+    cert = classify((FIXTURES / "curl_tls_self_signed.log").read_text(), 60)
+    plan = planner.get_recovery_plan(cert, "standard")
+    assert plan.failure_type is FailureType.NETWORK_ERROR and plan.strategy is RecoveryStrategy.MANUAL
+    assert any(n.startswith("certificate verification failure: ") and "CA bundle" in n for n in plan.notes)
+    stalled = classify((FIXTURES / "pip_read_timeout.log").read_text(), 1)
+    assert planner.get_recovery_plan(stalled, "standard").strategy is RecoveryStrategy.RETRY
+    missing = classify((FIXTURES / "python_module_not_found.log").read_text(), 1)
+    assert planner.get_recovery_plan(missing, "standard").strategy is RecoveryStrategy.MANUAL
+
+
+def test_rrstore_run_does_not_retry_a_certificate_failure(project: Path, cli: Cli) -> None:
+    step = f"cat {shlex.quote(str(FIXTURES / 'curl_tls_self_signed.log'))}; exit 60"
+    done = cli("run", "--lane", "standard", "--step-number", "1", "--step-name", "fetch", "--retries", "2",
+               "--backoff", "0", "--json", "--", step, cwd=project)
+    doc = json.loads(done.stdout)
+    assert done.returncode == 60 and len(doc["attempts"]) == 1, done.stderr
+    assert doc["plan"]["strategy"] == "manual" and doc["plan"]["failure_type"] == "network_error"
+    assert "strategy MANUAL for network_error: not retrying" in done.stderr
+    stalled = f"cat {shlex.quote(str(FIXTURES / 'npm_etimedout.log'))}; exit 1"
+    again = cli("run", "--lane", "standard", "--step-number", "2", "--step-name", "npm", "--retries", "1",
+                "--backoff", "0", "--json", "--", stalled, cwd=project)
+    assert again.returncode == 1 and len(json.loads(again.stdout)["attempts"]) == 2  # transient: retried
+
+
+def test_git_clean_spares_the_store_where_it_really_is(git_project: Path, tmp_path: Path) -> None:
+    def clean(store: Path) -> str | None:
+        return RecoveryPlanner(root=git_project, store=store).get_recovery_plan("resource_exhaustion")[0].command
+
+    assert clean(git_project / "ci" / "store") == "git clean -n -d -e rrstore.toml -e .rrstoreignore -e ci/store"
+    assert clean(tmp_path / "elsewhere") == "git clean -n -d -e rrstore.toml -e .rrstoreignore"  # out of reach

@@ -198,7 +198,7 @@ ONLY_IN_VENV = "rrstore-test-only-in-the-venv"
 @pytest.mark.parametrize("folder", [".venv", "venv"])
 def test_a_dependency_only_in_the_projects_venv_passes(repo: Path, monkeypatch: pytest.MonkeyPatch,
                                                        folder: str) -> None:
-    monkeypatch.delenv("VIRTUAL_ENV")
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
     make_venv(repo / folder, ONLY_IN_VENV)
     declare(repo, f"{ONLY_IN_VENV}>=1")
     with pytest.raises(importlib.metadata.PackageNotFoundError):
@@ -213,7 +213,7 @@ def test_a_dependency_only_in_the_projects_venv_passes(repo: Path, monkeypatch: 
 
 def test_a_dependency_missing_from_the_projects_venv_fails_though_rrstore_has_it(
         repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("VIRTUAL_ENV")
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
     make_venv(repo / ".venv")
     declare(repo, "click>=8", f"{ONLY_IN_VENV}; python_version < '3'")  # the marker excludes the second
     assert importlib.metadata.version("click")  # rrstore's own interpreter has it
@@ -238,13 +238,13 @@ def test_an_active_virtual_env_wins_over_the_projects_venv(repo: Path, tmp_path:
     assert out.returncode == 20
     assert f"✗ dependencies installed: checked {python} (the active VIRTUAL_ENV): {ONLY_IN_VENV} is not installed" \
         in out.stdout.splitlines()
-    monkeypatch.delenv("VIRTUAL_ENV")
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
     assert dependency_check(repo).status == "pass"  # without it, the project's .venv is the one
 
 
 def test_the_configured_python_then_python3_on_path(repo: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("VIRTUAL_ENV")
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
     tools = make_venv(tmp_path / "tools", ONLY_IN_VENV)
     declare(repo, ONLY_IN_VENV)
     (repo / "rrstore.toml").write_text(f'[recovery]\npython = "{tools}/bin/python"\n')

@@ -11,10 +11,19 @@ explains the others:
    disk failed *because* of it);
 2. the ``timeout`` utility's statuses 124 and 137 (128 + SIGKILL) without
    out-of-memory evidence: the output of a killed step is cut off anywhere;
-3. network errors (before timeouts: 'Connection timed out' is the network's);
-4. timeout messages; 5. test failures; 6. quality-gate findings;
-7. git errors (after tests: a test's captured output may quote git);
-8. otherwise unknown.
+3. a certificate that does not verify (a network error that retrying does
+   not cure, so its rule says MANUAL: before the transient ones it causes);
+4. network errors, read timeouts and overloaded servers (HTTP 429, 502-504)
+   included (before timeouts: 'Connection timed out' and a socket's
+   'TimeoutError: timed out' are the network's);
+5. timeout messages; 6. test failures, then a module that is not installed
+   (a dependency to install: retrying does not bring it);
+7. quality-gate findings; 8. git errors (after tests: a test's captured
+   output may quote git); 9. otherwise unknown.
+
+A rule may carry its own ``strategy`` and ``advice`` where it knows more
+than its failure type does (a certificate failure is a network error that
+no retry fixes); the planner follows them when given the classification.
 
 Lines that only echo source code (pytest's ``>`` lines, ruff's ``|`` frames,
 bandit's numbered listings, traceback source lines) are not evidence: a
@@ -28,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .vocabulary import FailureType
+from .vocabulary import FailureType, RecoveryStrategy
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 ECHOED_SOURCE = re.compile(r"^(>\s|\s*\d*\s*\|(\s|$)|\d+\t)")
@@ -42,13 +51,16 @@ class Rule:
     """``patterns`` tried in order (the first that matches picks the evidence line).
 
     With ``exit_codes`` the rule applies only to those statuses; a rule
-    without patterns then matches on the status alone.
+    without patterns then matches on the status alone. ``strategy`` and
+    ``advice`` override the failure type's plan where the rule knows better.
     """
 
     failure_type: FailureType
     name: str
     patterns: tuple[re.Pattern[str], ...] = ()
     exit_codes: frozenset[int] = frozenset()
+    strategy: RecoveryStrategy | None = None
+    advice: str | None = None
 
 
 def _p(*texts: str) -> tuple[re.Pattern[str], ...]:
@@ -63,6 +75,20 @@ RULES: tuple[Rule, ...] = (
     Rule(FailureType.RESOURCE_EXHAUSTION, "out of memory or disk space", _p(*_DISK, *_OOM)),
     Rule(FailureType.TIMEOUT, "killed on timeout (exit status 124 or 137)",
          _p(r"Timeout exceeded", r"^timeout: sending signal", r"\bKilled\b"), frozenset({124, 137})),
+    Rule(FailureType.NETWORK_ERROR, "certificate verification failure", _p(
+        r"CERTIFICATE_VERIFY_FAILED", r"SSL certificate problem", r"certificate verify failed",
+        r"problem confirming the ssl certificate", r"server certificate verification failed",
+        r"\b(SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE|CERT_HAS_EXPIRED)\b"),
+         strategy=RecoveryStrategy.MANUAL,
+         advice="the server's TLS certificate did not verify: retrying does not help. Point the client at the "
+                "right CA bundle (SSL_CERT_FILE, REQUESTS_CA_BUNDLE, pip --cert, npm cafile) or fix the "
+                "server's certificate"),
+    Rule(FailureType.NETWORK_ERROR, "read timeout or overloaded server (transient)", _p(
+        r"Read timed out", r"\bReadTimeout(Error)?\b", r"\b(socket\.timeout|TimeoutError): timed out$",
+        r"\bETIMEDOUT\b", r"\bESOCKETTIMEDOUT\b", r"network timeout at:",
+        r"HTTP Error (429|50[234])\b", r"returned error: (429|50[234])\b",
+        r"\b(429|50[234]) (Client Error|Server Error|Too Many Requests|Service Unavailable|Bad Gateway|"
+        r"Gateway Time-?out)\b", r"too many (429|50[234]) error responses", r"\bcode E(429|50[234])\b")),
     Rule(FailureType.NETWORK_ERROR, "connection or name resolution failure", _p(
         r"Could not resolve host", r"Temporary failure in name resolution", r"Name or service not known",
         r"nodename nor servname provided", r"[Nn]o address associated with hostname", r"getaddrinfo failed",
@@ -80,6 +106,11 @@ RULES: tuple[Rule, ...] = (
         r"ERROR collecting \S+", r"Interrupted: \d+ errors? during collection",
         r"^=*\s*\d+ (failed|errors?)\b.* in [\d.]+s", r"\b\d+ failed\b", r"\bAssertionError\b",
         r"^E\s+(assert|Failed)\b", r"^--- FAIL: ", r"^not ok \d+")),
+    Rule(FailureType.TEST_FAILURE, "missing module (a dependency to install)", _p(
+        r"\bModuleNotFoundError: No module named ", r"^ImportError: No module named "),
+         strategy=RecoveryStrategy.MANUAL,
+         advice="a module the step imports is not installed: install the project's dependencies in the "
+                "interpreter the step runs ('rrstore validate' says which one it checks), then re-run"),
     Rule(FailureType.QUALITY_GATE, "lint, type or security finding", _p(
         r"^\S+:\d+:\d+: [A-Z]+\d+ ", r"^\S+\.pyi?:\d+: error: ", r"^[A-Z]{1,3}\d{3,4} (\[\*\] )?\S",
         r"^>> Issue: \[B\d+", r"^unformatted: ", r"^Would reformat: ", r"^\d+ files? would be reformatted",
@@ -102,6 +133,8 @@ class Classification:
     line: int | None = None
     rule: str = "no rule matched"
     exit_code: int | None = None
+    strategy: RecoveryStrategy | None = None  # the rule's own, where it overrides the failure type's
+    advice: str | None = None
 
     @property
     def message(self) -> str:
@@ -152,7 +185,8 @@ def classify(output: str | Iterable[str] = "", exit_code: int | None = None) -> 
         for pattern in rule.patterns:
             for number, text in lines:
                 if pattern.search(text):
-                    return Classification(rule.failure_type, text.strip(" _=!"), number, rule.name, exit_code)
+                    return Classification(rule.failure_type, text.strip(" _=!"), number, rule.name, exit_code,
+                                          rule.strategy, rule.advice)
         if rule.exit_codes:  # the status alone decides
             return Classification(rule.failure_type, exit_text(exit_code), None, rule.name, exit_code)
     last = lines[-1] if lines else None

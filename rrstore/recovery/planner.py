@@ -4,15 +4,26 @@ The plan is a sequence of actions, so the seed's automated loop can escalate
 with ``recovery_plan[:attempt]``. Where a command restores a checkpoint, the
 newest successful step checkpoint of the lane replaces the placeholder: that
 is the last state known to have passed the step it was taken before.
+
+Every command is checked against the project (``ProjectFacts``) before it is
+shown: ``rrstore workflow --lane X`` only when ``[workflow.X]`` is declared,
+``git`` only in a git work tree, the docs check only when one fits the docs
+present. A command that cannot run is replaced by its step's ``without``
+row, or by no command and the reason; a plan never suggests a command that
+fails for want of something the project lacks.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, overload
 
-from .plans import PlanTable, build_table
+from .classify import Classification
+from .facts import ProjectFacts
+from .plans import GIT_OPERATIONS, LanePlan, PlanStep, PlanTable, build_table
 from .vocabulary import FailureType, Lane, RecoveryStrategy
 
 PLACEHOLDER = "<checkpoint-id>"
@@ -113,35 +124,111 @@ class RecoveryPlan(Sequence[RecoveryAction]):
 
 
 class RecoveryPlanner:
-    """Looks plans up in the plan table and fills in the lane and its newest good checkpoint.
+    """Looks plans up in the plan table and fills them in for the lane and the project.
 
-    ``newest_success(lane)`` returns that checkpoint's id or None; the
-    system passes one that reads the store (and returns None without one).
+    ``newest_success(lane)`` returns that lane's newest good checkpoint id or
+    None; the system passes one that reads the store, and the project's root
+    and store, so commands are checked against what the project has (see the
+    module docstring). Facts are read afresh for every plan: a merge may
+    have started since the last one.
     """
 
     def __init__(self, table: PlanTable | None = None,
-                 newest_success: Callable[[str], str | None] | None = None) -> None:
+                 newest_success: Callable[[str], str | None] | None = None,
+                 root: Path | None = None, store: Path | None = None, docs_check: str | None = None) -> None:
         self.table = table if table is not None else build_table()
         self.newest_success = newest_success or (lambda lane: None)
+        self.root, self.store, self.docs_check = root, store, docs_check
 
-    def get_recovery_plan(self, failure_type: FailureType | str = FailureType.UNKNOWN,
+    def get_recovery_plan(self, failure_type: FailureType | str | Classification = FailureType.UNKNOWN,
                           lane: Lane | str = "standard") -> RecoveryPlan:
-        """The plan for ``failure_type`` in ``lane`` (the seed's call, usable as ``plan[:attempt]``)."""
-        ftype, chosen = FailureType.parse(failure_type), Lane.parse(lane)
-        template = self.table[ftype, chosen]
+        """The plan for ``failure_type`` in ``lane`` (the seed's call, usable as ``plan[:attempt]``).
+
+        Given a ``Classification``, its rule's own strategy and advice (a
+        certificate failure is not retried) override the failure type's.
+        """
+        if isinstance(failure_type, Classification):
+            found, ftype = failure_type, failure_type.failure_type
+        else:
+            found, ftype = None, FailureType.parse(failure_type)
+        chosen = Lane.parse(lane)
+        facts = ProjectFacts(self.root, self.store, self.docs_check)
+        template, notes = self._template(ftype, chosen, facts)
         needs = any(s.command and "{checkpoint}" in s.command for s in template.steps)
         checkpoint_id = self.newest_success(chosen.value) if needs else None
-        actions = [RecoveryAction(i, s.action, _fill(s.command, chosen, checkpoint_id), s.time_s,
-                                  s.strategy, s.detail)
-                   for i, s in enumerate(template.steps, 1)]
-        notes = [template.note] if template.note else []
-        if needs and checkpoint_id is None:
+        fill = _Filler(chosen, checkpoint_id, facts)
+        actions = [fill.action(i, s) for i, s in enumerate(template.steps, 1)]
+        if template.note:
+            notes.insert(0, template.note)
+        strategy = template.strategy
+        if found and found.strategy:
+            strategy = found.strategy
+        if found and found.advice:
+            notes.append(f"{found.rule}: {found.advice}")
+        if needs and checkpoint_id is None and any(a.needs_checkpoint for a in actions):
             notes.append(f"no successful checkpoint of the {chosen} lane yet: replace {PLACEHOLDER} "
                          "with an id from 'rrstore list'")
-        return RecoveryPlan(ftype, chosen, template.strategy, actions, checkpoint_id, notes)
+        return RecoveryPlan(ftype, chosen, strategy, actions, checkpoint_id, notes)
+
+    def _template(self, ftype: FailureType, lane: Lane, facts: ProjectFacts) -> tuple[LanePlan, list[str]]:
+        """The table's plan, or the git operation's while one waits, and the note that says so."""
+        template = self.table[ftype, lane]
+        operation, merge_head = facts.operation
+        if operation is None:
+            return template, []
+        head = f" (MERGE_HEAD {merge_head[:12]})" if merge_head else ""
+        note = f"a {operation} is in progress{head}: 'git status' shows it; finish or abort it first"
+        if ftype is FailureType.GIT_ERROR and template.in_progress is not None and operation in GIT_OPERATIONS:
+            return template.in_progress, [note]
+        return template, [note]
 
 
-def _fill(command: str | None, lane: Lane, checkpoint_id: str | None) -> str | None:
-    if command is None:
-        return None
-    return command.replace("{lane}", lane.value).replace("{checkpoint}", checkpoint_id or PLACEHOLDER)
+# 'rrstore workflow --lane X' needs [workflow.X]; checked on the filled-in command.
+_WORKFLOW = re.compile(r"\brrstore workflow --lane (\S+)")
+_PARTS = re.compile(r"\s*(?:&&|;)\s*")
+
+
+class _Filler:
+    """Fills one plan's placeholders and swaps in a step's fallback where its command cannot run."""
+
+    def __init__(self, lane: Lane, checkpoint_id: str | None, facts: ProjectFacts) -> None:
+        self.lane, self.checkpoint_id, self.facts = lane, checkpoint_id, facts
+        operation = facts.operation[0]
+        self.words = GIT_OPERATIONS.get(operation or "", {}) | {"operation": operation or "operation"}
+
+    def action(self, number: int, step: PlanStep) -> RecoveryAction:
+        command, reason = self.command(step.command)
+        if reason and step.fallback is not None:
+            fallback, _ = self.command(step.fallback.command)
+            step, command = step.fallback, fallback
+        detail = self.text(step.detail)
+        if reason:
+            detail = f"{detail}: {reason}" if detail else reason
+        return RecoveryAction(number, self.text(step.action) or step.action, command, step.time_s,
+                              step.strategy, detail)
+
+    def text(self, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for key, word in self.words.items():
+            value = value.replace("{" + key + "}", word)
+        return value.replace("{keep}", self.facts.keep)
+
+    def command(self, command: str | None) -> tuple[str | None, str | None]:
+        """The filled-in command, or (None, why it cannot run here)."""
+        if command is None:
+            return None, None
+        filled = self.text(command.replace("{lane}", self.lane.value)
+                           .replace("{checkpoint}", self.checkpoint_id or PLACEHOLDER)) or ""
+        for key, check in (("{docs_check}", self.facts.docs), ("{remote}", self.facts.remote)):
+            if key in filled:
+                if check.command is None:
+                    return None, check.reason
+                filled = filled.replace(key, check.command)
+        for part in _PARTS.split(filled):
+            if part.startswith("git ") and not self.facts.git:
+                return None, "not a git repository"
+            declared = _WORKFLOW.match(part)
+            if declared and declared.group(1) not in self.facts.workflows:
+                return None, f"no [workflow.{declared.group(1)}] declared"
+        return filled, None

@@ -4,8 +4,15 @@
 recommended strategy, an optional note per lane, and ordered steps (the
 seed's step, action, command, time). A step may carry lane variants (keys
 ``docs``, ``standard``, ``heavy`` holding the fields that differ in that
-lane) or be limited to some lanes (``lanes``). ``{checkpoint}`` and
-``{lane}`` in a command are filled in by the planner.
+lane) or be limited to some lanes (``lanes``). ``without`` holds the fields
+that replace the step's where its command cannot run in the project (no
+workflow declared for that lane, no git, no documentation checker). The
+planner fills in ``{checkpoint}``, ``{lane}``, ``{docs_check}`` (the check
+chosen from the docs present), ``{remote}`` (the git remote to fetch) and
+``{keep}`` (``git clean`` options that spare rrstore's configuration and
+store); see ``planner.ProjectFacts``. Nothing here deletes an untracked file
+without naming it first, and a git command that discards work runs only
+after a checkpoint that keeps it.
 
 A project replaces any of it in ``rrstore.toml`` (or ``[tool.rrstore]``)::
 
@@ -27,8 +34,11 @@ from ..gc import parse_duration
 from .vocabulary import FailureType, Lane, RecoveryStrategy
 
 GATES = "ruff check .; mypy . --ignore-missing-imports; bandit -r ."
-MARKDOWN = "mdl docs/*.md"
+DOCS = "{docs_check}"
 RESTORE = "rrstore restore --checkpoint-id {checkpoint}"
+# A git command that discards work runs only after a checkpoint that keeps that work (and fails
+# with it: '&&'), recorded as failed so no plan ever suggests restoring it as a good state.
+KEEP_FIRST = "rrstore checkpoint --lane {lane} --step-number 0 --step-name before-{verb} --status failed && "
 
 PLAN_TABLE: dict[str, dict[str, Any]] = {
     "timeout": {
@@ -43,16 +53,21 @@ PLAN_TABLE: dict[str, dict[str, Any]] = {
             {"action": "Resume checkpoint", "command": RESTORE, "time": 60, "strategy": "resume"},
             {"action": "Try heavier lane", "command": "rrstore workflow --lane heavy", "detail": "Retry with HEAVY",
              "time": 1200, "strategy": "retry",
-             "docs": {"command": "rrstore workflow --lane standard", "detail": "Retry with STANDARD", "time": 900},
+             "without": {"command": None, "detail": "Retry with HEAVY: re-run the step with the heavy lane's "
+                                                    "limit ('rrstore run --lane heavy --timeout 1200 ...')"},
+             "docs": {"command": "rrstore workflow --lane standard", "detail": "Retry with STANDARD", "time": 900,
+                      "without": {"command": None, "detail": "Retry with STANDARD: re-run the step with the "
+                                                             "standard lane's limit ('rrstore run --lane standard "
+                                                             "--timeout 900 ...')"}},
              "heavy": {"action": "Split the step or raise its timeout", "command": None,
                        "detail": "HEAVY is the heaviest lane", "time": None, "strategy": "manual"}},
         ],
     },
     "test_failure": {
         "strategy": "manual",
-        "notes": {"docs": "In the docs lane, check the markdown first (mdl docs/*.md)."},
+        "notes": {"docs": "In the docs lane, check the documentation first (step 1)."},
         "steps": [
-            {"action": "Check documentation", "command": MARKDOWN, "time": 30, "lanes": ["docs"]},
+            {"action": "Check documentation", "command": DOCS, "time": 30, "lanes": ["docs"]},
             {"action": "Re-run failed tests", "command": "pytest tests/ -v -x", "time": 180, "strategy": "retry"},
             {"action": "Run with detailed output", "command": "pytest -v --tb=short", "time": 180},
             {"action": "Skip and continue", "command": "pytest --ignore=tests/broken", "time": 120, "strategy": "skip"},
@@ -61,15 +76,15 @@ PLAN_TABLE: dict[str, dict[str, Any]] = {
     },
     "quality_gate": {
         "strategy": "manual",
-        "notes": {"docs": "In the docs lane the gates are markdown checks (mdl docs/*.md)."},
+        "notes": {"docs": "In the docs lane the gates are the documentation checks."},
         "steps": [
             {"action": "Run gates individually", "command": GATES, "detail": "ruff, mypy and bandit one by one",
-             "time": 120, "docs": {"command": MARKDOWN, "detail": "markdown lint"}},
+             "time": 120, "docs": {"command": DOCS, "detail": "documentation check"}},
             {"action": "Fix issues automatically", "command": "ruff check --fix", "time": 60,
-             "docs": {"action": "Fix markdown issues", "command": None,
-                      "detail": "mdl has no fixer: edit the lines it names", "strategy": "manual"}},
+             "docs": {"action": "Fix documentation issues", "command": None,
+                      "detail": "edit the lines the documentation check names", "strategy": "manual"}},
             {"action": "Re-run gates", "command": GATES, "detail": "Verify fixes", "time": 60, "strategy": "retry",
-             "docs": {"command": MARKDOWN}},
+             "docs": {"command": DOCS}},
         ],
     },
     "resource_exhaustion": {
@@ -80,14 +95,20 @@ PLAN_TABLE: dict[str, dict[str, Any]] = {
             "heavy": "Resource exhaustion in the heavy lane suggests a lighter lane: standard.",
         },
         "steps": [
-            {"action": "Clean up temp files", "command": "git clean -fd",
-             "detail": "removes untracked files: 'rrstore checkpoint' first keeps them", "time": 30},
+            {"action": "Clean up temp files", "command": "git clean -n -d {keep}",
+             "detail": "lists the untracked files 'git clean -f -d {keep}' would delete (never rrstore's "
+                       "configuration or store); 'rrstore checkpoint' first keeps them", "time": 30,
+             "without": {"command": "rrstore cleanup --dry-run",
+                         "detail": "lists the caches and leftovers 'rrstore cleanup' removes"}},
             {"action": "Clear caches", "command": "rrstore cleanup",
              "detail": "__pycache__, *.pyc, *.pyo, .pytest_cache; never a tracked file", "time": 20},
             {"action": "Clear pytest cache", "command": "pytest --cache-clear", "time": 30},
             {"action": "Downgrade lane", "command": "rrstore workflow --lane docs", "detail": "Try lighter lane",
              "time": None, "strategy": "retry",
-             "heavy": {"command": "rrstore workflow --lane standard"},
+             "without": {"command": None, "detail": "Try lighter lane: re-run the step in the docs lane"},
+             "heavy": {"command": "rrstore workflow --lane standard",
+                       "without": {"command": None,
+                                   "detail": "Try lighter lane: re-run the step in the standard lane"}},
              "docs": {"action": "Free disk space or memory", "command": "df -h; free -h",
                       "detail": "DOCS is the lightest lane", "strategy": "manual"}},
         ],
@@ -97,30 +118,50 @@ PLAN_TABLE: dict[str, dict[str, Any]] = {
         "steps": [
             {"action": "Check connectivity", "command": "ping 8.8.8.8; nc -zv github.com 22", "time": 30},
             {"action": "Wait and retry", "command": "sleep 60 && rrstore workflow --lane {lane} --resume",
-             "detail": "Wait 60s then retry", "time": 60, "strategy": "retry"},
+             "detail": "Wait 60s then retry", "time": 60, "strategy": "retry",
+             "without": {"command": "sleep 60", "detail": "Wait 60s, then re-run the failed step"}},
             {"action": "Use checkpoint", "command": RESTORE + " && rrstore workflow --lane {lane} --resume",
-             "detail": "Resume from checkpoint", "time": 120, "strategy": "resume"},
+             "detail": "Resume from checkpoint", "time": 120, "strategy": "resume",
+             "without": {"command": RESTORE, "detail": "Restore the checkpoint, then re-run the failed step"}},
         ],
     },
     "git_error": {
         "strategy": "rollback",
         "steps": [
             {"action": "Check status", "command": "git status; git log", "time": 30},
-            {"action": "Fetch latest", "command": "git fetch origin", "time": 60},
-            {"action": "Reset changes", "command": "git reset --hard", "time": 20, "strategy": "rollback"},
+            {"action": "Fetch latest", "command": "git fetch {remote}", "time": 60},
+            {"action": "Reset changes", "command": KEEP_FIRST.replace("{verb}", "reset") + "git reset --hard",
+             "detail": "keeps the changes in a checkpoint, then resets tracked files to HEAD", "time": 20,
+             "strategy": "rollback"},
             {"action": "Manual recovery", "command": RESTORE, "detail": "Restore from checkpoint", "time": None,
              "strategy": "manual"},
         ],
+        # While a merge, rebase, cherry-pick, revert or bisect waits (rrstore.gitrepo.OPERATIONS), git
+        # refuses most commands until it is finished or aborted: these steps replace the ones above.
+        "in_progress": {
+            "strategy": "manual",
+            "steps": [
+                {"action": "See the {operation} in progress", "command": "git status",
+                 "detail": "names the conflicted paths", "time": 30},
+                {"action": "Finish the {operation}", "command": "{finish}",
+                 "detail": "{finish_when}", "time": 60, "strategy": "manual"},
+                {"action": "Or abort the {operation}", "command": KEEP_FIRST.replace("{verb}", "abort") + "{abort}",
+                 "detail": "keeps the work in a checkpoint, then returns to the state before the {operation}",
+                 "time": 20, "strategy": "rollback"},
+                {"action": "Manual recovery", "command": RESTORE, "detail": "Restore from checkpoint",
+                 "time": None, "strategy": "manual"},
+            ],
+        },
     },
     # Not in the seed's tables: the escalation of its 'Multi-Step Recovery' (retry; validate and
     # clean up; restore), so the 'Automated Recovery Loop' can run recovery_plan[:attempt].
     "unknown": {
         "strategy": "retry",
-        "notes": {"docs": "In the docs lane, check the markdown too (mdl docs/*.md)."},
+        "notes": {"docs": "In the docs lane, check the documentation too (step 3)."},
         "steps": [
             {"action": "Validate state", "command": "rrstore validate", "time": 30},
             {"action": "Clean up failed state", "command": "rrstore cleanup", "time": 30},
-            {"action": "Check documentation", "command": MARKDOWN, "time": 30, "lanes": ["docs"]},
+            {"action": "Check documentation", "command": DOCS, "time": 30, "lanes": ["docs"]},
             {"action": "Restore last good checkpoint", "command": RESTORE, "time": 60, "strategy": "rollback"},
             {"action": "Manual review", "detail": "read the step's output; 'rrstore classify' names the failure",
              "time": None, "strategy": "manual"},
@@ -128,19 +169,38 @@ PLAN_TABLE: dict[str, dict[str, Any]] = {
     },
 }
 
-_STEP_KEYS = {"action", "command", "detail", "time", "strategy"}
+# How to finish and abort each operation rrstore.gitrepo.operation_in_progress names.
+GIT_OPERATIONS: dict[str, dict[str, str]] = {
+    "merge": {"finish": "git commit --no-edit", "abort": "git merge --abort",
+              "finish_when": "once the conflicted files are fixed and 'git add'-ed"},
+    "rebase": {"finish": "git rebase --continue", "abort": "git rebase --abort",
+               "finish_when": "once the conflicted files are fixed and 'git add'-ed (repeat per stop)"},
+    "cherry-pick": {"finish": "git cherry-pick --continue", "abort": "git cherry-pick --abort",
+                    "finish_when": "once the conflicted files are fixed and 'git add'-ed"},
+    "revert": {"finish": "git revert --continue", "abort": "git revert --abort",
+               "finish_when": "once the conflicted files are fixed and 'git add'-ed"},
+    "bisect": {"finish": "git bisect reset", "abort": "git bisect reset",
+               "finish_when": "once 'git bisect good' / 'git bisect bad' named the first bad commit"},
+}
+
+_STEP_KEYS = {"action", "command", "detail", "time", "strategy", "without"}
 _TABLE_KEYS = {"strategy", "steps", "note"}
 
 
 @dataclass(frozen=True)
 class PlanStep:
-    """One row of a plan before the planner fills in the checkpoint."""
+    """One row of a plan before the planner fills in the checkpoint.
+
+    ``fallback`` is the row to show instead when the command cannot run in
+    this project (a lane without a declared workflow, no git, no docs checker).
+    """
 
     action: str
     command: str | None = None
     detail: str | None = None
     time_s: int | None = None
     strategy: RecoveryStrategy | None = None
+    fallback: PlanStep | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +208,7 @@ class LanePlan:
     strategy: RecoveryStrategy
     steps: tuple[PlanStep, ...]
     note: str | None = None
+    in_progress: LanePlan | None = None  # the plan while a git operation waits (git_error's built-in)
 
 
 PlanTable = dict[tuple[FailureType, Lane], LanePlan]
@@ -181,8 +242,14 @@ def _step(raw: dict[str, Any], where: str) -> PlanStep:
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise UsageError(f"{where}: '{key}' must be a string")
     strategy = raw.get("strategy")
+    without = raw.get("without")
+    fallback = None
+    if without is not None:
+        if not isinstance(without, dict) or "without" in without:
+            raise UsageError(f"{where}: 'without' must be a table of the step's keys")
+        fallback = _step({**{k: v for k, v in raw.items() if k != "without"}, **without}, f"{where} without")
     return PlanStep(action, raw.get("command"), raw.get("detail"), parse_time(raw.get("time"), where),
-                    _strategy(strategy, where) if strategy is not None else None)
+                    _strategy(strategy, where) if strategy is not None else None, fallback)
 
 
 def _strategy(value: object, where: str) -> RecoveryStrategy:
@@ -202,12 +269,18 @@ def _builtin(failure_type: FailureType, lane: Lane) -> LanePlan:
         fields.update(row.get(lane.value, {}))
         steps.append(_step(fields, f"built-in plan {failure_type} step {i}"))
     note = entry.get("notes", {}).get(lane.value)
-    return LanePlan(RecoveryStrategy.parse(entry["strategy"]), tuple(steps), note)
+    in_progress = None
+    if "in_progress" in entry:
+        waiting = entry["in_progress"]
+        in_progress = LanePlan(RecoveryStrategy.parse(waiting["strategy"]),
+                               tuple(_step(row, f"built-in plan {failure_type} (operation in progress) step {i}")
+                                     for i, row in enumerate(waiting["steps"], 1)))
+    return LanePlan(RecoveryStrategy.parse(entry["strategy"]), tuple(steps), note, in_progress)
 
 
 def _apply(plan: LanePlan, table: dict[str, Any], where: str) -> LanePlan:
     """``plan`` with what a configuration table sets (strategy, steps, note) replaced."""
-    strategy, steps, note = plan.strategy, plan.steps, plan.note
+    strategy, steps, note, in_progress = plan.strategy, plan.steps, plan.note, plan.in_progress
     if "strategy" in table:
         strategy = _strategy(table["strategy"], where)
     if "steps" in table:
@@ -215,11 +288,12 @@ def _apply(plan: LanePlan, table: dict[str, Any], where: str) -> LanePlan:
         if not isinstance(raw, list) or not raw or not all(isinstance(s, dict) for s in raw):
             raise UsageError(f"{where}: 'steps' must be a non-empty array of tables")
         steps = tuple(_step(s, f"{where} step {i}") for i, s in enumerate(raw, 1))
+        in_progress = None  # the project's own steps apply whatever git is doing
     if "note" in table:
         if not isinstance(table["note"], str):
             raise UsageError(f"{where}: 'note' must be a string")
         note = table["note"]
-    return LanePlan(strategy, steps, note)
+    return LanePlan(strategy, steps, note, in_progress)
 
 
 def build_table(overrides: dict[str, Any] | None = None, source: str = "configuration") -> PlanTable:

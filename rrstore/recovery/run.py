@@ -181,7 +181,7 @@ def _attempts(system: RollbackRecoverySystem, spec: StepSpec, options: tuple[Ret
             result.plan = None
             return
         attempt.classification = found = classify(outcome.text(), outcome.exit_status)
-        result.plan = plan = system.recovery_planner.get_recovery_plan(found.failure_type, spec.lane)
+        result.plan = plan = system.recovery_planner.get_recovery_plan(found, spec.lane)
         hooks.say(f"rrstore: {label} failed (attempt {number}, exit status {outcome.exit_status}): {found.message}")
         earlier = [a.classification.failure_type for a in result.attempts[:-1] if a.classification]
         if found.failure_type not in earlier:  # the plan once per kind of failure, not at every retry

@@ -33,6 +33,7 @@ class RecoverySettings:
     # The interpreter validate checks dependencies in when no venv is active or in the project
     # (a path, relative to the root, or a command on PATH); None: python3 on PATH.
     python: str | None = None
+    docs_check: str | None = None  # the command that checks the docs; None: chosen from the docs present
     source: str = "defaults"
 
 
@@ -42,10 +43,20 @@ def _strings(value: object, key: str, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _command(section: dict[str, object], key: str, where: str, what: str) -> str | None:
+    """A setting naming a program (None when unset); a UsageError unless a non-empty string."""
+    if key not in section:
+        return None
+    value = section[key]
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{where}: {key} must be a non-empty string ({what})")
+    return value.strip()
+
+
 def load_recovery_settings(root: Path) -> RecoverySettings:
     """The project's recovery settings (defaults where it sets nothing)."""
     section, where = load_section(root, "recovery")
-    known = {"critical_files", "cache_patterns", "retries", "backoff", "plans", "python"}
+    known = {"critical_files", "cache_patterns", "retries", "backoff", "plans", "python", "docs_check"}
     unknown = set(section) - known
     if unknown:
         raise UsageError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))} "
@@ -58,11 +69,8 @@ def load_recovery_settings(root: Path) -> RecoverySettings:
     settings.retries = check_retries(section.get("retries", DEFAULT_RETRIES), where)
     settings.backoff = check_seconds(section.get("backoff", DEFAULT_BACKOFF), "backoff", where)
     settings.plans = build_table(section.get("plans"), where)
-    if "python" in section:
-        python = section["python"]
-        if not isinstance(python, str) or not python.strip():
-            raise UsageError(f"{where}: python must be a non-empty string (a path or a command on PATH)")
-        settings.python = python
+    settings.python = _command(section, "python", where, "a path or a command on PATH")
+    settings.docs_check = _command(section, "docs_check", where, "the command that checks the docs")
     return settings
 
 
