@@ -83,7 +83,7 @@ def operation_in_progress(work_tree: Path) -> tuple[str | None, str | None]:
 
 # How to finish and how to abort each waiting operation, as git's own hints say.
 OPERATION_ADVICE = {
-    "merge": ("git commit", "git merge --abort"),
+    "merge": ("git commit --no-edit", "git merge --abort"),
     "rebase": ("git rebase --continue", "git rebase --abort"),
     "cherry-pick": ("git cherry-pick --continue", "git cherry-pick --abort"),
     "revert": ("git revert --continue", "git revert --abort"),

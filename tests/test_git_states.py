@@ -101,7 +101,7 @@ def git_check(repo: Path) -> dict[str, object]:
     return next(c for c in json.loads(out.stdout)["checks"] if c["name"] == "git repository accessible")
 
 
-ADVICE = {"merge": "finish with git commit or abort with git merge --abort",
+ADVICE = {"merge": "finish with git commit --no-edit or abort with git merge --abort",
           "rebase": "finish with git rebase --continue or abort with git rebase --abort",
           "cherry-pick": "finish with git cherry-pick --continue or abort with git cherry-pick --abort",
           "revert": "finish with git revert --continue or abort with git revert --abort",

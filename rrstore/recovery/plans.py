@@ -31,6 +31,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..gc import parse_duration
+from ..gitrepo import OPERATION_ADVICE
 from .vocabulary import FailureType, Lane, RecoveryStrategy
 
 GATES = "ruff check .; mypy . --ignore-missing-imports; bandit -r ."
@@ -169,18 +170,18 @@ PLAN_TABLE: dict[str, dict[str, Any]] = {
     },
 }
 
-# How to finish and abort each operation rrstore.gitrepo.operation_in_progress names.
+# How to finish and abort each operation rrstore.gitrepo.operation_in_progress names (the commands are
+# gitrepo.OPERATION_ADVICE, which validate prints too), and when finishing is right.
+_FINISH_WHEN = {
+    "merge": "once the conflicted files are fixed and 'git add'-ed",
+    "rebase": "once the conflicted files are fixed and 'git add'-ed (repeat per stop)",
+    "cherry-pick": "once the conflicted files are fixed and 'git add'-ed",
+    "revert": "once the conflicted files are fixed and 'git add'-ed",
+    "bisect": "once 'git bisect good' / 'git bisect bad' named the first bad commit",
+}
 GIT_OPERATIONS: dict[str, dict[str, str]] = {
-    "merge": {"finish": "git commit --no-edit", "abort": "git merge --abort",
-              "finish_when": "once the conflicted files are fixed and 'git add'-ed"},
-    "rebase": {"finish": "git rebase --continue", "abort": "git rebase --abort",
-               "finish_when": "once the conflicted files are fixed and 'git add'-ed (repeat per stop)"},
-    "cherry-pick": {"finish": "git cherry-pick --continue", "abort": "git cherry-pick --abort",
-                    "finish_when": "once the conflicted files are fixed and 'git add'-ed"},
-    "revert": {"finish": "git revert --continue", "abort": "git revert --abort",
-               "finish_when": "once the conflicted files are fixed and 'git add'-ed"},
-    "bisect": {"finish": "git bisect reset", "abort": "git bisect reset",
-               "finish_when": "once 'git bisect good' / 'git bisect bad' named the first bad commit"},
+    operation: {"finish": finish, "abort": abort, "finish_when": _FINISH_WHEN[operation]}
+    for operation, (finish, abort) in OPERATION_ADVICE.items()
 }
 
 _STEP_KEYS = {"action", "command", "detail", "time", "strategy", "without"}
