@@ -108,10 +108,13 @@ def plan_restore(current: dict[str, Entry], target: dict[str, Entry],
     so a restore never rewinds a venv or deletes a log that was being written.
     """
     plan = RestorePlan(kept=dict(sorted((keep or {}).items())))
+    holding = _parents_of(plan.kept)
     for path in sorted(current.keys() | target.keys()):
         if not in_paths(path, paths) or (keep and under(path, keep)):
             continue
         have, want = current.get(path), target.get(path)
+        if path in holding and (want is None or want.kind != DIR):
+            continue  # a directory holding a kept path is not removed or replaced
         if want is None:
             plan.remove.append(path)
             continue
@@ -144,6 +147,17 @@ def plan_restore(current: dict[str, Entry], target: dict[str, Entry],
     plan.remove.sort(key=lambda p: (-p.count("/"), p))
     plan.mkdir.sort(key=lambda p: (p.count("/"), p))
     return plan
+
+
+def _parents_of(paths: dict[str, str]) -> set[str]:
+    """Every directory above ``paths`` (the root excluded)."""
+    out: set[str] = set()
+    for path in paths:
+        parent = path.rpartition("/")[0]
+        while parent and parent not in out:
+            out.add(parent)
+            parent = parent.rpartition("/")[0]
+    return out
 
 
 def _add_missing_parents(plan: RestorePlan, current: dict[str, Entry], target: dict[str, Entry]) -> None:
