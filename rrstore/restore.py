@@ -107,10 +107,10 @@ def plan_restore(current: dict[str, Entry], target: dict[str, Entry],
     working tree's) -> why; nothing at or below one is removed or written,
     so a restore never rewinds a venv or deletes a log that was being written.
     """
-    plan = RestorePlan(kept=dict(sorted((keep or {}).items())))
+    plan = RestorePlan(kept={p: why for p, why in sorted((keep or {}).items()) if p})  # "" would be the root
     holding = _parents_of(plan.kept)
     for path in sorted(current.keys() | target.keys()):
-        if not in_paths(path, paths) or (keep and under(path, keep)):
+        if not in_paths(path, paths) or (plan.kept and under(path, plan.kept)):
             continue
         have, want = current.get(path), target.get(path)
         if path in holding and (want is None or want.kind != DIR):

@@ -271,7 +271,8 @@ class RollbackRecoverySystem:
             raise UsageError(f"{', '.join(paths or [])}: not in checkpoint {record.checkpoint_id}")
         # Whatever is on disk at the target's paths, ignored or not, is part of the working-tree side,
         # except below what the record left out: restore leaves that alone.
-        held = [p for p in target if in_paths(p, tree_paths) and not under(p, record.left_out)]
+        left_out = {p for p in record.left_out if p}  # "" (the root) is never left out
+        held = [p for p in target if in_paths(p, tree_paths) and not under(p, left_out)]
         snap = manager.snapshot(store=False, extra=held)
         plan = plan_restore(snap.entries, target, tree_paths, {**snap.left_out, **record.left_out})
         result = RestoreResult(record.checkpoint_id, record.state_hash, plan, dry_run, no_undo=not undo)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import SeaweedFS, git, run_cli, tree_manifest, write
+from conftest import SeaweedFS, _die_with_parent, git, run_cli, tree_manifest, write
 
 from rrstore import RollbackRecoverySystem
 from rrstore.errors import TornRead
@@ -211,35 +211,42 @@ def test_restore_of_a_checkpoint_that_held_the_venv_does_not_rewind_it(repo: Pat
 
 # --- a file that never settles --------------------------------------------------------------------
 
-# Appends in a tight loop (no sleep) and starts over past 1 MiB, until killed: the log never settles.
+# Appends a line every millisecond (starting over past 1 MiB) until killed or 300 s pass. It asks for
+# real-time scheduling (SCHED_FIFO, when allowed) so a loaded machine cannot pause it for the 30 ms settle
+# window: its last change is then always within the window, so the log never settles, deterministically.
 WRITER = """
-import os, sys
+import os, sys, time
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+except (OSError, AttributeError):
+    pass
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 line = b"2026-12-01 12:00:00 INFO still running\\n"
-while True:
+deadline = time.monotonic() + 300
+while time.monotonic() < deadline:
     os.write(fd, line)
     if os.fstat(fd).st_size > 1 << 20:
         os.ftruncate(fd, 0)
+    time.sleep(0.001)
 """
 
 
 @contextmanager
-def writing(path: Path, writers: int = 2) -> Iterator[None]:
-    """Real processes appending to ``path`` until the block ends (two, so one paused writer is not a pause)."""
+def writing(path: Path) -> Iterator[None]:
+    """A real process appending to ``path`` until the block ends (started, and seen writing, before it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"")
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path)]) for _ in range(writers)]
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], preexec_fn=_die_with_parent)
     try:
         deadline = time.monotonic() + 10
         while path.stat().st_size == 0 and time.monotonic() < deadline:
             time.sleep(0.001)
-        assert path.stat().st_size > 0, "the writers never started"
+        assert path.stat().st_size > 0, "the writer never started"
         yield
-        assert all(p.poll() is None for p in procs), "a writer stopped before the checkpoint was done"
+        assert proc.poll() is None, "the writer stopped before the checkpoint was done"
     finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(timeout=10)
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture
