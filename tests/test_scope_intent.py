@@ -172,6 +172,9 @@ def test_restore_leaves_a_left_out_venv_and_cache_alone(kind: str, repo: Path, p
     before = tree_manifest(root)
     venv_now, cache_now = below(before, ".venv"), below(before, "build/cache")
 
+    text = run_cli("restore", first, "--dry-run", cwd=root)
+    assert text.returncode == 0 and text.stdout == "W src/app.py\n", text
+    assert text.stderr.strip().endswith("; left alone (left out of the scope): .venv, build/cache"), text.stderr
     dry = run_cli("restore", first, "--dry-run", "--json", cwd=root)
     assert dry.returncode == 0, dry.stderr
     planned = json.loads(dry.stdout)
