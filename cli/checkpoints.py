@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rrstore.checkpoint import LANES, CheckpointRecord
+from rrstore.checkpoint import LANES, CheckpointRecord, left_out_warning
 from rrstore.errors import RestoreFailed
 
 from .context import global_options, state
@@ -29,13 +29,17 @@ def _warn_future(r: CheckpointRecord) -> None:
 @click.option("--status", "status", type=click.Choice(["success", "failed"]), default="success",
               show_default=True, help="Outcome of the step this checkpoint records.")
 @click.option("--error", "error", default=None, help="Error message of a failed step.")
+@click.option("--strict", is_flag=True, default=False,
+              help="Abort (exit 1, nothing recorded) if a file keeps changing while it is read, "
+                   "instead of leaving it out.")
 @global_options
-def checkpoint(lane: str, step_number: int, step_name: str, status: str, error: str | None) -> int:
+def checkpoint(lane: str, step_number: int, step_name: str, status: str, error: str | None,
+               strict: bool) -> int:
     """Record the working tree as a new checkpoint and print its id."""
     st = state()
     with progress("checkpoint", st.show_progress) as cb:
         result = st.system().checkpoint(lane, step_number, step_name, success=status == "success",
-                                        error_message=error, progress=cb)
+                                        error_message=error, progress=cb, strict=strict)
     if st.json:
         emit_json(result.record.to_json())
     else:
@@ -45,6 +49,9 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str, error: 
         shown = ", ".join(result.skipped[:3]) + (" …" if len(result.skipped) > 3 else "")
         click.echo(f"rrstore: warning: skipped {len(result.skipped)} path(s) that cannot be checkpointed "
                    f"(special files, nested repositories): {shown}", err=True)
+    warning = left_out_warning(result.record.left_out)
+    if warning and not st.quiet:
+        click.echo(warning, err=True)
     return 0
 
 

@@ -40,7 +40,6 @@ from .errors import (
     ArchiveError,
     CorruptObject,
     PermissionDenied,
-    RRStoreError,
     UnsafeTree,
     UsageError,
     from_oserror,
@@ -208,8 +207,9 @@ def export(store: Store, records: list[CheckpointRecord], output: str | os.PathL
                         writer.bytes, out.count)
 
 
-def _unexportable(exc: UnsafeTree) -> RRStoreError:
-    return RRStoreError(f"cannot export: {exc.detail} (no import would accept it; --format tar keeps it)")
+def _unexportable(exc: UnsafeTree) -> UnsafeTree:
+    """Refused as push refuses it (UnsafeTree, exit 17): one rule for everything that leaves this store."""
+    return exc.with_lead("export refused, nothing was written (no import would accept it; --format tar keeps it)")
 
 
 def _write_trees(objects: ObjectStore, records: list[CheckpointRecord], writer: ArchiveWriter,

@@ -34,7 +34,7 @@ from .errors import (
 from .objects import hash_bytes, is_oid
 from .refs import Ref, valid_id
 from .scan import scan_scope
-from .snapshot import Progress, Snapshot, snapshot
+from .snapshot import TORN_REASON, Progress, Snapshot, snapshot
 from .store import Store
 from .tree import DIR, FILE, reachable
 
@@ -219,6 +219,23 @@ class NewCheckpoint:
     success: bool = True
     error_message: str | None = None
     kind: str = "step"
+    # Abort (TornRead) on a file that never settles instead of leaving it out.
+    strict: bool = False
+
+
+def left_out_warning(left_out: dict[str, str]) -> str | None:
+    """The one line a checkpoint prints about what it left out on purpose (None if nothing)."""
+    if not left_out:
+        return None
+    shown = list(left_out.items())[:5]
+    named = ", ".join(f"{path} ({why})" for path, why in shown)
+    more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+    hints = []
+    if any(why != TORN_REASON for why in left_out.values()):
+        hints.append("include a directory with scope_include = [...] in rrstore.toml")
+    if TORN_REASON in left_out.values():
+        hints.append("--strict aborts instead")
+    return f"rrstore: warning: left out {named}{more}; {'; '.join(hints)}"
 
 
 class CheckpointManager:
@@ -339,7 +356,7 @@ class CheckpointManager:
         if spec.kind not in KINDS:
             raise UsageError(f"unknown checkpoint kind {spec.kind!r}")
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        snap = self.snapshot(store=True, progress=progress, extra=extra)
+        snap = self.snapshot(store=True, progress=progress, extra=extra, strict=spec.strict)
         missing = self.store.objects.missing(snapshot_oids(snap))
         if missing:
             raise ObjectsNotWritten(missing)
@@ -361,7 +378,7 @@ class CheckpointManager:
             git_commit=git.commit, git_branch=git.branch, git_dirty=git.dirty,
             git_operation=git.operation, git_merge_head=git.merge_head,
             success=spec.success, error_message=spec.error_message, metrics=metrics, kind=spec.kind,
-            root=str(self.root), hostname=os.uname().nodename,
+            root=str(self.root), hostname=os.uname().nodename, left_out=snap.left_out,
         )
         base = f"{spec.lane}-step{spec.step_number}-{now.strftime('%Y%m%d_%H%M%S')}"
         for attempt in range(1, 10_000):
@@ -390,12 +407,17 @@ class CheckpointManager:
         return record
 
     def snapshot(self, *, store: bool, progress: Progress | None = None,
-                 extra: list[str] | None = None) -> Snapshot:
+                 extra: list[str] | None = None, strict: bool = False) -> Snapshot:
         """The working tree as a tree; ``store=False`` only hashes.
 
         ``extra``: paths to hold when they exist although the scope leaves them
         out (restore's undo checkpoint holds every path the restore overwrites).
+        Venvs and cache directories (unless in the ``scope_include`` setting)
+        and files that never settle (unless ``strict``) are left out and
+        named in ``Snapshot.left_out``.
         """
-        scope = scan_scope(self.root, [self.store.path], git_state=store, extra=extra)
-        return snapshot(scope, self.store.objects, store=store, workers=self.store.settings.workers,
-                        progress=progress, cache=self.store.stat_cache(self.root))
+        settings = self.store.settings
+        scope = scan_scope(self.root, [self.store.path], git_state=store, extra=extra,
+                           include=settings.scope_include)
+        return snapshot(scope, self.store.objects, store=store, workers=settings.workers,
+                        progress=progress, cache=self.store.stat_cache(self.root), strict=strict)

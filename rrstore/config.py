@@ -6,7 +6,7 @@ Unknown keys are an error, so a typo never silently does nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ class Settings:
     compression_level: int = 3
     fsync: str = "batch"
     workers: int = 0
+    # Directories kept in the scope although they hold a pyvenv.cfg or a CACHEDIR.TAG (scan.py).
+    scope_include: list[str] = field(default_factory=list)
     source: str = ""
 
     def validate(self) -> Settings:
@@ -33,6 +35,9 @@ class Settings:
         if self.workers < 0:
             raise UsageError(f"{self.source}: workers must be 0 (automatic) or more")
         return self
+
+
+_LISTS = ("scope_include",)
 
 
 def _table(root: Path) -> tuple[dict[str, Any], str]:
@@ -68,6 +73,11 @@ def load_settings(root: Path) -> Settings:
             continue
         if key not in known:
             raise UsageError(f"{source}: unknown setting {key!r} (known: {', '.join(sorted(known))})")
+        if key in _LISTS:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise UsageError(f"{source}: {key} must be a list of strings (paths relative to the project root)")
+            values[key] = list(value)
+            continue
         expected = type(getattr(Settings, key))
         if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
             raise UsageError(f"{source}: {key} must be a {expected.__name__}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import RRStoreError
@@ -40,6 +40,8 @@ class GitScope:
     files: list[str]
     untracked_dirs: list[str]
     state: GitState
+    # Those of ``files`` git does not track (``ls-files -t`` tags them '?').
+    untracked: list[str] = field(default_factory=list)
 
 
 def find_git_root(start: Path) -> Path | None:
@@ -147,7 +149,8 @@ def list_scope(root: Path, *, with_state: bool) -> GitScope:
         top = find_git_root(root)
         operation, merge_head = operation_in_progress(top) if top is not None else (None, None)
         state = GitState(state.commit, state.branch, state.dirty, operation, merge_head)
-    return GitScope(files, dirs, state)
+    others = [t[2:] for t in tagged if t.startswith("?")]
+    return GitScope(files, dirs, state, others)
 
 
 def _parse_status(raw: bytes, untracked: bool) -> GitState:

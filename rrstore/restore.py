@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .errors import DiskFull, UnsafeTree
 from .objects import ObjectStore
-from .scan import store_prefixes, worktree_temp
+from .scan import store_prefixes, under, worktree_temp
 from .statcache import Stamp, stamp
 from .tree import DIR, MAX_PATH_BYTES, SYMLINK, Entry, check_paths, content_oids
 from .workers import PARALLEL_MIN_SIZE, run_split
@@ -43,6 +43,9 @@ class RestorePlan:
     unchanged: int = 0
     # Written paths where nothing was when planning: nothing there may be overwritten.
     absent: set[str] = field(default_factory=set)
+    # Left-out paths (a venv, a cache, a file that never settled) -> why: neither they nor
+    # anything below them is removed or written.
+    kept: dict[str, str] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -68,10 +71,13 @@ class RestoreResult:
         p = self.plan
         verb = "would restore" if self.dry_run else "restored"
         if p.empty:
-            return f"working tree already matches {self.checkpoint_id}"
+            kept = f" (left alone: {', '.join(p.kept)})" if p.kept else ""
+            return f"working tree already matches {self.checkpoint_id}{kept}"
         text = (f"{verb} {self.checkpoint_id}: {len(p.write)} written, {len(p.remove)} removed, "
                 f"{len(p.mkdir)} dirs created, {len(p.symlink)} symlinks, {len(p.chmod)} modes, "
                 f"{p.unchanged} unchanged")
+        if p.kept:
+            text += f"; left alone (left out of the scope): {', '.join(p.kept)}"
         if self.undo_checkpoint_id:
             text += f"; undo with: rrstore restore --checkpoint-id {self.undo_checkpoint_id}"
         elif self.no_undo and not self.dry_run:
@@ -83,7 +89,7 @@ class RestoreResult:
         return {"checkpoint_id": self.checkpoint_id, "state_hash": self.state_hash,
                 "dry_run": self.dry_run, "undo_checkpoint_id": self.undo_checkpoint_id,
                 "written": p.write, "removed": p.remove, "dirs_created": p.mkdir,
-                "symlinks": p.symlink, "modes_changed": p.chmod, "unchanged": p.unchanged,
+                "symlinks": p.symlink, "modes_changed": p.chmod, "unchanged": p.unchanged, "kept": p.kept,
                 "failures": self.failures, "success": self.success}
 
 
@@ -94,13 +100,21 @@ def in_paths(path: str, paths: list[str] | None) -> bool:
 
 
 def plan_restore(current: dict[str, Entry], target: dict[str, Entry],
-                 paths: list[str] | None = None) -> RestorePlan:
-    """What must change so ``current`` becomes ``target`` (within ``paths``)."""
-    plan = RestorePlan()
+                 paths: list[str] | None = None, keep: dict[str, str] | None = None) -> RestorePlan:
+    """What must change so ``current`` becomes ``target`` (within ``paths``).
+
+    ``keep``: left-out paths (the target record's ``left_out`` and the
+    working tree's) -> why; nothing at or below one is removed or written,
+    so a restore never rewinds a venv or deletes a log that was being written.
+    """
+    plan = RestorePlan(kept={p: why for p, why in sorted((keep or {}).items()) if p})  # "" would be the root
+    holding = _parents_of(plan.kept)
     for path in sorted(current.keys() | target.keys()):
-        if not in_paths(path, paths):
+        if not in_paths(path, paths) or (plan.kept and under(path, plan.kept)):
             continue
         have, want = current.get(path), target.get(path)
+        if path in holding and (want is None or want.kind != DIR):
+            continue  # a directory holding a kept path is not removed or replaced
         if want is None:
             plan.remove.append(path)
             continue
@@ -133,6 +147,17 @@ def plan_restore(current: dict[str, Entry], target: dict[str, Entry],
     plan.remove.sort(key=lambda p: (-p.count("/"), p))
     plan.mkdir.sort(key=lambda p: (p.count("/"), p))
     return plan
+
+
+def _parents_of(paths: dict[str, str]) -> set[str]:
+    """Every directory above ``paths`` (the root excluded)."""
+    out: set[str] = set()
+    for path in paths:
+        parent = path.rpartition("/")[0]
+        while parent and parent not in out:
+            out.add(parent)
+            parent = parent.rpartition("/")[0]
+    return out
 
 
 def _add_missing_parents(plan: RestorePlan, current: dict[str, Entry], target: dict[str, Entry]) -> None:

@@ -8,12 +8,24 @@ never written (``tree.never_written``: ``.git`` and ``.checkpoints`` in any
 case and at any depth), so a checkpoint cannot hold one. A caller may add
 ``extra`` paths outside the ignore rules (restore's undo checkpoint: every
 path the restore would overwrite, ignored ones included).
+
+Directories that are the project's environment or a cache, not its work, are
+left out on purpose and named in ``Scope.left_out``: one holding a
+``pyvenv.cfg`` (a virtual environment) or a ``CACHEDIR.TAG`` that starts with
+the Cache Directory Tagging signature (what restic's and borg's
+``--exclude-caches`` skip). In git mode only their untracked files are left
+out (git owns the tracked ones); the root itself never is. ``include`` paths
+(the ``scope_include`` setting) are exempt. Detection costs nothing extra:
+git mode looks for the marker names among the listed paths, the walker looks
+when it enters a directory.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +33,11 @@ from . import gitrepo
 from .tree import never_written, paths_never_written
 
 IGNORE_FILE = ".rrstoreignore"
+PYVENV = "pyvenv.cfg"
+CACHEDIR_TAG = "CACHEDIR.TAG"
+CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
+VENV_REASON = "a virtual environment: pyvenv.cfg"
+CACHE_REASON = "a cache directory: CACHEDIR.TAG"
 
 # Restore replaces a file through ``.<name>.rrstore-<8 hex>.tmp`` beside it. One
 # left behind by a killed restore is never part of a checkpoint, and the next
@@ -48,6 +65,50 @@ class Scope:
     git: gitrepo.GitState = gitrepo.NO_GIT
     # Those of ``paths`` the rules above leave out, held because the caller asked (``scan_scope``).
     extra: list[str] = field(default_factory=list)
+    # Directories left out on purpose (a venv, a cache directory) -> why; restore leaves them alone.
+    left_out: dict[str, str] = field(default_factory=dict)
+
+
+def marker_reason(root: Path, rel_dir: str, name: str) -> str | None:
+    """Why directory ``rel_dir`` is left out because it holds file ``name``, or None.
+
+    A ``pyvenv.cfg`` marks a virtual environment; a ``CACHEDIR.TAG`` counts
+    only when it starts with the spec's signature (a file of that name
+    written for another reason does not hide a directory).
+    """
+    full = root / rel_dir / name
+    try:
+        if not stat.S_ISREG(os.lstat(full).st_mode):
+            return None
+        if name == PYVENV:
+            return VENV_REASON
+        if name == CACHEDIR_TAG:
+            with open(full, "rb") as fh:
+                return CACHE_REASON if fh.read(len(CACHEDIR_SIGNATURE)) == CACHEDIR_SIGNATURE else None
+    except OSError:
+        return None
+    return None
+
+
+def under(path: str, prefixes: Collection[str]) -> bool:
+    """True if ``path`` is one of ``prefixes`` or lies below one ("" holds everything; one look-up per parent)."""
+    while True:
+        if path in prefixes:
+            return True
+        if not path:
+            return False
+        path = path.rpartition("/")[0]
+
+
+def clean_include(include: Iterable[str]) -> list[str]:
+    """``scope_include`` entries as tree paths ("./.venv/" -> ".venv"); "." or "" includes everything."""
+    out = []
+    for raw in include:
+        path = raw.strip().replace(os.sep, "/").strip("/")
+        while path.startswith("./"):
+            path = path[2:]
+        out.append("" if path in (".", "") else path)
+    return out
 
 
 def _excluded_prefixes(root: Path, exclude: list[Path]) -> list[str]:
@@ -73,30 +134,73 @@ def _is_excluded(path: str, prefixes: list[str]) -> bool:
 
 
 def scan_scope(root: Path, exclude: list[Path], *, git_state: bool = False,
-               extra: list[str] | None = None) -> Scope:
+               extra: list[str] | None = None, include: Iterable[str] = ()) -> Scope:
     """List what a checkpoint of ``root`` holds, leaving out ``exclude``.
 
     ``git_state`` also records commit, branch and dirtiness (for records).
     ``extra`` paths are added to ``paths`` (and listed in ``Scope.extra``),
-    ignored or not, never ``.git`` or ``exclude``; the snapshot holds those
-    that exist. Costs one set of the scope's paths, nothing without ``extra``.
+    ignored or not, never ``.git``, ``exclude`` or a left-out directory; the
+    snapshot holds those that exist. Costs one set of the scope's paths,
+    nothing without ``extra``. ``include``: directories (and what lies below
+    them) never left out as a venv or a cache.
     """
     prefixes = _excluded_prefixes(root, exclude)
+    wanted = set(clean_include(include))
     if gitrepo.find_git_root(root) is not None:
-        scope = _git_scope(root, prefixes, git_state)
+        scope = _git_scope(root, prefixes, git_state, wanted)
     else:
-        scope = _walk_scope(root, prefixes)
+        scope = _walk_scope(root, prefixes, wanted)
     if extra:
         listed = set(scope.paths)
         reserved = set(paths_never_written(extra))  # never .git or the store, whoever asks
         scope.extra = sorted(p for p in extra if p and p not in listed and p not in reserved
-                             and not _is_excluded(p, prefixes))
+                             and not _is_excluded(p, prefixes) and not under(p, scope.left_out))
         scope.paths.extend(scope.extra)
     return scope
 
 
-def _git_scope(root: Path, prefixes: list[str], git_state: bool) -> Scope:
+def _marked_dirs(root: Path, files: list[str], include: set[str]) -> dict[str, str]:
+    """The outermost directories below the root that ``files`` show holding a venv or cache marker."""
+    found: dict[str, str] = {}
+    for path in files:
+        if not path.endswith(("/" + PYVENV, "/" + CACHEDIR_TAG)):
+            continue
+        folder, _, name = path.rpartition("/")
+        if folder in found or under(folder, include):
+            continue
+        reason = marker_reason(root, folder, name)
+        if reason is not None:
+            found[folder] = reason
+    return {d: why for d, why in sorted(found.items()) if not under(d.rpartition("/")[0], found)}
+
+
+def _leave_out_untracked(root: Path, listing: gitrepo.GitScope, include: set[str]) -> dict[str, str]:
+    """Drop from ``listing.files`` the untracked files inside venvs and caches; return those directories.
+
+    Tracked files there stay: git owns them, and a checkpoint that dropped
+    them would restore a commit's files incompletely.
+    """
+    marked = _marked_dirs(root, listing.files, include)
+    if not marked:
+        return {}
+    untracked = set(listing.untracked)
+    dropped: set[str] = set()
+    kept = []
+    for path in listing.files:
+        if path in untracked and under(path.rpartition("/")[0], marked):
+            folder = path.rpartition("/")[0]
+            while folder not in marked:
+                folder = folder.rpartition("/")[0]
+            dropped.add(folder)
+        else:
+            kept.append(path)
+    listing.files = kept
+    return {d: why for d, why in marked.items() if d in dropped}
+
+
+def _git_scope(root: Path, prefixes: list[str], git_state: bool, include: set[str]) -> Scope:
     listing = gitrepo.list_scope(root, with_state=git_state)
+    left_out = _leave_out_untracked(root, listing, include)
     untracked_dirs = listing.untracked_dirs
     files = listing.files
     if prefixes:  # only a store inside the work tree needs filtering
@@ -107,13 +211,14 @@ def _git_scope(root: Path, prefixes: list[str], git_state: bool) -> Scope:
     reserved = set(paths_never_written(files))
     if reserved:
         files = [p for p in files if p not in reserved]
-    scope = Scope(root, "git", files, git=listing.state)
+    scope = Scope(root, "git", files, git=listing.state, left_out=left_out)
     candidates: list[str] = []
+    skip = [*prefixes, *left_out]  # no walk into a left-out venv or cache for its empty directories
     for top in untracked_dirs:
         top = top.rstrip("/")
-        if _is_excluded(top, prefixes) or paths_never_written([top]):
+        if _is_excluded(top, skip) or paths_never_written([top]):
             continue
-        candidates.extend(_empty_dirs(root, top, prefixes))
+        candidates.extend(_empty_dirs(root, top, skip))
     if candidates:
         ignored = gitrepo.ignored(root, candidates)
         scope.empty_dirs = [d for d in candidates if d not in ignored and d + "/" not in ignored]
@@ -138,7 +243,7 @@ def _empty_dirs(root: Path, top: str, prefixes: list[str]) -> list[str]:
     return found
 
 
-def _walk_scope(root: Path, prefixes: list[str]) -> Scope:
+def _walk_scope(root: Path, prefixes: list[str], include: set[str]) -> Scope:
     import pathspec
 
     spec = None
@@ -149,22 +254,36 @@ def _walk_scope(root: Path, prefixes: list[str]) -> Scope:
     stack = [""]
     while stack:
         rel_dir = stack.pop()
-        empty = True
         with os.scandir(root / rel_dir if rel_dir else root) as it:
-            for item in it:
-                empty = False
-                rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
-                is_dir = item.is_dir(follow_symlinks=False)
-                if never_written(item.name) or _is_excluded(rel, prefixes):
-                    continue
-                if spec is not None and spec.match_file(rel + "/" if is_dir else rel):
-                    continue
-                if is_dir:
-                    stack.append(rel)
-                else:
-                    scope.paths.append(rel)
-        if empty and rel_dir:
+            items = list(it)
+        reason = _walk_marker(root, rel_dir, items, include) if rel_dir else None
+        if reason is not None:
+            scope.left_out[rel_dir] = reason
+            continue
+        for item in items:
+            rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
+            is_dir = item.is_dir(follow_symlinks=False)
+            if never_written(item.name) or _is_excluded(rel, prefixes):
+                continue
+            if spec is not None and spec.match_file(rel + "/" if is_dir else rel):
+                continue
+            if is_dir:
+                stack.append(rel)
+            else:
+                scope.paths.append(rel)
+        if not items and rel_dir:
             scope.empty_dirs.append(rel_dir)
     scope.paths.sort()  # as git lists them: neighbours end up side by side in packs
     scope.empty_dirs.sort()
+    scope.left_out = dict(sorted(scope.left_out.items()))
     return scope
+
+
+def _walk_marker(root: Path, rel_dir: str, items: list[os.DirEntry[str]], include: set[str]) -> str | None:
+    """Why the walker leaves out ``rel_dir`` (just entered, its entries ``items``), or None."""
+    for item in items:
+        if item.name in (PYVENV, CACHEDIR_TAG) and not under(rel_dir, include):
+            reason = marker_reason(root, rel_dir, item.name)
+            if reason is not None:
+                return reason
+    return None

@@ -2,9 +2,11 @@
 
 Files are read, hashed and stored in parallel (blake3 and zstd release the
 GIL). A file is read between two ``fstat`` calls; if its size, mtime or ctime
-moved, it is read again, and after three tries the snapshot fails instead of
-storing a torn copy. With ``store=False`` nothing is written: the same code
-answers "what is the state hash of the working tree right now".
+moved, it is read again; a file that never settles is never stored torn: it
+is left out of the snapshot (named in ``Snapshot.left_out``, so the state
+hash excludes it), or with ``strict`` the snapshot fails (TornRead). With
+``store=False`` nothing is written: the same code answers "what is the state
+hash of the working tree right now".
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .workers import PARALLEL_MIN_SIZE, run_split
 Progress = Callable[[int, int], None]
 T = TypeVar("T")
 READ_TRIES = 4
+TORN_REASON = "kept changing while it was read"
 CHUNK_THRESHOLD = 4 << 20
 # 256 KiB average: on a 100 MB file with ten small edits, a new checkpoint
 # stores 4.6% of the file, against 18% at 1 MiB (benchmarks/results/tuning.md).
@@ -65,7 +68,8 @@ class Snapshot:
     entries: dict[str, Entry]
     stats: SnapshotStats
     git: GitState = NO_GIT
-
+    # The scope's left-out directories plus files that never settled -> why (the record's ``left_out``).
+    left_out: dict[str, str] = field(default_factory=dict)
 
 
 class Hot(Exception):
@@ -273,7 +277,8 @@ def _remove_leftovers(root: str, paths: list[str]) -> None:
 
 
 def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers: int = 0,
-             progress: Progress | None = None, cache: StatCache | None = None) -> Snapshot:
+             progress: Progress | None = None, cache: StatCache | None = None,
+             strict: bool = False) -> Snapshot:
     """Hash (and with ``store``, save) everything in ``scope``; return the root tree.
 
     With a ``cache``, a file whose stat is unchanged since it was last hashed
@@ -282,7 +287,9 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
     lstat each, none for a directory above a scoped file); an extra
     directory only when it is empty. Paths below a symlinked or replaced
     directory are left out: git still lists tracked paths there, but they
-    are not in this working tree.
+    are not in this working tree. A file that never gives a stable read
+    (a log being written) is left out and named in ``left_out``, or with
+    ``strict`` raises TornRead and nothing is recorded.
     """
     stats = SnapshotStats()
     written_before = objects.stored_bytes
@@ -334,10 +341,14 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
         if parents.real(rel.rpartition("/")[0]):
             builder.add_dir(rel)
 
-    def one(rel: str, settle: bool) -> tuple[str, Entry, Stored]:
+    def one(rel: str, settle: bool) -> tuple[str, Entry, Stored] | None:
         full = f"{root}/{rel}"
         try:
             stored, st = store_file(full, objects, store=store, settle=settle)
+        except TornRead:
+            if strict:
+                raise
+            return None  # never settled: left out (named in ``left_out`` by the caller)
         except OSError as exc:
             raise from_oserror(exc, full, "read") from exc
         if cache is not None:
@@ -357,22 +368,29 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
         if progress is not None:
             progress(stats.files, total)
 
-    def first_try(rel: str) -> tuple[str, Entry, Stored] | None:
+    def first_try(rel: str) -> tuple[str, Entry, Stored] | str:
         try:
-            return one(rel, settle=False)
+            return one(rel, settle=False) or rel
         except Hot:
             hot.append(rel)
-            return None
+            return ""
 
     # Files changed just now are read once more at the end, after one shared wait.
     hot: list[str] = []
+    torn: list[str] = []
     for done in run_split(misses, lambda rel: sizes[rel] >= PARALLEL_MIN_SIZE, first_try, workers):
-        if done is not None:
+        if isinstance(done, tuple):
             account(*done)
+        elif done:
+            torn.append(done)
     if hot:
         time.sleep(SETTLE_NS / 1e9)
         for rel in hot:
-            account(*one(rel, settle=True))
+            again = one(rel, settle=True)
+            if again is None:
+                torn.append(rel)
+            else:
+                account(*again)
     root_oid = builder.build()
     if store:
         _remove_leftovers(root, leftovers)
@@ -380,4 +398,5 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
         stats.stored_bytes_new = objects.stored_bytes - written_before
     if cache is not None:
         cache.save(seen)
-    return Snapshot(root_oid, builder.entries, stats, scope.git)
+    left_out = {**scope.left_out, **{rel: TORN_REASON for rel in sorted(torn)}}
+    return Snapshot(root_oid, builder.entries, stats, scope.git, left_out)

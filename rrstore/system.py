@@ -35,6 +35,7 @@ from .restore import (
     in_paths,
     plan_restore,
 )
+from .scan import under
 from .store import Store
 from .tree import Entry, flatten
 from .workers import default_workers
@@ -186,12 +187,18 @@ class RollbackRecoverySystem:
     # verbs ------------------------------------------------------------------
 
     def checkpoint(self, lane: str, step_number: int, step_name: str, *, success: bool = True,
-                   error_message: str | None = None, progress: Progress | None = None) -> CheckpointResult:
-        """Record the working tree as a new checkpoint (creates the store if needed)."""
+                   error_message: str | None = None, progress: Progress | None = None,
+                   strict: bool = False) -> CheckpointResult:
+        """Record the working tree as a new checkpoint (creates the store if needed).
+
+        Venvs, cache directories and files that never settle while read are
+        left out (``record.left_out``); with ``strict`` such a file raises
+        TornRead instead and nothing is recorded.
+        """
         check_lane(lane)
         store = self.open_store(create=True)
         manager = CheckpointManager(self.root, store)
-        spec = NewCheckpoint(lane, step_number, step_name, success, error_message)
+        spec = NewCheckpoint(lane, step_number, step_name, success, error_message, strict=strict)
         with locked(store.path, WORKTREE_LOCK, exclusive=False), store.writing():
             record, snap = manager.create(spec, progress=progress)
         return CheckpointResult(record.checkpoint_id, record, skipped=snap.stats.skipped)
@@ -262,10 +269,12 @@ class RollbackRecoverySystem:
         check_target(self.root, manager.store.path, record.checkpoint_id, target)
         if tree_paths and not any(in_paths(p, tree_paths) for p in target):
             raise UsageError(f"{', '.join(paths or [])}: not in checkpoint {record.checkpoint_id}")
-        # Whatever is on disk at the target's paths, ignored or not, is part of the working-tree side.
-        held = [p for p in target if in_paths(p, tree_paths)]
+        # Whatever is on disk at the target's paths, ignored or not, is part of the working-tree side,
+        # except below what the record left out: restore leaves that alone.
+        left_out = {p for p in record.left_out if p}  # "" (the root) is never left out
+        held = [p for p in target if in_paths(p, tree_paths) and not under(p, left_out)]
         snap = manager.snapshot(store=False, extra=held)
-        plan = plan_restore(snap.entries, target, tree_paths)
+        plan = plan_restore(snap.entries, target, tree_paths, {**snap.left_out, **record.left_out})
         result = RestoreResult(record.checkpoint_id, record.state_hash, plan, dry_run, no_undo=not undo)
         if dry_run or plan.empty:
             return result
@@ -295,7 +304,7 @@ class RollbackRecoverySystem:
         spec = NewCheckpoint(record.lane, record.step_number, f"before restore to {record.checkpoint_id}",
                              kind="pre-restore")
         undo, snap = manager.create(spec, extra=held)
-        plan = plan_restore(snap.entries, target, tree_paths)
+        plan = plan_restore(snap.entries, target, tree_paths, {**snap.left_out, **record.left_out})
         try:
             from .undo import at_risk, prove_undo  # only a restore that writes needs it (start-up time)
 
