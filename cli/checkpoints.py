@@ -26,15 +26,16 @@ def _warn_future(r: CheckpointRecord) -> None:
 @click.option("--lane", type=click.Choice(LANES), required=True, help="Workflow lane.")
 @click.option("--step-number", type=click.IntRange(min=0), required=True, help="Step number in the workflow.")
 @click.option("--step-name", required=True, help="What the step does.")
-@click.option("--status", "status", type=click.Choice(["success", "failed"]), default="success",
-              show_default=True, help="Outcome of the step this checkpoint records.")
-@click.option("--error", "error", default=None, help="Error message of a failed step.")
+@click.option("--status", "status", type=click.Choice(["success", "failed"]), default=None,
+              help="Outcome of the step this checkpoint records [default: failed with --error, else success].")
+@click.option("--error", "error", default=None, help="Error message of a failed step (implies --status failed).")
 @global_options
-def checkpoint(lane: str, step_number: int, step_name: str, status: str, error: str | None) -> int:
+def checkpoint(lane: str, step_number: int, step_name: str, status: str | None, error: str | None) -> int:
     """Record the working tree as a new checkpoint and print its id."""
     st = state()
+    success = None if status is None else status == "success"
     with progress("checkpoint", st.show_progress) as cb:
-        result = st.system().checkpoint(lane, step_number, step_name, success=status == "success",
+        result = st.system().checkpoint(lane, step_number, step_name, success=success,
                                         error_message=error, progress=cb)
     if st.json:
         emit_json(result.record.to_json())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -185,10 +186,19 @@ class RollbackRecoverySystem:
 
     # verbs ------------------------------------------------------------------
 
-    def checkpoint(self, lane: str, step_number: int, step_name: str, *, success: bool = True,
+    def checkpoint(self, lane: str, step_number: int, step_name: str, *, success: bool | None = None,
                    error_message: str | None = None, progress: Progress | None = None) -> CheckpointResult:
-        """Record the working tree as a new checkpoint (creates the store if needed)."""
+        """Record the working tree as a new checkpoint (creates the store if needed).
+
+        ``success`` defaults to whether there is no ``error_message``: an error
+        message records a failed step, and ``success=True`` with one is a UsageError.
+        """
         check_lane(lane)
+        if success is None:
+            success = error_message is None
+        elif success and error_message is not None:
+            raise UsageError("a step recorded as successful cannot carry an error message "
+                             "(an error message alone records a failed step)")
         store = self.open_store(create=True)
         manager = CheckpointManager(self.root, store)
         spec = NewCheckpoint(lane, step_number, step_name, success, error_message)
@@ -459,7 +469,7 @@ class RollbackRecoverySystem:
         return validate(self, verbose=verbose, checkpoint_id=checkpoint_id)
 
     def cleanup(self, dry_run: bool = False) -> CleanupResult:
-        """Remove failed execution state (store leftovers, unheld locks, caches); never a tracked file."""
+        """Remove failed execution state (store leftovers, stale git lock, caches); never a tracked file."""
         from .recovery.cleanup import CleanupOptions, cleanup
         from .recovery.settings import load_recovery_settings
 
@@ -484,15 +494,23 @@ class RollbackRecoverySystem:
         """The seed's entry point: ``run('checkpoint', lane=..., step_number=..., step_name=...)``.
 
         ``command`` is positional only, so ``run('run', command='pytest -q', ...)`` passes the step's.
+        Never raises for what the caller got wrong either: an unknown command or keywords the verb
+        does not take give a FailedResult whose message names the valid choices.
         """
         verbs: dict[str, Callable[..., Any]] = {
             "checkpoint": self.checkpoint, "restore": self.restore, "list": self.list,
             "show": self.show, "diff": self.diff, "status": self.status, "gc": self.gc,
             "plan": self.plan, "classify": self.classify, "validate": self.validate,
             "cleanup": self.cleanup, "run": self.run_step, "workflow": self.workflow}
-        if command not in verbs:
-            raise UsageError(f"unknown command {command!r}: choose one of {', '.join(verbs)}")
         try:
-            return verbs[command](**kwargs)
+            verb = verbs.get(command)
+            if verb is None:
+                raise UsageError(f"unknown command {command!r}: choose one of {', '.join(verbs)}")
+            signature = inspect.signature(verb)
+            try:
+                signature.bind(**kwargs)
+            except TypeError as exc:  # the caller's keywords, not a TypeError from inside the verb
+                raise UsageError(f"run({command!r}): {exc} (it takes: {', '.join(signature.parameters)})") from None
+            return verb(**kwargs)
         except RRStoreError as exc:
             return FailedResult(str(exc), exc)

@@ -1,0 +1,142 @@
+"""Issue 9, point 8: the smaller rough edges, each through the real CLI (or the Python API where the item is
+about the API)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import write
+
+from rrstore import RollbackRecoverySystem
+from rrstore.errors import UsageError
+from rrstore.system import FailedResult
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+LANE = ("--lane", "standard")
+
+
+def take(cli: Cli, cwd: Path, step: int = 1, *extra: str) -> str:
+    done = cli("checkpoint", *LANE, "--step-number", str(step), "--step-name", f"s{step}", *extra, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def listed(cli: Cli, cwd: Path) -> list[str]:
+    done = cli("list", "--json", cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return [r["checkpoint_id"] for r in json.loads(done.stdout)]
+
+
+# 3. an error message records a failed step -----------------------------------------------------------
+
+
+def test_an_error_message_records_a_failed_step_and_success_with_an_error_is_refused(
+        project: Path, cli: Cli) -> None:
+    write(project, "f.txt", "one\n")
+    done = cli("checkpoint", *LANE, "--step-number", "1", "--step-name", "tests", "--error", "boom", "--json",
+               cwd=project)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert (record["success"], record["error_message"]) == (False, "boom")
+    assert json.loads(cli("show", record["checkpoint_id"], "--json", cwd=project).stdout)["success"] is False
+
+    refused = cli("checkpoint", *LANE, "--step-number", "2", "--step-name", "x", "--status", "success",
+                  "--error", "boom", cwd=project)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.splitlines() == ["rrstore: error: a step recorded as successful cannot carry an error "
+                                           "message (an error message alone records a failed step)"]
+    assert listed(cli, project) == [record["checkpoint_id"]]  # nothing was recorded
+
+    plain = json.loads(cli("checkpoint", *LANE, "--step-number", "2", "--step-name", "ok", "--json",
+                           cwd=project).stdout)
+    failed = json.loads(cli("checkpoint", *LANE, "--step-number", "3", "--step-name", "bad", "--status", "failed",
+                            "--json", cwd=project).stdout)
+    assert (plain["success"], plain["error_message"]) == (True, None)
+    assert (failed["success"], failed["error_message"]) == (False, None)
+
+    system = RollbackRecoverySystem(root=project)
+    assert system.checkpoint("standard", 4, "api", error_message="boom").record.success is False
+    with pytest.raises(UsageError):
+        system.checkpoint("standard", 5, "api", success=True, error_message="boom")
+
+
+# 5. cleanup never reports rrstore's own locks ---------------------------------------------------------
+
+
+def test_cleanup_after_a_restore_reports_no_lock_but_still_a_stale_leftover(git_project: Path, cli: Cli) -> None:
+    write(git_project, "app.py", "v1\n")
+    first = take(cli, git_project, 1)
+    write(git_project, "app.py", "v2\n")
+    take(cli, git_project, 2)
+    assert cli("restore", first, cwd=git_project).returncode == 0
+    lock = git_project / ".checkpoints" / "locks" / "worktree.lock"
+    assert lock.read_text().startswith("pid ")  # the restore's process is gone; the file still names it
+
+    quiet = cli("cleanup", "--json", cwd=git_project)
+    assert quiet.returncode == 0, quiet.stderr
+    assert json.loads(quiet.stdout)["removed"] == []
+    assert lock.exists()
+
+    leftover = write(git_project, ".checkpoints/tmp/interrupted-write.tmp", b"t" * 100)
+    stale_git = write(git_project, ".git/index.lock", b"")
+    hour_ago = time.time() - 3600
+    for path in (leftover, stale_git):
+        os.utime(path, (hour_ago, hour_ago))
+    done = cli("cleanup", cwd=git_project)
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == ["removed git-lock .git/index.lock (1 file(s), 0 B)",
+                                                "removed tmp .checkpoints/tmp/interrupted-write.tmp (1 file(s), 100 B)"]
+    assert not leftover.exists() and not stale_git.exists() and lock.exists()
+    assert (git_project / "app.py").read_text() == "v1\n"
+
+
+# 8. run() returns errors as results -------------------------------------------------------------------
+
+
+def test_run_returns_a_failed_result_for_an_unknown_command_and_bad_keywords(project: Path) -> None:
+    write(project, "f.txt")
+    system = RollbackRecoverySystem(root=project)
+    unknown = system.run("bogus")
+    assert isinstance(unknown, FailedResult) and unknown.success is False
+    assert unknown.message.startswith("unknown command 'bogus': choose one of checkpoint, restore, list")
+    assert isinstance(unknown.error, UsageError)
+
+    missing = system.run("checkpoint", lane="standard")
+    assert missing.success is False and "step_number" in missing.message and "it takes: lane" in missing.message
+    extra = system.run("list", colour="red")
+    assert extra.success is False and "'colour'" in extra.message
+    assert not (project / ".checkpoints").exists()  # nothing ran
+
+    made = system.run("checkpoint", lane="standard", step_number=1, step_name="Start")
+    assert made.success is True and system.run("show", checkpoint_id=made.checkpoint_id).checkpoint_id == \
+        made.checkpoint_id
+
+
+# 9. the gc summary says what each number is -----------------------------------------------------------
+
+
+def test_the_gc_summary_puts_each_number_next_to_what_it_counts(project: Path, cli: Cli) -> None:
+    ids = []
+    for step in (1, 2, 3):
+        write(project, "data.bin", os.urandom(200_000))
+        ids.append(take(cli, project, step))
+    args = ("gc", "--older-than", "0s", "--grace", "0s", "--keep-last", "1")
+    dry = cli(*args, "--dry-run", cwd=project)
+    assert dry.returncode == 0, dry.stderr
+    assert re.fullmatch(r"gc would remove 2 checkpoint\(s\) and \d+ object\(s\), would keep 1 checkpoint\(s\); "
+                        r"would free \d+ bytes \(\d+\.\d KiB\)\n", dry.stderr), dry.stderr
+
+    done = cli(*args, cwd=project)
+    assert done.returncode == 0, done.stderr
+    match = re.fullmatch(r"gc removed 2 checkpoint\(s\) and \d+ object\(s\), kept 1 checkpoint\(s\); "
+                         r"freed (\d+) bytes \((\d+\.\d) KiB\)\n", done.stderr)
+    assert match, done.stderr
+    assert int(match[1]) > 2 * 190_000 and f"{int(match[1]) / 1024:.1f}" == match[2]
+    assert listed(cli, project) == [ids[2]]
