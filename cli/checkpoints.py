@@ -7,7 +7,7 @@ import click
 from rrstore.checkpoint import LANES, CheckpointRecord
 from rrstore.errors import RestoreFailed
 
-from .context import global_options, state
+from .context import endpoint_needs, global_options, state
 from .output import emit_json, human_bytes, info, progress
 
 
@@ -57,6 +57,7 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str | None, 
 def list_(lane: str | None, remote: str | None, endpoint_url: str | None) -> int:
     """List checkpoints, newest first."""
     st = state()
+    endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")
     listing = st.system().list_remote(remote, endpoint_url, lane) if remote else st.system().list(lane)
     records = listing.checkpoints
     for checkpoint_id, exc in listing.damaged.items():

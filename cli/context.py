@@ -67,6 +67,11 @@ def state() -> State:
     return click.get_current_context().find_root().ensure_object(State)
 
 
+def endpoint_needs(endpoint_url: str | None, remote: bool, option: str) -> None:
+    """``--endpoint-url`` only means something with a remote: without one it would be silently ignored."""
+    if endpoint_url is not None and not remote:
+        raise click.UsageError(f"--endpoint-url needs {option}")
+
 
 def report(exc: RRStoreError, state: State, code: int | None = None) -> int:
     code = exc.exit_code if code is None else code

@@ -66,15 +66,20 @@ class CheckpointNotFound(RRStoreError):
     exit_code = 12
     summary = "checkpoint not found"
 
-    def __init__(self, checkpoint_id: str, suggestions: Sequence[str] = ()) -> None:
-        hint = ""
-        if suggestions:
-            hint = "; did you mean " + ", ".join(suggestions) + "?"
+    def __init__(self, checkpoint_id: str, suggestions: Sequence[str] = (), *, where: str = "",
+                 list_command: str = "rrstore list") -> None:
+        """``where`` names a remote the id was looked up on; ``list_command`` lists what is there."""
+        listing = f"'{list_command}' to see {'its' if where else 'the'} checkpoints"
+        if not suggestions:
+            hint = f"; run {listing}"
         else:
-            hint = "; run 'rrstore list' to see the checkpoints"
-        super().__init__(f"Checkpoint not found: {checkpoint_id}{hint}")
+            hint = "; did you mean " + ", ".join(suggestions) + "?" + (f" Run {listing}" if where else "")
+        place = f" on {where}" if where else ""
+        super().__init__(f"Checkpoint not found{place}: {checkpoint_id}{hint}")
         self.checkpoint_id = checkpoint_id
         self.suggestions = list(suggestions)
+        self.where = where
+        self.list_command = list_command
 
 
 class ObjectMissing(RRStoreError):

@@ -13,6 +13,7 @@ import builtins
 import contextlib
 import inspect
 import os
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -419,8 +420,16 @@ class RollbackRecoverySystem:
         """Download checkpoints from ``remote`` (creating the local store if needed), fetching only what
         the store lacks; everything is verified before it becomes visible."""
         from . import transfer
+        from .errors import CheckpointNotFound
 
-        return transfer.pull(self.open_store(create=True), transfer.open_remote(remote, endpoint_url), ids, progress)
+        backend = transfer.open_remote(remote, endpoint_url)
+        try:
+            return transfer.pull(self.open_store(create=True), backend, ids, progress)
+        except CheckpointNotFound as exc:  # name the remote, and how to list it (not the local store)
+            listing = shlex.join(["rrstore", "list", "--remote", remote, *(["--endpoint-url", endpoint_url]
+                                                                              if endpoint_url else [])])
+            raise CheckpointNotFound(exc.checkpoint_id, exc.suggestions, where=backend.location,
+                                     list_command=listing) from None
 
     def list_remote(self, remote: str, endpoint_url: str | None = None, lane: str | None = None) -> ListResult:
         """The checkpoints stored on ``remote``, newest first (no local store needed)."""

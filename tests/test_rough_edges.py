@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import write
+from conftest import SeaweedFS, write
 
 from rrstore import RollbackRecoverySystem
 from rrstore.errors import UsageError
@@ -140,3 +140,82 @@ def test_the_gc_summary_puts_each_number_next_to_what_it_counts(project: Path, c
     assert match, done.stderr
     assert int(match[1]) > 2 * 190_000 and f"{int(match[1]) / 1024:.1f}" == match[2]
     assert listed(cli, project) == [ids[2]]
+
+
+# 4. "did you mean" comes newest first, prefix matches before similar ids -------------------------------
+
+
+def test_suggestions_come_newest_first_and_prefix_matches_before_similar_ids(project: Path, cli: Cli) -> None:
+    ids = []
+    for step in (1, 2, 3):  # added in this order: step 3 is the newest
+        write(project, "f.txt", f"{step}\n")
+        ids.append(take(cli, project, step))
+    write(project, "f.txt", "docs\n")
+    docs = cli("checkpoint", "--lane", "docs", "--step-number", "1", "--step-name", "d", cwd=project).stdout.strip()
+    first, second, third = ids
+
+    by_prefix = cli("show", "standard-step", cwd=project)
+    assert by_prefix.returncode == 12 and by_prefix.stdout == ""
+    assert by_prefix.stderr == (f"rrstore: error: Checkpoint not found: standard-step; did you mean "
+                                f"{third}, {second}, {first}?\n")  # the docs one is newer, but no prefix match
+
+    mixed = cli("--json", "show", first[:-2], cwd=project)
+    assert mixed.returncode == 12
+    assert json.loads(mixed.stderr)["message"] == (f"Checkpoint not found: {first[:-2]}; did you mean "
+                                                   f"{first}, {third}, {second}?")
+    assert docs not in mixed.stderr
+
+
+# 6. --endpoint-url without a remote is a usage error --------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "needs"), [
+    (("list",), "--remote s3://BUCKET/PREFIX"),
+    (("export", "latest", "--output", "out.rrs"), "an --output s3://BUCKET/KEY"),
+    (("check", "--repair", "--from", "backup.rrs"), "--from s3://BUCKET/PREFIX"),
+    (("check",), "--from s3://BUCKET/PREFIX"),
+])
+def test_endpoint_url_without_a_remote_is_a_usage_error(project: Path, cli: Cli, args: tuple[str, ...],
+                                                        needs: str) -> None:
+    write(project, "f.txt")
+    cp = take(cli, project)
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    done = cli(*args, "--endpoint-url", "http://127.0.0.1:9", cwd=project)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"rrstore: error: --endpoint-url needs {needs}\n"
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before
+    as_json = cli("--json", *args, "--endpoint-url", "http://127.0.0.1:9", cwd=project)
+    assert json.loads(as_json.stderr) == {"error": "UsageError", "exit_code": 2,
+                                          "message": f"--endpoint-url needs {needs}"}
+    assert listed(cli, project) == [cp]  # and without it, list still lists the local store
+
+
+# 7. pull of an id the remote lacks points at the remote ----------------------------------------------
+
+
+def test_pull_of_an_unknown_id_suggests_the_remote_listing_and_remote_ids(
+        tmp_path: Path, s3_remote: str, s3_env: dict[str, str], seaweedfs: SeaweedFS, cli: Cli) -> None:
+    endpoint = seaweedfs.endpoint
+    source, target = tmp_path / "source", tmp_path / "target"
+    target.mkdir()
+    remote = ("--remote", s3_remote, "--endpoint-url", endpoint)
+    pushed = []
+    for step in (1, 2):  # pushed one after the other: step 2 is the remote's newest
+        write(source, "f.txt", f"{step}\n")
+        pushed.append(take(cli, source, step))
+        assert cli("push", pushed[-1], *remote, cwd=source, env=s3_env).returncode == 0
+    listing = f"rrstore list --remote {s3_remote} --endpoint-url {endpoint}"
+
+    nope = cli("pull", "nope", *remote, cwd=target, env=s3_env)
+    assert (nope.returncode, nope.stdout) == (12, "")
+    assert nope.stderr == (f"rrstore: error: Checkpoint not found on {s3_remote}: nope; "
+                           f"run '{listing}' to see its checkpoints\n")
+    near = cli("pull", "standard-step", *remote, cwd=target, env=s3_env)
+    assert near.returncode == 12
+    assert near.stderr == (f"rrstore: error: Checkpoint not found on {s3_remote}: standard-step; did you mean "
+                           f"{pushed[1]}, {pushed[0]}? Run '{listing}' to see its checkpoints\n")
+    assert RollbackRecoverySystem(root=target).list().checkpoints == []  # nothing was pulled
+
+    shown = cli("list", *remote, cwd=target, env=s3_env)  # the command it suggests works as written
+    assert shown.returncode == 0
+    assert shown.stdout.splitlines() == [f"{pushed[1]}: s2 (standard)", f"{pushed[0]}: s1 (standard)"]
