@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from rrstore.checkpoint import LANES, CheckpointRecord
-from rrstore.errors import RestoreFailed
+from rrstore.errors import CheckpointsUnreadable, RestoreFailed
 
 from .context import endpoint_needs, global_options, state
 from .output import emit_json, human_bytes, info, progress
@@ -60,8 +60,9 @@ def list_(lane: str | None, remote: str | None, endpoint_url: str | None) -> int
     endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")
     listing = st.system().list_remote(remote, endpoint_url, lane) if remote else st.system().list(lane)
     records = listing.checkpoints
-    for checkpoint_id, exc in listing.damaged.items():
-        click.echo(f"rrstore: warning: cannot read checkpoint {checkpoint_id}: {exc}", err=True)
+    if not st.json:  # with --json the error object at the end carries each id and its error
+        for checkpoint_id, exc in listing.damaged.items():
+            click.echo(f"rrstore: warning: cannot read checkpoint {checkpoint_id}: {exc}", err=True)
     if st.json:
         emit_json([r.to_json() for r in records])
     elif st.verbose:
@@ -79,6 +80,8 @@ def list_(lane: str | None, remote: str | None, endpoint_url: str | None) -> int
     else:
         for r in records:
             click.echo(_record_line(r))
+    if listing.damaged:
+        raise CheckpointsUnreadable(listing.damaged)
     return 0
 
 

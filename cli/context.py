@@ -79,7 +79,8 @@ def report(exc: RRStoreError, state: State, code: int | None = None) -> int:
     if state.json:
         import json
 
-        click.echo(json.dumps({"error": kind, "message": str(exc), "exit_code": code}), err=True)
+        details = exc.details() if code == exc.exit_code else {}
+        click.echo(json.dumps({"error": kind, "message": str(exc), "exit_code": code, **details}), err=True)
     else:
         click.echo(f"rrstore: error: {exc}", err=True)
     if state.verbose:

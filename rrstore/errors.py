@@ -8,7 +8,7 @@ source of the codes documented in ``rrstore --help``.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 
 class RRStoreError(Exception):
@@ -23,6 +23,10 @@ class RRStoreError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def details(self) -> dict[str, object]:
+        """Facts beyond the message for the JSON error object (``--json``); most errors have none."""
+        return {}
 
 
 class UsageError(RRStoreError):
@@ -144,6 +148,20 @@ class StoreDamaged(RRStoreError):
     def __init__(self, lead: str, cause: RRStoreError) -> None:
         super().__init__(f"{lead}: {cause}")
         self.cause = cause
+
+
+class CheckpointsUnreadable(RRStoreError):
+    """A listing whose readable checkpoints were all shown, but some records could not be read."""
+
+    exit_code = 13
+
+    def __init__(self, damaged: Mapping[str, Exception]) -> None:
+        self.damaged = {checkpoint_id: str(exc) for checkpoint_id, exc in sorted(damaged.items())}
+        super().__init__(f"store damaged: cannot read {len(self.damaged)} checkpoint(s) "
+                         f"({', '.join(self.damaged)}); the readable ones are listed; run 'rrstore check'")
+
+    def details(self) -> dict[str, object]:
+        return {"damaged": self.damaged}
 
 
 class ObjectsNotWritten(RRStoreError):

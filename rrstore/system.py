@@ -73,6 +73,9 @@ class CheckpointResult:
 
 @dataclass
 class ListResult:
+    """The readable checkpoints, newest first; ``success`` is False when some records could not be read
+    (``damaged``: id -> error), which hides none of the others."""
+
     checkpoints: list[CheckpointRecord]
     success: bool = True
     damaged: dict[str, RRStoreError] = field(default_factory=dict)
@@ -212,7 +215,7 @@ class RollbackRecoverySystem:
             check_lane(lane)
         manager = self.checkpoint_manager
         records = manager.list_checkpoints(lane)
-        return ListResult(records, damaged=manager.damaged)
+        return ListResult(records, success=not manager.damaged, damaged=manager.damaged)
 
     def show(self, checkpoint_id: str) -> CheckpointRecord:
         return self.checkpoint_manager.get(checkpoint_id)
@@ -438,7 +441,7 @@ class RollbackRecoverySystem:
         if lane is not None:
             check_lane(lane)
         listing = transfer.list_remote(transfer.open_remote(remote, endpoint_url), lane)
-        return ListResult(listing.checkpoints, damaged=listing.damaged)
+        return ListResult(listing.checkpoints, success=not listing.damaged, damaged=listing.damaged)
 
     # recovery (rrstore/recovery/, imported here only when used) ---------------------------------
 

@@ -219,3 +219,37 @@ def test_pull_of_an_unknown_id_suggests_the_remote_listing_and_remote_ids(
     shown = cli("list", *remote, cwd=target, env=s3_env)  # the command it suggests works as written
     assert shown.returncode == 0
     assert shown.stdout.splitlines() == [f"{pushed[1]}: s2 (standard)", f"{pushed[0]}: s1 (standard)"]
+
+
+# 2. list with a damaged record still lists the rest, and exits 13 -------------------------------------
+
+
+def test_list_with_a_damaged_record_prints_the_readable_ones_and_exits_13(project: Path, cli: Cli) -> None:
+    ids = []
+    for step in (1, 2, 3):
+        write(project, "f.txt", f"{step}\n")
+        ids.append(take(cli, project, step))
+    (project / ".checkpoints" / "refs" / "checkpoints" / ids[1]).write_bytes(b"garbage\n")
+
+    text = cli("list", cwd=project)
+    assert text.returncode == 13
+    assert text.stdout.splitlines() == [f"{ids[2]}: s3 (standard)", f"{ids[0]}: s1 (standard)"]
+    warning, error = text.stderr.splitlines()
+    assert warning.startswith(f"rrstore: warning: cannot read checkpoint {ids[1]}: corrupt object")
+    assert error == (f"rrstore: error: store damaged: cannot read 1 checkpoint(s) ({ids[1]}); "
+                     "the readable ones are listed; run 'rrstore check'")
+
+    as_json = cli("list", "--json", cwd=project)
+    assert as_json.returncode == 13
+    assert [r["checkpoint_id"] for r in json.loads(as_json.stdout)] == [ids[2], ids[0]]  # still an array
+    [line] = as_json.stderr.splitlines()
+    doc = json.loads(line)
+    assert (doc["error"], doc["exit_code"], list(doc["damaged"])) == ("CheckpointsUnreadable", 13, [ids[1]])
+    assert "ref does not hold an object id" in doc["damaged"][ids[1]]
+
+    assert cli("list", "-v", cwd=project).returncode == 13
+    listing = RollbackRecoverySystem(root=project).list()
+    assert listing.success is False and list(listing.damaged) == [ids[1]]
+    assert [r.checkpoint_id for r in listing.checkpoints] == [ids[2], ids[0]]
+    (project / ".checkpoints" / "refs" / "checkpoints" / ids[1]).unlink()
+    assert cli("list", cwd=project).returncode == 0
