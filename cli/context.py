@@ -50,7 +50,8 @@ def global_options(func: Any) -> Any:
         click.option("--store", type=click.Path(path_type=Path), expose_value=False, callback=_remember,
                      help="Store directory (default: .checkpoints in the project root; env RRSTORE_DIR)."),
         click.option("-C", "--root", type=click.Path(path_type=Path), expose_value=False, callback=_remember,
-                     help="Project root (default: the enclosing git work tree, else the current directory)."),
+                     help="Project root (default: the enclosing git work tree, else the nearest directory "
+                          "holding the store or an rrstore.toml, else the current directory)."),
         click.option("--json", "json", is_flag=True, expose_value=False, callback=_remember,
                      help="Print machine-readable JSON on stdout."),
         click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_remember,

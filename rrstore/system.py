@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, check_lane
-from .config import Settings, load_settings
+from .config import Settings, find_project_root, load_settings
 from .diff import DiffResult, diff
 from .errors import DiskFull, Interrupted, RestoreDiskFull, RRStoreError, Signalled, StoreReadOnly, UsageError
 from .gc import GCResult, Retention, gc
@@ -140,7 +140,8 @@ def _writable(store: Path) -> bool:
 
 
 def find_root(start: Path | None = None) -> Path:
-    """The project root: the given directory, else the enclosing git work tree, else cwd."""
+    """The project root: the given directory, else the enclosing git work tree, else the nearest
+    directory at or above cwd holding the store or an rrstore.toml (``find_project_root``), else cwd."""
     if start is not None:
         if not start.exists():
             raise UsageError(f"no such directory: {start}")
@@ -148,7 +149,7 @@ def find_root(start: Path | None = None) -> Path:
             raise UsageError(f"not a directory: {start}")
         return start.resolve()
     cwd = Path.cwd()
-    return find_git_root(cwd) or cwd
+    return find_git_root(cwd) or find_project_root(cwd) or cwd
 
 
 class RollbackRecoverySystem:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SeaweedFS, write
+from conftest import SeaweedFS, git, write
 
 from rrstore import RollbackRecoverySystem
 from rrstore.errors import UsageError
@@ -253,3 +253,60 @@ def test_list_with_a_damaged_record_prints_the_readable_ones_and_exits_13(projec
     assert [r.checkpoint_id for r in listing.checkpoints] == [ids[2], ids[0]]
     (project / ".checkpoints" / "refs" / "checkpoints" / ids[1]).unlink()
     assert cli("list", cwd=project).returncode == 0
+
+
+# 1. outside git, a subdirectory finds the project's store above it ------------------------------------
+
+
+def test_a_plain_subdirectory_uses_the_store_above_it(tmp_path: Path, cli: Cli) -> None:
+    root = tmp_path / "plain"
+    deeper = root / "src" / "pkg"
+    write(root, "README.md", "top\n")
+    write(deeper, "mod.py", "x = 1\n")
+    first = take(cli, root, 1)
+    write(deeper, "mod.py", "x = 2\n")
+    second = take(cli, deeper, 2)  # from the subdirectory
+    assert not (deeper / ".checkpoints").exists() and not (root / "src" / ".checkpoints").exists()
+    assert listed(cli, deeper) == [second, first]
+    record = json.loads(cli("show", second, "--json", cwd=deeper).stdout)
+    assert record["root"] == str(root) and record["metrics"]["files_scanned"] == 2  # the whole project
+    assert cli("restore", first, cwd=deeper).returncode == 0
+    assert (deeper / "mod.py").read_text() == "x = 1\n"
+    assert cli("status", "--exit-code", cwd=root / "src").returncode == 1  # compares the whole tree with 'latest'
+
+    empty = tmp_path / "no-store"  # a .checkpoints without config.json is no store: cwd stays the root
+    (empty / ".checkpoints").mkdir(parents=True)
+    write(empty, "sub/f.txt")
+    take(cli, empty / "sub")
+    assert (empty / "sub" / ".checkpoints" / "config.json").is_file()
+
+
+def test_a_configured_store_name_or_an_rrstore_toml_marks_the_root(tmp_path: Path, cli: Cli) -> None:
+    named = tmp_path / "named"
+    write(named, "pyproject.toml", '[project]\nname = "x"\n\n[tool.rrstore]\nstore = "ckpt"\n')
+    write(named, "lib/a.py", "a\n")
+    first = take(cli, named)
+    second = take(cli, named / "lib", 2)
+    assert (named / "ckpt" / "config.json").is_file() and not (named / "lib" / "ckpt").exists()
+    assert listed(cli, named / "lib") == [second, first]
+
+    configured = tmp_path / "configured"  # no store yet: the rrstore.toml alone says where the root is
+    write(configured, "rrstore.toml", 'store = "snapshots"\n')
+    write(configured, "docs/index.md", "# docs\n")
+    take(cli, configured / "docs")
+    assert (configured / "snapshots" / "config.json").is_file() and not (configured / "docs" / "snapshots").exists()
+
+
+def test_in_git_the_work_tree_stays_the_root_whatever_is_above_it(tmp_path: Path, cli: Cli) -> None:
+    outer = tmp_path / "outer"
+    write(outer, "other.txt", "not in the repository\n")
+    take(cli, outer)  # outer/.checkpoints is a real store
+    repo = outer / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    write(repo, "sub/f.txt", "tracked\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "initial")
+    made = take(cli, repo / "sub")
+    assert (repo / ".checkpoints" / "config.json").is_file() and listed(cli, repo / "sub") == [made]
+    assert json.loads(cli("show", made, "--json", cwd=repo).stdout)["root"] == str(repo)
