@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 import click
 
-from .context import global_options, state
+from .context import endpoint_needs, global_options, state
 from .output import emit_json, info, progress
 
 
@@ -31,6 +31,7 @@ def export_command(checkpoint_ids: tuple[str, ...], output: str, fmt: str, force
                    endpoint_url: str | None) -> int:
     """Write checkpoints (ids or 'latest') to one compressed archive, each object once."""
     st = state()
+    endpoint_needs(endpoint_url, output.startswith("s3://"), "an --output s3://BUCKET/KEY")
     if fmt == "tar" and len(checkpoint_ids) != 1:
         raise click.UsageError("--format tar exports exactly one checkpoint")
     if output == "-":

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from rrstore.checkpoint import LANES, CheckpointRecord, left_out_warning
-from rrstore.errors import RestoreFailed
+from rrstore.errors import CheckpointsUnreadable, RestoreFailed
 
-from .context import global_options, state
+from .context import endpoint_needs, global_options, state
 from .output import emit_json, human_bytes, info, progress
 
 
@@ -26,19 +26,20 @@ def _warn_future(r: CheckpointRecord) -> None:
 @click.option("--lane", type=click.Choice(LANES), required=True, help="Workflow lane.")
 @click.option("--step-number", type=click.IntRange(min=0), required=True, help="Step number in the workflow.")
 @click.option("--step-name", required=True, help="What the step does.")
-@click.option("--status", "status", type=click.Choice(["success", "failed"]), default="success",
-              show_default=True, help="Outcome of the step this checkpoint records.")
-@click.option("--error", "error", default=None, help="Error message of a failed step.")
+@click.option("--status", "status", type=click.Choice(["success", "failed"]), default=None,
+              help="Outcome of the step this checkpoint records [default: failed with --error, else success].")
+@click.option("--error", "error", default=None, help="Error message of a failed step (implies --status failed).")
 @click.option("--strict", is_flag=True, default=False,
               help="Abort (exit 1, nothing recorded) if a file keeps changing while it is read, "
                    "instead of leaving it out.")
 @global_options
-def checkpoint(lane: str, step_number: int, step_name: str, status: str, error: str | None,
+def checkpoint(lane: str, step_number: int, step_name: str, status: str | None, error: str | None,
                strict: bool) -> int:
     """Record the working tree as a new checkpoint and print its id."""
     st = state()
+    success = None if status is None else status == "success"
     with progress("checkpoint", st.show_progress) as cb:
-        result = st.system().checkpoint(lane, step_number, step_name, success=status == "success",
+        result = st.system().checkpoint(lane, step_number, step_name, success=success,
                                         error_message=error, progress=cb, strict=strict)
     if st.json:
         emit_json(result.record.to_json())
@@ -63,10 +64,12 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str, error: 
 def list_(lane: str | None, remote: str | None, endpoint_url: str | None) -> int:
     """List checkpoints, newest first."""
     st = state()
+    endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")
     listing = st.system().list_remote(remote, endpoint_url, lane) if remote else st.system().list(lane)
     records = listing.checkpoints
-    for checkpoint_id, exc in listing.damaged.items():
-        click.echo(f"rrstore: warning: cannot read checkpoint {checkpoint_id}: {exc}", err=True)
+    if not st.json:  # with --json the error object at the end carries each id and its error
+        for checkpoint_id, exc in listing.damaged.items():
+            click.echo(f"rrstore: warning: cannot read checkpoint {checkpoint_id}: {exc}", err=True)
     if st.json:
         emit_json([r.to_json() for r in records])
     elif st.verbose:
@@ -84,6 +87,8 @@ def list_(lane: str | None, remote: str | None, endpoint_url: str | None) -> int
     else:
         for r in records:
             click.echo(_record_line(r))
+    if listing.damaged:
+        raise CheckpointsUnreadable(listing.damaged)
     return 0
 
 

@@ -50,7 +50,8 @@ def global_options(func: Any) -> Any:
         click.option("--store", type=click.Path(path_type=Path), expose_value=False, callback=_remember,
                      help="Store directory (default: .checkpoints in the project root; env RRSTORE_DIR)."),
         click.option("-C", "--root", type=click.Path(path_type=Path), expose_value=False, callback=_remember,
-                     help="Project root (default: the enclosing git work tree, else the current directory)."),
+                     help="Project root (default: the enclosing git work tree, else the nearest directory "
+                          "holding the store or an rrstore.toml, else the current directory)."),
         click.option("--json", "json", is_flag=True, expose_value=False, callback=_remember,
                      help="Print machine-readable JSON on stdout."),
         click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_remember,
@@ -67,6 +68,11 @@ def state() -> State:
     return click.get_current_context().find_root().ensure_object(State)
 
 
+def endpoint_needs(endpoint_url: str | None, remote: bool, option: str) -> None:
+    """``--endpoint-url`` only means something with a remote: without one it would be silently ignored."""
+    if endpoint_url is not None and not remote:
+        raise click.UsageError(f"--endpoint-url needs {option}")
+
 
 def report(exc: RRStoreError, state: State, code: int | None = None) -> int:
     code = exc.exit_code if code is None else code
@@ -74,7 +80,8 @@ def report(exc: RRStoreError, state: State, code: int | None = None) -> int:
     if state.json:
         import json
 
-        click.echo(json.dumps({"error": kind, "message": str(exc), "exit_code": code}), err=True)
+        details = exc.details() if code == exc.exit_code else {}
+        click.echo(json.dumps({"error": kind, "message": str(exc), "exit_code": code, **details}), err=True)
     else:
         click.echo(f"rrstore: error: {exc}", err=True)
     if state.verbose:

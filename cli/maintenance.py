@@ -11,7 +11,7 @@ import click
 
 from rrstore.errors import UsageError
 
-from .context import global_options, state
+from .context import endpoint_needs, global_options, state
 from .output import emit_json, info
 
 
@@ -47,6 +47,7 @@ def check_command(read_data: bool, subset: str | None, repair: bool, source: str
     st = state()
     if source and not repair:
         raise UsageError("--from needs --repair")
+    endpoint_needs(endpoint_url, (source or "").startswith("s3://"), "--from s3://BUCKET/PREFIX")
     from rrstore.check import CheckOptions  # imported here: every other command starts without it
 
     options = CheckOptions(read_data=read_data, subset=_percent(subset), repair=repair, source=source,

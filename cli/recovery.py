@@ -105,9 +105,9 @@ def validate(checkpoint_id: str | None) -> int:
 @click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
 @global_options
 def cleanup(dry_run: bool) -> int:
-    """Remove failed execution state: interrupted writes in the store, unheld locks, caches.
+    """Remove failed execution state: interrupted writes in the store, git's stale index.lock, caches.
 
-    Never removes a tracked file or a checkpoint.
+    Never removes a tracked file, a checkpoint, or rrstore's own lock files.
     """
     st = state()
     result = st.system().cleanup(dry_run=dry_run)

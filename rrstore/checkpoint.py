@@ -32,7 +32,7 @@ from .errors import (
     UsageError,
 )
 from .objects import hash_bytes, is_oid
-from .refs import Ref, valid_id
+from .refs import Ref, Refs, valid_id
 from .scan import scan_scope
 from .snapshot import TORN_REASON, Progress, Snapshot, snapshot
 from .store import Store
@@ -188,6 +188,26 @@ def newest_first(records: list[CheckpointRecord]) -> list[CheckpointRecord]:
     return sorted(records, key=lambda r: r.order, reverse=True)
 
 
+def suggest_ids(wrong: str, refs: Refs, limit: int = 3) -> list[str]:
+    """Up to ``limit`` ids for 'did you mean': those starting with ``wrong``, then similar ones, each
+    group newest first in the order 'latest' follows (when the store got them). Reads each candidate's ref."""
+    import difflib
+
+    ids = list(refs)
+    starts = [i for i in ids if i.startswith(wrong)]
+    similar = [i for i in difflib.get_close_matches(wrong, ids, n=limit, cutoff=0.6) if i not in starts]
+
+    def added(checkpoint_id: str) -> tuple[int, str]:
+        try:
+            ref = refs.read(checkpoint_id)
+        except RRStoreError:
+            return (0, checkpoint_id)
+        stamp = ref.added_ns if ref is not None else None
+        return (stamp if stamp is not None else refs.mtime_ns(checkpoint_id) or 0, checkpoint_id)
+
+    return (sorted(starts, key=added, reverse=True) + sorted(similar, key=added, reverse=True))[:limit]
+
+
 def snapshot_oids(snap: Snapshot) -> set[str]:
     """Every tree and content oid a snapshot's root reaches, from the snapshot in memory (no tree is read)."""
     oids = {snap.root_oid}
@@ -281,12 +301,7 @@ class CheckpointManager:
         return record
 
     def suggest(self, wrong: str) -> list[str]:
-        ids = list(self.store.refs)
-        starts = [i for i in ids if i.startswith(wrong)]
-        import difflib
-
-        close = difflib.get_close_matches(wrong, ids, n=3, cutoff=0.6)
-        return sorted(set(starts[:3]) | set(close), key=lambda i: i not in starts)[:3]
+        return suggest_ids(wrong, self.store.refs)
 
     def list_checkpoints(self, lane: str | None = None) -> list[CheckpointRecord]:
         """Every readable record, newest (last added to this store) first (the seed's ``list_checkpoints()``).

@@ -85,6 +85,27 @@ def load_settings(root: Path) -> Settings:
     return Settings(**values, source=source or "defaults").validate()
 
 
+def find_project_root(start: Path) -> Path | None:
+    """The nearest directory at or above ``start`` that holds an ``rrstore.toml`` or the project's store
+    (its configured ``store``, default ``.checkpoints``, with a ``config.json``): the root outside git."""
+    for folder in (start, *start.parents):
+        if (folder / "rrstore.toml").is_file() or (folder / _store_name(folder) / "config.json").is_file():
+            return folder
+    return None
+
+
+def _store_name(folder: Path) -> str:
+    """The ``store`` a ``pyproject.toml`` in ``folder`` sets, else the default; a file that cannot be
+    read only fails to mark the folder (the project's own settings report it when loaded)."""
+    if not (folder / "pyproject.toml").is_file():
+        return Settings.store
+    try:
+        name = _table(folder)[0].get("store")
+    except UsageError:
+        return Settings.store
+    return name if isinstance(name, str) and name else Settings.store
+
+
 def load_section(root: Path, name: str) -> tuple[dict[str, Any], str]:
     """A sub-table that ``load_settings`` skips (e.g. ``workflow``, ``recovery``) and where it came from.
 

@@ -8,7 +8,7 @@ source of the codes documented in ``rrstore --help``.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 
 class RRStoreError(Exception):
@@ -23,6 +23,10 @@ class RRStoreError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def details(self) -> dict[str, object]:
+        """Facts beyond the message for the JSON error object (``--json``); most errors have none."""
+        return {}
 
 
 class UsageError(RRStoreError):
@@ -66,15 +70,20 @@ class CheckpointNotFound(RRStoreError):
     exit_code = 12
     summary = "checkpoint not found"
 
-    def __init__(self, checkpoint_id: str, suggestions: Sequence[str] = ()) -> None:
-        hint = ""
-        if suggestions:
-            hint = "; did you mean " + ", ".join(suggestions) + "?"
+    def __init__(self, checkpoint_id: str, suggestions: Sequence[str] = (), *, where: str = "",
+                 list_command: str = "rrstore list") -> None:
+        """``where`` names a remote the id was looked up on; ``list_command`` lists what is there."""
+        listing = f"'{list_command}' to see {'its' if where else 'the'} checkpoints"
+        if not suggestions:
+            hint = f"; run {listing}"
         else:
-            hint = "; run 'rrstore list' to see the checkpoints"
-        super().__init__(f"Checkpoint not found: {checkpoint_id}{hint}")
+            hint = "; did you mean " + ", ".join(suggestions) + "?" + (f" Run {listing}" if where else "")
+        place = f" on {where}" if where else ""
+        super().__init__(f"Checkpoint not found{place}: {checkpoint_id}{hint}")
         self.checkpoint_id = checkpoint_id
         self.suggestions = list(suggestions)
+        self.where = where
+        self.list_command = list_command
 
 
 class ObjectMissing(RRStoreError):
@@ -139,6 +148,20 @@ class StoreDamaged(RRStoreError):
     def __init__(self, lead: str, cause: RRStoreError) -> None:
         super().__init__(f"{lead}: {cause}")
         self.cause = cause
+
+
+class CheckpointsUnreadable(RRStoreError):
+    """A listing whose readable checkpoints were all shown, but some records could not be read."""
+
+    exit_code = 13
+
+    def __init__(self, damaged: Mapping[str, Exception]) -> None:
+        self.damaged = {checkpoint_id: str(exc) for checkpoint_id, exc in sorted(damaged.items())}
+        super().__init__(f"store damaged: cannot read {len(self.damaged)} checkpoint(s) "
+                         f"({', '.join(self.damaged)}); the readable ones are listed; run 'rrstore check'")
+
+    def details(self) -> dict[str, object]:
+        return {"damaged": self.damaged}
 
 
 class ObjectsNotWritten(RRStoreError):

@@ -69,9 +69,10 @@ class GCResult:
 
     @property
     def message(self) -> str:
-        verb = "would remove" if self.dry_run else "removed"
-        return (f"gc {verb} {len(self.removed)} checkpoint(s) and {self.objects_removed} object(s), "
-                f"freeing {self.bytes_freed} bytes; {len(self.kept)} checkpoint(s) kept")
+        removed, kept, freed = ("would remove", "would keep", "would free") if self.dry_run else \
+            ("removed", "kept", "freed")
+        return (f"gc {removed} {len(self.removed)} checkpoint(s) and {self.objects_removed} object(s), "
+                f"{kept} {len(self.kept)} checkpoint(s); {freed} {self.bytes_freed} bytes")
 
     def to_json(self) -> dict[str, object]:
         return {"removed": self.removed, "kept": self.kept, "records_removed": len(self.removed),

@@ -3,9 +3,10 @@
 Checkpoints share the work-tree lock, a restore holds it alone, so a
 checkpoint never records a half-restored tree and two restores never
 interleave. ``flock`` locks vanish with their process, so a killed rrstore
-never leaves a stale lock behind; ``rrstore cleanup`` may remove a lock file
-nobody holds, so a lock is only taken once the file locked is still the one
-at the path. On a store this process cannot write (restore ``--no-undo``
+never leaves a stale lock behind (``rrstore cleanup`` leaves lock files
+alone); a lock file removed by hand, or by an older rrstore's cleanup, is
+harmless, as a lock is only taken once the file locked is still the one at
+the path. On a store this process cannot write (restore ``--no-undo``
 from read-only media), ``read_only`` locks an existing lock file through a
 read-only descriptor, which ``flock`` allows, and goes on unlocked only when
 there is no lock file and none can be made: then no rrstore can have taken
@@ -32,7 +33,7 @@ def locked(store_path: Path, name: str, *, exclusive: bool, wait: float = 30.0,
            claim: bool = True, read_only: bool = False) -> Iterator[None]:
     """Hold lock ``name`` of the store, waiting up to ``wait`` seconds for it.
 
-    An exclusive holder writes its pid into the lock file (``cleanup`` reads
+    An exclusive holder writes its pid into the lock file (StoreLocked names
     it) unless ``claim`` is False: a lock held for an instant leaves the file as it was.
     ``read_only``: the store may be unwritable (see the module docstring).
     """
@@ -55,7 +56,7 @@ def locked(store_path: Path, name: str, *, exclusive: bool, wait: float = 30.0,
                 continue
             if _still_there(fd, path):
                 break
-            # 'rrstore cleanup' removed the file between our open and flock: lock the new one
+            # the file was removed between our open and flock: lock the new one
             fresh = _open_readable(folder, path) if read_only else _open(folder, path)
             if fresh is None:
                 break

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import inspect
 import os
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, check_lane
-from .config import Settings, load_settings
+from .config import Settings, find_project_root, load_settings
 from .diff import DiffResult, diff
 from .errors import DiskFull, Interrupted, RestoreDiskFull, RRStoreError, Signalled, StoreReadOnly, UsageError
 from .gc import GCResult, Retention, gc
@@ -72,6 +74,9 @@ class CheckpointResult:
 
 @dataclass
 class ListResult:
+    """The readable checkpoints, newest first; ``success`` is False when some records could not be read
+    (``damaged``: id -> error), which hides none of the others."""
+
     checkpoints: list[CheckpointRecord]
     success: bool = True
     damaged: dict[str, RRStoreError] = field(default_factory=dict)
@@ -136,7 +141,8 @@ def _writable(store: Path) -> bool:
 
 
 def find_root(start: Path | None = None) -> Path:
-    """The project root: the given directory, else the enclosing git work tree, else cwd."""
+    """The project root: the given directory, else the enclosing git work tree, else the nearest
+    directory at or above cwd holding the store or an rrstore.toml (``find_project_root``), else cwd."""
     if start is not None:
         if not start.exists():
             raise UsageError(f"no such directory: {start}")
@@ -144,7 +150,7 @@ def find_root(start: Path | None = None) -> Path:
             raise UsageError(f"not a directory: {start}")
         return start.resolve()
     cwd = Path.cwd()
-    return find_git_root(cwd) or cwd
+    return find_git_root(cwd) or find_project_root(cwd) or cwd
 
 
 class RollbackRecoverySystem:
@@ -186,16 +192,23 @@ class RollbackRecoverySystem:
 
     # verbs ------------------------------------------------------------------
 
-    def checkpoint(self, lane: str, step_number: int, step_name: str, *, success: bool = True,
+    def checkpoint(self, lane: str, step_number: int, step_name: str, *, success: bool | None = None,
                    error_message: str | None = None, progress: Progress | None = None,
                    strict: bool = False) -> CheckpointResult:
         """Record the working tree as a new checkpoint (creates the store if needed).
 
+        ``success`` defaults to whether there is no ``error_message``: an error
+        message records a failed step, and ``success=True`` with one is a UsageError.
         Venvs, cache directories and files that never settle while read are
         left out (``record.left_out``); with ``strict`` such a file raises
         TornRead instead and nothing is recorded.
         """
         check_lane(lane)
+        if success is None:
+            success = error_message is None
+        elif success and error_message is not None:
+            raise UsageError("a step recorded as successful cannot carry an error message "
+                             "(an error message alone records a failed step)")
         store = self.open_store(create=True)
         manager = CheckpointManager(self.root, store)
         spec = NewCheckpoint(lane, step_number, step_name, success, error_message, strict=strict)
@@ -208,7 +221,7 @@ class RollbackRecoverySystem:
             check_lane(lane)
         manager = self.checkpoint_manager
         records = manager.list_checkpoints(lane)
-        return ListResult(records, damaged=manager.damaged)
+        return ListResult(records, success=not manager.damaged, damaged=manager.damaged)
 
     def show(self, checkpoint_id: str) -> CheckpointRecord:
         return self.checkpoint_manager.get(checkpoint_id)
@@ -418,8 +431,16 @@ class RollbackRecoverySystem:
         """Download checkpoints from ``remote`` (creating the local store if needed), fetching only what
         the store lacks; everything is verified before it becomes visible."""
         from . import transfer
+        from .errors import CheckpointNotFound
 
-        return transfer.pull(self.open_store(create=True), transfer.open_remote(remote, endpoint_url), ids, progress)
+        backend = transfer.open_remote(remote, endpoint_url)
+        try:
+            return transfer.pull(self.open_store(create=True), backend, ids, progress)
+        except CheckpointNotFound as exc:  # name the remote, and how to list it (not the local store)
+            listing = shlex.join(["rrstore", "list", "--remote", remote, *(["--endpoint-url", endpoint_url]
+                                                                              if endpoint_url else [])])
+            raise CheckpointNotFound(exc.checkpoint_id, exc.suggestions, where=backend.location,
+                                     list_command=listing) from None
 
     def list_remote(self, remote: str, endpoint_url: str | None = None, lane: str | None = None) -> ListResult:
         """The checkpoints stored on ``remote``, newest first (no local store needed)."""
@@ -428,7 +449,7 @@ class RollbackRecoverySystem:
         if lane is not None:
             check_lane(lane)
         listing = transfer.list_remote(transfer.open_remote(remote, endpoint_url), lane)
-        return ListResult(listing.checkpoints, damaged=listing.damaged)
+        return ListResult(listing.checkpoints, success=not listing.damaged, damaged=listing.damaged)
 
     # recovery (rrstore/recovery/, imported here only when used) ---------------------------------
 
@@ -470,7 +491,7 @@ class RollbackRecoverySystem:
         return validate(self, verbose=verbose, checkpoint_id=checkpoint_id)
 
     def cleanup(self, dry_run: bool = False) -> CleanupResult:
-        """Remove failed execution state (store leftovers, unheld locks, caches); never a tracked file."""
+        """Remove failed execution state (store leftovers, stale git lock, caches); never a tracked file."""
         from .recovery.cleanup import CleanupOptions, cleanup
         from .recovery.settings import load_recovery_settings
 
@@ -505,15 +526,23 @@ class RollbackRecoverySystem:
         """The seed's entry point: ``run('checkpoint', lane=..., step_number=..., step_name=...)``.
 
         ``command`` is positional only, so ``run('run', command='pytest -q', ...)`` passes the step's.
+        Never raises for what the caller got wrong either: an unknown command or keywords the verb
+        does not take give a FailedResult whose message names the valid choices.
         """
         verbs: dict[str, Callable[..., Any]] = {
             "checkpoint": self.checkpoint, "restore": self.restore, "list": self.list,
             "show": self.show, "diff": self.diff, "status": self.status, "gc": self.gc,
             "plan": self.plan, "classify": self.classify, "validate": self.validate,
             "cleanup": self.cleanup, "run": self.run_step, "workflow": self.workflow}
-        if command not in verbs:
-            raise UsageError(f"unknown command {command!r}: choose one of {', '.join(verbs)}")
         try:
-            return verbs[command](**kwargs)
+            verb = verbs.get(command)
+            if verb is None:
+                raise UsageError(f"unknown command {command!r}: choose one of {', '.join(verbs)}")
+            signature = inspect.signature(verb)
+            try:
+                signature.bind(**kwargs)
+            except TypeError as exc:  # the caller's keywords, not a TypeError from inside the verb
+                raise UsageError(f"run({command!r}): {exc} (it takes: {', '.join(signature.parameters)})") from None
+            return verb(**kwargs)
         except RRStoreError as exc:
             return FailedResult(str(exc), exc)

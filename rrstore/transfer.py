@@ -29,7 +29,6 @@ its tree (``tree.TreeCheck``: the rule archive import applies).
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -43,7 +42,7 @@ import zstandard
 from .backends import Backend
 from .backends.s3 import S3Backend
 from .backends.views import ListedView, OverlayView
-from .checkpoint import CheckpointManager, CheckpointRecord, added_ns_of, newest_first
+from .checkpoint import CheckpointManager, CheckpointRecord, added_ns_of, newest_first, suggest_ids
 from .errors import (
     CheckpointNotFound,
     CorruptObject,
@@ -441,7 +440,7 @@ def pull(store: Store, remote: Backend, checkpoint_ids: Sequence[str],
         resolved = _remote_id(remote, remote_refs, checkpoint_id)
         oid = remote_refs.get(resolved)
         if oid is None:
-            raise CheckpointNotFound(resolved, _suggest(resolved, remote_refs))
+            raise CheckpointNotFound(resolved, suggest_ids(resolved, remote_refs))
         wanted[resolved] = oid
     with store.writing():
         todo: dict[str, str] = {}
@@ -511,12 +510,6 @@ def _remote_id(remote: Backend, refs: Refs, checkpoint_id: str) -> str:
     if newest is None:
         raise CheckpointNotFound(checkpoint_id)
     return newest.checkpoint_id
-
-
-def _suggest(wrong: str, refs: Refs) -> list[str]:
-    ids = list(refs)
-    starts = [i for i in ids if i.startswith(wrong)][:3]
-    return (starts + [i for i in difflib.get_close_matches(wrong, ids, n=3, cutoff=0.6) if i not in starts])[:3]
 
 
 def _remote_record(there: _Holdings, checkpoint_id: str, oid: str) -> CheckpointRecord:

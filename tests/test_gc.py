@@ -789,7 +789,7 @@ def test_cron_gc_is_silent_when_nothing_to_remove_and_reports_removals(project: 
     assert out.returncode == 0, out.stderr
     assert sorted(out.stdout.split()) == sorted(["removed", ids[0], "removed", ids[1]])
     [summary] = out.stderr.splitlines()
-    assert "removed 2 checkpoint(s)" in summary and "1 checkpoint(s) kept" in summary
+    assert "removed 2 checkpoint(s)" in summary and "kept 1 checkpoint(s); freed " in summary
     assert "\x1b" not in out.stdout + out.stderr  # no colour, no progress when not on a terminal
     assert ref_ids(store) == {ids[2]}
 

@@ -1,4 +1,4 @@
-"""``cleanup``: store leftovers, unheld locks, git's stale index.lock and caches go; tracked files never do."""
+"""``cleanup``: store leftovers, git's stale index.lock and caches go; tracked files and rrstore's locks never do."""
 
 from __future__ import annotations
 
@@ -70,14 +70,14 @@ def test_cleanup_removes_failed_state_and_nothing_else(messy: tuple[RollbackReco
     store = os.path.relpath(system.store_path, root)
     assert removed == {
         ("tmp", f"{store}/tmp/interrupted.tmp"): (1, 1000),
-        ("lock", f"{store}/locks/dead-process.lock"): (1, 11),
         ("git-lock", ".git/index.lock"): (1, 0),
         ("cache", "pkg/__pycache__/"): (2, 350),
         ("cache", "old.pyo"): (1, 7),
         ("cache", ".pytest_cache/"): (1, 2),
     }
     assert {(r.kind, r.path) for r in preview.removed} == set(removed)  # the dry run listed the same
-    assert result.bytes_freed == 1000 + 11 + 350 + 7 + 2 and result.success
+    assert result.bytes_freed == 1000 + 350 + 7 + 2 and result.success
+    assert (system.store_path / "locks" / "dead-process.lock").exists()  # rrstore's own locks are never stale
     assert result.kept_tracked == ["vendored.pyc"] and (root / "vendored.pyc").exists()
     assert not (root / "pkg" / "__pycache__").exists() and (root / "pkg" / "mod.py").exists()
     assert (root / ".venv" / "lib" / "__pycache__" / "site.pyc").exists()  # virtualenvs are left alone
@@ -85,7 +85,7 @@ def test_cleanup_removes_failed_state_and_nothing_else(messy: tuple[RollbackReco
     assert [r.checkpoint_id for r in system.list().checkpoints] == before_ids
     assert system.validate().checks[-1].status == "pass"  # every checkpoint still readable
     git(root, "status")  # the stale lock no longer blocks git
-    assert "cleanup removed 6 item(s) (7 file(s)), freeing 1370 bytes" in result.message
+    assert "cleanup removed 5 item(s) (6 file(s)), freeing 1359 bytes" in result.message
     assert system.cleanup().removed == []
 
 
@@ -97,9 +97,9 @@ def test_a_held_lock_and_a_young_git_lock_stay(messy: tuple[RollbackRecoverySyst
         kinds = {r.kind: r.path for r in system.cleanup().removed}
         assert (system.store_path / "locks" / "held.lock").exists()
     assert "git-lock" not in kinds and (root / ".git" / "index.lock").exists()
-    assert kinds["lock"].endswith("dead-process.lock")
-    assert [r.path.split("/")[-1] for r in system.cleanup().removed if r.kind == "lock"] == ["held.lock"]
-    assert (system.store_path / "locks" / "worktree.lock").exists()  # idle, names no dead process: kept
+    assert "lock" not in kinds and "lock" not in {r.kind for r in system.cleanup().removed}
+    assert (system.store_path / "locks" / "held.lock").exists()
+    assert (system.store_path / "locks" / "worktree.lock").exists()
 
 
 def test_a_lock_removed_while_waiting_is_taken_again_on_the_new_file(project: Path) -> None:
@@ -109,14 +109,14 @@ def test_a_lock_removed_while_waiting_is_taken_again_on_the_new_file(project: Pa
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     try:
         assert _still_there(fd, path)
-        os.unlink(path)  # what cleanup does to an unheld lock
+        os.unlink(path)  # someone removes an unheld lock file (by hand, or an older cleanup)
         assert not _still_there(fd, path)
         path.write_text("")  # someone else made a new one
         assert not _still_there(fd, path)
     finally:
         os.close(fd)
 
-    # the race itself: cleanup removes the file between our open and flock, another process locks the new one
+    # the race itself: the file is removed between our open and flock, another process locks the new one
     import rrstore.lock as lock_module
 
     real_open = lock_module._open
@@ -182,10 +182,10 @@ def test_cli_cleanup(messy: tuple[RollbackRecoverySystem, Path], cli: Cli) -> No
     _, root = messy
     dry = cli("cleanup", "--dry-run", cwd=root)
     assert dry.returncode == 0 and "would remove cache pkg/__pycache__/ (2 file(s), 350 B)" in dry.stdout
-    assert dry.stderr.startswith("cleanup would remove 6 item(s)")
+    assert dry.stderr.startswith("cleanup would remove 5 item(s)")
     done = cli("cleanup", "--json", cwd=root)
     doc = json.loads(done.stdout)
     assert set(doc) == {"removed", "bytes_freed", "kept_tracked", "errors", "dry_run"}
-    assert doc["bytes_freed"] == 1370 and doc["kept_tracked"] == ["vendored.pyc"]
+    assert doc["bytes_freed"] == 1359 and doc["kept_tracked"] == ["vendored.pyc"]
     assert set(doc["removed"][0]) == {"path", "kind", "files", "bytes"}
     assert json.loads(cli("cleanup", "--json", cwd=root).stdout)["removed"] == []

@@ -317,7 +317,8 @@ def test_corrupt_pull_on_the_command_line_exits_13(tmp_path: Path, s3_remote: st
     _corrupt(seaweedfs, s3_remote, "record")
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    out = run_cli("pull", cp, "--remote", s3_remote, "--endpoint-url", endpoint, "--json", cwd=fresh, env=s3_env)
+    out = run_cli("-C", str(fresh), "pull", cp, "--remote", s3_remote, "--endpoint-url", endpoint, "--json",
+                  cwd=fresh, env=s3_env)  # -C: below tmp_path's store, fresh would be part of that project
     assert out.returncode == 13, out.stderr
     error = json.loads(out.stderr.strip().splitlines()[-1])
     assert error["error"] == "CorruptObject" and cp in error["message"]

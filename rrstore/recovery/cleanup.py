@@ -1,15 +1,10 @@
-"""Cleanup of failed execution state: store leftovers, stale locks, caches (the seed's list).
+"""Cleanup of failed execution state: store leftovers, git's stale index.lock, caches (the seed's list).
 
 What may go, and why it is safe:
 
 - files in the store's ``tmp/`` older than ``TMP_AGE``: interrupted writes
   (an atomic write renames its temporary file into place, so an old one is
   a leftover; a young one may belong to a running checkpoint);
-- lock files in the store's ``locks/`` that no process holds and that name
-  a process that is gone ('pid N', written by exclusive holders): locks are
-  ``flock`` locks, so the lock itself died with its process, but the file
-  still names it (``rrstore.lock`` re-checks the file after locking, so
-  removing one never splits a lock between two processes);
 - git's ``index.lock`` when it is older than ``GIT_LOCK_AGE`` and no git
   process runs in the project (a crashed git leaves it, and every later
   git command then fails with 'File exists');
@@ -18,13 +13,15 @@ What may go, and why it is safe:
   virtual environments and nested repositories.
 
 Never removed: a file git tracks, anything under ``.git`` but that lock,
-and any checkpoint (records, refs and objects of the store).
+any checkpoint (records, refs and objects of the store), and rrstore's own
+lock files in the store's ``locks/``: they are ``flock`` locks, which die
+with their process, so a file there is never a stale leftover, whatever
+'pid N' line an exclusive holder (every restore) left in it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import fnmatch
 import os
 import subprocess
@@ -47,7 +44,7 @@ GIT_LOCK_AGE = 600.0
 @dataclass
 class Removed:
     path: str
-    kind: str  # "tmp", "lock", "git-lock" or "cache"
+    kind: str  # "tmp", "git-lock" or "cache"
     files: int = 1
     bytes: int = 0
 
@@ -100,7 +97,6 @@ def cleanup(options: CleanupOptions) -> CleanupResult:
     now = time.time() if options.now is None else options.now
     result = CleanupResult(dry_run=options.dry_run)
     _store_tmp(options, now, result)
-    _store_locks(options, result)
     _git_index_lock(options, now, result)
     _caches(options, result)
     return result
@@ -138,45 +134,6 @@ def _store_tmp(options: CleanupOptions, now: float, result: CleanupResult) -> No
         result.removed.append(Removed(_rel(options, path), "tmp", 1, size))
     for path_text, why in swept.errors.items():
         result.errors[_rel(options, Path(path_text))] = why
-
-
-def _store_locks(options: CleanupOptions, result: CleanupResult) -> None:
-    try:
-        entries = [e for e in os.scandir(options.store_path / "locks") if e.name.endswith(".lock")]
-    except OSError:
-        return
-    for entry in entries:
-        try:
-            fd = os.open(entry.path, os.O_RDWR | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # held by a live process
-            os.close(fd)
-            continue
-        try:  # removed while we hold it: whoever opened it before re-checks and retries
-            size = os.fstat(fd).st_size
-            if _alive(os.pread(fd, 64, 0)):
-                continue
-            if _unlink(Path(entry.path), options, result):
-                result.removed.append(Removed(_rel(options, Path(entry.path)), "lock", 1, size))
-        finally:
-            os.close(fd)
-
-
-def _alive(holder: bytes) -> bool:
-    """True unless the lock file names a process ('pid N', written by exclusive holders) that is gone."""
-    words = holder.decode(errors="replace").split()
-    if len(words) < 2 or words[0] != "pid" or not words[1].isdigit():
-        return True  # an ordinary lock file nobody claims: not stale, just idle
-    try:
-        os.kill(int(words[1]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
 
 
 def _git_processes_in(root: Path) -> bool | None:
