@@ -15,7 +15,7 @@ import json
 import os
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
@@ -25,12 +25,14 @@ from . import __version__
 from .errors import (
     CheckpointNotFound,
     CorruptObject,
+    NoProjectCheckpoint,
     ObjectMissing,
     ObjectsNotWritten,
     RRStoreError,
     StoreDamaged,
     UsageError,
 )
+from .gitrepo import project_identity
 from .objects import hash_bytes, is_oid
 from .refs import Ref, valid_id
 from .scan import scan_scope
@@ -183,6 +185,17 @@ def added_ns_of(ref: Ref, created: datetime, mtime_ns: int | None = None) -> int
     return min(stamp, mtime_ns) if mtime_ns is not None else stamp
 
 
+def belongs(record: CheckpointRecord, project: str, root: Path) -> bool:
+    """Whether ``record`` is a checkpoint of the project ``project`` whose root is ``root``.
+
+    Its recorded project says so; a record older than project identities (``project`` empty)
+    belongs to the root it was taken in.
+    """
+    if record.project:
+        return record.project == project
+    return record.root == str(root)
+
+
 def newest_first(records: list[CheckpointRecord]) -> list[CheckpointRecord]:
     """``records`` in the order 'latest' and every 'newest' choice follow: last added first."""
     return sorted(records, key=lambda r: r.order, reverse=True)
@@ -222,12 +235,30 @@ class NewCheckpoint:
 
 
 class CheckpointManager:
-    """Creates, finds and lists the checkpoints of one working tree in one store."""
+    """Creates, finds and lists the checkpoints of one working tree in one store.
 
-    def __init__(self, root: Path, store: Store) -> None:
+    A store may be shared by several projects (``RRSTORE_DIR``, pulled checkpoints): 'latest',
+    the lists and 'newest' see only this project's checkpoints (``belongs``) unless asked for
+    ``all_projects``; an explicit id finds any checkpoint.
+    """
+
+    def __init__(self, root: Path, store: Store, identify: Callable[[], str] | None = None) -> None:
         self.root = root
         self.store = store
         self.damaged: dict[str, RRStoreError] = {}
+        self._identify = identify or (lambda: project_identity(root))
+        self._project: str | None = None
+
+    @property
+    def project(self) -> str:
+        """This project's identity (``gitrepo.project_identity``), asked once."""
+        if self._project is None:
+            self._project = self._identify()
+        return self._project
+
+    def owns(self, record: CheckpointRecord) -> bool:
+        """Whether ``record`` is one of this project's checkpoints."""
+        return belongs(record, self.project, self.root)
 
     # reading ---------------------------------------------------------------
 
@@ -244,17 +275,21 @@ class CheckpointManager:
         record.added_ns = added_ns_of(ref, record.created, mtime)
         return record
 
-    def get(self, checkpoint_id: str) -> CheckpointRecord:
-        """The record of ``checkpoint_id``; 'latest' names the newest step checkpoint.
+    def get(self, checkpoint_id: str, *, all_projects: bool = False) -> CheckpointRecord:
+        """The record of ``checkpoint_id``; 'latest' names this project's (or with ``all_projects``
+        the store's) newest step checkpoint.
 
         Undo points taken by restore are not 'latest': restoring 'latest' twice
         must not bring back the state the first restore replaced.
         """
         if checkpoint_id == "latest":
-            records = self.list_checkpoints()
+            records = self.list_checkpoints(all_projects=True)
             if self.damaged:  # the damaged one may be the newest: refuse to guess
                 raise StoreDamaged("cannot tell which checkpoint is 'latest'", next(iter(self.damaged.values())))
-            newest = self.newest(records)
+            mine = records if all_projects else [r for r in records if self.owns(r)]
+            newest = self.newest(mine)
+            if newest is None and len(mine) < len(records):
+                raise NoProjectCheckpoint(checkpoint_id, self.project, len(records) - len(mine))
             if newest is None:
                 raise CheckpointNotFound(checkpoint_id)
             return newest
@@ -271,11 +306,12 @@ class CheckpointManager:
         close = difflib.get_close_matches(wrong, ids, n=3, cutoff=0.6)
         return sorted(set(starts[:3]) | set(close), key=lambda i: i not in starts)[:3]
 
-    def list_checkpoints(self, lane: str | None = None) -> list[CheckpointRecord]:
-        """Every readable record, newest (last added to this store) first (the seed's ``list_checkpoints()``).
+    def list_checkpoints(self, lane: str | None = None, *, all_projects: bool = False) -> list[CheckpointRecord]:
+        """This project's readable records (every project's with ``all_projects``), newest (last
+        added to this store) first (the seed's ``list_checkpoints()``).
 
         A damaged record does not hide the others: its id and error are kept in
-        ``self.damaged`` for the caller to report.
+        ``self.damaged`` for the caller to report (whose it is cannot be read).
         """
         records = []
         self.damaged = {}
@@ -285,13 +321,16 @@ class CheckpointManager:
             except (ObjectMissing, CorruptObject) as exc:
                 self.damaged[checkpoint_id] = exc
                 continue
-            if record is not None and (lane is None or record.lane == lane):
+            if (record is not None and (lane is None or record.lane == lane)
+                    and (all_projects or self.owns(record))):
                 records.append(record)
         return newest_first(records)
 
-    def newest(self, records: list[CheckpointRecord] | None = None) -> CheckpointRecord | None:
-        """The newest checkpoint taken for a step (not a restore's undo point)."""
-        for record in self.list_checkpoints() if records is None else records:
+    def newest(self, records: list[CheckpointRecord] | None = None, *,
+               all_projects: bool = False) -> CheckpointRecord | None:
+        """The newest checkpoint taken for a step (not a restore's undo point): of ``records``, else
+        this project's (every project's with ``all_projects``)."""
+        for record in self.list_checkpoints(all_projects=all_projects) if records is None else records:
             if record.kind == "step":
                 return record
         return None
@@ -361,7 +400,7 @@ class CheckpointManager:
             git_commit=git.commit, git_branch=git.branch, git_dirty=git.dirty,
             git_operation=git.operation, git_merge_head=git.merge_head,
             success=spec.success, error_message=spec.error_message, metrics=metrics, kind=spec.kind,
-            root=str(self.root), hostname=os.uname().nodename,
+            root=str(self.root), hostname=os.uname().nodename, project=self.project,
         )
         base = f"{spec.lane}-step{spec.step_number}-{now.strftime('%Y%m%d_%H%M%S')}"
         for attempt in range(1, 10_000):

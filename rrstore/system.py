@@ -18,12 +18,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, check_lane
+from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, belongs, check_lane
 from .config import Settings, load_settings
 from .diff import DiffResult, diff
-from .errors import DiskFull, Interrupted, RestoreDiskFull, RRStoreError, Signalled, StoreReadOnly, UsageError
+from .errors import (
+    DiskFull,
+    ForeignCheckpoint,
+    Interrupted,
+    RestoreDiskFull,
+    RRStoreError,
+    Signalled,
+    StoreReadOnly,
+    UsageError,
+)
 from .gc import GCResult, Retention, gc
-from .gitrepo import find_git_root
+from .gitrepo import find_git_root, project_identity
 from .lock import locked
 from .restore import (
     Progress,
@@ -156,6 +165,7 @@ class RollbackRecoverySystem:
         chosen = store if store is not None else os.environ.get("RRSTORE_DIR") or None
         self.store_path = Path(chosen).absolute() if chosen else self.root / self.settings.store
         self._store: Store | None = None
+        self._project: str | None = None
 
     # plumbing ---------------------------------------------------------------
 
@@ -165,8 +175,19 @@ class RollbackRecoverySystem:
         return self._store
 
     @property
+    def project(self) -> str:
+        """This project's identity (``gitrepo.project_identity``: its remote, first commit or path),
+        which its checkpoints carry; asked of git once per system."""
+        if self._project is None:
+            self._project = project_identity(self.root)
+        return self._project
+
+    def _identify(self) -> str:
+        return self.project
+
+    @property
     def checkpoint_manager(self) -> CheckpointManager:
-        return CheckpointManager(self.root, self.open_store())
+        return CheckpointManager(self.root, self.open_store(), self._identify)
 
     def _workers(self) -> int:
         return self.settings.workers or default_workers()
@@ -190,17 +211,18 @@ class RollbackRecoverySystem:
         """Record the working tree as a new checkpoint (creates the store if needed)."""
         check_lane(lane)
         store = self.open_store(create=True)
-        manager = CheckpointManager(self.root, store)
+        manager = CheckpointManager(self.root, store, self._identify)
         spec = NewCheckpoint(lane, step_number, step_name, success, error_message)
         with locked(store.path, WORKTREE_LOCK, exclusive=False), store.writing():
             record, snap = manager.create(spec, progress=progress)
         return CheckpointResult(record.checkpoint_id, record, skipped=snap.stats.skipped)
 
-    def list(self, lane: str | None = None) -> ListResult:
+    def list(self, lane: str | None = None, *, all_projects: bool = False) -> ListResult:
+        """This project's checkpoints (every project's with ``all_projects``), newest first."""
         if lane is not None:
             check_lane(lane)
         manager = self.checkpoint_manager
-        records = manager.list_checkpoints(lane)
+        records = manager.list_checkpoints(lane, all_projects=all_projects)
         return ListResult(records, damaged=manager.damaged)
 
     def show(self, checkpoint_id: str) -> CheckpointRecord:
@@ -218,11 +240,12 @@ class RollbackRecoverySystem:
                 new = flatten(objects, manager.get(new_id).state_hash)
         return diff(old, new)
 
-    def status(self) -> StatusResult:
-        """The working tree's state hash and how it relates to the checkpoints."""
+    def status(self, *, all_projects: bool = False) -> StatusResult:
+        """The working tree's state hash and how it relates to this project's checkpoints (every
+        project's with ``all_projects``)."""
         manager = self.checkpoint_manager
         snap = manager.snapshot(store=False)
-        records = manager.list_checkpoints()
+        records = manager.list_checkpoints(all_projects=all_projects)
         newest = manager.newest(records)
         matching = next((r for r in records if r.state_hash == snap.root_oid), None)
         changes = None
@@ -232,7 +255,7 @@ class RollbackRecoverySystem:
         return StatusResult(snap.root_oid, newest, matching, changes)
 
     def restore(self, checkpoint_id: str, *, paths: Sequence[str] | None = None, dry_run: bool = False,
-                undo: bool = True, progress: Progress | None = None) -> RestoreResult:
+                undo: bool = True, progress: Progress | None = None, force: bool = False) -> RestoreResult:
         """Make the working tree (or ``paths`` of it) identical to a checkpoint.
 
         Unless ``dry_run``, the current state is checkpointed first (its id is
@@ -241,22 +264,29 @@ class RollbackRecoverySystem:
         and each object it needs for them is read back first (see ``undo``).
         ``undo=False`` restores without it, also from a read-only store; with
         it, a store this process cannot write raises StoreReadOnly before
-        anything changes. A full working tree raises RestoreDiskFull.
+        anything changes. A full working tree raises RestoreDiskFull. Another project's
+        checkpoint raises ForeignCheckpoint before anything changes unless ``force`` (a dry
+        run plans it and carries the refusal in ``warnings``).
         """
         manager = self.checkpoint_manager
         if dry_run:  # reads only: works on a read-only store and beside a running restore
             with manager.explain_damage():
-                return self._restore(manager, checkpoint_id, paths, dry_run, progress, undo)
+                return self._restore(manager, checkpoint_id, paths, dry_run, progress, undo, force)
         store = manager.store
         if undo and not _writable(store.path):
             raise StoreReadOnly(str(store.path))
         with (locked(store.path, WORKTREE_LOCK, exclusive=True, read_only=not undo),
               store.writing(read_only=not undo), manager.explain_damage()):
-            return self._restore(manager, checkpoint_id, paths, dry_run, progress, undo)
+            return self._restore(manager, checkpoint_id, paths, dry_run, progress, undo, force)
 
     def _restore(self, manager: CheckpointManager, checkpoint_id: str, paths: Sequence[str] | None,
-                 dry_run: bool, progress: Progress | None, undo: bool) -> RestoreResult:
+                 dry_run: bool, progress: Progress | None, undo: bool, force: bool) -> RestoreResult:
         record = manager.get(checkpoint_id)
+        foreign = None
+        if not force and not manager.owns(record):
+            foreign = ForeignCheckpoint(record.checkpoint_id, record.project, record.root, manager.project)
+            if not dry_run:
+                raise foreign
         tree_paths = self.relative_paths(paths) if paths else None
         target = flatten(manager.store.objects, record.state_hash)
         check_target(self.root, manager.store.path, record.checkpoint_id, target)
@@ -267,6 +297,8 @@ class RollbackRecoverySystem:
         snap = manager.snapshot(store=False, extra=held)
         plan = plan_restore(snap.entries, target, tree_paths)
         result = RestoreResult(record.checkpoint_id, record.state_hash, plan, dry_run, no_undo=not undo)
+        if foreign is not None:
+            result.warnings.append(str(foreign))
         if dry_run or plan.empty:
             return result
         content = VerifiedContent(manager.store.objects)
@@ -402,7 +434,9 @@ class RollbackRecoverySystem:
         what it lacks. A remote id naming another record is a conflict in the result, never overwritten."""
         from . import transfer
 
-        return transfer.push(self.open_store(), transfer.open_remote(remote, endpoint_url), ids, progress)
+        manager = self.checkpoint_manager  # 'latest' is this project's newest
+        ids = [manager.get(i).checkpoint_id if i == "latest" else i for i in ids]
+        return transfer.push(manager.store, transfer.open_remote(remote, endpoint_url), ids, progress)
 
     def pull(self, ids: Sequence[str], remote: str, endpoint_url: str | None = None, *,
              progress: Progress | None = None) -> TransferResult:
@@ -412,14 +446,17 @@ class RollbackRecoverySystem:
 
         return transfer.pull(self.open_store(create=True), transfer.open_remote(remote, endpoint_url), ids, progress)
 
-    def list_remote(self, remote: str, endpoint_url: str | None = None, lane: str | None = None) -> ListResult:
-        """The checkpoints stored on ``remote``, newest first (no local store needed)."""
+    def list_remote(self, remote: str, endpoint_url: str | None = None, lane: str | None = None, *,
+                    all_projects: bool = False) -> ListResult:
+        """This project's checkpoints stored on ``remote`` (every project's with ``all_projects``),
+        newest first (no local store needed)."""
         from . import transfer
 
         if lane is not None:
             check_lane(lane)
         listing = transfer.list_remote(transfer.open_remote(remote, endpoint_url), lane)
-        return ListResult(listing.checkpoints, damaged=listing.damaged)
+        records = [r for r in listing.checkpoints if all_projects or belongs(r, self.project, self.root)]
+        return ListResult(records, damaged=listing.damaged)
 
     # recovery (rrstore/recovery/, imported here only when used) ---------------------------------
 
