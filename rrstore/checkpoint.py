@@ -189,11 +189,12 @@ def belongs(record: CheckpointRecord, project: str, root: Path) -> bool:
     """Whether ``record`` is a checkpoint of the project ``project`` whose root is ``root``.
 
     Its recorded project says so; a record older than project identities (``project`` empty)
-    belongs to the root it was taken in.
+    belongs to the root it was taken in; one naming neither (made by hand, never by rrstore)
+    to whoever holds it.
     """
     if record.project:
         return record.project == project
-    return record.root == str(root)
+    return record.root in ("", str(root))
 
 
 def newest_first(records: list[CheckpointRecord]) -> list[CheckpointRecord]:

@@ -282,14 +282,14 @@ class RollbackRecoverySystem:
     def _restore(self, manager: CheckpointManager, checkpoint_id: str, paths: Sequence[str] | None,
                  dry_run: bool, progress: Progress | None, undo: bool, force: bool) -> RestoreResult:
         record = manager.get(checkpoint_id)
+        tree_paths = self.relative_paths(paths) if paths else None
+        target = flatten(manager.store.objects, record.state_hash)
+        check_target(self.root, manager.store.path, record.checkpoint_id, target)
         foreign = None
         if not force and not manager.owns(record):
             foreign = ForeignCheckpoint(record.checkpoint_id, record.project, record.root, manager.project)
             if not dry_run:
                 raise foreign
-        tree_paths = self.relative_paths(paths) if paths else None
-        target = flatten(manager.store.objects, record.state_hash)
-        check_target(self.root, manager.store.path, record.checkpoint_id, target)
         if tree_paths and not any(in_paths(p, tree_paths) for p in target):
             raise UsageError(f"{', '.join(paths or [])}: not in checkpoint {record.checkpoint_id}")
         # Whatever is on disk at the target's paths, ignored or not, is part of the working-tree side.
