@@ -197,6 +197,21 @@ def belongs(record: CheckpointRecord, project: str, root: Path) -> bool:
     return record.root in ("", str(root))
 
 
+def latest_of(records: list[CheckpointRecord], project: str, root: Path, *,
+              all_projects: bool = False) -> CheckpointRecord:
+    """What 'latest' names among ``records`` (newest first): the project's newest step checkpoint.
+
+    Raises NoProjectCheckpoint when only other projects' are there, CheckpointNotFound when none is.
+    """
+    mine = records if all_projects else [r for r in records if belongs(r, project, root)]
+    newest = next((r for r in mine if r.kind == "step"), None)
+    if newest is None and len(mine) < len(records):
+        raise NoProjectCheckpoint("latest", project, len(records) - len(mine))
+    if newest is None:
+        raise CheckpointNotFound("latest")
+    return newest
+
+
 def newest_first(records: list[CheckpointRecord]) -> list[CheckpointRecord]:
     """``records`` in the order 'latest' and every 'newest' choice follow: last added first."""
     return sorted(records, key=lambda r: r.order, reverse=True)
@@ -287,13 +302,7 @@ class CheckpointManager:
             records = self.list_checkpoints(all_projects=True)
             if self.damaged:  # the damaged one may be the newest: refuse to guess
                 raise StoreDamaged("cannot tell which checkpoint is 'latest'", next(iter(self.damaged.values())))
-            mine = records if all_projects else [r for r in records if self.owns(r)]
-            newest = self.newest(mine)
-            if newest is None and len(mine) < len(records):
-                raise NoProjectCheckpoint(checkpoint_id, self.project, len(records) - len(mine))
-            if newest is None:
-                raise CheckpointNotFound(checkpoint_id)
-            return newest
+            return latest_of(records, self.project, self.root, all_projects=all_projects)
         record = self._load(checkpoint_id) if valid_id(checkpoint_id) else None
         if record is None:
             raise CheckpointNotFound(checkpoint_id, self.suggest(checkpoint_id))

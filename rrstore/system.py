@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, belongs, check_lane
+from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, belongs, check_lane, latest_of
 from .config import Settings, load_settings
 from .diff import DiffResult, diff
 from .errors import (
@@ -439,12 +439,18 @@ class RollbackRecoverySystem:
         return transfer.push(manager.store, transfer.open_remote(remote, endpoint_url), ids, progress)
 
     def pull(self, ids: Sequence[str], remote: str, endpoint_url: str | None = None, *,
-             progress: Progress | None = None) -> TransferResult:
+             progress: Progress | None = None, all_projects: bool = False) -> TransferResult:
         """Download checkpoints from ``remote`` (creating the local store if needed), fetching only what
-        the store lacks; everything is verified before it becomes visible."""
+        the store lacks; everything is verified before it becomes visible. 'latest' is this project's
+        newest step checkpoint on the remote (with ``all_projects``, the remote's newest)."""
         from . import transfer
 
-        return transfer.pull(self.open_store(create=True), transfer.open_remote(remote, endpoint_url), ids, progress)
+        backend = transfer.open_remote(remote, endpoint_url)
+        if "latest" in ids:
+            records = transfer.list_remote(backend).checkpoints
+            newest = latest_of(records, self.project, self.root, all_projects=all_projects).checkpoint_id
+            ids = [newest if i == "latest" else i for i in ids]
+        return transfer.pull(self.open_store(create=True), backend, ids, progress)
 
     def list_remote(self, remote: str, endpoint_url: str | None = None, lane: str | None = None, *,
                     all_projects: bool = False) -> ListResult:

@@ -299,3 +299,36 @@ def test_imported_checkpoints_keep_their_project(shared: Shared, tmp_path: Path)
     assert json.loads(shown.stdout)["project"] == REQUESTS
     assert run_cli("--store", str(own), "list", cwd=shared.click).stdout == ""
     assert run_cli("--store", str(own), "restore", theirs, cwd=shared.click).returncode == 22
+
+
+def test_a_shared_remote_lists_and_pulls_this_projects_checkpoints(shared: Shared, tmp_path: Path, seaweedfs,
+                                                                   s3_remote: str, s3_env: dict[str, str]) -> None:
+    """A team bucket for several repositories: a fresh clone of click lists and pulls click's checkpoints
+    only, though requests pushed last; what it pulls keeps its project, so it restores without --force."""
+    endpoint = seaweedfs.endpoint
+    env = {**s3_env, "RRSTORE_REMOTE": s3_remote}
+    ours = shared.checkpoint(shared.click, 1, "click gates")
+    theirs = shared.checkpoint(shared.requests, 1, "requests gates")
+    for repo in (shared.click, shared.requests):
+        out = run_cli("push", "--endpoint-url", endpoint, cwd=repo, env={**env, "RRSTORE_DIR": str(shared.store)})
+        assert out.returncode == 0, out.stderr
+    runner = tmp_path / "runner" / "click"
+    subprocess.run(["git", "clone", "-q", str(shared.click), str(runner)], check=True, capture_output=True)
+    git(runner, "remote", "set-url", "origin", "git@github.com:pallets/click.git")  # as CI clones it
+    wanted = tree_manifest(shared.click, skip=(".git",))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        out = run_cli(*args, "--endpoint-url", endpoint, cwd=runner, env=env)
+        assert out.returncode == 0, (args, out.stderr)
+        return out
+
+    assert ids(cli("list", "--remote", s3_remote)) == [ours]
+    assert set(ids(cli("list", "--remote", s3_remote, "--all-projects"))) == {ours, theirs}
+    assert cli("pull", "latest").stdout.split() == [ours]
+    shown = json.loads(run_cli("show", ours, "--json", cwd=runner).stdout)
+    assert (shown["project"], shown["root"]) == (CLICK, str(shared.click.resolve()))  # its own, as taken
+    write(runner, "src/click/core.py", "broken on the runner\n")
+    assert run_cli("restore", "latest", cwd=runner).returncode == 0
+    assert tree_manifest(runner, skip=(".git", ".checkpoints")) == wanted
+    assert cli("pull", "latest", "--all-projects").stdout.split() == [theirs]
+    assert run_cli("restore", theirs, cwd=runner).returncode == 22

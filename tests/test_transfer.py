@@ -21,7 +21,7 @@ from conftest import GIT_ENV, SeaweedFS, run_cli
 
 from rrstore import RollbackRecoverySystem
 from rrstore.backends.s3 import S3Backend, parse_remote
-from rrstore.errors import CheckpointNotFound, CorruptObject, UsageError
+from rrstore.errors import CheckpointNotFound, CorruptObject, NoProjectCheckpoint, UsageError
 from rrstore.pack import decode_index, encode_index
 from rrstore.transfer import RemoteNotFound, list_remote, open_remote
 
@@ -165,7 +165,9 @@ def test_pull_latest_and_progress(tmp_path: Path, s3_remote: str, endpoint: str)
     calls: list[tuple[int, int]] = []
     system(source).push([], s3_remote, endpoint, progress=lambda done, total: calls.append((done, total)))
     assert calls[0][0] == 0 and calls[-1][0] == calls[-1][1] > 0
-    assert system(target).pull(["latest"], s3_remote, endpoint).transferred == [newest]
+    with pytest.raises(NoProjectCheckpoint):  # another directory, another project: none of its own there
+        system(target).pull(["latest"], s3_remote, endpoint)
+    assert system(target).pull(["latest"], s3_remote, endpoint, all_projects=True).transferred == [newest]
 
 
 def test_remote_records_are_readable_through_objectstore_over_s3(
