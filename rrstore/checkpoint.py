@@ -32,7 +32,7 @@ from .errors import (
     StoreDamaged,
     UsageError,
 )
-from .gitrepo import project_identity
+from .gitrepo import earlier_identities, project_identity
 from .objects import hash_bytes, is_oid
 from .refs import Ref, valid_id
 from .scan import scan_scope
@@ -185,28 +185,50 @@ def added_ns_of(ref: Ref, created: datetime, mtime_ns: int | None = None) -> int
     return min(stamp, mtime_ns) if mtime_ns is not None else stamp
 
 
-def belongs(record: CheckpointRecord, project: str, root: Path) -> bool:
-    """Whether ``record`` is a checkpoint of the project ``project`` whose root is ``root``.
+class ProjectView:
+    """Which checkpoints are the project's at ``root``, in a store several projects may share.
 
-    Its recorded project says so; a record older than project identities (``project`` empty)
-    belongs to the root it was taken in; one naming neither (made by hand, never by rrstore)
-    to whoever holds it.
+    A record belongs when its ``project`` is this project's identity (``gitrepo.project_identity``,
+    asked of git once, when first needed), or one it had before (``gitrepo.earlier_identities``:
+    its path before its first commit, its first commit before it had a remote). A record older
+    than project identities (``project`` empty) belongs to the root it was taken in; one naming
+    neither project nor root (made by hand, never by rrstore) to whoever holds it.
     """
-    if record.project:
-        return record.project == project
-    return record.root in ("", str(root))
+
+    def __init__(self, root: Path, identify: Callable[[], str] | None = None) -> None:
+        self.root = root
+        self._identify = identify or (lambda: project_identity(root))
+        self._identity: str | None = None
+        self._earlier: set[str] | None = None
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            self._identity = self._identify()
+        return self._identity
+
+    def owns(self, record: CheckpointRecord) -> bool:
+        if not record.project:
+            return record.root in ("", str(self.root))
+        if record.project == self.identity:
+            return True
+        if not record.project.startswith(("path:", "git:root-")):
+            return False
+        if self._earlier is None:
+            self._earlier = earlier_identities(self.root, self.identity)
+        return record.project in self._earlier
 
 
-def latest_of(records: list[CheckpointRecord], project: str, root: Path, *,
+def latest_of(records: list[CheckpointRecord], view: ProjectView, *,
               all_projects: bool = False) -> CheckpointRecord:
     """What 'latest' names among ``records`` (newest first): the project's newest step checkpoint.
 
     Raises NoProjectCheckpoint when only other projects' are there, CheckpointNotFound when none is.
     """
-    mine = records if all_projects else [r for r in records if belongs(r, project, root)]
+    mine = records if all_projects else [r for r in records if view.owns(r)]
     newest = next((r for r in mine if r.kind == "step"), None)
     if newest is None and len(mine) < len(records):
-        raise NoProjectCheckpoint("latest", project, len(records) - len(mine))
+        raise NoProjectCheckpoint("latest", view.identity, len(records) - len(mine))
     if newest is None:
         raise CheckpointNotFound("latest")
     return newest
@@ -254,27 +276,24 @@ class CheckpointManager:
     """Creates, finds and lists the checkpoints of one working tree in one store.
 
     A store may be shared by several projects (``RRSTORE_DIR``, pulled checkpoints): 'latest',
-    the lists and 'newest' see only this project's checkpoints (``belongs``) unless asked for
+    the lists and 'newest' see only this project's checkpoints (``ProjectView``) unless asked for
     ``all_projects``; an explicit id finds any checkpoint.
     """
 
-    def __init__(self, root: Path, store: Store, identify: Callable[[], str] | None = None) -> None:
+    def __init__(self, root: Path, store: Store, view: ProjectView | None = None) -> None:
         self.root = root
         self.store = store
         self.damaged: dict[str, RRStoreError] = {}
-        self._identify = identify or (lambda: project_identity(root))
-        self._project: str | None = None
+        self.view = view or ProjectView(root)
 
     @property
     def project(self) -> str:
-        """This project's identity (``gitrepo.project_identity``), asked once."""
-        if self._project is None:
-            self._project = self._identify()
-        return self._project
+        """This project's identity (``gitrepo.project_identity``), which new records carry."""
+        return self.view.identity
 
     def owns(self, record: CheckpointRecord) -> bool:
         """Whether ``record`` is one of this project's checkpoints."""
-        return belongs(record, self.project, self.root)
+        return self.view.owns(record)
 
     # reading ---------------------------------------------------------------
 
@@ -302,7 +321,7 @@ class CheckpointManager:
             records = self.list_checkpoints(all_projects=True)
             if self.damaged:  # the damaged one may be the newest: refuse to guess
                 raise StoreDamaged("cannot tell which checkpoint is 'latest'", next(iter(self.damaged.values())))
-            return latest_of(records, self.project, self.root, all_projects=all_projects)
+            return latest_of(records, self.view, all_projects=all_projects)
         record = self._load(checkpoint_id) if valid_id(checkpoint_id) else None
         if record is None:
             raise CheckpointNotFound(checkpoint_id, self.suggest(checkpoint_id))

@@ -202,8 +202,7 @@ def project_identity(root: Path) -> str:
     top = find_git_root(root)
     if top is None:
         return f"path:{root}"
-    sub = root.relative_to(top).as_posix()
-    suffix = "" if sub == "." else f"#{sub}"
+    suffix = _below_top(root, top)
     listed = _git_out(root, "config", "--local", "-z", "--get-regexp", r"^remote\..*\.url$") or ""
     urls: dict[str, str] = {}
     for item in listed.split("\0"):
@@ -213,7 +212,33 @@ def project_identity(root: Path) -> str:
     if urls:
         name = "origin" if "origin" in urls else sorted(urls)[0]
         return f"git:{normalise_remote(urls[name], top)}{suffix}"
+    first = _first_commit(root)
+    return f"git:root-{first}{suffix}" if first else f"path:{root}"
+
+
+def earlier_identities(root: Path, identity: str) -> set[str]:
+    """What ``project_identity`` said of this project before it had a history or a remote.
+
+    Its path (checkpoints taken before ``git init`` and the first commit), and, once it has a
+    remote, its first commit (taken before ``git remote add``): they stay the project's own.
+    The first commit costs one ``rev-list``, only for a project with a remote.
+    """
+    root = root.resolve()
+    found = {f"path:{root}"}
+    top = find_git_root(root)
+    if top is not None and not identity.startswith(("git:root-", "path:")):
+        first = _first_commit(root)
+        if first:
+            found.add(f"git:root-{first}{_below_top(root, top)}")
+    return found - {identity}
+
+
+def _below_top(root: Path, top: Path) -> str:
+    sub = root.relative_to(top).as_posix()
+    return "" if sub == "." else f"#{sub}"
+
+
+def _first_commit(root: Path) -> str | None:
+    """The oldest root commit HEAD reaches (None before the first commit, or without git)."""
     roots = (_git_out(root, "rev-list", "--max-parents=0", "HEAD") or "").split()
-    if roots:
-        return f"git:root-{roots[-1]}{suffix}"
-    return f"path:{root}"
+    return roots[-1] if roots else None

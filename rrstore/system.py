@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, belongs, check_lane, latest_of
+from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, ProjectView, check_lane, latest_of
 from .config import Settings, load_settings
 from .diff import DiffResult, diff
 from .errors import (
@@ -32,7 +32,7 @@ from .errors import (
     UsageError,
 )
 from .gc import GCResult, Retention, gc
-from .gitrepo import find_git_root, project_identity
+from .gitrepo import find_git_root
 from .lock import locked
 from .restore import (
     Progress,
@@ -165,7 +165,7 @@ class RollbackRecoverySystem:
         chosen = store if store is not None else os.environ.get("RRSTORE_DIR") or None
         self.store_path = Path(chosen).absolute() if chosen else self.root / self.settings.store
         self._store: Store | None = None
-        self._project: str | None = None
+        self.view = ProjectView(self.root)  # asks git only when a command needs it
 
     # plumbing ---------------------------------------------------------------
 
@@ -178,16 +178,11 @@ class RollbackRecoverySystem:
     def project(self) -> str:
         """This project's identity (``gitrepo.project_identity``: its remote, first commit or path),
         which its checkpoints carry; asked of git once per system."""
-        if self._project is None:
-            self._project = project_identity(self.root)
-        return self._project
-
-    def _identify(self) -> str:
-        return self.project
+        return self.view.identity
 
     @property
     def checkpoint_manager(self) -> CheckpointManager:
-        return CheckpointManager(self.root, self.open_store(), self._identify)
+        return CheckpointManager(self.root, self.open_store(), self.view)
 
     def _workers(self) -> int:
         return self.settings.workers or default_workers()
@@ -211,7 +206,7 @@ class RollbackRecoverySystem:
         """Record the working tree as a new checkpoint (creates the store if needed)."""
         check_lane(lane)
         store = self.open_store(create=True)
-        manager = CheckpointManager(self.root, store, self._identify)
+        manager = CheckpointManager(self.root, store, self.view)
         spec = NewCheckpoint(lane, step_number, step_name, success, error_message)
         with locked(store.path, WORKTREE_LOCK, exclusive=False), store.writing():
             record, snap = manager.create(spec, progress=progress)
@@ -448,7 +443,7 @@ class RollbackRecoverySystem:
         backend = transfer.open_remote(remote, endpoint_url)
         if "latest" in ids:
             records = transfer.list_remote(backend).checkpoints
-            newest = latest_of(records, self.project, self.root, all_projects=all_projects).checkpoint_id
+            newest = latest_of(records, self.view, all_projects=all_projects).checkpoint_id
             ids = [newest if i == "latest" else i for i in ids]
         return transfer.pull(self.open_store(create=True), backend, ids, progress)
 
@@ -461,7 +456,7 @@ class RollbackRecoverySystem:
         if lane is not None:
             check_lane(lane)
         listing = transfer.list_remote(transfer.open_remote(remote, endpoint_url), lane)
-        records = [r for r in listing.checkpoints if all_projects or belongs(r, self.project, self.root)]
+        records = [r for r in listing.checkpoints if all_projects or self.view.owns(r)]
         return ListResult(records, damaged=listing.damaged)
 
     # recovery (rrstore/recovery/, imported here only when used) ---------------------------------

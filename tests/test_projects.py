@@ -331,3 +331,29 @@ def test_a_shared_remote_lists_and_pulls_this_projects_checkpoints(shared: Share
     assert tree_manifest(runner, skip=(".git", ".checkpoints")) == wanted
     assert cli("pull", "latest", "--all-projects").stdout.split() == [theirs]
     assert run_cli("restore", theirs, cwd=runner).returncode == 22
+
+
+def test_checkpoints_taken_before_git_init_or_a_remote_stay_the_projects_own(tmp_path: Path) -> None:
+    """A project that gains a history, then a remote, changes identity; what it took before is still its own."""
+    root = tmp_path / "app"
+    write(root, "app.py", "APP = 1\n")
+    shared = Shared(tmp_path / "store", root, root, root)
+    plain = shared.checkpoint(root, 1, "before git init")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
+    first = shared.checkpoint(root, 2, "before the remote")
+    git(root, "remote", "add", "origin", "https://github.com/example/app.git")
+    write(root, "app.py", "APP = 2\n")
+    third = shared.checkpoint(root, 3, "with the remote")
+    other = make_repo(tmp_path / "other", None, {"other.txt": "other\n"})
+    foreign = shared.checkpoint(other, 1, "another project")
+
+    projects = {r["checkpoint_id"]: r["project"] for r in json.loads(shared.cli(root, "list", "--json").stdout)}
+    root_commit = git(root, "rev-list", "--max-parents=0", "HEAD").strip()
+    assert projects == {third: "git:github.com/example/app", first: f"git:root-{root_commit}",
+                        plain: f"path:{root.resolve()}"}
+    shared.cli(root, "restore", plain)  # its own: no --force
+    assert (root / "app.py").read_text() == "APP = 1\n"
+    assert shared.cli(root, "restore", foreign, code=22).stdout == ""
+    assert ids(shared.cli(other, "list")) == [foreign]  # the other project does not take them
