@@ -15,6 +15,15 @@ def _record_line(r: CheckpointRecord) -> str:
     return f"{r.checkpoint_id}: {r.step_name} ({r.lane})"
 
 
+def _project_label(r: CheckpointRecord) -> str:
+    """The project column of ``list --all-projects``: a record older than project identities shows its root."""
+    return r.project or f"(root {r.root})"
+
+
+ALL_PROJECTS = click.option("--all-projects", is_flag=True,
+                            help="Every project's checkpoints in a shared store, not only this project's.")
+
+
 def _warn_future(r: CheckpointRecord) -> None:
     """A record dated after the store got it: said on stderr, so stdout stays data."""
     click.echo(f"rrstore: warning: checkpoint {r.checkpoint_id} is future-dated: its record says {r.timestamp}, "
@@ -60,12 +69,15 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str | None, 
 @click.option("--lane", type=click.Choice(LANES), default=None, help="Only this lane.")
 @click.option("--remote", default=None, metavar="s3://BUCKET/PREFIX", help="List a remote store instead.")
 @click.option("--endpoint-url", default=None, metavar="URL", help="S3 endpoint of a non-AWS server (with --remote).")
+@ALL_PROJECTS
 @global_options
-def list_(lane: str | None, remote: str | None, endpoint_url: str | None) -> int:
-    """List checkpoints, newest first."""
+def list_(lane: str | None, remote: str | None, endpoint_url: str | None, all_projects: bool) -> int:
+    """List this project's checkpoints, newest first."""
     st = state()
     endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")
-    listing = st.system().list_remote(remote, endpoint_url, lane) if remote else st.system().list(lane)
+    system = st.system()
+    listing = (system.list_remote(remote, endpoint_url, lane, all_projects=all_projects) if remote
+               else system.list(lane, all_projects=all_projects))
     records = listing.checkpoints
     if not st.json:  # with --json the error object at the end carries each id and its error
         for checkpoint_id, exc in listing.damaged.items():
@@ -73,20 +85,23 @@ def list_(lane: str | None, remote: str | None, endpoint_url: str | None) -> int
     if st.json:
         emit_json([r.to_json() for r in records])
     elif st.verbose:
-        header = f"{'ID':<36} {'LANE':<8} {'STEP':>4} {'STATUS':<7} {'FILES':>7} {'NEW':>10} {'STATE':<12} NAME"
-        click.echo(header)
+        width = max([len("PROJECT"), *(len(_project_label(r)) for r in records)])
+        project = f"{'PROJECT':<{width}} " if all_projects else ""
+        click.echo(f"{'ID':<36} {'LANE':<8} {'STEP':>4} {'STATUS':<7} {'FILES':>7} {'NEW':>10} {'STATE':<12} "
+                   f"{project}NAME")
         for r in records:
             m = r.metrics
             mark = "  [future-dated]" if r.future_dated else ""
+            project = f"{_project_label(r):<{width}} " if all_projects else ""
             click.echo(f"{r.checkpoint_id:<36} {r.lane:<8} {r.step_number:>4} {r.status:<7} "
                        f"{m.get('files_scanned', 0):>7} {human_bytes(m.get('bytes_new', 0)):>10} "
-                       f"{r.state_hash[:12]:<12} {r.step_name}{mark}")
+                       f"{r.state_hash[:12]:<12} {project}{r.step_name}{mark}")
         for r in records:
             if r.future_dated:
                 _warn_future(r)
     else:
         for r in records:
-            click.echo(_record_line(r))
+            click.echo(f"{_record_line(r)} {_project_label(r)}" if all_projects else _record_line(r))
     if listing.damaged:
         raise CheckpointsUnreadable(listing.damaged)
     return 0
@@ -138,11 +153,12 @@ def diff(old_id: str, new_id: str | None, exit_code: bool) -> int:
 
 @click.command()
 @click.option("--exit-code", is_flag=True, help="Exit with 1 unless the tree matches the newest checkpoint.")
+@ALL_PROJECTS
 @global_options
-def status(exit_code: bool) -> int:
-    """The working tree's state hash and whether it matches the newest checkpoint."""
+def status(exit_code: bool, all_projects: bool) -> int:
+    """The working tree's state hash and whether it matches this project's newest checkpoint."""
     st = state()
-    result = st.system().status()
+    result = st.system().status(all_projects=all_projects)
     if st.json:
         emit_json(result.to_json())
     else:
@@ -166,9 +182,10 @@ def status(exit_code: bool) -> int:
 @click.option("--no-undo", "no_undo", is_flag=True,
               help="Write no undo checkpoint first (works from a read-only store; what the restore "
                    "overwrites or deletes cannot be brought back).")
+@click.option("--force", is_flag=True, help="Restore a checkpoint another project took (a shared store).")
 @global_options
 def restore(checkpoint_id: str | None, checkpoint_arg: str | None, dry_run: bool, paths: tuple[str, ...],
-            no_undo: bool) -> int:
+            no_undo: bool, force: bool) -> int:
     """Make the working tree identical to a checkpoint (undoable: the current state is checkpointed first)."""
     st = state()
     chosen = checkpoint_id or checkpoint_arg
@@ -176,7 +193,9 @@ def restore(checkpoint_id: str | None, checkpoint_arg: str | None, dry_run: bool
         raise click.UsageError("give the checkpoint to restore: --checkpoint-id ID")
     with progress("restore", st.show_progress) as cb:
         result = st.system().restore(chosen, paths=list(paths) or None, dry_run=dry_run, undo=not no_undo,
-                                     progress=cb)
+                                     progress=cb, force=force)
+    for warning in result.warnings:
+        click.echo(f"rrstore: warning: {warning}", err=True)
     plan = result.plan
     if st.json:
         emit_json(result.to_json())

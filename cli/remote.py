@@ -64,8 +64,9 @@ def push(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None)
 @click.command()
 @click.argument("checkpoint_ids", nargs=-1, required=True, metavar="ID...")
 @remote_options
+@click.option("--all-projects", is_flag=True, help="'latest' is the remote's newest, whichever project took it.")
 @global_options
-def pull(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None) -> int:
+def pull(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None, all_projects: bool) -> int:
     """Download checkpoints (ids or 'latest') and what they reach that the local store lacks.
 
     Every object is verified before anything becomes visible: a missing or
@@ -74,5 +75,6 @@ def pull(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None)
     """
     st = state()
     with progress("pull", st.show_progress) as cb:
-        result = st.system().pull(list(checkpoint_ids), remote, endpoint_url, progress=cb)
+        result = st.system().pull(list(checkpoint_ids), remote, endpoint_url, progress=cb,
+                                  all_projects=all_projects)
     return _finish(result)

@@ -15,7 +15,7 @@ import json
 import os
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
@@ -25,12 +25,14 @@ from . import __version__
 from .errors import (
     CheckpointNotFound,
     CorruptObject,
+    NoProjectCheckpoint,
     ObjectMissing,
     ObjectsNotWritten,
     RRStoreError,
     StoreDamaged,
     UsageError,
 )
+from .gitrepo import earlier_identities, project_identity
 from .objects import hash_bytes, is_oid
 from .refs import Ref, Refs, valid_id
 from .scan import scan_scope
@@ -183,6 +185,55 @@ def added_ns_of(ref: Ref, created: datetime, mtime_ns: int | None = None) -> int
     return min(stamp, mtime_ns) if mtime_ns is not None else stamp
 
 
+class ProjectView:
+    """Which checkpoints are the project's at ``root``, in a store several projects may share.
+
+    A record belongs when its ``project`` is this project's identity (``gitrepo.project_identity``,
+    asked of git once, when first needed), or one it had before (``gitrepo.earlier_identities``:
+    its path before its first commit, its first commit before it had a remote). A record older
+    than project identities (``project`` empty) belongs to the root it was taken in; one naming
+    neither project nor root (made by hand, never by rrstore) to whoever holds it.
+    """
+
+    def __init__(self, root: Path, identify: Callable[[], str] | None = None) -> None:
+        self.root = root
+        self._identify = identify or (lambda: project_identity(root))
+        self._identity: str | None = None
+        self._earlier: set[str] | None = None
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            self._identity = self._identify()
+        return self._identity
+
+    def owns(self, record: CheckpointRecord) -> bool:
+        if not record.project:
+            return record.root in ("", str(self.root))
+        if record.project == self.identity:
+            return True
+        if not record.project.startswith(("path:", "git:root-")):
+            return False
+        if self._earlier is None:
+            self._earlier = earlier_identities(self.root, self.identity)
+        return record.project in self._earlier
+
+
+def latest_of(records: list[CheckpointRecord], view: ProjectView, *,
+              all_projects: bool = False) -> CheckpointRecord:
+    """What 'latest' names among ``records`` (newest first): the project's newest step checkpoint.
+
+    Raises NoProjectCheckpoint when only other projects' are there, CheckpointNotFound when none is.
+    """
+    mine = records if all_projects else [r for r in records if view.owns(r)]
+    newest = next((r for r in mine if r.kind == "step"), None)
+    if newest is None and len(mine) < len(records):
+        raise NoProjectCheckpoint("latest", view.identity, len(records) - len(mine))
+    if newest is None:
+        raise CheckpointNotFound("latest")
+    return newest
+
+
 def newest_first(records: list[CheckpointRecord]) -> list[CheckpointRecord]:
     """``records`` in the order 'latest' and every 'newest' choice follow: last added first."""
     return sorted(records, key=lambda r: r.order, reverse=True)
@@ -259,12 +310,27 @@ def left_out_warning(left_out: dict[str, str]) -> str | None:
 
 
 class CheckpointManager:
-    """Creates, finds and lists the checkpoints of one working tree in one store."""
+    """Creates, finds and lists the checkpoints of one working tree in one store.
 
-    def __init__(self, root: Path, store: Store) -> None:
+    A store may be shared by several projects (``RRSTORE_DIR``, pulled checkpoints): 'latest',
+    the lists and 'newest' see only this project's checkpoints (``ProjectView``) unless asked for
+    ``all_projects``; an explicit id finds any checkpoint.
+    """
+
+    def __init__(self, root: Path, store: Store, view: ProjectView | None = None) -> None:
         self.root = root
         self.store = store
         self.damaged: dict[str, RRStoreError] = {}
+        self.view = view or ProjectView(root)
+
+    @property
+    def project(self) -> str:
+        """This project's identity (``gitrepo.project_identity``), which new records carry."""
+        return self.view.identity
+
+    def owns(self, record: CheckpointRecord) -> bool:
+        """Whether ``record`` is one of this project's checkpoints."""
+        return self.view.owns(record)
 
     # reading ---------------------------------------------------------------
 
@@ -281,20 +347,18 @@ class CheckpointManager:
         record.added_ns = added_ns_of(ref, record.created, mtime)
         return record
 
-    def get(self, checkpoint_id: str) -> CheckpointRecord:
-        """The record of ``checkpoint_id``; 'latest' names the newest step checkpoint.
+    def get(self, checkpoint_id: str, *, all_projects: bool = False) -> CheckpointRecord:
+        """The record of ``checkpoint_id``; 'latest' names this project's (or with ``all_projects``
+        the store's) newest step checkpoint.
 
         Undo points taken by restore are not 'latest': restoring 'latest' twice
         must not bring back the state the first restore replaced.
         """
         if checkpoint_id == "latest":
-            records = self.list_checkpoints()
+            records = self.list_checkpoints(all_projects=True)
             if self.damaged:  # the damaged one may be the newest: refuse to guess
                 raise StoreDamaged("cannot tell which checkpoint is 'latest'", next(iter(self.damaged.values())))
-            newest = self.newest(records)
-            if newest is None:
-                raise CheckpointNotFound(checkpoint_id)
-            return newest
+            return latest_of(records, self.view, all_projects=all_projects)
         record = self._load(checkpoint_id) if valid_id(checkpoint_id) else None
         if record is None:
             raise CheckpointNotFound(checkpoint_id, self.suggest(checkpoint_id))
@@ -303,11 +367,12 @@ class CheckpointManager:
     def suggest(self, wrong: str) -> list[str]:
         return suggest_ids(wrong, self.store.refs)
 
-    def list_checkpoints(self, lane: str | None = None) -> list[CheckpointRecord]:
-        """Every readable record, newest (last added to this store) first (the seed's ``list_checkpoints()``).
+    def list_checkpoints(self, lane: str | None = None, *, all_projects: bool = False) -> list[CheckpointRecord]:
+        """This project's readable records (every project's with ``all_projects``), newest (last
+        added to this store) first (the seed's ``list_checkpoints()``).
 
         A damaged record does not hide the others: its id and error are kept in
-        ``self.damaged`` for the caller to report.
+        ``self.damaged`` for the caller to report (whose it is cannot be read).
         """
         records = []
         self.damaged = {}
@@ -317,13 +382,16 @@ class CheckpointManager:
             except (ObjectMissing, CorruptObject) as exc:
                 self.damaged[checkpoint_id] = exc
                 continue
-            if record is not None and (lane is None or record.lane == lane):
+            if (record is not None and (lane is None or record.lane == lane)
+                    and (all_projects or self.owns(record))):
                 records.append(record)
         return newest_first(records)
 
-    def newest(self, records: list[CheckpointRecord] | None = None) -> CheckpointRecord | None:
-        """The newest checkpoint taken for a step (not a restore's undo point)."""
-        for record in self.list_checkpoints() if records is None else records:
+    def newest(self, records: list[CheckpointRecord] | None = None, *,
+               all_projects: bool = False) -> CheckpointRecord | None:
+        """The newest checkpoint taken for a step (not a restore's undo point): of ``records``, else
+        this project's (every project's with ``all_projects``)."""
+        for record in self.list_checkpoints(all_projects=all_projects) if records is None else records:
             if record.kind == "step":
                 return record
         return None
@@ -393,7 +461,7 @@ class CheckpointManager:
             git_commit=git.commit, git_branch=git.branch, git_dirty=git.dirty,
             git_operation=git.operation, git_merge_head=git.merge_head,
             success=spec.success, error_message=spec.error_message, metrics=metrics, kind=spec.kind,
-            root=str(self.root), hostname=os.uname().nodename, left_out=snap.left_out,
+            root=str(self.root), hostname=os.uname().nodename, left_out=snap.left_out, project=self.project,
         )
         base = f"{spec.lane}-step{spec.step_number}-{now.strftime('%Y%m%d_%H%M%S')}"
         for attempt in range(1, 10_000):

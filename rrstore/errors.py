@@ -291,6 +291,36 @@ class UnsafeTree(RRStoreError):
         return UnsafeTree(self.checkpoint_id, self.path, self.reason, lead)
 
 
+class ForeignCheckpoint(RRStoreError):
+    """A restore was asked for a checkpoint another project took (a shared store, a pulled checkpoint).
+
+    Raised before anything changes; ``force`` restores it all the same.
+    """
+
+    exit_code = 22
+    summary = "checkpoint of another project: add --force to restore it here"
+
+    def __init__(self, checkpoint_id: str, owner: str, owner_root: str, project: str) -> None:
+        self.checkpoint_id = checkpoint_id
+        self.owner = owner
+        self.owner_root = owner_root
+        self.project = project
+        whose = owner or "another project (its record predates project identities)"
+        super().__init__(f"checkpoint {checkpoint_id} belongs to {whose} (root {owner_root or 'unknown'}), "
+                         f"not this project {project}; add --force to restore it here")
+
+
+class NoProjectCheckpoint(CheckpointNotFound):
+    """'latest' in a store that holds checkpoints, none of them this project's."""
+
+    def __init__(self, checkpoint_id: str, project: str, others: int) -> None:
+        super().__init__(checkpoint_id)
+        self.project = project
+        self.others = others
+        self.message = (f"Checkpoint not found: {checkpoint_id}: no checkpoint of this project {project}; the "
+                        f"store holds {others} of other projects (rrstore list --all-projects)")
+
+
 class RestoreFailed(PartialFailure):
     """Restore changed what it could; these paths could not be written."""
 

@@ -1,7 +1,8 @@
 """Retention and garbage collection (verb over checkpoints and the object store).
 
 ``gc`` first decides which checkpoints the retention policy keeps (young
-ones, the newest N of each lane, kept lanes, pinned ones), deletes the refs
+ones, the newest N of each lane of each project, kept lanes, pinned ones),
+whichever project of a shared store runs it, deletes the refs
 of the others, marks every object a kept checkpoint reaches, and sweeps the
 rest that is older than a grace period. It runs under the store's exclusive
 object lock, which checkpoints and restores hold shared while they work, so
@@ -83,13 +84,18 @@ class GCResult:
 
 def select(records: list[CheckpointRecord], pinned: set[str], policy: Retention,
            now: datetime) -> tuple[list[CheckpointRecord], list[CheckpointRecord]]:
-    """Split ``records`` (newest first) into (kept, removed)."""
+    """Split ``records`` (newest first) into (kept, removed).
+
+    "The newest N" counts per project and lane: one project's gc of a shared store keeps
+    another's newest checkpoints. A record older than project identities counts by its root.
+    """
     kept, removed = [], []
-    per_lane: dict[str, int] = {}
+    per_lane: dict[tuple[str, str], int] = {}
     for record in records:
-        rank = per_lane.get(record.lane, 0)
+        lane = (record.project or f"path:{record.root}", record.lane)
+        rank = per_lane.get(lane, 0)
         if record.kind == "step":
-            per_lane[record.lane] = rank + 1
+            per_lane[lane] = rank + 1
         # a future-dated record ages from when this store got it
         young = now - min(record.created, record.added) < policy.older_than
         if (young or record.checkpoint_id in pinned or record.lane in policy.keep_lanes
@@ -108,7 +114,7 @@ def gc(manager: CheckpointManager, policy: Retention, *, now: datetime | None = 
     before = now.timestamp() - policy.grace.total_seconds()
     result = GCResult(dry_run=dry_run)
     with store.collecting():
-        records = manager.list_checkpoints()
+        records = manager.list_checkpoints(all_projects=True)
         if manager.damaged:  # what it reaches is unknown, so nothing may be swept
             raise StoreDamaged("gc stopped, nothing was removed", next(iter(manager.damaged.values())))
         for pack, why in store.objects.blind_packs().items():  # what that pack holds is unknown

@@ -175,3 +175,98 @@ def ignored(root: Path, paths: list[str]) -> set[str]:
     proc = _start(root, "check-ignore", "-z", "--stdin", stdin=subprocess.PIPE)
     data = b"\0".join(os.fsencode(p) for p in paths) + b"\0"
     return set(_split_z(_finish(proc, root, ok=(0, 1), data=data)))
+
+
+# Ports a URL form implies, dropped so ``ssh://host:22/p`` and ``git@host:p`` name one project.
+_DEFAULT_PORTS = {"ssh": "22", "git+ssh": "22", "ssh+git": "22", "https": "443", "http": "80", "git": "9418"}
+
+
+def normalise_remote(url: str, root: Path) -> str:
+    """``url`` in one spelling per repository: ``host/path`` without credentials, port, ``.git`` or ``/``.
+
+    ``https://user:pw@github.com/pallets/flask.git/``, ``git@github.com:pallets/flask`` and
+    ``ssh://git@github.com:22/pallets/flask`` all give ``github.com/pallets/flask``; a local
+    remote (a path, relative ones resolved from ``root``, or ``file://``) gives its absolute path.
+    """
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() != "file":
+        authority, _, path = rest.partition("/")
+        host = authority.rpartition("@")[2].lower()
+        name, colon, port = host.rpartition(":")
+        if colon and _DEFAULT_PORTS.get(scheme.lower()) == port:
+            host = name
+        text = f"{host}/{path}"
+    elif sep:  # file://
+        text = str(Path(rest))
+    elif ":" in url.split("/", 1)[0]:  # git's scp-like form, [user@]host:path
+        host, _, path = url.partition(":")
+        text = f"{host.rpartition('@')[2].lower()}/{path.lstrip('/')}"
+    else:
+        text = os.path.normpath(root / url)
+    return text.rstrip("/").removesuffix(".git").rstrip("/")
+
+
+def _git_out(root: Path, *args: str) -> str | None:
+    """Stdout of ``git -C root ARGS``, or None when git fails or is not installed."""
+    try:
+        done = subprocess.run(["git", "-C", str(root), *args], stdin=subprocess.DEVNULL,
+                              capture_output=True, check=False)
+    except OSError:
+        return None
+    return os.fsdecode(done.stdout) if done.returncode == 0 else None
+
+
+def project_identity(root: Path) -> str:
+    """Whose checkpoints these are, the same for every clone of one repository wherever it lives.
+
+    In git: ``git:`` and the normalised URL of remote ``origin`` (else of the first remote by
+    name); without a remote, ``git:root-`` and the oldest root commit; a repository without
+    commits, or no git at all, is ``path:`` and the resolved root. A root below the work tree's
+    top adds ``#`` and its path from the top (a checkpoint of a subdirectory is another tree).
+    One ``git config`` call, plus one ``rev-list`` only when there is no remote.
+    """
+    root = root.resolve()
+    top = find_git_root(root)
+    if top is None:
+        return f"path:{root}"
+    suffix = _below_top(root, top)
+    listed = _git_out(root, "config", "--local", "-z", "--get-regexp", r"^remote\..*\.url$") or ""
+    urls: dict[str, str] = {}
+    for item in listed.split("\0"):
+        key, _, value = item.partition("\n")
+        if key.startswith("remote.") and key.endswith(".url") and value.strip():
+            urls.setdefault(key[len("remote."):-len(".url")], value)
+    if urls:
+        name = "origin" if "origin" in urls else sorted(urls)[0]
+        return f"git:{normalise_remote(urls[name], top)}{suffix}"
+    first = _first_commit(root)
+    return f"git:root-{first}{suffix}" if first else f"path:{root}"
+
+
+def earlier_identities(root: Path, identity: str) -> set[str]:
+    """What ``project_identity`` said of this project before it had a history or a remote.
+
+    Its path (checkpoints taken before ``git init`` and the first commit), and, once it has a
+    remote, its first commit (taken before ``git remote add``): they stay the project's own.
+    The first commit costs one ``rev-list``, only for a project with a remote.
+    """
+    root = root.resolve()
+    found = {f"path:{root}"}
+    top = find_git_root(root)
+    if top is not None and not identity.startswith(("git:root-", "path:")):
+        first = _first_commit(root)
+        if first:
+            found.add(f"git:root-{first}{_below_top(root, top)}")
+    return found - {identity}
+
+
+def _below_top(root: Path, top: Path) -> str:
+    sub = root.relative_to(top).as_posix()
+    return "" if sub == "." else f"#{sub}"
+
+
+def _first_commit(root: Path) -> str | None:
+    """The oldest root commit HEAD reaches (None before the first commit, or without git)."""
+    roots = (_git_out(root, "rev-list", "--max-parents=0", "HEAD") or "").split()
+    return roots[-1] if roots else None

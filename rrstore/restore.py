@@ -61,6 +61,8 @@ class RestoreResult:
     undo_checkpoint_id: str | None = None
     failures: dict[str, str] = field(default_factory=dict)
     no_undo: bool = False
+    # What the caller must hear although nothing failed (a dry run of another project's checkpoint).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def success(self) -> bool:
@@ -90,7 +92,7 @@ class RestoreResult:
                 "dry_run": self.dry_run, "undo_checkpoint_id": self.undo_checkpoint_id,
                 "written": p.write, "removed": p.remove, "dirs_created": p.mkdir,
                 "symlinks": p.symlink, "modes_changed": p.chmod, "unchanged": p.unchanged, "kept": p.kept,
-                "failures": self.failures, "success": self.success}
+                "failures": self.failures, "success": self.success, "warnings": self.warnings}
 
 
 def in_paths(path: str, paths: list[str] | None) -> bool:

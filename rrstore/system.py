@@ -20,10 +20,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, check_lane
+from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, ProjectView, check_lane, latest_of
 from .config import Settings, find_project_root, load_settings
 from .diff import DiffResult, diff
-from .errors import DiskFull, Interrupted, RestoreDiskFull, RRStoreError, Signalled, StoreReadOnly, UsageError
+from .errors import (
+    DiskFull,
+    ForeignCheckpoint,
+    Interrupted,
+    RestoreDiskFull,
+    RRStoreError,
+    Signalled,
+    StoreReadOnly,
+    UsageError,
+)
 from .gc import GCResult, Retention, gc
 from .gitrepo import find_git_root
 from .lock import locked
@@ -163,6 +172,7 @@ class RollbackRecoverySystem:
         chosen = store if store is not None else os.environ.get("RRSTORE_DIR") or None
         self.store_path = Path(chosen).absolute() if chosen else self.root / self.settings.store
         self._store: Store | None = None
+        self.view = ProjectView(self.root)  # asks git only when a command needs it
 
     # plumbing ---------------------------------------------------------------
 
@@ -172,8 +182,14 @@ class RollbackRecoverySystem:
         return self._store
 
     @property
+    def project(self) -> str:
+        """This project's identity (``gitrepo.project_identity``: its remote, first commit or path),
+        which its checkpoints carry; asked of git once per system."""
+        return self.view.identity
+
+    @property
     def checkpoint_manager(self) -> CheckpointManager:
-        return CheckpointManager(self.root, self.open_store())
+        return CheckpointManager(self.root, self.open_store(), self.view)
 
     def _workers(self) -> int:
         return self.settings.workers or default_workers()
@@ -210,17 +226,18 @@ class RollbackRecoverySystem:
             raise UsageError("a step recorded as successful cannot carry an error message "
                              "(an error message alone records a failed step)")
         store = self.open_store(create=True)
-        manager = CheckpointManager(self.root, store)
+        manager = CheckpointManager(self.root, store, self.view)
         spec = NewCheckpoint(lane, step_number, step_name, success, error_message, strict=strict)
         with locked(store.path, WORKTREE_LOCK, exclusive=False), store.writing():
             record, snap = manager.create(spec, progress=progress)
         return CheckpointResult(record.checkpoint_id, record, skipped=snap.stats.skipped)
 
-    def list(self, lane: str | None = None) -> ListResult:
+    def list(self, lane: str | None = None, *, all_projects: bool = False) -> ListResult:
+        """This project's checkpoints (every project's with ``all_projects``), newest first."""
         if lane is not None:
             check_lane(lane)
         manager = self.checkpoint_manager
-        records = manager.list_checkpoints(lane)
+        records = manager.list_checkpoints(lane, all_projects=all_projects)
         return ListResult(records, success=not manager.damaged, damaged=manager.damaged)
 
     def show(self, checkpoint_id: str) -> CheckpointRecord:
@@ -238,11 +255,12 @@ class RollbackRecoverySystem:
                 new = flatten(objects, manager.get(new_id).state_hash)
         return diff(old, new)
 
-    def status(self) -> StatusResult:
-        """The working tree's state hash and how it relates to the checkpoints."""
+    def status(self, *, all_projects: bool = False) -> StatusResult:
+        """The working tree's state hash and how it relates to this project's checkpoints (every
+        project's with ``all_projects``)."""
         manager = self.checkpoint_manager
         snap = manager.snapshot(store=False)
-        records = manager.list_checkpoints()
+        records = manager.list_checkpoints(all_projects=all_projects)
         newest = manager.newest(records)
         matching = next((r for r in records if r.state_hash == snap.root_oid), None)
         changes = None
@@ -252,7 +270,7 @@ class RollbackRecoverySystem:
         return StatusResult(snap.root_oid, newest, matching, changes)
 
     def restore(self, checkpoint_id: str, *, paths: Sequence[str] | None = None, dry_run: bool = False,
-                undo: bool = True, progress: Progress | None = None) -> RestoreResult:
+                undo: bool = True, progress: Progress | None = None, force: bool = False) -> RestoreResult:
         """Make the working tree (or ``paths`` of it) identical to a checkpoint.
 
         Unless ``dry_run``, the current state is checkpointed first (its id is
@@ -261,25 +279,32 @@ class RollbackRecoverySystem:
         and each object it needs for them is read back first (see ``undo``).
         ``undo=False`` restores without it, also from a read-only store; with
         it, a store this process cannot write raises StoreReadOnly before
-        anything changes. A full working tree raises RestoreDiskFull.
+        anything changes. A full working tree raises RestoreDiskFull. Another project's
+        checkpoint raises ForeignCheckpoint before anything changes unless ``force`` (a dry
+        run plans it and carries the refusal in ``warnings``).
         """
         manager = self.checkpoint_manager
         if dry_run:  # reads only: works on a read-only store and beside a running restore
             with manager.explain_damage():
-                return self._restore(manager, checkpoint_id, paths, dry_run, progress, undo)
+                return self._restore(manager, checkpoint_id, paths, dry_run, progress, undo, force)
         store = manager.store
         if undo and not _writable(store.path):
             raise StoreReadOnly(str(store.path))
         with (locked(store.path, WORKTREE_LOCK, exclusive=True, read_only=not undo),
               store.writing(read_only=not undo), manager.explain_damage()):
-            return self._restore(manager, checkpoint_id, paths, dry_run, progress, undo)
+            return self._restore(manager, checkpoint_id, paths, dry_run, progress, undo, force)
 
     def _restore(self, manager: CheckpointManager, checkpoint_id: str, paths: Sequence[str] | None,
-                 dry_run: bool, progress: Progress | None, undo: bool) -> RestoreResult:
+                 dry_run: bool, progress: Progress | None, undo: bool, force: bool) -> RestoreResult:
         record = manager.get(checkpoint_id)
         tree_paths = self.relative_paths(paths) if paths else None
         target = flatten(manager.store.objects, record.state_hash)
         check_target(self.root, manager.store.path, record.checkpoint_id, target)
+        foreign = None
+        if not force and not manager.owns(record):
+            foreign = ForeignCheckpoint(record.checkpoint_id, record.project, record.root, manager.project)
+            if not dry_run:
+                raise foreign
         if tree_paths and not any(in_paths(p, tree_paths) for p in target):
             raise UsageError(f"{', '.join(paths or [])}: not in checkpoint {record.checkpoint_id}")
         # Whatever is on disk at the target's paths, ignored or not, is part of the working-tree side,
@@ -289,6 +314,8 @@ class RollbackRecoverySystem:
         snap = manager.snapshot(store=False, extra=held)
         plan = plan_restore(snap.entries, target, tree_paths, {**snap.left_out, **record.left_out})
         result = RestoreResult(record.checkpoint_id, record.state_hash, plan, dry_run, no_undo=not undo)
+        if foreign is not None:
+            result.warnings.append(str(foreign))
         if dry_run or plan.empty:
             return result
         content = VerifiedContent(manager.store.objects)
@@ -424,16 +451,23 @@ class RollbackRecoverySystem:
         what it lacks. A remote id naming another record is a conflict in the result, never overwritten."""
         from . import transfer
 
-        return transfer.push(self.open_store(), transfer.open_remote(remote, endpoint_url), ids, progress)
+        manager = self.checkpoint_manager  # 'latest' is this project's newest
+        ids = [manager.get(i).checkpoint_id if i == "latest" else i for i in ids]
+        return transfer.push(manager.store, transfer.open_remote(remote, endpoint_url), ids, progress)
 
     def pull(self, ids: Sequence[str], remote: str, endpoint_url: str | None = None, *,
-             progress: Progress | None = None) -> TransferResult:
+             progress: Progress | None = None, all_projects: bool = False) -> TransferResult:
         """Download checkpoints from ``remote`` (creating the local store if needed), fetching only what
-        the store lacks; everything is verified before it becomes visible."""
+        the store lacks; everything is verified before it becomes visible. 'latest' is this project's
+        newest step checkpoint on the remote (with ``all_projects``, the remote's newest)."""
         from . import transfer
         from .errors import CheckpointNotFound
 
         backend = transfer.open_remote(remote, endpoint_url)
+        if "latest" in ids:
+            records = transfer.list_remote(backend).checkpoints
+            newest = latest_of(records, self.view, all_projects=all_projects).checkpoint_id
+            ids = [newest if i == "latest" else i for i in ids]
         try:
             return transfer.pull(self.open_store(create=True), backend, ids, progress)
         except CheckpointNotFound as exc:  # name the remote, and how to list it (not the local store)
@@ -442,14 +476,17 @@ class RollbackRecoverySystem:
             raise CheckpointNotFound(exc.checkpoint_id, exc.suggestions, where=backend.location,
                                      list_command=listing) from None
 
-    def list_remote(self, remote: str, endpoint_url: str | None = None, lane: str | None = None) -> ListResult:
-        """The checkpoints stored on ``remote``, newest first (no local store needed)."""
+    def list_remote(self, remote: str, endpoint_url: str | None = None, lane: str | None = None, *,
+                    all_projects: bool = False) -> ListResult:
+        """This project's checkpoints stored on ``remote`` (every project's with ``all_projects``),
+        newest first (no local store needed)."""
         from . import transfer
 
         if lane is not None:
             check_lane(lane)
         listing = transfer.list_remote(transfer.open_remote(remote, endpoint_url), lane)
-        return ListResult(listing.checkpoints, success=not listing.damaged, damaged=listing.damaged)
+        records = [r for r in listing.checkpoints if all_projects or self.view.owns(r)]
+        return ListResult(records, success=not listing.damaged, damaged=listing.damaged)
 
     # recovery (rrstore/recovery/, imported here only when used) ---------------------------------
 

@@ -392,7 +392,8 @@ class Bench:
             rm_rf(scratch)
             scratch.mkdir()
             try:
-                RollbackRecoverySystem(root=scratch, store=store or self.store).restore(checkpoint_id)
+                # force: the scratch directory is another project than the one that took them
+                RollbackRecoverySystem(root=scratch, store=store or self.store).restore(checkpoint_id, force=True)
             except Exception as exc:
                 trial.fail("lost checkpoint", f"{checkpoint_id}: {type(exc).__name__}: {exc}")
                 continue

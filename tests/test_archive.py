@@ -106,12 +106,12 @@ def test_round_trip_into_a_fresh_store_restores_every_byte(populated: Path, tmp_
     imported = target.import_archive(archive)
     assert imported.added == [first, second] and imported.unchanged == []
     assert imported.objects_new == imported.objects == exported.objects
-    assert [r.checkpoint_id for r in target.list().checkpoints] == [second, first]
+    assert [r.checkpoint_id for r in target.list(all_projects=True).checkpoints] == [second, first]
     assert target.show(second).to_dict() == source.show(second).to_dict()
 
-    target.restore(second)
+    target.restore(second, force=True)  # another directory: another project
     assert tree_manifest(target_root) == wanted
-    target.restore(first)
+    target.restore(first, force=True)
     write(populated / "src" / "app.py", b"print('hello')\n")
     os.chmod(populated / "src" / "app.py", 0o644)
     assert tree_manifest(target_root) == tree_manifest(populated)
@@ -135,7 +135,7 @@ def test_cli_round_trip_between_stores_in_different_directories(populated: Path,
     imported = cli("--store", str(tmp_path / "machine2-store"), "import", str(moved), cwd=other)
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.splitlines() == [checkpoint_id] and "imported 1 checkpoint" in imported.stderr
-    restored = cli("--store", str(tmp_path / "machine2-store"), "restore", checkpoint_id, cwd=other)
+    restored = cli("--store", str(tmp_path / "machine2-store"), "restore", "--force", checkpoint_id, cwd=other)
     assert restored.returncode == 0, restored.stderr
     assert tree_manifest(other) == tree_manifest(populated)
 

@@ -499,7 +499,7 @@ def test_restore_into_an_empty_directory_on_a_full_disk(populated: Path, tiny_tm
     target = tiny_tmpfs / "empty"
     target.mkdir()
 
-    line = one_error_line(cli("--store", str(store), "-C", str(target), "restore", "--checkpoint-id",
+    line = one_error_line(cli("--store", str(store), "-C", str(target), "restore", "--force", "--checkpoint-id",
                               checkpoint_id, cwd=tmp_path), 15)
 
     assert "no space left" in line.lower() and "?" not in line
@@ -524,12 +524,12 @@ def test_restore_with_the_store_on_a_full_disk_names_the_path(populated: Path, t
     empty.mkdir()
     state = store_state(store)
 
-    line = one_error_line(cli("--store", str(store), "-C", str(empty), "restore", "--checkpoint-id",
+    line = one_error_line(cli("--store", str(store), "-C", str(empty), "restore", "--force", "--checkpoint-id",
                               checkpoint_id, cwd=tmp_path), 15)
 
     assert "no space left" in line.lower() and "?" not in line and str(store) in line
     assert os.listdir(empty) == [] and store_state(store) == state
-    out = cli("--store", str(store), "-C", str(empty), "restore", "--no-undo", "--checkpoint-id", checkpoint_id,
-              cwd=tmp_path)
+    out = cli("--store", str(store), "-C", str(empty), "restore", "--no-undo", "--force", "--checkpoint-id",
+              checkpoint_id, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert manifest(empty) == manifest(populated)

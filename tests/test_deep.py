@@ -105,7 +105,7 @@ def test_a_deep_tree_checkpoints_diffs_restores_collects_validates_and_travels(d
     ok(run_cli("export", first, "-o", str(archive), cwd=project))
     ok(run_cli("verify", str(archive), cwd=other))
     ok(run_cli("import", str(archive), cwd=other))
-    ok(run_cli("restore", "--checkpoint-id", first, cwd=other))
+    ok(run_cli("restore", "--force", "--checkpoint-id", first, cwd=other))  # another project
     assert tree_manifest(other) == before
 
 

@@ -387,7 +387,7 @@ def _restore_all(trial: Trial, box: Box, manifests: dict[str, Manifest], must: s
     refused, undo = False, None
     for checkpoint_id, want in manifests.items():
         before = tree_manifest(box.project)
-        done = box.run("--json", "restore", checkpoint_id)
+        done = box.run("--json", "restore", "--force", checkpoint_id)  # the template's: another path, project
         got = tree_manifest(box.project)
         if not trial.clean_output(done, f"{where}: restore {checkpoint_id}"):
             continue
@@ -423,8 +423,8 @@ def _checkpoint_after(trial: Trial, box: Box, where: str) -> None:
         return
     scratch = box.path.parent / f"{box.path.name}-scratch"
     scratch.mkdir()
-    done = box.run("--store", str(box.project / ".checkpoints"), "-C", str(scratch), "restore", done.stdout.strip(),
-                   cwd=scratch)
+    done = box.run("--store", str(box.project / ".checkpoints"), "-C", str(scratch), "restore", "--force",
+                   done.stdout.strip(), cwd=scratch)
     if trial.succeeded(done, f"{where}: restore of the checkpoint taken after the flip"):
         got = tree_manifest(scratch)
         trial.expect(got == want, "wrong byte", f"{where}: the checkpoint after the flip: {difference(want, got)}")

@@ -30,6 +30,7 @@ from rrstore.backends import LocalBackend
 from rrstore.checkpoint import CheckpointRecord
 from rrstore.errors import CheckpointNotFound, CorruptObject, ObjectMissing, RRStoreError, UsageError
 from rrstore.gc import Retention, parse_duration
+from rrstore.gitrepo import project_identity
 from rrstore.objects import MAX_SMALL_PACKS, ObjectStore, object_key
 from rrstore.pack import decode_index
 from rrstore.tree import reachable
@@ -1011,6 +1012,7 @@ def test_a_future_dated_record_ages_from_when_the_store_got_it(project: Path, tm
     other = RollbackRecoverySystem(root=source)
     record = other.checkpoint("standard", 5, "time traveller").record
     record.timestamp = "9999-12-31T23:59:59.000000+00:00"
+    record.project = project_identity(project)  # one project's, so keep-last counts the two together
     with other.open_store().writing():
         other.checkpoint_manager.update(record)
     other.export([record.checkpoint_id], tmp_path / "future.rra")

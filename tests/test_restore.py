@@ -470,7 +470,7 @@ def test_a_file_that_appears_where_restore_creates_one_is_left_alone(project: Pa
                 write(empty / name, b"written by someone else meanwhile\n")
 
     result = RollbackRecoverySystem(root=empty, store=project / "store").restore(checkpoint_id,
-                                                                                 progress=someone_writes)
+                                                                                 progress=someone_writes, force=True)
 
     [appeared] = result.failures
     assert "appeared" in result.failures[appeared]

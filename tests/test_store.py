@@ -15,6 +15,7 @@ from conftest import tree_manifest, write
 from rrstore import RollbackRecoverySystem
 from rrstore.config import Settings
 from rrstore.errors import StoreConfigMissing
+from rrstore.gitrepo import project_identity
 from rrstore.lock import locked
 from rrstore.store import OBJECTS_LOCK, TMP_GRACE, Store, sweep_tmp, write_config
 
@@ -174,12 +175,14 @@ FUTURE = "9999-12-31T23:59:59.000000+00:00"
 
 
 def _future_archive(tmp_path: Path) -> tuple[Path, str]:
-    """An archive of one checkpoint whose record is dated 9999-12-31 (valid in every other respect)."""
+    """An archive of one checkpoint whose record is dated 9999-12-31 (valid in every other respect), taken
+    elsewhere for the project at tmp_path/project (so its 'latest' and list see it)."""
     source = tmp_path / "elsewhere"
     write(source, "f.txt", "from the future\n")
     system = RollbackRecoverySystem(root=source)
     record = system.checkpoint("standard", 7, "time traveller").record
     record.timestamp = FUTURE
+    record.project = project_identity(tmp_path / "project")
     manager = system.checkpoint_manager
     with manager.store.writing():
         manager.update(record)

@@ -21,7 +21,7 @@ from conftest import GIT_ENV, SeaweedFS, run_cli
 
 from rrstore import RollbackRecoverySystem
 from rrstore.backends.s3 import S3Backend, parse_remote
-from rrstore.errors import CheckpointNotFound, CorruptObject, UsageError
+from rrstore.errors import CheckpointNotFound, CorruptObject, NoProjectCheckpoint, UsageError
 from rrstore.pack import decode_index, encode_index
 from rrstore.transfer import RemoteNotFound, list_remote, open_remote
 
@@ -80,7 +80,7 @@ def test_push_then_pull_into_a_fresh_store_restores_byte_identically(
     pulled = system(target).pull([cp], s3_remote, endpoint)
     assert pulled.transferred == [cp] and pulled.success
     assert pulled.packs == pushed.packs and pulled.objects == 1
-    result = system(target).restore(cp)
+    result = system(target).restore(cp, force=True)  # another directory: another project
     assert manifest(target) == expected
     assert system(target).show(cp).state_hash == system(source).show(cp).state_hash
     assert result.undo_checkpoint_id
@@ -150,7 +150,7 @@ def test_pull_fetches_only_what_is_missing(tmp_path: Path, s3_remote: str, endpo
     three = system(target).pull([first, second], s3_remote, endpoint)
     assert (three.present, three.bytes) == ([first, second], 0)
 
-    system(target).restore(second)
+    system(target).restore(second, force=True)
     assert manifest(target) == expected_second
 
 
@@ -165,7 +165,9 @@ def test_pull_latest_and_progress(tmp_path: Path, s3_remote: str, endpoint: str)
     calls: list[tuple[int, int]] = []
     system(source).push([], s3_remote, endpoint, progress=lambda done, total: calls.append((done, total)))
     assert calls[0][0] == 0 and calls[-1][0] == calls[-1][1] > 0
-    assert system(target).pull(["latest"], s3_remote, endpoint).transferred == [newest]
+    with pytest.raises(NoProjectCheckpoint):  # another directory, another project: none of its own there
+        system(target).pull(["latest"], s3_remote, endpoint)
+    assert system(target).pull(["latest"], s3_remote, endpoint, all_projects=True).transferred == [newest]
 
 
 def test_remote_records_are_readable_through_objectstore_over_s3(
@@ -225,7 +227,7 @@ def test_two_concurrent_pushes_of_checkpoints_sharing_objects_lose_nothing(
         fresh = tmp_path / f"fresh-{cp}"
         fresh.mkdir()
         system(fresh).pull([cp], s3_remote, endpoint)
-        system(fresh).restore(cp)
+        system(fresh).restore(cp, force=True)
         assert manifest(fresh) == want
 
 
@@ -437,11 +439,16 @@ def test_cli_push_pull_and_list_remote(tmp_path: Path, s3_remote: str, endpoint:
     assert (doc["objects"], doc["packs"], doc["bytes"], doc["transferred"]) == (0, 0, 0, [])
     assert sorted(doc["already_present"]) == sorted([first, second])
 
-    listed = run_cli("list", "--remote", s3_remote, "--endpoint-url", endpoint, cwd=target, env=s3_env)
+    listed = run_cli("list", "--remote", s3_remote, "--endpoint-url", endpoint, "--all-projects", cwd=target,
+                     env=s3_env)  # another directory, so another project: --all-projects
     assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.splitlines() == [f"{second}: test (standard)", f"{first}: compile (standard)"]
-    as_json = run_cli("--json", "list", "--remote", s3_remote, "--endpoint-url", endpoint, cwd=target, env=s3_env)
+    owner = f"path:{source.resolve()}"
+    assert listed.stdout.splitlines() == [f"{second}: test (standard) {owner}", f"{first}: compile (standard) {owner}"]
+    as_json = run_cli("--json", "list", "--remote", s3_remote, "--endpoint-url", endpoint, "--all-projects",
+                      cwd=target, env=s3_env)
     assert [r["checkpoint_id"] for r in json.loads(as_json.stdout)] == [second, first]
+    mine = run_cli("list", "--remote", s3_remote, "--endpoint-url", endpoint, cwd=target, env=s3_env)
+    assert mine.returncode == 0 and mine.stdout == ""
     other_lane = run_cli("list", "--lane", "docs", "--remote", s3_remote, "--endpoint-url", endpoint,
                          cwd=target, env=s3_env)
     assert other_lane.returncode == 0 and other_lane.stdout == ""
@@ -454,7 +461,7 @@ def test_cli_push_pull_and_list_remote(tmp_path: Path, s3_remote: str, endpoint:
     assert doc["direction"] == "pull" and doc["transferred"] == [second] and doc["success"] is True
     assert set(doc) == {"direction", "remote", "transferred", "already_present", "objects", "packs", "bytes",
                         "objects_skipped", "success", "conflicts"}
-    restored = run_cli("restore", second, cwd=target, env=s3_env)
+    restored = run_cli("restore", "--force", second, cwd=target, env=s3_env)
     assert restored.returncode == 0, restored.stderr
     assert manifest(target) == expected
 
@@ -515,7 +522,7 @@ def test_export_to_s3_writes_a_complete_archive_that_imports_elsewhere(
     archive = tmp_path / "downloaded.rrar"
     archive.write_bytes(data)
     assert run_cli("import", str(archive), cwd=target).returncode == 0
-    assert run_cli("restore", "--checkpoint-id", checkpoint_id, cwd=target).returncode == 0
+    assert run_cli("restore", "--force", "--checkpoint-id", checkpoint_id, cwd=target).returncode == 0
     assert manifest(target) == expected
     assert not list((source / ".checkpoints" / "tmp").iterdir())  # the staged archive is gone
 
