@@ -471,8 +471,10 @@ class RollbackRecoverySystem:
         try:
             return transfer.pull(self.open_store(create=True), backend, ids, progress)
         except CheckpointNotFound as exc:  # name the remote, and how to list it (not the local store)
+            # every project's: pull takes any id, and a fresh runner may not be the project that pushed
             listing = shlex.join(["rrstore", "list", "--remote", remote, *(["--endpoint-url", endpoint_url]
-                                                                              if endpoint_url else [])])
+                                                                              if endpoint_url else []),
+                                  "--all-projects"])
             raise CheckpointNotFound(exc.checkpoint_id, exc.suggestions, where=backend.location,
                                      list_command=listing) from None
 

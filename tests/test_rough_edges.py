@@ -204,7 +204,7 @@ def test_pull_of_an_unknown_id_suggests_the_remote_listing_and_remote_ids(
         write(source, "f.txt", f"{step}\n")
         pushed.append(take(cli, source, step))
         assert cli("push", pushed[-1], *remote, cwd=source, env=s3_env).returncode == 0
-    listing = f"rrstore list --remote {s3_remote} --endpoint-url {endpoint}"
+    listing = f"rrstore list --remote {s3_remote} --endpoint-url {endpoint} --all-projects"
 
     nope = cli("pull", "nope", *remote, cwd=target, env=s3_env)
     assert (nope.returncode, nope.stdout) == (12, "")
@@ -216,9 +216,11 @@ def test_pull_of_an_unknown_id_suggests_the_remote_listing_and_remote_ids(
                            f"{pushed[1]}, {pushed[0]}? Run '{listing}' to see its checkpoints\n")
     assert RollbackRecoverySystem(root=target).list().checkpoints == []  # nothing was pulled
 
-    shown = cli("list", *remote, cwd=target, env=s3_env)  # the command it suggests works as written
+    shown = cli("list", *remote, "--all-projects", cwd=target, env=s3_env)  # the suggestion works as written
     assert shown.returncode == 0
-    assert shown.stdout.splitlines() == [f"{pushed[1]}: s2 (standard)", f"{pushed[0]}: s1 (standard)"]
+    project = RollbackRecoverySystem(root=source).project
+    assert shown.stdout.splitlines() == [f"{pushed[1]}: s2 (standard) {project}",
+                                         f"{pushed[0]}: s1 (standard) {project}"]
 
 
 # 2. list with a damaged record still lists the rest, and exits 13 -------------------------------------
