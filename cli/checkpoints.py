@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from rrstore.checkpoint import LANES, CheckpointRecord, left_out_warning
+from rrstore.checkpoint import left_out_warning
 from rrstore.errors import CheckpointsUnreadable, RestoreFailed
+from rrstore.record import LANES, CheckpointRecord
 
 from .context import endpoint_needs, global_options, state
 from .output import emit_json, human_bytes, info, progress

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from rrstore.checkpoint import LANES
 from rrstore.gc import Retention, parse_duration
+from rrstore.record import LANES
 
 from .context import global_options, state
 from .output import emit_json, human_bytes, info

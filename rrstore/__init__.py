@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_WHERE = {"LANES": "checkpoint", "CheckpointManager": "checkpoint", "CheckpointRecord": "checkpoint",
+_WHERE = {"LANES": "record", "CheckpointManager": "checkpoint", "CheckpointRecord": "record",
           "RRStoreError": "errors", "FailureType": "recovery", "Lane": "recovery",
           "RecoveryStrategy": "recovery", "RollbackRecoverySystem": "system"}
 
 if TYPE_CHECKING:
-    from .checkpoint import LANES, CheckpointManager, CheckpointRecord
+    from .checkpoint import CheckpointManager
     from .errors import RRStoreError
+    from .record import LANES, CheckpointRecord
     from .recovery import FailureType, Lane, RecoveryStrategy
     from .system import RollbackRecoverySystem
 

@@ -32,14 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends import LocalBackend
-from .checkpoint import CheckpointRecord, added_ns_of, is_future_dated
 from .config import Settings
 from .errors import CorruptObject, ObjectMissing, RRStoreError, StoreConfigDamaged, StoreNotFound
-from .objects import ObjectStore
-from .pack import PREFIX as PACKS
-from .pack import PackReader, scan_pack
-from .refs import Pins, Refs
-from .store import Store, _check_config
+from .record import CheckpointRecord, added_ns_of, is_future_dated
+from .store.objects import ObjectStore
+from .store.pack import PREFIX as PACKS
+from .store.pack import PackReader, scan_pack
+from .store.refs import Pins, Refs
+from .store.store import Store, _check_config
 from .tree import DIR, FILE, Entry, content_oids, read_tree
 
 EMPTY: frozenset[str] = frozenset()
@@ -135,13 +135,8 @@ def open_for_check(path: Path, settings: Settings) -> Store:
 
 
 def check(store: Store, options: CheckOptions | None = None) -> CheckResult:
-    """Check the whole store (and repair it when ``options.repair``); see the module docstring."""
-    options = options or CheckOptions()
-    if options.repair:
-        from .repair import repair
-
-        return repair(store, options)
-    return Checker(store, options).run()
+    """Check the whole store, reading only; see the module docstring (``repair.repair`` repairs)."""
+    return Checker(store, options or CheckOptions()).run()
 
 
 # the walk ------------------------------------------------------------------------------------------

@@ -17,9 +17,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .checkpoint import CheckpointManager, CheckpointRecord, check_lane
+from .checkpoint import CheckpointManager
 from .errors import CorruptObject, ObjectMissing, StoreDamaged, UsageError
-from .store import sweep_tmp
+from .record import CheckpointRecord, check_lane
+from .store.store import sweep_tmp
 from .tree import Reach, reachable
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")

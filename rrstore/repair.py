@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .archive_stream import Limits, read_archive
+from .archive.stream import Limits, read_archive
 from .check import OBJECT_KINDS, Checker, CheckOptions, CheckResult, open_for_check, quarantine, stamp
 from .errors import CorruptObject, ObjectMissing, RRStoreError
 from .lock import locked
-from .objects import LOOSE_MIN, ObjectStore, hash_bytes, object_key
-from .pack import PREFIX as PACKS
-from .pack import encode_index, scan_pack
-from .store import OBJECTS_LOCK, Store, write_config
+from .store.objects import LOOSE_MIN, ObjectStore, hash_bytes, object_key
+from .store.pack import PREFIX as PACKS
+from .store.pack import encode_index, scan_pack
+from .store.store import OBJECTS_LOCK, Store, write_config
 
 
 def repair(store: Store, options: CheckOptions) -> CheckResult:

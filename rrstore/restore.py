@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DiskFull, UnsafeTree
-from .objects import ObjectStore
-from .scan import store_prefixes, under, worktree_temp
-from .statcache import Stamp, stamp
+from .store.objects import ObjectStore
 from .tree import DIR, MAX_PATH_BYTES, SYMLINK, Entry, check_paths, content_oids
-from .workers import PARALLEL_MIN_SIZE, run_split
+from .worktree.scan import store_prefixes, under, worktree_temp
+from .worktree.statcache import Stamp, stamp
+from .worktree.workers import PARALLEL_MIN_SIZE, run_split
 
 Progress = Callable[[int, int], None]
 KEEP_BYTES = 512 << 20

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, ProjectView, check_lane, latest_of
+from .checkpoint import CheckpointManager, CheckpointResult, NewCheckpoint, ProjectView, latest_of
 from .config import Settings, find_project_root, load_settings
 from .diff import DiffResult, diff
 from .errors import (
@@ -34,8 +34,8 @@ from .errors import (
     UsageError,
 )
 from .gc import GCResult, Retention, gc
-from .gitrepo import find_git_root
 from .lock import locked
+from .record import CheckpointRecord, check_lane
 from .restore import (
     Progress,
     RestorePlan,
@@ -46,13 +46,16 @@ from .restore import (
     in_paths,
     plan_restore,
 )
-from .scan import under
-from .store import Store
+from .status import StatusResult
+from .store.store import Store
 from .tree import Entry, flatten
-from .workers import default_workers
+from .worktree.gitrepo import find_git_root
+from .worktree.scan import under
+from .worktree.statcache import stat_cache_of
+from .worktree.workers import default_workers
 
 if TYPE_CHECKING:
-    from .archive import ExportResult, ImportResult, VerifyResult
+    from .archive.files import ExportResult, ImportResult, VerifyResult
     from .check import CheckOptions, CheckResult
     from .recovery.classify import Classification
     from .recovery.cleanup import CleanupResult
@@ -67,21 +70,6 @@ WORKTREE_LOCK = "worktree"
 
 
 @dataclass
-class CheckpointResult:
-    checkpoint_id: str
-    record: CheckpointRecord
-    success: bool = True
-    skipped: list[str] = field(default_factory=list)
-
-    @property
-    def message(self) -> str:
-        m = self.record.metrics
-        return (f"checkpoint {self.checkpoint_id}: {m['files_scanned']} files, "
-                f"{m['bytes_new']} new bytes stored ({m['compressed_bytes_new']} compressed), "
-                f"{m['wall_time_s']:.2f}s")
-
-
-@dataclass
 class ListResult:
     """The readable checkpoints, newest first; ``success`` is False when some records could not be read
     (``damaged``: id -> error), which hides none of the others."""
@@ -93,43 +81,6 @@ class ListResult:
     @property
     def message(self) -> str:
         return "\n".join(f"{r.checkpoint_id}: {r.step_name} ({r.lane})" for r in self.checkpoints)
-
-
-@dataclass
-class StatusResult:
-    state_hash: str
-    newest: CheckpointRecord | None
-    matching: CheckpointRecord | None
-    changes: DiffResult | None = None
-    success: bool = True
-
-    @property
-    def clean(self) -> bool:
-        return self.newest is not None and self.newest.state_hash == self.state_hash
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "state_hash": self.state_hash,
-            "clean": self.clean,
-            "newest_checkpoint_id": self.newest.checkpoint_id if self.newest else None,
-            "matching_checkpoint_id": self.matching.checkpoint_id if self.matching else None,
-            "changes": self.changes.to_json() if self.changes else None,
-        }
-
-    @property
-    def message(self) -> str:
-        if self.newest is None:
-            return "no checkpoints yet"
-        if self.clean:
-            return f"matches the newest checkpoint {self.newest.checkpoint_id}"
-        summary = ""
-        if self.changes is not None:
-            c = self.changes
-            summary = f" ({len(c.added)} added, {len(c.removed)} removed, {len(c.modified)} modified)"
-        if self.matching is not None:
-            return (f"matches checkpoint {self.matching.checkpoint_id}; differs from the newest, "
-                    f"{self.newest.checkpoint_id}{summary}")
-        return f"differs from the newest checkpoint {self.newest.checkpoint_id}{summary}"
 
 
 @dataclass
@@ -334,7 +285,7 @@ class RollbackRecoverySystem:
                               getattr(exc, "exit_code", 130)) from None
         written = {p: (target[p].oid, target[p].chunks, stamps[p]) for p in [*plan.write, *plan.chmod]
                    if p in stamps and p not in result.failures}
-        manager.store.stat_cache(self.root).remember_written(str(self.root), written)
+        stat_cache_of(manager.store.path, self.root).remember_written(str(self.root), written)
         return result
 
     def _undo_point(self, manager: CheckpointManager, record: CheckpointRecord, target: dict[str, Entry],
@@ -377,7 +328,7 @@ class RollbackRecoverySystem:
     def pinned(self) -> set[str]:
         return set(self.open_store().pins)
 
-    # archives (rrstore/archive.py, imported here only when used) --------------------------------
+    # archives (rrstore/archive/, imported here only when used) --------------------------------
 
     def export(self, ids: Sequence[str], output: str | os.PathLike[str] | BinaryIO, fmt: str = "rrstore", *,
                progress: Progress | None = None, force: bool = False,
@@ -387,7 +338,7 @@ class RollbackRecoverySystem:
         ``output`` may be ``s3://bucket/key``: the archive is written to the
         store's tmp/ first, complete and checked like any other, then uploaded.
         """
-        from . import archive
+        from .archive import files as archive
 
         if isinstance(output, str) and output.startswith("s3://"):
             return self._export_to_s3(ids, output, fmt, progress, force, endpoint_url)
@@ -425,13 +376,13 @@ class RollbackRecoverySystem:
 
     def import_archive(self, path: str | os.PathLike[str], *, progress: Progress | None = None) -> ImportResult:
         """Add an archive's checkpoints, creating the store if needed, once the whole archive checks out."""
-        from . import archive
+        from .archive import files as archive
 
         return archive.import_archive(lambda: self.open_store(create=True), path, progress)
 
     def verify_archive(self, path: str | os.PathLike[str], *, progress: Progress | None = None) -> VerifyResult:
         """Check an archive completely without importing it (no store needed)."""
-        from . import archive
+        from .archive import files as archive
 
         return archive.verify_archive(path, progress)
 
@@ -441,7 +392,13 @@ class RollbackRecoverySystem:
         Opens a store whose config.json is missing, which ``open_store`` refuses."""
         from .check import CheckOptions, check, open_for_check
 
-        return check(open_for_check(self.store_path, self.settings), options or CheckOptions())
+        options = options or CheckOptions()
+        store = open_for_check(self.store_path, self.settings)
+        if options.repair:
+            from .repair import repair
+
+            return repair(store, options)
+        return check(store, options)
 
     # shared remote (rrstore/transfer.py, imported here only when used) -------------------------
 

@@ -42,7 +42,7 @@ import zstandard
 from .backends import Backend
 from .backends.s3 import S3Backend
 from .backends.views import ListedView, OverlayView
-from .checkpoint import CheckpointManager, CheckpointRecord, added_ns_of, newest_first, suggest_ids
+from .checkpoint import CheckpointManager, suggest_ids
 from .errors import (
     CheckpointNotFound,
     CorruptObject,
@@ -53,11 +53,12 @@ from .errors import (
     from_oserror,
 )
 from .fsutil import syncfs, temp_name
-from .objects import ObjectStore, decode_loose, hash_bytes, is_oid, object_key
-from .pack import MAX_BLOCK, PACK_MAGICS, Location, PackReader, decode_index
-from .pack import PREFIX as PACKS
-from .refs import Refs
-from .store import READABLE_FORMATS, STORE_FORMAT, Store, upgraded_config
+from .record import CheckpointRecord, added_ns_of, newest_first
+from .store.objects import ObjectStore, decode_loose, hash_bytes, is_oid, object_key
+from .store.pack import MAX_BLOCK, PACK_MAGICS, Location, PackReader, decode_index
+from .store.pack import PREFIX as PACKS
+from .store.refs import Refs
+from .store.store import READABLE_FORMATS, STORE_FORMAT, Store, upgraded_config
 from .tree import DIR, FILE, TreeCheck, content_oids, read_tree
 
 Progress = Callable[[int, int], None]

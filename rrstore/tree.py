@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from .config import Settings
 from .errors import CorruptObject, RRStoreError, UnsafeTree
-from .objects import ObjectStore, hash_bytes, is_oid
+from .store.objects import ObjectStore, hash_bytes, is_oid
 
 TREE_FORMAT = "rrstore-tree-1"
 FILE, DIR, SYMLINK = "file", "dir", "symlink"

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import blake3
 
-from .checkpoint import CheckpointRecord
 from .errors import CorruptObject, ObjectMissing, RRStoreError, UndoUnproven
-from .objects import hash_bytes
+from .record import CheckpointRecord
 from .restore import RestorePlan
-from .snapshot import CHUNK_THRESHOLD, Snapshot, chunker, stable_read
-from .store import Store
+from .store.objects import hash_bytes
+from .store.store import Store
 from .tree import DIR, FILE, Entry, content_oids, tree_oid
-from .workers import PARALLEL_MIN_SIZE, run_split
+from .worktree.snapshot import CHUNK_THRESHOLD, Snapshot, chunker, stable_read
+from .worktree.workers import PARALLEL_MIN_SIZE, run_split
 
 
 @dataclass

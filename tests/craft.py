@@ -80,7 +80,7 @@ class Craft:
 
     def checkpoint(self, checkpoint_id: str, root: str,
                    timestamp: str = "2026-01-02T03:04:05.000000+00:00") -> str:
-        from rrstore.checkpoint import CheckpointRecord
+        from rrstore.record import CheckpointRecord
 
         data = CheckpointRecord(checkpoint_id=checkpoint_id, lane="standard", step_number=1, step_name="crafted",
                                 timestamp=timestamp, state_hash=root).encode()

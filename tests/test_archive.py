@@ -24,9 +24,9 @@ from conftest import run_cli, tree_manifest
 from craft import rle_zeros
 
 from rrstore import RollbackRecoverySystem
-from rrstore.archive import Limits, verify_archive
-from rrstore.checkpoint import CheckpointRecord
+from rrstore.archive.files import Limits, verify_archive
 from rrstore.errors import ArchiveError
+from rrstore.record import CheckpointRecord
 from rrstore.tree import Reach, reachable
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]

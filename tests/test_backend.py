@@ -294,7 +294,7 @@ class TestS3Backend:
         assert s3.location == f"s3://{s3.bucket}/{s3.prefix}"
 
     def test_an_object_store_works_over_s3(self, s3: S3Backend) -> None:
-        from rrstore.objects import ObjectStore, hash_bytes
+        from rrstore.store.objects import ObjectStore, hash_bytes
 
         objects = ObjectStore(s3)
         small = [f"small object {i}".encode() * 50 for i in range(100)]

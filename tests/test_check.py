@@ -23,8 +23,8 @@ from rrstore.backends import LocalBackend
 from rrstore.check import Walk, in_subset
 from rrstore.errors import StoreDamaged
 from rrstore.gc import Retention
-from rrstore.objects import ObjectStore, hash_bytes
-from rrstore.pack import PACK_MAGIC_V1, decode_index, encode_index
+from rrstore.store.objects import ObjectStore, hash_bytes
+from rrstore.store.pack import PACK_MAGIC_V1, decode_index, encode_index
 from rrstore.tree import DIR, FILE, Entry, content_oids, flatten, tree_oid
 
 Manifest = dict[str, tuple[object, ...]]

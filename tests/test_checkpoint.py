@@ -19,7 +19,7 @@ from conftest import GIT_ENV, git
 
 from rrstore import RollbackRecoverySystem
 from rrstore.backends import LocalBackend
-from rrstore.objects import ObjectStore
+from rrstore.store.objects import ObjectStore
 from rrstore.tree import FILE, content_oids, flatten
 
 ID_RE = re.compile(r"^(docs|standard|heavy)-step(\d+)-(\d{8}_\d{6})(-\d+)?$")
@@ -365,8 +365,8 @@ def test_two_threads_creating_the_pack_writer_lose_no_object(project: Path, mani
     """
     import threading
 
-    from rrstore import objects as objects_module
-    from rrstore.pack import PackWriter
+    from rrstore.store import objects as objects_module
+    from rrstore.store.pack import PackWriter
 
     made: list[int] = []
     second = threading.Event()

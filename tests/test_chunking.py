@@ -7,8 +7,8 @@ from pathlib import Path
 import blake3
 
 from rrstore import RollbackRecoverySystem
-from rrstore.snapshot import CHUNK_THRESHOLD, chunker
 from rrstore.tree import FILE, flatten
+from rrstore.worktree.snapshot import CHUNK_THRESHOLD, chunker
 
 SEED = b"rrstore chunk boundaries"
 

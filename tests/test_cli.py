@@ -17,8 +17,8 @@ from conftest import GIT_ENV
 
 from rrstore.backends import LocalBackend
 from rrstore.errors import CorruptObject
-from rrstore.objects import ObjectStore
-from rrstore.pack import decode_index
+from rrstore.store.objects import ObjectStore
+from rrstore.store.pack import decode_index
 
 RECORD_FIELDS = {"checkpoint_id", "lane", "step_number", "step_name", "timestamp", "state_hash", "git_commit",
                  "git_branch", "git_dirty", "success", "error_message", "metrics"}

@@ -16,7 +16,7 @@ from conftest import SeaweedFS, run_cli, tree_manifest
 from test_archive import b3, crafted, file_entry, one_error_line, store_files, tree
 
 from rrstore import RollbackRecoverySystem
-from rrstore.checkpoint import CheckpointRecord
+from rrstore.record import CheckpointRecord
 from rrstore.tree import MAX_PATH_BYTES
 
 

@@ -27,13 +27,13 @@ from conftest import GIT_ENV
 
 from rrstore import RollbackRecoverySystem
 from rrstore.backends import LocalBackend
-from rrstore.checkpoint import CheckpointRecord
 from rrstore.errors import CheckpointNotFound, CorruptObject, ObjectMissing, RRStoreError, UsageError
 from rrstore.gc import Retention, parse_duration
-from rrstore.gitrepo import project_identity
-from rrstore.objects import MAX_SMALL_PACKS, ObjectStore, object_key
-from rrstore.pack import decode_index
+from rrstore.record import CheckpointRecord
+from rrstore.store.objects import MAX_SMALL_PACKS, ObjectStore, object_key
+from rrstore.store.pack import decode_index
 from rrstore.tree import reachable
+from rrstore.worktree.gitrepo import project_identity
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 Manifest = Callable[..., dict[str, tuple[object, ...]]]
@@ -985,7 +985,7 @@ def test_two_gcs_at_once_both_succeed_and_lose_nothing(project: Path, manifest: 
 def test_a_pack_rewritten_into_the_same_bytes_is_not_deleted(tmp_path: Path) -> None:
     """Rewriting a pack that lost nothing can give the identical pack (same name): it must survive."""
     from rrstore.backends import LocalBackend
-    from rrstore.objects import ObjectStore
+    from rrstore.store.objects import ObjectStore
 
     root = tmp_path / "store"
     objects = ObjectStore(LocalBackend(root))

@@ -17,7 +17,7 @@ import zstandard
 
 from rrstore.backends import LocalBackend
 from rrstore.errors import CorruptObject, ObjectMissing
-from rrstore.objects import LOOSE_MIN, ObjectStore, hash_bytes, is_oid, object_key
+from rrstore.store.objects import LOOSE_MIN, ObjectStore, hash_bytes, is_oid, object_key
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 

@@ -1,7 +1,7 @@
 """Pack files: small objects stored together in zstd blocks, found through a checksummed index.
 
 Everything goes through real files in a real directory (``LocalBackend``), real zstd and real
-subprocesses. The only knob turned is ``rrstore.pack.PACK_SIZE`` (configuration), to get several
+subprocesses. The only knob turned is ``rrstore.store.pack.PACK_SIZE`` (configuration), to get several
 packs out of a few MiB instead of 64.
 """
 
@@ -21,11 +21,11 @@ import pytest
 import zstandard
 
 from rrstore import RollbackRecoverySystem
-from rrstore import pack as pack_module
 from rrstore.backends import LocalBackend
 from rrstore.errors import CorruptObject, ObjectMissing
-from rrstore.objects import LOOSE_MIN, ObjectStore, hash_bytes
-from rrstore.pack import BLOCK_SIZE, INDEX_MAGIC, PACK_MAGIC, Location, decode_index, encode_index
+from rrstore.store import pack as pack_module
+from rrstore.store.objects import LOOSE_MIN, ObjectStore, hash_bytes
+from rrstore.store.pack import BLOCK_SIZE, INDEX_MAGIC, PACK_MAGIC, Location, decode_index, encode_index
 from rrstore.tree import FILE, content_oids, flatten
 
 # Small enough to get several packs from a few MiB, large enough for any block the reader accepts
@@ -495,7 +495,7 @@ WRITER = textwrap.dedent("""
     from pathlib import Path
     from rrstore import pack
     from rrstore.backends import LocalBackend
-    from rrstore.objects import LOOSE_MIN, ObjectStore
+    from rrstore.store.objects import LOOSE_MIN, ObjectStore
 
     store, go, lo, hi = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     pack.PACK_SIZE = int(sys.argv[5])

@@ -18,7 +18,7 @@ from conftest import git, run_cli, tree_manifest, write
 
 from rrstore import RollbackRecoverySystem
 from rrstore.errors import ForeignCheckpoint
-from rrstore.gitrepo import normalise_remote, project_identity
+from rrstore.worktree.gitrepo import normalise_remote, project_identity
 
 CLICK = "git:github.com/pallets/click"
 REQUESTS = "git:github.com/psf/requests"

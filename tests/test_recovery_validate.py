@@ -15,7 +15,7 @@ from conftest import git
 
 from rrstore import RollbackRecoverySystem
 from rrstore.errors import CheckpointNotFound
-from rrstore.objects import object_key
+from rrstore.store.objects import object_key
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -18,8 +18,8 @@ from rrstore.backends import LocalBackend
 from rrstore.checkpoint import CheckpointManager
 from rrstore.errors import CorruptObject, UndoUnproven
 from rrstore.gc import Retention
-from rrstore.objects import ObjectStore
-from rrstore.pack import decode_index
+from rrstore.store.objects import ObjectStore
+from rrstore.store.pack import decode_index
 from rrstore.tree import content_oids, flatten
 
 IGNORE_PATTERNS = "*.log\nbuild/\n"

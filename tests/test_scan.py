@@ -10,8 +10,8 @@ import pytest
 from conftest import git, write
 
 from rrstore import RollbackRecoverySystem
-from rrstore.scan import scan_scope
 from rrstore.tree import DIR, FILE, SYMLINK, Entry, flatten
+from rrstore.worktree.scan import scan_scope
 
 
 def checkpoint(root: Path, store: Path | None = None) -> tuple[RollbackRecoverySystem, dict[str, Entry]]:

@@ -21,8 +21,8 @@ from conftest import SeaweedFS, _die_with_parent, git, run_cli, tree_manifest, w
 
 from rrstore import RollbackRecoverySystem
 from rrstore.errors import TornRead
-from rrstore.scan import CACHE_REASON, CACHEDIR_SIGNATURE, VENV_REASON, scan_scope
-from rrstore.snapshot import TORN_REASON
+from rrstore.worktree.scan import CACHE_REASON, CACHEDIR_SIGNATURE, VENV_REASON, scan_scope
+from rrstore.worktree.snapshot import TORN_REASON
 
 TAG = CACHEDIR_SIGNATURE + b"\n# This file is a cache directory tag created by the test.\n"
 LEFT_OUT = {".venv": VENV_REASON, "build/cache": CACHE_REASON}

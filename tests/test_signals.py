@@ -22,8 +22,8 @@ import pytest
 from conftest import GIT_ENV, run_cli, tree_manifest
 
 from rrstore import RollbackRecoverySystem
-from rrstore.scan import is_worktree_temp
 from rrstore.tree import flatten
+from rrstore.worktree.scan import is_worktree_temp
 
 UNDO = re.compile(r"undo with: rrstore restore --checkpoint-id (\S+)")
 FILES = 1500

@@ -16,9 +16,9 @@ from conftest import git, write
 
 from rrstore import RollbackRecoverySystem
 from rrstore.errors import TornRead
-from rrstore.objects import ObjectStore
-from rrstore.snapshot import read_stable
+from rrstore.store.objects import ObjectStore
 from rrstore.tree import DIR, FILE, SYMLINK, Entry, flatten, read_tree
+from rrstore.worktree.snapshot import read_stable
 
 EMPTY_B3 = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
 

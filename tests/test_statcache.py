@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from rrstore import RollbackRecoverySystem
-from rrstore.statcache import SETTLE_NS, StatCache, stamp
 from rrstore.tree import SYMLINK, flatten
+from rrstore.worktree.statcache import SETTLE_NS, StatCache, stamp
 
 
 def cache_at(tmp_path: Path) -> StatCache:
@@ -102,7 +102,7 @@ import sys  # noqa: E402
 import blake3  # noqa: E402
 import pytest  # noqa: E402
 
-from rrstore.statcache import _binding, _encode, user_key  # noqa: E402
+from rrstore.worktree.statcache import _binding, _encode, user_key  # noqa: E402
 
 OLD_MAGIC = f"RRSC2 {sys.version_info[0]}.{sys.version_info[1]}\n".encode()
 
@@ -160,7 +160,7 @@ def old_format(rows: dict) -> bytes:  # type: ignore[type-arg]
 
 
 def new_format(rows: dict, key: bytes, binding: tuple[str, int]) -> bytes:  # type: ignore[type-arg]
-    from rrstore.statcache import Cached
+    from rrstore.worktree.statcache import Cached
 
     return _encode({p: Cached(*r) for p, r in rows.items()}, time.time_ns() + 10**12, key, binding)
 

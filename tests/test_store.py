@@ -15,9 +15,9 @@ from conftest import tree_manifest, write
 from rrstore import RollbackRecoverySystem
 from rrstore.config import Settings
 from rrstore.errors import StoreConfigMissing
-from rrstore.gitrepo import project_identity
 from rrstore.lock import locked
-from rrstore.store import OBJECTS_LOCK, TMP_GRACE, Store, sweep_tmp, write_config
+from rrstore.store.store import OBJECTS_LOCK, TMP_GRACE, Store, sweep_tmp, write_config
+from rrstore.worktree.gitrepo import project_identity
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 DAY = 86400.0
@@ -304,7 +304,7 @@ def test_disk_full_import_leaves_no_record_or_object_behind(project: Path, tmp_p
 
 def test_ref_format_reads_old_and_new_refs_and_a_damaged_add_time_costs_only_the_order() -> None:
     from rrstore.errors import CorruptObject
-    from rrstore.refs import Ref, decode_ref, encode_ref
+    from rrstore.store.refs import Ref, decode_ref, encode_ref
 
     oid = "ab" * 32
     assert encode_ref(oid, 1764582000123456789) == f"{oid}\n1764582000123456789\n".encode()

@@ -22,7 +22,7 @@ from conftest import GIT_ENV, SeaweedFS, run_cli
 from rrstore import RollbackRecoverySystem
 from rrstore.backends.s3 import S3Backend, parse_remote
 from rrstore.errors import CheckpointNotFound, CorruptObject, NoProjectCheckpoint, UsageError
-from rrstore.pack import decode_index, encode_index
+from rrstore.store.pack import decode_index, encode_index
 from rrstore.transfer import RemoteNotFound, list_remote, open_remote
 
 Manifest = dict[str, tuple[object, ...]]
@@ -173,9 +173,9 @@ def test_pull_latest_and_progress(tmp_path: Path, s3_remote: str, endpoint: str)
 def test_remote_records_are_readable_through_objectstore_over_s3(
         tmp_path: Path, s3_remote: str, endpoint: str) -> None:
     """The remote is a store: ObjectStore and the pack reader work over S3Backend unchanged."""
-    from rrstore.checkpoint import CheckpointRecord
-    from rrstore.objects import ObjectStore
-    from rrstore.refs import Refs
+    from rrstore.record import CheckpointRecord
+    from rrstore.store.objects import ObjectStore
+    from rrstore.store.refs import Refs
     from rrstore.tree import flatten
 
     fill(tmp_path)
@@ -538,8 +538,8 @@ def _hostile_remote(url: str, endpoint: str, config: bytes, files: dict[str, byt
     """
     import zstandard
 
-    from rrstore.checkpoint import CheckpointRecord
-    from rrstore.objects import hash_bytes, object_key
+    from rrstore.record import CheckpointRecord
+    from rrstore.store.objects import hash_bytes, object_key
     from rrstore.tree import DIR, FILE, SYMLINK, Entry, tree_oid
 
     remote = S3Backend.from_url(url, endpoint_url=endpoint)

@@ -13,7 +13,7 @@ import pytest
 
 from rrstore.backends import LocalBackend
 from rrstore.errors import CorruptObject
-from rrstore.objects import ObjectStore, hash_bytes
+from rrstore.store.objects import ObjectStore, hash_bytes
 from rrstore.tree import (
     DIR,
     FILE,
@@ -298,7 +298,7 @@ def test_tree_check_refuses_names_and_links_leading_out() -> None:
 
 def _hand_written(system: object, files: dict[str, bytes], checkpoint_id: str) -> None:
     """Write a checkpoint holding ``files`` straight into the store (no scan, no import): an old or hand-made store."""
-    from rrstore.checkpoint import CheckpointRecord
+    from rrstore.record import CheckpointRecord
     from rrstore.system import RollbackRecoverySystem
 
     assert isinstance(system, RollbackRecoverySystem)

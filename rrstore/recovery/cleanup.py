@@ -33,7 +33,7 @@ from typing import Any
 from ..errors import RRStoreError
 from ..fsutil import walk
 from ..lock import locked
-from ..store import OBJECTS_LOCK, TMP_GRACE, sweep_tmp
+from ..store.store import OBJECTS_LOCK, TMP_GRACE, sweep_tmp
 
 # As gc's default grace: a pull or an S3 export stages files in tmp/ for as
 # long as the transfer takes, so only clearly abandoned ones go.
@@ -168,7 +168,7 @@ def _git_index_lock(options: CleanupOptions, now: float, result: CleanupResult) 
 
 def _tracked(root: Path) -> set[str] | None:
     """Paths (relative to ``root``) git tracks, also when ``root`` is a folder inside a work tree."""
-    from ..gitrepo import find_git_root
+    from ..worktree.gitrepo import find_git_root
 
     if find_git_root(root) is None:
         return None

@@ -141,7 +141,7 @@ class ProjectFacts:
 
     @cached_property
     def git_root(self) -> Path | None:
-        from ..gitrepo import find_git_root
+        from ..worktree.gitrepo import find_git_root
 
         return find_git_root(self.root) if self.root is not None else None
 
@@ -186,7 +186,7 @@ class ProjectFacts:
         """(operation, MERGE_HEAD) of a merge, rebase, cherry-pick, revert or bisect waiting."""
         if self.git_root is None:
             return None, None
-        from ..gitrepo import operation_in_progress
+        from ..worktree.gitrepo import operation_in_progress
 
         return operation_in_progress(self.git_root)
 

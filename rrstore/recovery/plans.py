@@ -31,7 +31,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..gc import parse_duration
-from ..gitrepo import OPERATION_ADVICE
+from ..worktree.gitrepo import OPERATION_ADVICE
 from .vocabulary import FailureType, Lane, RecoveryStrategy
 
 GATES = "ruff check .; mypy . --ignore-missing-imports; bandit -r ."
@@ -137,7 +137,7 @@ PLAN_TABLE: dict[str, dict[str, Any]] = {
             {"action": "Manual recovery", "command": RESTORE, "detail": "Restore from checkpoint", "time": None,
              "strategy": "manual"},
         ],
-        # While a merge, rebase, cherry-pick, revert or bisect waits (rrstore.gitrepo.OPERATIONS), git
+        # While a merge, rebase, cherry-pick, revert or bisect waits (rrstore.worktree.gitrepo.OPERATIONS), git
         # refuses most commands until it is finished or aborted: these steps replace the ones above.
         "in_progress": {
             "strategy": "manual",
@@ -170,7 +170,7 @@ PLAN_TABLE: dict[str, dict[str, Any]] = {
     },
 }
 
-# How to finish and abort each operation rrstore.gitrepo.operation_in_progress names (the commands are
+# How to finish and abort each operation rrstore.worktree.gitrepo.operation_in_progress names (the commands are
 # gitrepo.OPERATION_ADVICE, which validate prints too), and when finishing is right.
 _FINISH_WHEN = {
     "merge": "once the conflicted files are fixed and 'git add'-ed",

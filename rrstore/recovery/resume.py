@@ -8,7 +8,7 @@ refuses any change instead, and ``restore`` puts the base back first
 (naming the paths it removes; the undo checkpoint keeps them).
 
 A step before the failed one is skipped only while the state of its
-declared ``inputs`` (see ``rrstore.inputs``) equals their state in the
+declared ``inputs`` (see ``rrstore.recovery.inputs``) equals their state in the
 step's own successful checkpoint, the tree it succeeded on; the first step
 whose inputs changed is where the run starts, and every later step runs. A
 step without declared inputs is skipped as before. The recorded durations
@@ -20,15 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..checkpoint import CheckpointRecord
 from ..diff import DiffResult, diff
 from ..errors import RestoreFailed, ResumeRefused, StoreNotFound, UsageError
-from ..inputs import input_state
+from ..record import CheckpointRecord
 from ..tree import Entry, flatten
+from .inputs import input_state
 from .run import RUNNING, RunHooks
 
 if TYPE_CHECKING:
-    from ..system import RollbackRecoverySystem
+    from .ports import System
     from .workflow import Workflow
 
 SHOWN = 10  # paths named in one message; the rest are counted
@@ -179,7 +179,7 @@ def _base_label(flow: Workflow, base: CheckpointRecord) -> str:
     return f"step {number - 1} ({flow.steps[number - 2].name}) ended (checkpoint {base.checkpoint_id})"
 
 
-def _restore_base(system: RollbackRecoverySystem, base: CheckpointRecord, hooks: RunHooks,
+def _restore_base(system: System, base: CheckpointRecord, hooks: RunHooks,
                   done: ResumeResult) -> None:
     """Put the base state back, first naming what the restore removes (the undo checkpoint keeps it)."""
     planned = system.restore(base.checkpoint_id, dry_run=True)
@@ -196,7 +196,7 @@ def _restore_base(system: RollbackRecoverySystem, base: CheckpointRecord, hooks:
                   f"rrstore restore --checkpoint-id {restored.undo_checkpoint_id}")
 
 
-def _settle_tree(system: RollbackRecoverySystem, flow: Workflow, options: ResumeOptions, hooks: RunHooks,
+def _settle_tree(system: System, flow: Workflow, options: ResumeOptions, hooks: RunHooks,
                  done: ResumeResult) -> dict[str, Entry]:
     """Say what changed since the base; refuse (``strict``) or restore it; the tree's entries after."""
     base = done.point.base
@@ -224,7 +224,7 @@ def _settle_tree(system: RollbackRecoverySystem, flow: Workflow, options: Resume
     return manager.snapshot(store=False).entries
 
 
-def _check_inputs(system: RollbackRecoverySystem, flow: Workflow, point: ResumePoint,
+def _check_inputs(system: System, flow: Workflow, point: ResumePoint,
                   current: dict[str, Entry]) -> None:
     """Skip each earlier step only while its inputs are as it found them; else start there."""
     objects = system.checkpoint_manager.store.objects
@@ -249,7 +249,7 @@ def _check_inputs(system: RollbackRecoverySystem, flow: Workflow, point: ResumeP
         return
 
 
-def plan_resume(system: RollbackRecoverySystem, flow: Workflow, options: ResumeOptions,
+def plan_resume(system: System, flow: Workflow, options: ResumeOptions,
                 hooks: RunHooks) -> ResumeResult:
     """Decide where the run starts and which steps it skips; restore first when asked."""
     try:

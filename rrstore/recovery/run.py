@@ -18,16 +18,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..checkpoint import CheckpointRecord
 from ..errors import RestoreFailed, UsageError
+from ..record import CheckpointRecord
 from .classify import Classification, classify
 from .process import Outcome, execute
 from .settings import check_retries, check_seconds, load_recovery_settings
 from .vocabulary import RecoveryStrategy
 
 if TYPE_CHECKING:
-    from ..system import RollbackRecoverySystem
     from .planner import RecoveryPlan
+    from .ports import System
 
 RUNNING = "step did not finish (interrupted, or still running)"
 # The shell's 'cannot execute' and 'not found': waiting never fixes them, so they are not retried.
@@ -137,7 +137,7 @@ class StepSpec:
             raise UsageError("give the command to run (after --)")
 
 
-def run_step(system: RollbackRecoverySystem, spec: StepSpec, policy: RetryPolicy | None = None,
+def run_step(system: System, spec: StepSpec, policy: RetryPolicy | None = None,
              hooks: RunHooks | None = None) -> StepResult:
     """Checkpoint, then run ``spec.command`` until it succeeds or recovery says stop.
 
@@ -162,7 +162,7 @@ def run_step(system: RollbackRecoverySystem, spec: StepSpec, policy: RetryPolicy
     return result
 
 
-def _attempts(system: RollbackRecoverySystem, spec: StepSpec, options: tuple[RetryPolicy, int, float],
+def _attempts(system: System, spec: StepSpec, options: tuple[RetryPolicy, int, float],
               hooks: RunHooks, result: StepResult) -> None:
     policy, retries, backoff = options
     label = f"step {spec.step_number} ({spec.step_name})"
@@ -197,7 +197,7 @@ def _attempts(system: RollbackRecoverySystem, spec: StepSpec, options: tuple[Ret
             return
 
 
-def _restore_if_changed(system: RollbackRecoverySystem, record: CheckpointRecord, hooks: RunHooks) -> str | None:
+def _restore_if_changed(system: System, record: CheckpointRecord, hooks: RunHooks) -> str | None:
     """Put the tree back to the pre-step state if the failed attempt changed it; the undo id, if any."""
     if system.checkpoint_manager.snapshot(store=False).root_oid == record.state_hash:
         return None
@@ -209,7 +209,7 @@ def _restore_if_changed(system: RollbackRecoverySystem, record: CheckpointRecord
     return restored.undo_checkpoint_id
 
 
-def _finish(system: RollbackRecoverySystem, result: StepResult, total_s: float) -> CheckpointRecord:
+def _finish(system: System, result: StepResult, total_s: float) -> CheckpointRecord:
     record = result.record
     metrics = dict(record.metrics)
     if result.attempts:

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from ..checkpoint import CheckpointRecord
 from ..config import load_settings
 from ..errors import CorruptObject, ObjectMissing, RRStoreError, StoreNotFound
+from ..record import CheckpointRecord
 from .settings import DEFAULT_CRITICAL_FILES, load_recovery_settings
 
 if TYPE_CHECKING:
-    from ..system import RollbackRecoverySystem
+    from .ports import System
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 MARKS = {PASS: "✓", FAIL: "✗", SKIP: "-"}
@@ -80,12 +80,12 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _in_git(root: Path) -> bool:
-    from ..gitrepo import find_git_root
+    from ..worktree.gitrepo import find_git_root
 
     return find_git_root(root) is not None
 
 
-def check_critical_files(system: RollbackRecoverySystem) -> Check:
+def check_critical_files(system: System) -> Check:
     name = "critical files exist"
     configured = load_recovery_settings(system.root).critical_files
     if configured is None:  # the usual project files this project has (in git, or in its newest checkpoint)
@@ -102,7 +102,7 @@ def check_critical_files(system: RollbackRecoverySystem) -> Check:
     return Check(name, PASS, ", ".join(wanted), wanted)
 
 
-def _known_paths(system: RollbackRecoverySystem, names: tuple[str, ...]) -> set[str]:
+def _known_paths(system: System, names: tuple[str, ...]) -> set[str]:
     if _in_git(system.root):
         done = _git(system.root, "ls-files", "--", *names)
         return set(done.stdout.splitlines()) if done.returncode == 0 else set()
@@ -118,7 +118,7 @@ def _known_paths(system: RollbackRecoverySystem, names: tuple[str, ...]) -> set[
     return {e.name for e in read_tree(store.objects, newest.state_hash)} & set(names)
 
 
-def check_git(system: RollbackRecoverySystem) -> Check:
+def check_git(system: System) -> Check:
     """The repository opens and HEAD's commit and root tree can be read from its object database.
 
     Through GitPython (the user's choice of git library): validate runs
@@ -152,7 +152,7 @@ def _waiting_operation(work_tree: Path) -> Check | None:
     state into the result, so it is named with how to end it; the paths still
     unmerged are the details.
     """
-    from ..gitrepo import describe_operation, operation_in_progress, unmerged_paths
+    from ..worktree.gitrepo import describe_operation, operation_in_progress, unmerged_paths
 
     operation, merge_head = operation_in_progress(work_tree)
     if operation is None:
@@ -166,7 +166,7 @@ def _waiting_operation(work_tree: Path) -> Check | None:
                  [f"U {path}" for path in unmerged])
 
 
-def check_clean(system: RollbackRecoverySystem) -> Check:
+def check_clean(system: System) -> Check:
     name = "working directory clean"
     if _in_git(system.root):
         done = _git(system.root, "status", "--porcelain", "--untracked-files=normal")
@@ -215,7 +215,7 @@ def declared_dependencies(root: Path) -> tuple[list[str], str]:
     return [], ""
 
 
-def check_dependencies(system: RollbackRecoverySystem) -> Check:
+def check_dependencies(system: System) -> Check:
     """The declared requirements resolve in the interpreter the project runs (``project_interpreter``),
     asked in a subprocess: rrstore's own interpreter (pipx, a tools venv) says nothing about the project's."""
     name = "dependencies installed"
@@ -359,7 +359,7 @@ def _unmet(req: Requirement, probe: Probe) -> str | None:
     return None
 
 
-def check_configuration(system: RollbackRecoverySystem) -> Check:
+def check_configuration(system: System) -> Check:
     name = "configuration valid"
     from .workflow import load_workflows
 
@@ -373,7 +373,7 @@ def check_configuration(system: RollbackRecoverySystem) -> Check:
     return Check(name, PASS, f"{settings.source}{flows}")
 
 
-def check_store(system: RollbackRecoverySystem, deep: bool) -> Check:
+def check_store(system: System, deep: bool) -> Check:
     """Refs point to readable records whose root trees exist; ``deep`` runs ``rrstore check`` without
     reading file contents (every ref, record, tree, index and object's presence; see rrstore/check.py)."""
     name = "store healthy"
@@ -409,7 +409,7 @@ def check_store(system: RollbackRecoverySystem, deep: bool) -> Check:
     return Check(name, PASS, f"{count} checkpoint(s), records and root trees present")
 
 
-def check_matches(system: RollbackRecoverySystem, record: CheckpointRecord) -> Check:
+def check_matches(system: System, record: CheckpointRecord) -> Check:
     name = f"working tree matches {record.checkpoint_id}"
     snap = system.checkpoint_manager.snapshot(store=False)
     if snap.root_oid == record.state_hash:
@@ -421,7 +421,7 @@ def check_matches(system: RollbackRecoverySystem, record: CheckpointRecord) -> C
                              f"{len(changes.modified)} modified", lines)
 
 
-def validate(system: RollbackRecoverySystem, *, verbose: bool = False,
+def validate(system: System, *, verbose: bool = False,
              checkpoint_id: str | None = None) -> ValidationResult:
     """Run every check; ``verbose`` makes the store check read every tree (deep validation).
 

@@ -4,7 +4,7 @@ A workflow is declared in ``rrstore.toml`` as ``[workflow.LANE]`` (or in
 ``pyproject.toml`` as ``[tool.rrstore.workflow.LANE]``) with ``steps``,
 each ``{ name, command }`` run by the shell, plus optional ``timeout``,
 ``retries`` and ``backoff`` for the lane or per step, and ``inputs`` per
-step (paths or globs the step reads; see ``rrstore.inputs``).
+step (paths or globs the step reads; see ``rrstore.recovery.inputs``).
 
 Where a resumed run starts, and which steps it skips, is decided in
 ``resume``: at the failed step on the tree as it is, or earlier when a
@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..checkpoint import LANES, check_lane
 from ..config import load_section
 from ..diff import DiffResult
 from ..errors import UsageError
-from ..inputs import check_inputs
+from ..record import LANES, check_lane
+from .inputs import check_inputs
 from .resume import ResumeOptions, SkippedStep, change_lines, plan_resume, shown
 from .run import RetryPolicy, RunHooks, StepResult, StepSpec, run_step
 from .settings import check_retries, check_seconds
 
 if TYPE_CHECKING:
-    from ..system import RollbackRecoverySystem
+    from .ports import System
 
 _STEP_KEYS = {"name", "command", "timeout", "retries", "backoff", "inputs"}
 _LANE_KEYS = {"steps", "timeout", "retries", "backoff"}
@@ -197,7 +197,7 @@ class WorkflowResult:
                 "full_run_s": self.full_run_s, "steps": steps}
 
 
-def run_workflow(system: RollbackRecoverySystem, lane: str, options: ResumeOptions | None = None,
+def run_workflow(system: System, lane: str, options: ResumeOptions | None = None,
                  hooks: RunHooks | None = None) -> WorkflowResult:
     """Run the lane's steps in order, stopping at the first failure; resuming continues the last run."""
     flow = load_workflow(system.root, lane)

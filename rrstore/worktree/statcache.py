@@ -33,9 +33,9 @@ from typing import NamedTuple
 
 import blake3
 
-from .errors import RRStoreError
-from .fsutil import atomic_write, temp_name
-from .objects import is_oid
+from ..errors import RRStoreError
+from ..fsutil import atomic_write, temp_name
+from ..store.objects import hash_bytes, is_oid
 
 # A change this recent may have happened during a read or a write without
 # moving a coarse (one clock tick) timestamp; such files are read again.
@@ -277,3 +277,9 @@ def _decode(data: bytes, key: bytes, binding: tuple[str, int]) -> tuple[dict[str
         raise ValueError("malformed")
     entries = dict(zip(paths, map(Cached._make, zip(stamps, oids, chunks, strict=True)), strict=True))
     return entries, scan_start
+
+
+def stat_cache_of(store_path: Path, root: Path) -> StatCache:
+    """The stat cache of work tree ``root`` in the store at ``store_path`` (a store may serve several)."""
+    name = hash_bytes(os.fsencode(os.path.realpath(root)))[:16]
+    return StatCache(store_path / "cache" / f"stat-{name}", store_path / "tmp", root).load()

@@ -29,8 +29,8 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..tree import never_written, paths_never_written
 from . import gitrepo
-from .tree import never_written, paths_never_written
 
 IGNORE_FILE = ".rrstoreignore"
 PYVENV = "pyvenv.cfg"

@@ -18,9 +18,9 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from .errors import UsageError
-from .objects import hash_bytes
-from .tree import DIR, Entry
+from ..errors import UsageError
+from ..store.objects import hash_bytes
+from ..tree import DIR, Entry
 
 if TYPE_CHECKING:
     import pathspec

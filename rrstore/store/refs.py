@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .backends import Backend
-from .errors import CorruptObject, UsageError
+from ..backends import Backend
+from ..errors import CorruptObject, UsageError
 from .objects import is_oid
 
 PREFIX = "refs/checkpoints/"

@@ -23,12 +23,12 @@ from typing import IO, BinaryIO, Protocol, cast
 import blake3
 import zstandard
 
-from . import __version__
-from .checkpoint import CheckpointRecord
-from .errors import ArchiveError, CorruptObject, UnsafeTree, UsageError, from_oserror
-from .objects import MAX_OBJECT_SIZE, hash_bytes, is_oid
-from .refs import valid_id
-from .tree import DIR, FILE, TreeCheck, decode_tree, valid_name
+from .. import __version__
+from ..errors import ArchiveError, CorruptObject, UnsafeTree, UsageError, from_oserror
+from ..record import CheckpointRecord
+from ..store.objects import MAX_OBJECT_SIZE, hash_bytes, is_oid
+from ..store.refs import valid_id
+from ..tree import DIR, FILE, TreeCheck, decode_tree, valid_name
 
 ARCHIVE_FORMAT = "rrstore-archive-1"
 TAG_OBJECT, TAG_TRAILER = b"O", b"T"

@@ -24,12 +24,12 @@ from typing import Any, TypeVar
 
 import blake3
 
-from .errors import TornRead, from_oserror
+from ..errors import TornRead, from_oserror
+from ..store.objects import ObjectStore, hash_bytes
+from ..tree import DIR, FILE, SYMLINK, Entry, tree_oid
 from .gitrepo import NO_GIT, GitState
-from .objects import ObjectStore, hash_bytes
 from .scan import TEMP_MARK, Scope, is_worktree_temp
 from .statcache import SETTLE_NS, StatCache, stamp
-from .tree import DIR, FILE, SYMLINK, Entry, tree_oid
 from .workers import PARALLEL_MIN_SIZE, run_split
 
 Progress = Callable[[int, int], None]

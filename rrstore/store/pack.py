@@ -34,8 +34,8 @@ from typing import Any
 import blake3
 import zstandard
 
-from .backends import Backend
-from .errors import CorruptObject
+from ..backends import Backend
+from ..errors import CorruptObject
 
 PACK_MAGIC = b"RRPK2\n"
 PACK_MAGIC_V1 = b"RRPK1\n"

@@ -17,14 +17,13 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backends import LocalBackend
-from .config import Settings
-from .errors import RRStoreError, StoreConfigDamaged, StoreConfigMissing, StoreNotFound, UsageError, from_oserror
-from .fsutil import atomic_write
-from .lock import locked
-from .objects import ObjectStore, hash_bytes
+from ..backends import LocalBackend
+from ..config import Settings
+from ..errors import RRStoreError, StoreConfigDamaged, StoreConfigMissing, StoreNotFound, UsageError, from_oserror
+from ..fsutil import atomic_write
+from ..lock import locked
+from .objects import ObjectStore
 from .refs import Pins, Refs
-from .statcache import StatCache
 
 # Format 2 (issue 8): refs carry their local add time on a second line, packs are RRPK2 (self-describing
 # blocks). This rrstore reads format 1 too and upgrades its config.json on the first write, so an older
@@ -69,11 +68,6 @@ class Store:
                               sync_packs=settings.fsync != "never")
         refs = Refs(backend, durable=settings.fsync != "never")
         return cls(path, backend, objects, refs, settings, Pins(backend), found)
-
-    def stat_cache(self, root: Path) -> StatCache:
-        """The stat cache of work tree ``root`` (a store may serve several)."""
-        name = hash_bytes(os.fsencode(os.path.realpath(root)))[:16]
-        return StatCache(self.path / "cache" / f"stat-{name}", self.path / "tmp", root).load()
 
     @contextmanager
     def writing(self, *, read_only: bool = False) -> Iterator[None]:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import blake3
 import zstandard
 
-from .backends import Backend
-from .errors import CorruptObject, MissingBehindIndex, ObjectMissing, RRStoreError
+from ..backends import Backend
+from ..errors import CorruptObject, MissingBehindIndex, ObjectMissing, RRStoreError
 from .pack import PREFIX as PACKS
 from .pack import Location, PackGone, PackReader, PackWriter
 

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import RRStoreError
+from ..errors import RRStoreError
 
 
 @dataclass(frozen=True)

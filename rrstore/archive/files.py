@@ -26,7 +26,20 @@ from typing import IO, BinaryIO, cast
 
 import blake3
 
-from .archive_stream import (
+from ..errors import (
+    ArchiveError,
+    CorruptObject,
+    PermissionDenied,
+    UnsafeTree,
+    UsageError,
+    from_oserror,
+)
+from ..fsutil import fsync_dir
+from ..record import CheckpointRecord
+from ..store.objects import ObjectStore
+from ..store.store import Store
+from ..tree import DIR, FILE, SYMLINK, Entry, TreeCheck, content_oids, decode_tree, flatten
+from .stream import (
     RECORD,
     ArchiveWriter,
     Limits,
@@ -35,19 +48,6 @@ from .archive_stream import (
     compressor,
     read_archive,
 )
-from .checkpoint import CheckpointRecord
-from .errors import (
-    ArchiveError,
-    CorruptObject,
-    PermissionDenied,
-    UnsafeTree,
-    UsageError,
-    from_oserror,
-)
-from .fsutil import fsync_dir
-from .objects import ObjectStore
-from .store import Store
-from .tree import DIR, FILE, SYMLINK, Entry, TreeCheck, content_oids, decode_tree, flatten
 
 __all__ = ["ExportResult", "ImportResult", "Limits", "VerifyResult", "export", "export_tar", "import_archive",
            "verify_archive"]

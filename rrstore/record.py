@@ -1,0 +1,173 @@
+"""Checkpoint records (layer above trees and refs): what a checkpoint says about itself, and lanes.
+
+A record is a canonical-JSON object in the object store, named by
+``refs/checkpoints/ID``; its field names are the seed's checkpoint data. It
+imports no snapshot or verb: whatever reads a record (list, transfer,
+archives, recovery) needs only this module.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+
+from . import __version__
+from .errors import CorruptObject, UsageError
+from .store.objects import is_oid
+from .store.refs import Ref
+
+LANES = ("docs", "standard", "heavy")
+RECORD_FORMAT = "rrstore-checkpoint-1"
+KINDS = ("step", "pre-restore")
+
+
+@dataclass
+class CheckpointRecord:
+    """What the seed calls checkpoint data; field names are the JSON keys."""
+
+    checkpoint_id: str
+    lane: str
+    step_number: int
+    step_name: str
+    timestamp: str
+    state_hash: str
+    git_commit: str | None = None
+    git_branch: str | None = None
+    git_dirty: bool | None = None
+    success: bool = True
+    error_message: str | None = None
+    metrics: dict[str, float | int] = field(default_factory=dict)
+    kind: str = "step"
+    root: str = ""
+    hostname: str = ""
+    rrstore_version: str = __version__
+    # The git operation waiting for the user when the checkpoint was taken (gitrepo.OPERATIONS).
+    git_operation: str | None = None
+    git_merge_head: str | None = None
+    # Whose checkpoint this is across stores and clones (see ``project_identity``); "" in older records.
+    project: str = ""
+    # Paths the scope left out on purpose, each with why (a venv, a cache directory, a file that
+    # never settled): restore leaves them alone.
+    left_out: dict[str, str] = field(default_factory=dict)
+    record_oid: str = field(default="", compare=False)
+    # When this store got the checkpoint (its ref's add time, in ns): not part
+    # of the record, so it never changes the record's oid.
+    added_ns: int = field(default=0, compare=False)
+
+    @property
+    def status(self) -> str:
+        return "success" if self.success else "failed"
+
+    @property
+    def created(self) -> datetime:
+        return datetime.fromisoformat(self.timestamp)
+
+    @property
+    def added(self) -> datetime:
+        """When this store got the checkpoint (local time); the record's own time if unknown."""
+        if not self.added_ns:
+            return self.created
+        return datetime.fromtimestamp(self.added_ns / 1e9).astimezone()
+
+    @property
+    def future_dated(self) -> bool:
+        """The record claims a time later than when this store got it (beyond the clock-skew allowance)."""
+        return is_future_dated(self.created, self.added_ns)
+
+    @property
+    def order(self) -> tuple[int, float, str]:
+        """Sort key of 'newest': the order checkpoints were added to this store, then the record's time."""
+        return (self.added_ns, self.created.timestamp(), self.checkpoint_id)
+
+    def to_dict(self) -> dict[str, object]:
+        """The record as stored (the keys of its canonical JSON)."""
+        doc = asdict(self)
+        doc.pop("record_oid")
+        doc.pop("added_ns")
+        doc["format"] = RECORD_FORMAT
+        return doc
+
+    def to_json(self) -> dict[str, object]:
+        """What ``list``/``show --json`` print: the record, when this store got it, and whether it is future-dated."""
+        doc = self.to_dict()
+        doc["added"] = self.added.isoformat(timespec="microseconds")
+        doc["future_dated"] = self.future_dated
+        return doc
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=True).encode("ascii")
+
+    @classmethod
+    def decode(cls, oid: str, data: bytes) -> CheckpointRecord:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            raise CorruptObject(oid, reason="not a checkpoint record (invalid JSON)") from None
+        if not isinstance(doc, dict) or doc.pop("format", None) != RECORD_FORMAT:
+            raise CorruptObject(oid, reason="not a checkpoint record")
+        names = {f.name for f in fields(cls)} - {"record_oid"}
+        try:
+            record = cls(**{k: v for k, v in doc.items() if k in names}, record_oid=oid)
+            record.created  # noqa: B018 - validates the timestamp
+        except (TypeError, ValueError) as exc:
+            raise CorruptObject(oid, reason=f"bad checkpoint record ({exc})") from None
+        for name, kinds in _FIELD_TYPES.items():
+            value = getattr(record, name)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise CorruptObject(oid, reason=f"bad checkpoint record (field {name} is {value!r})")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in record.left_out.items()):
+            raise CorruptObject(oid, reason="bad checkpoint record (field left_out)")
+        if not is_oid(record.state_hash) or record.kind not in KINDS:
+            raise CorruptObject(oid, reason="bad checkpoint record (state_hash or kind)")
+        return record
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "checkpoint_id": (str,), "lane": (str,), "step_number": (int,), "step_name": (str,),
+    "timestamp": (str,), "state_hash": (str,), "git_commit": (str, type(None)),
+    "git_branch": (str, type(None)), "git_dirty": (bool, type(None)), "success": (bool,),
+    "error_message": (str, type(None)), "metrics": (dict,), "kind": (str,),
+    "git_operation": (str, type(None)), "git_merge_head": (str, type(None)), "project": (str,),
+    "left_out": (dict,),
+}
+
+
+# A record may be this much ahead of the clock of the store that got it (hosts
+# of one team disagree by seconds, rarely minutes) before it counts as future-dated.
+CLOCK_SKEW_NS = 5 * 60 * 1_000_000_000
+
+
+def is_future_dated(created: datetime, added_ns: int) -> bool:
+    """Whether a record's time ``created`` lies beyond ``CLOCK_SKEW_NS`` after it was added (``added_ns``).
+
+    Such a record (an archive or a remote can carry one dated 9999-12-31) is
+    accepted, never 'newest' for that reason, and flagged by list, show and check.
+    """
+    return bool(added_ns) and created.timestamp() * 1e9 > added_ns + CLOCK_SKEW_NS
+
+
+def added_ns_of(ref: Ref, created: datetime, mtime_ns: int | None = None) -> int:
+    """When a store got the checkpoint ``ref`` names.
+
+    A ref written by this version says so itself. A one-line ref of an older
+    version falls back to the record's time ``created``, clamped to the ref
+    file's ``mtime_ns`` when known: a record cannot have been added after its
+    ref file was last written.
+    """
+    if ref.added_ns is not None:
+        return ref.added_ns
+    stamp = int(created.timestamp() * 1e9)
+    return min(stamp, mtime_ns) if mtime_ns is not None else stamp
+
+
+def newest_first(records: list[CheckpointRecord]) -> list[CheckpointRecord]:
+    """``records`` in the order 'latest' and every 'newest' choice follow: last added first."""
+    return sorted(records, key=lambda r: r.order, reverse=True)
+
+
+def check_lane(lane: str) -> str:
+    if lane not in LANES:
+        raise UsageError(f"unknown lane {lane!r}: choose one of {', '.join(LANES)}")
+    return lane

@@ -1,0 +1,50 @@
+"""What recovery needs of the facade, as a Protocol (so recovery never imports ``rrstore.system``).
+
+``run``, ``workflow``, ``resume`` and ``validate`` take any object with these
+members; ``RollbackRecoverySystem`` is the one rrstore passes (mypy checks
+it matches where system.py calls them). The facade sits above recovery and
+imports it; recovery sees only this port and the verbs below it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..checkpoint import CheckpointManager, CheckpointResult
+    from ..diff import DiffResult
+    from ..record import CheckpointRecord
+    from ..restore import Progress, RestoreResult
+    from ..status import StatusResult
+    from ..store.store import Store
+    from .planner import RecoveryPlanner
+
+
+class System(Protocol):
+    """The members of ``RollbackRecoverySystem`` that recovery uses."""
+
+    root: Path
+    store_path: Path
+
+    @property
+    def checkpoint_manager(self) -> CheckpointManager: ...
+
+    @property
+    def recovery_planner(self) -> RecoveryPlanner: ...
+
+    def open_store(self, create: bool = False) -> Store: ...
+
+    def checkpoint(self, lane: str, step_number: int, step_name: str, *, success: bool | None = None,
+                   error_message: str | None = None, progress: Progress | None = None,
+                   strict: bool = False) -> CheckpointResult: ...
+
+    def restore(self, checkpoint_id: str, *, paths: Sequence[str] | None = None, dry_run: bool = False,
+                undo: bool = True, progress: Progress | None = None, force: bool = False) -> RestoreResult: ...
+
+    def diff(self, old_id: str, new_id: str | None = None) -> DiffResult: ...
+
+    def show(self, checkpoint_id: str) -> CheckpointRecord: ...
+
+    def status(self, *, all_projects: bool = False) -> StatusResult: ...
