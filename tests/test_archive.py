@@ -549,7 +549,7 @@ def test_a_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.rra"
     bomb.write_bytes(rle_zeros(head + b"O" + bytes.fromhex(content_oid) + struct.pack("<Q", size), size))
     # VmHWM, not ru_maxrss: on Linux the latter keeps the parent's high-water mark across exec
-    script = ("import re, sys\nfrom rrstore.archive import verify_archive\nfrom rrstore.errors import "
+    script = ("import re, sys\nfrom rrstore.archive.files import verify_archive\nfrom rrstore.errors import "
               "ArchiveError\ntry:\n    verify_archive(sys.argv[1])\nexcept ArchiveError as exc:\n    print(exc)\n"
               "print(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))\n")
     out = subprocess.run([sys.executable, "-c", script, str(bomb)], capture_output=True, text=True, timeout=120)

@@ -22,13 +22,12 @@ from .pack import Location, PackGone, PackReader, PackWriter
 
 OID_LEN = 64
 # No object is larger: whole files are stored only up to the chunking
-# threshold (4 MiB), chunks are at most 4 MiB; trees and records stay far
-# below (a tree of a million names is ~150 MiB). A frame declaring more is
+# threshold (4 MiB, worktree.snapshot.CHUNK_THRESHOLD), chunks are at most
+# 1 MiB (4 x CHUNK_AVG); trees and records stay far below (a tree of a million names is ~150 MiB). A frame declaring more is
 # refused before any memory is allocated for it, and put() refuses to write one.
 MAX_OBJECT_SIZE = 256 << 20
 # Objects smaller than this go into packs; larger ones are loose files. File
-# contents are at most 4 MiB (whole files up to the chunking threshold; chunks
-# are at most 1 MiB), so in practice everything but checkpoint records is packed: a cold
+# contents are at most 4 MiB (see MAX_OBJECT_SIZE above), so in practice everything but checkpoint records is packed: a cold
 # checkpoint writes a few large files instead of one per object, and one
 # flush makes them durable.
 LOOSE_MIN = 16 << 20
