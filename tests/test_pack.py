@@ -493,7 +493,7 @@ def test_truncated_pack_is_corruptobject_for_the_objects_cut_off(store_dir: Path
 WRITER = textwrap.dedent("""
     import random, sys, time
     from pathlib import Path
-    from rrstore import pack
+    from rrstore.store import pack
     from rrstore.backends import LocalBackend
     from rrstore.store.objects import LOOSE_MIN, ObjectStore
 
