@@ -73,6 +73,11 @@ class CheckpointRecord:
     # Paths the scope left out on purpose, each with why (a venv, a cache directory, a file that
     # never settled): restore leaves them alone.
     left_out: dict[str, str] = field(default_factory=dict)
+    # Who ran the step: the lane of the workflow that ran it (None for a one-off ``rrstore run``, a
+    # plain checkpoint, and records written before the field) and the command as run (None when no
+    # command ran, and in older records). Resume counts only its own workflow's steps.
+    workflow: str | None = None
+    command: str | None = None
     record_oid: str = field(default="", compare=False)
     # When this store got the checkpoint (its ref's add time, in ns): not part
     # of the record, so it never changes the record's oid.
@@ -153,7 +158,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "git_branch": (str, type(None)), "git_dirty": (bool, type(None)), "success": (bool,),
     "error_message": (str, type(None)), "metrics": (dict,), "kind": (str,),
     "git_operation": (str, type(None)), "git_merge_head": (str, type(None)), "project": (str,),
-    "left_out": (dict,),
+    "left_out": (dict,), "workflow": (str, type(None)), "command": (str, type(None)),
 }
 
 
@@ -292,6 +297,8 @@ class NewCheckpoint:
     kind: str = "step"
     # Abort (TornRead) on a file that never settles instead of leaving it out.
     strict: bool = False
+    workflow: str | None = None  # the record's ``workflow`` and ``command`` (a step that ``run_step`` runs)
+    command: str | None = None
 
 
 def left_out_warning(left_out: dict[str, str]) -> str | None:
@@ -462,6 +469,7 @@ class CheckpointManager:
             git_operation=git.operation, git_merge_head=git.merge_head,
             success=spec.success, error_message=spec.error_message, metrics=metrics, kind=spec.kind,
             root=str(self.root), hostname=os.uname().nodename, left_out=snap.left_out, project=self.project,
+            workflow=spec.workflow, command=spec.command,
         )
         base = f"{spec.lane}-step{spec.step_number}-{now.strftime('%Y%m%d_%H%M%S')}"
         for attempt in range(1, 10_000):

@@ -7,8 +7,10 @@ each ``{ name, command }`` run by the shell, plus optional ``timeout``,
 step (paths or globs the step reads; see ``rrstore.inputs``).
 
 Where a resumed run starts, and which steps it skips, is decided in
-``resume``: at the failed step on the tree as it is, or earlier when a
-skipped step's declared inputs changed since it succeeded.
+``resume``: at the failed (or interrupted) step on the tree as it is, or
+earlier when a skipped step's command or declared inputs changed since it
+succeeded. Each step's record names the workflow that ran it, so resume
+sees only this workflow's steps.
 """
 
 from __future__ import annotations
@@ -216,7 +218,7 @@ def run_workflow(system: RollbackRecoverySystem, lane: str, options: ResumeOptio
     for number in range(result.start_step, len(flow.steps) + 1):
         step = flow.steps[number - 1]
         hooks.say(f"rrstore: == step {number}/{len(flow.steps)} ({lane}): {step.name}: {step.command}")
-        outcome = run_step(system, StepSpec(lane, number, step.name, step.command), step.policy, hooks)
+        outcome = run_step(system, StepSpec(lane, number, step.name, step.command, workflow=lane), step.policy, hooks)
         result.steps.append(outcome)
         if not outcome.success:
             break
