@@ -369,7 +369,8 @@ def test_inputs_that_match_no_file_prove_nothing_so_the_step_runs(git_project: P
                "until it matches")
     check = _config_check(flow.root)
     assert check["status"] == "pass" and check["details"] == [warning.removeprefix("rrstore: warning: ")]
-    assert cli("workflow", "--lane", "standard", cwd=flow.root).returncode == 1
+    first = cli("workflow", "--lane", "standard", cwd=flow.root)
+    assert first.returncode == 1 and first.stderr.splitlines()[0] == warning
     (flow.root / "tests" / "test_basic.py").write_text(FIX)
 
     resumed = cli("workflow", "--lane", "standard", "--resume", "--json", cwd=flow.root)

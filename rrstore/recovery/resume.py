@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 from ..checkpoint import CheckpointRecord
 from ..diff import DiffResult, diff
 from ..errors import RestoreFailed, ResumeRefused, StoreNotFound, UsageError
-from ..inputs import input_state, matches_any, unmatched
-from ..tree import DIR, Entry, flatten
+from ..inputs import input_state, matches_any
+from ..tree import Entry, flatten
 from .run import UNFINISHED, RunHooks
 
 if TYPE_CHECKING:
@@ -108,14 +108,6 @@ def ran_in(record: CheckpointRecord, flow: Workflow) -> bool:
 
 def _runs(records: list[CheckpointRecord], flow: Workflow) -> list[CheckpointRecord]:
     return [r for r in records if r.lane == flow.lane and is_run_record(r) and ran_in(r, flow)]
-
-
-def input_warnings(flow: Workflow, paths: list[str]) -> list[str]:
-    """One warning per declared inputs pattern that matches none of ``paths`` (the working tree's)."""
-    return [f"rrstore: warning: {flow.source}.{flow.lane} step {number} ({step.name}): inputs pattern "
-            f"{pattern!r} matches no file in the working tree (a typo?): the step re-runs at every resume "
-            "until it matches" for number, step in enumerate(flow.steps, 1)
-            for pattern in unmatched(paths, step.inputs)]
 
 
 def change_lines(changes: DiffResult) -> list[str]:
@@ -303,8 +295,6 @@ def plan_resume(system: RollbackRecoverySystem, flow: Workflow, options: ResumeO
                       f"{point.start_step}")
         return done
     current = _settle_tree(system, flow, options, hooks, done)
-    for line in input_warnings(flow, [p for p, e in current.items() if e.kind != DIR]):
-        hooks.say(line)
     if options.from_step is None:
         _check_skipped(system, flow, point, current)
     return done

@@ -26,7 +26,6 @@ from .settings import DEFAULT_CRITICAL_FILES, load_recovery_settings
 
 if TYPE_CHECKING:
     from ..system import RollbackRecoverySystem
-    from .workflow import Workflow
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 MARKS = {PASS: "✓", FAIL: "✗", SKIP: "-"}
@@ -362,7 +361,7 @@ def _unmet(req: Requirement, probe: Probe) -> str | None:
 
 def check_configuration(system: RollbackRecoverySystem) -> Check:
     name = "configuration valid"
-    from .workflow import load_workflows
+    from .workflow import input_warnings, load_workflows
 
     try:
         settings = load_settings(system.root)
@@ -371,22 +370,9 @@ def check_configuration(system: RollbackRecoverySystem) -> Check:
     except RRStoreError as exc:
         return Check(name, FAIL, str(exc))
     flows = f"; workflows: {', '.join(lanes)}" if lanes else ""
-    warnings = _input_warnings(system, list(lanes.values()))
+    warnings = input_warnings(system, list(lanes.values()))
     more = f"; {len(warnings)} inputs pattern(s) match no file: {warnings[0]}" if warnings else ""
     return Check(name, PASS, f"{settings.source}{flows}{more}", warnings)
-
-
-def _input_warnings(system: RollbackRecoverySystem, flows: list[Workflow]) -> list[str]:
-    """What ``workflow --resume`` would warn about the flows' inputs patterns (the tree is listed only
-    when a step declares inputs)."""
-    from ..scan import scan_scope
-    from .resume import input_warnings
-
-    if not any(step.inputs for flow in flows for step in flow.steps):
-        return []
-    paths = scan_scope(system.root, [system.store_path], include=system.settings.scope_include).paths
-    prefix = "rrstore: warning: "
-    return [line.removeprefix(prefix) for flow in flows for line in input_warnings(flow, paths)]
 
 
 def check_store(system: RollbackRecoverySystem, deep: bool) -> Check:

@@ -23,7 +23,7 @@ from ..checkpoint import LANES, check_lane
 from ..config import load_section
 from ..diff import DiffResult
 from ..errors import UsageError
-from ..inputs import check_inputs
+from ..inputs import check_inputs, unmatched
 from .resume import ResumeOptions, SkippedStep, change_lines, plan_resume, shown
 from .run import RetryPolicy, RunHooks, StepResult, StepSpec, run_step
 from .settings import check_retries, check_seconds
@@ -107,6 +107,20 @@ def load_workflow(root: Path, lane: str) -> Workflow:
         raise UsageError(f"no workflow for the {lane} lane in {where}: declare [workflow.{lane}] with "
                          "steps = [{ name = \"...\", command = \"...\" }, ...]")
     return flows[lane]
+
+
+def input_warnings(system: RollbackRecoverySystem, flows: list[Workflow]) -> list[str]:
+    """One line per declared inputs pattern that matches no file in the working tree (a typo, most
+    often: such a step proves nothing and re-runs at every resume). Lists the tree only when a step
+    declares inputs."""
+    from ..scan import scan_scope
+
+    if not any(step.inputs for flow in flows for step in flow.steps):
+        return []
+    paths = scan_scope(system.root, [system.store_path], include=system.settings.scope_include).paths
+    return [f"{flow.source}.{flow.lane} step {number} ({step.name}): inputs pattern {pattern!r} matches no "
+            "file in the working tree (a typo?): the step re-runs at every resume until it matches"
+            for flow in flows for number, step in enumerate(flow.steps, 1) for pattern in unmatched(paths, step.inputs)]
 
 
 @dataclass
@@ -205,6 +219,8 @@ def run_workflow(system: RollbackRecoverySystem, lane: str, options: ResumeOptio
     flow = load_workflow(system.root, lane)
     options, hooks = options or ResumeOptions(), hooks or RunHooks()
     result = WorkflowResult(lane, len(flow.steps))
+    for line in input_warnings(system, [flow]):
+        hooks.say(f"rrstore: warning: {line}")
     if options.resuming:
         done = plan_resume(system, flow, options, hooks)
         point = done.point
