@@ -143,6 +143,8 @@ class NewCheckpoint:
     kind: str = "step"
     # Abort (TornRead) on a file that never settles instead of leaving it out.
     strict: bool = False
+    workflow: str | None = None  # the record's ``workflow`` and ``command`` (a step that ``run_step`` runs)
+    command: str | None = None
 
 
 def left_out_warning(left_out: dict[str, str]) -> str | None:
@@ -329,6 +331,7 @@ class CheckpointManager:
             git_operation=git.operation, git_merge_head=git.merge_head,
             success=spec.success, error_message=spec.error_message, metrics=metrics, kind=spec.kind,
             root=str(self.root), hostname=os.uname().nodename, left_out=snap.left_out, project=self.project,
+            workflow=spec.workflow, command=spec.command,
         )
         base = f"{spec.lane}-step{spec.step_number}-{now.strftime('%Y%m%d_%H%M%S')}"
         for attempt in range(1, 10_000):

@@ -50,6 +50,11 @@ class CheckpointRecord:
     # Paths the scope left out on purpose, each with why (a venv, a cache directory, a file that
     # never settled): restore leaves them alone.
     left_out: dict[str, str] = field(default_factory=dict)
+    # Who ran the step: the lane of the workflow that ran it (None for a one-off ``rrstore run``, a
+    # plain checkpoint, and records written before the field) and the command as run (None when no
+    # command ran, and in older records). Resume counts only its own workflow's steps.
+    workflow: str | None = None
+    command: str | None = None
     record_oid: str = field(default="", compare=False)
     # When this store got the checkpoint (its ref's add time, in ns): not part
     # of the record, so it never changes the record's oid.
@@ -130,7 +135,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "git_branch": (str, type(None)), "git_dirty": (bool, type(None)), "success": (bool,),
     "error_message": (str, type(None)), "metrics": (dict,), "kind": (str,),
     "git_operation": (str, type(None)), "git_merge_head": (str, type(None)), "project": (str,),
-    "left_out": (dict,),
+    "left_out": (dict,), "workflow": (str, type(None)), "command": (str, type(None)),
 }
 
 

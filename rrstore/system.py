@@ -176,9 +176,14 @@ class RollbackRecoverySystem:
         elif success and error_message is not None:
             raise UsageError("a step recorded as successful cannot carry an error message "
                              "(an error message alone records a failed step)")
+        return self.take_checkpoint(NewCheckpoint(lane, step_number, step_name, success, error_message,
+                                                  strict=strict), progress)
+
+    def take_checkpoint(self, spec: NewCheckpoint, progress: Progress | None = None) -> CheckpointResult:
+        """``checkpoint`` with every field of the new record given (``run_step`` adds the workflow and
+        the command it runs); the store is created if needed."""
         store = self.open_store(create=True)
         manager = CheckpointManager(self.root, store, self.view)
-        spec = NewCheckpoint(lane, step_number, step_name, success, error_message, strict=strict)
         with locked(store.path, WORKTREE_LOCK, exclusive=False), store.writing():
             record, snap = manager.create(spec, progress=progress)
         return CheckpointResult(record.checkpoint_id, record, skipped=snap.stats.skipped)

@@ -9,19 +9,23 @@ rrstore's own report, proves which steps really ran.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import git
+from conftest import GIT_ENV, git, run_cli
 
 from rrstore import RollbackRecoverySystem
 from rrstore.errors import ResumeRefused, UsageError
 from rrstore.recovery.run import RunHooks
 from rrstore.recovery.workflow import load_workflows
+from rrstore.store.objects import hash_bytes
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -265,3 +269,149 @@ def test_inputs_must_be_an_array_of_patterns(project: Path, cli: Cli) -> None:
     (project / "rrstore.toml").write_text(
         '[workflow.docs]\nsteps = [{ name = "a", command = "true", inputs = ["src/**", "!src/gen.py"] }]\n')
     assert load_workflows(project)["docs"].steps[0].inputs == ("src/**", "!src/gen.py")
+
+
+# --- follow-ups: a signal, a one-off run in the lane, steps resume must not skip --------------------------
+
+
+def _config_check(root: Path) -> dict[str, object]:
+    """validate's configuration check, from the real CLI (exit 20: some check failed)."""
+    out = run_cli("validate", "--json", cwd=root)
+    assert out.returncode in (0, 20), out.stderr
+    return next(c for c in json.loads(out.stdout)["checks"] if c["name"] == "configuration valid")
+
+
+def _records(flow: Flow) -> list[dict[str, object]]:
+    return [r.to_dict() for r in flow.system().list("standard").checkpoints]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_a_workflow_stopped_by_a_signal_during_step_2_resumes_at_step_2(
+        git_project: Path, tmp_path: Path, cli: Cli, signum: int) -> None:
+    flow = _make(git_project, tmp_path)
+    marker = tmp_path / "step2-started"
+    note = f"echo {{}} >> {shlex.quote(str(flow.log))}"
+    # Step 2 says it started, then runs long; once it has started, it finishes at once (the resumed run).
+    tests = (f"{note.format('tests')}; test -e {shlex.quote(str(marker))} && exit 0; "
+             f"touch {shlex.quote(str(marker))}; sleep 60")
+    toml = _toml(flow.log).splitlines()
+    toml[6] = f'  {{ name = "tests", command = {json.dumps(tests)} }},'
+    (flow.root / "rrstore.toml").write_text("\n".join(toml) + "\n")
+    git(flow.root, "commit", "-q", "-am", "step 2 runs long")
+    env = {**os.environ, **GIT_ENV}
+    env.pop("RRSTORE_DIR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "rrstore", "workflow", "--lane", "standard"], cwd=flow.root,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), proc.communicate()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err
+    assert flow.ran() == ["build", "tests"]
+    step2 = next(r for r in _records(flow) if r["step_number"] == 2)
+    assert step2["error_message"] == "interrupted before the command finished"
+
+    resumed = cli("workflow", "--lane", "standard", "--resume", cwd=flow.root)
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert flow.ran() == ["build", "tests", "tests", "package"]
+    assert "✓ step 2/3 tests" in resumed.stderr and "(did not finish in the last run)" in resumed.stderr
+    assert "skipped 1 step(s): 1 build" in resumed.stderr and "(inputs unchanged)" in resumed.stderr
+
+
+def test_a_one_off_run_in_the_lane_does_not_stop_the_workflow_resuming(failed: Flow, cli: Cli) -> None:
+    root = failed.root
+    (root / "tests" / "test_basic.py").write_text(FIX)
+    one_off = cli("run", "--lane", "standard", "--step-number", "5", "--step-name", "tls", "--retries", "0",
+                  "--", "true", cwd=root)
+    assert one_off.returncode == 0, one_off.stderr
+
+    resumed = cli("workflow", "--lane", "standard", "--resume", cwd=root)
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert failed.ran() == ["build", "tests", "tests", "package"]
+    assert "skipped 1 step(s): 1 build" in resumed.stderr
+    # each record says who ran it, and what
+    steps = _toml(failed.log)
+    made = {(r["step_number"], r["step_name"]): (r["workflow"], r["command"]) for r in _records(failed)}
+    assert made[(5, "tls")] == (None, "true")
+    assert made[(1, "build")][0] == "standard" and json.dumps(made[(1, "build")][1]) in steps
+    assert made[(3, "package")] == ("standard", f"echo package >> {shlex.quote(str(failed.log))}")
+
+
+def test_a_store_older_than_the_workflow_field_still_resumes(failed: Flow, cli: Cli) -> None:
+    """Records written before ``workflow`` and ``command`` existed are matched by number and name."""
+    store = failed.system().open_store()
+    for record in failed.system().list("standard").checkpoints:
+        doc = record.to_dict()
+        del doc["workflow"], doc["command"]
+        data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        oid = hash_bytes(data)
+        store.objects.put(data, oid, loose=True)
+        store.refs.update(record.checkpoint_id, oid)
+    assert {(r.workflow, r.command) for r in failed.system().list("standard").checkpoints} == {(None, None)}
+    (failed.root / "tests" / "test_basic.py").write_text(FIX)
+
+    resumed = cli("workflow", "--lane", "standard", "--resume", cwd=failed.root)
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert failed.ran() == ["build", "tests", "tests", "package"]
+    assert "(inputs unchanged)" in resumed.stderr
+
+
+def test_inputs_that_match_no_file_prove_nothing_so_the_step_runs(git_project: Path, tmp_path: Path,
+                                                                   cli: Cli) -> None:
+    flow = _make(git_project, tmp_path, step1_inputs='["scr/**"]')  # the typo of src/**
+    warning = (f"rrstore: warning: {flow.root / 'rrstore.toml'} [workflow].standard step 1 (build): inputs "
+               "pattern 'scr/**' matches no file in the working tree (a typo?): the step re-runs at every resume "
+               "until it matches")
+    check = _config_check(flow.root)
+    assert check["status"] == "pass" and check["details"] == [warning.removeprefix("rrstore: warning: ")]
+    first = cli("workflow", "--lane", "standard", cwd=flow.root)
+    assert first.returncode == 1 and first.stderr.splitlines()[0] == warning
+    (flow.root / "tests" / "test_basic.py").write_text(FIX)
+
+    resumed = cli("workflow", "--lane", "standard", "--resume", "--json", cwd=flow.root)
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert flow.ran() == ["build", "tests", "build", "tests", "package"]
+    doc = json.loads(resumed.stdout)
+    assert doc["skipped"] == [] and doc["steps"][0]["reason"] == "inputs match no file: re-run"
+    assert warning in resumed.stderr.splitlines()
+
+
+def test_a_changed_command_makes_the_step_run_again(failed: Flow, cli: Cli) -> None:
+    root = failed.root
+    (root / "tests" / "test_basic.py").write_text(FIX)
+    config = root / "rrstore.toml"
+    config.write_text(config.read_text().replace("echo build >>", "echo rebuilt >>", 1))
+
+    resumed = cli("workflow", "--lane", "standard", "--resume", "--json", cwd=root)
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert failed.ran() == ["build", "tests", "rebuilt", "tests", "package"]
+    doc = json.loads(resumed.stdout)
+    assert doc["skipped"] == []
+    assert [(s["step_number"], s["reason"]) for s in doc["steps"]] == [
+        (1, "command changed: re-run"), (2, "failed in the last run"), (3, "not reached in the last run")]
+
+
+def test_an_inputs_pattern_whose_regex_is_invalid_is_a_usage_error(git_project: Path, tmp_path: Path,
+                                                                   cli: Cli) -> None:
+    flow = _make(git_project, tmp_path, step1_inputs='["src/**", "[z-a]"]')
+    message = (f"{flow.root / 'rrstore.toml'} [workflow].standard step 1: inputs pattern '[z-a]' is not a valid "
+               "gitignore-style pattern: bad character range z-a")
+    with pytest.raises(UsageError) as raised:
+        load_workflows(flow.root)
+    assert str(raised.value) == message
+
+    used = cli("workflow", "--lane", "standard", cwd=flow.root)
+    assert used.returncode == 2 and used.stderr == f"rrstore: error: {message}\n"
+    verbose = cli("workflow", "--lane", "standard", "-v", cwd=flow.root)  # a UsageError's traceback, not re's
+    assert verbose.returncode == 2 and "re.error: bad character range" not in verbose.stderr
+    assert "internal error" not in verbose.stderr
+    assert flow.ran() == []
+    check = _config_check(flow.root)
+    assert check["status"] == "fail" and check["reason"] == message

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
@@ -38,9 +39,13 @@ def check_inputs(value: object, where: str) -> tuple[str, ...]:
             raise UsageError(f"{where}: inputs pattern {pattern!r} is a comment in gitignore syntax, not a path")
         try:
             spec = _spec((pattern,))
-        except ValueError as exc:  # pathspec's GitIgnorePatternError
+            for compiled in spec.patterns:  # a bracket like [z-a] fails only in the regex it becomes
+                if compiled.regex is not None:
+                    re.compile(getattr(compiled.regex, "pattern", compiled.regex))
+        except (ValueError, re.error) as exc:  # pathspec's GitIgnorePatternError, a bad regex
+            reason = exc.msg if isinstance(exc, re.error) else exc  # its position is in the regex, not here
             raise UsageError(f"{where}: inputs pattern {pattern!r} is not a valid gitignore-style pattern: "
-                             f"{exc}") from None
+                             f"{reason}") from None
         if all(p.include is None for p in spec.patterns):
             raise UsageError(f"{where}: inputs pattern {pattern!r} matches nothing")
     return tuple(value)
@@ -64,3 +69,17 @@ def input_state(entries: Mapping[str, Entry], patterns: Sequence[str]) -> str:
     chosen = [[path, e.kind, e.executable, e.oid, e.target] for path, e in sorted(entries.items())
               if e.kind != DIR and match(path)]
     return hash_bytes(json.dumps(chosen, ensure_ascii=True, separators=(",", ":")).encode())
+
+
+def matches_any(entries: Mapping[str, Entry], patterns: Sequence[str]) -> bool:
+    """Whether ``patterns`` match any file or link of ``entries``: an input set that matches
+    nothing has the same state in every tree, so it can prove nothing."""
+    match = matcher(patterns)
+    return any(e.kind != DIR and match(path) for path, e in entries.items())
+
+
+def unmatched(paths: Iterable[str], patterns: Sequence[str]) -> list[str]:
+    """The patterns of ``patterns`` (negations aside) that match none of ``paths``: most often a typo."""
+    listed = list(paths)
+    return [p for p in patterns if not p.lstrip().startswith("!")
+            and not any(map(_spec((p,)).match_file, listed))]

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from ..checkpoint import CheckpointManager, CheckpointResult
+    from ..checkpoint import CheckpointManager, CheckpointResult, NewCheckpoint
+    from ..config import Settings
     from ..diff import DiffResult
     from ..record import CheckpointRecord
     from ..restore import Progress, RestoreResult
@@ -27,6 +28,7 @@ class System(Protocol):
 
     root: Path
     store_path: Path
+    settings: Settings
 
     @property
     def checkpoint_manager(self) -> CheckpointManager: ...
@@ -39,6 +41,8 @@ class System(Protocol):
     def checkpoint(self, lane: str, step_number: int, step_name: str, *, success: bool | None = None,
                    error_message: str | None = None, progress: Progress | None = None,
                    strict: bool = False) -> CheckpointResult: ...
+
+    def take_checkpoint(self, spec: NewCheckpoint, progress: Progress | None = None) -> CheckpointResult: ...
 
     def restore(self, checkpoint_id: str, *, paths: Sequence[str] | None = None, dry_run: bool = False,
                 undo: bool = True, progress: Progress | None = None, force: bool = False) -> RestoreResult: ...

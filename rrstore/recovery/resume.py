@@ -7,12 +7,19 @@ is (the user's fix), after saying what changed since the base; ``strict``
 refuses any change instead, and ``restore`` puts the base back first
 (naming the paths it removes; the undo checkpoint keeps them).
 
-A step before the failed one is skipped only while the state of its
-declared ``inputs`` (see ``rrstore.recovery.inputs``) equals their state in the
-step's own successful checkpoint, the tree it succeeded on; the first step
-whose inputs changed is where the run starts, and every later step runs. A
-step without declared inputs is skipped as before. The recorded durations
-of the steps skipped are the time saved.
+Only the checkpoints a run of this workflow made count (``record.workflow``;
+a one-off ``rrstore run`` in the lane is not one of its steps; records
+older than the field count when number and name match). A step stopped by
+a signal before its command finished resumes like a failed one.
+
+A step before the failed one is skipped only while its recorded command is
+the declared one and the state of its declared ``inputs`` (see
+``rrstore.recovery.inputs``) equals their state in the step's own successful
+checkpoint, the tree it succeeded on; inputs that match no file prove
+nothing, so that step runs. The first step that must run is where the run
+starts, and every later step runs. A step without declared inputs is
+skipped as before. The recorded durations of the steps skipped are the
+time saved.
 """
 
 from __future__ import annotations
@@ -24,12 +31,12 @@ from ..diff import DiffResult, diff
 from ..errors import RestoreFailed, ResumeRefused, StoreNotFound, UsageError
 from ..record import CheckpointRecord
 from ..tree import Entry, flatten
-from .inputs import input_state
-from .run import RUNNING, RunHooks
+from .inputs import input_state, matches_any
+from .run import UNFINISHED, RunHooks
 
 if TYPE_CHECKING:
     from .ports import System
-    from .workflow import Workflow
+    from .workflow import Workflow, WorkflowStep
 
 SHOWN = 10  # paths named in one message; the rest are counted
 
@@ -87,8 +94,20 @@ class ResumeResult:
 
 
 def is_run_record(record: CheckpointRecord) -> bool:
-    """A step checkpoint that ``run_step`` made (finished, or left as RUNNING when killed)."""
-    return record.kind == "step" and ("exit_status" in record.metrics or record.error_message == RUNNING)
+    """A step checkpoint that ``run_step`` made: finished, stopped by a signal, or left RUNNING when killed."""
+    return record.kind == "step" and ("exit_status" in record.metrics or record.error_message in UNFINISHED)
+
+
+def ran_in(record: CheckpointRecord, flow: Workflow) -> bool:
+    """Whether a run of ``flow`` made ``record``: its workflow is the lane's; a record older than the
+    field (no workflow, no command) may be one, and is matched by number and name as before."""
+    if record.workflow is not None:
+        return record.workflow == flow.lane
+    return record.command is None
+
+
+def _runs(records: list[CheckpointRecord], flow: Workflow) -> list[CheckpointRecord]:
+    return [r for r in records if r.lane == flow.lane and is_run_record(r) and ran_in(r, flow)]
 
 
 def change_lines(changes: DiffResult) -> list[str]:
@@ -129,7 +148,7 @@ def _newest(runs: list[CheckpointRecord], number: int, name: str, *, success: bo
 
 def find_resume_point(records: list[CheckpointRecord], flow: Workflow) -> ResumePoint:
     """Where the last run of ``flow`` stopped, from the lane's records (newest first)."""
-    runs = [r for r in records if r.lane == flow.lane and is_run_record(r)]
+    runs = _runs(records, flow)
     if not runs:
         return ResumePoint(1, None, [])
     last = runs[0]
@@ -144,7 +163,7 @@ def find_resume_point(records: list[CheckpointRecord], flow: Workflow) -> Resume
         raise ResumeRefused(f"cannot resume the {flow.lane} lane: its last run stopped after step {number} "
                             f"({last.step_name}) without recording the state it ended with; "
                             f"run it from the start: rrstore workflow --lane {flow.lane}", last.checkpoint_id)
-    how = "did not finish in the last run" if last.error_message == RUNNING else "failed in the last run"
+    how = "did not finish in the last run" if last.error_message in UNFINISHED else "failed in the last run"
     reasons = {number: how} | {n: "not reached in the last run" for n in range(number + 1, len(flow.steps) + 1)}
     if number == 1:  # nothing succeeded: start over, from whatever the tree is now
         return ResumePoint(1, None, [], reasons=reasons)
@@ -159,7 +178,7 @@ def find_resume_point(records: list[CheckpointRecord], flow: Workflow) -> Resume
 
 def from_point(records: list[CheckpointRecord], flow: Workflow, number: int) -> ResumePoint:
     """Start at step ``number``; its newest recorded run, if any, holds the state to start from."""
-    runs = [r for r in records if r.lane == flow.lane and is_run_record(r)]
+    runs = _runs(records, flow)
     base = _newest(runs, number, flow.steps[number - 1].name)
     reasons = {number: "--from"} | {n: "after the --from step" for n in range(number + 1, len(flow.steps) + 1)}
     point = ResumePoint(number, base, [], reasons=reasons)
@@ -224,24 +243,31 @@ def _settle_tree(system: System, flow: Workflow, options: ResumeOptions, hooks: 
     return manager.snapshot(store=False).entries
 
 
-def _check_inputs(system: System, flow: Workflow, point: ResumePoint,
-                  current: dict[str, Entry]) -> None:
-    """Skip each earlier step only while its inputs are as it found them; else start there."""
-    objects = system.checkpoint_manager.store.objects
+def _why_run(system: System, step: WorkflowStep, done: CheckpointRecord | None,
+             current: dict[str, Entry]) -> str | None:
+    """Why a step before the failed one must run again, or None to skip it (its ``reason`` then)."""
+    if done is not None and done.command is not None and done.command != step.command:
+        return "command changed: re-run"
+    if not step.inputs:
+        return None
+    if done is None:
+        return "inputs declared, but no successful run of it is recorded: re-run"
+    if not matches_any(current, step.inputs):
+        return "inputs match no file: re-run"
+    with system.checkpoint_manager.explain_damage():
+        then = input_state(flatten(system.checkpoint_manager.store.objects, done.state_hash), step.inputs)
+    return None if then == input_state(current, step.inputs) else "inputs changed: re-run"
+
+
+def _check_skipped(system: System, flow: Workflow, point: ResumePoint,
+                   current: dict[str, Entry]) -> None:
+    """Skip each earlier step only while its command and inputs are as it found them; else start there."""
     for index, (skip, done) in enumerate(zip(point.skipped, point.done, strict=True)):
-        patterns = flow.steps[skip.number - 1].inputs
-        if not patterns:
-            skip.reason = "no inputs declared"
+        step = flow.steps[skip.number - 1]
+        why = _why_run(system, step, done, current)
+        if why is None:
+            skip.reason = "inputs unchanged" if step.inputs else "no inputs declared"
             continue
-        if done is None:
-            why = "inputs declared, but no successful run of it is recorded: re-run"
-        else:
-            with system.checkpoint_manager.explain_damage():
-                then = input_state(flatten(objects, done.state_hash), patterns)
-            if then == input_state(current, patterns):
-                skip.reason = "inputs unchanged"
-                continue
-            why = "inputs changed: re-run"
         start = skip.number
         point.reasons.update({start: why} | {n: f"after step {start} re-ran" for n in range(start + 1,
                                                                                            point.start_step)})
@@ -270,5 +296,5 @@ def plan_resume(system: System, flow: Workflow, options: ResumeOptions,
         return done
     current = _settle_tree(system, flow, options, hooks, done)
     if options.from_step is None:
-        _check_inputs(system, flow, point, current)
+        _check_skipped(system, flow, point, current)
     return done

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..checkpoint import NewCheckpoint
 from ..errors import RestoreFailed, UsageError
 from ..record import CheckpointRecord
 from .classify import Classification, classify
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
     from .ports import System
 
 RUNNING = "step did not finish (interrupted, or still running)"
+# A step stopped (Ctrl-C, SIGTERM, an rrstore error) before its command finished once: like RUNNING,
+# a step that did not finish, which resume runs again.
+INTERRUPTED = "interrupted before the command finished"
+UNFINISHED = (RUNNING, INTERRUPTED)
 # The shell's 'cannot execute' and 'not found': waiting never fixes them, so they are not retried.
 NOT_RUNNABLE = (126, 127)
 
@@ -131,6 +136,7 @@ class StepSpec:
     step_number: int
     step_name: str
     command: str | Sequence[str]
+    workflow: str | None = None  # the lane of the workflow running the step (None: a one-off run)
 
     def check(self) -> None:
         if not self.command or (isinstance(self.command, str) and not self.command.strip()):
@@ -152,7 +158,9 @@ def run_step(system: System, spec: StepSpec, policy: RetryPolicy | None = None,
     backoff = check_seconds(settings.backoff if policy.backoff is None else policy.backoff, "backoff", where)
     if policy.timeout is not None:
         check_seconds(policy.timeout, "timeout", where, positive=True)
-    made = system.checkpoint(spec.lane, spec.step_number, spec.step_name, success=False, error_message=RUNNING)
+    made = system.take_checkpoint(NewCheckpoint(spec.lane, spec.step_number, spec.step_name, success=False,
+                                                error_message=RUNNING, workflow=spec.workflow,
+                                                command=describe(spec.command)))
     result = StepResult(made.record)
     start = time.perf_counter()
     try:
@@ -224,7 +232,7 @@ def _finish(system: System, result: StepResult, total_s: float) -> CheckpointRec
             f"exit status {last.exit_status}: {found.failure_type}: {found.evidence}" if found
             else f"exit status {last.exit_status}")[:500]
     else:
-        record.error_message = "interrupted before the command finished"
+        record.error_message = INTERRUPTED
     record.metrics = metrics
     manager = system.checkpoint_manager
     with manager.store.writing():

@@ -361,7 +361,7 @@ def _unmet(req: Requirement, probe: Probe) -> str | None:
 
 def check_configuration(system: System) -> Check:
     name = "configuration valid"
-    from .workflow import load_workflows
+    from .workflow import input_warnings, load_workflows
 
     try:
         settings = load_settings(system.root)
@@ -370,7 +370,9 @@ def check_configuration(system: System) -> Check:
     except RRStoreError as exc:
         return Check(name, FAIL, str(exc))
     flows = f"; workflows: {', '.join(lanes)}" if lanes else ""
-    return Check(name, PASS, f"{settings.source}{flows}")
+    warnings = input_warnings(system, list(lanes.values()))
+    more = f"; {len(warnings)} inputs pattern(s) match no file: {warnings[0]}" if warnings else ""
+    return Check(name, PASS, f"{settings.source}{flows}{more}", warnings)
 
 
 def check_store(system: System, deep: bool) -> Check:

@@ -7,8 +7,10 @@ each ``{ name, command }`` run by the shell, plus optional ``timeout``,
 step (paths or globs the step reads; see ``rrstore.recovery.inputs``).
 
 Where a resumed run starts, and which steps it skips, is decided in
-``resume``: at the failed step on the tree as it is, or earlier when a
-skipped step's declared inputs changed since it succeeded.
+``resume``: at the failed (or interrupted) step on the tree as it is, or
+earlier when a skipped step's command or declared inputs changed since it
+succeeded. Each step's record names the workflow that ran it, so resume
+sees only this workflow's steps.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ..config import load_section
 from ..diff import DiffResult
 from ..errors import UsageError
 from ..record import LANES, check_lane
-from .inputs import check_inputs
+from .inputs import check_inputs, unmatched
 from .resume import ResumeOptions, SkippedStep, change_lines, plan_resume, shown
 from .run import RetryPolicy, RunHooks, StepResult, StepSpec, run_step
 from .settings import check_retries, check_seconds
@@ -105,6 +107,20 @@ def load_workflow(root: Path, lane: str) -> Workflow:
         raise UsageError(f"no workflow for the {lane} lane in {where}: declare [workflow.{lane}] with "
                          "steps = [{ name = \"...\", command = \"...\" }, ...]")
     return flows[lane]
+
+
+def input_warnings(system: System, flows: list[Workflow]) -> list[str]:
+    """One line per declared inputs pattern that matches no file in the working tree (a typo, most
+    often: such a step proves nothing and re-runs at every resume). Lists the tree only when a step
+    declares inputs."""
+    from ..worktree.scan import scan_scope
+
+    if not any(step.inputs for flow in flows for step in flow.steps):
+        return []
+    paths = scan_scope(system.root, [system.store_path], include=system.settings.scope_include).paths
+    return [f"{flow.source}.{flow.lane} step {number} ({step.name}): inputs pattern {pattern!r} matches no "
+            "file in the working tree (a typo?): the step re-runs at every resume until it matches"
+            for flow in flows for number, step in enumerate(flow.steps, 1) for pattern in unmatched(paths, step.inputs)]
 
 
 @dataclass
@@ -203,6 +219,8 @@ def run_workflow(system: System, lane: str, options: ResumeOptions | None = None
     flow = load_workflow(system.root, lane)
     options, hooks = options or ResumeOptions(), hooks or RunHooks()
     result = WorkflowResult(lane, len(flow.steps))
+    for line in input_warnings(system, [flow]):
+        hooks.say(f"rrstore: warning: {line}")
     if options.resuming:
         done = plan_resume(system, flow, options, hooks)
         point = done.point
@@ -216,7 +234,7 @@ def run_workflow(system: System, lane: str, options: ResumeOptions | None = None
     for number in range(result.start_step, len(flow.steps) + 1):
         step = flow.steps[number - 1]
         hooks.say(f"rrstore: == step {number}/{len(flow.steps)} ({lane}): {step.name}: {step.command}")
-        outcome = run_step(system, StepSpec(lane, number, step.name, step.command), step.policy, hooks)
+        outcome = run_step(system, StepSpec(lane, number, step.name, step.command, workflow=lane), step.policy, hooks)
         result.steps.append(outcome)
         if not outcome.success:
             break

@@ -23,13 +23,14 @@ from .pack import Location, PackGone, PackReader, PackWriter
 OID_LEN = 64
 # No object is larger: whole files are stored only up to the chunking
 # threshold (4 MiB, worktree.snapshot.CHUNK_THRESHOLD), chunks are at most
-# 1 MiB (4 x CHUNK_AVG); trees and records stay far below (a tree of a million names is ~150 MiB). A frame declaring more is
-# refused before any memory is allocated for it, and put() refuses to write one.
+# 1 MiB (4 x CHUNK_AVG); trees and records stay far below (a tree of a
+# million names is ~150 MiB). A frame declaring more is refused before any
+# memory is allocated for it, and put() refuses to write one.
 MAX_OBJECT_SIZE = 256 << 20
 # Objects smaller than this go into packs; larger ones are loose files. File
-# contents are at most 4 MiB (see MAX_OBJECT_SIZE above), so in practice everything but checkpoint records is packed: a cold
-# checkpoint writes a few large files instead of one per object, and one
-# flush makes them durable.
+# contents are at most 4 MiB (see MAX_OBJECT_SIZE above), so in practice
+# everything but checkpoint records is packed: a cold checkpoint writes a
+# few large files instead of one per object, and one flush makes them durable.
 LOOSE_MIN = 16 << 20
 # gc rewrites packs smaller than this into one once there are more than
 # MAX_SMALL_PACKS of them (each checkpoint that changes anything adds one).
