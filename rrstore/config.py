@@ -216,7 +216,8 @@ def _around(path: Path, text: str, problem: Unparsed, exc: Exception) -> tuple[d
     doubt = (f"{path} has merge conflict markers (line {problem.line}) and its two sides do not agree on "
              "the [tool.rrstore] settings" if problem.conflicted
              else f"invalid TOML in {path}: {exc}; it holds [tool.rrstore] settings")
-    raise UsageError(f"{doubt}: resolve the conflict, or put the settings in rrstore.toml (which wins over "
+    fix = "resolve the conflict" if problem.conflicted else "fix the file"
+    raise UsageError(f"{doubt}: {fix}, or put the settings in rrstore.toml (which wins over "
                      "pyproject.toml); meanwhile 'rrstore restore' and 'rrstore validate' still work, with the "
                      f"default settings, when the store is at {Settings.store} or given with --store")
 
