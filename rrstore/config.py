@@ -85,8 +85,8 @@ MARKERS = ("<<<<<<< ", "=======", ">>>>>>> ")  # git's conflict markers; diff3 a
 _BASE = "||||||| "
 # Text that may hold rrstore's settings: a [tool.rrstore...] header, a dotted tool.rrstore key, or
 # an rrstore table under [tool] (a console script "rrstore = '...'" is a string, not matched).
-_MENTIONS = re.compile(r"""^\s*(\[+\s*tool\s*\.\s*["']?rrstore|tool\s*\.\s*["']?rrstore"""
-                       r"""|["']?rrstore["']?\s*(=\s*\{|\.))""", re.MULTILINE)
+_NAME = r"""(?:rrstore|"rrstore"|'rrstore')(?![\w-])"""
+_MENTIONS = re.compile(rf"^\s*(?:\[+\s*tool\s*\.\s*{_NAME}|tool\s*\.\s*{_NAME}|{_NAME}\s*(?:=\s*\{{|\.))", re.MULTILINE)
 _RESCUE: ContextVar[bool | None] = ContextVar("rrstore_config_rescue", default=None)
 _warned: set[str] = set()
 

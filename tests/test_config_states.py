@@ -142,6 +142,23 @@ def test_the_rrstore_table_both_sides_agree_on_is_used(git_project: Path) -> Non
     assert not (repo / ".checkpoints").exists()
 
 
+@pytest.mark.parametrize("style", ["diff3", "zdiff3"])
+def test_the_base_section_of_a_diff3_conflict_is_no_side(git_project: Path, style: str) -> None:
+    """diff3 adds the merge base between '||||||| ' and '=======': it is neither side, so it is dropped."""
+    repo = git_project
+    git(repo, "config", "merge.conflictStyle", style)
+    dependency_conflict(repo, '\n[tool.rrstore]\nstore = "ckpts"\n')
+    made = run_cli("checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "good", cwd=repo)
+    assert made.returncode == 0, made.stderr
+    conflict(repo)
+    assert "||||||| " in (repo / "pyproject.toml").read_text()
+
+    listed = run_cli("list", "--json", cwd=repo)
+
+    assert listed.returncode == 0, listed.stderr
+    assert [r["step_name"] for r in json.loads(listed.stdout)] == ["good"]
+
+
 def conflicting_settings(repo: Path, store: str = "") -> str:
     """A conflict inside [tool.rrstore] (workers differ), after a checkpoint of f.txt = 'good'; its id."""
     table = f'\n[tool.rrstore]\n{store}workers = 1\n'
@@ -240,6 +257,12 @@ def test_a_broken_pyproject_without_a_conflict(project: Path) -> None:
     with pytest.warns(UserWarning, match=r"does not parse \(line 3: .*\); ignored: it holds no \[tool.rrstore\]"):
         system = RollbackRecoverySystem(root=project)
     assert system.settings.source == "defaults"
+
+    # names rrstore without settings of it (a console script, a package): still ignored
+    (project / "pyproject.toml").write_text('[project.scripts]\nrrstore = "rrstore.cli.main:main"\n'
+                                            '[tool.setuptools.package-dir]\n"rrstore.cli" = "cli"\n[project\n')
+    with pytest.warns(UserWarning, match=r"does not parse \(line 5: .*\); ignored: it holds no \[tool.rrstore\]"):
+        assert RollbackRecoverySystem(root=project).settings.source == "defaults"
 
     (project / "pyproject.toml").write_text('[tool.rrstore]\nworkers = 2\n[project\n')
     with pytest.raises(UsageError, match=r"invalid TOML in .*pyproject.toml: .*; it holds \[tool.rrstore\] "
