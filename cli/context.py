@@ -8,14 +8,21 @@ options the same way, in ``piptools/scripts/options.py``).
 from __future__ import annotations
 
 import traceback
+import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
+from rrstore.config import ConfigWarning, rescue_settings
 from rrstore.errors import RRStoreError
 from rrstore.system import RollbackRecoverySystem
+
+# Commands that must work while the project's settings are in doubt (a conflicted pyproject.toml):
+# restore gets out of such a state, validate reports it (its configuration check names the doubt).
+RESCUE_COMMANDS = ("restore", "validate")
 
 
 @dataclass
@@ -31,7 +38,10 @@ class State:
 
     def system(self) -> RollbackRecoverySystem:
         if self._system is None:
-            self._system = RollbackRecoverySystem(root=self.root, store=self.store)
+            ctx = click.get_current_context(silent=True)
+            rescue = ctx is not None and ctx.info_name in RESCUE_COMMANDS
+            with rescue_settings(self.store is not None) if rescue else nullcontext():
+                self._system = RollbackRecoverySystem(root=self.root, store=self.store)
         return self._system
 
     @property
@@ -62,6 +72,19 @@ def global_options(func: Any) -> Any:
     for opt in reversed(opts):
         func = opt(func)
     return func
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """The library's ConfigWarning as one ``rrstore: warning:`` line on stderr; others as Python shows them."""
+    if issubclass(category, ConfigWarning):
+        click.echo(f"rrstore: warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+warnings.showwarning = _show_warning
 
 
 def state() -> State:

@@ -27,7 +27,7 @@ from .settings import check_retries, check_seconds, load_recovery_settings
 from .vocabulary import RecoveryStrategy
 
 if TYPE_CHECKING:
-    from .planner import RecoveryPlan
+    from .planner import RecoveryPlan, RecoveryPlanner
     from .ports import System
 
 RUNNING = "step did not finish (interrupted, or still running)"
@@ -158,20 +158,23 @@ def run_step(system: System, spec: StepSpec, policy: RetryPolicy | None = None,
     backoff = check_seconds(settings.backoff if policy.backoff is None else policy.backoff, "backoff", where)
     if policy.timeout is not None:
         check_seconds(policy.timeout, "timeout", where, positive=True)
+    # Planned with the settings the step started under: the command may leave them unreadable (a merge
+    # that conflicts in pyproject.toml), and its own exit status and plan must still be reported.
+    planner = system.recovery_planner
     made = system.take_checkpoint(NewCheckpoint(spec.lane, spec.step_number, spec.step_name, success=False,
                                                 error_message=RUNNING, workflow=spec.workflow,
                                                 command=describe(spec.command)))
     result = StepResult(made.record)
     start = time.perf_counter()
     try:
-        _attempts(system, spec, (policy, retries, backoff), hooks, result)
+        _attempts(system, spec, (policy, retries, backoff), hooks, result, planner)
     finally:  # also on Ctrl-C or an rrstore error: the record says what happened
         result.record = _finish(system, result, time.perf_counter() - start)
     return result
 
 
 def _attempts(system: System, spec: StepSpec, options: tuple[RetryPolicy, int, float],
-              hooks: RunHooks, result: StepResult) -> None:
+              hooks: RunHooks, result: StepResult, planner: RecoveryPlanner) -> None:
     policy, retries, backoff = options
     label = f"step {spec.step_number} ({spec.step_name})"
     for number in range(1, retries + 2):
@@ -189,7 +192,7 @@ def _attempts(system: System, spec: StepSpec, options: tuple[RetryPolicy, int, f
             result.plan = None
             return
         attempt.classification = found = classify(outcome.text(), outcome.exit_status)
-        result.plan = plan = system.recovery_planner.get_recovery_plan(found, spec.lane)
+        result.plan = plan = planner.get_recovery_plan(found, spec.lane)
         hooks.say(f"rrstore: {label} failed (attempt {number}, exit status {outcome.exit_status}): {found.message}")
         earlier = [a.classification.failure_type for a in result.attempts[:-1] if a.classification]
         if found.failure_type not in earlier:  # the plan once per kind of failure, not at every retry

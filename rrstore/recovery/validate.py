@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from ..config import load_settings
-from ..errors import CorruptObject, ObjectMissing, RRStoreError, StoreNotFound
+from ..config import load_settings, pyproject_problem
+from ..errors import CorruptObject, ObjectMissing, RRStoreError, StoreNotFound, UsageError
 from ..record import CheckpointRecord
 from .settings import DEFAULT_CRITICAL_FILES, load_recovery_settings
 
@@ -196,18 +196,27 @@ def _changed(changes: Any) -> list[str]:
 
 
 def declared_dependencies(root: Path) -> tuple[list[str], str]:
-    """Requirement strings the project declares, and where: pyproject's [project], else requirements.txt."""
+    """Requirement strings the project declares, and where: pyproject's [project], else requirements.txt.
+
+    A pyproject.toml that does not parse, or whose ``dependencies`` is not an
+    array of strings, raises a UsageError saying so: "nothing declared" would
+    hide it.
+    """
     import tomllib
 
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
-        try:
-            with open(pyproject, "rb") as fh:
-                deps = tomllib.load(fh).get("project", {}).get("dependencies")
-        except (OSError, tomllib.TOMLDecodeError):
-            deps = None
-        if isinstance(deps, list):
-            return [d for d in deps if isinstance(d, str)], "pyproject.toml"
+        problem = pyproject_problem(root)
+        if problem is not None:
+            raise UsageError(problem.summary)
+        with open(pyproject, "rb") as fh:
+            project = tomllib.load(fh).get("project", {})
+        deps = project.get("dependencies") if isinstance(project, dict) else None
+        if deps is not None and not (isinstance(deps, list) and all(isinstance(d, str) for d in deps)):
+            raise UsageError(f"pyproject.toml [project] dependencies is malformed: it must be an array of "
+                             f"requirement strings (dependencies = [\"requests>=2\"]), not {_shape(deps)}")
+        if deps is not None:
+            return list(deps), "pyproject.toml"
     requirements = root / "requirements.txt"
     if requirements.is_file():
         lines = [line.split("#", 1)[0].strip() for line in requirements.read_text(errors="replace").splitlines()]
@@ -215,11 +224,20 @@ def declared_dependencies(root: Path) -> tuple[list[str], str]:
     return [], ""
 
 
+def _shape(value: object) -> str:
+    if isinstance(value, list):
+        return "an array holding " + ", ".join(sorted({type(v).__name__ for v in value if not isinstance(v, str)}))
+    return {str: "a string", dict: "a table", bool: "a boolean"}.get(type(value), f"a {type(value).__name__}")
+
+
 def check_dependencies(system: System) -> Check:
     """The declared requirements resolve in the interpreter the project runs (``project_interpreter``),
     asked in a subprocess: rrstore's own interpreter (pipx, a tools venv) says nothing about the project's."""
     name = "dependencies installed"
-    deps, source = declared_dependencies(system.root)
+    try:
+        deps, source = declared_dependencies(system.root)
+    except UsageError as exc:
+        return Check(name, FAIL, str(exc))
     if not deps:
         return Check(name, SKIP, "no dependencies declared (pyproject.toml [project] or requirements.txt)")
     python = project_interpreter(system.root)
@@ -229,12 +247,16 @@ def check_dependencies(system: System) -> Check:
     probe = _probe(python, sorted({r.name for r in parsed if not isinstance(r, str)}))
     if isinstance(probe, str):
         return Check(name, FAIL, probe)
-    problems = [p for p in (r if isinstance(r, str) else _unmet(r, probe) for r in parsed) if p]
+    applies = [r for r in parsed if isinstance(r, str) or _applies(r, probe)]
+    skipped = [r for r in parsed if not isinstance(r, str) and not _applies(r, probe)]
+    problems = [p for p in (r if isinstance(r, str) else _unmet(r, probe) for r in applies) if p]
     checked = f"checked {python.said}"
     if problems:
         shown = "; ".join(problems[:5]) + (" …" if len(problems) > 5 else "")
         return Check(name, FAIL, f"{checked}: {shown}", problems)
-    return Check(name, PASS, f"{checked}: {len(deps)} from {source} resolve", deps)
+    by_markers = f" ({len(skipped)} skipped by their markers)" if skipped else ""
+    return Check(name, PASS, f"{checked}: {len(applies)} from {source} resolve{by_markers}",
+                 [str(r) for r in applies] + [f"{r} (skipped: its marker does not apply)" for r in skipped])
 
 
 class Interpreter(NamedTuple):
@@ -347,9 +369,14 @@ def _requirement(text: str) -> Requirement | str:
         return f"{text!r} is not a valid requirement"
 
 
+def _applies(req: Requirement, probe: Probe) -> bool:
+    """Whether ``req``'s environment marker (if any) holds in the probed interpreter."""
+    return req.marker is None or req.marker.evaluate({**probe.environment, "extra": ""})
+
+
 def _unmet(req: Requirement, probe: Probe) -> str | None:
     """Why ``req`` is not met in the probed interpreter, or None when it is (or its marker excludes it there)."""
-    if req.marker is not None and not req.marker.evaluate({**probe.environment, "extra": ""}):
+    if not _applies(req, probe):
         return None
     version = probe.versions.get(req.name)
     if version is None:
@@ -372,7 +399,14 @@ def check_configuration(system: System) -> Check:
     flows = f"; workflows: {', '.join(lanes)}" if lanes else ""
     warnings = input_warnings(system, list(lanes.values()))
     more = f"; {len(warnings)} inputs pattern(s) match no file: {warnings[0]}" if warnings else ""
-    return Check(name, PASS, f"{settings.source}{flows}{more}", warnings)
+    source = settings.source
+    if source == "defaults":
+        has = (system.root / "pyproject.toml").is_file()
+        source = f"defaults (no rrstore.toml, {'no [tool.rrstore] in pyproject.toml' if has else 'no pyproject.toml'})"
+    problem = pyproject_problem(system.root)
+    if problem is not None:  # the settings were read around it (see rrstore.config); the project is still broken
+        return Check(name, FAIL, f"{problem.summary}; rrstore's settings: {source}{flows}{more}", warnings)
+    return Check(name, PASS, f"{source}{flows}{more}", warnings)
 
 
 def check_store(system: System, deep: bool) -> Check:

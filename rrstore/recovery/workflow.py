@@ -104,8 +104,12 @@ def load_workflow(root: Path, lane: str) -> Workflow:
     flows = load_workflows(root)
     if lane not in flows:
         _, where = load_section(root, "workflow")
-        raise UsageError(f"no workflow for the {lane} lane in {where}: declare [workflow.{lane}] with "
-                         "steps = [{ name = \"...\", command = \"...\" }, ...]")
+        steps = 'steps = [{ name = "...", command = "..." }, ...]'
+        if where == "workflow":  # no settings file declares anything
+            raise UsageError(f"no rrstore.toml or pyproject.toml [tool.rrstore] declares [workflow.{lane}]: "
+                             f"add the table [workflow.{lane}] with {steps} to rrstore.toml "
+                             "(docs/recovery.md, Workflows and resume)")
+        raise UsageError(f"no workflow for the {lane} lane in {where}: declare [workflow.{lane}] with {steps}")
     return flows[lane]
 
 
