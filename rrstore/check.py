@@ -38,7 +38,6 @@ from .record import CheckpointRecord, added_ns_of, is_future_dated
 from .store.objects import ObjectStore
 from .store.pack import PREFIX as PACKS
 from .store.pack import PackReader, scan_pack
-from .store.refs import Pins, Refs
 from .store.store import Store, _check_config
 from .tree import DIR, FILE, Entry, content_oids, read_tree
 
@@ -128,10 +127,7 @@ def open_for_check(path: Path, settings: Settings) -> Store:
     """The store at ``path`` even without its ``config.json`` (check must open a damaged store)."""
     if not path.is_dir() or not any((path / sub).exists() for sub in ("config.json", "objects", "packs", "refs")):
         raise StoreNotFound(str(path))
-    backend = LocalBackend(path)
-    objects = ObjectStore(backend, settings.compression_level, durable=settings.fsync == "always",
-                          sync_packs=settings.fsync != "never")
-    return Store(path, backend, objects, Refs(backend, durable=settings.fsync != "never"), settings, Pins(backend))
+    return Store.over(LocalBackend(path), settings)
 
 
 def check(store: Store, options: CheckOptions | None = None) -> CheckResult:

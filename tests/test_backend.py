@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from rrstore.backends import Backend, LocalBackend
+from rrstore.backends.memory import MemoryBackend
 from rrstore.backends.s3 import PROBE_KEY, S3Backend
 
 
@@ -29,6 +30,7 @@ def s3_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {
     "local": lambda request, tmp_path: LocalBackend(tmp_path / "store"),
+    "memory": lambda request, tmp_path: MemoryBackend(),
     "s3": s3_backend,
 }
 

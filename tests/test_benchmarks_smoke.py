@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
@@ -18,12 +17,10 @@ RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
 def test_benchmark_smoke_run_writes_table_and_json(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, str(RUN), "--smoke", "--trees", "generated", "--runs", "1", "--no-install",
          "--output", str(out), "--workdir", str(tmp_path / "work")],
         capture_output=True, text=True, timeout=180, check=False)
-    elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     table = (out / "results.md").read_text()
@@ -47,4 +44,3 @@ def test_benchmark_smoke_run_writes_table_and_json(tmp_path: Path) -> None:
         assert f"| {tool} |" in table
     assert "git" in case["tool_order"]
     assert "rrstore ÷ git" in table
-    assert elapsed < 120, f"smoke run took {elapsed:.0f}s"

@@ -10,13 +10,15 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
+from typing import Self
 
 import blake3
 import pytest
 from conftest import GIT_ENV, git
 
+import rrstore.checkpoint as checkpoint_module
 from rrstore import RollbackRecoverySystem
 from rrstore.backends import LocalBackend
 from rrstore.store.objects import ObjectStore
@@ -70,18 +72,21 @@ def test_id_has_the_seed_form_and_names_its_creation_time(project: Path) -> None
         assert result.success is True
 
 
-def test_two_checkpoints_in_the_same_second_get_distinct_ids(project: Path) -> None:
+class FrozenNow(datetime):
+    """``datetime`` whose ``now()`` is one fixed instant: the clock a checkpoint id is made from, held still."""
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> Self:
+        return cls(2026, 12, 1, 12, 0, 0, 250_000, tzinfo=tz)
+
+
+def test_two_checkpoints_in_the_same_second_get_distinct_ids(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(project / "f.txt", b"x")
     system = RollbackRecoverySystem(root=project)
     system.checkpoint("standard", 1, "warm up")
-    for _ in range(5):
-        time.sleep(1.02 - time.time() % 1)  # start just after a second boundary
-        first, second, third = (system.checkpoint("standard", 2, name).checkpoint_id
-                                for name in ("one", "two", "three"))
-        if len({i.split("-")[2] for i in (first, second, third)}) == 1:
-            break
-    else:
-        pytest.skip("could not create three checkpoints within one second")
+    monkeypatch.setattr(checkpoint_module, "datetime", FrozenNow)
+    first, second, third = (system.checkpoint("standard", 2, name).checkpoint_id for name in ("one", "two", "three"))
+    assert first == "standard-step2-20261201_120000"
     assert second == f"{first}-2"
     assert third == f"{first}-3"
     names = {r.checkpoint_id: r.step_name for r in system.list().checkpoints}

@@ -15,6 +15,14 @@ def cache_at(tmp_path: Path) -> StatCache:
     return StatCache(tmp_path / "cache" / "stat-x", tmp_path / "tmp").load()
 
 
+def settled(*paths: Path) -> None:
+    """Date the files' mtimes 10 s back: written well before any scan's racy window (``SETTLE_NS``),
+    so the cache may vouch for them without the test waiting for the clock."""
+    then = time.time_ns() - 10 * 10**9
+    for path in paths:
+        os.utime(path, ns=(then, then))
+
+
 def test_hit_only_when_the_stat_matches_and_the_file_is_older_than_the_boundary(tmp_path: Path) -> None:
     path = tmp_path / "f.txt"
     path.write_bytes(b"content")
@@ -64,9 +72,9 @@ def test_restore_remembers_written_files_but_not_the_newest_ones(tmp_path: Path)
 def test_file_replaced_by_a_symlink_is_seen(project: Path) -> None:
     (project / "a.txt").write_bytes(b"a file\n")
     (project / "b.txt").write_bytes(b"another\n")
+    settled(project / "a.txt", project / "b.txt")
     system = RollbackRecoverySystem(root=project)
     system.checkpoint("standard", 1, "files")
-    time.sleep(0.05)
     system.checkpoint("standard", 2, "cached")  # now the cache vouches for a.txt
     (project / "a.txt").unlink()
     os.symlink("b.txt", project / "a.txt")
@@ -78,10 +86,10 @@ def test_file_replaced_by_a_symlink_is_seen(project: Path) -> None:
 def test_file_swapped_for_another_of_the_same_size_and_mtime_is_seen(project: Path) -> None:
     path = project / "data.bin"
     path.write_bytes(b"x" * 100)
+    settled(path)
     old = os.lstat(path)
     system = RollbackRecoverySystem(root=project)
     first = system.checkpoint("standard", 1, "x").record
-    time.sleep(0.05)
     system.checkpoint("standard", 2, "cached")
     replacement = project / "new.tmp"
     replacement.write_bytes(b"y" * 100)
@@ -125,9 +133,9 @@ def cached_project(project: Path) -> tuple[RollbackRecoverySystem, Path]:
     rng = random.Random(7)
     for name in ("big1.bin", "big2.bin"):
         (project / name).write_bytes(rng.randbytes(5 << 20))
+    settled(*project.iterdir())
     system = RollbackRecoverySystem(root=project)
     system.checkpoint("standard", 1, "first")
-    time.sleep(0.05)
     system.checkpoint("standard", 2, "cached")
     (cache,) = (system.open_store().path / "cache").glob("stat-*")
     return system, cache

@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..backends import LocalBackend
+from ..backends import Backend, LocalBackend
 from ..config import Settings
 from ..errors import RRStoreError, StoreConfigDamaged, StoreConfigMissing, StoreNotFound, UsageError, from_oserror
 from ..fsutil import atomic_write
@@ -41,7 +41,7 @@ TMP_GRACE = 900.0
 @dataclass
 class Store:
     path: Path
-    backend: LocalBackend
+    backend: Backend
     objects: ObjectStore
     refs: Refs
     settings: Settings
@@ -63,11 +63,26 @@ class Store:
             found = STORE_FORMAT
         else:
             found = _check_config(config)
-        backend = LocalBackend(path)
+        return cls.over(LocalBackend(path), settings, format=found)
+
+    @classmethod
+    def over(cls, backend: Backend, settings: Settings, path: Path | None = None, *,
+             format: str = STORE_FORMAT) -> Store:
+        """One database over any backend: objects, refs and pins share ``backend`` and ``settings``.
+
+        Checks nothing (``open`` checks the config; ``check`` opens a store
+        that lacks one). ``path`` is the local directory of the store's
+        locks and ``tmp/``: a ``LocalBackend``'s root unless given; another
+        backend needs one for ``writing`` and ``collecting``.
+        """
+        if path is None:
+            if not isinstance(backend, LocalBackend):
+                raise TypeError(f"Store.over({backend.location}): give the local path of its locks")
+            path = backend.root
         objects = ObjectStore(backend, settings.compression_level, durable=settings.fsync == "always",
                               sync_packs=settings.fsync != "never")
         refs = Refs(backend, durable=settings.fsync != "never")
-        return cls(path, backend, objects, refs, settings, Pins(backend), found)
+        return cls(path, backend, objects, refs, settings, Pins(backend), format)
 
     @contextmanager
     def writing(self, *, read_only: bool = False) -> Iterator[None]:
