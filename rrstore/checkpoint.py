@@ -32,7 +32,7 @@ from .errors import (
     StoreDamaged,
     UsageError,
 )
-from .gitrepo import earlier_identities, project_identity
+from .gitrepo import earlier_identities, known_commits, project_identity
 from .objects import hash_bytes, is_oid
 from .refs import Ref, Refs, valid_id
 from .scan import scan_scope
@@ -190,9 +190,12 @@ class ProjectView:
 
     A record belongs when its ``project`` is this project's identity (``gitrepo.project_identity``,
     asked of git once, when first needed), or one it had before (``gitrepo.earlier_identities``:
-    its path before its first commit, its first commit before it had a remote). A record older
-    than project identities (``project`` empty) belongs to the root it was taken in; one naming
-    neither project nor root (made by hand, never by rrstore) to whoever holds it.
+    its path before its first commit, its first commit before it had a remote). A record of another
+    git identity belongs too when it was taken at this very root and its ``git_commit`` is a commit
+    this repository has: the same repository, whose remote URL changed since (a fork, a move). A
+    different repository checked out at the same path has none of its commits and stays foreign.
+    A record older than project identities (``project`` empty) belongs to the root it was taken in;
+    one naming neither project nor root (made by hand, never by rrstore) to whoever holds it.
     """
 
     def __init__(self, root: Path, identify: Callable[[], str] | None = None) -> None:
@@ -200,6 +203,7 @@ class ProjectView:
         self._identify = identify or (lambda: project_identity(root))
         self._identity: str | None = None
         self._earlier: set[str] | None = None
+        self._commits: dict[str, bool] = {}  # commit id -> whether this repository has it
 
     @property
     def identity(self) -> str:
@@ -212,11 +216,32 @@ class ProjectView:
             return record.root in ("", str(self.root))
         if record.project == self.identity:
             return True
-        if not record.project.startswith(("path:", "git:root-")):
+        if record.project.startswith(("path:", "git:root-")):
+            if self._earlier is None:
+                self._earlier = earlier_identities(self.root, self.identity)
+            if record.project in self._earlier:
+                return True
+        if not self._may_be_renamed(record):
             return False
-        if self._earlier is None:
-            self._earlier = earlier_identities(self.root, self.identity)
-        return record.project in self._earlier
+        self._learn([record])
+        return self._commits[record.git_commit or ""]
+
+    def mine(self, records: list[CheckpointRecord]) -> list[CheckpointRecord]:
+        """Those of ``records`` this project owns; their commits asked of git in one call."""
+        self._learn(records)
+        return [r for r in records if self.owns(r)]
+
+    def _may_be_renamed(self, record: CheckpointRecord) -> bool:
+        """Another git identity, taken at this root, at a commit: maybe this repository under an old URL."""
+        return (record.project.startswith("git:") and record.root == str(self.root)
+                and bool(record.git_commit) and record.project != self.identity)
+
+    def _learn(self, records: list[CheckpointRecord]) -> None:
+        asked = {r.git_commit for r in records if r.git_commit and r.git_commit not in self._commits
+                 and self._may_be_renamed(r)}
+        if asked:
+            found = known_commits(self.root, asked)
+            self._commits.update((sha, sha in found) for sha in asked)
 
 
 def latest_of(records: list[CheckpointRecord], view: ProjectView, *,
@@ -225,7 +250,7 @@ def latest_of(records: list[CheckpointRecord], view: ProjectView, *,
 
     Raises NoProjectCheckpoint when only other projects' are there, CheckpointNotFound when none is.
     """
-    mine = records if all_projects else [r for r in records if view.owns(r)]
+    mine = records if all_projects else view.mine(records)
     newest = next((r for r in mine if r.kind == "step"), None)
     if newest is None and len(mine) < len(records):
         raise NoProjectCheckpoint("latest", view.identity, len(records) - len(mine))
@@ -382,10 +407,9 @@ class CheckpointManager:
             except (ObjectMissing, CorruptObject) as exc:
                 self.damaged[checkpoint_id] = exc
                 continue
-            if (record is not None and (lane is None or record.lane == lane)
-                    and (all_projects or self.owns(record))):
+            if record is not None and (lane is None or record.lane == lane):
                 records.append(record)
-        return newest_first(records)
+        return newest_first(records if all_projects else self.view.mine(records))
 
     def newest(self, records: list[CheckpointRecord] | None = None, *,
                all_projects: bool = False) -> CheckpointRecord | None:

@@ -487,7 +487,7 @@ class RollbackRecoverySystem:
         if lane is not None:
             check_lane(lane)
         listing = transfer.list_remote(transfer.open_remote(remote, endpoint_url), lane)
-        records = [r for r in listing.checkpoints if all_projects or self.view.owns(r)]
+        records = listing.checkpoints if all_projects else self.view.mine(listing.checkpoints)
         return ListResult(records, success=not listing.damaged, damaged=listing.damaged)
 
     # recovery (rrstore/recovery/, imported here only when used) ---------------------------------
