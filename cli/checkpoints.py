@@ -148,6 +148,9 @@ def diff(old_id: str, new_id: str | None, exit_code: bool) -> int:
                 [("M", p) for p in result.modified]
         for tag, path in sorted(lines, key=lambda t: t[1]):
             click.echo(f"{tag} {path}")
+        if result.left_out and not st.quiet:  # never a change: restore leaves them alone
+            click.echo(f"rrstore: {', '.join(result.left_out)}: left out of the checkpoint {old_id}, "
+                       "not compared", err=True)
     return 1 if exit_code and result.changed else 0
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, ProjectView, check_lane, latest_of
 from .config import Settings, find_project_root, load_settings
-from .diff import DiffResult, diff
+from .diff import DiffResult, against_checkpoint, diff, left_out_note
 from .errors import (
     DiskFull,
     ForeignCheckpoint,
@@ -105,7 +105,10 @@ class StatusResult:
 
     @property
     def clean(self) -> bool:
-        return self.newest is not None and self.newest.state_hash == self.state_hash
+        """The tree is the newest checkpoint's, but for what that checkpoint left out."""
+        if self.newest is None:
+            return False
+        return self.newest.state_hash == self.state_hash or (self.changes is not None and not self.changes.changed)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -121,11 +124,12 @@ class StatusResult:
         if self.newest is None:
             return "no checkpoints yet"
         if self.clean:
-            return f"matches the newest checkpoint {self.newest.checkpoint_id}"
+            return f"matches the newest checkpoint {self.newest.checkpoint_id}{left_out_note(self.changes)}"
         summary = ""
         if self.changes is not None:
             c = self.changes
-            summary = f" ({len(c.added)} added, {len(c.removed)} removed, {len(c.modified)} modified)"
+            summary = (f" ({len(c.added)} added, {len(c.removed)} removed, {len(c.modified)} modified"
+                       f"{left_out_note(c)})")
         if self.matching is not None:
             return (f"matches checkpoint {self.matching.checkpoint_id}; differs from the newest, "
                     f"{self.newest.checkpoint_id}{summary}")
@@ -248,12 +252,10 @@ class RollbackRecoverySystem:
         manager = self.checkpoint_manager
         objects = manager.store.objects
         with manager.explain_damage():
-            old = flatten(objects, manager.get(old_id).state_hash)
-            if new_id is None:
-                new = manager.snapshot(store=False).entries
-            else:
-                new = flatten(objects, manager.get(new_id).state_hash)
-        return diff(old, new)
+            old = manager.get(old_id)
+            if new_id is None:  # what the checkpoint left out is no change (restore leaves it alone)
+                return against_checkpoint(objects, old, manager.snapshot(store=False).entries)
+            return diff(flatten(objects, old.state_hash), flatten(objects, manager.get(new_id).state_hash))
 
     def status(self, *, all_projects: bool = False) -> StatusResult:
         """The working tree's state hash and how it relates to this project's checkpoints (every
@@ -266,7 +268,9 @@ class RollbackRecoverySystem:
         changes = None
         if newest is not None and newest.state_hash != snap.root_oid:
             with manager.explain_damage():
-                changes = diff(flatten(manager.store.objects, newest.state_hash), snap.entries)
+                changes = against_checkpoint(manager.store.objects, newest, snap.entries)
+            if not changes.changed:  # it differs only in what the checkpoint left out
+                matching = newest
         return StatusResult(snap.root_oid, newest, matching, changes)
 
     def restore(self, checkpoint_id: str, *, paths: Sequence[str] | None = None, dry_run: bool = False,

@@ -7,11 +7,16 @@ Real git repositories, real subprocesses of the CLI, and (for push and pull) the
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import git, run_cli, write
+from conftest import _die_with_parent, git, run_cli, write
 
 from rrstore import RollbackRecoverySystem, gitrepo
 
@@ -98,3 +103,92 @@ def test_the_commits_of_a_listing_are_asked_of_git_in_one_call(tmp_path: Path,
     system.list()
     assert system.show("latest").step_name == "s3"
     assert len(calls) == 1 and len(calls[0]) == 3  # one cat-file --batch-check, cached by the view
+
+
+# 2. a file the checkpoint left out, once its writer stopped ------------------------------------------
+
+# Appends a line every millisecond until killed (real-time scheduling when allowed, so a loaded machine
+# cannot pause it for the settle window): the file never settles while the checkpoint reads it.
+WRITER = """
+import os, sys, time
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+except (OSError, AttributeError):
+    pass
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+deadline = time.monotonic() + 300
+while time.monotonic() < deadline:
+    os.write(fd, b"INFO still running\\n")
+    if os.fstat(fd).st_size > 1 << 20:
+        os.ftruncate(fd, 0)
+    time.sleep(0.001)
+"""
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """A real process appending to ``path`` for the whole block (seen writing before it starts)."""
+    path.write_bytes(b"")
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], preexec_fn=_die_with_parent)
+    try:
+        deadline = time.monotonic() + 10
+        while path.stat().st_size == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        yield
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_what_a_checkpoint_left_out_is_no_change_for_status_diff_validate_and_restore(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", None, {"README.md": "# demo\n"})
+    with writing(repo / "app.log"):
+        taken = checkpoint(repo)
+    record = json.loads(rr(repo, "show", taken, "--json").stdout)
+    assert list(record["left_out"]) == ["app.log"]
+    # the writer stopped: app.log is a quiet file now, which the checkpoint does not hold
+
+    restored = rr(repo, "restore", taken)
+    assert "already matches" in restored.stderr
+    status = rr(repo, "status", "--exit-code")
+    assert status.stdout.splitlines()[1] == f"matches the newest checkpoint {taken}; app.log left out of the checkpoint"
+    assert json.loads(rr(repo, "status", "--json").stdout)["clean"] is True
+    diffed = rr(repo, "diff", taken, "--exit-code")
+    assert diffed.stdout == ""
+    assert diffed.stderr.strip() == f"rrstore: app.log: left out of the checkpoint {taken}, not compared"
+    assert json.loads(rr(repo, "diff", taken, "--json").stdout)["left_out"] == ["app.log"]
+    checks = json.loads(rr(repo, "validate", "--checkpoint", taken, "--json", code=None).stdout)["checks"]
+    [matches] = [c for c in checks if c["name"] == f"working tree matches {taken}"]
+    assert matches["status"] == "pass", matches
+
+    # a real change is still one, and app.log is still said apart
+    write(repo, "README.md", "# changed\n")
+    status = rr(repo, "status", "--exit-code", code=1)
+    assert status.stdout.splitlines()[1] == (f"differs from the newest checkpoint {taken} (0 added, 0 removed, "
+                                             "1 modified; app.log left out of the checkpoint)")
+    assert rr(repo, "diff", taken).stdout == "M README.md\n"
+
+
+def test_resume_strict_is_not_refused_for_a_log_the_failed_steps_checkpoint_left_out(tmp_path: Path) -> None:
+    """Step 1 starts a log writer; step 2's checkpoint leaves the log out and step 2 fails; the writer
+    stops; ``--resume --strict`` sees no change since step 1 ended (the log is what the base left out)."""
+    script, pid, flag = tmp_path / "writer.py", tmp_path / "writer.pid", tmp_path / "fixed"
+    script.write_text(WRITER)
+    py = sys.executable
+    start = f"{py} {script} app.log >/dev/null 2>&1 & echo $! > {pid}; sleep 0.2"
+    steps = [("build", start), ("tests", f"test -e {flag}")]
+    toml = "[recovery]\nretries = 0\n\n[workflow.standard]\nsteps = [\n" + "".join(
+        f"  {{ name = {json.dumps(name)}, command = {json.dumps(command)} }},\n" for name, command in steps) + "]\n"
+    repo = make_repo(tmp_path / "repo", None, {"README.md": "# demo\n", "rrstore.toml": toml})
+    try:
+        rr(repo, "workflow", "--lane", "standard", code=1)
+    finally:
+        os.kill(int(pid.read_text()), 9)
+    [failed] = [r for r in json.loads(rr(repo, "list", "--json").stdout) if r["step_number"] == 2]
+    assert list(failed["left_out"]) == ["app.log"]
+    flag.write_text("the fix lives outside the tree\n")
+
+    resumed = rr(repo, "workflow", "--lane", "standard", "--resume", "--strict")
+    assert (f"rrstore: no change since step 1 (build) ended (checkpoint {failed['checkpoint_id']}); "
+            "app.log left out of the checkpoint") in resumed.stderr.splitlines()
+    assert "changed since" not in resumed.stderr
