@@ -102,6 +102,8 @@ def list_(lane: str | None, remote: str | None, endpoint_url: str | None, all_pr
     else:
         for r in records:
             click.echo(f"{_record_line(r)} {_project_label(r)}" if all_projects else _record_line(r))
+    if listing.note:
+        info(f"rrstore: {listing.note}", st.quiet)
     if listing.damaged:
         raise CheckpointsUnreadable(listing.damaged)
     return 0
@@ -162,6 +164,8 @@ def status(exit_code: bool, all_projects: bool) -> int:
     """The working tree's state hash and whether it matches this project's newest checkpoint."""
     st = state()
     result = st.system().status(all_projects=all_projects)
+    if result.note:
+        info(f"rrstore: {result.note}", st.quiet)
     if st.json:
         emit_json(result.to_json())
     else:

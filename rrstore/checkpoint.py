@@ -244,6 +244,11 @@ class ProjectView:
             self._commits.update((sha, sha in found) for sha in asked)
 
 
+def others_note(project: str, others: int) -> str:
+    """What an empty view says when the store holds ``others`` checkpoints of other projects."""
+    return f"no checkpoints of this project ({project}); {others} of other projects: add --all-projects"
+
+
 def latest_of(records: list[CheckpointRecord], view: ProjectView, *,
               all_projects: bool = False) -> CheckpointRecord:
     """What 'latest' names among ``records`` (newest first): the project's newest step checkpoint.

@@ -20,7 +20,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .checkpoint import CheckpointManager, CheckpointRecord, NewCheckpoint, ProjectView, check_lane, latest_of
+from .checkpoint import (
+    CheckpointManager,
+    CheckpointRecord,
+    NewCheckpoint,
+    ProjectView,
+    check_lane,
+    latest_of,
+    others_note,
+)
 from .config import Settings, find_project_root, load_settings
 from .diff import DiffResult, against_checkpoint, diff, left_out_note
 from .errors import (
@@ -64,6 +72,8 @@ if TYPE_CHECKING:
     from .transfer import TransferResult
 
 WORKTREE_LOCK = "worktree"
+# The git operations (``gitrepo.OPERATIONS``) that stop on a conflict, leaving markers in files.
+CONFLICTING = ("merge", "rebase", "cherry-pick", "revert")
 
 
 @dataclass
@@ -89,6 +99,14 @@ class ListResult:
     checkpoints: list[CheckpointRecord]
     success: bool = True
     damaged: dict[str, RRStoreError] = field(default_factory=dict)
+    # Checkpoints of other projects this view hides, and this project's identity (said when the view is empty).
+    others: int = 0
+    project: str = ""
+
+    @property
+    def note(self) -> str | None:
+        """One line for stderr when this project has none but other projects have some, else None."""
+        return others_note(self.project, self.others) if self.others and not self.checkpoints else None
 
     @property
     def message(self) -> str:
@@ -102,6 +120,13 @@ class StatusResult:
     matching: CheckpointRecord | None
     changes: DiffResult | None = None
     success: bool = True
+    others: int = 0  # step checkpoints of other projects, counted only when this project has none
+    project: str = ""
+
+    @property
+    def note(self) -> str | None:
+        """One line for stderr when this project has none but other projects have some, else None."""
+        return others_note(self.project, self.others) if self.others and self.newest is None else None
 
     @property
     def clean(self) -> bool:
@@ -241,8 +266,10 @@ class RollbackRecoverySystem:
         if lane is not None:
             check_lane(lane)
         manager = self.checkpoint_manager
-        records = manager.list_checkpoints(lane, all_projects=all_projects)
-        return ListResult(records, success=not manager.damaged, damaged=manager.damaged)
+        every = manager.list_checkpoints(lane, all_projects=True)
+        records = every if all_projects else self.view.mine(every)
+        return ListResult(records, success=not manager.damaged, damaged=manager.damaged,
+                          others=len(every) - len(records), project="" if all_projects else self.project)
 
     def show(self, checkpoint_id: str) -> CheckpointRecord:
         return self.checkpoint_manager.get(checkpoint_id)
@@ -262,7 +289,8 @@ class RollbackRecoverySystem:
         project's with ``all_projects``)."""
         manager = self.checkpoint_manager
         snap = manager.snapshot(store=False)
-        records = manager.list_checkpoints(all_projects=all_projects)
+        every = manager.list_checkpoints(all_projects=True)
+        records = every if all_projects else self.view.mine(every)
         newest = manager.newest(records)
         matching = next((r for r in records if r.state_hash == snap.root_oid), None)
         changes = None
@@ -271,7 +299,9 @@ class RollbackRecoverySystem:
                 changes = against_checkpoint(manager.store.objects, newest, snap.entries)
             if not changes.changed:  # it differs only in what the checkpoint left out
                 matching = newest
-        return StatusResult(snap.root_oid, newest, matching, changes)
+        others = sum(r.kind == "step" for r in every) if newest is None and not all_projects else 0
+        return StatusResult(snap.root_oid, newest, matching, changes, others=others,
+                            project=self.project if others else "")
 
     def restore(self, checkpoint_id: str, *, paths: Sequence[str] | None = None, dry_run: bool = False,
                 undo: bool = True, progress: Progress | None = None, force: bool = False) -> RestoreResult:
@@ -320,6 +350,10 @@ class RollbackRecoverySystem:
         result = RestoreResult(record.checkpoint_id, record.state_hash, plan, dry_run, no_undo=not undo)
         if foreign is not None:
             result.warnings.append(str(foreign))
+        if record.git_operation in CONFLICTING:
+            head = f" (MERGE_HEAD {record.git_merge_head[:7]})" if record.git_merge_head else ""
+            result.warnings.append(f"checkpoint {record.checkpoint_id} was taken during a {record.git_operation}"
+                                   f"{head}: its files may hold conflict markers")
         if dry_run or plan.empty:
             return result
         content = VerifiedContent(manager.store.objects)
@@ -465,20 +499,23 @@ class RollbackRecoverySystem:
         the store lacks; everything is verified before it becomes visible. 'latest' is this project's
         newest step checkpoint on the remote (with ``all_projects``, the remote's newest)."""
         from . import transfer
-        from .errors import CheckpointNotFound
+        from .errors import CheckpointNotFound, NoProjectCheckpoint
 
         backend = transfer.open_remote(remote, endpoint_url)
-        if "latest" in ids:
-            records = transfer.list_remote(backend).checkpoints
-            newest = latest_of(records, self.view, all_projects=all_projects).checkpoint_id
-            ids = [newest if i == "latest" else i for i in ids]
+        # every project's listing: pull takes any id, and a fresh runner may not be the project that pushed
+        listing = shlex.join(["rrstore", "list", "--remote", remote, *(["--endpoint-url", endpoint_url]
+                                                                          if endpoint_url else []),
+                              "--all-projects"])
         try:
+            if "latest" in ids:
+                records = transfer.list_remote(backend).checkpoints
+                newest = latest_of(records, self.view, all_projects=all_projects).checkpoint_id
+                ids = [newest if i == "latest" else i for i in ids]
             return transfer.pull(self.open_store(create=True), backend, ids, progress)
+        except NoProjectCheckpoint as exc:  # the remote holds only other projects' checkpoints
+            raise NoProjectCheckpoint(exc.checkpoint_id, exc.project, exc.others, where=backend.location,
+                                      list_command=listing) from None
         except CheckpointNotFound as exc:  # name the remote, and how to list it (not the local store)
-            # every project's: pull takes any id, and a fresh runner may not be the project that pushed
-            listing = shlex.join(["rrstore", "list", "--remote", remote, *(["--endpoint-url", endpoint_url]
-                                                                              if endpoint_url else []),
-                                  "--all-projects"])
             raise CheckpointNotFound(exc.checkpoint_id, exc.suggestions, where=backend.location,
                                      list_command=listing) from None
 
@@ -492,7 +529,8 @@ class RollbackRecoverySystem:
             check_lane(lane)
         listing = transfer.list_remote(transfer.open_remote(remote, endpoint_url), lane)
         records = listing.checkpoints if all_projects else self.view.mine(listing.checkpoints)
-        return ListResult(records, success=not listing.damaged, damaged=listing.damaged)
+        return ListResult(records, success=not listing.damaged, damaged=listing.damaged,
+                          others=len(listing.checkpoints) - len(records), project="" if all_projects else self.project)
 
     # recovery (rrstore/recovery/, imported here only when used) ---------------------------------
 

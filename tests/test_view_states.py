@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import _die_with_parent, git, run_cli, write
+from conftest import GIT_ENV, _die_with_parent, git, run_cli, write
 
 from rrstore import RollbackRecoverySystem, gitrepo
 
@@ -192,3 +192,72 @@ def test_resume_strict_is_not_refused_for_a_log_the_failed_steps_checkpoint_left
     assert (f"rrstore: no change since step 1 (build) ended (checkpoint {failed['checkpoint_id']}); "
             "app.log left out of the checkpoint") in resumed.stderr.splitlines()
     assert "changed since" not in resumed.stderr
+
+
+# 4. messages ------------------------------------------------------------------------------------------
+
+
+def test_an_empty_view_says_the_store_holds_other_projects(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    requests = make_repo(tmp_path / "requests", "https://github.com/psf/requests", {"r.txt": "r\n"})
+    checkpoint(requests, 1, "one", store=store)
+    checkpoint(requests, 2, "two", store=store)
+    click = make_repo(tmp_path / "click", "https://github.com/pallets/click", {"c.txt": "c\n"})
+    note = ("rrstore: no checkpoints of this project (git:github.com/pallets/click); 2 of other projects: "
+            "add --all-projects")
+
+    listed = rr(click, "list", store=store)
+    assert (listed.stdout, listed.stderr.strip()) == ("", note)
+    status = rr(click, "status", store=store)
+    assert status.stderr.strip() == note and status.stdout.splitlines()[1] == "no checkpoints yet"
+    assert rr(click, "list", "--all-projects", store=store).stderr == ""
+    assert rr(click, "list", "-q", store=store).stderr == ""
+    mine = checkpoint(click, 1, "mine", store=store)
+    listed = rr(click, "list", store=store)
+    assert (listed.stdout.split()[0], listed.stderr) == (f"{mine}:", "")
+
+
+def test_list_remote_and_pull_latest_name_the_remotes_other_projects(tmp_path: Path, seaweedfs, s3_remote: str,  # type: ignore[no-untyped-def]
+                                                                     s3_env: dict[str, str]) -> None:
+    requests = make_repo(tmp_path / "requests", "https://github.com/psf/requests", {"r.txt": "r\n"})
+    checkpoint(requests)
+    remote = ["--remote", s3_remote, "--endpoint-url", seaweedfs.endpoint]
+    assert run_cli("push", *remote, cwd=requests, env=s3_env).returncode == 0
+    click = make_repo(tmp_path / "click", "https://github.com/pallets/click", {"c.txt": "c\n"})
+
+    listed = run_cli("list", *remote, cwd=click, env=s3_env)
+    assert (listed.returncode, listed.stdout) == (0, "")
+    assert listed.stderr.strip() == ("rrstore: no checkpoints of this project (git:github.com/pallets/click); "
+                                     "1 of other projects: add --all-projects")
+    pulled = run_cli("pull", "latest", *remote, cwd=click, env=s3_env)
+    assert pulled.returncode == 12, pulled.stderr
+    assert pulled.stderr.strip() == (
+        f"rrstore: error: Checkpoint not found on {s3_remote}: latest: no checkpoint of this project "
+        "git:github.com/pallets/click; the remote holds 1 of other projects (rrstore list --remote "
+        f"{s3_remote} --endpoint-url {seaweedfs.endpoint} --all-projects)")
+
+
+def test_restoring_a_checkpoint_taken_during_a_merge_warns_of_conflict_markers(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", None, {"f.txt": "base\n"})
+    git(repo, "checkout", "-q", "-b", "other")
+    write(repo, "f.txt", "theirs\n")
+    git(repo, "commit", "-q", "-am", "theirs")
+    git(repo, "checkout", "-q", "main")
+    write(repo, "f.txt", "ours\n")
+    git(repo, "commit", "-q", "-am", "ours")
+    merging = subprocess.run(["git", "-C", str(repo), "merge", "other"], capture_output=True,
+                             env={**os.environ, **GIT_ENV, "HOME": str(repo)})
+    assert merging.returncode != 0 and (repo / ".git" / "MERGE_HEAD").exists()
+    head = git(repo, "rev-parse", "other").strip()[:7]
+    taken = checkpoint(repo)
+    git(repo, "merge", "--abort")
+
+    warning = (f"rrstore: warning: checkpoint {taken} was taken during a merge (MERGE_HEAD {head}): "
+               "its files may hold conflict markers")
+    restored = rr(repo, "restore", taken)
+    assert warning in restored.stderr.splitlines()
+    assert "<<<<<<<" in (repo / "f.txt").read_text()
+    again = rr(repo, "restore", taken, "--dry-run", "--json")
+    assert json.loads(again.stdout)["warnings"] == [warning.removeprefix("rrstore: warning: ")]
+    plain = checkpoint(repo, 2, "after")  # no operation waiting: no warning
+    assert "warning" not in rr(repo, "restore", plain).stderr
