@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rrstore.checkpoint import LANES, CheckpointRecord, left_out_warning
+from rrstore.checkpoint import LANES, CheckpointRecord, left_out_warning, links_out_warning
 from rrstore.errors import CheckpointsUnreadable, RestoreFailed
 
 from .context import endpoint_needs, global_options, state
@@ -59,9 +59,9 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str | None, 
         shown = ", ".join(result.skipped[:3]) + (" …" if len(result.skipped) > 3 else "")
         click.echo(f"rrstore: warning: skipped {len(result.skipped)} path(s) that cannot be checkpointed "
                    f"(special files, nested repositories): {shown}", err=True)
-    warning = left_out_warning(result.record.left_out)
-    if warning and not st.quiet:
-        click.echo(warning, err=True)
+    for warning in (left_out_warning(result.record.left_out), links_out_warning(result.links_out)):
+        if warning and not st.quiet:
+            click.echo(warning, err=True)
     return 0
 
 

@@ -38,7 +38,7 @@ from .refs import Ref, Refs, valid_id
 from .scan import scan_scope
 from .snapshot import TORN_REASON, Progress, Snapshot, snapshot
 from .store import Store
-from .tree import DIR, FILE, reachable
+from .tree import DIR, FILE, SYMLINK, Entry, link_climb, reachable
 
 LANES = ("docs", "standard", "heavy")
 RECORD_FORMAT = "rrstore-checkpoint-1"
@@ -337,6 +337,36 @@ def left_out_warning(left_out: dict[str, str]) -> str | None:
     if TORN_REASON in left_out.values():
         hints.append("--strict aborts instead")
     return f"rrstore: warning: left out {named}{more}; {'; '.join(hints)}"
+
+
+def links_leading_out(entries: dict[str, Entry]) -> dict[str, str]:
+    """The symlinks of a flattened tree that lead out of it (absolute, or climbing above its root) -> target.
+
+    The rule ``tree.TreeCheck`` applies to what leaves the store: push, pull and export refuse a
+    checkpoint holding one, restore writes it back as it was.
+    """
+    out = {}
+    for path, entry in entries.items():
+        if entry.kind == SYMLINK:
+            climb = link_climb(entry.target)
+            if climb is None or climb > path.count("/"):
+                out[path] = entry.target
+    return out
+
+
+def links_out_warning(links: dict[str, str]) -> str | None:
+    """The one line a checkpoint prints about the symlinks leading out of its tree (None if none)."""
+    if not links:
+        return None
+    shown = list(links.items())[:3]
+    more = f" and {len(links) - 3} more" if len(links) > 3 else ""
+    if len(links) == 1:
+        [(path, target)] = shown
+        return (f"rrstore: warning: {path} is a symlink leading out of the tree ({target}): "
+                "push and export will refuse checkpoints that hold it")
+    named = ", ".join(f"{path} ({target})" for path, target in shown)
+    return (f"rrstore: warning: {named}{more} are symlinks leading out of the tree: "
+            "push and export will refuse checkpoints that hold them")
 
 
 class CheckpointManager:

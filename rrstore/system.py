@@ -27,6 +27,7 @@ from .checkpoint import (
     ProjectView,
     check_lane,
     latest_of,
+    links_leading_out,
     others_note,
 )
 from .config import Settings, find_project_root, load_settings
@@ -82,6 +83,8 @@ class CheckpointResult:
     record: CheckpointRecord
     success: bool = True
     skipped: list[str] = field(default_factory=list)
+    # Symlinks leading out of the tree -> target (``checkpoint.links_leading_out``): push and export refuse them.
+    links_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def message(self) -> str:
@@ -259,7 +262,8 @@ class RollbackRecoverySystem:
         spec = NewCheckpoint(lane, step_number, step_name, success, error_message, strict=strict)
         with locked(store.path, WORKTREE_LOCK, exclusive=False), store.writing():
             record, snap = manager.create(spec, progress=progress)
-        return CheckpointResult(record.checkpoint_id, record, skipped=snap.stats.skipped)
+        return CheckpointResult(record.checkpoint_id, record, skipped=snap.stats.skipped,
+                                links_out=links_leading_out(snap.entries))
 
     def list(self, lane: str | None = None, *, all_projects: bool = False) -> ListResult:
         """This project's checkpoints (every project's with ``all_projects``), newest first."""

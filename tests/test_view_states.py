@@ -261,3 +261,82 @@ def test_restoring_a_checkpoint_taken_during_a_merge_warns_of_conflict_markers(t
     assert json.loads(again.stdout)["warnings"] == [warning.removeprefix("rrstore: warning: ")]
     plain = checkpoint(repo, 2, "after")  # no operation waiting: no warning
     assert "warning" not in rr(repo, "restore", plain).stderr
+
+
+# 3. a symlink leading out of the tree ---------------------------------------------------------------
+
+
+def remote_ids(repo: Path, remote: list[str], env: dict[str, str]) -> set[str]:
+    listed = run_cli("list", *remote, "--all-projects", "--json", cwd=repo, env=env)
+    assert listed.returncode == 0, listed.stderr
+    return {r["checkpoint_id"] for r in json.loads(listed.stdout)}
+
+
+def refused_line(stderr: str, verb: str, remote: str) -> tuple[set[str], str]:
+    """(the ids, the first one's reason) of the one error line a transfer of every checkpoint ends with."""
+    [line] = [x for x in stderr.splitlines() if x.startswith("rrstore: error:")]
+    lead = "rrstore: error: "
+    count, _, rest = line[len(lead):].partition(f" checkpoint(s) refused, not {verb} {remote} (every other "
+                                                "checkpoint was): ")
+    ids, _, first = rest.partition("; the first: ")
+    assert len(ids.split(", ")) == int(count), line
+    return set(ids.split(", ")), first
+
+
+def test_a_link_leading_out_warns_once_and_push_and_pull_of_all_send_every_other_checkpoint(
+        tmp_path: Path, seaweedfs, s3_remote: str, s3_env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    repo = make_repo(tmp_path / "repo", None, {"README.md": "# demo\n", "src/app.py": "v1\n"})
+    clean = checkpoint(repo)
+    (repo / "hostlink").symlink_to("/etc/hostname")
+    (repo / "src" / "inside").symlink_to("../README.md")  # stays in the tree: no warning
+    linked = rr(repo, "checkpoint", "--lane", "standard", "--step-number", "2", "--step-name", "linked")
+    assert [x for x in linked.stderr.splitlines() if "warning" in x] == [
+        "rrstore: warning: hostlink is a symlink leading out of the tree (/etc/hostname): push and export "
+        "will refuse checkpoints that hold it"]
+    with_link = linked.stdout.strip()
+    write(repo, "src/app.py", "v2\n")
+    restored = rr(repo, "restore", clean, "--json")  # its undo checkpoint holds the link too
+    undo = json.loads(restored.stdout)["undo_checkpoint_id"]
+    assert not (repo / "hostlink").is_symlink()
+    write(repo, "src/app.py", "v3\n")
+    later = checkpoint(repo, 3, "later")
+    unsafe = {with_link, undo}
+
+    remote = ["--remote", s3_remote, "--endpoint-url", seaweedfs.endpoint]
+    pushed = run_cli("push", *remote, cwd=repo, env=s3_env)
+    assert pushed.returncode == 17, pushed.stderr
+    assert set(pushed.stdout.split()) == {clean, later}  # sent before the refusal
+    ids, first = refused_line(pushed.stderr, "pushed to", s3_remote)
+    assert ids == unsafe and "path hostlink: symlink to '/etc/hostname' leads out of the tree" in first
+    assert remote_ids(repo, remote, s3_env) == {clean, later}
+    again = run_cli("push", *remote, "--json", cwd=repo, env=s3_env)  # nothing left to send but the refusal
+    assert again.returncode == 17
+    doc = json.loads(again.stdout)
+    assert (set(doc["already_present"]), {r["checkpoint_id"] for r in doc["refused"]}) == ({clean, later}, unsafe)
+    explicit = run_cli("push", with_link, *remote, cwd=repo, env=s3_env)
+    assert explicit.returncode == 17 and len(explicit.stderr.splitlines()) == 1, explicit.stderr
+    assert f"push to {s3_remote} refused, nothing was sent" in explicit.stderr
+    assert remote_ids(repo, remote, s3_env) == {clean, later}
+
+    # a remote another tool filled holds them all: pull of all takes every other one
+    from rrstore.backends.s3 import S3Backend
+
+    planted = S3Backend.from_url(s3_remote, endpoint_url=seaweedfs.endpoint)
+    store = repo / ".checkpoints"
+    for path in sorted(store.rglob("*")):
+        key = path.relative_to(store).as_posix()
+        if path.is_file() and key.split("/")[0] in ("objects", "packs", "refs"):
+            planted.write(key, path.read_bytes(), durable=True)
+    assert remote_ids(repo, remote, s3_env) == {clean, later, *unsafe}
+    fresh = make_repo(tmp_path / "fresh", None, {"other.txt": "x\n"})
+    pulled = run_cli("pull", *remote, cwd=fresh, env=s3_env)
+    assert pulled.returncode == 17, pulled.stderr
+    assert set(pulled.stdout.split()) == {clean, later}
+    ids, first = refused_line(pulled.stderr, "pulled from", s3_remote)
+    assert ids == unsafe and "leads out of the tree" in first
+    local = json.loads(rr(fresh, "list", "--all-projects", "--json").stdout)
+    assert {r["checkpoint_id"] for r in local} == {clean, later}
+    one = run_cli("pull", with_link, *remote, cwd=fresh, env=s3_env)
+    assert one.returncode == 17 and f"pull from {s3_remote} refused, nothing was changed" in one.stderr
+    rr(fresh, "restore", later, "--force")
+    assert (fresh / "src" / "app.py").read_text() == "v3\n" and not (fresh / "hostlink").is_symlink()
