@@ -68,6 +68,21 @@ def test_changing_the_origin_url_keeps_the_projects_own_checkpoints(tmp_path: Pa
     assert json.loads(rr(repo, "status", "--json").stdout)["newest_checkpoint_id"] == second
 
 
+def test_resume_after_changing_the_origin_url_continues_at_the_failed_step(tmp_path: Path) -> None:
+    log, flag = tmp_path / "ran.log", tmp_path / "fixed"
+    steps = [("build", f"echo build >> {log}"), ("tests", f"echo tests >> {log}; test -e {flag}")]
+    toml = "[recovery]\nretries = 0\n\n[workflow.standard]\nsteps = [\n" + "".join(
+        f"  {{ name = {json.dumps(name)}, command = {json.dumps(command)} }},\n" for name, command in steps) + "]\n"
+    repo = make_repo(tmp_path / "click", "git@github.com:pallets/click.git", {"rrstore.toml": toml})
+    rr(repo, "workflow", "--lane", "standard", code=1)
+    git(repo, "remote", "set-url", "origin", "git@github.com:myfork/click.git")
+    flag.write_text("fixed\n")
+
+    resumed = rr(repo, "workflow", "--lane", "standard", "--resume")
+    assert log.read_text().split() == ["build", "tests", "tests"]  # step 1 was not run again
+    assert "skipped 1 step(s): 1 build" in resumed.stderr
+
+
 def test_another_repository_at_the_same_path_stays_foreign(tmp_path: Path) -> None:
     store = tmp_path / "store"
     repo = make_repo(tmp_path / "work", "git@github.com:pallets/click.git", {"a.txt": "click\n"})
