@@ -355,3 +355,34 @@ def test_a_link_leading_out_warns_once_and_push_and_pull_of_all_send_every_other
     assert one.returncode == 17 and f"pull from {s3_remote} refused, nothing was changed" in one.stderr
     rr(fresh, "restore", later, "--force")
     assert (fresh / "src" / "app.py").read_text() == "v3\n" and not (fresh / "hostlink").is_symlink()
+
+
+def test_push_of_all_sends_whole_the_checkpoints_sharing_trees_with_refused_ones(
+        tmp_path: Path, seaweedfs, s3_remote: str, s3_env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """A refused checkpoint's trees are half-walked when it fails (a second checkpoint of the same state must
+    still be refused, not skipped as already checked), and the safe one sharing trees with them still
+    gets every object it reaches, and restores byte-identically from the remote elsewhere."""
+    root = tmp_path / "plain"
+    for rel in ("a/deep/er/f.txt", "a/deep/g.txt", "a/h.txt", "b/i.txt"):
+        write(root, rel, f"{rel}\n" * 50)
+    (root / "b" / "out").symlink_to("/etc/hostname")
+    system = RollbackRecoverySystem(root=root)
+    first = system.checkpoint("standard", 1, "with link").checkpoint_id
+    same = system.checkpoint("standard", 1, "the same state again").checkpoint_id  # its trees half-walked
+    (root / "b" / "out").unlink()
+    safe = system.checkpoint("standard", 2, "safe").checkpoint_id
+    (root / "b" / "out").symlink_to("/etc/hostname")
+    write(root, "a/h.txt", "changed\n")
+    third = system.checkpoint("standard", 3, "link again").checkpoint_id
+    assert first < same < safe < third  # push of all walks them in this order
+
+    result = system.push([], s3_remote, seaweedfs.endpoint)
+    assert (result.transferred, set(result.refused)) == ([safe], {first, same, third})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    other = RollbackRecoverySystem(root=elsewhere)
+    assert other.pull([], s3_remote, seaweedfs.endpoint).transferred == [safe]
+    other.restore(safe, force=True)
+    for rel in ("a/deep/er/f.txt", "a/deep/g.txt", "a/h.txt", "b/i.txt"):
+        assert (elsewhere / rel).read_text() == f"{rel}\n" * 50
+    assert not (elsewhere / "b" / "out").is_symlink()
