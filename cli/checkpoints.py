@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rrstore.checkpoint import left_out_warning
+from rrstore.checkpoint import left_out_warning, links_out_warning
 from rrstore.errors import CheckpointsUnreadable, RestoreFailed
 from rrstore.record import LANES, CheckpointRecord
 
@@ -60,9 +60,9 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str | None, 
         shown = ", ".join(result.skipped[:3]) + (" …" if len(result.skipped) > 3 else "")
         click.echo(f"rrstore: warning: skipped {len(result.skipped)} path(s) that cannot be checkpointed "
                    f"(special files, nested repositories): {shown}", err=True)
-    warning = left_out_warning(result.record.left_out)
-    if warning and not st.quiet:
-        click.echo(warning, err=True)
+    for warning in (left_out_warning(result.record.left_out), links_out_warning(result.links_out)):
+        if warning and not st.quiet:
+            click.echo(warning, err=True)
     return 0
 
 
@@ -103,6 +103,8 @@ def list_(lane: str | None, remote: str | None, endpoint_url: str | None, all_pr
     else:
         for r in records:
             click.echo(f"{_record_line(r)} {_project_label(r)}" if all_projects else _record_line(r))
+    if listing.note:
+        info(f"rrstore: {listing.note}", st.quiet)
     if listing.damaged:
         raise CheckpointsUnreadable(listing.damaged)
     return 0
@@ -149,6 +151,9 @@ def diff(old_id: str, new_id: str | None, exit_code: bool) -> int:
                 [("M", p) for p in result.modified]
         for tag, path in sorted(lines, key=lambda t: t[1]):
             click.echo(f"{tag} {path}")
+        if result.left_out and not st.quiet:  # never a change: restore leaves them alone
+            click.echo(f"rrstore: {', '.join(result.left_out)}: left out of the checkpoint {old_id}, "
+                       "not compared", err=True)
     return 1 if exit_code and result.changed else 0
 
 
@@ -160,6 +165,8 @@ def status(exit_code: bool, all_projects: bool) -> int:
     """The working tree's state hash and whether it matches this project's newest checkpoint."""
     st = state()
     result = st.system().status(all_projects=all_projects)
+    if result.note:
+        info(f"rrstore: {result.note}", st.quiet)
     if st.json:
         emit_json(result.to_json())
     else:

@@ -36,10 +36,18 @@ def _finish(result: Any) -> int:
         for checkpoint_id in result.transferred:
             click.echo(checkpoint_id)
         info(result.message.split("\n", 1)[0], st.quiet)
+    conflicts = None
     if result.conflicts:
         ids = ", ".join(c.checkpoint_id for c in result.conflicts)
-        raise PartialFailure(f"{len(result.conflicts)} checkpoint(s) exist on both sides with different "
-                             f"records and were left unchanged: {ids}")
+        conflicts = PartialFailure(f"{len(result.conflicts)} checkpoint(s) exist on both sides with different "
+                                   f"records and were left unchanged: {ids}")
+    refusal = result.refusal()  # a transfer of every checkpoint sent the others first
+    if refusal is not None:
+        if conflicts is not None:
+            click.echo(f"rrstore: error: {conflicts}", err=True)
+        raise refusal
+    if conflicts is not None:
+        raise conflicts
     return 0
 
 
@@ -53,7 +61,8 @@ def push(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None)
     Uploads run in parallel; each ref is created only after everything it
     reaches is on the remote, and never replaced: an id the remote has with
     another record is reported as a conflict (exit 3). Pushing again uploads
-    nothing.
+    nothing. A checkpoint holding a symlink leading out of its tree is
+    refused (exit 17): pushing all, after every other one is sent.
     """
     st = state()
     with progress("push", st.show_progress) as cb:
@@ -62,16 +71,18 @@ def push(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None)
 
 
 @click.command()
-@click.argument("checkpoint_ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("checkpoint_ids", nargs=-1, metavar="[ID...]")
 @remote_options
 @click.option("--all-projects", is_flag=True, help="'latest' is the remote's newest, whichever project took it.")
 @global_options
 def pull(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None, all_projects: bool) -> int:
-    """Download checkpoints (ids or 'latest') and what they reach that the local store lacks.
+    """Download checkpoints (ids or 'latest'; default: all) and what they reach that the local store lacks.
 
     Every object is verified before anything becomes visible: a missing or
     corrupt remote object stops the pull with exit 13 and the local store
-    unchanged. Creates the local store if there is none.
+    unchanged. Creates the local store if there is none. A checkpoint holding
+    a symlink leading out of its tree is refused (exit 17): pulling all, after
+    every other one is in.
     """
     st = state()
     with progress("pull", st.show_progress) as cb:

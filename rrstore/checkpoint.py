@@ -40,8 +40,8 @@ from .record import (
 from .store.objects import hash_bytes
 from .store.refs import Refs, valid_id
 from .store.store import Store
-from .tree import DIR, FILE, reachable
-from .worktree.gitrepo import earlier_identities, project_identity
+from .tree import DIR, FILE, SYMLINK, Entry, link_climb, reachable
+from .worktree.gitrepo import earlier_identities, known_commits, project_identity
 from .worktree.scan import scan_scope
 from .worktree.snapshot import TORN_REASON, Progress, Snapshot, snapshot
 from .worktree.statcache import stat_cache_of
@@ -52,9 +52,12 @@ class ProjectView:
 
     A record belongs when its ``project`` is this project's identity (``gitrepo.project_identity``,
     asked of git once, when first needed), or one it had before (``gitrepo.earlier_identities``:
-    its path before its first commit, its first commit before it had a remote). A record older
-    than project identities (``project`` empty) belongs to the root it was taken in; one naming
-    neither project nor root (made by hand, never by rrstore) to whoever holds it.
+    its path before its first commit, its first commit before it had a remote). A record of another
+    git identity belongs too when it was taken at this very root and its ``git_commit`` is a commit
+    this repository has: the same repository, whose remote URL changed since (a fork, a move). A
+    different repository checked out at the same path has none of its commits and stays foreign.
+    A record older than project identities (``project`` empty) belongs to the root it was taken in;
+    one naming neither project nor root (made by hand, never by rrstore) to whoever holds it.
     """
 
     def __init__(self, root: Path, identify: Callable[[], str] | None = None) -> None:
@@ -62,6 +65,7 @@ class ProjectView:
         self._identify = identify or (lambda: project_identity(root))
         self._identity: str | None = None
         self._earlier: set[str] | None = None
+        self._commits: dict[str, bool] = {}  # commit id -> whether this repository has it
 
     @property
     def identity(self) -> str:
@@ -74,11 +78,37 @@ class ProjectView:
             return record.root in ("", str(self.root))
         if record.project == self.identity:
             return True
-        if not record.project.startswith(("path:", "git:root-")):
+        if record.project.startswith(("path:", "git:root-")):
+            if self._earlier is None:
+                self._earlier = earlier_identities(self.root, self.identity)
+            if record.project in self._earlier:
+                return True
+        if not self._may_be_renamed(record):
             return False
-        if self._earlier is None:
-            self._earlier = earlier_identities(self.root, self.identity)
-        return record.project in self._earlier
+        self._learn([record])
+        return self._commits[record.git_commit or ""]
+
+    def mine(self, records: list[CheckpointRecord]) -> list[CheckpointRecord]:
+        """Those of ``records`` this project owns; their commits asked of git in one call."""
+        self._learn(records)
+        return [r for r in records if self.owns(r)]
+
+    def _may_be_renamed(self, record: CheckpointRecord) -> bool:
+        """Another git identity, taken at this root, at a commit: maybe this repository under an old URL."""
+        return (record.project.startswith("git:") and record.root == str(self.root)
+                and bool(record.git_commit) and record.project != self.identity)
+
+    def _learn(self, records: list[CheckpointRecord]) -> None:
+        asked = {r.git_commit for r in records if r.git_commit and r.git_commit not in self._commits
+                 and self._may_be_renamed(r)}
+        if asked:
+            found = known_commits(self.root, asked)
+            self._commits.update((sha, sha in found) for sha in asked)
+
+
+def others_note(project: str, others: int) -> str:
+    """What an empty view says when the store holds ``others`` checkpoints of other projects."""
+    return f"no checkpoints of this project ({project}); {others} of other projects: add --all-projects"
 
 
 def latest_of(records: list[CheckpointRecord], view: ProjectView, *,
@@ -87,7 +117,7 @@ def latest_of(records: list[CheckpointRecord], view: ProjectView, *,
 
     Raises NoProjectCheckpoint when only other projects' are there, CheckpointNotFound when none is.
     """
-    mine = records if all_projects else [r for r in records if view.owns(r)]
+    mine = records if all_projects else view.mine(records)
     newest = next((r for r in mine if r.kind == "step"), None)
     if newest is None and len(mine) < len(records):
         raise NoProjectCheckpoint("latest", view.identity, len(records) - len(mine))
@@ -168,6 +198,8 @@ class CheckpointResult:
     record: CheckpointRecord
     success: bool = True
     skipped: list[str] = field(default_factory=list)
+    # Symlinks leading out of the tree -> target (``links_leading_out``): push and export refuse them.
+    links_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def message(self) -> str:
@@ -176,6 +208,35 @@ class CheckpointResult:
                 f"{m['bytes_new']} new bytes stored ({m['compressed_bytes_new']} compressed), "
                 f"{m['wall_time_s']:.2f}s")
 
+
+def links_leading_out(entries: dict[str, Entry]) -> dict[str, str]:
+    """The symlinks of a flattened tree that lead out of it (absolute, or climbing above its root) -> target.
+
+    The rule ``tree.TreeCheck`` applies to what leaves the store: push, pull and export refuse a
+    checkpoint holding one, restore writes it back as it was.
+    """
+    out = {}
+    for path, entry in entries.items():
+        if entry.kind == SYMLINK:
+            climb = link_climb(entry.target)
+            if climb is None or climb > path.count("/"):
+                out[path] = entry.target
+    return out
+
+
+def links_out_warning(links: dict[str, str]) -> str | None:
+    """The one line a checkpoint prints about the symlinks leading out of its tree (None if none)."""
+    if not links:
+        return None
+    shown = list(links.items())[:3]
+    more = f" and {len(links) - 3} more" if len(links) > 3 else ""
+    if len(links) == 1:
+        [(path, target)] = shown
+        return (f"rrstore: warning: {path} is a symlink leading out of the tree ({target}): "
+                "push and export will refuse checkpoints that hold it")
+    named = ", ".join(f"{path} ({target})" for path, target in shown)
+    return (f"rrstore: warning: {named}{more} are symlinks leading out of the tree: "
+            "push and export will refuse checkpoints that hold them")
 
 
 class CheckpointManager:
@@ -251,10 +312,9 @@ class CheckpointManager:
             except (ObjectMissing, CorruptObject) as exc:
                 self.damaged[checkpoint_id] = exc
                 continue
-            if (record is not None and (lane is None or record.lane == lane)
-                    and (all_projects or self.owns(record))):
+            if record is not None and (lane is None or record.lane == lane):
                 records.append(record)
-        return newest_first(records)
+        return newest_first(records if all_projects else self.view.mine(records))
 
     def newest(self, records: list[CheckpointRecord] | None = None, *,
                all_projects: bool = False) -> CheckpointRecord | None:

@@ -1,14 +1,20 @@
 """Diff (verb over trees): what differs between two trees, path by path.
 
 Compares flattened trees. Directories count only when empty (a leaf), so an
-added file reports its path and not every new parent folder.
+added file reports its path and not every new parent folder. A checkpoint
+compared with the working tree goes through ``against_checkpoint``: the
+paths its record left out are no change (restore leaves them alone too).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from .tree import DIR, Entry
+from .record import CheckpointRecord
+from .store.objects import ObjectStore
+from .tree import DIR, Entry, flatten
+from .worktree.scan import under
 
 
 @dataclass
@@ -17,6 +23,9 @@ class DiffResult:
     removed: list[str] = field(default_factory=list)
     modified: list[str] = field(default_factory=list)
     unchanged: int = 0
+    # Paths the checkpoint's record left out (a venv, a file that never settled) found on either side:
+    # never changes, said apart.
+    left_out: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -24,7 +33,7 @@ class DiffResult:
 
     def to_json(self) -> dict[str, object]:
         return {"added": self.added, "removed": self.removed, "modified": self.modified,
-                "unchanged": self.unchanged}
+                "unchanged": self.unchanged, "left_out": self.left_out}
 
 
 def leaves(entries: dict[str, Entry]) -> dict[str, Entry]:
@@ -33,10 +42,16 @@ def leaves(entries: dict[str, Entry]) -> dict[str, Entry]:
     return {p: e for p, e in entries.items() if e.kind != DIR or p not in parents}
 
 
-def diff(old: dict[str, Entry], new: dict[str, Entry]) -> DiffResult:
-    """Paths added, removed and modified going from ``old`` to ``new``."""
+def diff(old: dict[str, Entry], new: dict[str, Entry], leave_out: Collection[str] = ()) -> DiffResult:
+    """Paths added, removed and modified going from ``old`` to ``new``; those at or below
+    ``leave_out`` are no change: each of ``leave_out`` met is listed in ``left_out``."""
     result = DiffResult()
+    skip = {p for p in leave_out if p}  # "" (the root) is never left out
+    met: set[str] = set()
     for path in sorted(leaves(old).keys() | leaves(new).keys()):
+        if skip and under(path, skip):
+            met.update(p for p in skip if path == p or path.startswith(f"{p}/"))
+            continue
         was, now = old.get(path), new.get(path)
         if now is None:
             result.removed.append(path)
@@ -48,4 +63,24 @@ def diff(old: dict[str, Entry], new: dict[str, Entry]) -> DiffResult:
             result.modified.append(path)
         else:
             result.unchanged += 1
+    result.left_out = sorted(met)
     return result
+
+
+def left_out_note(changes: DiffResult | None) -> str:
+    """``; P, Q left out of the checkpoint`` for a message (empty when nothing was left out)."""
+    if changes is None or not changes.left_out:
+        return ""
+    shown = ", ".join(changes.left_out[:5]) + (f" and {len(changes.left_out) - 5} more"
+                                              if len(changes.left_out) > 5 else "")
+    return f"; {shown} left out of the checkpoint"
+
+
+def against_checkpoint(objects: ObjectStore, record: CheckpointRecord, entries: dict[str, Entry]) -> DiffResult:
+    """What changed from checkpoint ``record`` to the working tree ``entries`` (a snapshot's).
+
+    The one comparison of a checkpoint with the working tree (diff, status, validate --checkpoint,
+    a resumed workflow's "changed since"): what the record left out is reported in ``left_out``,
+    never as a change, as restore leaves it alone.
+    """
+    return diff(flatten(objects, record.state_hash), entries, record.left_out)

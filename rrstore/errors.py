@@ -313,12 +313,15 @@ class ForeignCheckpoint(RRStoreError):
 class NoProjectCheckpoint(CheckpointNotFound):
     """'latest' in a store that holds checkpoints, none of them this project's."""
 
-    def __init__(self, checkpoint_id: str, project: str, others: int) -> None:
-        super().__init__(checkpoint_id)
+    def __init__(self, checkpoint_id: str, project: str, others: int, *, where: str = "",
+                 list_command: str = "rrstore list --all-projects") -> None:
+        """``where`` names a remote looked at; ``list_command`` lists every project's checkpoints there."""
+        super().__init__(checkpoint_id, where=where, list_command=list_command)
         self.project = project
         self.others = others
-        self.message = (f"Checkpoint not found: {checkpoint_id}: no checkpoint of this project {project}; the "
-                        f"store holds {others} of other projects (rrstore list --all-projects)")
+        place, holder = (f" on {where}", "the remote") if where else ("", "the store")
+        self.message = (f"Checkpoint not found{place}: {checkpoint_id}: no checkpoint of this project {project}; "
+                        f"{holder} holds {others} of other projects ({list_command})")
 
 
 class RestoreFailed(PartialFailure):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .diff import DiffResult
+from .checkpoint import others_note
+from .diff import DiffResult, left_out_note
 from .record import CheckpointRecord
 
 
@@ -15,10 +16,20 @@ class StatusResult:
     matching: CheckpointRecord | None
     changes: DiffResult | None = None
     success: bool = True
+    others: int = 0  # step checkpoints of other projects, counted only when this project has none
+    project: str = ""
+
+    @property
+    def note(self) -> str | None:
+        """One line for stderr when this project has none but other projects have some, else None."""
+        return others_note(self.project, self.others) if self.others and self.newest is None else None
 
     @property
     def clean(self) -> bool:
-        return self.newest is not None and self.newest.state_hash == self.state_hash
+        """The tree is the newest checkpoint's, but for what that checkpoint left out."""
+        if self.newest is None:
+            return False
+        return self.newest.state_hash == self.state_hash or (self.changes is not None and not self.changes.changed)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -34,11 +45,12 @@ class StatusResult:
         if self.newest is None:
             return "no checkpoints yet"
         if self.clean:
-            return f"matches the newest checkpoint {self.newest.checkpoint_id}"
+            return f"matches the newest checkpoint {self.newest.checkpoint_id}{left_out_note(self.changes)}"
         summary = ""
         if self.changes is not None:
             c = self.changes
-            summary = f" ({len(c.added)} added, {len(c.removed)} removed, {len(c.modified)} modified)"
+            summary = (f" ({len(c.added)} added, {len(c.removed)} removed, {len(c.modified)} modified"
+                       f"{left_out_note(c)})")
         if self.matching is not None:
             return (f"matches checkpoint {self.matching.checkpoint_id}; differs from the newest, "
                     f"{self.newest.checkpoint_id}{summary}")

@@ -20,9 +20,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .checkpoint import CheckpointManager, CheckpointResult, NewCheckpoint, ProjectView, latest_of
+from .checkpoint import (
+    CheckpointManager,
+    CheckpointResult,
+    NewCheckpoint,
+    ProjectView,
+    latest_of,
+    links_leading_out,
+    others_note,
+)
 from .config import Settings, find_project_root, load_settings
-from .diff import DiffResult, diff
+from .diff import DiffResult, against_checkpoint, diff
 from .errors import (
     DiskFull,
     ForeignCheckpoint,
@@ -67,6 +75,8 @@ if TYPE_CHECKING:
     from .transfer import TransferResult
 
 WORKTREE_LOCK = "worktree"
+# The git operations (``gitrepo.OPERATIONS``) that stop on a conflict, leaving markers in files.
+CONFLICTING = ("merge", "rebase", "cherry-pick", "revert")
 
 
 @dataclass
@@ -77,6 +87,14 @@ class ListResult:
     checkpoints: list[CheckpointRecord]
     success: bool = True
     damaged: dict[str, RRStoreError] = field(default_factory=dict)
+    # Checkpoints of other projects this view hides, and this project's identity (said when the view is empty).
+    others: int = 0
+    project: str = ""
+
+    @property
+    def note(self) -> str | None:
+        """One line for stderr when this project has none but other projects have some, else None."""
+        return others_note(self.project, self.others) if self.others and not self.checkpoints else None
 
     @property
     def message(self) -> str:
@@ -186,15 +204,18 @@ class RollbackRecoverySystem:
         manager = CheckpointManager(self.root, store, self.view)
         with locked(store.path, WORKTREE_LOCK, exclusive=False), store.writing():
             record, snap = manager.create(spec, progress=progress)
-        return CheckpointResult(record.checkpoint_id, record, skipped=snap.stats.skipped)
+        return CheckpointResult(record.checkpoint_id, record, skipped=snap.stats.skipped,
+                                links_out=links_leading_out(snap.entries))
 
     def list(self, lane: str | None = None, *, all_projects: bool = False) -> ListResult:
         """This project's checkpoints (every project's with ``all_projects``), newest first."""
         if lane is not None:
             check_lane(lane)
         manager = self.checkpoint_manager
-        records = manager.list_checkpoints(lane, all_projects=all_projects)
-        return ListResult(records, success=not manager.damaged, damaged=manager.damaged)
+        every = manager.list_checkpoints(lane, all_projects=True)
+        records = every if all_projects else self.view.mine(every)
+        return ListResult(records, success=not manager.damaged, damaged=manager.damaged,
+                          others=len(every) - len(records), project="" if all_projects else self.project)
 
     def show(self, checkpoint_id: str) -> CheckpointRecord:
         return self.checkpoint_manager.get(checkpoint_id)
@@ -204,26 +225,29 @@ class RollbackRecoverySystem:
         manager = self.checkpoint_manager
         objects = manager.store.objects
         with manager.explain_damage():
-            old = flatten(objects, manager.get(old_id).state_hash)
-            if new_id is None:
-                new = manager.snapshot(store=False).entries
-            else:
-                new = flatten(objects, manager.get(new_id).state_hash)
-        return diff(old, new)
+            old = manager.get(old_id)
+            if new_id is None:  # what the checkpoint left out is no change (restore leaves it alone)
+                return against_checkpoint(objects, old, manager.snapshot(store=False).entries)
+            return diff(flatten(objects, old.state_hash), flatten(objects, manager.get(new_id).state_hash))
 
     def status(self, *, all_projects: bool = False) -> StatusResult:
         """The working tree's state hash and how it relates to this project's checkpoints (every
         project's with ``all_projects``)."""
         manager = self.checkpoint_manager
         snap = manager.snapshot(store=False)
-        records = manager.list_checkpoints(all_projects=all_projects)
+        every = manager.list_checkpoints(all_projects=True)
+        records = every if all_projects else self.view.mine(every)
         newest = manager.newest(records)
         matching = next((r for r in records if r.state_hash == snap.root_oid), None)
         changes = None
         if newest is not None and newest.state_hash != snap.root_oid:
             with manager.explain_damage():
-                changes = diff(flatten(manager.store.objects, newest.state_hash), snap.entries)
-        return StatusResult(snap.root_oid, newest, matching, changes)
+                changes = against_checkpoint(manager.store.objects, newest, snap.entries)
+            if not changes.changed:  # it differs only in what the checkpoint left out
+                matching = newest
+        others = sum(r.kind == "step" for r in every) if newest is None and not all_projects else 0
+        return StatusResult(snap.root_oid, newest, matching, changes, others=others,
+                            project=self.project if others else "")
 
     def restore(self, checkpoint_id: str, *, paths: Sequence[str] | None = None, dry_run: bool = False,
                 undo: bool = True, progress: Progress | None = None, force: bool = False) -> RestoreResult:
@@ -272,6 +296,10 @@ class RollbackRecoverySystem:
         result = RestoreResult(record.checkpoint_id, record.state_hash, plan, dry_run, no_undo=not undo)
         if foreign is not None:
             result.warnings.append(str(foreign))
+        if record.git_operation in CONFLICTING:
+            head = f" (MERGE_HEAD {record.git_merge_head[:7]})" if record.git_merge_head else ""
+            result.warnings.append(f"checkpoint {record.checkpoint_id} was taken during a {record.git_operation}"
+                                   f"{head}: its files may hold conflict markers")
         if dry_run or plan.empty:
             return result
         content = VerifiedContent(manager.store.objects)
@@ -423,20 +451,23 @@ class RollbackRecoverySystem:
         the store lacks; everything is verified before it becomes visible. 'latest' is this project's
         newest step checkpoint on the remote (with ``all_projects``, the remote's newest)."""
         from . import transfer
-        from .errors import CheckpointNotFound
+        from .errors import CheckpointNotFound, NoProjectCheckpoint
 
         backend = transfer.open_remote(remote, endpoint_url)
-        if "latest" in ids:
-            records = transfer.list_remote(backend).checkpoints
-            newest = latest_of(records, self.view, all_projects=all_projects).checkpoint_id
-            ids = [newest if i == "latest" else i for i in ids]
+        # every project's listing: pull takes any id, and a fresh runner may not be the project that pushed
+        listing = shlex.join(["rrstore", "list", "--remote", remote, *(["--endpoint-url", endpoint_url]
+                                                                          if endpoint_url else []),
+                              "--all-projects"])
         try:
+            if "latest" in ids:
+                records = transfer.list_remote(backend).checkpoints
+                newest = latest_of(records, self.view, all_projects=all_projects).checkpoint_id
+                ids = [newest if i == "latest" else i for i in ids]
             return transfer.pull(self.open_store(create=True), backend, ids, progress)
+        except NoProjectCheckpoint as exc:  # the remote holds only other projects' checkpoints
+            raise NoProjectCheckpoint(exc.checkpoint_id, exc.project, exc.others, where=backend.location,
+                                      list_command=listing) from None
         except CheckpointNotFound as exc:  # name the remote, and how to list it (not the local store)
-            # every project's: pull takes any id, and a fresh runner may not be the project that pushed
-            listing = shlex.join(["rrstore", "list", "--remote", remote, *(["--endpoint-url", endpoint_url]
-                                                                              if endpoint_url else []),
-                                  "--all-projects"])
             raise CheckpointNotFound(exc.checkpoint_id, exc.suggestions, where=backend.location,
                                      list_command=listing) from None
 
@@ -449,8 +480,9 @@ class RollbackRecoverySystem:
         if lane is not None:
             check_lane(lane)
         listing = transfer.list_remote(transfer.open_remote(remote, endpoint_url), lane)
-        records = [r for r in listing.checkpoints if all_projects or self.view.owns(r)]
-        return ListResult(records, success=not listing.damaged, damaged=listing.damaged)
+        records = listing.checkpoints if all_projects else self.view.mine(listing.checkpoints)
+        return ListResult(records, success=not listing.damaged, damaged=listing.damaged,
+                          others=len(listing.checkpoints) - len(records), project="" if all_projects else self.project)
 
     # recovery (rrstore/recovery/, imported here only when used) ---------------------------------
 

@@ -96,10 +96,21 @@ class TransferResult:
     packs: int = 0
     bytes: int = 0
     objects_skipped: int = 0
+    # A transfer of every checkpoint sends the others and leaves out these unsafe ones (UnsafeTree).
+    refused: dict[str, UnsafeTree] = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
-        return not self.conflicts
+        return not self.conflicts and not self.refused
+
+    def refusal(self) -> UnsafeTree | None:
+        """One UnsafeTree (exit 17) naming every refused checkpoint, the first one's reason; None if none."""
+        if not self.refused:
+            return None
+        first = next(iter(self.refused.values()))
+        verb = "pushed to" if self.direction == "push" else "pulled from"
+        return first.with_lead(f"{len(self.refused)} checkpoint(s) refused, not {verb} {self.remote} (every "
+                               f"other checkpoint was): {', '.join(self.refused)}; the first")
 
     @property
     def message(self) -> str:
@@ -112,13 +123,17 @@ class TransferResult:
         for c in self.conflicts:
             text += (f"\nconflict: {c.checkpoint_id} is record {c.local_record[:12]} locally but "
                      f"{c.remote_record[:12]} on the remote; left unchanged on both sides")
+        for refused in self.refused.values():
+            text += f"\nrefused: {refused.detail}"
         return text
 
     def to_json(self) -> dict[str, object]:
         return {"direction": self.direction, "remote": self.remote, "transferred": self.transferred,
                 "already_present": self.present, "objects": self.objects, "packs": self.packs,
                 "bytes": self.bytes, "objects_skipped": self.objects_skipped, "success": self.success,
-                "conflicts": [vars(c) for c in self.conflicts]}
+                "conflicts": [vars(c) for c in self.conflicts],
+                "refused": [{"checkpoint_id": r.checkpoint_id, "path": r.path, "reason": r.reason}
+                            for r in self.refused.values()]}
 
 
 @dataclass
@@ -225,7 +240,9 @@ def push(store: Store, remote: Backend, checkpoint_ids: Sequence[str] = (),
          progress: Progress | None = None, workers: int = WORKERS) -> TransferResult:
     """Upload checkpoints (all when ``checkpoint_ids`` is empty) and what they reach that the remote lacks.
 
-    Raises CheckpointNotFound for an unknown local id, ObjectMissing or
+    A checkpoint no pull would accept (``tree.TreeCheck``) raises UnsafeTree
+    when asked for by id, and nothing is sent; pushing all, the others are
+    sent and it is listed in ``result.refused``. Raises CheckpointNotFound for an unknown local id, ObjectMissing or
     CorruptObject when the local store is damaged (nothing of that
     checkpoint's refs is then written), and the backend's errors (permission,
     connection) as they come; a conflicting remote ref is reported in the
@@ -249,11 +266,14 @@ def push(store: Store, remote: Backend, checkpoint_ids: Sequence[str] = (),
                 todo.append(record)
         if not todo:
             return result
-        try:
-            needed = _needed(store.objects, todo)
+        try:  # every checkpoint: send the safe ones, list the others; an id asked for refuses the push
+            needed = _needed(store.objects, todo, None if checkpoint_ids else result.refused)
         except UnsafeTree as exc:
             raise exc.with_lead(f"push to {remote.location} refused, nothing was sent "
                                 "(no pull would accept it)") from None
+        todo = [r for r in todo if r.checkpoint_id not in result.refused]
+        if not todo:
+            return result
         local, there = _Holdings(store.backend, workers), _Holdings(remote, workers)
         content, result.objects_skipped = local.keys_of(needed, there)
         record_keys, _ = local.keys_of({r.record_oid: [r.checkpoint_id] for r in todo}, there)
@@ -336,37 +356,85 @@ def _check_remote_config(remote: Backend) -> str:
     return str(found)
 
 
-def _needed(objects: ObjectStore, records: Iterable[CheckpointRecord]) -> dict[str, list[str]]:
+class _Reach:
+    """The trees checkpoints reach, each read and checked once (``TreeCheck``), and what each holds.
+
+    A checkpoint that proves unsafe (UnsafeTree) may have left trees checked whose subtrees were not
+    walked: those are ``incomplete``, walked again (from memory) by the next checkpoint reaching them.
+    """
+
+    def __init__(self, objects: ObjectStore) -> None:
+        self.objects = objects
+        self.check = TreeCheck()
+        self.held: dict[str, tuple[list[tuple[str, str]], list[str]]] = {}  # tree -> (subdirs, contents)
+        self.incomplete: set[str] = set()
+
+    def walk(self, record: CheckpointRecord) -> None:
+        """Read and check every tree ``record`` reaches; raise UnsafeTree, ObjectMissing or CorruptObject."""
+        walked: set[str] = set()  # a tree met twice in one checkpoint is walked once
+        stack = [(record.state_hash, "")]
+        try:
+            while stack:
+                oid, path = stack.pop()
+                if oid in walked or (oid in self.held and oid not in self.incomplete):
+                    continue
+                walked.add(oid)
+                if oid not in self.held:
+                    entries = read_tree(self.objects, oid)
+                    self.check.add(oid, entries, (record.checkpoint_id, path))
+                    self.held[oid] = ([(e.name, e.oid) for e in entries if e.kind == DIR],
+                                      [c for e in entries if e.kind == FILE for c in content_oids(e)])
+                for name, sub in self.held[oid][0]:
+                    stack.append((sub, f"{path}/{name}" if path else name))
+            self.check.check_root(record.checkpoint_id, record.state_hash)
+        except UnsafeTree:
+            self.incomplete.update(o for o in walked if o in self.held)
+            raise
+        except (ObjectMissing, CorruptObject) as exc:
+            self.incomplete.update(o for o in walked if o in self.held)
+            raise exc.with_checkpoints([record.checkpoint_id]) from None
+        self.incomplete.difference_update(walked)
+
+    def collect(self, record: CheckpointRecord, needed: dict[str, list[str]], trees: set[str]) -> None:
+        """Add every object ``record`` reaches (walked already) to ``needed``, naming ``record`` where new."""
+        ids = [record.checkpoint_id]
+        stack = [record.state_hash]
+        while stack:
+            oid = stack.pop()
+            if oid in trees:
+                continue
+            trees.add(oid)
+            needed.setdefault(oid, ids)
+            subdirs, contents = self.held[oid]
+            for content in contents:
+                needed.setdefault(content, ids)
+            stack.extend(sub for _, sub in subdirs)
+
+
+def _needed(objects: ObjectStore, records: Iterable[CheckpointRecord],
+            refused: dict[str, UnsafeTree] | None = None) -> dict[str, list[str]]:
     """Every object the records reach -> the id that first reaches it (for error messages), trees proven safe.
 
     Walks the trees itself rather than through ``tree.reachable``, so the one
     read of each tree also feeds ``TreeCheck``: a checkpoint holding a name
     that is never written (``.git``, the store) or a symlink leading out
     raises UnsafeTree before anything is transferred, whichever side made it.
-    Push and pull thus refuse what archive import refuses.
+    Push and pull thus refuse what archive import refuses. With ``refused``
+    (a transfer of every checkpoint), such a checkpoint is instead put there,
+    and the others are still needed.
     """
+    reach = _Reach(objects)
     needed: dict[str, list[str]] = {}
-    check = TreeCheck()
+    trees: set[str] = set()
     for record in records:
-        ids = [record.checkpoint_id]
-        stack = [(record.state_hash, "")]
         try:
-            while stack:
-                oid, path = stack.pop()
-                if oid in check:
-                    continue
-                entries = read_tree(objects, oid)
-                check.add(oid, entries, (record.checkpoint_id, path))
-                needed.setdefault(oid, ids)
-                for entry in entries:
-                    if entry.kind == DIR and entry.oid not in check:
-                        stack.append((entry.oid, f"{path}/{entry.name}" if path else entry.name))
-                    elif entry.kind == FILE:
-                        for content in content_oids(entry):
-                            needed.setdefault(content, ids)
-            check.check_root(record.checkpoint_id, record.state_hash)
-        except (ObjectMissing, CorruptObject) as exc:
-            raise exc.with_checkpoints([record.checkpoint_id]) from None
+            reach.walk(record)
+        except UnsafeTree as exc:
+            if refused is None:
+                raise
+            refused[record.checkpoint_id] = exc
+            continue
+        reach.collect(record, needed, trees)
     return needed
 
 
@@ -426,7 +494,9 @@ class _Counter:
 
 def pull(store: Store, remote: Backend, checkpoint_ids: Sequence[str],
          progress: Progress | None = None, workers: int = WORKERS) -> TransferResult:
-    """Download checkpoints ('latest' allowed) and what they reach that the local store lacks.
+    """Download checkpoints ('latest' allowed; none: every checkpoint of the remote) and what they reach
+    that the local store lacks. A checkpoint this store must not hold (``tree.TreeCheck``) raises
+    UnsafeTree when asked for by id, nothing changed; pulling all, it is listed in ``result.refused``.
 
     Every object is verified before any file becomes visible; a missing or
     corrupt remote object raises ObjectMissing or CorruptObject with the
@@ -437,6 +507,8 @@ def pull(store: Store, remote: Backend, checkpoint_ids: Sequence[str],
     _check_remote_config(remote)
     remote_refs = Refs(remote)
     wanted: dict[str, str] = {}
+    if not checkpoint_ids:  # every checkpoint of the remote
+        wanted = {i: oid for i, oid in _refs_of(remote_refs, sorted(remote_refs), workers).items() if oid}
     for checkpoint_id in dict.fromkeys(checkpoint_ids):
         resolved = _remote_id(remote, remote_refs, checkpoint_id)
         oid = remote_refs.get(resolved)
@@ -458,10 +530,13 @@ def pull(store: Store, remote: Backend, checkpoint_ids: Sequence[str],
         local, there = _Holdings(store.backend, workers), _Holdings(remote, workers)
         records = [_remote_record(there, checkpoint_id, oid) for checkpoint_id, oid in todo.items()]
         both = ObjectStore(OverlayView(store.backend, there.listed))
-        try:
-            needed = _needed(both, records)
+        try:  # every checkpoint: fetch the safe ones, list the others; an id asked for refuses the pull
+            needed = _needed(both, records, None if checkpoint_ids else result.refused)
         except UnsafeTree as exc:
             raise exc.with_lead(f"pull from {remote.location} refused, nothing was changed") from None
+        todo = {i: oid for i, oid in todo.items() if i not in result.refused}
+        if not todo:
+            return result
         needed.update((oid, [checkpoint_id]) for checkpoint_id, oid in todo.items())
         keys, result.objects_skipped = there.keys_of(needed, local)
         staged = _Staging(store)

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..diff import DiffResult, diff
+from ..diff import DiffResult, against_checkpoint, left_out_note
 from ..errors import RestoreFailed, ResumeRefused, StoreNotFound, UsageError
 from ..record import CheckpointRecord
 from ..tree import Entry, flatten
@@ -226,7 +226,11 @@ def _settle_tree(system: System, flow: Workflow, options: ResumeOptions, hooks: 
         hooks.say(f"rrstore: no change since {_base_label(flow, base)}")
         return snap.entries
     with manager.explain_damage():
-        done.changes = diff(flatten(manager.store.objects, base.state_hash), snap.entries)
+        done.changes = against_checkpoint(manager.store.objects, base, snap.entries)
+    if not done.changes.changed:  # only what the base left out differs: restore leaves it alone too
+        hooks.say(f"rrstore: no change since {_base_label(flow, base)}{left_out_note(done.changes)}")
+        done.changes = None
+        return snap.entries
     lines = change_lines(done.changes)
     if options.strict and not options.restore:
         number = done.point.start_step

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..checkpoint import NewCheckpoint
+from ..diff import against_checkpoint
 from ..errors import RestoreFailed, UsageError
 from ..record import CheckpointRecord
 from .classify import Classification, classify
@@ -210,8 +211,11 @@ def _attempts(system: System, spec: StepSpec, options: tuple[RetryPolicy, int, f
 
 def _restore_if_changed(system: System, record: CheckpointRecord, hooks: RunHooks) -> str | None:
     """Put the tree back to the pre-step state if the failed attempt changed it; the undo id, if any."""
-    if system.checkpoint_manager.snapshot(store=False).root_oid == record.state_hash:
-        return None
+    manager = system.checkpoint_manager
+    snap = manager.snapshot(store=False)
+    if snap.root_oid == record.state_hash or not against_checkpoint(manager.store.objects, record,
+                                                                    snap.entries).changed:
+        return None  # unchanged but for what the checkpoint left out (restore leaves that alone)
     restored = system.restore(record.checkpoint_id)
     if restored.failures:
         raise RestoreFailed(restored.failures, restored.undo_checkpoint_id)

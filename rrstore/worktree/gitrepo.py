@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,7 +250,9 @@ def earlier_identities(root: Path, identity: str) -> set[str]:
 
     Its path (checkpoints taken before ``git init`` and the first commit), and, once it has a
     remote, its first commit (taken before ``git remote add``): they stay the project's own.
-    The first commit costs one ``rev-list``, only for a project with a remote.
+    The first commit costs one ``rev-list``, only for a project with a remote. A record of
+    another git identity (the remote's URL changed since) is judged by ``known_commits`` instead:
+    see ``checkpoint.ProjectView``.
     """
     root = root.resolve()
     found = {f"path:{root}"}
@@ -259,6 +262,26 @@ def earlier_identities(root: Path, identity: str) -> set[str]:
         if first:
             found.add(f"git:root-{first}{_below_top(root, top)}")
     return found - {identity}
+
+
+def known_commits(root: Path, shas: Iterable[str]) -> set[str]:
+    """Those of ``shas`` (full commit ids) that name a commit of the repository at ``root``.
+
+    One ``git cat-file --batch-check`` for all of them; none without git or outside a repository.
+    """
+    asked = sorted({sha for sha in shas if len(sha) in (40, 64) and all(c in "0123456789abcdef" for c in sha)})
+    if not asked:
+        return set()
+    try:
+        proc = _start(root, "cat-file", "--batch-check=%(objectname) %(objecttype)", stdin=subprocess.PIPE)
+        out, _ = proc.communicate("".join(f"{sha}^{{commit}}\n" for sha in asked).encode())
+    except OSError:
+        return set()
+    if proc.returncode != 0:
+        return set()
+    found = {line.split()[0] for line in out.decode(errors="replace").splitlines()
+             if line.endswith(" commit")}
+    return found & set(asked)
 
 
 def _below_top(root: Path, top: Path) -> str:
