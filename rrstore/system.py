@@ -511,7 +511,9 @@ class RollbackRecoverySystem:
             records = self.checkpoint_manager.list_checkpoints(lane)
         except RRStoreError:
             return None
-        return next((r.checkpoint_id for r in records if r.kind == "step" and r.success), None)
+        # a checkpoint taken while a merge (rebase, ...) waited holds conflict markers: never "last good"
+        return next((r.checkpoint_id for r in records if r.kind == "step" and r.success and not r.git_operation),
+                    None)
 
     def plan(self, failure_type: FailureType | str = "unknown", lane: str = "standard") -> RecoveryPlan:
         """The recovery plan for ``failure_type`` in ``lane``."""

@@ -584,3 +584,18 @@ def test_git_clean_spares_the_store_where_it_really_is(git_project: Path, tmp_pa
 
     assert clean(git_project / "ci" / "store") == "git clean -n -d -e rrstore.toml -e .rrstoreignore -e ci/store"
     assert clean(tmp_path / "elsewhere") == "git clean -n -d -e rrstore.toml -e .rrstoreignore"  # out of reach
+
+
+# --- follow-ups of issue 9: plans that suggest only what exists and agrees with the strategy --------
+
+def test_a_checkpoint_taken_mid_merge_is_never_the_last_good_one(git_project: Path) -> None:
+    system = RollbackRecoverySystem(root=git_project)
+    good = system.checkpoint("standard", 1, "before merge", success=True).checkpoint_id
+    _conflict(git_project, "merge")
+    mid = system.checkpoint("standard", 2, "during merge", success=True)
+    assert mid.record.git_operation == "merge" and "<<<<<<<" in (git_project / "f.txt").read_text()
+
+    plan = system.plan("git_error", "standard")
+
+    assert plan.checkpoint_id == good and plan[-1].command == f"rrstore restore --checkpoint-id {good}"
+    assert system.plan("unknown", "standard").checkpoint_id == good
