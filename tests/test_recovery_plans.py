@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -64,11 +65,28 @@ EXTRA = {("test_failure", "docs"): {1: "Check documentation"}}
 WORKFLOWS = "".join(f'[workflow.{lane}]\nsteps = [{{ name = "check", command = "true" }}]\n' for lane in LANE_NAMES)
 
 
+SEED_TOOLS = ("ping", "nc", "free", "df", "sleep", "pytest", "ruff", "mypy", "bandit")
+
+
+def install_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...]) -> Path:
+    """Put ``names`` on PATH (this machine may lack ping, nc or bandit), for plans that check PATH."""
+    folder = tmp_path / "tools"
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        (folder / name).write_text("#!/bin/sh\nexit 0\n")
+        (folder / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return folder
+
+
 @pytest.fixture
-def full_project(git_project: Path) -> Path:
-    """A git repository with an origin, a workflow in every lane and a declared docs check: every seed command runs."""
+def full_project(git_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A git repository with an origin, a workflow in every lane, a declared docs check, the tests/ (and
+    tests/broken) the seed's commands name, and every tool they run on PATH: every seed command runs."""
     git(git_project, "remote", "add", "origin", "https://example.invalid/demo.git")
     (git_project / "rrstore.toml").write_text(f'[recovery]\ndocs_check = "{DOCS_CHECK}"\n\n{WORKFLOWS}')
+    (git_project / "tests" / "broken").mkdir(parents=True)
+    install_tools(tmp_path, monkeypatch, SEED_TOOLS + ("mdl",))
     return git_project
 
 
@@ -241,7 +259,7 @@ def test_cli_plan_text_json_and_errors(project: Path, cli: Cli) -> None:
     text = cli("plan", "--failure-type", "test_failure", "--lane", "standard", cwd=project)
     assert text.returncode == 0, text.stderr
     assert "Strategy: MANUAL" in text.stdout
-    assert "1     Re-run failed tests       pytest tests/ -v -x" in text.stdout
+    assert "1     Re-run failed tests       pytest -v -x" in text.stdout  # no tests/ here
     assert text.stdout.splitlines()[-1].endswith("varies")
 
     as_json = cli("plan", "--failure-type", "timeout", "--lane", "heavy", "--json", cwd=project)
@@ -258,7 +276,7 @@ def test_cli_plan_text_json_and_errors(project: Path, cli: Cli) -> None:
 
 # --- every command of every plan can run in the project it is for -------------------------------
 
-SAFE_TOOLS = {"free", "df", "ping", "nc", "sleep", "pytest", "ruff", "mypy", "bandit"}
+SAFE_TOOLS = {"free", "df", "ping", "nc", "sleep", "pytest", "ruff", "mypy", "bandit", "curl"}
 DOC_TOOLS = {"mdl": ".md", "markdownlint-cli2": ".md", "markdownlint": ".md", "pymarkdown": ".md",
              "rst2html": ".rst", "rst2html.py": ".rst", "python": ".rst", "sphinx-build": "conf.py"}
 # git verbs that change nothing (or finish what the user started); those that discard work (last column)
@@ -301,16 +319,21 @@ def check_command(command: str, root: Path | None, workflows: set[str]) -> None:
                 assert verb in GIT_SAFE or verb[:1] in GIT_SAFE, command
             assert root is None or (root / ".git").exists(), command
         elif tool in DOC_TOOLS or tool.endswith(tuple(f"/{t}" for t in DOC_TOOLS)):
-            kind = DOC_TOOLS[tool.rsplit("/", 1)[-1]]
+            kind = "conf.py" if "sphinx" in words[:3] else DOC_TOOLS[tool.rsplit("/", 1)[-1]]
             assert root is not None, command
+            assert shutil.which(tool) or (root / tool).is_file(), f"{tool} is installed: {command}"
             if kind == "conf.py":
-                assert (root / words[4] / "conf.py").is_file(), command
+                assert (root / words[words.index("dummy") + 1] / "conf.py").is_file(), command
             else:  # the files it is given are this project's, of the kind it checks
                 targets = [w for w in words[1:] if not w.startswith("-") and w not in ("scan", "/dev/null", "docutils")]
                 assert targets and all((root / t).exists() for t in targets), command
                 assert any(root.rglob(f"*{kind}")), command
         else:
             assert tool in SAFE_TOOLS, command
+            assert shutil.which(tool), f"{tool} is installed: {command}"
+            if tool == "pytest":  # the paths it is given are this project's
+                paths = [w.split("=", 1)[-1] for w in words[1:] if not w.startswith("-") or w.startswith("--ignore=")]
+                assert root is None or all((root / p).exists() for p in paths), command
 
 
 def _projects(tmp_path: Path) -> dict[str, tuple[Path | None, set[str]]]:
@@ -385,7 +408,9 @@ def test_the_docs_check_follows_the_docs_present(tmp_path: Path) -> None:
     # docutils' own front end where it is installed, else the module of the interpreter rrstore runs
     assert rst.endswith(" --strict docs/index.rst /dev/null")
     assert rst.split(" --strict")[0] in ("rst2html", "rst2html.py", "python -m docutils")
-    assert docs("sphinx").command == "sphinx-build -W -b dummy doc/source doc/_build/dummy"
+    sphinx = docs("sphinx")  # only when installed (see the tests at the end of this file)
+    assert sphinx.command == "sphinx-build -W -b dummy doc/source doc/_build/dummy" if shutil.which("sphinx-build") \
+        else sphinx.command is None and "Sphinx is not installed" in (sphinx.detail or "")
     assert docs("linted markdown, all workflows").command == ".venv/bin/pymarkdown scan docs"
     unlinted = docs("markdown, broken workflow")
     assert unlinted.command is None and "no Markdown linter is installed" in (unlinted.detail or "")
@@ -510,7 +535,7 @@ def test_git_error_plan_during_a_real_conflict(git_project: Path, operation: str
         assert f"(MERGE_HEAD {head[:12]})" in plan.message
     # other failures in the meantime keep their plan, and say what git is doing
     tests = system.plan("test_failure", "standard")
-    assert tests[0].command == "pytest tests/ -v -x" and f"a {operation} is in progress" in tests.message
+    assert tests[0].command == "pytest -v -x" and f"a {operation} is in progress" in tests.message  # no tests/
 
     # the abort step runs as written: the work is kept in a checkpoint, then git is back where it was
     (git_project / "f.txt").write_text("resolved by hand\n")

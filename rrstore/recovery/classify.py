@@ -61,6 +61,7 @@ class Rule:
     exit_codes: frozenset[int] = frozenset()
     strategy: RecoveryStrategy | None = None
     advice: str | None = None
+    plan: str | None = None  # the failure type's plan of that name (plans.PLAN_TABLE 'rules') replaces its own
 
 
 def _p(*texts: str) -> tuple[re.Pattern[str], ...]:
@@ -82,7 +83,7 @@ RULES: tuple[Rule, ...] = (
          strategy=RecoveryStrategy.MANUAL,
          advice="the server's TLS certificate did not verify: retrying does not help. Point the client at the "
                 "right CA bundle (SSL_CERT_FILE, REQUESTS_CA_BUNDLE, pip --cert, npm cafile) or fix the "
-                "server's certificate"),
+                "server's certificate", plan="certificate"),
     Rule(FailureType.NETWORK_ERROR, "read timeout or overloaded server (transient)", _p(
         r"Read timed out", r"\bReadTimeout(Error)?\b", r"\b(socket\.timeout|TimeoutError): timed out$",
         r"\bETIMEDOUT\b", r"\bESOCKETTIMEDOUT\b", r"network timeout at:",
@@ -110,7 +111,8 @@ RULES: tuple[Rule, ...] = (
         r"\bModuleNotFoundError: No module named ", r"^ImportError: No module named "),
          strategy=RecoveryStrategy.MANUAL,
          advice="a module the step imports is not installed: install the project's dependencies in the "
-                "interpreter the step runs ('rrstore validate' says which one it checks), then re-run"),
+                "interpreter the step runs ('rrstore validate' says which one it checks), then re-run",
+         plan="missing_module"),
     Rule(FailureType.QUALITY_GATE, "lint, type or security finding", _p(
         r"^\S+:\d+:\d+: [A-Z]+\d+ ", r"^\S+\.pyi?:\d+: error: ", r"^[A-Z]{1,3}\d{3,4} (\[\*\] )?\S",
         r"^>> Issue: \[B\d+", r"^unformatted: ", r"^Would reformat: ", r"^\d+ files? would be reformatted",
@@ -135,6 +137,7 @@ class Classification:
     exit_code: int | None = None
     strategy: RecoveryStrategy | None = None  # the rule's own, where it overrides the failure type's
     advice: str | None = None
+    plan: str | None = None  # the rule's own plan (fix first, then re-run), where it has one
 
     @property
     def message(self) -> str:
@@ -186,7 +189,7 @@ def classify(output: str | Iterable[str] = "", exit_code: int | None = None) -> 
             for number, text in lines:
                 if pattern.search(text):
                     return Classification(rule.failure_type, text.strip(" _=!"), number, rule.name, exit_code,
-                                          rule.strategy, rule.advice)
+                                          rule.strategy, rule.advice, rule.plan)
         if rule.exit_codes:  # the status alone decides
             return Classification(rule.failure_type, exit_text(exit_code), None, rule.name, exit_code)
     last = lines[-1] if lines else None

@@ -27,7 +27,7 @@ from .vocabulary import RecoveryStrategy
 
 if TYPE_CHECKING:
     from ..system import RollbackRecoverySystem
-    from .planner import RecoveryPlan
+    from .planner import FailedStep, RecoveryPlan
 
 RUNNING = "step did not finish (interrupted, or still running)"
 # The shell's 'cannot execute' and 'not found': waiting never fixes them, so they are not retried.
@@ -136,6 +136,16 @@ class StepSpec:
         if not self.command or (isinstance(self.command, str) and not self.command.strip()):
             raise UsageError("give the command to run (after --)")
 
+    def failed(self, policy: RetryPolicy) -> FailedStep:
+        """This step for its plan, with the 'rrstore run' that runs it again as it ran."""
+        from .planner import FailedStep
+
+        timeout = f" --timeout {policy.timeout:g}" if policy.timeout is not None else ""
+        words = shlex.quote(self.command) if isinstance(self.command, str) else shlex.join(self.command)
+        rerun = (f"rrstore run --lane {self.lane} --step-number {self.step_number} "
+                 f"--step-name {shlex.quote(self.step_name)}{timeout} -- {words}")
+        return FailedStep(self.step_number, self.step_name, rerun)
+
 
 def run_step(system: RollbackRecoverySystem, spec: StepSpec, policy: RetryPolicy | None = None,
              hooks: RunHooks | None = None) -> StepResult:
@@ -181,7 +191,7 @@ def _attempts(system: RollbackRecoverySystem, spec: StepSpec, options: tuple[Ret
             result.plan = None
             return
         attempt.classification = found = classify(outcome.text(), outcome.exit_status)
-        result.plan = plan = system.recovery_planner.get_recovery_plan(found, spec.lane)
+        result.plan = plan = system.recovery_planner.get_recovery_plan(found, spec.lane, spec.failed(policy))
         hooks.say(f"rrstore: {label} failed (attempt {number}, exit status {outcome.exit_status}): {found.message}")
         earlier = [a.classification.failure_type for a in result.attempts[:-1] if a.classification]
         if found.failure_type not in earlier:  # the plan once per kind of failure, not at every retry
