@@ -86,7 +86,7 @@ def full_project(git_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     git(git_project, "remote", "add", "origin", "https://example.invalid/demo.git")
     (git_project / "rrstore.toml").write_text(f'[recovery]\ndocs_check = "{DOCS_CHECK}"\n\n{WORKFLOWS}')
     (git_project / "tests" / "broken").mkdir(parents=True)
-    install_tools(tmp_path, monkeypatch, SEED_TOOLS + ("mdl",))
+    install_tools(tmp_path, monkeypatch, (*SEED_TOOLS, "mdl"))
     return git_project
 
 
@@ -624,3 +624,183 @@ def test_a_checkpoint_taken_mid_merge_is_never_the_last_good_one(git_project: Pa
 
     assert plan.checkpoint_id == good and plan[-1].command == f"rrstore restore --checkpoint-id {good}"
     assert system.plan("unknown", "standard").checkpoint_id == good
+
+
+def path_of(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real: tuple[str, ...] = ("git",),
+            stubs: tuple[str, ...] = ()) -> Path:
+    """PATH holds only ``real`` (this machine's programs) and ``stubs`` (installed, do nothing)."""
+    folder = tmp_path / "only-these"
+    folder.mkdir()
+    for name in real:
+        found = shutil.which(name)
+        assert found, name
+        (folder / name).symlink_to(found)
+    for name in stubs:
+        (folder / name).write_text("#!/bin/sh\nexit 0\n")
+        (folder / name).chmod(0o755)
+    monkeypatch.setenv("PATH", str(folder))
+    return folder
+
+
+def test_programs_that_are_not_installed_are_never_suggested(git_project: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    tools = path_of(tmp_path, monkeypatch, stubs=("sleep", "curl", "ruff", "mypy", "pytest", "df"))
+    system = RollbackRecoverySystem(root=git_project)
+
+    connectivity = system.plan("network_error", "standard")[0]
+    assert connectivity.command == "curl -sS -o /dev/null --max-time 10 https://github.com"
+    said = connectivity.detail or ""
+    assert "ping is not installed (not on PATH" in said and "; nc is not installed (not on PATH" in said
+    gates = system.plan("quality_gate", "standard")
+    assert gates[0].command == gates[2].command == "ruff check .; mypy . --ignore-missing-imports"
+    assert "bandit is not installed (not on PATH or in the project's .venv/bin" in (gates[0].detail or "")
+    resources = system.plan("timeout", "standard")[0]
+    assert resources.command == "df -h" and "free is not installed" in (resources.detail or "")
+
+    (tools / "ping").write_text("#!/bin/sh\nexit 0\n")
+    (tools / "ping").chmod(0o755)
+    assert system.plan("network_error", "standard")[0].command == "ping 8.8.8.8"
+    (tools / "curl").unlink()
+    (tools / "ping").unlink()
+    nothing = system.plan("network_error", "standard")[0]
+    assert nothing.command is None and "curl is not installed" in (nothing.detail or "")
+    bandit = git_project / ".venv" / "bin" / "bandit"  # the project's own bin dir: named by its path
+    bandit.parent.mkdir(parents=True)
+    bandit.write_text("#!/bin/sh\nexit 0\n")
+    bandit.chmod(0o755)
+    assert system.plan("quality_gate", "standard")[0].command == \
+        "ruff check .; mypy . --ignore-missing-imports; .venv/bin/bandit -r ."
+    (tools / "pytest").unlink()
+    rerun = system.plan("test_failure", "standard")[0]
+    assert rerun.command is None and rerun.detail == "pytest is not installed (not on PATH or in the project's " \
+                                                     ".venv/bin, venv/bin, node_modules/.bin)"
+
+
+def test_pytest_is_given_the_test_directory_the_project_has(git_project: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    path_of(tmp_path, monkeypatch, stubs=("pytest",))
+    system = RollbackRecoverySystem(root=git_project)
+
+    def commands() -> list[str | None]:
+        return [a.command for a in system.plan("test_failure", "standard")]
+
+    assert commands() == ["pytest -v -x", "pytest -v --tb=short", None, None]  # no tests/: pytest finds them
+    skip = system.plan("test_failure", "standard")[2]
+    assert skip.detail == "Skip and continue: re-run pytest with --ignore=PATH for the tests to skip: " \
+                          "tests/broken: no such path in the project"
+    (git_project / "test").mkdir()
+    assert commands()[0] == "pytest test/ -v -x"
+    (git_project / "tests" / "broken").mkdir(parents=True)
+    assert commands()[:3] == ["pytest tests/ -v -x", "pytest -v --tb=short", "pytest --ignore=tests/broken"]
+
+
+def test_sphinx_is_suggested_only_where_it_is_installed(git_project: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    (git_project / "doc").mkdir()
+    (git_project / "doc" / "conf.py").write_text("project = 'demo'\n")
+    (git_project / "doc" / "index.rst").write_text("Index\n=====\n")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(git_project / ".venv")], check=True)
+    tools = path_of(tmp_path, monkeypatch)
+    system = RollbackRecoverySystem(root=git_project)
+    python = git_project / ".venv" / "bin" / "python"
+
+    missing = system.plan("quality_gate", "docs")[0]
+    assert missing.command is None
+    assert f"Sphinx is not installed (no sphinx-build, and {python} (the project's .venv) cannot import sphinx)" \
+        in (missing.detail or "")
+
+    # importable in the project's interpreter (not rrstore's): its '-m sphinx', which really runs there
+    site = next((git_project / ".venv" / "lib").glob("python3*/site-packages"))
+    (site / "sphinx").mkdir()
+    (site / "sphinx" / "__init__.py").write_text("")
+    (site / "sphinx" / "__main__.py").write_text("import sys\nprint('sphinx', *sys.argv[1:])\n")
+    module = system.plan("quality_gate", "docs")[0].command or ""
+    assert module == ".venv/bin/python -m sphinx -W -b dummy doc doc/_build/dummy"
+    ran = subprocess.run(module, shell=True, cwd=git_project, capture_output=True, text=True, check=True)
+    assert ran.stdout == "sphinx -W -b dummy doc doc/_build/dummy\n"
+
+    (git_project / ".venv" / "bin" / "sphinx-build").write_text("#!/bin/sh\nexit 0\n")
+    (git_project / ".venv" / "bin" / "sphinx-build").chmod(0o755)
+    assert system.plan("test_failure", "docs")[0].command == ".venv/bin/sphinx-build -W -b dummy doc doc/_build/dummy"
+    (tools / "sphinx-build").write_text("#!/bin/sh\nexit 0\n")
+    (tools / "sphinx-build").chmod(0o755)
+    assert system.plan("unknown", "docs")[2].command == "sphinx-build -W -b dummy doc doc/_build/dummy"
+
+
+def _first(plan: list[RecoveryAction], strategy: RecoveryStrategy) -> int:
+    return next((a.step for a in plan if a.strategy is strategy), 10**6)
+
+
+def test_a_manual_rule_fixes_first_then_re_runs(project: Path) -> None:
+    from rrstore.recovery.classify import RULES, classify
+
+    planner = RollbackRecoverySystem(root=project).recovery_planner
+    missing = planner.get_recovery_plan(classify((FIXTURES / "python_module_not_found.log").read_text(), 1))
+    assert missing.strategy is RecoveryStrategy.MANUAL
+    assert [a.action for a in missing] == ["Install the missing module", "Check the project's environment",
+                                           "Re-run the step"]
+    assert missing[0].detail == "install the module 'nope' (the project's dependencies) in the interpreter the " \
+                                "step runs"
+    assert missing[1].command == "rrstore validate" and "pytest" not in str(missing.to_json()["actions"])
+    assert missing[2].command is None and missing[2].detail == "re-run the failed step: no [workflow.standard] declared"
+
+    cert = planner.get_recovery_plan(classify((FIXTURES / "curl_tls_self_signed.log").read_text(), 60), "heavy")
+    assert [a.action for a in cert] == ["Fix the certificate or CA bundle", "Re-run the step"]
+    assert "Wait and retry" not in cert.message and "retrying does not help" in cert.message
+    # whatever rule says MANUAL: the fix (a manual step) comes before any retry
+    samples = {"certificate verification failure": "curl_tls_self_signed.log",
+               "missing module (a dependency to install)": "python_module_not_found.log"}
+    for rule in RULES:
+        if rule.strategy is RecoveryStrategy.MANUAL:
+            plan = planner.get_recovery_plan(classify((FIXTURES / samples[rule.name]).read_text(), 1), "standard")
+            assert plan.strategy is RecoveryStrategy.MANUAL and plan[0].strategy is RecoveryStrategy.MANUAL, rule.name
+            assert _first(list(plan), RecoveryStrategy.MANUAL) < _first(list(plan), RecoveryStrategy.RETRY), rule.name
+
+
+def test_rrstore_run_of_a_missing_module_plans_the_install_then_its_own_re_run(project: Path, cli: Cli) -> None:
+    step = f"{shlex.quote(sys.executable)} -c 'import rrstore_test_not_installed'"
+    done = cli("run", "--lane", "standard", "--step-number", "1", "--step-name", "import", "--json", "--", step,
+               cwd=project)
+    doc = json.loads(done.stdout)
+    assert done.returncode == 1 and len(doc["attempts"]) == 1, done.stderr
+    actions = doc["plan"]["actions"]
+    assert actions[0]["action"] == "Install the missing module"
+    assert "the module 'rrstore_test_not_installed'" in actions[0]["detail"]
+    rerun = f"rrstore run --lane standard --step-number 1 --step-name import -- {shlex.quote(step)}"
+    assert actions[-1]["command"] == rerun
+    parse_rrstore(shlex.split(rerun)[1:])
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    again = subprocess.run(rerun, shell=True, cwd=project, capture_output=True, text=True, env=env)
+    assert again.returncode == 1 and "No module named 'rrstore_test_not_installed'" in again.stderr  # it ran
+
+
+def test_a_one_off_step_is_re_run_a_workflow_step_resumed(git_project: Path, cli: Cli) -> None:
+    refused = FIXTURES / "curl_connection_refused.log"
+    (git_project / "rrstore.toml").write_text(
+        '[workflow.standard]\nsteps = [{ name = "lint", command = "true" }, '
+        f'{{ name = "fetch", command = "cat {refused}; exit 7" }}]\n')
+
+    def plan(*args: str) -> list[dict[str, object]]:
+        done = cli("run", "--lane", "standard", *args, "--retries", "0", "--json", "--", f"cat {refused}; exit 7",
+                   cwd=git_project)
+        assert done.returncode == 7, done.stderr
+        doc = json.loads(done.stdout)
+        assert doc["plan"]["failure_type"] == "network_error"
+        actions: list[dict[str, object]] = doc["plan"]["actions"]
+        return actions
+
+    one_off = plan("--step-number", "5", "--step-name", "tls")
+    again = f"rrstore run --lane standard --step-number 5 --step-name tls -- {shlex.quote(f'cat {refused}; exit 7')}"
+    assert one_off[1]["command"] == f"sleep 60 && {again}"
+    assert one_off[1]["detail"] == "Wait 60s, then re-run the failed step: step 5 (tls) is not a step of " \
+                                   "[workflow.standard]"
+    assert str(one_off[2]["command"]).endswith(f" && {again}") and "workflow" not in str(one_off[2]["command"])
+    parse_rrstore(shlex.split(again)[1:])
+    assert "rrstore workflow" not in json.dumps(plan("--step-number", "2", "--step-name", "tls"))  # nor is step 2 tls
+
+    declared = plan("--step-number", "2", "--step-name", "fetch")
+    assert declared[1]["command"] == "sleep 60 && rrstore workflow --lane standard --resume"
+    flow = cli("workflow", "--lane", "standard", "--json", cwd=git_project)
+    assert flow.returncode == 7
+    assert "sleep 60 && rrstore workflow --lane standard --resume" in flow.stdout
