@@ -14,8 +14,10 @@ explains the others:
 3. a certificate that does not verify (a network error that retrying does
    not cure, so its rule says MANUAL: before the transient ones it causes);
 4. network errors, read timeouts and overloaded servers (HTTP 429, 502-504)
-   included (before timeouts: 'Connection timed out' and a socket's
-   'TimeoutError: timed out' are the network's);
+   included (before timeouts: 'Connection timed out', a socket's
+   'TimeoutError: timed out' and curl's own limit, exit 28 'Operation timed
+   out after N milliseconds', are the network's: ``timeout`` is the step's
+   own time limit);
 5. timeout messages; 6. test failures, then a module that is not installed
    (a dependency to install: retrying does not bring it);
 7. quality-gate findings; 8. git errors (after tests: a test's captured
@@ -85,7 +87,9 @@ RULES: tuple[Rule, ...] = (
                 "right CA bundle (SSL_CERT_FILE, REQUESTS_CA_BUNDLE, pip --cert, npm cafile) or fix the "
                 "server's certificate", plan="certificate"),
     Rule(FailureType.NETWORK_ERROR, "read timeout or overloaded server (transient)", _p(
-        r"Read timed out", r"\bReadTimeout(Error)?\b", r"\b(socket\.timeout|TimeoutError): timed out$",
+        r"Read timed out", r"\bReadTimeout(Error)?\b",
+        r"^curl: \(28\) (Operation|Resolving|Connection) timed out after \d+ milliseconds",
+        r"\b(socket\.timeout|TimeoutError): timed out$",
         r"\bETIMEDOUT\b", r"\bESOCKETTIMEDOUT\b", r"network timeout at:",
         r"HTTP Error (429|50[234])\b", r"returned error: (429|50[234])\b",
         r"\b(429|50[234]) (Client Error|Server Error|Too Many Requests|Service Unavailable|Bad Gateway|"

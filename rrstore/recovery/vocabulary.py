@@ -17,7 +17,7 @@ from ..errors import UsageError
 class FailureType(StrEnum):
     """What went wrong, as far as the output of the failed step tells."""
 
-    TIMEOUT = "timeout"
+    TIMEOUT = "timeout"  # the step's own time limit ran out (a client's network timeout is NETWORK_ERROR)
     TEST_FAILURE = "test_failure"
     QUALITY_GATE = "quality_gate"
     RESOURCE_EXHAUSTION = "resource_exhaustion"
