@@ -165,6 +165,9 @@ def find_root(start: Path | None = None) -> Path:
 class RollbackRecoverySystem:
     """Checkpoints, restores and inspects one project's working tree."""
 
+    # Parses the 'rrstore ...' a plan override suggests (recovery.plans.CommandCheck); the CLI sets it.
+    command_check: Callable[[list[str]], str | None] | None = None
+
     def __init__(self, root: str | os.PathLike[str] | None = None,
                  store: str | os.PathLike[str] | None = None) -> None:
         self.root = find_root(Path(root) if root is not None else None)
@@ -503,7 +506,7 @@ class RollbackRecoverySystem:
         from .recovery.planner import RecoveryPlanner
         from .recovery.settings import load_recovery_settings
 
-        settings = load_recovery_settings(self.root)
+        settings = load_recovery_settings(self.root, self.command_check)
         return RecoveryPlanner(settings.plans, self._newest_success, self.root, self.store_path, settings.docs_check)
 
     def _newest_success(self, lane: str) -> str | None:

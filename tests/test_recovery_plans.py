@@ -804,3 +804,33 @@ def test_a_one_off_step_is_re_run_a_workflow_step_resumed(git_project: Path, cli
     flow = cli("workflow", "--lane", "standard", "--json", cwd=git_project)
     assert flow.returncode == 7
     assert "sleep 60 && rrstore workflow --lane standard --resume" in flow.stdout
+
+
+def test_an_overrides_rrstore_command_is_parsed_by_rrstores_own_cli(project: Path, cli: Cli) -> None:
+    (project / "rrstore.toml").write_text(
+        '[recovery.plans.unknown]\nsteps = [{ action = "Restore", command = "rrstore restore --bogus" }]\n')
+    for args in (("plan",), ("plan", "--failure-type", "timeout", "--lane", "docs")):
+        done = cli(*args, cwd=project)
+        assert done.returncode == 2 and done.stdout == "", done.stderr
+        assert done.stderr.splitlines() == [
+            f"rrstore: error: {project / 'rrstore.toml'} [recovery]: recovery.plans.unknown step 1: "
+            "'rrstore restore --bogus' does not run: No such option '--bogus'. Did you mean '--verbose'?"]
+    validated = cli("validate", "--json", cwd=project)
+    checks = {c["name"]: c for c in json.loads(validated.stdout)["checks"]}
+    assert checks["configuration valid"]["status"] == "fail"
+    assert "recovery.plans.unknown step 1: 'rrstore restore --bogus' does not run" in \
+        checks["configuration valid"]["reason"]
+
+    # a lane's table, a fallback, an unknown command: named each; placeholders stand for real values
+    (project / "rrstore.toml").write_text(
+        '[recovery.plans.timeout.heavy]\nsteps = [{ action = "Back", command = '
+        '"rrstore restore --checkpoint-id {checkpoint} && rrstore workflow --lane {lane} --resume" },\n'
+        '  { action = "List", command = "rrstore list", without = { command = "free -h; rrstore lsit -a" } }]\n')
+    wrong = cli("plan", "--failure-type", "timeout", "--lane", "heavy", cwd=project)
+    assert wrong.returncode == 2 and wrong.stderr.splitlines() == [
+        f"rrstore: error: {project / 'rrstore.toml'} [recovery]: recovery.plans.timeout.heavy step 2: "
+        "'rrstore lsit -a' does not run: No such command 'lsit'. Did you mean 'list'?"]
+    (project / "rrstore.toml").write_text((project / "rrstore.toml").read_text().replace("lsit -a", "list --json"))
+    fine = cli("plan", "--failure-type", "timeout", "--lane", "heavy", "--json", cwd=project)
+    assert fine.returncode == 0, fine.stderr
+    assert json.loads(fine.stdout)["actions"][1]["command"] == "rrstore list"

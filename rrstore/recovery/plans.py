@@ -31,6 +31,9 @@ A project replaces any of it in ``rrstore.toml`` (or ``[tool.rrstore]``)::
 
 from __future__ import annotations
 
+import re
+import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -255,6 +258,11 @@ class LanePlan:
 
 
 PlanTable = dict[tuple[FailureType, Lane], LanePlan]
+# The words after 'rrstore' of a suggested command -> what rrstore's parser says is wrong, or None.
+# The CLI passes its click parser (the library never imports the CLI; see build_table).
+CommandCheck = Callable[[list[str]], str | None]
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_SAMPLES = {"checkpoint": "standard-step1-20260101_000000", "lane": "standard"}
 
 
 def parse_time(value: object, where: str) -> int | None:
@@ -326,7 +334,23 @@ def _fixed(entry: dict[str, Any], where: str) -> LanePlan:
                     tuple(_step(row, f"{where} step {i}") for i, row in enumerate(entry["steps"], 1)))
 
 
-def _apply(plan: LanePlan, table: dict[str, Any], where: str) -> LanePlan:
+def check_commands(step: PlanStep, where: str, check: CommandCheck) -> None:
+    """A UsageError naming ``where`` when an ``rrstore ...`` of ``step`` (or its fallbacks) does not parse."""
+    row: PlanStep | None = step
+    while row is not None:
+        text = _PLACEHOLDER.sub(lambda m: _SAMPLES.get(m.group(1), "x"), row.command or "")
+        for part in re.split(r"&&|\|\||;", text):
+            try:
+                words = shlex.split(part)
+            except ValueError:
+                continue
+            problem = check(words[1:]) if words[:1] == ["rrstore"] else None
+            if problem:
+                raise UsageError(f"{where}: '{part.strip()}' does not run: {problem}")
+        row = row.fallback
+
+
+def _apply(plan: LanePlan, table: dict[str, Any], where: str, check: CommandCheck | None = None) -> LanePlan:
     """``plan`` with what a configuration table sets (strategy, steps, note) replaced."""
     strategy, steps, note, in_progress, by_rule = plan.strategy, plan.steps, plan.note, plan.in_progress, plan.by_rule
     if "strategy" in table:
@@ -336,6 +360,9 @@ def _apply(plan: LanePlan, table: dict[str, Any], where: str) -> LanePlan:
         if not isinstance(raw, list) or not raw or not all(isinstance(s, dict) for s in raw):
             raise UsageError(f"{where}: 'steps' must be a non-empty array of tables")
         steps = tuple(_step(s, f"{where} step {i}") for i, s in enumerate(raw, 1))
+        for i, step in enumerate(steps, 1):
+            if check is not None:
+                check_commands(step, f"{where} step {i}", check)
         in_progress, by_rule = None, {}  # the project's own steps apply whatever git is doing or the rule
     if "note" in table:
         if not isinstance(table["note"], str):
@@ -344,11 +371,13 @@ def _apply(plan: LanePlan, table: dict[str, Any], where: str) -> LanePlan:
     return LanePlan(strategy, steps, note, in_progress, by_rule)
 
 
-def build_table(overrides: dict[str, Any] | None = None, source: str = "configuration") -> PlanTable:
+def build_table(overrides: dict[str, Any] | None = None, source: str = "configuration",
+                check: CommandCheck | None = None) -> PlanTable:
     """Every (failure type, lane) plan: the built-in table with the project's overrides applied.
 
     Overrides are checked in full, so a typo is an error rather than a plan
-    that silently stays the default.
+    that silently stays the default; with ``check`` (the CLI's click
+    parser), every ``rrstore ...`` an override's step suggests must parse.
     """
     overrides = overrides or {}
     if not isinstance(overrides, dict):
@@ -368,10 +397,10 @@ def build_table(overrides: dict[str, Any] | None = None, source: str = "configur
         if unknown:
             raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         for lane in Lane:
-            plan = _apply(_builtin(failure_type, lane), custom, where)
+            plan = _apply(_builtin(failure_type, lane), custom, where, check)
             lane_custom = custom.get(lane.value, {})
             if not isinstance(lane_custom, dict) or set(lane_custom) - _TABLE_KEYS:
                 raise UsageError(f"{where}.{lane}: must be a table of {', '.join(sorted(_TABLE_KEYS))}")
-            table[failure_type, lane] = _apply(plan, lane_custom, f"{where}.{lane}")
+            table[failure_type, lane] = _apply(plan, lane_custom, f"{where}.{lane}", check)
     return table
 

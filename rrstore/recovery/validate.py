@@ -365,7 +365,7 @@ def check_configuration(system: RollbackRecoverySystem) -> Check:
 
     try:
         settings = load_settings(system.root)
-        load_recovery_settings(system.root)
+        load_recovery_settings(system.root, system.command_check)
         lanes = load_workflows(system.root)
     except RRStoreError as exc:
         return Check(name, FAIL, str(exc))
