@@ -298,10 +298,24 @@ def parse_rrstore(words: list[str]) -> None:
         command.make_context(words[0], list(words[1:]), parent=ctx).close()
 
 
+def shell_parts(command: str) -> list[list[str]]:
+    """The simple commands of a '&&' / ';' list, as the shell splits them (quotes respected)."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=";&")
+    lexer.whitespace_split = True
+    parts: list[list[str]] = [[]]
+    for token in lexer:
+        if token in (";", "&&"):
+            parts.append([])
+        else:
+            parts[-1].append(token)
+    assert all(parts), command
+    return parts
+
+
 def check_command(command: str, root: Path | None, workflows: set[str]) -> None:
-    parts = [p.strip() for p in command.replace("&&", ";").split(";")]
-    for number, part in enumerate(parts):
-        words = shlex.split(part)
+    split = shell_parts(command)
+    parts = [shlex.join(words) for words in split]
+    for number, words in enumerate(split):
         tool = words[0]
         if tool == "rrstore":
             parse_rrstore(words[1:])
@@ -834,3 +848,22 @@ def test_an_overrides_rrstore_command_is_parsed_by_rrstores_own_cli(project: Pat
     fine = cli("plan", "--failure-type", "timeout", "--lane", "heavy", "--json", cwd=project)
     assert fine.returncode == 0, fine.stderr
     assert json.loads(fine.stdout)["actions"][1]["command"] == "rrstore list"
+
+
+def test_every_rule_plan_command_exists_in_its_project_and_parses(tmp_path: Path) -> None:
+    from rrstore.recovery.classify import classify
+    from rrstore.recovery.planner import FailedStep
+
+    found = [classify((FIXTURES / name).read_text(), 1) for name in
+             ("curl_tls_self_signed.log", "python_module_not_found.log", "curl_read_timeout.log")]
+    steps = [None, FailedStep(1, "check", "rrstore run --lane standard --step-number 1 --step-name check -- true"),
+             FailedStep(7, "tls", "rrstore run --lane heavy --step-number 7 --step-name tls -- 'curl -sS x; exit 60'")]
+    for kind, (root, workflows) in _projects(tmp_path).items():
+        planner = planner_for(root)
+        for classification in found:
+            for lane in Lane:
+                for step in steps:
+                    for action in planner.get_recovery_plan(classification, lane, step):
+                        assert action.command or action.detail, (kind, classification.rule, lane, action)
+                        if action.command:
+                            check_command(action.command, root, workflows)
