@@ -6,9 +6,11 @@ newest successful step checkpoint of the lane replaces the placeholder: that
 is the last state known to have passed the step it was taken before.
 
 Every command is checked against the project (``ProjectFacts``) before it is
-shown: ``rrstore workflow --lane X`` only when ``[workflow.X]`` is declared,
-``git`` only in a git work tree, the docs check only when one fits the docs
-present. A command that cannot run is replaced by its step's ``without``
+shown: ``rrstore workflow --lane X`` only when ``[workflow.X]`` is declared
+(and, for a ``--resume`` of a known failed step, only when that step is one
+of the workflow's), ``git`` only in a git work tree, the docs check only
+when one fits the docs present, any other program only when installed, and
+pytest's paths only when the project has them. A command that cannot run is replaced by its step's ``without``
 row, or by no command and the reason; a plan never suggests a command that
 fails for want of something the project lacks.
 """
@@ -264,8 +266,9 @@ class _Filler:
         """
         if command is None:
             return Filled(None)
-        tests = self.facts.tests.rstrip("/") and f" {self.facts.tests}"
-        filled = self.text(command.replace("{lane}", self.lane.value).replace(" {tests}", tests)
+        if " {tests}" in command:  # pytest's test directory, or none: then pytest looks for itself
+            command = command.replace(" {tests}", f" {self.facts.tests}" if self.facts.tests else "")
+        filled = self.text(command.replace("{lane}", self.lane.value)
                            .replace("{checkpoint}", self.checkpoint_id or PLACEHOLDER)) or ""
         for key, check in (("{docs_check}", self.facts.docs), ("{remote}", self.facts.remote)):
             if key in filled:
