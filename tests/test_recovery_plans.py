@@ -792,7 +792,7 @@ def test_rrstore_run_of_a_missing_module_plans_the_install_then_its_own_re_run(p
 def test_a_one_off_step_is_re_run_a_workflow_step_resumed(git_project: Path, cli: Cli) -> None:
     refused = FIXTURES / "curl_connection_refused.log"
     (git_project / "rrstore.toml").write_text(
-        '[workflow.standard]\nsteps = [{ name = "lint", command = "true" }, '
+        '[recovery]\nretries = 0\n\n[workflow.standard]\nsteps = [{ name = "lint", command = "true" }, '
         f'{{ name = "fetch", command = "cat {refused}; exit 7" }}]\n')
 
     def plan(*args: str) -> list[dict[str, object]]:
