@@ -10,9 +10,10 @@ shown: ``rrstore workflow --lane X`` only when ``[workflow.X]`` is declared
 (and, for a ``--resume`` of a known failed step, only when that step is one
 of the workflow's), ``git`` only in a git work tree, the docs check only
 when one fits the docs present, any other program only when installed, and
-pytest's paths only when the project has them. A command that cannot run is replaced by its step's ``without``
-row, or by no command and the reason; a plan never suggests a command that
-fails for want of something the project lacks.
+pytest's paths only when the project has them. A command that cannot run
+is replaced by its step's ``without`` row, or by no command and the reason;
+a plan never suggests a command that fails for want of something the
+project lacks.
 """
 
 from __future__ import annotations
