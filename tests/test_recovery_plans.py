@@ -867,3 +867,24 @@ def test_every_rule_plan_command_exists_in_its_project_and_parses(tmp_path: Path
                         assert action.command or action.detail, (kind, classification.rule, lane, action)
                         if action.command:
                             check_command(action.command, root, workflows)
+
+
+def test_docutils_is_the_project_interpreters(git_project: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    (git_project / "docs").mkdir()
+    (git_project / "docs" / "index.rst").write_text("Index\n=====\n\nbroken *emphasis\n")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(git_project / ".venv")], check=True)
+    path_of(tmp_path, monkeypatch)  # no rst2html
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    system = RollbackRecoverySystem(root=git_project)
+
+    without = system.plan("quality_gate", "docs")[0]
+    assert without.command is None and "docutils is not installed" in (without.detail or "")
+
+    pytest.importorskip("docutils")  # the tests' own interpreter has it: activated, the project runs it
+    monkeypatch.setenv("VIRTUAL_ENV", sys.prefix)
+    command = system.plan("quality_gate", "docs")[0].command or ""
+    python = Path(sys.prefix) / "bin" / "python"
+    assert command == f"{shlex.quote(str(python))} -m docutils --strict docs/index.rst /dev/null"
+    done = subprocess.run(command, shell=True, cwd=git_project, capture_output=True, text=True)
+    assert done.returncode != 0 and "Inline emphasis start-string without end-string" in done.stderr

@@ -22,9 +22,9 @@ match wins:
      ``markdownlint``, ``pymarkdown`` (installed: on ``PATH`` or in the
      project's ``.venv/bin``, ``venv/bin`` or ``node_modules/.bin``);
    - reStructuredText: docutils' ``rst2html --strict FILE /dev/null`` when
-     installed, else ``python -m docutils --strict FILE /dev/null`` when
-     docutils is importable (docutils 0.19 or later), one per file, at most
-     ``MAX_RST_FILES``.
+     installed, else ``PYTHON -m docutils --strict FILE /dev/null`` when the
+     project's interpreter imports docutils (0.19 or later), one per file,
+     at most ``MAX_RST_FILES``.
 
 No docs, or docs no installed tool checks: no command, and the reason.
 
@@ -35,7 +35,6 @@ it); ``tests`` is pytest's test directory as this project has it.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shlex
 import shutil
@@ -172,12 +171,14 @@ def docs_check(root: Path | None, declared: str | None = None) -> Check:
             missing.append("no Markdown linter is installed (mdl, markdownlint-cli2, markdownlint or pymarkdown)")
     if rst:
         rst2html = find_tool("rst2html", root) or find_tool("rst2html.py", root)
-        runner = rst2html or ("python -m docutils" if importlib.util.find_spec("docutils") else None)
+        python = python_with(root, "docutils") if rst2html is None else Check(None)
+        runner = rst2html or (f"{python.command} -m docutils" if python.command else None)
         if runner:
             commands += [f"{runner} --strict {shlex.quote(str(f.relative_to(root)))} /dev/null"
                          for f in rst[:MAX_RST_FILES]]
         else:
-            missing.append("docutils is not installed (for the .rst files)")
+            why = f"; {python.reason}" if python.reason else ""
+            missing.append(f"docutils is not installed (for the .rst files{why})")
     if commands:
         return Check(" && ".join(commands))
     return Check(None, "; ".join(missing) + ": install one, or set [recovery] docs_check")
