@@ -7,6 +7,7 @@ options the same way, in ``piptools/scripts/options.py``).
 
 from __future__ import annotations
 
+import functools
 import traceback
 import warnings
 from contextlib import nullcontext
@@ -42,11 +43,32 @@ class State:
             rescue = ctx is not None and ctx.info_name in RESCUE_COMMANDS
             with rescue_settings(self.store is not None) if rescue else nullcontext():
                 self._system = RollbackRecoverySystem(root=self.root, store=self.store)
+            current = click.get_current_context(silent=True)
+            group = current.find_root().command if current is not None else None
+            if isinstance(group, click.Group):  # plan overrides' rrstore commands must parse as this CLI's
+                self._system.command_check = functools.partial(click_says, group)
         return self._system
 
     @property
     def show_progress(self) -> bool:
         return not (self.quiet or self.json)
+
+
+def click_says(group: click.Group, words: list[str]) -> str | None:
+    """What click says of ``rrstore WORDS`` (None: it parses), without running or printing anything."""
+    if not words:
+        return "no command named"
+    if {"-h", "--help", "--version"} & set(words):
+        return None  # eager options print: their command parses
+    try:
+        with click.Context(group, info_name="rrstore", resilient_parsing=False) as ctx:
+            name, command, rest = group.resolve_command(ctx, list(words))
+            if command is None:
+                return f"No such command {words[0]!r}."
+            command.make_context(name or words[0], rest, parent=ctx).close()
+    except click.ClickException as exc:
+        return exc.format_message()
+    return None
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

@@ -134,6 +134,9 @@ def find_root(start: Path | None = None) -> Path:
 class RollbackRecoverySystem:
     """Checkpoints, restores and inspects one project's working tree."""
 
+    # Parses the 'rrstore ...' a plan override suggests (recovery.plans.CommandCheck); the CLI sets it.
+    command_check: Callable[[list[str]], str | None] | None = None
+
     def __init__(self, root: str | os.PathLike[str] | None = None,
                  store: str | os.PathLike[str] | None = None) -> None:
         self.root = find_root(Path(root) if root is not None else None)
@@ -497,7 +500,7 @@ class RollbackRecoverySystem:
         from .recovery.planner import RecoveryPlanner
         from .recovery.settings import load_recovery_settings
 
-        settings = load_recovery_settings(self.root)
+        settings = load_recovery_settings(self.root, self.command_check)
         return RecoveryPlanner(settings.plans, self._newest_success, self.root, self.store_path, settings.docs_check)
 
     def _newest_success(self, lane: str) -> str | None:
@@ -505,7 +508,9 @@ class RollbackRecoverySystem:
             records = self.checkpoint_manager.list_checkpoints(lane)
         except RRStoreError:
             return None
-        return next((r.checkpoint_id for r in records if r.kind == "step" and r.success), None)
+        # a checkpoint taken while a merge (rebase, ...) waited holds conflict markers: never "last good"
+        return next((r.checkpoint_id for r in records if r.kind == "step" and r.success and not r.git_operation),
+                    None)
 
     def plan(self, failure_type: FailureType | str = "unknown", lane: str = "standard") -> RecoveryPlan:
         """The recovery plan for ``failure_type`` in ``lane``."""

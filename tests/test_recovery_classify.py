@@ -55,6 +55,8 @@ EXPECTED = {
                                                          "port=8770): Read timed out. (read timeout=1)"),
     "pip_read_timeout": (FailureType.NETWORK_ERROR, "WARNING: Retrying (Retry(total=0"),
     "python_socket_timeout": (FailureType.NETWORK_ERROR, "TimeoutError: timed out"),
+    "curl_read_timeout": (FailureType.NETWORK_ERROR, "curl: (28) Operation timed out after 1001 milliseconds with 0 "
+                                                     "bytes received"),
     "npm_network_timeout": (FailureType.NETWORK_ERROR, "npm error network timeout at: http://127.0.0.1:8770/left-pad"),
     "npm_etimedout": (FailureType.NETWORK_ERROR, "npm error code ETIMEDOUT"),
     "curl_http_503": (FailureType.NETWORK_ERROR, "curl: (22) The requested URL returned error: 503"),
@@ -175,3 +177,16 @@ def test_cli_classify(project: Path, cli: Cli) -> None:
                           (["classify", "--exit-code", "x"], "'x' is not a valid integer")):
         wrong = cli(*args, cwd=project)
         assert wrong.returncode == 2 and message in wrong.stderr and len(wrong.stderr.splitlines()) == 1
+
+
+def test_curls_own_time_limit_on_a_stalled_server_is_a_network_error() -> None:
+    """``timeout`` is the step's own time limit (the lane's, or 'timeout'/'rrstore run --timeout'); a
+    server that stalls until curl's --max-time gives up (exit 28) is the network's, and is retried."""
+    found = classify(log("curl_read_timeout"), STATUS["curl_read_timeout"])
+    assert STATUS["curl_read_timeout"] == 28
+    assert (found.failure_type, found.rule, found.line) == (FailureType.NETWORK_ERROR,
+                                                            "read timeout or overloaded server (transient)", 1)
+    resolving = "curl: (28) Resolving timed out after 5000 milliseconds"  # curl's other stalls, same rule
+    assert classify(resolving, 28).failure_type is FailureType.NETWORK_ERROR
+    # a step stopped by its own limit stays a timeout, whatever it printed before
+    assert classify(log("curl_read_timeout") + "Timeout exceeded\n", 124).failure_type is FailureType.TIMEOUT

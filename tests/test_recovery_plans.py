@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -64,11 +65,28 @@ EXTRA = {("test_failure", "docs"): {1: "Check documentation"}}
 WORKFLOWS = "".join(f'[workflow.{lane}]\nsteps = [{{ name = "check", command = "true" }}]\n' for lane in LANE_NAMES)
 
 
+SEED_TOOLS = ("ping", "nc", "free", "df", "sleep", "pytest", "ruff", "mypy", "bandit")
+
+
+def install_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...]) -> Path:
+    """Put ``names`` on PATH (this machine may lack ping, nc or bandit), for plans that check PATH."""
+    folder = tmp_path / "tools"
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        (folder / name).write_text("#!/bin/sh\nexit 0\n")
+        (folder / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return folder
+
+
 @pytest.fixture
-def full_project(git_project: Path) -> Path:
-    """A git repository with an origin, a workflow in every lane and a declared docs check: every seed command runs."""
+def full_project(git_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A git repository with an origin, a workflow in every lane, a declared docs check, the tests/ (and
+    tests/broken) the seed's commands name, and every tool they run on PATH: every seed command runs."""
     git(git_project, "remote", "add", "origin", "https://example.invalid/demo.git")
     (git_project / "rrstore.toml").write_text(f'[recovery]\ndocs_check = "{DOCS_CHECK}"\n\n{WORKFLOWS}')
+    (git_project / "tests" / "broken").mkdir(parents=True)
+    install_tools(tmp_path, monkeypatch, (*SEED_TOOLS, "mdl"))
     return git_project
 
 
@@ -241,7 +259,7 @@ def test_cli_plan_text_json_and_errors(project: Path, cli: Cli) -> None:
     text = cli("plan", "--failure-type", "test_failure", "--lane", "standard", cwd=project)
     assert text.returncode == 0, text.stderr
     assert "Strategy: MANUAL" in text.stdout
-    assert "1     Re-run failed tests       pytest tests/ -v -x" in text.stdout
+    assert "1     Re-run failed tests       pytest -v -x" in text.stdout  # no tests/ here
     assert text.stdout.splitlines()[-1].endswith("varies")
 
     as_json = cli("plan", "--failure-type", "timeout", "--lane", "heavy", "--json", cwd=project)
@@ -258,7 +276,7 @@ def test_cli_plan_text_json_and_errors(project: Path, cli: Cli) -> None:
 
 # --- every command of every plan can run in the project it is for -------------------------------
 
-SAFE_TOOLS = {"free", "df", "ping", "nc", "sleep", "pytest", "ruff", "mypy", "bandit"}
+SAFE_TOOLS = {"free", "df", "ping", "nc", "sleep", "pytest", "ruff", "mypy", "bandit", "curl"}
 DOC_TOOLS = {"mdl": ".md", "markdownlint-cli2": ".md", "markdownlint": ".md", "pymarkdown": ".md",
              "rst2html": ".rst", "rst2html.py": ".rst", "python": ".rst", "sphinx-build": "conf.py"}
 # git verbs that change nothing (or finish what the user started); those that discard work (last column)
@@ -280,10 +298,24 @@ def parse_rrstore(words: list[str]) -> None:
         command.make_context(words[0], list(words[1:]), parent=ctx).close()
 
 
+def shell_parts(command: str) -> list[list[str]]:
+    """The simple commands of a '&&' / ';' list, as the shell splits them (quotes respected)."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=";&")
+    lexer.whitespace_split = True
+    parts: list[list[str]] = [[]]
+    for token in lexer:
+        if token in (";", "&&"):
+            parts.append([])
+        else:
+            parts[-1].append(token)
+    assert all(parts), command
+    return parts
+
+
 def check_command(command: str, root: Path | None, workflows: set[str]) -> None:
-    parts = [p.strip() for p in command.replace("&&", ";").split(";")]
-    for number, part in enumerate(parts):
-        words = shlex.split(part)
+    split = shell_parts(command)
+    parts = [shlex.join(words) for words in split]
+    for number, words in enumerate(split):
         tool = words[0]
         if tool == "rrstore":
             parse_rrstore(words[1:])
@@ -301,16 +333,21 @@ def check_command(command: str, root: Path | None, workflows: set[str]) -> None:
                 assert verb in GIT_SAFE or verb[:1] in GIT_SAFE, command
             assert root is None or (root / ".git").exists(), command
         elif tool in DOC_TOOLS or tool.endswith(tuple(f"/{t}" for t in DOC_TOOLS)):
-            kind = DOC_TOOLS[tool.rsplit("/", 1)[-1]]
+            kind = "conf.py" if "sphinx" in words[:3] else DOC_TOOLS[tool.rsplit("/", 1)[-1]]
             assert root is not None, command
+            assert shutil.which(tool) or (root / tool).is_file(), f"{tool} is installed: {command}"
             if kind == "conf.py":
-                assert (root / words[4] / "conf.py").is_file(), command
+                assert (root / words[words.index("dummy") + 1] / "conf.py").is_file(), command
             else:  # the files it is given are this project's, of the kind it checks
                 targets = [w for w in words[1:] if not w.startswith("-") and w not in ("scan", "/dev/null", "docutils")]
                 assert targets and all((root / t).exists() for t in targets), command
                 assert any(root.rglob(f"*{kind}")), command
         else:
             assert tool in SAFE_TOOLS, command
+            assert shutil.which(tool), f"{tool} is installed: {command}"
+            if tool == "pytest":  # the paths it is given are this project's
+                paths = [w.split("=", 1)[-1] for w in words[1:] if not w.startswith("-") or w.startswith("--ignore=")]
+                assert root is None or all((root / p).exists() for p in paths), command
 
 
 def _projects(tmp_path: Path) -> dict[str, tuple[Path | None, set[str]]]:
@@ -385,7 +422,9 @@ def test_the_docs_check_follows_the_docs_present(tmp_path: Path) -> None:
     # docutils' own front end where it is installed, else the module of the interpreter rrstore runs
     assert rst.endswith(" --strict docs/index.rst /dev/null")
     assert rst.split(" --strict")[0] in ("rst2html", "rst2html.py", "python -m docutils")
-    assert docs("sphinx").command == "sphinx-build -W -b dummy doc/source doc/_build/dummy"
+    sphinx = docs("sphinx")  # only when installed (see the tests at the end of this file)
+    assert sphinx.command == "sphinx-build -W -b dummy doc/source doc/_build/dummy" if shutil.which("sphinx-build") \
+        else sphinx.command is None and "Sphinx is not installed" in (sphinx.detail or "")
     assert docs("linted markdown, all workflows").command == ".venv/bin/pymarkdown scan docs"
     unlinted = docs("markdown, broken workflow")
     assert unlinted.command is None and "no Markdown linter is installed" in (unlinted.detail or "")
@@ -510,7 +549,7 @@ def test_git_error_plan_during_a_real_conflict(git_project: Path, operation: str
         assert f"(MERGE_HEAD {head[:12]})" in plan.message
     # other failures in the meantime keep their plan, and say what git is doing
     tests = system.plan("test_failure", "standard")
-    assert tests[0].command == "pytest tests/ -v -x" and f"a {operation} is in progress" in tests.message
+    assert tests[0].command == "pytest -v -x" and f"a {operation} is in progress" in tests.message  # no tests/
 
     # the abort step runs as written: the work is kept in a checkpoint, then git is back where it was
     (git_project / "f.txt").write_text("resolved by hand\n")
@@ -584,3 +623,268 @@ def test_git_clean_spares_the_store_where_it_really_is(git_project: Path, tmp_pa
 
     assert clean(git_project / "ci" / "store") == "git clean -n -d -e rrstore.toml -e .rrstoreignore -e ci/store"
     assert clean(tmp_path / "elsewhere") == "git clean -n -d -e rrstore.toml -e .rrstoreignore"  # out of reach
+
+
+# --- follow-ups of issue 9: plans that suggest only what exists and agrees with the strategy --------
+
+def test_a_checkpoint_taken_mid_merge_is_never_the_last_good_one(git_project: Path) -> None:
+    system = RollbackRecoverySystem(root=git_project)
+    good = system.checkpoint("standard", 1, "before merge", success=True).checkpoint_id
+    _conflict(git_project, "merge")
+    mid = system.checkpoint("standard", 2, "during merge", success=True)
+    assert mid.record.git_operation == "merge" and "<<<<<<<" in (git_project / "f.txt").read_text()
+
+    plan = system.plan("git_error", "standard")
+
+    assert plan.checkpoint_id == good and plan[-1].command == f"rrstore restore --checkpoint-id {good}"
+    assert system.plan("unknown", "standard").checkpoint_id == good
+
+
+def path_of(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real: tuple[str, ...] = ("git",),
+            stubs: tuple[str, ...] = ()) -> Path:
+    """PATH holds only ``real`` (this machine's programs) and ``stubs`` (installed, do nothing)."""
+    folder = tmp_path / "only-these"
+    folder.mkdir()
+    for name in real:
+        found = shutil.which(name)
+        assert found, name
+        (folder / name).symlink_to(found)
+    for name in stubs:
+        (folder / name).write_text("#!/bin/sh\nexit 0\n")
+        (folder / name).chmod(0o755)
+    monkeypatch.setenv("PATH", str(folder))
+    return folder
+
+
+def test_programs_that_are_not_installed_are_never_suggested(git_project: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    tools = path_of(tmp_path, monkeypatch, stubs=("sleep", "curl", "ruff", "mypy", "pytest", "df"))
+    system = RollbackRecoverySystem(root=git_project)
+
+    connectivity = system.plan("network_error", "standard")[0]
+    assert connectivity.command == "curl -sS -o /dev/null --max-time 10 https://github.com"
+    said = connectivity.detail or ""
+    assert "ping is not installed (not on PATH" in said and "; nc is not installed (not on PATH" in said
+    gates = system.plan("quality_gate", "standard")
+    assert gates[0].command == gates[2].command == "ruff check .; mypy . --ignore-missing-imports"
+    assert "bandit is not installed (not on PATH or in the project's .venv/bin" in (gates[0].detail or "")
+    resources = system.plan("timeout", "standard")[0]
+    assert resources.command == "df -h" and "free is not installed" in (resources.detail or "")
+
+    (tools / "ping").write_text("#!/bin/sh\nexit 0\n")
+    (tools / "ping").chmod(0o755)
+    assert system.plan("network_error", "standard")[0].command == "ping 8.8.8.8"
+    (tools / "curl").unlink()
+    (tools / "ping").unlink()
+    nothing = system.plan("network_error", "standard")[0]
+    assert nothing.command is None and "curl is not installed" in (nothing.detail or "")
+    bandit = git_project / ".venv" / "bin" / "bandit"  # the project's own bin dir: named by its path
+    bandit.parent.mkdir(parents=True)
+    bandit.write_text("#!/bin/sh\nexit 0\n")
+    bandit.chmod(0o755)
+    assert system.plan("quality_gate", "standard")[0].command == \
+        "ruff check .; mypy . --ignore-missing-imports; .venv/bin/bandit -r ."
+    (tools / "pytest").unlink()
+    rerun = system.plan("test_failure", "standard")[0]
+    assert rerun.command is None and rerun.detail == "pytest is not installed (not on PATH or in the project's " \
+                                                     ".venv/bin, venv/bin, node_modules/.bin)"
+
+
+def test_pytest_is_given_the_test_directory_the_project_has(git_project: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    path_of(tmp_path, monkeypatch, stubs=("pytest",))
+    system = RollbackRecoverySystem(root=git_project)
+
+    def commands() -> list[str | None]:
+        return [a.command for a in system.plan("test_failure", "standard")]
+
+    assert commands() == ["pytest -v -x", "pytest -v --tb=short", None, None]  # no tests/: pytest finds them
+    skip = system.plan("test_failure", "standard")[2]
+    assert skip.detail == "Skip and continue: re-run pytest with --ignore=PATH for the tests to skip: " \
+                          "tests/broken: no such path in the project"
+    (git_project / "test").mkdir()
+    assert commands()[0] == "pytest test/ -v -x"
+    (git_project / "tests" / "broken").mkdir(parents=True)
+    assert commands()[:3] == ["pytest tests/ -v -x", "pytest -v --tb=short", "pytest --ignore=tests/broken"]
+
+
+def test_sphinx_is_suggested_only_where_it_is_installed(git_project: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    (git_project / "doc").mkdir()
+    (git_project / "doc" / "conf.py").write_text("project = 'demo'\n")
+    (git_project / "doc" / "index.rst").write_text("Index\n=====\n")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(git_project / ".venv")], check=True)
+    tools = path_of(tmp_path, monkeypatch)
+    system = RollbackRecoverySystem(root=git_project)
+    python = git_project / ".venv" / "bin" / "python"
+
+    missing = system.plan("quality_gate", "docs")[0]
+    assert missing.command is None
+    assert f"Sphinx is not installed (no sphinx-build, and {python} (the project's .venv) cannot import sphinx)" \
+        in (missing.detail or "")
+
+    # importable in the project's interpreter (not rrstore's): its '-m sphinx', which really runs there
+    site = next((git_project / ".venv" / "lib").glob("python3*/site-packages"))
+    (site / "sphinx").mkdir()
+    (site / "sphinx" / "__init__.py").write_text("")
+    (site / "sphinx" / "__main__.py").write_text("import sys\nprint('sphinx', *sys.argv[1:])\n")
+    module = system.plan("quality_gate", "docs")[0].command or ""
+    assert module == ".venv/bin/python -m sphinx -W -b dummy doc doc/_build/dummy"
+    ran = subprocess.run(module, shell=True, cwd=git_project, capture_output=True, text=True, check=True)
+    assert ran.stdout == "sphinx -W -b dummy doc doc/_build/dummy\n"
+
+    (git_project / ".venv" / "bin" / "sphinx-build").write_text("#!/bin/sh\nexit 0\n")
+    (git_project / ".venv" / "bin" / "sphinx-build").chmod(0o755)
+    assert system.plan("test_failure", "docs")[0].command == ".venv/bin/sphinx-build -W -b dummy doc doc/_build/dummy"
+    (tools / "sphinx-build").write_text("#!/bin/sh\nexit 0\n")
+    (tools / "sphinx-build").chmod(0o755)
+    assert system.plan("unknown", "docs")[2].command == "sphinx-build -W -b dummy doc doc/_build/dummy"
+
+
+def _first(plan: list[RecoveryAction], strategy: RecoveryStrategy) -> int:
+    return next((a.step for a in plan if a.strategy is strategy), 10**6)
+
+
+def test_a_manual_rule_fixes_first_then_re_runs(project: Path) -> None:
+    from rrstore.recovery.classify import RULES, classify
+
+    planner = RollbackRecoverySystem(root=project).recovery_planner
+    missing = planner.get_recovery_plan(classify((FIXTURES / "python_module_not_found.log").read_text(), 1))
+    assert missing.strategy is RecoveryStrategy.MANUAL
+    assert [a.action for a in missing] == ["Install the missing module", "Check the project's environment",
+                                           "Re-run the step"]
+    assert missing[0].detail == "install the module 'nope' (the project's dependencies) in the interpreter the " \
+                                "step runs"
+    assert missing[1].command == "rrstore validate" and "pytest" not in str(missing.to_json()["actions"])
+    assert missing[2].command is None and missing[2].detail == "re-run the failed step: no [workflow.standard] declared"
+
+    cert = planner.get_recovery_plan(classify((FIXTURES / "curl_tls_self_signed.log").read_text(), 60), "heavy")
+    assert [a.action for a in cert] == ["Fix the certificate or CA bundle", "Re-run the step"]
+    assert "Wait and retry" not in cert.message and "retrying does not help" in cert.message
+    # whatever rule says MANUAL: the fix (a manual step) comes before any retry
+    samples = {"certificate verification failure": "curl_tls_self_signed.log",
+               "missing module (a dependency to install)": "python_module_not_found.log"}
+    for rule in RULES:
+        if rule.strategy is RecoveryStrategy.MANUAL:
+            plan = planner.get_recovery_plan(classify((FIXTURES / samples[rule.name]).read_text(), 1), "standard")
+            assert plan.strategy is RecoveryStrategy.MANUAL and plan[0].strategy is RecoveryStrategy.MANUAL, rule.name
+            assert _first(list(plan), RecoveryStrategy.MANUAL) < _first(list(plan), RecoveryStrategy.RETRY), rule.name
+
+
+def test_rrstore_run_of_a_missing_module_plans_the_install_then_its_own_re_run(project: Path, cli: Cli) -> None:
+    step = f"{shlex.quote(sys.executable)} -c 'import rrstore_test_not_installed'"
+    done = cli("run", "--lane", "standard", "--step-number", "1", "--step-name", "import", "--json", "--", step,
+               cwd=project)
+    doc = json.loads(done.stdout)
+    assert done.returncode == 1 and len(doc["attempts"]) == 1, done.stderr
+    actions = doc["plan"]["actions"]
+    assert actions[0]["action"] == "Install the missing module"
+    assert "the module 'rrstore_test_not_installed'" in actions[0]["detail"]
+    rerun = f"rrstore run --lane standard --step-number 1 --step-name import -- {shlex.quote(step)}"
+    assert actions[-1]["command"] == rerun
+    parse_rrstore(shlex.split(rerun)[1:])
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    again = subprocess.run(rerun, shell=True, cwd=project, capture_output=True, text=True, env=env)
+    assert again.returncode == 1 and "No module named 'rrstore_test_not_installed'" in again.stderr  # it ran
+
+
+def test_a_one_off_step_is_re_run_a_workflow_step_resumed(git_project: Path, cli: Cli) -> None:
+    refused = FIXTURES / "curl_connection_refused.log"
+    (git_project / "rrstore.toml").write_text(
+        '[recovery]\nretries = 0\n\n[workflow.standard]\nsteps = [{ name = "lint", command = "true" }, '
+        f'{{ name = "fetch", command = "cat {refused}; exit 7" }}]\n')
+
+    def plan(*args: str) -> list[dict[str, object]]:
+        done = cli("run", "--lane", "standard", *args, "--retries", "0", "--json", "--", f"cat {refused}; exit 7",
+                   cwd=git_project)
+        assert done.returncode == 7, done.stderr
+        doc = json.loads(done.stdout)
+        assert doc["plan"]["failure_type"] == "network_error"
+        actions: list[dict[str, object]] = doc["plan"]["actions"]
+        return actions
+
+    one_off = plan("--step-number", "5", "--step-name", "tls")
+    again = f"rrstore run --lane standard --step-number 5 --step-name tls -- {shlex.quote(f'cat {refused}; exit 7')}"
+    assert one_off[1]["command"] == f"sleep 60 && {again}"
+    assert one_off[1]["detail"] == "Wait 60s, then re-run the failed step: step 5 (tls) is not a step of " \
+                                   "[workflow.standard]"
+    assert str(one_off[2]["command"]).endswith(f" && {again}") and "workflow" not in str(one_off[2]["command"])
+    parse_rrstore(shlex.split(again)[1:])
+    assert "rrstore workflow" not in json.dumps(plan("--step-number", "2", "--step-name", "tls"))  # nor is step 2 tls
+
+    declared = plan("--step-number", "2", "--step-name", "fetch")
+    assert declared[1]["command"] == "sleep 60 && rrstore workflow --lane standard --resume"
+    flow = cli("workflow", "--lane", "standard", "--json", cwd=git_project)
+    assert flow.returncode == 7
+    assert "sleep 60 && rrstore workflow --lane standard --resume" in flow.stdout
+
+
+def test_an_overrides_rrstore_command_is_parsed_by_rrstores_own_cli(project: Path, cli: Cli) -> None:
+    (project / "rrstore.toml").write_text(
+        '[recovery.plans.unknown]\nsteps = [{ action = "Restore", command = "rrstore restore --bogus" }]\n')
+    for args in (("plan",), ("plan", "--failure-type", "timeout", "--lane", "docs")):
+        done = cli(*args, cwd=project)
+        assert done.returncode == 2 and done.stdout == "", done.stderr
+        assert done.stderr.splitlines() == [
+            f"rrstore: error: {project / 'rrstore.toml'} [recovery]: recovery.plans.unknown step 1: "
+            "'rrstore restore --bogus' does not run: No such option '--bogus'. Did you mean '--verbose'?"]
+    validated = cli("validate", "--json", cwd=project)
+    checks = {c["name"]: c for c in json.loads(validated.stdout)["checks"]}
+    assert checks["configuration valid"]["status"] == "fail"
+    assert "recovery.plans.unknown step 1: 'rrstore restore --bogus' does not run" in \
+        checks["configuration valid"]["reason"]
+
+    # a lane's table, a fallback, an unknown command: named each; placeholders stand for real values
+    (project / "rrstore.toml").write_text(
+        '[recovery.plans.timeout.heavy]\nsteps = [{ action = "Back", command = '
+        '"rrstore restore --checkpoint-id {checkpoint} && rrstore workflow --lane {lane} --resume" },\n'
+        '  { action = "List", command = "rrstore list", without = { command = "free -h; rrstore lsit -a" } }]\n')
+    wrong = cli("plan", "--failure-type", "timeout", "--lane", "heavy", cwd=project)
+    assert wrong.returncode == 2 and wrong.stderr.splitlines() == [
+        f"rrstore: error: {project / 'rrstore.toml'} [recovery]: recovery.plans.timeout.heavy step 2: "
+        "'rrstore lsit -a' does not run: No such command 'lsit'. Did you mean 'list'?"]
+    (project / "rrstore.toml").write_text((project / "rrstore.toml").read_text().replace("lsit -a", "list --json"))
+    fine = cli("plan", "--failure-type", "timeout", "--lane", "heavy", "--json", cwd=project)
+    assert fine.returncode == 0, fine.stderr
+    assert json.loads(fine.stdout)["actions"][1]["command"] == "rrstore list"
+
+
+def test_every_rule_plan_command_exists_in_its_project_and_parses(tmp_path: Path) -> None:
+    from rrstore.recovery.classify import classify
+    from rrstore.recovery.vocabulary import FailedStep
+
+    found = [classify((FIXTURES / name).read_text(), 1) for name in
+             ("curl_tls_self_signed.log", "python_module_not_found.log", "curl_read_timeout.log")]
+    steps = [None, FailedStep(1, "check", "rrstore run --lane standard --step-number 1 --step-name check -- true"),
+             FailedStep(7, "tls", "rrstore run --lane heavy --step-number 7 --step-name tls -- 'curl -sS x; exit 60'")]
+    for kind, (root, workflows) in _projects(tmp_path).items():
+        planner = planner_for(root)
+        for classification in found:
+            for lane in Lane:
+                for step in steps:
+                    for action in planner.get_recovery_plan(classification, lane, step):
+                        assert action.command or action.detail, (kind, classification.rule, lane, action)
+                        if action.command:
+                            check_command(action.command, root, workflows)
+
+
+def test_docutils_is_the_project_interpreters(git_project: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    (git_project / "docs").mkdir()
+    (git_project / "docs" / "index.rst").write_text("Index\n=====\n\nbroken *emphasis\n")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(git_project / ".venv")], check=True)
+    path_of(tmp_path, monkeypatch)  # no rst2html
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)
+    system = RollbackRecoverySystem(root=git_project)
+
+    without = system.plan("quality_gate", "docs")[0]
+    assert without.command is None and "docutils is not installed" in (without.detail or "")
+
+    pytest.importorskip("docutils")  # the tests' own interpreter has it: activated, the project runs it
+    monkeypatch.setenv("VIRTUAL_ENV", sys.prefix)
+    command = system.plan("quality_gate", "docs")[0].command or ""
+    python = Path(sys.prefix) / "bin" / "python"
+    assert command == f"{shlex.quote(str(python))} -m docutils --strict docs/index.rst /dev/null"
+    done = subprocess.run(command, shell=True, cwd=git_project, capture_output=True, text=True)
+    assert done.returncode != 0 and "Inline emphasis start-string without end-string" in done.stderr

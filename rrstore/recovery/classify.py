@@ -14,8 +14,10 @@ explains the others:
 3. a certificate that does not verify (a network error that retrying does
    not cure, so its rule says MANUAL: before the transient ones it causes);
 4. network errors, read timeouts and overloaded servers (HTTP 429, 502-504)
-   included (before timeouts: 'Connection timed out' and a socket's
-   'TimeoutError: timed out' are the network's);
+   included (before timeouts: 'Connection timed out', a socket's
+   'TimeoutError: timed out' and curl's own limit, exit 28 'Operation timed
+   out after N milliseconds', are the network's: ``timeout`` is the step's
+   own time limit);
 5. timeout messages; 6. test failures, then a module that is not installed
    (a dependency to install: retrying does not bring it);
 7. quality-gate findings; 8. git errors (after tests: a test's captured
@@ -61,6 +63,7 @@ class Rule:
     exit_codes: frozenset[int] = frozenset()
     strategy: RecoveryStrategy | None = None
     advice: str | None = None
+    plan: str | None = None  # the failure type's plan of that name (plans.PLAN_TABLE 'rules') replaces its own
 
 
 def _p(*texts: str) -> tuple[re.Pattern[str], ...]:
@@ -82,9 +85,11 @@ RULES: tuple[Rule, ...] = (
          strategy=RecoveryStrategy.MANUAL,
          advice="the server's TLS certificate did not verify: retrying does not help. Point the client at the "
                 "right CA bundle (SSL_CERT_FILE, REQUESTS_CA_BUNDLE, pip --cert, npm cafile) or fix the "
-                "server's certificate"),
+                "server's certificate", plan="certificate"),
     Rule(FailureType.NETWORK_ERROR, "read timeout or overloaded server (transient)", _p(
-        r"Read timed out", r"\bReadTimeout(Error)?\b", r"\b(socket\.timeout|TimeoutError): timed out$",
+        r"Read timed out", r"\bReadTimeout(Error)?\b",
+        r"^curl: \(28\) (Operation|Resolving|Connection) timed out after \d+ milliseconds",
+        r"\b(socket\.timeout|TimeoutError): timed out$",
         r"\bETIMEDOUT\b", r"\bESOCKETTIMEDOUT\b", r"network timeout at:",
         r"HTTP Error (429|50[234])\b", r"returned error: (429|50[234])\b",
         r"\b(429|50[234]) (Client Error|Server Error|Too Many Requests|Service Unavailable|Bad Gateway|"
@@ -110,7 +115,8 @@ RULES: tuple[Rule, ...] = (
         r"\bModuleNotFoundError: No module named ", r"^ImportError: No module named "),
          strategy=RecoveryStrategy.MANUAL,
          advice="a module the step imports is not installed: install the project's dependencies in the "
-                "interpreter the step runs ('rrstore validate' says which one it checks), then re-run"),
+                "interpreter the step runs ('rrstore validate' says which one it checks), then re-run",
+         plan="missing_module"),
     Rule(FailureType.QUALITY_GATE, "lint, type or security finding", _p(
         r"^\S+:\d+:\d+: [A-Z]+\d+ ", r"^\S+\.pyi?:\d+: error: ", r"^[A-Z]{1,3}\d{3,4} (\[\*\] )?\S",
         r"^>> Issue: \[B\d+", r"^unformatted: ", r"^Would reformat: ", r"^\d+ files? would be reformatted",
@@ -135,6 +141,7 @@ class Classification:
     exit_code: int | None = None
     strategy: RecoveryStrategy | None = None  # the rule's own, where it overrides the failure type's
     advice: str | None = None
+    plan: str | None = None  # the rule's own plan (fix first, then re-run), where it has one
 
     @property
     def message(self) -> str:
@@ -186,7 +193,7 @@ def classify(output: str | Iterable[str] = "", exit_code: int | None = None) -> 
             for number, text in lines:
                 if pattern.search(text):
                     return Classification(rule.failure_type, text.strip(" _=!"), number, rule.name, exit_code,
-                                          rule.strategy, rule.advice)
+                                          rule.strategy, rule.advice, rule.plan)
         if rule.exit_codes:  # the status alone decides
             return Classification(rule.failure_type, exit_text(exit_code), None, rule.name, exit_code)
     last = lines[-1] if lines else None

@@ -11,7 +11,10 @@ match wins:
 1. ``[recovery] docs_check`` in the project's configuration, as written;
 2. Sphinx, when ``docs/``, ``doc/`` (or their ``source/``) holds a
    ``conf.py``: ``sphinx-build -W -b dummy SRC BUILD`` (every warning an
-   error, no output written but the doctrees under ``_build``);
+   error, no output written but the doctrees under ``_build``) when
+   ``sphinx-build`` is installed, else ``PYTHON -m sphinx …`` when the
+   project's interpreter (``interpreter.project_interpreter``) imports sphinx,
+   else no command and the reason;
 3. otherwise, by the files present in ``docs/`` or ``doc/`` (else the
    project root's own ``*.md`` / ``*.rst``):
 
@@ -19,16 +22,19 @@ match wins:
      ``markdownlint``, ``pymarkdown`` (installed: on ``PATH`` or in the
      project's ``.venv/bin``, ``venv/bin`` or ``node_modules/.bin``);
    - reStructuredText: docutils' ``rst2html --strict FILE /dev/null`` when
-     installed, else ``python -m docutils --strict FILE /dev/null`` when
-     docutils is importable (docutils 0.19 or later), one per file, at most
-     ``MAX_RST_FILES``.
+     installed, else ``PYTHON -m docutils --strict FILE /dev/null`` when the
+     project's interpreter imports docutils (0.19 or later), one per file,
+     at most ``MAX_RST_FILES``.
 
 No docs, or docs no installed tool checks: no command, and the reason.
+
+Every other program a plan names (``program``) must be installed too (a
+shell builtin, on ``PATH``, or in the project's bin dirs, which then name
+it); ``tests`` is pytest's test directory as this project has it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shlex
 import shutil
@@ -42,6 +48,8 @@ MARKDOWN_LINTERS = (("mdl", "{tool} {md}"), ("markdownlint-cli2", "{tool} {md_gl
                     ("markdownlint", "{tool} {md}"), ("pymarkdown", "{tool} scan {md}"))
 PROJECT_BINS = (".venv/bin", "venv/bin", "node_modules/.bin")
 MAX_RST_FILES = 10
+TEST_DIRS = ("tests", "test")
+SHELL_BUILTINS = frozenset({":", ".", "[", "cd", "echo", "exit", "export", "false", "set", "test", "true", "unset"})
 MAX_SCANNED = 5000  # directory entries read while looking for docs: a plan must stay cheap
 SKIPPED_DIRS = {"_build", "node_modules", "__pycache__", "build", "site"}
 
@@ -85,8 +93,54 @@ def _sphinx(root: Path) -> Check | None:
     for folder in DOC_DIRS:
         for source in (folder, f"{folder}/source"):
             if (root / source / "conf.py").is_file():
-                return Check(f"sphinx-build -W -b dummy {source} {folder}/_build/dummy")
+                args = f"-W -b dummy {source} {folder}/_build/dummy"
+                tool = find_tool("sphinx-build", root)
+                if tool:
+                    return Check(f"{tool} {args}")
+                python = python_with(root, "sphinx")
+                if python.command:
+                    return Check(f"{python.command} -m sphinx {args}")
+                return Check(None, f"Sphinx is not installed (no sphinx-build, and {python.reason}): "
+                                   "install it, or set [recovery] docs_check")
     return None
+
+
+# Run by the project's interpreter: whether it imports the module (the project's files left off sys.path).
+_IMPORTABLE = ("import sys\nsys.path[:] = [p for p in sys.path if p not in ('', '.')]\n"
+               "import importlib.util\nsys.exit(0 if importlib.util.find_spec(sys.argv[1]) else 1)")
+
+
+def python_with(root: Path, module: str) -> Check:
+    """How to call the project's interpreter when it imports ``module``, or why not."""
+    from ..errors import RRStoreError
+    from .interpreter import project_interpreter
+
+    try:
+        found = project_interpreter(root)
+    except RRStoreError as exc:  # a broken [recovery] python: validate reports it
+        return Check(None, str(exc))
+    if isinstance(found, str):
+        return Check(None, found)
+    try:
+        done = subprocess.run([str(found.path), "-c", _IMPORTABLE, module], capture_output=True, timeout=30,
+                              stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return Check(None, f"cannot run {found.said}")
+    if done.returncode != 0:
+        return Check(None, f"{found.said} cannot import {module}")
+    return Check(_call(found.path, root))
+
+
+def _call(path: Path, root: Path) -> str:
+    """``path`` as a command: relative inside the project, its bare name when PATH finds that one."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        pass
+    on_path = shutil.which(path.name)
+    if on_path and Path(on_path) == path:
+        return path.name
+    return shlex.quote(str(path))
 
 
 def docs_check(root: Path | None, declared: str | None = None) -> Check:
@@ -117,12 +171,14 @@ def docs_check(root: Path | None, declared: str | None = None) -> Check:
             missing.append("no Markdown linter is installed (mdl, markdownlint-cli2, markdownlint or pymarkdown)")
     if rst:
         rst2html = find_tool("rst2html", root) or find_tool("rst2html.py", root)
-        runner = rst2html or ("python -m docutils" if importlib.util.find_spec("docutils") else None)
+        python = python_with(root, "docutils") if rst2html is None else Check(None)
+        runner = rst2html or (f"{python.command} -m docutils" if python.command else None)
         if runner:
             commands += [f"{runner} --strict {shlex.quote(str(f.relative_to(root)))} /dev/null"
                          for f in rst[:MAX_RST_FILES]]
         else:
-            missing.append("docutils is not installed (for the .rst files)")
+            why = f"; {python.reason}" if python.reason else ""
+            missing.append(f"docutils is not installed (for the .rst files{why})")
     if commands:
         return Check(" && ".join(commands))
     return Check(None, "; ".join(missing) + ": install one, or set [recovery] docs_check")
@@ -149,17 +205,50 @@ class ProjectFacts:
     def git(self) -> bool:
         return self.root is None or self.git_root is not None
 
-    @cached_property
+    @property
     def workflows(self) -> frozenset[str]:
         """Lanes with a declared workflow; none when the configuration cannot be read."""
+        return frozenset(self.workflow_steps)
+
+    @cached_property
+    def workflow_steps(self) -> dict[str, tuple[str, ...]]:
+        """Each declared workflow's step names, in order (step N is the N-th)."""
         if self.root is None:
-            return frozenset()
+            return {}
         from .workflow import load_workflows
 
         try:
-            return frozenset(load_workflows(self.root))
+            return {lane: tuple(s.name for s in flow.steps) for lane, flow in load_workflows(self.root).items()}
         except Exception:  # a broken configuration is validate's to report; the plan offers no workflow
-            return frozenset()
+            return {}
+
+    @cached_property
+    def tests(self) -> str:
+        """pytest's test directory argument: ``tests/``, ``test/``, or '' (none: plain pytest)."""
+        if self.root is None:
+            return "tests/"
+        return next((f"{d}/" for d in TEST_DIRS if (self.root / d).is_dir()), "")
+
+    def program(self, word: str) -> Check:
+        """How to call the program ``word`` names here, or why it cannot run (not installed)."""
+        if word in SHELL_BUILTINS:
+            return Check(word)
+        if "/" in word:
+            path = Path(word).expanduser()
+            if self.root is not None and not path.is_absolute():
+                path = self.root / path
+            if self.root is None or (path.is_file() and os.access(path, os.X_OK)):
+                return Check(word)
+            return Check(None, f"{word} does not exist or is not executable")
+        found = find_tool(word, self.root)
+        if found:
+            return Check(found)
+        bins = f" or in the project's {', '.join(PROJECT_BINS)}" if self.root is not None else ""
+        return Check(None, f"{word} is not installed (not on PATH{bins})")
+
+    def path_exists(self, path: str) -> bool:
+        """Whether a path a command is given exists in the project (anything goes without one)."""
+        return self.root is None or (self.root / path).exists()
 
     @cached_property
     def remote(self) -> Check:

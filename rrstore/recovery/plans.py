@@ -6,11 +6,16 @@ seed's step, action, command, time). A step may carry lane variants (keys
 ``docs``, ``standard``, ``heavy`` holding the fields that differ in that
 lane) or be limited to some lanes (``lanes``). ``without`` holds the fields
 that replace the step's where its command cannot run in the project (no
-workflow declared for that lane, no git, no documentation checker). The
+workflow declared for that lane, no git, no documentation checker, a
+program not installed); a ``without`` may hold its own, tried next. The
 planner fills in ``{checkpoint}``, ``{lane}``, ``{docs_check}`` (the check
-chosen from the docs present), ``{remote}`` (the git remote to fetch) and
+chosen from the docs present), ``{remote}`` (the git remote to fetch),
 ``{keep}`` (``git clean`` options that spare rrstore's configuration and
-store); see ``planner.ProjectFacts``. Nothing here deletes an untracked file
+store), ``{tests}`` (pytest's test directory, if any) and ``{rerun}`` (the
+failed step's own ``rrstore run ...``, when the planner is told the step);
+see ``facts.ProjectFacts``. A rule of the classifier may name its own plan
+(``rules``), which a classification from that rule gets: a missing module
+or a certificate is fixed first, then the step re-run. Nothing here deletes an untracked file
 without naming it first, and a git command that discards work runs only
 after a checkpoint that keeps it.
 
@@ -26,7 +31,10 @@ A project replaces any of it in ``rrstore.toml`` (or ``[tool.rrstore]``)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
@@ -39,6 +47,11 @@ DOCS = "{docs_check}"
 RESTORE = "rrstore restore --checkpoint-id {checkpoint}"
 # A git command that discards work runs only after a checkpoint that keeps that work (and fails
 # with it: '&&'), recorded as failed so no plan ever suggests restoring it as a good state.
+RESUME = "rrstore workflow --lane {lane} --resume"
+# Run the failed step again: resume its workflow when it is one of the lane's declared steps, else
+# the same 'rrstore run ...' ({rerun}, known when the planner is told the step), else in words.
+RERUN = {"command": RESUME, "strategy": "retry", "detail": "re-run the failed step",
+         "without": {"command": "{rerun}", "without": {"command": None}}}
 KEEP_FIRST = "rrstore checkpoint --lane {lane} --step-number 0 --step-name before-{verb} --status failed && "
 
 PLAN_TABLE: dict[str, dict[str, Any]] = {
@@ -69,11 +82,26 @@ PLAN_TABLE: dict[str, dict[str, Any]] = {
         "notes": {"docs": "In the docs lane, check the documentation first (step 1)."},
         "steps": [
             {"action": "Check documentation", "command": DOCS, "time": 30, "lanes": ["docs"]},
-            {"action": "Re-run failed tests", "command": "pytest tests/ -v -x", "time": 180, "strategy": "retry"},
+            {"action": "Re-run failed tests", "command": "pytest {tests} -v -x", "time": 180, "strategy": "retry"},
             {"action": "Run with detailed output", "command": "pytest -v --tb=short", "time": 180},
-            {"action": "Skip and continue", "command": "pytest --ignore=tests/broken", "time": 120, "strategy": "skip"},
+            {"action": "Skip and continue", "command": "pytest --ignore=tests/broken", "time": 120, "strategy": "skip",
+             "without": {"command": None, "detail": "Skip and continue: re-run pytest with --ignore=PATH for the "
+                                                    "tests to skip"}},
             {"action": "Manual review", "detail": "Fix failing tests", "time": None, "strategy": "manual"},
         ],
+        # A classification rule's own plan (classify.Rule.plan): the fix first, then the re-run.
+        "rules": {
+            "missing_module": {
+                "strategy": "manual",
+                "steps": [
+                    {"action": "Install the missing module", "time": None, "strategy": "manual",
+                     "detail": "install {module} (the project's dependencies) in the interpreter the step runs"},
+                    {"action": "Check the project's environment", "command": "rrstore validate", "time": 30,
+                     "detail": "names the interpreter it checks and the dependencies missing there"},
+                    {"action": "Re-run the step", **RERUN, "time": 180},
+                ],
+            },
+        },
     },
     "quality_gate": {
         "strategy": "manual",
@@ -117,14 +145,30 @@ PLAN_TABLE: dict[str, dict[str, Any]] = {
     "network_error": {
         "strategy": "retry",
         "steps": [
-            {"action": "Check connectivity", "command": "ping 8.8.8.8; nc -zv github.com 22", "time": 30},
-            {"action": "Wait and retry", "command": "sleep 60 && rrstore workflow --lane {lane} --resume",
+            {"action": "Check connectivity", "command": "ping 8.8.8.8; nc -zv github.com 22", "time": 30,
+             "without": {"command": "curl -sS -o /dev/null --max-time 10 https://github.com",
+                         "detail": "name resolution, a connection and TLS to github.com"}},
+            {"action": "Wait and retry", "command": "sleep 60 && " + RESUME,
              "detail": "Wait 60s then retry", "time": 60, "strategy": "retry",
-             "without": {"command": "sleep 60", "detail": "Wait 60s, then re-run the failed step"}},
-            {"action": "Use checkpoint", "command": RESTORE + " && rrstore workflow --lane {lane} --resume",
+             "without": {"command": "sleep 60 && {rerun}", "detail": "Wait 60s, then re-run the failed step",
+                         "without": {"command": "sleep 60"}}},
+            {"action": "Use checkpoint", "command": RESTORE + " && " + RESUME,
              "detail": "Resume from checkpoint", "time": 120, "strategy": "resume",
-             "without": {"command": RESTORE, "detail": "Restore the checkpoint, then re-run the failed step"}},
+             "without": {"command": RESTORE + " && {rerun}",
+                         "detail": "Restore the checkpoint, then re-run the failed step",
+                         "without": {"command": RESTORE}}},
         ],
+        "rules": {
+            "certificate": {
+                "strategy": "manual",
+                "steps": [
+                    {"action": "Fix the certificate or CA bundle", "time": None, "strategy": "manual",
+                     "detail": "point the client at the right CA bundle (SSL_CERT_FILE, REQUESTS_CA_BUNDLE, "
+                               "pip --cert, npm cafile) or fix the server's certificate"},
+                    {"action": "Re-run the step", **RERUN, "time": 60},
+                ],
+            },
+        },
     },
     "git_error": {
         "strategy": "rollback",
@@ -210,9 +254,15 @@ class LanePlan:
     steps: tuple[PlanStep, ...]
     note: str | None = None
     in_progress: LanePlan | None = None  # the plan while a git operation waits (git_error's built-in)
+    by_rule: dict[str, LanePlan] = field(default_factory=dict)  # classify.Rule.plan -> its own plan
 
 
 PlanTable = dict[tuple[FailureType, Lane], LanePlan]
+# The words after 'rrstore' of a suggested command -> what rrstore's parser says is wrong, or None.
+# The CLI passes its click parser (the library never imports the CLI; see build_table).
+CommandCheck = Callable[[list[str]], str | None]
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_SAMPLES = {"checkpoint": "standard-step1-20260101_000000", "lane": "standard"}
 
 
 def parse_time(value: object, where: str) -> int | None:
@@ -246,7 +296,7 @@ def _step(raw: dict[str, Any], where: str) -> PlanStep:
     without = raw.get("without")
     fallback = None
     if without is not None:
-        if not isinstance(without, dict) or "without" in without:
+        if not isinstance(without, dict):
             raise UsageError(f"{where}: 'without' must be a table of the step's keys")
         fallback = _step({**{k: v for k, v in raw.items() if k != "without"}, **without}, f"{where} without")
     return PlanStep(action, raw.get("command"), raw.get("detail"), parse_time(raw.get("time"), where),
@@ -272,16 +322,37 @@ def _builtin(failure_type: FailureType, lane: Lane) -> LanePlan:
     note = entry.get("notes", {}).get(lane.value)
     in_progress = None
     if "in_progress" in entry:
-        waiting = entry["in_progress"]
-        in_progress = LanePlan(RecoveryStrategy.parse(waiting["strategy"]),
-                               tuple(_step(row, f"built-in plan {failure_type} (operation in progress) step {i}")
-                                     for i, row in enumerate(waiting["steps"], 1)))
-    return LanePlan(RecoveryStrategy.parse(entry["strategy"]), tuple(steps), note, in_progress)
+        in_progress = _fixed(entry["in_progress"], f"built-in plan {failure_type} (operation in progress)")
+    by_rule = {name: _fixed(plan, f"built-in plan {failure_type} ({name})")
+               for name, plan in entry.get("rules", {}).items()}
+    return LanePlan(RecoveryStrategy.parse(entry["strategy"]), tuple(steps), note, in_progress, by_rule)
 
 
-def _apply(plan: LanePlan, table: dict[str, Any], where: str) -> LanePlan:
+def _fixed(entry: dict[str, Any], where: str) -> LanePlan:
+    """A built-in plan that is the same in every lane (an operation in progress, a rule's own)."""
+    return LanePlan(RecoveryStrategy.parse(entry["strategy"]),
+                    tuple(_step(row, f"{where} step {i}") for i, row in enumerate(entry["steps"], 1)))
+
+
+def check_commands(step: PlanStep, where: str, check: CommandCheck) -> None:
+    """A UsageError naming ``where`` when an ``rrstore ...`` of ``step`` (or its fallbacks) does not parse."""
+    row: PlanStep | None = step
+    while row is not None:
+        text = _PLACEHOLDER.sub(lambda m: _SAMPLES.get(m.group(1), "x"), row.command or "")
+        for part in re.split(r"&&|\|\||;", text):
+            try:
+                words = shlex.split(part)
+            except ValueError:
+                continue
+            problem = check(words[1:]) if words[:1] == ["rrstore"] else None
+            if problem:
+                raise UsageError(f"{where}: '{part.strip()}' does not run: {problem}")
+        row = row.fallback
+
+
+def _apply(plan: LanePlan, table: dict[str, Any], where: str, check: CommandCheck | None = None) -> LanePlan:
     """``plan`` with what a configuration table sets (strategy, steps, note) replaced."""
-    strategy, steps, note, in_progress = plan.strategy, plan.steps, plan.note, plan.in_progress
+    strategy, steps, note, in_progress, by_rule = plan.strategy, plan.steps, plan.note, plan.in_progress, plan.by_rule
     if "strategy" in table:
         strategy = _strategy(table["strategy"], where)
     if "steps" in table:
@@ -289,19 +360,24 @@ def _apply(plan: LanePlan, table: dict[str, Any], where: str) -> LanePlan:
         if not isinstance(raw, list) or not raw or not all(isinstance(s, dict) for s in raw):
             raise UsageError(f"{where}: 'steps' must be a non-empty array of tables")
         steps = tuple(_step(s, f"{where} step {i}") for i, s in enumerate(raw, 1))
-        in_progress = None  # the project's own steps apply whatever git is doing
+        for i, step in enumerate(steps, 1):
+            if check is not None:
+                check_commands(step, f"{where} step {i}", check)
+        in_progress, by_rule = None, {}  # the project's own steps apply whatever git is doing or the rule
     if "note" in table:
         if not isinstance(table["note"], str):
             raise UsageError(f"{where}: 'note' must be a string")
         note = table["note"]
-    return LanePlan(strategy, steps, note, in_progress)
+    return LanePlan(strategy, steps, note, in_progress, by_rule)
 
 
-def build_table(overrides: dict[str, Any] | None = None, source: str = "configuration") -> PlanTable:
+def build_table(overrides: dict[str, Any] | None = None, source: str = "configuration",
+                check: CommandCheck | None = None) -> PlanTable:
     """Every (failure type, lane) plan: the built-in table with the project's overrides applied.
 
     Overrides are checked in full, so a typo is an error rather than a plan
-    that silently stays the default.
+    that silently stays the default; with ``check`` (the CLI's click
+    parser), every ``rrstore ...`` an override's step suggests must parse.
     """
     overrides = overrides or {}
     if not isinstance(overrides, dict):
@@ -321,10 +397,10 @@ def build_table(overrides: dict[str, Any] | None = None, source: str = "configur
         if unknown:
             raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         for lane in Lane:
-            plan = _apply(_builtin(failure_type, lane), custom, where)
+            plan = _apply(_builtin(failure_type, lane), custom, where, check)
             lane_custom = custom.get(lane.value, {})
             if not isinstance(lane_custom, dict) or set(lane_custom) - _TABLE_KEYS:
                 raise UsageError(f"{where}.{lane}: must be a table of {', '.join(sorted(_TABLE_KEYS))}")
-            table[failure_type, lane] = _apply(plan, lane_custom, f"{where}.{lane}")
+            table[failure_type, lane] = _apply(plan, lane_custom, f"{where}.{lane}", check)
     return table
 

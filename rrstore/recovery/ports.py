@@ -8,7 +8,7 @@ imports it; recovery sees only this port and the verbs below it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -29,6 +29,7 @@ class System(Protocol):
     root: Path
     store_path: Path
     settings: Settings
+    command_check: Callable[[list[str]], str | None] | None  # parses an rrstore command as the CLI would
 
     @property
     def checkpoint_manager(self) -> CheckpointManager: ...

@@ -25,7 +25,7 @@ from ..record import CheckpointRecord
 from .classify import Classification, classify
 from .process import Outcome, execute
 from .settings import check_retries, check_seconds, load_recovery_settings
-from .vocabulary import RecoveryStrategy
+from .vocabulary import FailedStep, RecoveryStrategy
 
 if TYPE_CHECKING:
     from .planner import RecoveryPlan, RecoveryPlanner
@@ -143,6 +143,14 @@ class StepSpec:
         if not self.command or (isinstance(self.command, str) and not self.command.strip()):
             raise UsageError("give the command to run (after --)")
 
+    def failed(self, policy: RetryPolicy) -> FailedStep:
+        """This step for its plan, with the 'rrstore run' that runs it again as it ran."""
+        timeout = f" --timeout {policy.timeout:g}" if policy.timeout is not None else ""
+        words = shlex.quote(self.command) if isinstance(self.command, str) else shlex.join(self.command)
+        rerun = (f"rrstore run --lane {self.lane} --step-number {self.step_number} "
+                 f"--step-name {shlex.quote(self.step_name)}{timeout} -- {words}")
+        return FailedStep(self.step_number, self.step_name, rerun)
+
 
 def run_step(system: System, spec: StepSpec, policy: RetryPolicy | None = None,
              hooks: RunHooks | None = None) -> StepResult:
@@ -193,7 +201,7 @@ def _attempts(system: System, spec: StepSpec, options: tuple[RetryPolicy, int, f
             result.plan = None
             return
         attempt.classification = found = classify(outcome.text(), outcome.exit_status)
-        result.plan = plan = planner.get_recovery_plan(found, spec.lane)
+        result.plan = plan = planner.get_recovery_plan(found, spec.lane, spec.failed(policy))
         hooks.say(f"rrstore: {label} failed (attempt {number}, exit status {outcome.exit_status}): {found.message}")
         earlier = [a.classification.failure_type for a in result.attempts[:-1] if a.classification]
         if found.failure_type not in earlier:  # the plan once per kind of failure, not at every retry

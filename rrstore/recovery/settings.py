@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import load_section
 from ..errors import UsageError
-from .plans import PlanTable, build_table
+from .plans import CommandCheck, PlanTable, build_table
 
 # The seed's resource-exhaustion cleanup: caches a failed run leaves behind.
 DEFAULT_CACHE_PATTERNS = ("__pycache__", "*.pyc", "*.pyo", ".pytest_cache")
@@ -53,8 +53,9 @@ def _command(section: dict[str, object], key: str, where: str, what: str) -> str
     return value.strip()
 
 
-def load_recovery_settings(root: Path) -> RecoverySettings:
-    """The project's recovery settings (defaults where it sets nothing)."""
+def load_recovery_settings(root: Path, check: CommandCheck | None = None) -> RecoverySettings:
+    """The project's recovery settings (defaults where it sets nothing); ``check`` parses the
+    ``rrstore`` commands of plan overrides (``plans.build_table``)."""
     section, where = load_section(root, "recovery")
     known = {"critical_files", "cache_patterns", "retries", "backoff", "plans", "python", "docs_check"}
     unknown = set(section) - known
@@ -68,7 +69,7 @@ def load_recovery_settings(root: Path) -> RecoverySettings:
         settings.cache_patterns = _strings(section["cache_patterns"], "cache_patterns", where)
     settings.retries = check_retries(section.get("retries", DEFAULT_RETRIES), where)
     settings.backoff = check_seconds(section.get("backoff", DEFAULT_BACKOFF), "backoff", where)
-    settings.plans = build_table(section.get("plans"), where)
+    settings.plans = build_table(section.get("plans"), where, check)
     settings.python = _command(section, "python", where, "a path or a command on PATH")
     settings.docs_check = _command(section, "docs_check", where, "the command that checks the docs")
     return settings

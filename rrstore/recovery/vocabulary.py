@@ -17,7 +17,7 @@ from ..errors import UsageError
 class FailureType(StrEnum):
     """What went wrong, as far as the output of the failed step tells."""
 
-    TIMEOUT = "timeout"
+    TIMEOUT = "timeout"  # the step's own time limit ran out (a client's network timeout is NETWORK_ERROR)
     TEST_FAILURE = "test_failure"
     QUALITY_GATE = "quality_gate"
     RESOURCE_EXHAUSTION = "resource_exhaustion"
@@ -151,3 +151,12 @@ LANE_FACTS: dict[Lane, LaneFacts] = {
     Lane.HEAVY: LaneFacts("Comprehensive, thorough (<20 min)", 1200,
                           ("Complex test failures", "Performance issues", "Integration problems")),
 }
+
+
+@dataclass(frozen=True)
+class FailedStep:
+    """The step a plan is for (``rrstore run`` passes it): what re-running it means."""
+
+    number: int
+    name: str
+    rerun: str  # the command that runs this step again, as it ran ('rrstore run ... -- CMD')
