@@ -1,4 +1,4 @@
-"""Restore (verb over trees): make the working tree's scope equal a checkpoint.
+"""Restore (a verb): make the working tree's scope equal a checkpoint, with an undo point first.
 
 First diff the working tree against the target, then change only what
 differs: remove what the target lacks, create directories, write files that
@@ -22,11 +22,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DiskFull, UnsafeTree
+from .checkpoint import CheckpointManager, NewCheckpoint
+from .errors import (
+    DiskFull,
+    ForeignCheckpoint,
+    Interrupted,
+    RestoreDiskFull,
+    RRStoreError,
+    Signalled,
+    StoreReadOnly,
+    UnsafeTree,
+    UsageError,
+)
+from .lock import locked
+from .record import CheckpointRecord
 from .store.objects import ObjectStore
-from .tree import DIR, MAX_PATH_BYTES, SYMLINK, Entry, check_paths, content_oids
+from .tree import DIR, MAX_PATH_BYTES, SYMLINK, Entry, check_paths, content_oids, flatten
 from .worktree.scan import store_prefixes, under, worktree_temp
-from .worktree.statcache import Stamp, stamp
+from .worktree.statcache import Stamp, stamp, stat_cache_of
 from .worktree.workers import PARALLEL_MIN_SIZE, run_split
 
 Progress = Callable[[int, int], None]
@@ -384,3 +397,121 @@ def check_target(root: Path, store: Path, checkpoint_id: str, target: dict[str, 
         check_paths(checkpoint_id, target, store_prefixes(root, store))
     except UnsafeTree as exc:
         raise exc.with_lead("restore refused, nothing was changed") from None
+
+
+# the verb: plan, verify, undo point, write --------------------------------------------------------------
+
+# The git operations (``gitrepo.OPERATIONS``) that stop on a conflict, leaving markers in files.
+CONFLICTING = ("merge", "rebase", "cherry-pick", "revert")
+WORKTREE_LOCK = "worktree"  # checkpoints share it, a restore holds it alone (see rrstore.lock)
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What to restore and how; ``paths`` are tree paths (None: the whole tree), ``shown`` as the user gave them."""
+
+    checkpoint_id: str
+    paths: list[str] | None = None
+    shown: tuple[str, ...] = ()
+    dry_run: bool = False
+    undo: bool = True
+    force: bool = False
+    workers: int = 1
+
+
+def writable(store: Path) -> bool:
+    """Whether this process may write the store (``os.access`` knows read-only mounts and permissions)."""
+    folders = [store, *(store / sub for sub in ("objects", "packs", "refs/checkpoints", "tmp", "locks"))]
+    return all(os.access(folder, os.W_OK) for folder in folders if folder.exists())
+
+
+def restore_checkpoint(manager: CheckpointManager, request: RestoreRequest,
+                       progress: Progress | None = None) -> RestoreResult:
+    """Make the working tree (or ``request.paths`` of it) identical to a checkpoint, under the locks.
+
+    A dry run only reads (a read-only store, beside a running restore). With
+    ``undo`` a store this process cannot write raises StoreReadOnly before
+    anything changes; see ``RollbackRecoverySystem.restore`` for the rest.
+    """
+    if request.dry_run:
+        with manager.explain_damage():
+            return _restore(manager, request, progress)
+    store = manager.store
+    if request.undo and not writable(store.path):
+        raise StoreReadOnly(str(store.path))
+    with (locked(store.path, WORKTREE_LOCK, exclusive=True, read_only=not request.undo),
+          store.writing(read_only=not request.undo), manager.explain_damage()):
+        return _restore(manager, request, progress)
+
+
+def _restore(manager: CheckpointManager, request: RestoreRequest, progress: Progress | None) -> RestoreResult:
+    root, record = manager.root, manager.get(request.checkpoint_id)
+    target = flatten(manager.store.objects, record.state_hash)
+    check_target(root, manager.store.path, record.checkpoint_id, target)
+    foreign = None
+    if not request.force and not manager.owns(record):
+        foreign = ForeignCheckpoint(record.checkpoint_id, record.project, record.root, manager.project)
+        if not request.dry_run:
+            raise foreign
+    tree_paths = request.paths
+    if tree_paths and not any(in_paths(p, tree_paths) for p in target):
+        raise UsageError(f"{', '.join(request.shown)}: not in checkpoint {record.checkpoint_id}")
+    # Whatever is on disk at the target's paths, ignored or not, is part of the working-tree side,
+    # except below what the record left out: restore leaves that alone.
+    left_out = {p for p in record.left_out if p}  # "" (the root) is never left out
+    held = [p for p in target if in_paths(p, tree_paths) and not under(p, left_out)]
+    snap = manager.snapshot(store=False, extra=held)
+    plan = plan_restore(snap.entries, target, tree_paths, {**snap.left_out, **record.left_out})
+    result = RestoreResult(record.checkpoint_id, record.state_hash, plan, request.dry_run,
+                           no_undo=not request.undo)
+    result.warnings.extend(_warnings(record, foreign))
+    if request.dry_run or plan.empty:
+        return result
+    content = VerifiedContent(manager.store.objects)
+    content.verify(target, plan.write, request.workers)
+    if request.undo:  # only now, with every needed object known good
+        result.undo_checkpoint_id, result.plan = _undo_point(manager, record, target, tree_paths, held,
+                                                              request.workers)
+        plan = result.plan
+        content.verify(target, plan.write, request.workers)
+    try:
+        result.failures, stamps = apply_plan(root, content, target, plan, workers=request.workers,
+                                             progress=progress)
+    except DiskFull as exc:
+        raise RestoreDiskFull(exc.path, result.undo_checkpoint_id) from exc
+    except (KeyboardInterrupt, Signalled) as exc:  # the tree is partly restored: say how to undo it
+        raise Interrupted(record.checkpoint_id, result.undo_checkpoint_id,
+                          getattr(exc, "exit_code", 130)) from None
+    written = {p: (target[p].oid, target[p].chunks, stamps[p]) for p in [*plan.write, *plan.chmod]
+               if p in stamps and p not in result.failures}
+    stat_cache_of(manager.store.path, root).remember_written(str(root), written)
+    return result
+
+
+def _warnings(record: CheckpointRecord, foreign: ForeignCheckpoint | None) -> list[str]:
+    """What a restore of ``record`` says before it writes: another project's, or taken mid-conflict."""
+    said = [str(foreign)] if foreign is not None else []
+    if record.git_operation in CONFLICTING:
+        head = f" (MERGE_HEAD {record.git_merge_head[:7]})" if record.git_merge_head else ""
+        said.append(f"checkpoint {record.checkpoint_id} was taken during a {record.git_operation}"
+                    f"{head}: its files may hold conflict markers")
+    return said
+
+
+def _undo_point(manager: CheckpointManager, record: CheckpointRecord, target: dict[str, Entry],
+                tree_paths: list[str] | None, held: list[str], workers: int) -> tuple[str, RestorePlan]:
+    """Checkpoint the tree plus every target path on disk, plan again from it (the tree may have
+    moved since the first scan), and prove it holds what that plan changes: (its id, the plan)."""
+    spec = NewCheckpoint(record.lane, record.step_number, f"before restore to {record.checkpoint_id}",
+                         kind="pre-restore")
+    undo, snap = manager.create(spec, extra=held)
+    plan = plan_restore(snap.entries, target, tree_paths, {**snap.left_out, **record.left_out})
+    try:
+        from .undo import at_risk, prove_undo  # only a restore that writes needs it (start-up time)
+
+        prove_undo(manager.store, manager.root, snap, undo, at_risk(plan, snap.entries), workers)
+    except RRStoreError:
+        with contextlib.suppress(RRStoreError, KeyError):
+            manager.store.refs.delete(undo.checkpoint_id)  # nothing was restored: no undo point either
+        raise
+    return undo.checkpoint_id, plan

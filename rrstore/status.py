@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .checkpoint import others_note
-from .diff import DiffResult, left_out_note
+from .checkpoint import CheckpointManager, others_note
+from .diff import DiffResult, against_checkpoint, left_out_note
 from .record import CheckpointRecord
 
 
@@ -55,3 +55,21 @@ class StatusResult:
             return (f"matches checkpoint {self.matching.checkpoint_id}; differs from the newest, "
                     f"{self.newest.checkpoint_id}{summary}")
         return f"differs from the newest checkpoint {self.newest.checkpoint_id}{summary}"
+
+
+def status(manager: CheckpointManager, *, all_projects: bool = False) -> StatusResult:
+    """The working tree's state hash against the project's checkpoints (every project's with ``all_projects``)."""
+    snap = manager.snapshot(store=False)
+    every = manager.list_checkpoints(all_projects=True)
+    records = every if all_projects else manager.view.mine(every)
+    newest = manager.newest(records)
+    matching = next((r for r in records if r.state_hash == snap.root_oid), None)
+    changes = None
+    if newest is not None and newest.state_hash != snap.root_oid:
+        with manager.explain_damage():
+            changes = against_checkpoint(manager.store.objects, newest, snap.entries)
+        if not changes.changed:  # it differs only in what the checkpoint left out
+            matching = newest
+    others = sum(r.kind == "step" for r in every) if newest is None and not all_projects else 0
+    return StatusResult(snap.root_oid, newest, matching, changes, others=others,
+                        project=manager.project if others else "")

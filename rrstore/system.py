@@ -9,8 +9,6 @@ methods directly so it can map errors to exit codes.
 
 from __future__ import annotations
 
-import builtins
-import contextlib
 import inspect
 import os
 import shlex
@@ -32,34 +30,17 @@ from .checkpoint import (
 from .config import Settings, find_project_root, load_settings
 from .diff import DiffResult, against_checkpoint, diff
 from .errors import (
-    DiskFull,
-    ForeignCheckpoint,
-    Interrupted,
-    RestoreDiskFull,
     RRStoreError,
-    Signalled,
-    StoreReadOnly,
     UsageError,
 )
 from .gc import GCResult, Retention, gc
 from .lock import locked
 from .record import CheckpointRecord, check_lane
-from .restore import (
-    Progress,
-    RestorePlan,
-    RestoreResult,
-    VerifiedContent,
-    apply_plan,
-    check_target,
-    in_paths,
-    plan_restore,
-)
-from .status import StatusResult
+from .restore import WORKTREE_LOCK, Progress, RestoreRequest, RestoreResult, restore_checkpoint
+from .status import StatusResult, status
 from .store.store import Store
-from .tree import Entry, flatten
+from .tree import flatten
 from .worktree.gitrepo import find_git_root
-from .worktree.scan import under
-from .worktree.statcache import stat_cache_of
 from .worktree.workers import default_workers
 
 if TYPE_CHECKING:
@@ -74,9 +55,6 @@ if TYPE_CHECKING:
     from .recovery.workflow import WorkflowResult
     from .transfer import TransferResult
 
-WORKTREE_LOCK = "worktree"
-# The git operations (``gitrepo.OPERATIONS``) that stop on a conflict, leaving markers in files.
-CONFLICTING = ("merge", "rebase", "cherry-pick", "revert")
 
 
 @dataclass
@@ -110,12 +88,6 @@ class FailedResult:
     success: bool = False
     checkpoint_id: str | None = None
     checkpoints: list[CheckpointRecord] = field(default_factory=list)
-
-
-def _writable(store: Path) -> bool:
-    """Whether this process may write the store (``os.access`` knows read-only mounts and permissions)."""
-    folders = [store, *(store / sub for sub in ("objects", "packs", "refs/checkpoints", "tmp", "locks"))]
-    return all(os.access(folder, os.W_OK) for folder in folders if folder.exists())
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -236,21 +208,7 @@ class RollbackRecoverySystem:
     def status(self, *, all_projects: bool = False) -> StatusResult:
         """The working tree's state hash and how it relates to this project's checkpoints (every
         project's with ``all_projects``)."""
-        manager = self.checkpoint_manager
-        snap = manager.snapshot(store=False)
-        every = manager.list_checkpoints(all_projects=True)
-        records = every if all_projects else self.view.mine(every)
-        newest = manager.newest(records)
-        matching = next((r for r in records if r.state_hash == snap.root_oid), None)
-        changes = None
-        if newest is not None and newest.state_hash != snap.root_oid:
-            with manager.explain_damage():
-                changes = against_checkpoint(manager.store.objects, newest, snap.entries)
-            if not changes.changed:  # it differs only in what the checkpoint left out
-                matching = newest
-        others = sum(r.kind == "step" for r in every) if newest is None and not all_projects else 0
-        return StatusResult(snap.root_oid, newest, matching, changes, others=others,
-                            project=self.project if others else "")
+        return status(self.checkpoint_manager, all_projects=all_projects)
 
     def restore(self, checkpoint_id: str, *, paths: Sequence[str] | None = None, dry_run: bool = False,
                 undo: bool = True, progress: Progress | None = None, force: bool = False) -> RestoreResult:
@@ -266,81 +224,9 @@ class RollbackRecoverySystem:
         checkpoint raises ForeignCheckpoint before anything changes unless ``force`` (a dry
         run plans it and carries the refusal in ``warnings``).
         """
-        manager = self.checkpoint_manager
-        if dry_run:  # reads only: works on a read-only store and beside a running restore
-            with manager.explain_damage():
-                return self._restore(manager, checkpoint_id, paths, dry_run, progress, undo, force)
-        store = manager.store
-        if undo and not _writable(store.path):
-            raise StoreReadOnly(str(store.path))
-        with (locked(store.path, WORKTREE_LOCK, exclusive=True, read_only=not undo),
-              store.writing(read_only=not undo), manager.explain_damage()):
-            return self._restore(manager, checkpoint_id, paths, dry_run, progress, undo, force)
-
-    def _restore(self, manager: CheckpointManager, checkpoint_id: str, paths: Sequence[str] | None,
-                 dry_run: bool, progress: Progress | None, undo: bool, force: bool) -> RestoreResult:
-        record = manager.get(checkpoint_id)
-        tree_paths = self.relative_paths(paths) if paths else None
-        target = flatten(manager.store.objects, record.state_hash)
-        check_target(self.root, manager.store.path, record.checkpoint_id, target)
-        foreign = None
-        if not force and not manager.owns(record):
-            foreign = ForeignCheckpoint(record.checkpoint_id, record.project, record.root, manager.project)
-            if not dry_run:
-                raise foreign
-        if tree_paths and not any(in_paths(p, tree_paths) for p in target):
-            raise UsageError(f"{', '.join(paths or [])}: not in checkpoint {record.checkpoint_id}")
-        # Whatever is on disk at the target's paths, ignored or not, is part of the working-tree side,
-        # except below what the record left out: restore leaves that alone.
-        left_out = {p for p in record.left_out if p}  # "" (the root) is never left out
-        held = [p for p in target if in_paths(p, tree_paths) and not under(p, left_out)]
-        snap = manager.snapshot(store=False, extra=held)
-        plan = plan_restore(snap.entries, target, tree_paths, {**snap.left_out, **record.left_out})
-        result = RestoreResult(record.checkpoint_id, record.state_hash, plan, dry_run, no_undo=not undo)
-        if foreign is not None:
-            result.warnings.append(str(foreign))
-        if record.git_operation in CONFLICTING:
-            head = f" (MERGE_HEAD {record.git_merge_head[:7]})" if record.git_merge_head else ""
-            result.warnings.append(f"checkpoint {record.checkpoint_id} was taken during a {record.git_operation}"
-                                   f"{head}: its files may hold conflict markers")
-        if dry_run or plan.empty:
-            return result
-        content = VerifiedContent(manager.store.objects)
-        content.verify(target, plan.write, self._workers())
-        if undo:  # only now, with every needed object known good
-            result.undo_checkpoint_id, result.plan = self._undo_point(manager, record, target, tree_paths, held)
-            plan = result.plan
-            content.verify(target, plan.write, self._workers())
-        try:
-            result.failures, stamps = apply_plan(self.root, content, target, plan,
-                                                 workers=self._workers(), progress=progress)
-        except DiskFull as exc:
-            raise RestoreDiskFull(exc.path, result.undo_checkpoint_id) from exc
-        except (KeyboardInterrupt, Signalled) as exc:  # the tree is partly restored: say how to undo it
-            raise Interrupted(record.checkpoint_id, result.undo_checkpoint_id,
-                              getattr(exc, "exit_code", 130)) from None
-        written = {p: (target[p].oid, target[p].chunks, stamps[p]) for p in [*plan.write, *plan.chmod]
-                   if p in stamps and p not in result.failures}
-        stat_cache_of(manager.store.path, self.root).remember_written(str(self.root), written)
-        return result
-
-    def _undo_point(self, manager: CheckpointManager, record: CheckpointRecord, target: dict[str, Entry],
-                    tree_paths: builtins.list[str] | None, held: builtins.list[str]) -> tuple[str, RestorePlan]:
-        """Checkpoint the tree plus every target path on disk, plan again from it (the tree may have
-        moved since the first scan), and prove it holds what that plan changes: (its id, the plan)."""
-        spec = NewCheckpoint(record.lane, record.step_number, f"before restore to {record.checkpoint_id}",
-                             kind="pre-restore")
-        undo, snap = manager.create(spec, extra=held)
-        plan = plan_restore(snap.entries, target, tree_paths, {**snap.left_out, **record.left_out})
-        try:
-            from .undo import at_risk, prove_undo  # only a restore that writes needs it (start-up time)
-
-            prove_undo(manager.store, self.root, snap, undo, at_risk(plan, snap.entries), self._workers())
-        except RRStoreError:
-            with contextlib.suppress(RRStoreError, KeyError):
-                manager.store.refs.delete(undo.checkpoint_id)  # nothing was restored: no undo point either
-            raise
-        return undo.checkpoint_id, plan
+        request = RestoreRequest(checkpoint_id, self.relative_paths(paths) if paths else None, tuple(paths or ()),
+                                 dry_run, undo, force, self._workers())
+        return restore_checkpoint(self.checkpoint_manager, request, progress)
 
     def gc(self, policy: Retention | None = None, *, now: datetime | None = None,
            dry_run: bool = False) -> GCResult:

@@ -22,17 +22,20 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import blake3
 
 from .errors import CorruptObject, ObjectMissing, RRStoreError, UndoUnproven
 from .record import CheckpointRecord
-from .restore import RestorePlan
 from .store.objects import hash_bytes
 from .store.store import Store
 from .tree import DIR, FILE, Entry, content_oids, tree_oid
 from .worktree.snapshot import CHUNK_THRESHOLD, Snapshot, chunker, stable_read
 from .worktree.workers import PARALLEL_MIN_SIZE, run_split
+
+if TYPE_CHECKING:
+    from .restore import RestorePlan  # only its type: restore imports this module to prove its undo point
 
 
 @dataclass
