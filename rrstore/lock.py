@@ -1,4 +1,4 @@
-"""Store locks (beside the backend): who may change the working tree right now.
+"""Store locks (foundations): who may change the working tree right now.
 
 Checkpoints share the work-tree lock, a restore holds it alone, so a
 checkpoint never records a half-restored tree and two restores never

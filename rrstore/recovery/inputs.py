@@ -1,4 +1,4 @@
-"""Declared inputs (a helper of the tree layer): the state of the paths a step reads, as one hash.
+"""Declared inputs (recovery layer, from tree entries only): the state of the paths a step reads, as one hash.
 
 A workflow step may declare ``inputs``: gitignore-style patterns relative to
 the project root (``src/**``, ``setup.py``, ``!src/generated.py``). Their

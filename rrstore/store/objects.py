@@ -1,4 +1,4 @@
-"""Object store (layer above the backend): immutable bytes keyed by BLAKE3.
+"""Object store (store layer, over a backend): immutable bytes keyed by BLAKE3.
 
 An object's id (``oid``) is the lowercase hex BLAKE3-256 of its uncompressed
 bytes; it is stored as one zstd frame under ``objects/<oid[:2]>/<oid[2:]>``.

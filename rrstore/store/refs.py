@@ -1,4 +1,4 @@
-"""Refs (layer above the backend): names that point at checkpoint records.
+"""Refs (store layer, over a backend): names that point at checkpoint records.
 
 ``refs/checkpoints/<ID>`` holds the record's oid on its first line and, on
 its second, when the ref was added to this store (``time.time_ns()`` of the

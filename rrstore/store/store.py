@@ -1,4 +1,4 @@
-"""A store on disk (composition layer): backend + objects + refs + its config.
+"""A store (store layer, composing the rest of it): backend + objects + refs + its config.
 
 ``config.json`` marks a directory as a store and records the format. The
 store ignores itself (a ``.gitignore`` of ``*``), so it never shows in

@@ -1,4 +1,4 @@
-"""The snapshot scope (layer beside trees): which paths a checkpoint holds.
+"""The snapshot scope (working-tree layer): which paths a checkpoint holds.
 
 In a git work tree: tracked files plus untracked files that are not ignored
 (what ``git stash -u`` takes), listed by git itself, plus empty untracked
