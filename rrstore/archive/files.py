@@ -14,7 +14,6 @@ adds the objects and, last, the refs.
 
 from __future__ import annotations
 
-import errno
 import os
 import tarfile
 import time
@@ -34,9 +33,10 @@ from ..errors import (
     UsageError,
     from_oserror,
 )
-from ..fsutil import fsync_dir
+from ..fsutil import AtomicFile
 from ..record import CheckpointRecord
 from ..store.objects import ObjectStore
+from ..store.refs import plan_refs
 from ..store.store import Store
 from ..tree import DIR, FILE, SYMLINK, Entry, TreeCheck, content_oids, decode_tree, flatten
 from .stream import (
@@ -101,7 +101,7 @@ class ImportResult:
 class _Counting:
     """Counts what passes to the real output."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO | AtomicFile) -> None:
         self.out = out
         self.count = 0
 
@@ -128,36 +128,13 @@ def _destination(output: str | os.PathLike[str] | BinaryIO, force: bool) -> Iter
         raise UsageError(f"output {dest} is a directory")
     if not force and os.path.lexists(dest):
         raise UsageError(f"output {dest} exists; choose another name, or pass --force to replace it")
-    tmp = dest.with_name(f".{dest.name[:40]}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
-        with open(tmp, "xb") as fh:
+        with AtomicFile(dest, fsync=True, exclusive=not force, mode=0o666) as fh:
             yield _Counting(fh), str(dest)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if force:
-            os.replace(tmp, dest)
-        else:
-            _link_new(tmp, dest)
-        fsync_dir(dest.parent)
     except OSError as exc:
         raise from_oserror(exc, str(dest)) from exc
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-
-
-def _link_new(tmp: Path, dest: Path) -> None:
-    """Move ``tmp`` to ``dest`` unless ``dest`` appeared meanwhile (no hard links: check, then rename)."""
-    try:
-        os.link(tmp, dest)
-    except FileExistsError:
-        raise UsageError(f"output {dest} exists; choose another name, or pass --force to replace it") from None
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
-            raise
-        if os.path.lexists(dest):
-            raise UsageError(f"output {dest} exists; choose another name, or pass --force to replace it") from None
-        os.replace(tmp, dest)
+    if not fh.installed:  # appeared meanwhile
+        raise UsageError(f"output {dest} exists; choose another name, or pass --force to replace it")
 
 
 @contextmanager
@@ -422,16 +399,9 @@ def import_archive(store: Store | Callable[[], Store], path: str | os.PathLike[s
 
 def _plan_refs(store: Store, verified: VerifyResult) -> tuple[list[str], list[str]]:
     """(ids to add, ids already there with the same record); another record under an id is a conflict."""
-    added, unchanged, conflicts = [], [], []
-    for checkpoint_id, oid in verified.refs.items():
-        current = store.refs.get(checkpoint_id)
-        if current is None:
-            added.append(checkpoint_id)
-        elif current == oid:
-            unchanged.append(checkpoint_id)
-        else:
-            conflicts.append(checkpoint_id)
-    if conflicts:
+    plan = plan_refs(verified.refs, store.refs.get)
+    if plan.conflicts:
+        conflicts = list(plan.conflicts)
         raise ArchiveError(verified.path, f"conflict: the store already has checkpoint(s) {', '.join(conflicts[:3])}"
                                           f"{' …' if len(conflicts) > 3 else ''} with a different record")
-    return added, unchanged
+    return plan.todo, plan.present
