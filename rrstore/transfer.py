@@ -201,7 +201,6 @@ def _ensure_remote_config(store: Store, remote: Backend) -> None:
         remote.write("config.json", upgraded_config(remote.read("config.json")), durable=True)
 
 
-
 # shared by push and pull ---------------------------------------------------------------------------
 
 

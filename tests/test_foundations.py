@@ -91,17 +91,23 @@ def test_a_reader_sees_the_old_or_the_new_bytes_never_a_prefix_or_a_mix(dirs: tu
     assert os.listdir(tmp) == []
 
 
-def test_fsync_reaches_the_file_before_the_rename_and_the_folder_after(dirs: tuple[Path, Path],
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    dest, tmp = dirs
-    synced: list[str] = []
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The path of every file or folder ``os.fsync`` is called on, in order (the real fsync still runs)."""
+    calls: list[str] = []
     real_fsync = os.fsync
 
     def spy(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", spy)
+    return calls
+
+
+def test_fsync_reaches_the_file_before_the_rename_and_the_folder_after(dirs: tuple[Path, Path],
+                                                                       synced: list[str]) -> None:
+    dest, tmp = dirs
     atomic_write(dest / "f", b"quick", tmp, fsync=False)
     assert synced == []
     atomic_write(dest / "f", b"durable", tmp, fsync=True)
@@ -441,16 +447,8 @@ def test_without_tmp_dir_the_temporary_file_is_hidden_beside_dest_and_aborted_cl
 
 
 def test_atomic_file_fsyncs_data_before_the_rename_and_the_folder_after_only_when_asked(
-        dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+        dirs: tuple[Path, Path], synced: list[str]) -> None:
     dest, tmp = dirs
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def spy(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", spy)
     with AtomicFile(dest / "f", tmp) as out:
         out.write(b"quick")
     assert synced == []
