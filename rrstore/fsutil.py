@@ -104,7 +104,7 @@ class AtomicFile:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:  # a signal right after the open must not leave the temporary file behind
             self.fd = os.open(self.temp, flags, mode)
-        except FileExistsError:
+        except FileExistsError:  # that name is another writer's file: leave it
             raise
         except BaseException:
             with contextlib.suppress(OSError):
@@ -137,15 +137,16 @@ class AtomicFile:
 
     def install(self) -> bool:
         """Rename the finished file onto ``dest`` (link, with ``exclusive``); False if ``dest`` was kept."""
-        try:
-            if self.exclusive:
-                if not _link_new(self.temp, self.dest):
-                    return False
-            else:
-                os.replace(self.temp, self.dest)
-        finally:
-            if os.path.lexists(self.temp):
-                os.unlink(self.temp)
+        if self.exclusive:
+            try:
+                linked = _link_new(self.temp, self.dest)
+            finally:  # linked or not, the temporary name goes
+                if os.path.lexists(self.temp):
+                    os.unlink(self.temp)
+            if not linked:
+                return False
+        else:
+            os.replace(self.temp, self.dest)  # if it fails, ``abort`` removes the temporary file
         self.installed = True
         if self.fsync:
             fsync_dir(self.dest.parent)

@@ -57,7 +57,7 @@ from .tree import DIR, FILE, TreeCheck, content_oids, read_tree
 
 # Re-exported: callers (the facade, tests) reach the remote's listing through ``transfer``.
 __all__ = ["WORKERS", "Conflict", "RemoteListing", "RemoteNotFound", "TransferResult", "list_remote",
-           "open_remote", "pull", "push", "verify_pack"]
+           "open_remote", "pull", "push"]
 
 Progress = Callable[[int, int], None]
 
