@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .archive.stream import Limits, read_archive
+from .archive.safety import Limits, read_archive
 from .check import OBJECT_KINDS, Checker, CheckOptions, CheckResult, open_for_check, quarantine, stamp
 from .errors import CorruptObject, ObjectMissing, RRStoreError
 from .lock import locked

@@ -34,6 +34,7 @@ from .errors import (
     UnsafeTree,
     UsageError,
 )
+from .fsutil import AtomicFile
 from .lock import locked
 from .record import CheckpointRecord
 from .store.objects import ObjectStore
@@ -315,19 +316,10 @@ class _Writer:
         tmp = f"{full.rpartition('/')[0]}/{worktree_temp(entry.name)}"
         if len(os.fsencode(tmp)) > MAX_PATH_BYTES:  # a file just short of PATH_MAX: its temp goes in the root
             tmp = f"{self.root}/{worktree_temp(entry.name)}"
-        try:  # the open inside: a signal right after it must not leave the temporary file behind
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                self._fill(fd, entry)
-                os.fchmod(fd, mode)
-            finally:
-                os.close(fd)
-            os.replace(tmp, full)
-            self.stamps[path] = stamp(os.lstat(full))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with AtomicFile(full, temp=tmp, mode=0o600) as out:  # on any error, the temporary file is removed
+            self._fill(out.fileno(), entry)
+            os.fchmod(out.fileno(), mode)
+        self.stamps[path] = stamp(os.lstat(full))
 
     def _fill(self, fd: int, entry: Entry) -> None:
         for oid in content_oids(entry):

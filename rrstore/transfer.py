@@ -28,20 +28,13 @@ its tree (``tree.TreeCheck``: the rule archive import applies).
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import blake3
-import zstandard
+from types import TracebackType
 
 from .backends import Backend
-from .backends.s3 import S3Backend
-from .backends.views import ListedView, OverlayView
+from .backends.views import OverlayView
 from .checkpoint import CheckpointManager, suggest_ids
 from .errors import (
     CheckpointNotFound,
@@ -52,26 +45,21 @@ from .errors import (
     UnsafeTree,
     from_oserror,
 )
-from .fsutil import syncfs, temp_name
-from .record import CheckpointRecord, added_ns_of, newest_first
-from .store.objects import ObjectStore, decode_loose, hash_bytes, is_oid, object_key
-from .store.pack import MAX_BLOCK, PACK_MAGICS, Location, PackReader, decode_index
+from .fsutil import AtomicFile, syncfs
+from .record import CheckpointRecord
+from .remote import WORKERS, Holdings, RemoteListing, RemoteNotFound, check_remote_config, list_remote, open_remote
+from .store.objects import ObjectStore, decode_loose
 from .store.pack import PREFIX as PACKS
-from .store.refs import Refs
-from .store.store import READABLE_FORMATS, STORE_FORMAT, Store, upgraded_config
+from .store.pack import verify_pack
+from .store.refs import Refs, plan_refs
+from .store.store import STORE_FORMAT, Store, upgraded_config
 from .tree import DIR, FILE, TreeCheck, content_oids, read_tree
 
+# Re-exported: callers (the facade, tests) reach the remote's listing through ``transfer``.
+__all__ = ["WORKERS", "Conflict", "RemoteListing", "RemoteNotFound", "TransferResult", "list_remote",
+           "open_remote", "pull", "push"]
+
 Progress = Callable[[int, int], None]
-# Requests in flight at once; S3 latency, not bandwidth, bounds a transfer of small keys.
-WORKERS = 8
-
-
-class RemoteNotFound(StoreNotFound):
-    """The remote location holds no rrstore store (no ``config.json``)."""
-
-    def __init__(self, location: str) -> None:
-        RRStoreError.__init__(self, f"no rrstore store at {location} (push a checkpoint there first)")
-        self.path = location
 
 
 @dataclass
@@ -136,103 +124,6 @@ class TransferResult:
                             for r in self.refused.values()]}
 
 
-@dataclass
-class RemoteListing:
-    """The remote's readable checkpoint records, newest first, and the ids it could not read."""
-
-    checkpoints: list[CheckpointRecord]
-    damaged: dict[str, RRStoreError]
-
-
-def open_remote(url: str, endpoint_url: str | None = None) -> S3Backend:
-    """The backend for a remote URL (``s3://bucket/prefix``)."""
-    return S3Backend.from_url(url, endpoint_url=endpoint_url)
-
-
-# what each side holds ------------------------------------------------------------------------------
-
-
-class _Holdings:
-    """One side's objects, read once: loose oids and the pack index (oid -> location)."""
-
-    def __init__(self, backend: Backend, workers: int = WORKERS) -> None:
-        self.backend = backend
-        self.keys: set[str] = set()
-        self.loose: set[str] = set()
-        for key in backend.list("objects/"):
-            parts = key.split("/")
-            if len(parts) == 3 and is_oid(parts[1] + parts[2]):
-                self.loose.add(parts[1] + parts[2])
-        self.keys.update(object_key(oid) for oid in self.loose)
-        self.keys.update(backend.list(PACKS))
-        self.listed = ListedView(backend, self.keys)
-        self.listed.prefetch(sorted(k for k in self.keys if k.endswith(".idx")), workers)
-        self.reader = PackReader(self.listed)
-        self.reader.refresh()
-
-    def has(self, oid: str) -> bool:
-        return oid in self.loose or oid in self.reader.index
-
-    def key_of(self, oid: str) -> str | None:
-        """Where ``oid`` lives: its loose key, or the pack's key without extension; None if absent."""
-        if oid in self.loose:
-            return object_key(oid)
-        loc = self.reader.index.get(oid)
-        return f"{PACKS}{loc[0]}" if loc is not None else None
-
-    def keys_of(self, needed: dict[str, list[str]], target: _Holdings) -> tuple[list[str], int]:
-        """Loose keys and pack names (``packs/<id>``, no extension) holding what ``target`` lacks,
-        and how many of the needed objects ``target`` has already.
-
-        ``needed`` maps each oid to the checkpoints that reach it, named if it is missing here.
-        """
-        keys: set[str] = set()
-        present = 0
-        for oid, ids in needed.items():
-            if target.has(oid):
-                present += 1
-                continue
-            key = self.key_of(oid)
-            if key is None:
-                raise ObjectMissing(oid, ids)
-            keys.add(key)
-        # Packs first: the big ones bound how long the transfer takes.
-        return sorted(keys, key=lambda k: (not k.startswith(PACKS), k)), present
-
-
-# verification ----------------------------------------------------------------------------------------
-
-
-def verify_loose(oid: str, frame: bytes) -> None:
-    """A loose object's frame decodes, within the size limit, to bytes that hash to ``oid``."""
-    decode_loose(oid, frame)
-
-
-def verify_pack(pack: str, data: bytes, index: bytes) -> dict[str, Location]:
-    """Check a pack against its name and every object in it against its index; return the entries."""
-    if not data.startswith(PACK_MAGICS) or blake3.blake3(data).hexdigest() != pack:
-        raise CorruptObject(f"pack {pack}", reason="pack bytes do not hash to the pack's name")
-    entries = decode_index(pack, index)
-    dec = zstandard.ZstdDecompressor()
-    blocks: dict[int, bytes] = {}
-    for oid, (_, block_offset, block_size, offset, length) in sorted(entries.items(), key=lambda e: e[1][1]):
-        block = blocks.get(block_offset)
-        if block is None:
-            frame = data[block_offset:block_offset + block_size]
-            try:
-                size = zstandard.frame_content_size(frame)
-                if not 0 <= size <= MAX_BLOCK:
-                    raise CorruptObject(oid, reason=f"pack {pack} block declares {size} bytes")
-                block = dec.decompress(frame, max_output_size=max(size, 1))
-            except zstandard.ZstdError as exc:
-                raise CorruptObject(oid, reason=f"pack {pack} block is not a valid zstd frame ({exc})") from None
-            blocks = {block_offset: block}  # entries are sorted by block: keep one
-        actual = hash_bytes(block[offset:offset + length])
-        if offset + length > len(block) or actual != oid:
-            raise CorruptObject(oid, actual=actual, reason=f"in pack {pack}: hashes to {actual}")
-    return entries
-
-
 # push ----------------------------------------------------------------------------------------------
 
 
@@ -254,55 +145,24 @@ def push(store: Store, remote: Backend, checkpoint_ids: Sequence[str] = (),
         records = _local_records(manager, checkpoint_ids)
         _ensure_remote_config(store, remote)
         remote_refs = Refs(remote)
-        theirs = _refs_of(remote_refs, [r.checkpoint_id for r in records], workers)
-        todo = []
-        for record in records:
-            existing = theirs[record.checkpoint_id]
-            if existing == record.record_oid:
-                result.present.append(record.checkpoint_id)
-            elif existing is not None:
-                result.conflicts.append(Conflict(record.checkpoint_id, record.record_oid, existing))
-            else:
-                todo.append(record)
+        wanted = {r.checkpoint_id: r.record_oid for r in records}
+        todo = _sort_refs(result, wanted, _refs_of(remote_refs, list(wanted), workers).get)
         if not todo:
             return result
-        try:  # every checkpoint: send the safe ones, list the others; an id asked for refuses the push
-            needed = _needed(store.objects, todo, None if checkpoint_ids else result.refused)
-        except UnsafeTree as exc:
-            raise exc.with_lead(f"push to {remote.location} refused, nothing was sent "
-                                "(no pull would accept it)") from None
-        todo = [r for r in todo if r.checkpoint_id not in result.refused]
+        needed = _safe(store.objects, [r for r in records if r.checkpoint_id in todo], result, checkpoint_ids,
+                       f"push to {remote.location} refused, nothing was sent (no pull would accept it)")
+        todo = {i: oid for i, oid in todo.items() if i not in result.refused}
         if not todo:
             return result
-        local, there = _Holdings(store.backend, workers), _Holdings(remote, workers)
+        local, there = Holdings(store.backend, workers), Holdings(remote, workers)
         content, result.objects_skipped = local.keys_of(needed, there)
-        record_keys, _ = local.keys_of({r.record_oid: [r.checkpoint_id] for r in todo}, there)
+        record_keys, _ = local.keys_of({oid: [i] for i, oid in todo.items()}, there)
         sent = _Counter(len(content) + len(record_keys), progress)
-
-        def upload(key: str) -> None:
-            if key.startswith(PACKS):
-                data, index = store.backend.read(f"{key}.pack"), store.backend.read(f"{key}.idx")
-                verify_pack(key[len(PACKS):], data, index)
-                remote.write(f"{key}.pack", data, durable=True)
-                remote.write(f"{key}.idx", index, durable=True)
-                sent.add(packs=1, size=len(data) + len(index))
-            else:
-                frame = store.backend.read(key)
-                verify_loose(_oid_of(key), frame)
-                remote.write(key, frame, durable=True)
-                sent.add(objects=1, size=len(frame))
-
-        try:
-            _each(upload, content, workers)
-            _each(upload, record_keys, workers)
-        except (ObjectMissing, CorruptObject) as exc:
-            raise exc.with_checkpoints(needed.get(exc.oid) or [r.checkpoint_id for r in todo]) from None
+        upload = _Copy(store.backend, store.backend, lambda key, data: remote.write(key, data, durable=True), sent)
+        _copy_all(upload, content, workers, needed, list(todo))
+        _copy_all(upload, record_keys, workers, needed, list(todo))
         remote.sync()
-        for record in todo:
-            if remote_refs.create(record.checkpoint_id, record.record_oid):
-                result.transferred.append(record.checkpoint_id)
-            else:
-                _settle(result, record.checkpoint_id, record.record_oid, remote_refs.get(record.checkpoint_id))
+        _create_refs(result, remote_refs, todo)
         sent.fill(result)
     return result
 
@@ -336,24 +196,86 @@ def _ensure_remote_config(store: Store, remote: Backend) -> None:
     except KeyError:
         raise StoreNotFound(str(store.path)) from None
     if not remote.write("config.json", config, durable=True, exclusive=True) \
-            and _check_remote_config(remote) != STORE_FORMAT:
+            and check_remote_config(remote) != STORE_FORMAT:
         # a format-1 remote is about to get format-2 refs and packs: say so first (see store.STORE_FORMAT)
         remote.write("config.json", upgraded_config(remote.read("config.json")), durable=True)
 
 
-def _check_remote_config(remote: Backend) -> str:
+# shared by push and pull ---------------------------------------------------------------------------
+
+
+def _sort_refs(result: TransferResult, wanted: dict[str, str],
+               there: Callable[[str], str | None]) -> dict[str, str]:
+    """Put the ids the receiving side has already in ``result`` (present, or a conflict); return the rest."""
+    plan = plan_refs(wanted, there)
+    result.present.extend(plan.present)
+    for checkpoint_id, existing in plan.conflicts.items():
+        _conflict(result, checkpoint_id, wanted[checkpoint_id], existing)
+    return {checkpoint_id: wanted[checkpoint_id] for checkpoint_id in plan.todo}
+
+
+def _conflict(result: TransferResult, checkpoint_id: str, sent: str, existing: str) -> None:
+    """``checkpoint_id`` names record ``sent`` on the sending side, ``existing`` on the receiving one."""
+    ours, theirs = (sent, existing) if result.direction == "push" else (existing, sent)
+    result.conflicts.append(Conflict(checkpoint_id, ours, theirs))
+
+
+def _safe(objects: ObjectStore, records: list[CheckpointRecord], result: TransferResult,
+          asked: Sequence[str], lead: str) -> dict[str, list[str]]:
+    """``_needed`` of the records: transferring every checkpoint (nothing ``asked``), an unsafe one is
+    listed in ``result.refused`` and the others go; one asked for by id refuses the whole transfer."""
     try:
-        raw = remote.read("config.json")
-    except KeyError:
-        raise RemoteNotFound(remote.location) from None
+        return _needed(objects, records, None if asked else result.refused)
+    except UnsafeTree as exc:
+        raise exc.with_lead(lead) from None
+
+
+@dataclass
+class _Copy:
+    """Copy one key (a loose object, or a pack with its index) to the other side, verified first."""
+
+    source: Backend     # where objects and packs are read
+    indexes: Backend    # where pack indexes are read (the pull reads the remote's, fetched once)
+    put: Callable[[str, bytes], object]
+    counter: _Counter
+
+    def __call__(self, key: str) -> None:
+        if key.startswith(PACKS):
+            data, index = self.source.read(f"{key}.pack"), self.indexes.read(f"{key}.idx")
+            verify_pack(key[len(PACKS):], data, index)
+            self.put(f"{key}.pack", data)
+            self.put(f"{key}.idx", index)
+            self.counter.add(packs=1, size=len(data) + len(index))
+        else:
+            frame = self.source.read(key)
+            decode_loose(_oid_of(key), frame)  # within the size limit, hashing to its oid
+            self.put(key, frame)
+            self.counter.add(objects=1, size=len(frame))
+
+
+def _copy_all(copy: Callable[[str], None], keys: list[str], workers: int, needed: dict[str, list[str]],
+              ids: list[str]) -> None:
+    """``copy`` every key on the pool; a missing or corrupt object names the checkpoints reaching it."""
     try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise RRStoreError(f"{remote.location}/config.json is not valid JSON; is this an rrstore store?") from None
-    found = doc.get("format") if isinstance(doc, dict) else doc
-    if found not in READABLE_FORMATS:
-        raise RRStoreError(f"{remote.location}: unsupported store format {found!r}")
-    return str(found)
+        _each(copy, keys, workers)
+    except (ObjectMissing, CorruptObject) as exc:
+        raise exc.with_checkpoints(needed.get(exc.oid) or ids) from None
+
+
+def _create_refs(result: TransferResult, refs: Refs, todo: dict[str, str]) -> None:
+    """Create each ref exclusively, last; one taken meanwhile (another runner) is present or a conflict."""
+    for checkpoint_id, oid in todo.items():
+        if refs.create(checkpoint_id, oid):
+            result.transferred.append(checkpoint_id)
+            continue
+        existing = refs.get(checkpoint_id)
+        if existing == oid:
+            result.present.append(checkpoint_id)
+        else:
+            _conflict(result, checkpoint_id, oid, existing or "")
+
+
+# what the checkpoints reach ------------------------------------------------------------------------
 
 
 class _Reach:
@@ -438,14 +360,6 @@ def _needed(objects: ObjectStore, records: Iterable[CheckpointRecord],
     return needed
 
 
-def _settle(result: TransferResult, checkpoint_id: str, ours: str, theirs: str | None) -> None:
-    """The ref was taken meanwhile (another runner): same record is fine, another is a conflict."""
-    if theirs == ours:
-        result.present.append(checkpoint_id)
-    else:
-        result.conflicts.append(Conflict(checkpoint_id, ours, theirs or ""))
-
-
 def _oid_of(key: str) -> str:
     """``objects/ab/cdef…`` -> ``abcdef…``."""
     return key[8:10] + key[11:]
@@ -504,7 +418,43 @@ def pull(store: Store, remote: Backend, checkpoint_ids: Sequence[str],
     a conflict in the result, left alone.
     """
     result = TransferResult("pull", remote.location)
-    _check_remote_config(remote)
+    wanted = _wanted(remote, checkpoint_ids, workers)
+    with store.writing():
+        todo = _sort_refs(result, wanted, store.refs.get)
+        if not todo:
+            return result
+        local, there = Holdings(store.backend, workers), Holdings(remote, workers)
+        records = [_remote_record(there, checkpoint_id, oid) for checkpoint_id, oid in todo.items()]
+        both = ObjectStore(OverlayView(store.backend, there.listed))
+        needed = _safe(both, records, result, checkpoint_ids,
+                       f"pull from {remote.location} refused, nothing was changed")
+        todo = {i: oid for i, oid in todo.items() if i not in result.refused}
+        if not todo:
+            return result
+        needed.update((oid, [checkpoint_id]) for checkpoint_id, oid in todo.items())
+        keys, result.objects_skipped = there.keys_of(needed, local)
+        got = _Counter(len(keys), progress)
+        with _Staging(store) as staged:
+            copy = _Copy(remote, there.listed, staged.add, got)
+
+            def fetch(key: str) -> None:
+                try:
+                    copy(key)
+                except KeyError:
+                    raise RRStoreError(f"{remote.location}/{key} disappeared during the pull "
+                                       "(a gc on the remote?); nothing was changed, retry") from None
+
+            _copy_all(fetch, keys, workers, needed, list(todo))
+            staged.install(durable=store.settings.fsync != "never")
+        store.objects.reload()
+        _create_refs(result, store.refs, todo)
+        got.fill(result)
+    return result
+
+
+def _wanted(remote: Backend, checkpoint_ids: Sequence[str], workers: int) -> dict[str, str]:
+    """The remote's ids to pull (every one when none given; 'latest' resolved) -> their record oids."""
+    check_remote_config(remote)
     remote_refs = Refs(remote)
     wanted: dict[str, str] = {}
     if not checkpoint_ids:  # every checkpoint of the remote
@@ -515,67 +465,7 @@ def pull(store: Store, remote: Backend, checkpoint_ids: Sequence[str],
         if oid is None:
             raise CheckpointNotFound(resolved, suggest_ids(resolved, remote_refs))
         wanted[resolved] = oid
-    with store.writing():
-        todo: dict[str, str] = {}
-        for checkpoint_id, oid in wanted.items():
-            ours = store.refs.get(checkpoint_id)
-            if ours == oid:
-                result.present.append(checkpoint_id)
-            elif ours is not None:
-                result.conflicts.append(Conflict(checkpoint_id, ours, oid))
-            else:
-                todo[checkpoint_id] = oid
-        if not todo:
-            return result
-        local, there = _Holdings(store.backend, workers), _Holdings(remote, workers)
-        records = [_remote_record(there, checkpoint_id, oid) for checkpoint_id, oid in todo.items()]
-        both = ObjectStore(OverlayView(store.backend, there.listed))
-        try:  # every checkpoint: fetch the safe ones, list the others; an id asked for refuses the pull
-            needed = _needed(both, records, None if checkpoint_ids else result.refused)
-        except UnsafeTree as exc:
-            raise exc.with_lead(f"pull from {remote.location} refused, nothing was changed") from None
-        todo = {i: oid for i, oid in todo.items() if i not in result.refused}
-        if not todo:
-            return result
-        needed.update((oid, [checkpoint_id]) for checkpoint_id, oid in todo.items())
-        keys, result.objects_skipped = there.keys_of(needed, local)
-        staged = _Staging(store)
-        got = _Counter(len(keys), progress)
-
-        def fetch(key: str) -> None:
-            try:
-                if key.startswith(PACKS):
-                    data, index = remote.read(f"{key}.pack"), there.listed.read(f"{key}.idx")
-                    verify_pack(key[len(PACKS):], data, index)
-                    staged.add(f"{key}.pack", data)
-                    staged.add(f"{key}.idx", index)
-                    got.add(packs=1, size=len(data) + len(index))
-                else:
-                    frame = remote.read(key)
-                    verify_loose(_oid_of(key), frame)
-                    staged.add(key, frame)
-                    got.add(objects=1, size=len(frame))
-            except KeyError:
-                raise RRStoreError(f"{remote.location}/{key} disappeared during the pull "
-                                   "(a gc on the remote?); nothing was changed, retry") from None
-
-        try:
-            _each(fetch, keys, workers)
-        except (ObjectMissing, CorruptObject) as exc:
-            staged.discard()
-            raise exc.with_checkpoints(needed.get(exc.oid) or list(todo)) from None
-        except BaseException:
-            staged.discard()
-            raise
-        staged.install(durable=store.settings.fsync != "never")
-        store.objects.reload()
-        for checkpoint_id, oid in todo.items():
-            if store.refs.create(checkpoint_id, oid):
-                result.transferred.append(checkpoint_id)
-            else:
-                _settle(result, checkpoint_id, store.refs.get(checkpoint_id) or "", oid)
-        got.fill(result)
-    return result
+    return wanted
 
 
 def _remote_id(remote: Backend, refs: Refs, checkpoint_id: str) -> str:
@@ -588,7 +478,7 @@ def _remote_id(remote: Backend, refs: Refs, checkpoint_id: str) -> str:
     return newest.checkpoint_id
 
 
-def _remote_record(there: _Holdings, checkpoint_id: str, oid: str) -> CheckpointRecord:
+def _remote_record(there: Holdings, checkpoint_id: str, oid: str) -> CheckpointRecord:
     """Read and check a remote record: it must be whole and name the id its ref has."""
     try:
         record = CheckpointRecord.decode(oid, ObjectStore(there.listed).get(oid))
@@ -601,31 +491,46 @@ def _remote_record(there: _Holdings, checkpoint_id: str, oid: str) -> Checkpoint
 
 
 class _Staging:
-    """Verified downloads in the store's ``tmp/``, renamed into place together once all arrived."""
+    """Verified downloads in the store's ``tmp/``, renamed into place together once all arrived.
+
+    Each is an ``AtomicFile`` finished but not installed; leaving the block
+    with an exception removes them all, so a failed pull changes nothing.
+    """
 
     def __init__(self, store: Store) -> None:
         import threading
 
         self.root = store.path
         self.tmp = store.path / "tmp"
-        self.files: list[tuple[Path, str]] = []
+        self.files: list[tuple[AtomicFile, str]] = []
         self.lock = threading.Lock()
+
+    def __enter__(self) -> _Staging:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if kind is not None:
+            self.discard()
 
     def add(self, key: str, data: bytes) -> None:
         try:
             self.tmp.mkdir(parents=True, exist_ok=True)
-            path = temp_name(self.tmp, key.rsplit("/", 1)[-1])
-            with open(path, "xb") as fh:
-                fh.write(data)
+            out = AtomicFile(self.root / key, self.tmp, mode=0o666)
+            try:
+                out.write(data)
+                out.finish()
+            except BaseException:
+                out.abort()
+                raise
         except OSError as exc:
             raise from_oserror(exc, str(self.tmp)) from exc
         with self.lock:
-            self.files.append((path, key))
+            self.files.append((out, key))
 
     def discard(self) -> None:
-        for path, _ in self.files:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        for out, _ in self.files:
+            out.abort()
         self.files.clear()
 
     def install(self, durable: bool) -> None:
@@ -636,44 +541,12 @@ class _Staging:
         """
         ordered = sorted(self.files, key=lambda f: (f[1].endswith(".idx"), f[1]))
         try:
-            for path, key in ordered:
-                dest = self.root / key
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, dest)
+            for out, _ in ordered:
+                out.dest.parent.mkdir(parents=True, exist_ok=True)
+                out.install()
         except OSError as exc:
             self.discard()
             raise from_oserror(exc, str(self.root)) from exc
         self.files.clear()
         if durable and ordered:
             syncfs(self.root)
-
-
-# listing ---------------------------------------------------------------------------------------------
-
-
-def list_remote(remote: Backend, lane: str | None = None, workers: int = WORKERS) -> RemoteListing:
-    """The remote's checkpoint records, newest first (records are loose: one GET each, in parallel)."""
-    _check_remote_config(remote)
-    refs = Refs(remote)
-    objects = ObjectStore(remote)
-
-    def load(checkpoint_id: str) -> CheckpointRecord | RRStoreError | None:
-        try:
-            ref = refs.read(checkpoint_id)
-            if ref is None:
-                return None
-            record = CheckpointRecord.decode(ref.oid, objects.get(ref.oid))
-        except (ObjectMissing, CorruptObject) as exc:
-            return exc.with_checkpoints([checkpoint_id])
-        record.added_ns = added_ns_of(ref, record.created)  # the remote's push order (no stat per ref)
-        return record
-
-    ids = list(refs)
-    records, damaged = [], {}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for checkpoint_id, got in zip(ids, pool.map(load, ids), strict=True):
-            if isinstance(got, RRStoreError):
-                damaged[checkpoint_id] = got
-            elif got is not None and (lane is None or got.lane == lane):
-                records.append(got)
-    return RemoteListing(newest_first(records), damaged)

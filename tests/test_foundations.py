@@ -22,7 +22,7 @@ import pytest
 import rrstore.lock as lock_module
 from rrstore.config import Settings, find_project_root, load_section, load_settings
 from rrstore.errors import CorruptObject, DiskFull, PermissionDenied, RRStoreError, StoreLocked, UsageError
-from rrstore.fsutil import atomic_write
+from rrstore.fsutil import AtomicFile, atomic_write
 from rrstore.lock import locked
 from rrstore.store.refs import check_id, decode_ref
 
@@ -91,17 +91,23 @@ def test_a_reader_sees_the_old_or_the_new_bytes_never_a_prefix_or_a_mix(dirs: tu
     assert os.listdir(tmp) == []
 
 
-def test_fsync_reaches_the_file_before_the_rename_and_the_folder_after(dirs: tuple[Path, Path],
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    dest, tmp = dirs
-    synced: list[str] = []
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The path of every file or folder ``os.fsync`` is called on, in order (the real fsync still runs)."""
+    calls: list[str] = []
     real_fsync = os.fsync
 
     def spy(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", spy)
+    return calls
+
+
+def test_fsync_reaches_the_file_before_the_rename_and_the_folder_after(dirs: tuple[Path, Path],
+                                                                       synced: list[str]) -> None:
+    dest, tmp = dirs
     atomic_write(dest / "f", b"quick", tmp, fsync=False)
     assert synced == []
     atomic_write(dest / "f", b"durable", tmp, fsync=True)
@@ -403,3 +409,97 @@ def test_the_project_root_is_found_by_its_settings_or_its_store(tmp_path: Path) 
     (tmp_path / "a" / "b" / "cp").mkdir()
     (tmp_path / "a" / "b" / "cp" / "config.json").write_text("{}")
     assert find_project_root(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+
+
+# --- AtomicFile: the streaming safe write (dulwich's GitFile shape) -----------------------------------------
+
+
+def test_atomic_file_streams_into_place_only_when_the_block_ends(dirs: tuple[Path, Path]) -> None:
+    dest, tmp = dirs
+    (dest / "f").write_bytes(b"old")
+    with AtomicFile(dest / "f", tmp) as out:
+        for piece in (b"one ", b"two ", b"three"):
+            out.write(piece)
+        assert (dest / "f").read_bytes() == b"old"  # nothing visible while writing
+        assert len(os.listdir(tmp)) == 1
+    assert out.installed
+    assert (dest / "f").read_bytes() == b"one two three"
+    assert os.listdir(tmp) == [] and os.listdir(dest) == ["f"]
+
+
+def test_an_exception_mid_write_keeps_the_old_file_and_removes_the_temporary_one(dirs: tuple[Path, Path]) -> None:
+    dest, tmp = dirs
+    (dest / "f").write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt), AtomicFile(dest / "f", tmp) as out:
+        out.write(b"half of the new")
+        raise KeyboardInterrupt  # any exception, an interrupt too
+    assert not out.installed
+    assert (dest / "f").read_bytes() == b"old"
+    assert os.listdir(tmp) == [] and os.listdir(dest) == ["f"]
+
+
+def test_without_tmp_dir_the_temporary_file_is_hidden_beside_dest_and_aborted_cleanly(tmp_path: Path) -> None:
+    out = AtomicFile(tmp_path / "archive.rrar")
+    assert out.temp.parent == tmp_path and out.temp.name.startswith(".archive.rrar.")
+    out.write(b"partial")
+    out.abort()
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_file_fsyncs_data_before_the_rename_and_the_folder_after_only_when_asked(
+        dirs: tuple[Path, Path], synced: list[str]) -> None:
+    dest, tmp = dirs
+    with AtomicFile(dest / "f", tmp) as out:
+        out.write(b"quick")
+    assert synced == []
+    with AtomicFile(dest / "f", tmp, fsync=True) as out:
+        out.write(b"durable")
+    assert len(synced) == 2
+    assert Path(synced[0]).parent == tmp and synced[0].endswith(".tmp")
+    assert Path(synced[1]) == dest
+    assert (dest / "f").read_bytes() == b"durable"
+
+
+def test_a_failed_fsync_in_atomic_file_raises_oserror_and_keeps_the_old_bytes(
+        dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    dest, tmp = dirs
+    (dest / "f").write_bytes(b"old")
+
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(OSError, match="Input/output error"), AtomicFile(dest / "f", tmp, fsync=True) as out:
+        out.write(b"new")
+    assert (dest / "f").read_bytes() == b"old"
+    assert os.listdir(tmp) == []
+
+
+def test_an_exclusive_atomic_file_never_replaces_and_says_so(dirs: tuple[Path, Path]) -> None:
+    dest, tmp = dirs
+    (dest / "f").write_bytes(b"first")
+    with AtomicFile(dest / "f", tmp, exclusive=True) as out:
+        out.write(b"second")
+    assert not out.installed
+    assert (dest / "f").read_bytes() == b"first"
+    assert os.listdir(tmp) == []
+    with AtomicFile(dest / "g", tmp, exclusive=True) as out:
+        out.write(b"new")
+    assert out.installed and (dest / "g").read_bytes() == b"new"
+
+
+def test_finish_then_install_renames_a_batch_only_once_every_file_arrived(dirs: tuple[Path, Path]) -> None:
+    """What a pull does: each download finished into ``tmp/``, then all renamed; an abort removes the rest."""
+    dest, tmp = dirs
+    staged = []
+    for name in ("a", "b", "c"):
+        out = AtomicFile(dest / name, tmp)
+        out.write(name.encode())
+        out.finish()
+        staged.append(out)
+    assert os.listdir(dest) == [] and len(os.listdir(tmp)) == 3
+    staged[0].install()
+    for out in staged:
+        out.abort()  # the failed rest of the batch: the installed one stays
+    assert os.listdir(dest) == ["a"] and (dest / "a").read_bytes() == b"a"
+    assert os.listdir(tmp) == []

@@ -14,40 +14,30 @@ adds the objects and, last, the refs.
 
 from __future__ import annotations
 
-import errno
 import os
-import tarfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, BinaryIO, cast
-
-import blake3
+from typing import BinaryIO
 
 from ..errors import (
     ArchiveError,
-    CorruptObject,
     PermissionDenied,
     UnsafeTree,
     UsageError,
     from_oserror,
 )
-from ..fsutil import fsync_dir
+from ..fsutil import AtomicFile
 from ..record import CheckpointRecord
 from ..store.objects import ObjectStore
+from ..store.refs import plan_refs
 from ..store.store import Store
-from ..tree import DIR, FILE, SYMLINK, Entry, TreeCheck, content_oids, decode_tree, flatten
-from .stream import (
-    RECORD,
-    ArchiveWriter,
-    Limits,
-    Progress,
-    VerifyResult,
-    compressor,
-    read_archive,
-)
+from ..tree import DIR, FILE, TreeCheck, content_oids, decode_tree
+from .safety import RECORD, Limits, VerifyResult, read_archive
+from .stream import ArchiveWriter, Progress
+from .tar import write_tar
 
 __all__ = ["ExportResult", "ImportResult", "Limits", "VerifyResult", "export", "export_tar", "import_archive",
            "verify_archive"]
@@ -101,7 +91,7 @@ class ImportResult:
 class _Counting:
     """Counts what passes to the real output."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO | AtomicFile) -> None:
         self.out = out
         self.count = 0
 
@@ -128,36 +118,13 @@ def _destination(output: str | os.PathLike[str] | BinaryIO, force: bool) -> Iter
         raise UsageError(f"output {dest} is a directory")
     if not force and os.path.lexists(dest):
         raise UsageError(f"output {dest} exists; choose another name, or pass --force to replace it")
-    tmp = dest.with_name(f".{dest.name[:40]}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
-        with open(tmp, "xb") as fh:
+        with AtomicFile(dest, fsync=True, exclusive=not force, mode=0o666) as fh:
             yield _Counting(fh), str(dest)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if force:
-            os.replace(tmp, dest)
-        else:
-            _link_new(tmp, dest)
-        fsync_dir(dest.parent)
     except OSError as exc:
         raise from_oserror(exc, str(dest)) from exc
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-
-
-def _link_new(tmp: Path, dest: Path) -> None:
-    """Move ``tmp`` to ``dest`` unless ``dest`` appeared meanwhile (no hard links: check, then rename)."""
-    try:
-        os.link(tmp, dest)
-    except FileExistsError:
-        raise UsageError(f"output {dest} exists; choose another name, or pass --force to replace it") from None
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
-            raise
-        if os.path.lexists(dest):
-            raise UsageError(f"output {dest} exists; choose another name, or pass --force to replace it") from None
-        os.replace(tmp, dest)
+    if not fh.installed:  # appeared meanwhile
+        raise UsageError(f"output {dest} exists; choose another name, or pass --force to replace it")
 
 
 @contextmanager
@@ -252,46 +219,6 @@ def _write_trees(objects: ObjectStore, records: list[CheckpointRecord], writer: 
 # --- tar export --------------------------------------------------------------------------------------
 
 
-class _Content:
-    """A file entry's content as a readable stream (chunks read one at a time, whole hash checked)."""
-
-    def __init__(self, objects: ObjectStore, entry: Entry) -> None:
-        self.objects = objects
-        self.entry = entry
-        self.oids = iter(content_oids(entry))
-        self.current = memoryview(b"")
-        self.offset = 0
-        self.length = 0
-        self.hasher = blake3.blake3() if entry.chunks else None
-
-    def read(self, size: int = -1) -> bytes:
-        pieces, want = [], size if size >= 0 else 1 << 62
-        while want:
-            if self.offset == len(self.current):
-                oid = next(self.oids, None)
-                if oid is None:
-                    if size >= 0 and self.length + size - want < self.entry.size:
-                        raise CorruptObject(self.entry.oid, reason=f"content is shorter than the "
-                                                                   f"{self.entry.size} bytes its tree says")
-                    break
-                self.current, self.offset = memoryview(self.objects.get(oid)), 0
-            piece = self.current[self.offset:self.offset + want]
-            self.offset += len(piece)
-            want -= len(piece)
-            pieces.append(piece)
-        data = b"".join(pieces)
-        self.length += len(data)
-        if self.hasher is not None:
-            self.hasher.update(data)
-        return data
-
-    def check(self) -> None:
-        if self.read(1) or self.length != self.entry.size:
-            raise CorruptObject(self.entry.oid, reason=f"content is not the {self.entry.size} bytes its tree says")
-        if self.hasher is not None and self.hasher.hexdigest() != self.entry.oid:
-            raise CorruptObject(self.entry.oid, actual=self.hasher.hexdigest())
-
-
 def export_tar(store: Store, record: CheckpointRecord, output: str | os.PathLike[str] | BinaryIO,
                progress: Progress | None = None, *, force: bool = False) -> ExportResult:
     """One checkpoint's files as a zstd-compressed tarball that ``tar --zstd -xf`` extracts.
@@ -299,35 +226,11 @@ def export_tar(store: Store, record: CheckpointRecord, output: str | os.PathLike
     Paths are relative, in the trees' byte order, directories (empty ones
     too) before what they hold; files are 0644 or 0755 (the exec bit),
     symlinks are links; every mtime is the checkpoint's time and owners are
-    0, so the same checkpoint always gives the same tar stream.
+    0, so the same checkpoint always gives the same tar stream (``tar.write_tar``).
     """
-    objects = store.objects
-    mtime = int(record.created.timestamp())
     with _shared_lock(store), _destination(output, force) as (out, name):
-        entries = flatten(objects, record.state_hash)
-        size = 0
-        zstd_writer = compressor(store.settings.compression_level).stream_writer(cast("IO[bytes]", out), closefd=False)
-        with zstd_writer as zstd, \
-                tarfile.open(fileobj=zstd, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
-                             errors="surrogateescape") as tar:
-            for done, (path, entry) in enumerate(entries.items(), 1):
-                info = tarfile.TarInfo(path)
-                info.mtime, info.uid, info.gid, info.uname, info.gname = mtime, 0, 0, "", ""
-                if entry.kind == DIR:
-                    info.type, info.mode = tarfile.DIRTYPE, 0o755
-                    tar.addfile(info)
-                elif entry.kind == SYMLINK:
-                    info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, entry.target
-                    tar.addfile(info)
-                else:
-                    info.mode, info.size = (0o755 if entry.executable else 0o644), entry.size
-                    content = _Content(objects, entry)
-                    tar.addfile(info, content)
-                    content.check()
-                    size += entry.size
-                if progress:
-                    progress(done, len(entries))
-    return ExportResult(name, "tar", [record.checkpoint_id], len(entries), size, out.count)
+        entries, size = write_tar(store.objects, record, out, store.settings.compression_level, progress)
+    return ExportResult(name, "tar", [record.checkpoint_id], entries, size, out.count)
 
 
 def _phase(progress: Progress | None, index: int, count: int) -> Progress | None:
@@ -422,16 +325,9 @@ def import_archive(store: Store | Callable[[], Store], path: str | os.PathLike[s
 
 def _plan_refs(store: Store, verified: VerifyResult) -> tuple[list[str], list[str]]:
     """(ids to add, ids already there with the same record); another record under an id is a conflict."""
-    added, unchanged, conflicts = [], [], []
-    for checkpoint_id, oid in verified.refs.items():
-        current = store.refs.get(checkpoint_id)
-        if current is None:
-            added.append(checkpoint_id)
-        elif current == oid:
-            unchanged.append(checkpoint_id)
-        else:
-            conflicts.append(checkpoint_id)
-    if conflicts:
+    plan = plan_refs(verified.refs, store.refs.get)
+    if plan.conflicts:
+        conflicts = list(plan.conflicts)
         raise ArchiveError(verified.path, f"conflict: the store already has checkpoint(s) {', '.join(conflicts[:3])}"
                                           f"{' …' if len(conflicts) > 3 else ''} with a different record")
-    return added, unchanged
+    return plan.todo, plan.present

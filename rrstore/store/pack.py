@@ -500,10 +500,38 @@ class PackReader:
         dec = getattr(self.local, "dec", None)
         if dec is None:
             dec = self.local.dec = zstandard.ZstdDecompressor()
-        try:
-            size = zstandard.frame_content_size(frame)
-            if not 0 <= size <= MAX_BLOCK:
-                raise CorruptObject(oid, reason=f"pack {pack} block declares {size} bytes")
-            return dec.decompress(frame, max_output_size=max(size, 1))
-        except zstandard.ZstdError as exc:
-            raise CorruptObject(oid, reason=f"pack {pack} block is not a valid zstd frame ({exc})") from None
+        return decode_block(oid, pack, frame, dec)
+
+
+def decode_block(oid: str, pack: str, frame: bytes, dec: zstandard.ZstdDecompressor) -> bytes:
+    """One block's zstd frame, decompressed; CorruptObject naming ``oid`` if it declares more than
+    ``MAX_BLOCK`` bytes (a decompression bomb) or does not decode."""
+    try:
+        size = zstandard.frame_content_size(frame)
+        if not 0 <= size <= MAX_BLOCK:
+            raise CorruptObject(oid, reason=f"pack {pack} block declares {size} bytes")
+        return dec.decompress(frame, max_output_size=max(size, 1))
+    except zstandard.ZstdError as exc:
+        raise CorruptObject(oid, reason=f"pack {pack} block is not a valid zstd frame ({exc})") from None
+
+
+def verify_pack(pack: str, data: bytes, index: bytes) -> dict[str, Location]:
+    """Check a pack against its name and every object in it against its index; return the entries.
+
+    What a transfer runs on every pack it moves, before the pack is stored
+    on the other side: damage never spreads from one store to another.
+    """
+    if not data.startswith(PACK_MAGICS) or blake3.blake3(data).hexdigest() != pack:
+        raise CorruptObject(f"pack {pack}", reason="pack bytes do not hash to the pack's name")
+    entries = decode_index(pack, index)
+    dec = zstandard.ZstdDecompressor()
+    blocks: dict[int, bytes] = {}
+    for oid, (_, block_offset, block_size, offset, length) in sorted(entries.items(), key=lambda e: e[1][1]):
+        block = blocks.get(block_offset)
+        if block is None:
+            block = decode_block(oid, pack, data[block_offset:block_offset + block_size], dec)
+            blocks = {block_offset: block}  # entries are sorted by block: keep one
+        actual = blake3.blake3(block[offset:offset + length]).hexdigest()
+        if offset + length > len(block) or actual != oid:
+            raise CorruptObject(oid, actual=actual, reason=f"in pack {pack}: hashes to {actual}")
+    return entries

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 from ..backends import Backend
 from ..errors import CorruptObject, UsageError
@@ -135,3 +135,30 @@ class Pins:
             name = key[len(PINS):]
             if valid_id(name):
                 yield name
+
+
+@dataclass
+class RefPlan:
+    """How refs one side wants (id -> record oid) meet the refs the other side holds, in the wanted order."""
+
+    todo: list[str] = field(default_factory=list)              # absent there: to create
+    present: list[str] = field(default_factory=list)           # there already, naming the same record
+    conflicts: dict[str, str] = field(default_factory=dict)    # there, naming another record (id -> that record)
+
+
+def plan_refs(wanted: Mapping[str, str], there: Callable[[str], str | None]) -> RefPlan:
+    """Split ``wanted`` by what ``there(id)`` (the other side's record oid, None if absent) says.
+
+    The one present/conflict/to-do split of push, pull and archive import: a
+    ref is created only where it is absent, never overwritten.
+    """
+    plan = RefPlan()
+    for checkpoint_id, oid in wanted.items():
+        existing = there(checkpoint_id)
+        if existing is None:
+            plan.todo.append(checkpoint_id)
+        elif existing == oid:
+            plan.present.append(checkpoint_id)
+        else:
+            plan.conflicts[checkpoint_id] = existing
+    return plan

@@ -230,15 +230,31 @@ def upgraded_config(data: bytes) -> bytes:
 def _check_config(config: Path) -> str:
     """The store format ``config`` names (one this rrstore reads), or the error saying why not."""
     try:
-        doc = json.loads(config.read_bytes())
+        data = config.read_bytes()
     except OSError as exc:
         raise from_oserror(exc, str(config), "read") from exc
+    return check_config(data, str(config))
+
+
+def check_config(data: bytes, where: str, *, remote: bool = False) -> str:
+    """The store format a ``config.json`` holding ``data`` names, if this rrstore reads it; else the error.
+
+    The one check of a store's config, local (``where`` is the file: damage
+    is StoreConfigDamaged, exit 13, which ``check --repair`` fixes) or
+    ``remote`` (``where`` is the remote's location: a plain error, since no
+    local repair fixes a remote).
+    """
+    try:
+        doc = json.loads(data)
     except ValueError:
-        raise StoreConfigDamaged(str(config), "is not valid JSON") from None
-    found = doc.get("format") if isinstance(doc, dict) else None
+        if remote:
+            raise RRStoreError(f"{where}/config.json is not valid JSON; is this an rrstore store?") from None
+        raise StoreConfigDamaged(where, "is not valid JSON") from None
+    found = doc.get("format") if isinstance(doc, dict) else (doc if remote else None)
     if found in READABLE_FORMATS:
         return str(found)
+    if remote:
+        raise RRStoreError(f"{where}: unsupported store format {found!r}")
     if isinstance(found, str) and _NEWER_FORMAT.fullmatch(found):
-        raise RRStoreError(f"{config}: unsupported store format {found!r} (made by a newer rrstore?)")
-    raise StoreConfigDamaged(str(config), f"does not name a store format (format: {found!r:.40})")
-
+        raise RRStoreError(f"{where}: unsupported store format {found!r} (made by a newer rrstore?)")
+    raise StoreConfigDamaged(where, f"does not name a store format (format: {found!r:.40})")
