@@ -34,7 +34,7 @@ from typing import NamedTuple
 import blake3
 
 from ..errors import RRStoreError
-from ..fsutil import atomic_write, temp_name
+from ..fsutil import AtomicFile, atomic_write, temp_name
 from ..store.objects import hash_bytes, is_oid
 
 # A change this recent may have happened during a read or a write without
@@ -91,25 +91,13 @@ def _new_key(path: Path, *, replace: bool = False) -> bytes | None:
     """Write a fresh random key; a concurrent first use keeps whichever key landed first."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = temp_name(path.parent, "key")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            key = os.urandom(KEY_LEN)
-            os.write(fd, key)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            if replace:
-                os.replace(tmp, path)
-                return key
-            os.link(tmp, path)  # never over a key another rrstore just made
+        key = os.urandom(KEY_LEN)
+        with AtomicFile(path, temp=temp_name(path.parent, "key"), fsync=True, exclusive=not replace,
+                        mode=0o600) as out:
+            out.write(key)
+        if out.installed:
             return key
-        except FileExistsError:
-            return user_key() if not replace else None
-        finally:
-            if not replace:
-                os.unlink(tmp)
+        return user_key() if not replace else None  # another rrstore's key landed first: use that one
     except OSError:
         return None
 
