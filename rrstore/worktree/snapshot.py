@@ -30,9 +30,8 @@ from ..tree import DIR, FILE, SYMLINK, Entry, tree_oid
 from .gitrepo import NO_GIT, GitState
 from .scan import TEMP_MARK, Scope, is_worktree_temp
 from .statcache import SETTLE_NS, StatCache, stamp
-from .workers import PARALLEL_MIN_SIZE, run_split
+from .workers import PARALLEL_MIN_SIZE, Progress, run_split
 
-Progress = Callable[[int, int], None]
 T = TypeVar("T")
 READ_TRIES = 4
 TORN_REASON = "kept changing while it was read"
