@@ -3,7 +3,9 @@
 Plain ``git`` rather than GitPython on this path: a checkpoint runs at every
 pipeline step, and importing GitPython alone costs ~110 ms (measured with
 ``python -X importtime``), more than the rest of an unchanged re-checkpoint.
-The three git commands a scan needs run concurrently.
+The three git commands a scan needs run concurrently. Every ``git`` subprocess
+of rrstore runs here, recovery's too (validate's ``check_git`` alone reads the
+repository through GitPython, on purpose).
 """
 
 from __future__ import annotations
