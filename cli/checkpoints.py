@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from rrstore.checkpoint import left_out_warning, links_out_warning
+from rrstore.diff import change_lines
 from rrstore.errors import CheckpointsUnreadable, RestoreFailed
 from rrstore.record import LANES, CheckpointRecord
 
@@ -147,10 +148,8 @@ def diff(old_id: str, new_id: str | None, exit_code: bool) -> int:
     if st.json:
         emit_json(result.to_json())
     else:
-        lines = [("A", p) for p in result.added] + [("D", p) for p in result.removed] + \
-                [("M", p) for p in result.modified]
-        for tag, path in sorted(lines, key=lambda t: t[1]):
-            click.echo(f"{tag} {path}")
+        for line in change_lines(result, by_path=True):
+            click.echo(line)
         if result.left_out and not st.quiet:  # never a change: restore leaves them alone
             click.echo(f"rrstore: {', '.join(result.left_out)}: left out of the checkpoint {old_id}, "
                        "not compared", err=True)
@@ -173,12 +172,8 @@ def status(exit_code: bool, all_projects: bool) -> int:
         click.echo(f"state {result.state_hash}")
         click.echo(result.message)
         if result.changes is not None and st.verbose:
-            for path in result.changes.added:
-                click.echo(f"A {path}")
-            for path in result.changes.removed:
-                click.echo(f"D {path}")
-            for path in result.changes.modified:
-                click.echo(f"M {path}")
+            for line in change_lines(result.changes):
+                click.echo(line)
     return 1 if exit_code and not result.clean else 0
 
 

@@ -43,8 +43,9 @@ from .store.store import Store
 from .tree import DIR, FILE, SYMLINK, Entry, link_climb, reachable
 from .worktree.gitrepo import earlier_identities, known_commits, project_identity
 from .worktree.scan import scan_scope
-from .worktree.snapshot import TORN_REASON, Progress, Snapshot, snapshot
+from .worktree.snapshot import TORN_REASON, Snapshot, snapshot
 from .worktree.statcache import stat_cache_of
+from .worktree.workers import Progress
 
 
 class ProjectView:
@@ -399,10 +400,7 @@ class CheckpointManager:
             metrics["wall_time_s"] = round(time.perf_counter() - wall0, 6)
             metrics["cpu_time_s"] = round(time.process_time() - cpu0, 6)
             metrics["peak_rss_kib"] = _rss_kib()
-            data = record.encode()
-            oid = hash_bytes(data)
-            self.store.objects.put(data, oid, loose=True)
-            self.store.barrier()
+            oid = self._put_record(record)
             added = time.time_ns()
             if self.store.refs.create(record.checkpoint_id, oid, added):
                 record.record_oid, record.added_ns = oid, added
@@ -411,13 +409,19 @@ class CheckpointManager:
 
     def update(self, record: CheckpointRecord) -> CheckpointRecord:
         """Replace the record behind an existing id (e.g. to mark a step failed)."""
+        oid = self._put_record(record)
+        self.store.refs.update(record.checkpoint_id, oid)
+        record.record_oid = oid
+        return record
+
+    def _put_record(self, record: CheckpointRecord) -> str:
+        """Store ``record`` as a loose object and make it and everything before it durable (the
+        write barrier), so the ref written next never names a missing object. Returns its oid."""
         data = record.encode()
         oid = hash_bytes(data)
         self.store.objects.put(data, oid, loose=True)
         self.store.barrier()
-        self.store.refs.update(record.checkpoint_id, oid)
-        record.record_oid = oid
-        return record
+        return oid
 
     def snapshot(self, *, store: bool, progress: Progress | None = None,
                  extra: list[str] | None = None, strict: bool = False) -> Snapshot:

@@ -67,6 +67,19 @@ def diff(old: dict[str, Entry], new: dict[str, Entry], leave_out: Collection[str
     return result
 
 
+def change_lines(changes: DiffResult, *, order: str = "ADM", by_path: bool = False) -> list[str]:
+    """Each change as one line, ``A path`` (added), ``D path`` (removed), ``M path`` (modified).
+
+    Grouped in ``order`` (resume names modified paths first: ``"MAD"``), or with ``by_path`` sorted
+    by path, as ``rrstore diff`` prints them (a path is in one group only).
+    """
+    groups = {"A": changes.added, "D": changes.removed, "M": changes.modified}
+    tagged = [(tag, path) for tag in order for path in groups[tag]]
+    if by_path:
+        tagged.sort(key=lambda item: item[1])
+    return [f"{tag} {path}" for tag, path in tagged]
+
+
 def left_out_note(changes: DiffResult | None) -> str:
     """``; P, Q left out of the checkpoint`` for a message (empty when nothing was left out)."""
     if changes is None or not changes.left_out:

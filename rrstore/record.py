@@ -14,7 +14,7 @@ from datetime import datetime
 
 from . import __version__
 from .errors import CorruptObject, UsageError
-from .store.objects import is_oid
+from .store.objects import canonical_json, is_oid
 from .store.refs import Ref
 
 LANES = ("docs", "standard", "heavy")
@@ -101,8 +101,7 @@ class CheckpointRecord:
         return doc
 
     def encode(self) -> bytes:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=True).encode("ascii")
+        return canonical_json(self.to_dict())
 
     @classmethod
     def decode(cls, oid: str, data: bytes) -> CheckpointRecord:
@@ -172,7 +171,11 @@ def newest_first(records: list[CheckpointRecord]) -> list[CheckpointRecord]:
     return sorted(records, key=lambda r: r.order, reverse=True)
 
 
-def check_lane(lane: str) -> str:
+def check_lane(lane: str, where: str = "") -> str:
+    """``lane`` when it is one of ``LANES``; otherwise a UsageError naming the choices (after
+    ``where``, the settings table it was read from, if any). The one lane check: the CLI's choices,
+    the workflow settings and ``recovery.vocabulary.Lane.parse`` all come here or to ``LANES``."""
     if lane not in LANES:
-        raise UsageError(f"unknown lane {lane!r}: choose one of {', '.join(LANES)}")
+        at = f"{where}: " if where else ""
+        raise UsageError(f"{at}unknown lane {lane!r}: choose one of {', '.join(LANES)}")
     return lane

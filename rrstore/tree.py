@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from .config import Settings
 from .errors import CorruptObject, RRStoreError, UnsafeTree
-from .store.objects import ObjectStore, hash_bytes, is_oid
+from .store.objects import ObjectStore, canonical_json, hash_bytes, is_oid
 
 TREE_FORMAT = "rrstore-tree-1"
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
@@ -321,7 +321,7 @@ def encode_tree(entries: list[Entry]) -> bytes:
         if not valid_name(entry.name):
             raise RRStoreError(f"refusing to write a tree entry named {entry.name!r}")
     doc = {"format": TREE_FORMAT, "entries": [e.to_json() for e in ordered]}
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return canonical_json(doc)
 
 
 def tree_oid(entries: list[Entry]) -> tuple[str, bytes]:

@@ -24,16 +24,13 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import RRStoreError
 from ..fsutil import walk
-from ..lock import locked
-from ..store.store import OBJECTS_LOCK, TMP_GRACE, sweep_tmp
+from ..store.store import TMP_GRACE, sweep_tmp_if_idle
 
 # As gc's default grace: a pull or an S3 export stages files in tmp/ for as
 # long as the transfer takes, so only clearly abandoned ones go.
@@ -123,12 +120,9 @@ def _unlink(path: Path, options: CleanupOptions, result: CleanupResult) -> bool:
 
 
 def _store_tmp(options: CleanupOptions, now: float, result: CleanupResult) -> None:
-    """Sweep ``tmp/`` only while no other rrstore uses the store (as writers do): a pull running longer
-    than the grace period keeps its staged files there. A busy store is left to its next writer."""
-    try:
-        with locked(options.store_path, OBJECTS_LOCK, exclusive=True, wait=0, claim=False):
-            swept = sweep_tmp(options.store_path, now - TMP_AGE, dry_run=options.dry_run)
-    except (RRStoreError, OSError):
+    """Sweep ``tmp/`` as writers do, only while no other rrstore uses the store (``sweep_tmp_if_idle``)."""
+    swept = sweep_tmp_if_idle(options.store_path, now - TMP_AGE, dry_run=options.dry_run)
+    if swept is None:
         return
     for path, size in swept.removed:
         result.removed.append(Removed(_rel(options, path), "tmp", 1, size))
@@ -168,15 +162,11 @@ def _git_index_lock(options: CleanupOptions, now: float, result: CleanupResult) 
 
 def _tracked(root: Path) -> set[str] | None:
     """Paths (relative to ``root``) git tracks, also when ``root`` is a folder inside a work tree."""
-    from ..worktree.gitrepo import find_git_root
+    from ..worktree.gitrepo import find_git_root, tracked_paths
 
     if find_git_root(root) is None:
         return None
-    done = subprocess.run(["git", "-C", str(root), "ls-files", "-z"], capture_output=True,
-                          stdin=subprocess.DEVNULL, timeout=120)
-    if done.returncode != 0:
-        return None
-    return {os.fsdecode(p) for p in done.stdout.split(b"\0") if p}
+    return tracked_paths(root)
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:

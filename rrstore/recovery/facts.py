@@ -256,12 +256,11 @@ class ProjectFacts:
             return Check("origin")
         if self.git_root is None:
             return Check(None, "not a git repository")
-        try:
-            done = subprocess.run(["git", "-C", str(self.git_root), "remote"], capture_output=True, text=True,
-                                  timeout=30, check=False)
-        except (OSError, subprocess.SubprocessError):
+        from ..worktree.gitrepo import remote_names
+
+        names = remote_names(self.git_root)
+        if names is None:
             return Check(None, "git did not run")
-        names = done.stdout.split()
         if not names:
             return Check(None, "no git remote is configured")
         return Check("origin" if "origin" in names else names[0])

@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..diff import DiffResult
     from ..record import CheckpointRecord
-    from ..restore import Progress, RestoreResult
+    from ..restore import RestoreResult
     from ..status import StatusResult
     from ..store.store import Store
+    from ..worktree.workers import Progress
     from .planner import RecoveryPlanner
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..diff import DiffResult, against_checkpoint, left_out_note
+from ..diff import DiffResult, against_checkpoint, change_lines, left_out_note
 from ..errors import RestoreFailed, ResumeRefused, StoreNotFound, UsageError
 from ..record import CheckpointRecord
 from ..tree import Entry, flatten
@@ -108,11 +108,6 @@ def ran_in(record: CheckpointRecord, flow: Workflow) -> bool:
 
 def _runs(records: list[CheckpointRecord], flow: Workflow) -> list[CheckpointRecord]:
     return [r for r in records if r.lane == flow.lane and is_run_record(r) and ran_in(r, flow)]
-
-
-def change_lines(changes: DiffResult) -> list[str]:
-    return [f"M {p}" for p in changes.modified] + [f"A {p}" for p in changes.added] + \
-           [f"D {p}" for p in changes.removed]
 
 
 def shown(items: list[str]) -> str:
@@ -231,7 +226,7 @@ def _settle_tree(system: System, flow: Workflow, options: ResumeOptions, hooks: 
         hooks.say(f"rrstore: no change since {_base_label(flow, base)}{left_out_note(done.changes)}")
         done.changes = None
         return snap.entries
-    lines = change_lines(done.changes)
+    lines = change_lines(done.changes, order="MAD")
     if options.strict and not options.restore:
         number = done.point.start_step
         ended = f"step {number - 1} ({flow.steps[number - 2].name}) ended with" if number > 1 else \

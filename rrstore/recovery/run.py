@@ -176,15 +176,31 @@ def run_step(system: System, spec: StepSpec, policy: RetryPolicy | None = None,
     result = StepResult(made.record)
     start = time.perf_counter()
     try:
-        _attempts(system, spec, (policy, retries, backoff), hooks, result, planner)
+        _attempts(_StepRun(system, spec, policy, retries, backoff, hooks, planner), result)
     finally:  # also on Ctrl-C or an rrstore error: the record says what happened
         result.record = _finish(system, result, time.perf_counter() - start)
     return result
 
 
-def _attempts(system: System, spec: StepSpec, options: tuple[RetryPolicy, int, float],
-              hooks: RunHooks, result: StepResult, planner: RecoveryPlanner) -> None:
-    policy, retries, backoff = options
+@dataclass(frozen=True)
+class _StepRun:
+    """What every attempt of one ``run_step`` shares: the step, its policy with ``retries`` and
+    ``backoff`` resolved against ``[recovery]``, the hooks, and the planner of the settings it started
+    under."""
+
+    system: System
+    spec: StepSpec
+    policy: RetryPolicy
+    retries: int
+    backoff: float
+    hooks: RunHooks
+    planner: RecoveryPlanner
+
+
+def _attempts(run: _StepRun, result: StepResult) -> None:
+    """Run the command until it succeeds, the plan says not to retry, or no retries are left."""
+    system, spec, policy, hooks = run.system, run.spec, run.policy, run.hooks
+    retries, backoff = run.retries, run.backoff
     label = f"step {spec.step_number} ({spec.step_name})"
     for number in range(1, retries + 2):
         waited, undo = 0.0, None
@@ -201,7 +217,7 @@ def _attempts(system: System, spec: StepSpec, options: tuple[RetryPolicy, int, f
             result.plan = None
             return
         attempt.classification = found = classify(outcome.text(), outcome.exit_status)
-        result.plan = plan = planner.get_recovery_plan(found, spec.lane, spec.failed(policy))
+        result.plan = plan = run.planner.get_recovery_plan(found, spec.lane, spec.failed(policy))
         hooks.say(f"rrstore: {label} failed (attempt {number}, exit status {outcome.exit_status}): {found.message}")
         earlier = [a.classification.failure_type for a in result.attempts[:-1] if a.classification]
         if found.failure_type not in earlier:  # the plan once per kind of failure, not at every retry

@@ -8,14 +8,13 @@ except the local stat cache that hashing the tree may refresh.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import load_settings, pyproject_problem
-from ..diff import against_checkpoint, left_out_note
+from ..diff import against_checkpoint, change_lines, left_out_note
 from ..errors import CorruptObject, ObjectMissing, RRStoreError, StoreNotFound, UsageError
 from ..record import CheckpointRecord
 from .interpreter import marker_applies, parse_requirement, probe_interpreter, project_interpreter, unmet_reason
@@ -71,11 +70,6 @@ class ValidationResult:
         return {"success": self.success, "checks": [c.to_json() for c in self.checks]}
 
 
-def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=60)
-
-
 def _in_git(root: Path) -> bool:
     from ..worktree.gitrepo import find_git_root
 
@@ -101,8 +95,9 @@ def check_critical_files(system: System) -> Check:
 
 def _known_paths(system: System, names: tuple[str, ...]) -> set[str]:
     if _in_git(system.root):
-        done = _git(system.root, "ls-files", "--", *names)
-        return set(done.stdout.splitlines()) if done.returncode == 0 else set()
+        from ..worktree.gitrepo import tracked_paths
+
+        return tracked_paths(system.root, names, timeout=60) or set()
     try:
         newest = system.checkpoint_manager.newest()
     except RRStoreError:
@@ -166,10 +161,12 @@ def _waiting_operation(work_tree: Path) -> Check | None:
 def check_clean(system: System) -> Check:
     name = "working directory clean"
     if _in_git(system.root):
-        done = _git(system.root, "status", "--porcelain", "--untracked-files=normal")
-        if done.returncode != 0:
-            return Check(name, FAIL, (done.stderr.strip().splitlines() or ["git status failed"])[-1])
-        changes = [line for line in done.stdout.splitlines() if line.strip()]
+        from ..worktree.gitrepo import uncommitted
+
+        try:
+            changes = uncommitted(system.root)
+        except RRStoreError as exc:
+            return Check(name, FAIL, str(exc))
         if changes:
             shown = ", ".join(c[3:] for c in changes[:5]) + (" …" if len(changes) > 5 else "")
             return Check(name, FAIL, f"{len(changes)} uncommitted change(s): {shown}", changes)
@@ -188,8 +185,7 @@ def check_clean(system: System) -> Check:
 def _changed(changes: Any) -> list[str]:
     if changes is None:
         return []
-    return ([f"A {p}" for p in changes.added] + [f"D {p}" for p in changes.removed]
-            + [f"M {p}" for p in changes.modified])
+    return change_lines(changes)
 
 
 def declared_dependencies(root: Path) -> tuple[list[str], str]:

@@ -10,8 +10,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from ..errors import UsageError
+from ..record import check_lane
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _member(cls: type[E], value: object, what: str, text: str) -> E:
+    """``value`` when it is already a member, else the member whose value is ``text`` (``value`` as
+    the enum normalises it); a UsageError naming the choices when there is none."""
+    if isinstance(value, cls):
+        return value
+    for member in cls:
+        if text == member.value:
+            return member
+    raise UsageError(f"unknown {what} {value!r}: choose one of {', '.join(m.value for m in cls)}")
 
 
 class FailureType(StrEnum):
@@ -28,13 +43,7 @@ class FailureType(StrEnum):
     @classmethod
     def parse(cls, value: str | FailureType) -> FailureType:
         """A member from its value or name (any case); a clear usage error otherwise."""
-        if isinstance(value, FailureType):
-            return value
-        text = str(value).strip().lower().replace("-", "_")
-        for member in cls:
-            if text == member.value:
-                return member
-        raise UsageError(f"unknown failure type {value!r}: choose one of {', '.join(m.value for m in cls)}")
+        return _member(cls, value, "failure type", str(value).strip().lower().replace("-", "_"))
 
 
 @dataclass(frozen=True)
@@ -71,13 +80,8 @@ class RecoveryStrategy(StrEnum):
 
     @classmethod
     def parse(cls, value: str | RecoveryStrategy) -> RecoveryStrategy:
-        if isinstance(value, RecoveryStrategy):
-            return value
-        text = str(value).strip().lower()
-        for member in cls:
-            if text == member.value:
-                return member
-        raise UsageError(f"unknown recovery strategy {value!r}: choose one of {', '.join(m.value for m in cls)}")
+        """A member from its value or name (any case); a clear usage error otherwise."""
+        return _member(cls, value, "recovery strategy", str(value).strip().lower())
 
 
 STRATEGY_FACTS: dict[RecoveryStrategy, StrategyFacts] = {
@@ -135,12 +139,8 @@ class Lane(StrEnum):
 
     @classmethod
     def parse(cls, value: str | Lane) -> Lane:
-        if isinstance(value, Lane):
-            return value
-        for member in cls:
-            if str(value) == member.value:
-                return member
-        raise UsageError(f"unknown lane {value!r}: choose one of {', '.join(m.value for m in cls)}")
+        """A member from its exact value (as the CLI spells it); ``record.check_lane``'s error otherwise."""
+        return value if isinstance(value, Lane) else cls(check_lane(str(value)))
 
 
 LANE_FACTS: dict[Lane, LaneFacts] = {

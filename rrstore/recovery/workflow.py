@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import load_section
-from ..diff import DiffResult
+from ..diff import DiffResult, change_lines
 from ..errors import UsageError
-from ..record import LANES, check_lane
+from ..record import check_lane
 from .inputs import check_inputs, unmatched
-from .resume import ResumeOptions, SkippedStep, change_lines, plan_resume, shown
+from .resume import ResumeOptions, SkippedStep, plan_resume, shown
 from .run import RetryPolicy, RunHooks, StepResult, StepSpec, run_step
 from .settings import check_retries, check_seconds
 
@@ -61,8 +61,7 @@ def _policy(table: dict[str, Any], where: str, base: RetryPolicy | None = None) 
 
 
 def _parse(lane: str, table: object, where: str) -> Workflow:
-    if lane not in LANES:
-        raise UsageError(f"{where}: unknown lane {lane!r} (choose one of {', '.join(LANES)})")
+    check_lane(lane, where)
     if not isinstance(table, dict):
         raise UsageError(f"{where}.{lane} must be a table with 'steps'")
     unknown = set(table) - _LANE_KEYS
@@ -186,7 +185,7 @@ class WorkflowResult:
         else:
             lines.append(f"workflow {self.lane} completed ({self.total_steps} steps)")
         if self.changes is not None:
-            lines.append(f"changes since {self.resumed_from}: {shown(change_lines(self.changes))}")
+            lines.append(f"changes since {self.resumed_from}: {shown(change_lines(self.changes, order='MAD'))}")
         if self.restore_undo_id is not None:
             removed = f" (removed {shown(self.restore_removed)}; kept there)" if self.restore_removed else ""
             lines.append(f"restored {self.resumed_from} before resuming; undo with: "

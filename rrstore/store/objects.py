@@ -8,6 +8,7 @@ settings and machines. Every read is verified against its oid.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -52,6 +53,28 @@ def is_oid(text: object) -> bool:
 
 def object_key(oid: str) -> str:
     return f"objects/{oid[:2]}/{oid[2:]}"
+
+
+def oid_of_key(key: str) -> str | None:
+    """The oid a loose object's key names (``objects/ab/cdef…`` -> ``abcdef…``); None for any other key."""
+    parts = key.split("/")
+    if len(parts) == 3 and is_oid(parts[1] + parts[2]):
+        return parts[1] + parts[2]
+    return None
+
+
+def loose_oids(backend: Backend) -> Iterator[str]:
+    """The oids of the loose objects under ``backend``'s ``objects/`` (one listing; stray names skipped)."""
+    for key in backend.list("objects/"):
+        oid = oid_of_key(key)
+        if oid is not None:
+            yield oid
+
+
+def canonical_json(doc: object) -> bytes:
+    """The one byte form of a JSON document that is hashed (a tree, a record, an archive header):
+    sorted keys, no spaces, ASCII only, so equal documents get equal oids everywhere."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 @dataclass
@@ -261,7 +284,7 @@ class ObjectStore:
     def __iter__(self) -> Iterator[str]:
         seen = set(self._packs().index)
         yield from seen
-        for oid in self._loose_oids():
+        for oid in loose_oids(self.backend):
             if oid not in seen:
                 yield oid
 
@@ -274,7 +297,7 @@ class ObjectStore:
         that are many and small. The caller holds the store's exclusive lock.
         """
         result = SweepResult()
-        for oid in list(self._loose_oids()):
+        for oid in list(loose_oids(self.backend)):
             if oid in live:
                 continue
             key = object_key(oid)
@@ -338,12 +361,6 @@ class ObjectStore:
         a gc in another process may have rewritten packs since they were loaded)."""
         if self._reader_ready:
             self._reader.refresh()
-
-    def _loose_oids(self) -> Iterator[str]:
-        for key in self.backend.list("objects/"):
-            parts = key.split("/")
-            if len(parts) == 3 and is_oid(parts[1] + parts[2]):
-                yield parts[1] + parts[2]
 
     def delete(self, oid: str) -> None:
         """Remove a loose object (packed objects leave only when gc rewrites their pack)."""

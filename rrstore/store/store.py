@@ -112,12 +112,8 @@ class Store:
         Costs one listing of ``tmp/``; never fails the command (a read-only
         store or a busy one is simply not swept). Returns the files removed.
         """
-        before = (time.time() if now is None else now) - TMP_GRACE
-        try:
-            with locked(self.path, OBJECTS_LOCK, exclusive=True, wait=0, claim=False):
-                return len(sweep_tmp(self.path, before).removed)
-        except (RRStoreError, OSError):
-            return 0
+        swept = sweep_tmp_if_idle(self.path, (time.time() if now is None else now) - TMP_GRACE)
+        return 0 if swept is None else len(swept.removed)
 
     def _upgrade_format(self) -> None:
         """Before the first write, a format-1 store's config says format 2 (what this rrstore writes)."""
@@ -218,6 +214,17 @@ def sweep_tmp(path: Path, before: float, *, dry_run: bool = False) -> TmpSweep:
             continue
         result.removed.append((Path(entry.path), st.st_size))
     return result
+
+
+def sweep_tmp_if_idle(path: Path, before: float, *, dry_run: bool = False) -> TmpSweep | None:
+    """``sweep_tmp`` only while no other rrstore uses store ``path`` (its object lock taken exclusively,
+    without waiting): a pull running longer than the grace keeps its staged files in ``tmp/``.
+    None when the store is busy or the lock cannot be taken (a read-only store): left to the next writer."""
+    try:
+        with locked(path, OBJECTS_LOCK, exclusive=True, wait=0, claim=False):
+            return sweep_tmp(path, before, dry_run=dry_run)
+    except (RRStoreError, OSError):
+        return None
 
 
 def upgraded_config(data: bytes) -> bytes:

@@ -3,7 +3,9 @@
 Plain ``git`` rather than GitPython on this path: a checkpoint runs at every
 pipeline step, and importing GitPython alone costs ~110 ms (measured with
 ``python -X importtime``), more than the rest of an unchanged re-checkpoint.
-The three git commands a scan needs run concurrently.
+The three git commands a scan needs run concurrently. Every ``git`` subprocess
+of rrstore runs here, recovery's too (validate's ``check_git`` alone reads the
+repository through GitPython, on purpose).
 """
 
 from __future__ import annotations
@@ -210,12 +212,46 @@ def normalise_remote(url: str, root: Path) -> str:
 
 def _git_out(root: Path, *args: str) -> str | None:
     """Stdout of ``git -C root ARGS``, or None when git fails or is not installed."""
+    done = _git_run(root, *args)
+    return os.fsdecode(done.stdout) if done is not None and done.returncode == 0 else None
+
+
+def _git_run(root: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[bytes] | None:
+    """``git -C root ARGS`` run to the end (within ``timeout`` seconds); None when it could not run."""
     try:
-        done = subprocess.run(["git", "-C", str(root), *args], stdin=subprocess.DEVNULL,
-                              capture_output=True, check=False)
-    except OSError:
+        return subprocess.run(["git", "-C", str(root), *args], stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
         return None
-    return os.fsdecode(done.stdout) if done.returncode == 0 else None
+
+
+def tracked_paths(root: Path, names: Iterable[str] = (), *, timeout: float = 120) -> set[str] | None:
+    """The paths git tracks (relative to ``root``, also when it is a folder inside a work tree), or
+    only those of ``names``; None when git fails (not a repository, no git, out of time)."""
+    names = list(names)
+    done = _git_run(root, "ls-files", "-z", *(["--", *names] if names else []), timeout=timeout)
+    if done is None or done.returncode != 0:
+        return None
+    return set(_split_z(done.stdout))
+
+
+def uncommitted(root: Path, *, timeout: float = 60) -> list[str]:
+    """``git status --porcelain`` lines (untracked files too, ignored ones not): empty when clean.
+
+    A git that fails raises RRStoreError with git's last line of stderr.
+    """
+    done = _git_run(root, "status", "--porcelain", "--untracked-files=normal", timeout=timeout)
+    if done is None:
+        raise RRStoreError("git status failed")
+    if done.returncode != 0:
+        raise RRStoreError((done.stderr.decode(errors="replace").strip().splitlines() or ["git status failed"])[-1])
+    return [line for line in os.fsdecode(done.stdout).splitlines() if line.strip()]
+
+
+def remote_names(root: Path, *, timeout: float = 30) -> list[str] | None:
+    """The names of the repository's remotes (``git remote``); None when git did not run."""
+    done = _git_run(root, "remote", timeout=timeout)
+    return None if done is None else os.fsdecode(done.stdout).split()
 
 
 def project_identity(root: Path) -> str:

@@ -30,9 +30,8 @@ from ..tree import DIR, FILE, SYMLINK, Entry, tree_oid
 from .gitrepo import NO_GIT, GitState
 from .scan import TEMP_MARK, Scope, is_worktree_temp
 from .statcache import SETTLE_NS, StatCache, stamp
-from .workers import PARALLEL_MIN_SIZE, run_split
+from .workers import PARALLEL_MIN_SIZE, Progress, run_split
 
-Progress = Callable[[int, int], None]
 T = TypeVar("T")
 READ_TRIES = 4
 TORN_REASON = "kept changing while it was read"
@@ -291,112 +290,164 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
     (a log being written) is left out and named in ``left_out``, or with
     ``strict`` raises TornRead and nothing is recorded.
     """
-    stats = SnapshotStats()
     written_before = objects.stored_bytes
     if cache is not None:
         cache.begin()
-    builder = _Builder(objects if store else None, stats)
-    root = os.fspath(scope.root)
-    parents = _Parents(root)
-    extra = set(scope.extra)
-    misses: list[str] = []
-    sizes: dict[str, int] = {}
-    seen: set[str] = set()
-    leftovers: list[str] = []
-    for rel in scope.paths:
-        if extra and rel in extra and parents.known.get(rel):
-            continue  # an extra path that is a directory already seen above a scoped file
-        if not parents.real(rel.rpartition("/")[0]):
-            continue
+    run = _SnapshotRun(scope, objects, store=store, cache=cache, strict=strict, progress=progress)
+    run.scan()
+    run.read_misses(workers)
+    return run.finish(written_before)
+
+
+@dataclass(frozen=True)
+class _NotRead:
+    """A file a first read did not take: ``hot`` (changed just now: read again after one shared
+    wait), else it never settled (left out as torn)."""
+
+    rel: str
+    hot: bool
+
+
+class _SnapshotRun:
+    """One snapshot's state: the scan fills the builder from the stat cache and lists the files it
+    must read (``misses``); reading them adds their entries; ``finish`` builds the trees.
+
+    Only the calling thread changes this state: the reads run in a pool too (``run_split``) and
+    return what they found, which ``read_misses`` records as it consumes them.
+    """
+
+    def __init__(self, scope: Scope, objects: ObjectStore, *, store: bool, cache: StatCache | None,
+                 strict: bool, progress: Progress | None) -> None:
+        self.scope, self.objects, self.store = scope, objects, store
+        self.cache, self.strict, self.progress = cache, strict, progress
+        self.root = os.fspath(scope.root)
+        self.stats = SnapshotStats()
+        self.builder = _Builder(objects if store else None, self.stats)
+        self.parents = _Parents(self.root)
+        self.extra = set(scope.extra)
+        self.misses: list[str] = []  # regular files the cache cannot answer for: read after the scan
+        self.sizes: dict[str, int] = {}  # their sizes, which decide who reads them (here or the pool)
+        self.seen: set[str] = set()  # every regular file met: what the stat cache keeps
+        self.leftovers: list[str] = []  # temporary files a killed restore left: removed when storing
+        self.torn: list[str] = []  # files that never settled: left out
+        self.total = 0  # files in the snapshot once every miss is read (for ``progress``)
+
+    # the scan ------------------------------------------------------------
+
+    def scan(self) -> None:
+        """One lstat per scoped path: entries for what the cache answers, ``misses`` for the rest."""
+        for rel in self.scope.paths:
+            self._visit(rel)
+        for rel in self.scope.empty_dirs:
+            if self.parents.real(rel.rpartition("/")[0]):
+                self.builder.add_dir(rel)
+        self.total = self.stats.files + len(self.misses)
+
+    def _visit(self, rel: str) -> None:
+        extra = bool(self.extra) and rel in self.extra
+        if extra and self.parents.known.get(rel):
+            return  # an extra path that is a directory already seen above a scoped file
+        if not self.parents.real(rel.rpartition("/")[0]):
+            return
         if TEMP_MARK in rel and is_worktree_temp(rel):
-            leftovers.append(rel)  # below real directories only: never removed through a link
-            continue
-        full = f"{root}/{rel}"
+            self.leftovers.append(rel)  # below real directories only: never removed through a link
+            return
+        full = f"{self.root}/{rel}"
         try:
             st = os.lstat(full)
         except (FileNotFoundError, NotADirectoryError):
-            continue
+            return
         except OSError as exc:
             raise from_oserror(exc, full, "read") from exc
-        name = rel.rpartition("/")[2]
         if stat.S_ISREG(st.st_mode):
-            seen.add(rel)
-            hit = cache.lookup(rel, st) if cache is not None else None
-            if hit is not None and (not store or all(objects.has(o) for o in hit.chunks or (hit.oid,))):
-                builder.add(rel, Entry(name, FILE, hit.oid, st.st_size, bool(st.st_mode & stat.S_IXUSR),
-                                       chunks=hit.chunks))
-                stats.files += 1
-                stats.bytes_scanned += st.st_size
-            else:
-                misses.append(rel)
-                sizes[rel] = st.st_size
+            self._regular(rel, st)
         elif stat.S_ISLNK(st.st_mode):
-            builder.add(rel, Entry(name, SYMLINK, target=os.readlink(full)))
-            stats.symlinks += 1
+            self.builder.add(rel, Entry(rel.rpartition("/")[2], SYMLINK, target=os.readlink(full)))
+            self.stats.symlinks += 1
         elif stat.S_ISDIR(st.st_mode) and not os.listdir(full):
-            builder.add_dir(rel)
-        elif not (extra and rel in extra):  # an extra directory with content is held by its content
-            stats.skipped.append(rel)
-    for rel in scope.empty_dirs:
-        if parents.real(rel.rpartition("/")[0]):
-            builder.add_dir(rel)
+            self.builder.add_dir(rel)
+        elif not extra:  # an extra directory with content is held by its content
+            self.stats.skipped.append(rel)
 
-    def one(rel: str, settle: bool) -> tuple[str, Entry, Stored] | None:
-        full = f"{root}/{rel}"
+    def _regular(self, rel: str, st: os.stat_result) -> None:
+        """A regular file: its entry from the stat cache (when storing, only if its objects are still
+        present), else a miss to read."""
+        self.seen.add(rel)
+        hit = self.cache.lookup(rel, st) if self.cache is not None else None
+        if hit is not None and (not self.store or all(self.objects.has(o) for o in hit.chunks or (hit.oid,))):
+            self.builder.add(rel, Entry(rel.rpartition("/")[2], FILE, hit.oid, st.st_size,
+                                        bool(st.st_mode & stat.S_IXUSR), chunks=hit.chunks))
+            self.stats.files += 1
+            self.stats.bytes_scanned += st.st_size
+        else:
+            self.misses.append(rel)
+            self.sizes[rel] = st.st_size
+
+    # reading the misses --------------------------------------------------
+
+    def read_misses(self, workers: int) -> None:
+        """Read every miss (large ones in a pool); files changed just now once more after one wait."""
+        hot: list[str] = []
+        results = run_split(self.misses, lambda rel: self.sizes[rel] >= PARALLEL_MIN_SIZE, self._first_read,
+                            workers)
+        for done in results:
+            if isinstance(done, _NotRead):
+                (hot if done.hot else self.torn).append(done.rel)
+            else:
+                self._account(*done)
+        if hot:
+            time.sleep(SETTLE_NS / 1e9)
+            for rel in hot:
+                again = self._read(rel, settle=True)
+                if again is None:
+                    self.torn.append(rel)
+                else:
+                    self._account(*again)
+
+    def _first_read(self, rel: str) -> tuple[str, Entry, Stored] | _NotRead:
+        """Run in worker threads too: changes none of this run's lists, only the stat cache's entry
+        for ``rel`` (one dict item per path, as before) and the object store (thread-safe)."""
         try:
-            stored, st = store_file(full, objects, store=store, settle=settle)
+            return self._read(rel, settle=False) or _NotRead(rel, hot=False)
+        except Hot:
+            return _NotRead(rel, hot=True)
+
+    def _read(self, rel: str, settle: bool) -> tuple[str, Entry, Stored] | None:
+        """Hash (and store) one file; None when it never settled (unless ``strict``: TornRead)."""
+        full = f"{self.root}/{rel}"
+        try:
+            stored, st = store_file(full, self.objects, store=self.store, settle=settle)
         except TornRead:
-            if strict:
+            if self.strict:
                 raise
-            return None  # never settled: left out (named in ``left_out`` by the caller)
+            return None
         except OSError as exc:
             raise from_oserror(exc, full, "read") from exc
-        if cache is not None:
-            cache.record(rel, st, stored.oid, stored.chunks)
+        if self.cache is not None:
+            self.cache.record(rel, st, stored.oid, stored.chunks)
         entry = Entry(rel.rpartition("/")[2], FILE, stored.oid, st.st_size, bool(st.st_mode & stat.S_IXUSR),
                       chunks=stored.chunks)
         return rel, entry, stored
 
-    total = stats.files + len(misses)
+    def _account(self, rel: str, entry: Entry, stored: Stored) -> None:
+        self.builder.add(rel, entry)
+        self.stats.files += 1
+        self.stats.bytes_scanned += entry.size
+        self.stats.objects_new += stored.objects_new
+        self.stats.bytes_new += stored.bytes_new
+        if self.progress is not None:
+            self.progress(self.stats.files, self.total)
 
-    def account(rel: str, entry: Entry, stored: Stored) -> None:
-        builder.add(rel, entry)
-        stats.files += 1
-        stats.bytes_scanned += entry.size
-        stats.objects_new += stored.objects_new
-        stats.bytes_new += stored.bytes_new
-        if progress is not None:
-            progress(stats.files, total)
+    # the trees -----------------------------------------------------------
 
-    def first_try(rel: str) -> tuple[str, Entry, Stored] | str:
-        try:
-            return one(rel, settle=False) or rel
-        except Hot:
-            hot.append(rel)
-            return ""
-
-    # Files changed just now are read once more at the end, after one shared wait.
-    hot: list[str] = []
-    torn: list[str] = []
-    for done in run_split(misses, lambda rel: sizes[rel] >= PARALLEL_MIN_SIZE, first_try, workers):
-        if isinstance(done, tuple):
-            account(*done)
-        elif done:
-            torn.append(done)
-    if hot:
-        time.sleep(SETTLE_NS / 1e9)
-        for rel in hot:
-            again = one(rel, settle=True)
-            if again is None:
-                torn.append(rel)
-            else:
-                account(*again)
-    root_oid = builder.build()
-    if store:
-        _remove_leftovers(root, leftovers)
-        objects.flush()
-        stats.stored_bytes_new = objects.stored_bytes - written_before
-    if cache is not None:
-        cache.save(seen)
-    left_out = {**scope.left_out, **{rel: TORN_REASON for rel in sorted(torn)}}
-    return Snapshot(root_oid, builder.entries, stats, scope.git, left_out)
+    def finish(self, written_before: int) -> Snapshot:
+        """Build the trees bottom up; when storing, remove leftovers and flush the pack."""
+        root_oid = self.builder.build()
+        if self.store:
+            _remove_leftovers(self.root, self.leftovers)
+            self.objects.flush()
+            self.stats.stored_bytes_new = self.objects.stored_bytes - written_before
+        if self.cache is not None:
+            self.cache.save(self.seen)
+        left_out = {**self.scope.left_out, **{rel: TORN_REASON for rel in sorted(self.torn)}}
+        return Snapshot(root_oid, self.builder.entries, self.stats, self.scope.git, left_out)

@@ -16,6 +16,9 @@ from typing import TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
+# The callback every long operation takes (snapshot, restore, transfer, archives): ``progress(done, total)``.
+Progress = Callable[[int, int], None]
+
 # At this size a file's hashing and compression outweigh the thread hand-off.
 PARALLEL_MIN_SIZE = 256 << 10
 
