@@ -16,7 +16,7 @@ from .backends.s3 import S3Backend
 from .backends.views import ListedView
 from .errors import CorruptObject, ObjectMissing, RRStoreError, StoreNotFound
 from .record import CheckpointRecord, added_ns_of, newest_first
-from .store.objects import ObjectStore, is_oid, object_key
+from .store.objects import ObjectStore, loose_oids, object_key
 from .store.pack import PREFIX as PACKS
 from .store.pack import PackReader
 from .store.refs import Refs
@@ -90,11 +90,7 @@ class Holdings:
     def __init__(self, backend: Backend, workers: int = WORKERS) -> None:
         self.backend = backend
         self.keys: set[str] = set()
-        self.loose: set[str] = set()
-        for key in backend.list("objects/"):
-            parts = key.split("/")
-            if len(parts) == 3 and is_oid(parts[1] + parts[2]):
-                self.loose.add(parts[1] + parts[2])
+        self.loose: set[str] = set(loose_oids(backend))
         self.keys.update(object_key(oid) for oid in self.loose)
         self.keys.update(backend.list(PACKS))
         self.listed = ListedView(backend, self.keys)

@@ -41,9 +41,8 @@ from .store.objects import ObjectStore
 from .tree import DIR, MAX_PATH_BYTES, SYMLINK, Entry, check_paths, content_oids, flatten
 from .worktree.scan import store_prefixes, under, worktree_temp
 from .worktree.statcache import Stamp, stamp, stat_cache_of
-from .worktree.workers import PARALLEL_MIN_SIZE, run_split
+from .worktree.workers import PARALLEL_MIN_SIZE, Progress, run_split
 
-Progress = Callable[[int, int], None]
 KEEP_BYTES = 512 << 20
 
 

@@ -36,12 +36,12 @@ from .errors import (
 from .gc import GCResult, Retention, gc
 from .lock import locked
 from .record import CheckpointRecord, check_lane
-from .restore import WORKTREE_LOCK, Progress, RestoreRequest, RestoreResult, restore_checkpoint
+from .restore import WORKTREE_LOCK, RestoreRequest, RestoreResult, restore_checkpoint
 from .status import StatusResult, status
 from .store.store import Store
 from .tree import flatten
 from .worktree.gitrepo import find_git_root
-from .worktree.workers import default_workers
+from .worktree.workers import Progress, default_workers
 
 if TYPE_CHECKING:
     from .archive.files import ExportResult, ImportResult, VerifyResult

@@ -48,18 +48,18 @@ from .errors import (
 from .fsutil import AtomicFile, syncfs
 from .record import CheckpointRecord
 from .remote import WORKERS, Holdings, RemoteListing, RemoteNotFound, check_remote_config, list_remote, open_remote
-from .store.objects import ObjectStore, decode_loose
+from .store.objects import ObjectStore, decode_loose, oid_of_key
 from .store.pack import PREFIX as PACKS
 from .store.pack import verify_pack
 from .store.refs import Refs, plan_refs
 from .store.store import STORE_FORMAT, Store, upgraded_config
 from .tree import DIR, FILE, TreeCheck, content_oids, read_tree
+from .worktree.workers import Progress
 
 # Re-exported: callers (the facade, tests) reach the remote's listing through ``transfer``.
 __all__ = ["WORKERS", "Conflict", "RemoteListing", "RemoteNotFound", "TransferResult", "list_remote",
            "open_remote", "pull", "push"]
 
-Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -248,7 +248,9 @@ class _Copy:
             self.counter.add(packs=1, size=len(data) + len(index))
         else:
             frame = self.source.read(key)
-            decode_loose(_oid_of(key), frame)  # within the size limit, hashing to its oid
+            oid = oid_of_key(key)
+            assert oid is not None, key  # the keys sent are loose objects' keys or packs'
+            decode_loose(oid, frame)  # within the size limit, hashing to its oid
             self.put(key, frame)
             self.counter.add(objects=1, size=len(frame))
 
@@ -358,11 +360,6 @@ def _needed(objects: ObjectStore, records: Iterable[CheckpointRecord],
             continue
         reach.collect(record, needed, trees)
     return needed
-
-
-def _oid_of(key: str) -> str:
-    """``objects/ab/cdef…`` -> ``abcdef…``."""
-    return key[8:10] + key[11:]
 
 
 def _each(work: Callable[[str], None], keys: list[str], workers: int) -> None:

@@ -35,8 +35,9 @@ from ..store.objects import ObjectStore
 from ..store.refs import plan_refs
 from ..store.store import Store
 from ..tree import DIR, FILE, TreeCheck, content_oids, decode_tree
+from ..worktree.workers import Progress
 from .safety import RECORD, Limits, VerifyResult, read_archive
-from .stream import ArchiveWriter, Progress
+from .stream import ArchiveWriter
 from .tar import write_tar
 
 __all__ = ["ExportResult", "ImportResult", "Limits", "VerifyResult", "export", "export_tar", "import_archive",

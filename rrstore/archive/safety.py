@@ -22,7 +22,8 @@ from ..errors import CorruptObject, UnsafeTree
 from ..record import CheckpointRecord
 from ..store.objects import MAX_OBJECT_SIZE, hash_bytes
 from ..tree import DIR, FILE, Entry, TreeCheck, decode_tree, valid_name
-from .stream import ARCHIVE_FORMAT, ObjectHead, Progress, Source, opened, read_header, read_object_head, read_trailer
+from ..worktree.workers import Progress
+from .stream import ARCHIVE_FORMAT, ObjectHead, Source, opened, read_header, read_object_head, read_trailer
 
 RECORD, TREE, BLOB = 0, 1, 2   # what an object must be; a lower value is the stricter need
 _KIND = {RECORD: "record", TREE: "tree", BLOB: "file content"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +25,7 @@ import zstandard
 from .. import __version__
 from ..errors import ArchiveError, UsageError, from_oserror
 from ..record import CheckpointRecord
-from ..store.objects import is_oid
+from ..store.objects import canonical_json, is_oid
 from ..store.refs import valid_id
 
 ARCHIVE_FORMAT = "rrstore-archive-1"
@@ -38,7 +38,6 @@ MAX_WINDOW = 1 << 27
 # Uncompressed bytes decompressed (and hashed) per step.
 PIECE = 1 << 20
 
-Progress = Callable[[int, int], None]
 
 
 class Writable(Protocol):
@@ -47,10 +46,6 @@ class Writable(Protocol):
 
 def compressor(level: int) -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
-
-
-def _canonical(doc: object) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 class ArchiveWriter:
@@ -70,7 +65,7 @@ class ArchiveWriter:
         doc = {"format": ARCHIVE_FORMAT, "rrstore_version": __version__,
                "created": datetime.now().astimezone().isoformat(timespec="seconds"),
                "checkpoints": [{"id": r.checkpoint_id, "record": r.record_oid} for r in records]}
-        self._write(_canonical(doc) + b"\n")
+        self._write(canonical_json(doc) + b"\n")
 
     def object(self, oid: str, data: bytes) -> None:
         self._write(TAG_OBJECT + _OBJECT.pack(bytes.fromhex(oid), len(data)))

@@ -17,7 +17,8 @@ from ..errors import CorruptObject
 from ..record import CheckpointRecord
 from ..store.objects import ObjectStore
 from ..tree import DIR, SYMLINK, Entry, content_oids, flatten
-from .stream import Progress, Writable, compressor
+from ..worktree.workers import Progress
+from .stream import Writable, compressor
 
 
 class _Content:
