@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,19 @@ def write(root: Path, rel: str, data: bytes | str = b"x\n") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data.encode() if isinstance(data, str) else data)
     return path
+
+
+def make_repo(root: Path, remote: str | None, files: dict[str, str]) -> Path:
+    """A real git repository at ``root`` with one commit of ``files`` and, if given, remote ``origin``."""
+    root.mkdir(parents=True)
+    git(root, "init", "-q", "-b", "main")
+    for rel, text in files.items():
+        write(root, rel, text)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
+    if remote is not None:
+        git(root, "remote", "add", "origin", remote)
+    return root
 
 
 @pytest.fixture
@@ -379,3 +394,43 @@ def fault_outcomes(request: pytest.FixtureRequest):  # type: ignore[no-untyped-d
         doc = {**outcomes.summary(), "table": outcomes.table(),
                "failures": [vars(f) for f in outcomes.failures]}
         outcomes.settings.report.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+# --- a file that never settles (a log being written) ----------------------------------------------
+
+# Appends a line every millisecond (starting over past 1 MiB) until killed or 300 s pass. It asks for
+# real-time scheduling (SCHED_FIFO, when allowed) so a loaded machine cannot pause it for the 30 ms settle
+# window: its last change is then always within the window, so the log never settles, deterministically.
+WRITER = """
+import os, sys, time
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+except (OSError, AttributeError):
+    pass
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+line = b"2026-12-01 12:00:00 INFO still running\\n"
+deadline = time.monotonic() + 300
+while time.monotonic() < deadline:
+    os.write(fd, line)
+    if os.fstat(fd).st_size > 1 << 20:
+        os.ftruncate(fd, 0)
+    time.sleep(0.001)
+"""
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """A real process appending to ``path`` until the block ends (started, and seen writing, before it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], preexec_fn=_die_with_parent)
+    try:
+        deadline = time.monotonic() + 10
+        while path.stat().st_size == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert path.stat().st_size > 0, "the writer never started"
+        yield
+        assert proc.poll() is None, "the writer stopped before the checkpoint was done"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

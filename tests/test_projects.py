@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import git, run_cli, tree_manifest, write
+from conftest import git, make_repo, run_cli, tree_manifest, write
 
 from rrstore import RollbackRecoverySystem
 from rrstore.errors import ForeignCheckpoint
@@ -22,19 +22,6 @@ from rrstore.worktree.gitrepo import normalise_remote, project_identity
 
 CLICK = "git:github.com/pallets/click"
 REQUESTS = "git:github.com/psf/requests"
-
-
-def make_repo(root: Path, remote: str | None, files: dict[str, str]) -> Path:
-    """A real git repository at ``root`` with one commit of ``files`` and, if given, remote ``origin``."""
-    root.mkdir(parents=True)
-    git(root, "init", "-q", "-b", "main")
-    for rel, text in files.items():
-        write(root, rel, text)
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "initial")
-    if remote is not None:
-        git(root, "remote", "add", "origin", remote)
-    return root
 
 
 @dataclass

@@ -11,13 +11,10 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import SeaweedFS, _die_with_parent, git, run_cli, tree_manifest, write
+from conftest import SeaweedFS, git, run_cli, tree_manifest, write, writing
 
 from rrstore import RollbackRecoverySystem
 from rrstore.errors import TornRead
@@ -213,44 +210,6 @@ def test_restore_of_a_checkpoint_that_held_the_venv_does_not_rewind_it(repo: Pat
 
 
 # --- a file that never settles --------------------------------------------------------------------
-
-# Appends a line every millisecond (starting over past 1 MiB) until killed or 300 s pass. It asks for
-# real-time scheduling (SCHED_FIFO, when allowed) so a loaded machine cannot pause it for the 30 ms settle
-# window: its last change is then always within the window, so the log never settles, deterministically.
-WRITER = """
-import os, sys, time
-try:
-    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-except (OSError, AttributeError):
-    pass
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-line = b"2026-12-01 12:00:00 INFO still running\\n"
-deadline = time.monotonic() + 300
-while time.monotonic() < deadline:
-    os.write(fd, line)
-    if os.fstat(fd).st_size > 1 << 20:
-        os.ftruncate(fd, 0)
-    time.sleep(0.001)
-"""
-
-
-@contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """A real process appending to ``path`` until the block ends (started, and seen writing, before it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"")
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], preexec_fn=_die_with_parent)
-    try:
-        deadline = time.monotonic() + 10
-        while path.stat().st_size == 0 and time.monotonic() < deadline:
-            time.sleep(0.001)
-        assert path.stat().st_size > 0, "the writer never started"
-        yield
-        assert proc.poll() is None, "the writer stopped before the checkpoint was done"
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-
 
 @pytest.fixture
 def logged(tmp_path: Path) -> Path:

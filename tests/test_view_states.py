@@ -10,29 +10,13 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import GIT_ENV, _die_with_parent, git, run_cli, write
+from conftest import GIT_ENV, WRITER, git, make_repo, run_cli, write, writing
 
 from rrstore import RollbackRecoverySystem
 from rrstore.worktree import gitrepo
-
-
-def make_repo(root: Path, remote: str | None, files: dict[str, str]) -> Path:
-    """A real git repository at ``root`` with one commit of ``files`` and, if given, remote ``origin``."""
-    root.mkdir(parents=True)
-    git(root, "init", "-q", "-b", "main")
-    for rel, text in files.items():
-        write(root, rel, text)
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "initial")
-    if remote is not None:
-        git(root, "remote", "add", "origin", remote)
-    return root
 
 
 def rr(repo: Path, *args: str, code: int | None = 0, store: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -122,39 +106,6 @@ def test_the_commits_of_a_listing_are_asked_of_git_in_one_call(tmp_path: Path,
 
 
 # 2. a file the checkpoint left out, once its writer stopped ------------------------------------------
-
-# Appends a line every millisecond until killed (real-time scheduling when allowed, so a loaded machine
-# cannot pause it for the settle window): the file never settles while the checkpoint reads it.
-WRITER = """
-import os, sys, time
-try:
-    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-except (OSError, AttributeError):
-    pass
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-deadline = time.monotonic() + 300
-while time.monotonic() < deadline:
-    os.write(fd, b"INFO still running\\n")
-    if os.fstat(fd).st_size > 1 << 20:
-        os.ftruncate(fd, 0)
-    time.sleep(0.001)
-"""
-
-
-@contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """A real process appending to ``path`` for the whole block (seen writing before it starts)."""
-    path.write_bytes(b"")
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], preexec_fn=_die_with_parent)
-    try:
-        deadline = time.monotonic() + 10
-        while path.stat().st_size == 0 and time.monotonic() < deadline:
-            time.sleep(0.001)
-        yield
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-
 
 def test_what_a_checkpoint_left_out_is_no_change_for_status_diff_validate_and_restore(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", None, {"README.md": "# demo\n"})
