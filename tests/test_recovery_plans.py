@@ -826,9 +826,11 @@ def test_an_overrides_rrstore_command_is_parsed_by_rrstores_own_cli(project: Pat
     for args in (("plan",), ("plan", "--failure-type", "timeout", "--lane", "docs")):
         done = cli(*args, cwd=project)
         assert done.returncode == 2 and done.stdout == "", done.stderr
-        assert done.stderr.splitlines() == [
-            f"rrstore: error: {project / 'rrstore.toml'} [recovery]: recovery.plans.unknown step 1: "
-            "'rrstore restore --bogus' does not run: No such option '--bogus'. Did you mean '--verbose'?"]
+        [line] = done.stderr.splitlines()
+        said = (f"rrstore: error: {project / 'rrstore.toml'} [recovery]: recovery.plans.unknown step 1: "
+                "'rrstore restore --bogus' does not run: ")
+        # then click's own words, which differ between click versions (8.2: "No such option: --bogus")
+        assert line.startswith(said) and "No such option" in line and "--bogus" in line[len(said):], line
     validated = cli("validate", "--json", cwd=project)
     checks = {c["name"]: c for c in json.loads(validated.stdout)["checks"]}
     assert checks["configuration valid"]["status"] == "fail"
