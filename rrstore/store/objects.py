@@ -232,7 +232,7 @@ class ObjectStore:
         if oid in packs.index or oid in packs.fallback:
             try:
                 return self._get_packed(oid)
-            except CorruptObject:
+            except (CorruptObject, ObjectMissing):  # a damaged copy, or a pack gc removed meanwhile
                 late = self._late_loose(oid)
                 if late is None:
                     raise
@@ -348,10 +348,8 @@ class ObjectStore:
         that are many and small. The caller holds the store's exclusive lock.
         """
         result = SweepResult()
-        self._loose = None
-        self.list_loose()  # the one listing gc needs; it serves the pack rewrites' reads too
-        assert self._loose is not None
-        for oid in list(self._loose):
+        listed = self._loose = set(loose_oids(self.backend))  # gc's one listing serves its pack rewrites' reads
+        for oid in list(listed):
             if oid in live:
                 continue
             key = object_key(oid)
