@@ -244,6 +244,7 @@ class Checker:
         self.records: dict[str, str] = {}    # checkpoint id -> record oid
 
     def run(self) -> CheckResult:
+        self.objects.list_loose()  # it reads every record, tree (and content): no loose probe per packed one
         self._config()
         self._packs()
         self._refs()

@@ -437,6 +437,7 @@ def restore_checkpoint(manager: CheckpointManager, request: RestoreRequest,
 
 def _restore(manager: CheckpointManager, request: RestoreRequest, progress: Progress | None) -> RestoreResult:
     root, record = manager.root, manager.get(request.checkpoint_id)
+    manager.store.objects.list_loose()  # every tree and file read below: found in the pack index, no loose probe
     target = flatten(manager.store.objects, record.state_hash)
     check_target(root, manager.store.path, record.checkpoint_id, target)
     foreign = None

@@ -64,6 +64,7 @@ def prove_undo(store: Store, root: Path, snap: Snapshot, record: CheckpointRecor
     for path in paths:
         needed.add_path(path)
     objects = store.objects
+    objects.list_loose()  # restore has listed already; a good copy stored below is noted in the listing
     ordered = sorted(needed.sizes, key=objects.locality)
 
     def check(oid: str) -> str | None:

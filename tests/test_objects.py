@@ -279,3 +279,71 @@ class TestCorruption:
         self.assert_corrupt(objects, oid)
         assert objects.get(other) == b"healthy"
         assert objects.get(packed) == b"healthy, packed"
+
+
+class TestLooseListing:
+    """``list_loose``: a bulk reader finds packed objects without a loose probe, and a loose copy still wins,
+    even one another process (here: another ObjectStore on the same directory) writes after the listing."""
+
+    DATA = random.Random(7).randbytes(200_000)  # random: stored verbatim in its pack block
+
+    def packed_then_damaged(self, store_dir: Path) -> str:
+        writer = ObjectStore(LocalBackend(store_dir))
+        oid = writer.put(self.DATA).oid
+        writer.flush()
+        [pack] = (store_dir / "packs").glob("*.pack")
+        body = bytearray(pack.read_bytes())
+        at = body.find(self.DATA[1000:1064])
+        assert at > 0
+        body[at + 10] ^= 0xFF
+        os.chmod(pack, 0o644)
+        pack.write_bytes(bytes(body))
+        return oid
+
+    def test_a_packed_object_is_read_with_no_loose_probe(self, store_dir: Path, monkeypatch) -> None:
+        writer = ObjectStore(LocalBackend(store_dir))
+        oids = [writer.put(sample(5000, seed)).oid for seed in range(50)]
+        writer.flush()
+        reader = ObjectStore(LocalBackend(store_dir))
+        reader.list_loose()
+        probed: list[str] = []
+        real_read = LocalBackend.read
+
+        def read(self: LocalBackend, key: str) -> bytes:
+            probed.append(key)
+            return real_read(self, key)
+
+        monkeypatch.setattr(LocalBackend, "read", read)
+        assert [reader.get(oid) for oid in oids] == [sample(5000, seed) for seed in range(50)]
+        assert not [key for key in probed if key.startswith("objects/")]
+
+    def test_a_good_loose_copy_put_after_the_listing_wins_over_a_damaged_packed_one(self, store_dir: Path) -> None:
+        oid = self.packed_then_damaged(store_dir)
+        reader = ObjectStore(LocalBackend(store_dir))
+        reader.list_loose()
+        with pytest.raises(CorruptObject):
+            reader.get(oid)
+        reader.put_loose_copy(self.DATA, oid)
+        assert reader.get(oid) == self.DATA
+        assert object_file(store_dir, oid).is_file()
+
+    def test_a_loose_copy_another_process_writes_after_the_listing_is_read(self, store_dir: Path) -> None:
+        oid = self.packed_then_damaged(store_dir)
+        reader = ObjectStore(LocalBackend(store_dir))
+        reader.list_loose()
+        ObjectStore(LocalBackend(store_dir)).put_loose_copy(self.DATA, oid)  # the other process's undo proof
+        assert reader.get(oid) == self.DATA  # the damaged packed copy read wrong: the disk is asked again
+        record = ObjectStore(LocalBackend(store_dir)).put(b"a record written meanwhile", loose=True).oid
+        assert reader.get(record) == b"a record written meanwhile"  # in no pack: the disk is asked before failing
+        with pytest.raises(ObjectMissing):
+            reader.get(hash_bytes(b"never stored"))
+
+    def test_a_loose_copy_in_the_listing_is_read_before_the_pack(self, store_dir: Path) -> None:
+        oid = self.packed_then_damaged(store_dir)
+        ObjectStore(LocalBackend(store_dir)).put_loose_copy(self.DATA, oid)
+        reader = ObjectStore(LocalBackend(store_dir))
+        reader.list_loose()
+        assert reader.get(oid) == self.DATA
+        object_file(store_dir, oid).unlink()  # gc elsewhere removed it: the (damaged) pack is all that is left
+        with pytest.raises(CorruptObject):
+            reader.get(oid)

@@ -537,3 +537,47 @@ def test_undo_proves_every_tree_it_reuses_not_only_those_above_what_restore_chan
     assert RollbackRecoverySystem(root=root).restore(result.undo_checkpoint_id).success
     assert (root / "src" / "x.txt").read_bytes() == b"two: the only copy\n"
     assert (root / "docs" / "a.txt").read_bytes() == b"new docs\n"
+
+
+def test_a_full_restore_finds_packed_objects_in_the_index_without_a_loose_probe(project: Path, monkeypatch) -> None:
+    """Issue 11: restore lists ``objects/`` once instead of one failed open or stat per packed object."""
+    root = project
+    files = {f"d{i % 7}/f{i}.txt": b"small file %d\n" % i * (i % 5 + 1) for i in range(300)}
+    for rel, data in files.items():
+        write(root / rel, data)
+    system = RollbackRecoverySystem(root=root)
+    checkpoint_id = system.checkpoint("standard", 1, "many small files").checkpoint_id
+    for folder in {rel.partition("/")[0] for rel in files}:
+        shutil.rmtree(root / folder)
+    failed: list[str] = []
+
+    def probing(name: str, missing: object) -> None:
+        real = getattr(LocalBackend, name)
+
+        def probe(self: LocalBackend, key: str, *args: object) -> object:
+            try:
+                found = real(self, key, *args)
+            except KeyError:
+                found = missing
+            if found is missing and key.startswith("objects/"):
+                failed.append(key)
+            if found is missing and missing is KeyError:
+                raise KeyError(key)
+            return found
+
+        monkeypatch.setattr(LocalBackend, name, probe)
+
+    probing("read", KeyError)
+    probing("stat", KeyError)
+    probing("exists", False)
+
+    result = RollbackRecoverySystem(root=root).restore(checkpoint_id)
+
+    assert result.success and len(result.plan.write) == len(files)
+    assert {rel: (root / rel).read_bytes() for rel in files} == files
+    packed = {oid for p in (root / ".checkpoints" / "packs").glob("*.idx")
+              for oid in decode_index(p.stem, p.read_bytes())}
+    assert len(packed) > len(files)  # contents and trees are packed ...
+    assert not {key.replace("/", "")[len("objects"):] for key in failed} & packed  # ... and none was probed loose
+    # the only misses: the undo checkpoint's new record (loose), asked for just before it is written
+    assert all((root / ".checkpoints" / key).is_file() for key in failed), failed

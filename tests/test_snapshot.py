@@ -15,6 +15,7 @@ import pytest
 from conftest import git, write
 
 from rrstore import RollbackRecoverySystem
+from rrstore.backends import LocalBackend
 from rrstore.errors import TornRead
 from rrstore.store.objects import ObjectStore
 from rrstore.tree import DIR, FILE, SYMLINK, Entry, flatten, read_tree
@@ -369,3 +370,50 @@ def test_read_stable_never_returns_a_file_rewritten_in_place_while_read(tmp_path
     finally:
         stop(writer)
     assert torn == [], f"read_stable returned {len(torn)} torn copies (1 MiB blocks: {torn[:3]}); {results}"
+
+
+def test_a_chunked_file_is_read_once_and_its_entry_is_the_whole_file_b3sum(project: Path, monkeypatch) -> None:
+    """Issue 11: the chunks and the whole-file hash come from one pass over the file, never a second read."""
+    import io
+
+    from rrstore.worktree.snapshot import CHUNK_THRESHOLD, settle_window
+
+    content = blake3.blake3(b"seed").digest(length=3 * CHUNK_THRESHOLD + 12345)
+    big = project / "big.bin"
+    big.write_bytes(content)
+    time.sleep(settle_window(os.stat(big)) / 1e9 + 0.05)  # quiet: the one re-read (of a file just changed) is not due
+    opens: list[int] = []
+    read: dict[int, int] = {}  # fd of big.bin -> bytes read from it
+    real_open, real_read = os.open, os.read
+
+    def counting_open(path: str | os.PathLike[str], flags: int, mode: int = 0o777, **kwargs: int | None) -> int:
+        fd = real_open(path, flags, mode, **kwargs)  # type: ignore[arg-type]
+        if os.fspath(path) == str(big):
+            opens.append(fd)
+            read[fd] = 0
+        return fd
+
+    def counting_read(fd: int, n: int) -> bytes:
+        data = real_read(fd, n)
+        if fd in read:
+            read[fd] += len(data)
+        return data
+
+    class CountingFileIO(io.FileIO):
+        def readinto(self, buffer: object) -> int | None:  # type: ignore[override]
+            n = super().readinto(buffer)  # type: ignore[arg-type]
+            if self.fileno() in read:
+                read[self.fileno()] += n or 0
+            return n
+
+    monkeypatch.setattr(os, "open", counting_open)
+    monkeypatch.setattr(os, "read", counting_read)
+    monkeypatch.setattr(io, "FileIO", CountingFileIO)
+
+    record = RollbackRecoverySystem(root=project).checkpoint("standard", 1, "one large file").record
+
+    monkeypatch.undo()
+    assert len(opens) == 1 and sum(read.values()) == len(content)  # one open, every byte read once
+    entry = flatten(ObjectStore(LocalBackend(project / ".checkpoints")), record.state_hash)["big.bin"]
+    assert len(entry.chunks) > 1
+    assert entry.oid == blake3.blake3(content).hexdigest()  # what b3sum prints for the file

@@ -111,6 +111,9 @@ class ObjectStore:
         self._writer_lock = threading.Lock()
         self._loose_bytes = 0
         self._retire: list[str] = []
+        # The loose oids from one listing of ``objects/`` (None until a bulk reader asks for it): with
+        # it, ``get`` finds a packed object in the index without first probing for a loose file.
+        self._loose: set[str] | None = None
 
     @property
     def stored_bytes(self) -> int:
@@ -172,10 +175,15 @@ class ObjectStore:
             return PutResult(oid, self._pack_writer().add(oid, data))
         if self.has(oid):
             return PutResult(oid, False)
+        self._write_loose(oid, data)
+        return PutResult(oid, True)
+
+    def _write_loose(self, oid: str, data: bytes) -> None:
         frame = self._compressor().compress(data)
         self.backend.write(object_key(oid), frame, durable=self.durable)
         self._loose_bytes += len(frame)
-        return PutResult(oid, True)
+        if self._loose is not None:
+            self._loose.add(oid)
 
     def put_loose_copy(self, data: bytes, oid: str) -> None:
         """Store a good copy of ``oid`` as a loose object, even where a (damaged) copy is packed.
@@ -185,18 +193,61 @@ class ObjectStore:
         loose copy) and gc (which rewrites a pack from ``get``).
         """
         _verified(oid, data)
-        frame = self._compressor().compress(data)
-        self.backend.write(object_key(oid), frame, durable=self.durable)
-        self._loose_bytes += len(frame)
+        self._write_loose(oid, data)
+
+    def list_loose(self) -> None:
+        """List ``objects/`` once, so that ``get`` reads a packed object from its pack with no failed
+        probe for a loose file first: for readers of many objects (restore, check, the undo proof, gc).
+
+        A loose copy still wins: one in the listing, or written later through this store, is read
+        before any pack. One another process writes after the listing is found too: ``get`` probes
+        for it when the packs miss the object or hold a copy that reads wrong, before failing.
+        Costs one listing (loose objects are few: records and good copies); taken once.
+        """
+        if self._loose is None:
+            self._loose = set(loose_oids(self.backend))
 
     def get(self, oid: str) -> bytes:
         """The verified bytes of ``oid``; raises ObjectMissing or CorruptObject."""
         if self._writer is not None and (queued := self._writer.pending.get(oid)) is not None:
             return queued
+        loose = self._loose
+        if loose is not None and oid not in loose:
+            return self._get_listed(oid)
         try:
             frame = self.backend.read(object_key(oid))
         except KeyError:
+            if loose is not None:
+                loose.discard(oid)  # removed since the listing (gc in another process)
             return self._get_packed(oid)
+        return decode_loose(oid, frame, self._decompressor())
+
+    def _get_listed(self, oid: str) -> bytes:
+        """``get`` of an oid the loose listing does not hold: from its pack when an index names it.
+
+        The disk is asked before any failure, since another process may have written a loose copy
+        after the listing (a good copy of a damaged packed object, a new record).
+        """
+        packs = self._packs()
+        if oid in packs.index or oid in packs.fallback:
+            try:
+                return self._get_packed(oid)
+            except (CorruptObject, ObjectMissing):  # a damaged copy, or a pack gc removed meanwhile
+                late = self._late_loose(oid)
+                if late is None:
+                    raise
+                return late
+        late = self._late_loose(oid)
+        return late if late is not None else self._get_packed(oid)
+
+    def _late_loose(self, oid: str) -> bytes | None:
+        """A loose copy of ``oid`` written after the listing (noted in it), or None."""
+        try:
+            frame = self.backend.read(object_key(oid))
+        except KeyError:
+            return None
+        if self._loose is not None:
+            self._loose.add(oid)
         return decode_loose(oid, frame, self._decompressor())
 
     def _get_packed(self, oid: str) -> bytes:
@@ -297,7 +348,8 @@ class ObjectStore:
         that are many and small. The caller holds the store's exclusive lock.
         """
         result = SweepResult()
-        for oid in list(loose_oids(self.backend)):
+        listed = self._loose = set(loose_oids(self.backend))  # gc's one listing serves its pack rewrites' reads
+        for oid in list(listed):
             if oid in live:
                 continue
             key = object_key(oid)
@@ -306,7 +358,7 @@ class ObjectStore:
                 result.objects_removed += 1
                 result.bytes_freed += size
                 if not dry_run:
-                    self.backend.delete(key)
+                    self.delete(oid)
         self._sweep_packs(live, before, dry_run, result)
         return result
 
@@ -361,10 +413,14 @@ class ObjectStore:
         a gc in another process may have rewritten packs since they were loaded)."""
         if self._reader_ready:
             self._reader.refresh()
+        if self._loose is not None:
+            self._loose = set(loose_oids(self.backend))
 
     def delete(self, oid: str) -> None:
         """Remove a loose object (packed objects leave only when gc rewrites their pack)."""
         self.backend.delete(object_key(oid))
+        if self._loose is not None:
+            self._loose.discard(oid)
 
     def flush(self) -> None:
         """Write queued small objects as a pack, so other processes can read them."""
