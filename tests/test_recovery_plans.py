@@ -843,9 +843,10 @@ def test_an_overrides_rrstore_command_is_parsed_by_rrstores_own_cli(project: Pat
         '"rrstore restore --checkpoint-id {checkpoint} && rrstore workflow --lane {lane} --resume" },\n'
         '  { action = "List", command = "rrstore list", without = { command = "free -h; rrstore lsit -a" } }]\n')
     wrong = cli("plan", "--failure-type", "timeout", "--lane", "heavy", cwd=project)
-    assert wrong.returncode == 2 and wrong.stderr.splitlines() == [
-        f"rrstore: error: {project / 'rrstore.toml'} [recovery]: recovery.plans.timeout.heavy step 2: "
-        "'rrstore lsit -a' does not run: No such command 'lsit'. Did you mean 'list'?"]
+    assert wrong.returncode == 2, wrong.stderr
+    [line] = wrong.stderr.splitlines()  # click 8.5 adds "Did you mean 'list'?", the 8.2 floor does not
+    assert line.startswith(f"rrstore: error: {project / 'rrstore.toml'} [recovery]: recovery.plans.timeout.heavy "
+                           "step 2: 'rrstore lsit -a' does not run: No such command 'lsit'."), line
     (project / "rrstore.toml").write_text((project / "rrstore.toml").read_text().replace("lsit -a", "list --json"))
     fine = cli("plan", "--failure-type", "timeout", "--lane", "heavy", "--json", cwd=project)
     assert fine.returncode == 0, fine.stderr
