@@ -434,3 +434,34 @@ def writing(path: Path) -> Iterator[None]:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+# --- a git operation waiting for the user (a real conflict) ------------------------------------------
+
+STOPS = {"merge": ["merge", "other"], "rebase": ["rebase", "other"], "cherry-pick": ["cherry-pick", "other"],
+         "revert": ["revert", "--no-edit", "HEAD~1"], "bisect": ["bisect", "start"]}
+
+
+def stop_in(repo: Path, how: str) -> None:
+    """Leave ``repo`` with a real git ``how`` (a key of STOPS) waiting for the user: every one but
+    bisect stopped on a conflict in f.txt. Branch ``other`` changes f.txt one way, main another."""
+    (repo / "f.txt").write_text("base\n")
+    git(repo, "add", "f.txt")
+    git(repo, "commit", "-q", "-m", "base")
+    git(repo, "checkout", "-q", "-b", "other")
+    (repo / "f.txt").write_text("theirs\n")
+    git(repo, "commit", "-q", "-am", "theirs")
+    git(repo, "checkout", "-q", "main")
+    (repo / "f.txt").write_text("ours\n")
+    git(repo, "commit", "-q", "-am", "ours")
+    if how == "revert":  # undoing "ours" under a later change of the same line conflicts
+        (repo / "f.txt").write_text("ours again\n")
+        git(repo, "commit", "-q", "-am", "ours again")
+    stopped = subprocess.run(["git", "-C", str(repo), *STOPS[how]], capture_output=True, text=True,
+                             env={**os.environ, **GIT_ENV, "HOME": str(repo), "GIT_EDITOR": "true"})
+    if how == "bisect":
+        assert stopped.returncode == 0, stopped.stderr
+        return
+    assert stopped.returncode != 0, stopped.stdout
+    listed = git(repo, "ls-files", "--stage", "f.txt").splitlines()
+    assert len(listed) == 3  # stages 1-3: the state that broke checkpoints

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import recovery_seed as seed
-from conftest import git
+from conftest import git, stop_in
 
 from rrstore import FailureType, Lane, RecoveryStrategy, RollbackRecoverySystem
 from rrstore.errors import UsageError
@@ -506,24 +506,6 @@ def test_outside_git_the_cleanup_suggestion_is_rrstores_dry_run(project: Path, c
 
 # --- the git-error plan names the operation in progress ------------------------------------------
 
-def _conflict(repo: Path, operation: str) -> None:
-    """Stop ``operation`` ('merge' or 'rebase') on a real conflict in f.txt."""
-    (repo / "f.txt").write_text("base\n")
-    git(repo, "add", "f.txt")
-    git(repo, "commit", "-q", "-m", "base")
-    git(repo, "checkout", "-q", "-b", "topic")
-    (repo / "f.txt").write_text("topic\n")
-    git(repo, "commit", "-q", "-am", "topic")
-    git(repo, "checkout", "-q", "main")
-    (repo / "f.txt").write_text("main\n")
-    git(repo, "commit", "-q", "-am", "main")
-    if operation == "rebase":
-        git(repo, "checkout", "-q", "topic")
-    args = ["merge", "topic"] if operation == "merge" else ["rebase", "main"]
-    stopped = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=git_env())
-    assert stopped.returncode != 0 and "CONFLICT" in stopped.stdout + stopped.stderr
-
-
 def git_env() -> dict[str, str]:
     from conftest import GIT_ENV
 
@@ -533,7 +515,7 @@ def git_env() -> dict[str, str]:
 @pytest.mark.parametrize(("operation", "finish", "abort"), [("merge", "git commit --no-edit", "git merge --abort"),
                                                             ("rebase", "git rebase --continue", "git rebase --abort")])
 def test_git_error_plan_during_a_real_conflict(git_project: Path, operation: str, finish: str, abort: str) -> None:
-    _conflict(git_project, operation)
+    stop_in(git_project, operation)
     system = RollbackRecoverySystem(root=git_project)
 
     plan = system.plan("git_error", "standard")
@@ -545,7 +527,7 @@ def test_git_error_plan_during_a_real_conflict(git_project: Path, operation: str
     assert [a.command for a in plan] == ["git status", finish, keep + abort, RESTORE]
     assert any(n.startswith(f"a {operation} is in progress") for n in plan.notes), plan.notes
     if operation == "merge":
-        head = git(git_project, "rev-parse", "topic").strip()
+        head = git(git_project, "rev-parse", "other").strip()
         assert f"(MERGE_HEAD {head[:12]})" in plan.message
     # other failures in the meantime keep their plan, and say what git is doing
     tests = system.plan("test_failure", "standard")
@@ -564,7 +546,7 @@ def test_git_error_plan_during_a_real_conflict(git_project: Path, operation: str
 
 @pytest.mark.parametrize("operation", ["merge", "rebase"])
 def test_the_finish_step_completes_a_resolved_operation(git_project: Path, operation: str) -> None:
-    _conflict(git_project, operation)
+    stop_in(git_project, operation)
     finish = RollbackRecoverySystem(root=git_project).plan("git_error")[1].command or ""
     (git_project / "f.txt").write_text("both\n")
     git(git_project, "add", "f.txt")
@@ -579,7 +561,7 @@ def test_project_steps_for_git_errors_apply_during_an_operation(git_project: Pat
     (git_project / "rrstore.toml").write_text('[recovery.plans.git_error]\nsteps = [{ action = "Call the owner" }]\n')
     git(git_project, "add", "rrstore.toml")
     git(git_project, "commit", "-q", "-m", "config")
-    _conflict(git_project, "merge")
+    stop_in(git_project, "merge")
     plan = RollbackRecoverySystem(root=git_project).plan("git_error")
     assert [a.action for a in plan] == ["Call the owner"] and "a merge is in progress" in plan.message
 
@@ -630,7 +612,7 @@ def test_git_clean_spares_the_store_where_it_really_is(git_project: Path, tmp_pa
 def test_a_checkpoint_taken_mid_merge_is_never_the_last_good_one(git_project: Path) -> None:
     system = RollbackRecoverySystem(root=git_project)
     good = system.checkpoint("standard", 1, "before merge", success=True).checkpoint_id
-    _conflict(git_project, "merge")
+    stop_in(git_project, "merge")
     mid = system.checkpoint("standard", 2, "during merge", success=True)
     assert mid.record.git_operation == "merge" and "<<<<<<<" in (git_project / "f.txt").read_text()
 
