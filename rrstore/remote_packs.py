@@ -129,7 +129,9 @@ class CachedView(ListedView):
 
     def read(self, key: str) -> bytes:
         if key.startswith("objects/") and not self.loose_listed:
-            return self.backend.read(key)
+            data = self.backend.read(key)
+            self.keys.add(key)  # known to exist now (a record read): a transfer copies it from there
+            return data
         if key not in self.keys:
             raise KeyError(key)
         data = self._cache.get(key)
@@ -241,11 +243,11 @@ class Holdings:
             self.listed.cache.save()
 
     def has(self, oid: str) -> bool:
-        return oid in self.loose or oid in self.reader.index
+        return oid in self.loose or oid in self.reader.index or object_key(oid) in self.keys
 
     def key_of(self, oid: str) -> str | None:
         """Where ``oid`` lives: its loose key, or the pack's key without extension; None if absent."""
-        if oid in self.loose:
+        if oid in self.loose or object_key(oid) in self.keys:
             return object_key(oid)
         loc = self.reader.index.get(oid)
         return f"{PACKS}{loc[0]}" if loc is not None else None
