@@ -98,7 +98,7 @@ def remote(root: Path, url: str, endpoint: str) -> dict[str, object]:
     counter.install()
     system = RollbackRecoverySystem(root=root)
     system.push([], url, endpoint)  # every checkpoint: the remote now holds them all (not counted)
-    held = len(system.list().checkpoints)
+    held = len(system.list(all_projects=True).checkpoints)
     counter.take()
     out: dict[str, object] = {"checkpoints_on_remote": held}
     for label in ("push_one_new", "push_one_new_again"):

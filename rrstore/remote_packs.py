@@ -129,9 +129,9 @@ class CachedView(ListedView):
 
     def read(self, key: str) -> bytes:
         if key.startswith("objects/") and not self.loose_listed:
-            data = self.backend.read(key)
+            frame = self.backend.read(key)
             self.keys.add(key)  # known to exist now (a record read): a transfer copies it from there
-            return data
+            return frame
         if key not in self.keys:
             raise KeyError(key)
         data = self._cache.get(key)
