@@ -4,9 +4,12 @@ A remote holds the same layout as a local store (``config.json``,
 ``objects/``, ``packs/``, ``refs/checkpoints/``) on any backend, in practice
 ``S3Backend``. Transfers move whole keys: loose objects, and packs with their
 indexes (a pack that holds a needed object is sent whole, extra objects
-included). Only what the other side lacks is sent: the receiving side's keys
-and pack indexes are read once, and every object reached from a checkpoint
-that is already there, loose or in any pack, is skipped.
+included). Only what the other side lacks is sent: what each side holds is
+read once (``remote_packs.Holdings``: on a remote, through its merged pack
+indexes and the local cache of its indexes, without listing ``packs/`` or
+``objects/``), and every object reached from a checkpoint that is already
+there, loose or in any pack, is skipped. A push writes the remote's merged
+index of the packs it sent after them and before any ref.
 
 Write order, on either side, is the store's: content objects and packs (each
 ``.pack`` before its ``.idx``), then records, then refs. A ref is created
