@@ -357,6 +357,9 @@ class PackWriter:
 class PackReader:
     """The union of all pack indexes, and a small cache of decompressed blocks.
 
+    Merged indexes (``packindex``: ``index/packs/*.midx``) are loaded first, so only the
+    ``.idx`` of packs none of them covers are read (``refresh``); ``write_midx`` writes one.
+
     A damaged index does not stop the others from loading: it is kept in
     ``damaged`` (pack id -> reason), and packs listed without an index in
     ``orphans``. ``rebuild_missing`` (called when a lookup misses) rebuilds
