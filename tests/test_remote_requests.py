@@ -217,3 +217,40 @@ def test_a_damaged_cached_index_is_fetched_again(tmp_path: Path, s3_remote: str,
     assert requests.gets(".midx") >= 1  # the damaged copies were not used
     RollbackRecoverySystem(root=target).restore(ids[1], undo=False, force=True)
     assert tree_manifest(target) == expected
+
+
+def test_objects_loose_on_the_remote_are_found_by_listing(
+        tmp_path: Path, s3_remote: str, endpoint: str, requests: Requests) -> None:
+    """Objects a remote holds loose (no merged index names them: an older store's) are pulled after
+    one listing of the remote's ``objects/``, and restore byte-identically."""
+    import zstandard
+
+    from rrstore.store.objects import object_key
+    from rrstore.store.pack import decode_index
+    from rrstore.store.packindex import decode_midx, midx_name
+
+    source, target = tmp_path / "source", tmp_path / "target"
+    source.mkdir()
+    target.mkdir()
+    _push_each(source, s3_remote, endpoint, 0, 2)
+    bucket, prefix = parse_remote(s3_remote)
+    remote = S3Backend(bucket, prefix, endpoint)
+    merged_before = set(remote.list("index/packs/"))
+    newest = _push_each(source, s3_remote, endpoint, 2, 1)[0]
+    objects = RollbackRecoverySystem(root=source).open_store().objects
+    for key in set(remote.list("index/packs/")) - merged_before:  # the newest push's packs become loose objects
+        name = midx_name(key)
+        assert name is not None
+        for pack in decode_midx(name, remote.read(key)):
+            for oid in decode_index(pack, remote.read(f"packs/{pack}.idx")):
+                remote.write(object_key(oid), zstandard.ZstdCompressor(write_content_size=True).compress(
+                    objects.get(oid)))
+            remote.delete(f"packs/{pack}.idx")
+            remote.delete(f"packs/{pack}.pack")
+        remote.delete(key)
+    expected = tree_manifest(source)
+    requests.clear()
+    assert RollbackRecoverySystem(root=target).pull([newest], s3_remote, endpoint).transferred == [newest]
+    assert any(key.endswith("/objects/") for key in requests.listed())
+    RollbackRecoverySystem(root=target).restore(newest, undo=False, force=True)
+    assert tree_manifest(target) == expected
