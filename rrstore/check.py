@@ -38,6 +38,7 @@ from .record import CheckpointRecord, added_ns_of, is_future_dated
 from .store.objects import ObjectStore
 from .store.pack import PREFIX as PACKS
 from .store.pack import PackReader, scan_pack
+from .store.packindex import midx_key
 from .store.store import Store, _check_config
 from .tree import DIR, FILE, Entry, content_oids, read_tree
 
@@ -276,7 +277,11 @@ class Checker:
     def _packs(self) -> None:
         packs = self.packs
         packs.refresh()
+        packs.verify_indexes()
         packs.rebuild_missing()
+        for name, why in sorted(packs.midx_damaged.items()):
+            self.result.notes.append(f"{midx_key(name)} is damaged ({why}): ignored, its packs' own indexes "
+                                     "are read instead (derived data; rebuilt by check --repair)")
         listing = set(self.store.backend.list(PACKS))
         names = {k[len(PACKS):-5] for k in listing if k.endswith(".pack")}
         self.result.packs = len(names)

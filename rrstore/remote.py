@@ -3,7 +3,7 @@ and read what one side of a transfer holds.
 
 A remote holds the layout of a local store on any backend (in practice
 ``S3Backend``). Nothing here writes: ``transfer`` pushes and pulls, and
-uses ``Holdings`` to send only what the other side lacks.
+uses ``remote_packs.Holdings`` to send only what the other side lacks.
 """
 
 from __future__ import annotations
@@ -13,12 +13,9 @@ from dataclasses import dataclass
 
 from .backends import Backend
 from .backends.s3 import S3Backend
-from .backends.views import ListedView
 from .errors import CorruptObject, ObjectMissing, RRStoreError, StoreNotFound
 from .record import CheckpointRecord, added_ns_of, newest_first
-from .store.objects import ObjectStore, loose_oids, object_key
-from .store.pack import PREFIX as PACKS
-from .store.pack import PackReader
+from .store.objects import ObjectStore
 from .store.refs import Refs
 from .store.store import check_config
 
@@ -82,47 +79,3 @@ def list_remote(remote: Backend, lane: str | None = None, workers: int = WORKERS
             elif got is not None and (lane is None or got.lane == lane):
                 records.append(got)
     return RemoteListing(newest_first(records), damaged)
-
-
-class Holdings:
-    """One side's objects (local or remote), read once: loose oids and the pack index (oid -> location)."""
-
-    def __init__(self, backend: Backend, workers: int = WORKERS) -> None:
-        self.backend = backend
-        self.keys: set[str] = set()
-        self.loose: set[str] = set(loose_oids(backend))
-        self.keys.update(object_key(oid) for oid in self.loose)
-        self.keys.update(backend.list(PACKS))
-        self.listed = ListedView(backend, self.keys)
-        self.listed.prefetch(sorted(k for k in self.keys if k.endswith(".idx")), workers)
-        self.reader = PackReader(self.listed)
-        self.reader.refresh()
-
-    def has(self, oid: str) -> bool:
-        return oid in self.loose or oid in self.reader.index
-
-    def key_of(self, oid: str) -> str | None:
-        """Where ``oid`` lives: its loose key, or the pack's key without extension; None if absent."""
-        if oid in self.loose:
-            return object_key(oid)
-        loc = self.reader.index.get(oid)
-        return f"{PACKS}{loc[0]}" if loc is not None else None
-
-    def keys_of(self, needed: dict[str, list[str]], target: Holdings) -> tuple[list[str], int]:
-        """Loose keys and pack names (``packs/<id>``, no extension) holding what ``target`` lacks,
-        and how many of the needed objects ``target`` has already.
-
-        ``needed`` maps each oid to the checkpoints that reach it, named if it is missing here.
-        """
-        keys: set[str] = set()
-        present = 0
-        for oid, ids in needed.items():
-            if target.has(oid):
-                present += 1
-                continue
-            key = self.key_of(oid)
-            if key is None:
-                raise ObjectMissing(oid, ids)
-            keys.add(key)
-        # Packs first: the big ones bound how long the transfer takes.
-        return sorted(keys, key=lambda k: (not k.startswith(PACKS), k)), present

@@ -23,6 +23,7 @@ from .lock import locked
 from .store.objects import LOOSE_MIN, ObjectStore, hash_bytes, object_key
 from .store.pack import PREFIX as PACKS
 from .store.pack import encode_index, scan_pack
+from .store.packindex import midx_key
 from .store.store import OBJECTS_LOCK, Store, write_config
 
 
@@ -33,6 +34,7 @@ def repair(store: Store, options: CheckOptions) -> CheckResult:
         work = _Repair(store, stamp())
         work.config(before)
         work.indexes()
+        work.merged_indexes()
         work.stat_cache()
         if options.source:
             wanted = {p.target: p.kind for p in before.problems if p.kind in OBJECT_KINDS}
@@ -86,6 +88,17 @@ class _Repair:
                 self.scarred.add(pack)
             self.done.append(f"rebuilt {PACKS}{pack}.idx from its pack ({len(scan.entries)} objects)")
         packs.refresh()
+
+    def merged_indexes(self) -> None:
+        """Quarantine damaged merged pack indexes and write one fresh merged index of every pack."""
+        packs = self.store.objects.pack_reader()
+        packs.refresh()
+        damaged = sorted(packs.midx_damaged)
+        for name in damaged:
+            self._quarantine(midx_key(name))
+        fresh = self.store.objects.merge_indexes()
+        if fresh is not None and damaged:
+            self.done.append(f"rebuilt the merged pack index as {midx_key(fresh)}")
 
     def stat_cache(self) -> None:
         folder = self.store.path / "cache"

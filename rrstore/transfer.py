@@ -4,9 +4,12 @@ A remote holds the same layout as a local store (``config.json``,
 ``objects/``, ``packs/``, ``refs/checkpoints/``) on any backend, in practice
 ``S3Backend``. Transfers move whole keys: loose objects, and packs with their
 indexes (a pack that holds a needed object is sent whole, extra objects
-included). Only what the other side lacks is sent: the receiving side's keys
-and pack indexes are read once, and every object reached from a checkpoint
-that is already there, loose or in any pack, is skipped.
+included). Only what the other side lacks is sent: what each side holds is
+read once (``remote_packs.Holdings``: on a remote, through its merged pack
+indexes and the local cache of its indexes, without listing ``packs/`` or
+``objects/``), and every object reached from a checkpoint that is already
+there, loose or in any pack, is skipped. A push writes the remote's merged
+index of the packs it sent after them and before any ref.
 
 Write order, on either side, is the store's: content objects and packs (each
 ``.pack`` before its ``.idx``), then records, then refs. A ref is created
@@ -47,10 +50,11 @@ from .errors import (
 )
 from .fsutil import AtomicFile, syncfs
 from .record import CheckpointRecord
-from .remote import WORKERS, Holdings, RemoteListing, RemoteNotFound, check_remote_config, list_remote, open_remote
+from .remote import WORKERS, RemoteListing, RemoteNotFound, check_remote_config, list_remote, open_remote
+from .remote_packs import Holdings, RemoteCache
 from .store.objects import ObjectStore, decode_loose, oid_of_key
 from .store.pack import PREFIX as PACKS
-from .store.pack import verify_pack
+from .store.pack import Location, verify_pack
 from .store.refs import Refs, plan_refs
 from .store.store import STORE_FORMAT, Store, upgraded_config
 from .tree import DIR, FILE, TreeCheck, content_oids, read_tree
@@ -154,15 +158,18 @@ def push(store: Store, remote: Backend, checkpoint_ids: Sequence[str] = (),
         todo = {i: oid for i, oid in todo.items() if i not in result.refused}
         if not todo:
             return result
-        local, there = Holdings(store.backend, workers), Holdings(remote, workers)
+        local = Holdings(store.backend, workers)
+        there = Holdings(remote, workers, RemoteCache.of(store.path, remote.location))
         content, result.objects_skipped = local.keys_of(needed, there)
         record_keys, _ = local.keys_of({oid: [i] for i, oid in todo.items()}, there)
         sent = _Counter(len(content) + len(record_keys), progress)
         upload = _Copy(store.backend, store.backend, lambda key, data: remote.write(key, data, durable=True), sent)
         _copy_all(upload, content, workers, needed, list(todo))
         _copy_all(upload, record_keys, workers, needed, list(todo))
+        there.record_push(upload.sent)  # the remote's merged index of them: after the packs, before any ref
         remote.sync()
         _create_refs(result, remote_refs, todo)
+        there.save_cache()
         sent.fill(result)
     return result
 
@@ -238,13 +245,15 @@ class _Copy:
     indexes: Backend    # where pack indexes are read (the pull reads the remote's, fetched once)
     put: Callable[[str, bytes], object]
     counter: _Counter
+    sent: dict[str, dict[str, Location]] = field(default_factory=dict)  # pack -> its entries, once copied
 
     def __call__(self, key: str) -> None:
         if key.startswith(PACKS):
             data, index = self.source.read(f"{key}.pack"), self.indexes.read(f"{key}.idx")
-            verify_pack(key[len(PACKS):], data, index)
+            entries = verify_pack(key[len(PACKS):], data, index)
             self.put(f"{key}.pack", data)
             self.put(f"{key}.idx", index)
+            self.sent[key[len(PACKS):]] = entries
             self.counter.add(packs=1, size=len(data) + len(index))
         else:
             frame = self.source.read(key)
@@ -420,11 +429,10 @@ def pull(store: Store, remote: Backend, checkpoint_ids: Sequence[str],
         todo = _sort_refs(result, wanted, store.refs.get)
         if not todo:
             return result
-        local, there = Holdings(store.backend, workers), Holdings(remote, workers)
+        local = Holdings(store.backend, workers)
+        there = Holdings(remote, workers, RemoteCache.of(store.path, remote.location))
         records = [_remote_record(there, checkpoint_id, oid) for checkpoint_id, oid in todo.items()]
-        both = ObjectStore(OverlayView(store.backend, there.listed))
-        needed = _safe(both, records, result, checkpoint_ids,
-                       f"pull from {remote.location} refused, nothing was changed")
+        needed = _needed_there(store, there, records, result, checkpoint_ids)
         todo = {i: oid for i, oid in todo.items() if i not in result.refused}
         if not todo:
             return result
@@ -445,8 +453,26 @@ def pull(store: Store, remote: Backend, checkpoint_ids: Sequence[str],
             staged.install(durable=store.settings.fsync != "never")
         store.objects.reload()
         _create_refs(result, store.refs, todo)
+        there.save_cache()
         got.fill(result)
     return result
+
+
+def _needed_there(store: Store, there: Holdings, records: list[CheckpointRecord], result: TransferResult,
+                  asked: Sequence[str]) -> dict[str, list[str]]:
+    """``_safe`` of remote records, their trees read from wherever they are (local first). A tree
+    the remote's merged indexes do not name makes it list its packs and objects once, then retry."""
+    lead = f"pull from {result.remote} refused, nothing was changed"
+    while True:
+        both = ObjectStore(OverlayView(store.backend, there.listed))
+        both.list_loose()  # a tree is looked up in the indexes, with no probe for a loose copy first
+        try:
+            return _safe(both, records, result, asked, lead)
+        except ObjectMissing:
+            if there.complete_listing:
+                raise
+            there.complete()
+            result.refused.clear()
 
 
 def _wanted(remote: Backend, checkpoint_ids: Sequence[str], workers: int) -> dict[str, str]:

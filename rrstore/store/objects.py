@@ -20,6 +20,7 @@ from ..backends import Backend
 from ..errors import CorruptObject, MissingBehindIndex, ObjectMissing, RRStoreError
 from .pack import PREFIX as PACKS
 from .pack import Location, PackGone, PackReader, PackWriter
+from .packindex import UNCOVERED_MAX
 
 OID_LEN = 64
 # No object is larger: whole files are stored only up to the chunking
@@ -114,6 +115,7 @@ class ObjectStore:
         # The loose oids from one listing of ``objects/`` (None until a bulk reader asks for it): with
         # it, ``get`` finds a packed object in the index without first probing for a loose file.
         self._loose: set[str] | None = None
+        self._merged_at = 0  # packs written when the need for a merged index was last considered
 
     @property
     def stored_bytes(self) -> int:
@@ -407,6 +409,7 @@ class ObjectStore:
                 self.backend.delete(f"{PACKS}{pack}.pack")
             self._retire.clear()
             packs.refresh()
+            self.merge_indexes()  # gc leaves one merged index of the packs it kept and wrote
 
     def reload(self) -> None:
         """Forget cached pack indexes and read them again (after taking the store lock:
@@ -423,10 +426,28 @@ class ObjectStore:
             self._loose.discard(oid)
 
     def flush(self) -> None:
-        """Write queued small objects as a pack, so other processes can read them."""
+        """Write queued small objects as a pack, so other processes can read them; then, when more
+        than ``UNCOVERED_MAX`` packs are covered by no merged index, write one (``merge_indexes``)."""
         if self._writer is not None:
             self._writer.flush()
             self._writer.close()
+            if len(self._writer.packs_written) > self._merged_at:
+                self._merged_at = len(self._writer.packs_written)
+                if len(self._reader.uncovered()) > UNCOVERED_MAX:
+                    self.merge_indexes()
+
+    def merge_indexes(self) -> str | None:
+        """Write a merged index of every current pack (``packindex``) and drop the ones it supersedes.
+
+        Derived data: a failure (a full disk, a read-only store) costs only speed and is not
+        raised. Returns the merged index's name, or None.
+        """
+        try:
+            packs = self._packs()
+            packs.refresh()
+            return packs.write_midx()
+        except (OSError, RRStoreError):
+            return None
 
     def sync(self) -> None:
         """Write barrier: make every object written so far visible and durable."""

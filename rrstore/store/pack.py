@@ -357,6 +357,9 @@ class PackWriter:
 class PackReader:
     """The union of all pack indexes, and a small cache of decompressed blocks.
 
+    Merged indexes (``packindex``: ``index/packs/*.midx``) are loaded first, so only the
+    ``.idx`` of packs none of them covers are read (``refresh``); ``write_midx`` writes one.
+
     A damaged index does not stop the others from loading: it is kept in
     ``damaged`` (pack id -> reason), and packs listed without an index in
     ``orphans``. ``rebuild_missing`` (called when a lookup misses) rebuilds
@@ -378,6 +381,8 @@ class PackReader:
         self.rebuilt: dict[str, dict[str, Location]] = {}
         self.fallback: dict[str, Location] = {}
         self.unrebuildable: dict[str, str] = {}
+        self.midx: dict[str, set[str]] = {}          # loaded merged index -> the packs it lists
+        self.midx_damaged: dict[str, str] = {}       # merged index -> why it was ignored
         self.lock = threading.Lock()
         self.rebuild_lock = threading.Lock()
         self.cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
@@ -394,11 +399,17 @@ class PackReader:
     def refresh(self) -> None:
         """Load indexes of packs not seen yet and forget packs that are gone (gc rewrote them).
 
-        An index that does not decode is recorded in ``damaged`` and skipped.
+        Merged indexes (``packindex``) are read first, then the ``.idx`` of
+        packs none of them covers. A pack counts as present while its ``.idx``
+        is listed (gc removes the ``.idx`` first), whoever supplies its entries.
+        An index that does not decode is recorded in ``damaged`` (a merged one
+        in ``midx_damaged``) and skipped.
         """
         self.version = self.backend.version(PREFIX)
         with self.lock:
             known = set(self.loaded)  # a pack this process adds during the listing is not "gone"
+        # Merged indexes are listed before packs: every pack a listed merged index names is then listed too.
+        midx_names = self._list_midx()
         listing = list(self.backend.list(PREFIX))
         names = [k[len(PREFIX):-4] for k in listing if k.endswith(".idx")]
         listed = set(names)
@@ -417,6 +428,7 @@ class PackReader:
         self.orphans = packs - listed - known
         self.damaged = {p: why for p, why in self.damaged.items() if p in listed}
         self.unrebuildable = {p: why for p, why in self.unrebuildable.items() if p in packs and p not in known}
+        self._load_midx(midx_names, listed)
         for pack in names:
             if pack in self.loaded:
                 continue
@@ -427,12 +439,85 @@ class PackReader:
             except CorruptObject as exc:
                 self.damaged[pack] = exc.reason
                 continue
-            with self.lock:
-                self.index.update(entries)
-                self.members[pack] = entries
-                self.loaded.add(pack)
-                self.damaged.pop(pack, None)
-                self.unrebuildable.pop(pack, None)
+            self._take(pack, entries)
+
+    def _take(self, pack: str, entries: dict[str, Location]) -> None:
+        with self.lock:
+            self.index.update(entries)
+            self.members[pack] = entries
+            self.loaded.add(pack)
+            self.damaged.pop(pack, None)
+            self.unrebuildable.pop(pack, None)
+
+    def _list_midx(self) -> set[str]:
+        from .packindex import MIDX_PREFIX, midx_name
+
+        return {n for n in map(midx_name, self.backend.list(MIDX_PREFIX)) if n is not None}
+
+    def _load_midx(self, names: set[str], listed: set[str]) -> None:
+        """Load the merged indexes not loaded yet; one removed meanwhile (superseded by a newer one,
+        which covers its packs) makes the reader list ``index/packs/`` again, a few times at most."""
+        from .packindex import decode_midx, midx_key
+
+        self.midx = {m: p for m, p in self.midx.items() if m in names}
+        self.midx_damaged = {m: why for m, why in self.midx_damaged.items() if m in names}
+        for _ in range(3):
+            vanished = False
+            for name in sorted(names - set(self.midx) - set(self.midx_damaged)):
+                try:
+                    members = decode_midx(name, self.backend.read(midx_key(name)))
+                except KeyError:
+                    vanished = True
+                    continue
+                except CorruptObject as exc:
+                    self.midx_damaged[name] = exc.reason
+                    continue
+                self.midx[name] = set(members)
+                for pack, entries in members.items():
+                    if pack in listed and pack not in self.loaded:
+                        self._take(pack, entries)
+            if not vanished:
+                return
+            names = self._list_midx()
+
+    def uncovered(self) -> set[str]:
+        """Loaded packs no loaded merged index covers (each costs a read of its ``.idx``)."""
+        covered: set[str] = set().union(*self.midx.values()) if self.midx else set()
+        return self.loaded - covered
+
+    def write_midx(self) -> str | None:
+        """Write one merged index of every loaded pack, then delete the merged indexes it supersedes
+        (every loaded one: their packs still present are all in the new one). Returns its name.
+
+        Safe beside other writers: merged indexes are immutable and content-named, one written
+        meanwhile by another process is not loaded here and so not deleted, and locally every
+        pack keeps its ``.idx``. The caller refreshes first and ignores failures (derived data).
+        """
+        from .packindex import encode_midx, midx_key
+
+        with self.lock:
+            members = {pack: dict(entries) for pack, entries in self.members.items() if pack in self.loaded}
+        if not members:
+            return None
+        name, data = encode_midx(members)
+        if not self.backend.exists(midx_key(name)):
+            self.backend.write(midx_key(name), data)
+        for old in sorted(set(self.midx) - {name}):
+            with contextlib.suppress(KeyError):
+                self.backend.delete(midx_key(old))
+        self.midx = {name: set(members)}
+        return name
+
+    def verify_indexes(self) -> None:
+        """Read the ``.idx`` of every pack a merged index covers too, recording damaged ones (``check``)."""
+        covered = self.loaded - self.uncovered()
+        for pack in sorted(covered):
+            try:
+                decode_index(pack, self.backend.read(f"{PREFIX}{pack}.idx"))
+            except KeyError:
+                continue
+            except CorruptObject as exc:
+                self.damaged[pack] = exc.reason
 
     def rebuild_missing(self, *, orphans: bool = True) -> bool:
         """Rebuild in memory (into ``fallback``) the entries of packs whose index is damaged
