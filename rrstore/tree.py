@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 from .config import Settings
@@ -401,6 +401,34 @@ def walk(objects: ObjectStore, root: str, prefix: str = "") -> Iterator[tuple[st
 def flatten(objects: ObjectStore, root: str) -> dict[str, Entry]:
     """Path -> entry for the whole tree (directories included, for empty ones)."""
     return dict(walk(objects, root))
+
+
+def flatten_except(objects: ObjectStore, root: str, known: Mapping[str, str]) -> tuple[dict[str, Entry], list[str]]:
+    """``flatten``, but for the directories whose tree is ``known[path]`` already: (path -> entry, those
+    directories).
+
+    Such a directory's own entry is kept; nothing below it is read, so comparing two trees costs the
+    directories that differ, not the whole tree. ``known[""]`` equal to ``root``: nothing is read.
+    """
+    if known.get("") == root:
+        return {}, [""]
+    out: dict[str, Entry] = {}
+    same: list[str] = []
+    stack = [("", root)]
+    while stack:
+        base, oid = stack.pop()
+        for entry in read_tree(objects, oid):
+            path = f"{base}{entry.name}"
+            if len(path) > _SHORT_PATH and path_too_long(path):
+                raise CorruptObject(root, reason=f"path {path[:40]}… is longer than the {MAX_PATH_BYTES} "
+                                    "bytes a path may have (PATH_MAX); no working tree can hold it")
+            out[path] = entry
+            if entry.kind == DIR:
+                if known.get(path) == entry.oid:
+                    same.append(path)
+                else:
+                    stack.append((path + "/", entry.oid))
+    return out, same
 
 
 # PATH_MAX on Linux is 4096 bytes with the terminating NUL: the longest path a
