@@ -10,13 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import git
 
 import rrstore.tree
 import rrstore.worktree.snapshot
 from rrstore import RollbackRecoverySystem
 from rrstore.worktree.statcache import Cached, stamp, stat_cache_of
-
-from conftest import git
 
 
 def settled(root: Path) -> None:

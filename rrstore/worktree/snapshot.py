@@ -503,9 +503,10 @@ def store_hashed(snap: Snapshot, root: str, objects: ObjectStore) -> bool:
     """Store what a hash-only snapshot (``store=False``) reaches and the store lacks, so it can be
     recorded as if it had stored (restore's undo checkpoint is the scan its plan was made from).
 
-    A file whose objects no pack holds is read again and stored; a tree is encoded again only when
-    no pack holds it (pieces of content and trees are packed: ``ObjectStore.packed``). False when a file no longer holds what the scan hashed (the caller
-    scans again, storing); the objects stored by then are only unreferenced.
+    A file whose objects no pack holds is read again and stored; a tree is encoded again only
+    when no pack holds it (pieces of content and trees are packed: ``ObjectStore.packed``). False
+    when a file no longer holds what the scan hashed (the caller scans again, storing); the objects
+    stored by then are only unreferenced.
     """
     written_before = objects.stored_bytes
     stats = snap.stats

@@ -37,6 +37,7 @@ import os
 import stat as stat_mod
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -230,7 +231,7 @@ class StatCache:
         self.racy = True
         self.save(set(self.entries))
 
-    def _forget_trees_above(self, paths: dict[str, object]) -> None:
+    def _forget_trees_above(self, paths: Iterable[str]) -> None:
         """Drop the cached trees of every directory above ``paths``: their files' entries changed."""
         for path in paths:
             parent = path.rpartition("/")[0]
