@@ -419,9 +419,11 @@ class _SnapshotRun:
         present), else a miss to read."""
         self.seen.add(rel)
         hit = self.cache.lookup(rel, st) if self.cache is not None else None
-        if hit is not None and (not self.store or all(self.objects.has(o) for o in hit.chunks or (hit.oid,))):
+        if hit is not None and (not self.store or (all(map(self.objects.has, hit.chunks)) if hit.chunks
+                                                   else self.objects.has(hit.oid))):
+            # positional: the hot path of an unchanged re-checkpoint builds one per file
             self.builder.add(rel, Entry(rel.rpartition("/")[2], FILE, hit.oid, st.st_size,
-                                        bool(st.st_mode & stat.S_IXUSR), chunks=hit.chunks))
+                                        bool(st.st_mode & stat.S_IXUSR), "", hit.chunks))
             self.stats.files += 1
             self.stats.bytes_scanned += st.st_size
         else:

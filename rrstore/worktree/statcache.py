@@ -25,13 +25,15 @@ entries and the directory trees. The key is a per-user secret kept outside the s
 mode 0600), so a cache edited, damaged, crafted or copied from another tree
 fails the MAC or the binding and is dropped and rebuilt: it only ever costs
 a re-read. The MAC is one hash over the file (about 6 ms for 200k entries);
-each entry's oid and chunks are checked when a lookup would trust them. No
+every oid and chunk list is checked for shape once at load, in one pass over
+all of them (a cache holding a malformed one is dropped). No
 key (no writable cache directory) means no cache.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import marshal
 import os
 import stat as stat_mod
@@ -45,7 +47,7 @@ import blake3
 
 from ..errors import RRStoreError
 from ..fsutil import AtomicFile, atomic_write, temp_name
-from ..store.objects import hash_bytes, is_oid
+from ..store.objects import OID_LEN, hash_bytes
 
 # A change this recent may have happened during a read or a write without
 # moving a coarse (one clock tick) timestamp; such files are read again.
@@ -176,12 +178,7 @@ class StatCache:
         if st.st_mtime_ns >= self.trusted_before:
             self.racy = True
             return None
-        if not (is_oid(hit.oid) and type(hit.chunks) is tuple and all(is_oid(c) for c in hit.chunks)):
-            # MAC'd yet malformed: written by a buggy rrstore. Trust none of it.
-            self.entries, self.trees, self.changed = {}, {}, True
-            self.dropped = f"malformed entry for {path!r}"
-            return None
-        return hit
+        return hit  # its oid and chunks were checked at load (``_decode``), or recorded from a read
 
     def tree(self, path: str, names: tuple[str, ...]) -> str | None:
         """The cached tree oid of directory ``path``, if it was built from ``names``.
@@ -193,10 +190,7 @@ class StatCache:
         cached = self.trees.get(path)
         if cached is None or cached[1] != names:
             return None
-        if not is_oid(cached[0]):  # MAC'd yet malformed: trust none of it
-            self.entries, self.trees, self.changed, self.dropped = {}, {}, True, f"malformed tree for {path!r}"
-            return None
-        return cached[0]
+        return cached[0]  # checked at load
 
     def remember_trees(self, trees: dict[str, CachedTree]) -> None:
         """Keep the trees a scan just built (every directory of it) for the next scan."""
@@ -295,8 +289,9 @@ def _decode(data: bytes, key: bytes,
     """The entries, directory trees and racy boundary of a cache rrstore wrote for this tree; ValueError otherwise.
 
     One keyed hash over the whole file proves rrstore wrote it; the fields
-    are then checked for shape in O(1) (lengths and container types); each
-    entry's oids are checked when ``lookup`` would trust them.
+    are then checked for shape (lengths and container types), and every oid
+    (files, chunks, trees) in one pass: MAC'd yet malformed means written by
+    a buggy rrstore, and none of it is trusted.
     """
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + MAC_LEN:
         raise ValueError("not a stat cache of this Python")
@@ -316,8 +311,22 @@ def _decode(data: bytes, key: bytes,
         raise ValueError("malformed")
     if not all(type(t) is tuple and len(t) == 2 and type(t[1]) is tuple for t in trees.values()):
         raise ValueError("malformed")
+    if not set(map(type, chunks)) <= {tuple}:
+        raise ValueError("malformed chunk list")
+    if not _all_oids([*oids, *itertools.chain.from_iterable(chunks), *(t[0] for t in trees.values())]):
+        raise ValueError("malformed oid")
     entries = dict(zip(paths, map(Cached._make, zip(stamps, oids, chunks, strict=True)), strict=True))
     return entries, trees, scan_start
+
+
+def _all_oids(items: list[object]) -> bool:
+    """Whether every item is an oid (64 lowercase hex digits), checked in C-speed passes, not per item."""
+    if not items:
+        return True
+    if set(map(type, items)) != {str} or set(map(len, items)) != {OID_LEN}:  # type: ignore[arg-type]
+        return False
+    joined = "".join(items)  # type: ignore[arg-type]
+    return joined.isascii() and not joined.encode("ascii").translate(None, b"0123456789abcdef")
 
 
 def stat_cache_of(store_path: Path, root: Path) -> StatCache:
