@@ -463,12 +463,13 @@ def _restore(manager: CheckpointManager, request: RestoreRequest, progress: Prog
         snap = manager.snapshot(store=False, extra=held, git_state=storing, save_cache=False)
         side = _Sides(manager, record, snap)
         check_target(root, manager.store.path, record.checkpoint_id, side.target)
-    manager.stat_cache().save(snap.seen)  # the scan is used: nothing was refused
     plan = side.plan(tree_paths, {**snap.left_out, **record.left_out})
     result = RestoreResult(record.checkpoint_id, record.state_hash, plan, request.dry_run,
                            no_undo=not request.undo)
     result.warnings.extend(_warnings(record, foreign))
+    cache = manager.stat_cache()
     if request.dry_run or plan.empty:
+        cache.save(snap.seen)  # the scan is used: nothing was refused
         return result
     content = VerifiedContent(manager.store.objects)
     content.verify(side.target, plan.write, request.workers)
@@ -492,7 +493,7 @@ def _restore(manager: CheckpointManager, request: RestoreRequest, progress: Prog
                           getattr(exc, "exit_code", 130)) from None
     written = {p: (target[p].oid, target[p].chunks, stamps[p]) for p in [*plan.write, *plan.chmod]
                if p in stamps and p not in result.failures}
-    manager.stat_cache().remember_written(str(root), written)
+    cache.remember_written(str(root), written, keep=snap.seen)  # one write: the scan's files and these
     return result
 
 

@@ -204,8 +204,12 @@ class StatCache:
             self.entries[path] = new
             self.changed = True
 
-    def remember_written(self, root: str, written: dict[str, tuple[str, tuple[str, ...], Stamp]]) -> None:
+    def remember_written(self, root: str, written: dict[str, tuple[str, tuple[str, ...], Stamp]],
+                         keep: set[str] | None = None) -> None:
         """Trust files rrstore itself just wrote (restore), so the next scan need not read them.
+
+        ``keep``: the files of the scan the restore planned from (``save``'s ``keep``, so one write
+        saves both); by default every entry is kept.
 
         Each comes with the stat taken right after it was written; a file
         whose stat moved since (someone edited it meanwhile) is not recorded.
@@ -223,7 +227,7 @@ class StatCache:
         self._forget_trees_above(written)
         self.scan_start = min(fs_now(self.tmp_dir), time.time_ns()) - SETTLE_NS
         self.racy = True
-        self.save(set(self.entries))
+        self.save(set(self.entries) if keep is None else keep | written.keys())
 
     def _forget_trees_above(self, paths: Iterable[str]) -> None:
         """Drop the cached trees of every directory above ``paths``: their files' entries changed."""
