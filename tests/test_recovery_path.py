@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import git
 
+import rrstore.restore
 import rrstore.tree
 import rrstore.worktree.snapshot
 from rrstore import RollbackRecoverySystem
@@ -178,3 +179,30 @@ def test_version_imports_neither_the_store_nor_the_verbs(tmp_path: Path) -> None
     heavy = [m for m in loaded if m.startswith(("rrstore.store", "rrstore.system", "rrstore.checkpoint",
                                                 "rrstore.worktree", "rrstore.recovery", "rrstore.tree"))]
     assert heavy == []
+
+
+def test_a_file_changed_between_the_scan_and_the_undo_point_is_scanned_again(git_project: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The undo checkpoint holds what the restore overwrites: a file edited after the plan's scan
+    (its new bytes not stored yet) makes the restore scan again, storing, and plan from that."""
+    root = git_project
+    many_files(root)
+    settled(root)
+    system = RollbackRecoverySystem(root=root)
+    base = system.checkpoint("standard", 1, "base").checkpoint_id
+    (root / "d5/f1.txt").write_bytes(b"edited once\n")
+    real_store_hashed = rrstore.restore.store_hashed
+    calls = []
+
+    def edit_then_store(*args: object) -> bool:
+        calls.append(1)
+        (root / "d5/f1.txt").write_bytes(b"edited twice, after the scan\n")
+        return real_store_hashed(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rrstore.restore, "store_hashed", edit_then_store)
+    result = RollbackRecoverySystem(root=root).restore(base)
+    assert calls == [1] and result.success and result.plan.write == ["d5/f1.txt"]
+    assert (root / "d5/f1.txt").read_bytes() == b"file 1 of d5\n" * 2
+    monkeypatch.setattr(rrstore.restore, "store_hashed", real_store_hashed)
+    assert RollbackRecoverySystem(root=root).restore(result.undo_checkpoint_id).success
+    assert (root / "d5/f1.txt").read_bytes() == b"edited twice, after the scan\n"
