@@ -202,6 +202,7 @@ def test_a_file_changed_between_the_scan_and_the_undo_point_is_scanned_again(git
     monkeypatch.setattr(rrstore.restore, "store_hashed", edit_then_store)
     result = RollbackRecoverySystem(root=root).restore(base)
     assert calls == [1] and result.success and result.plan.write == ["d5/f1.txt"]
+    assert result.undo_checkpoint_id is not None
     assert (root / "d5/f1.txt").read_bytes() == b"file 1 of d5\n" * 2
     monkeypatch.setattr(rrstore.restore, "store_hashed", real_store_hashed)
     assert RollbackRecoverySystem(root=root).restore(result.undo_checkpoint_id).success
