@@ -38,7 +38,7 @@ from .fsutil import AtomicFile
 from .lock import locked
 from .record import CheckpointRecord
 from .store.objects import ObjectStore
-from .tree import DIR, MAX_PATH_BYTES, SYMLINK, Entry, check_paths, content_oids, flatten_except
+from .tree import DIR, MAX_PATH_BYTES, SYMLINK, Entry, check_paths, content_oids, flatten_except, split_below
 from .worktree.scan import store_prefixes, under, worktree_temp
 from .worktree.snapshot import Snapshot, store_hashed
 from .worktree.statcache import Stamp, stamp
@@ -512,7 +512,7 @@ class _Sides:
         self.current: dict[str, Entry] = snap.entries
         self.below: list[str] = []  # the scan's paths below a shared directory (the same on both sides)
         if shared:
-            self.current, self.below = _split_below(snap.entries, set(shared))
+            self.current, self.below = split_below(snap.entries, set(shared))
 
     def holds(self, paths: list[str]) -> bool:
         """Whether the checkpoint holds anything at or below ``paths``."""
@@ -524,23 +524,6 @@ class _Sides:
         keep = {p for p in kept if p}
         plan.unchanged += sum(1 for p in self.below if in_paths(p, paths) and not (keep and under(p, keep)))
         return plan
-
-
-def _split_below(entries: dict[str, Entry], shared: set[str]) -> tuple[dict[str, Entry], list[str]]:
-    """(the entries not below a directory of ``shared``, the paths that are); one look-up per parent."""
-    memo: dict[str, bool] = {}
-    outside: dict[str, Entry] = {}
-    below: list[str] = []
-    for path, entry in entries.items():
-        parent = path.rpartition("/")[0]
-        hit = memo.get(parent)
-        if hit is None:
-            hit = memo[parent] = under(parent, shared)
-        if hit:
-            below.append(path)
-        else:
-            outside[path] = entry
-    return outside, below
 
 
 def _warnings(record: CheckpointRecord, foreign: ForeignCheckpoint | None) -> list[str]:

@@ -431,6 +431,32 @@ def flatten_except(objects: ObjectStore, root: str, known: Mapping[str, str]) ->
     return out, same
 
 
+def split_below(entries: dict[str, Entry], dirs: set[str]) -> tuple[dict[str, Entry], list[str]]:
+    """(the entries not strictly below a directory of ``dirs``, the paths that are); one look-up per parent."""
+    memo: dict[str, bool] = {}
+    outside: dict[str, Entry] = {}
+    below: list[str] = []
+    for path, entry in entries.items():
+        parent = path.rpartition("/")[0]
+        hit = memo.get(parent)
+        if hit is None:
+            hit = memo[parent] = _at_or_below(parent, dirs)
+        if hit:
+            below.append(path)
+        else:
+            outside[path] = entry
+    return outside, below
+
+
+def _at_or_below(path: str, dirs: set[str]) -> bool:
+    while True:
+        if path in dirs:
+            return True
+        if not path:
+            return False
+        path = path.rpartition("/")[0]
+
+
 # PATH_MAX on Linux is 4096 bytes with the terminating NUL: the longest path a
 # system call takes. A tree path longer than that can never be written, at any root.
 MAX_PATH_BYTES = 4095

@@ -16,6 +16,8 @@ import rrstore.restore
 import rrstore.tree
 import rrstore.worktree.snapshot
 from rrstore import RollbackRecoverySystem
+from rrstore.diff import diff
+from rrstore.tree import flatten
 from rrstore.worktree.statcache import Cached, stamp, stat_cache_of
 
 
@@ -207,3 +209,30 @@ def test_a_file_changed_between_the_scan_and_the_undo_point_is_scanned_again(git
     monkeypatch.setattr(rrstore.restore, "store_hashed", real_store_hashed)
     assert RollbackRecoverySystem(root=root).restore(result.undo_checkpoint_id).success
     assert (root / "d5/f1.txt").read_bytes() == b"edited twice, after the scan\n"
+
+
+def test_status_after_churn_reads_only_the_trees_that_differ(git_project: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    root = git_project
+    many_files(root)
+    (root / "d7" / "empty").mkdir()
+    system = RollbackRecoverySystem(root=root)
+    record = system.checkpoint("standard", 1, "base").record
+    (root / "d1/f0.txt").write_bytes(b"changed\n")
+    (root / "d2/s/new.txt").write_bytes(b"added\n")
+    (root / "d3/f2.txt").unlink()
+    read = []
+    real_read_tree = rrstore.tree.read_tree
+
+    def counting(objects: object, oid: str) -> object:
+        read.append(oid)
+        return real_read_tree(objects, oid)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rrstore.tree, "read_tree", counting)
+    status = RollbackRecoverySystem(root=root).status()
+    assert len(read) <= 5, len(read)  # the root, d1, d2, d2/s, d3 of 26
+    monkeypatch.setattr(rrstore.tree, "read_tree", real_read_tree)
+    manager = system.checkpoint_manager
+    full = diff(flatten(manager.store.objects, record.state_hash), manager.snapshot(store=False).entries)
+    assert status.changes == full  # what a comparison of the whole trees says, counts included
+    assert (full.added, full.removed, full.modified) == (["d2/s/new.txt"], ["d3/f2.txt"], ["d1/f0.txt"])
