@@ -13,13 +13,14 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from rrstore.config import ConfigWarning, rescue_settings
 from rrstore.errors import RRStoreError
-from rrstore.system import RollbackRecoverySystem
+
+if TYPE_CHECKING:  # imported when a command first needs it: ``rrstore --version`` loads no store
+    from rrstore.system import RollbackRecoverySystem
 
 # Commands that must work while the project's settings are in doubt (a conflicted pyproject.toml):
 # restore gets out of such a state, validate reports it (its configuration check names the doubt).
@@ -39,6 +40,9 @@ class State:
 
     def system(self) -> RollbackRecoverySystem:
         if self._system is None:
+            from rrstore.config import rescue_settings
+            from rrstore.system import RollbackRecoverySystem
+
             ctx = click.get_current_context(silent=True)
             rescue = ctx is not None and ctx.info_name in RESCUE_COMMANDS
             with rescue_settings(self.store is not None) if rescue else nullcontext():
@@ -99,6 +103,8 @@ def global_options(func: Any) -> Any:
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
     """The library's ConfigWarning as one ``rrstore: warning:`` line on stderr; others as Python shows them."""
+    from rrstore.config import ConfigWarning  # loaded already whenever the library warns
+
     if issubclass(category, ConfigWarning):
         click.echo(f"rrstore: warning: {message}", err=True)
     else:

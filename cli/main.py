@@ -11,6 +11,7 @@ from . import signals
 
 signals.install()  # before click and the library import: Ctrl-C from here on ends in one line
 
+import importlib  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 
@@ -19,8 +20,36 @@ import click  # noqa: E402
 from rrstore import __version__  # noqa: E402
 from rrstore.errors import RRStoreError, Signalled, exit_code_table, from_oserror  # noqa: E402
 
-from . import archive, checkpoints, lifecycle, maintenance, recovery, remote  # noqa: E402
 from .context import State, global_options, report  # noqa: E402
+
+# Command name -> (module of this package, attribute). A command's module, and the library parts it
+# uses, are imported only when that command runs (or help lists it): ``rrstore --version`` imports
+# neither the store nor the verbs (python -X importtime shows what each command loads).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "checkpoint": ("checkpoints", "checkpoint"), "list": ("checkpoints", "list_"),
+    "show": ("checkpoints", "show"), "diff": ("checkpoints", "diff"), "status": ("checkpoints", "status"),
+    "restore": ("checkpoints", "restore"), "gc": ("lifecycle", "gc_command"), "pin": ("lifecycle", "pin"),
+    "unpin": ("lifecycle", "unpin"), "check": ("maintenance", "check_command"),
+    "export": ("archive", "export_command"), "import": ("archive", "import_command"),
+    "verify": ("archive", "verify_command"), "push": ("remote", "push"), "pull": ("remote", "pull"),
+    "plan": ("recovery", "plan"), "classify": ("recovery", "classify"), "validate": ("recovery", "validate"),
+    "cleanup": ("recovery", "cleanup"), "run": ("recovery", "run_command"),
+    "workflow": ("recovery", "workflow_command"),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported by name when first resolved (click's documented pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attr = COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
 
 
 def _exit_help() -> str:
@@ -28,34 +57,12 @@ def _exit_help() -> str:
     return ("\b\nExit codes:\n" + rows + "\n  (status/diff --exit-code: 1 when the tree differs)\n\n"
             "\b\nJSON (--json) output is documented in docs/cli.md.")
 
-@click.group(epilog=_exit_help(), context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=LazyGroup, epilog=_exit_help(), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rrstore")
 @global_options
 def cli() -> None:
     """Content-addressed checkpoints of a working tree: checkpoint, restore, recover."""
-
-
-cli.add_command(checkpoints.checkpoint)
-cli.add_command(checkpoints.list_)
-cli.add_command(checkpoints.show)
-cli.add_command(checkpoints.diff)
-cli.add_command(checkpoints.status)
-cli.add_command(checkpoints.restore)
-cli.add_command(lifecycle.gc_command)
-cli.add_command(lifecycle.pin)
-cli.add_command(lifecycle.unpin)
-cli.add_command(maintenance.check_command)
-cli.add_command(archive.export_command)
-cli.add_command(archive.import_command)
-cli.add_command(archive.verify_command)
-cli.add_command(remote.push)
-cli.add_command(remote.pull)
-cli.add_command(recovery.plan)
-cli.add_command(recovery.classify)
-cli.add_command(recovery.validate)
-cli.add_command(recovery.cleanup)
-cli.add_command(recovery.run_command)
-cli.add_command(recovery.workflow_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,7 +44,7 @@ from .tree import DIR, FILE, SYMLINK, Entry, link_climb, reachable
 from .worktree.gitrepo import earlier_identities, known_commits, project_identity
 from .worktree.scan import scan_scope
 from .worktree.snapshot import TORN_REASON, Snapshot, snapshot
-from .worktree.statcache import stat_cache_of
+from .worktree.statcache import StatCache, stat_cache_of
 from .worktree.workers import Progress
 
 
@@ -178,6 +178,15 @@ class NewCheckpoint:
     command: str | None = None
 
 
+def check_spec(spec: NewCheckpoint) -> None:
+    """Refuse a bad lane, step number or kind before anything is scanned or written."""
+    check_lane(spec.lane)
+    if spec.step_number < 0:
+        raise UsageError(f"step number must be 0 or more, not {spec.step_number}")
+    if spec.kind not in KINDS:
+        raise UsageError(f"unknown checkpoint kind {spec.kind!r}")
+
+
 def left_out_warning(left_out: dict[str, str]) -> str | None:
     """The one line a checkpoint prints about what it left out on purpose (None if nothing)."""
     if not left_out:
@@ -253,6 +262,14 @@ class CheckpointManager:
         self.store = store
         self.damaged: dict[str, RRStoreError] = {}
         self.view = view or ProjectView(root)
+        self._stat_cache: StatCache | None = None
+
+    def stat_cache(self) -> StatCache:
+        """The work tree's stat cache, loaded once per manager (a restore's scan and its
+        ``remember_written`` share it; each save writes the file)."""
+        if self._stat_cache is None:
+            self._stat_cache = stat_cache_of(self.store.path, self.root)
+        return self._stat_cache
 
     @property
     def project(self) -> str:
@@ -359,17 +376,23 @@ class CheckpointManager:
         """Snapshot the working tree and record it under a new, unique id (and return both).
 
         ``extra`` paths are held too when they exist, even if ignored (see ``snapshot``).
+        """
+        check_spec(spec)
+        started = (time.perf_counter(), time.process_time())
+        snap = self.snapshot(store=True, progress=progress, extra=extra, strict=spec.strict)
+        return self.record_snapshot(spec, snap, started), snap
+
+    def record_snapshot(self, spec: NewCheckpoint, snap: Snapshot,
+                        started: tuple[float, float] | None = None) -> CheckpointRecord:
+        """Record a stored snapshot (``snapshot(store=True)``) under a new, unique id.
+
         Before the record and its ref are written, every object the snapshot's
         trees reach must be in a written pack or loose (``ObjectStore.missing``):
-        a checkpoint that cannot prove it raises ObjectsNotWritten and records nothing.
+        a checkpoint that cannot show one raises ObjectsNotWritten and records nothing.
+        ``started``: the wall and CPU clocks when the snapshot began (its metrics).
         """
-        check_lane(spec.lane)
-        if spec.step_number < 0:
-            raise UsageError(f"step number must be 0 or more, not {spec.step_number}")
-        if spec.kind not in KINDS:
-            raise UsageError(f"unknown checkpoint kind {spec.kind!r}")
-        wall0, cpu0 = time.perf_counter(), time.process_time()
-        snap = self.snapshot(store=True, progress=progress, extra=extra, strict=spec.strict)
+        check_spec(spec)
+        wall0, cpu0 = started or (time.perf_counter(), time.process_time())
         missing = self.store.objects.missing(snapshot_oids(snap))
         if missing:
             raise ObjectsNotWritten(missing)
@@ -404,7 +427,7 @@ class CheckpointManager:
             added = time.time_ns()
             if self.store.refs.create(record.checkpoint_id, oid, added):
                 record.record_oid, record.added_ns = oid, added
-                return record, snap
+                return record
         raise RRStoreError(f"could not find a free checkpoint id for {base}")
 
     def update(self, record: CheckpointRecord) -> CheckpointRecord:
@@ -424,17 +447,20 @@ class CheckpointManager:
         return oid
 
     def snapshot(self, *, store: bool, progress: Progress | None = None,
-                 extra: list[str] | None = None, strict: bool = False) -> Snapshot:
+                 extra: list[str] | None = None, strict: bool = False, git_state: bool | None = None,
+                 save_cache: bool = True) -> Snapshot:
         """The working tree as a tree; ``store=False`` only hashes.
 
         ``extra``: paths to hold when they exist although the scope leaves them
         out (restore's undo checkpoint holds every path the restore overwrites).
         Venvs and cache directories (unless in the ``scope_include`` setting)
         and files that never settle (unless ``strict``) are left out and
-        named in ``Snapshot.left_out``.
+        named in ``Snapshot.left_out``. ``git_state`` (default: ``store``):
+        ask git for what a record holds. Without ``save_cache`` the caller
+        saves the stat cache (``self.stat_cache().save(snap.seen)``).
         """
         settings = self.store.settings
-        scope = scan_scope(self.root, [self.store.path], git_state=store, extra=extra,
-                           include=settings.scope_include)
+        scope = scan_scope(self.root, [self.store.path], git_state=store if git_state is None else git_state,
+                           extra=extra, include=settings.scope_include)
         return snapshot(scope, self.store.objects, store=store, workers=settings.workers,
-                        progress=progress, cache=stat_cache_of(self.store.path, self.root), strict=strict)
+                        progress=progress, cache=self.stat_cache(), strict=strict, save_cache=save_cache)

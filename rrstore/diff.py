@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .record import CheckpointRecord
 from .store.objects import ObjectStore
-from .tree import DIR, Entry, flatten
+from .tree import DIR, Entry, flatten_except, split_below
 from .worktree.scan import under
 
 
@@ -42,13 +42,18 @@ def leaves(entries: dict[str, Entry]) -> dict[str, Entry]:
     return {p: e for p, e in entries.items() if e.kind != DIR or p not in parents}
 
 
-def diff(old: dict[str, Entry], new: dict[str, Entry], leave_out: Collection[str] = ()) -> DiffResult:
+def diff(old: dict[str, Entry], new: dict[str, Entry], leave_out: Collection[str] = (),
+         same: Collection[str] = ()) -> DiffResult:
     """Paths added, removed and modified going from ``old`` to ``new``; those at or below
-    ``leave_out`` are no change: each of ``leave_out`` met is listed in ``left_out``."""
+    ``leave_out`` are no change: each of ``leave_out`` met is listed in ``left_out``. ``same``:
+    directories both sides hold with the same tree, given without what lies below them (the
+    caller counts that as unchanged)."""
     result = DiffResult()
     skip = {p for p in leave_out if p}  # "" (the root) is never left out
     met: set[str] = set()
     for path in sorted(leaves(old).keys() | leaves(new).keys()):
+        if same and path in same:
+            continue
         if skip and under(path, skip):
             met.update(p for p in skip if path == p or path.startswith(f"{p}/"))
             continue
@@ -94,6 +99,17 @@ def against_checkpoint(objects: ObjectStore, record: CheckpointRecord, entries: 
 
     The one comparison of a checkpoint with the working tree (diff, status, validate --checkpoint,
     a resumed workflow's "changed since"): what the record left out is reported in ``left_out``,
-    never as a change, as restore leaves it alone.
+    never as a change, as restore leaves it alone. ``entries``' directory oids are trees the scan
+    built: the checkpoint's trees equal to one are not read below it.
     """
-    return diff(flatten(objects, record.state_hash), entries, record.left_out)
+    known = {p: e.oid for p, e in entries.items() if e.kind == DIR}
+    old, shared = flatten_except(objects, record.state_hash, known)  # only the trees that differ
+    if not shared:
+        return diff(old, entries, record.left_out)
+    same = set(shared)
+    new, below = split_below(entries, same)
+    result = diff(old, new, record.left_out, same)
+    parents = {p.rpartition("/")[0] for p in below}
+    result.unchanged += sum(1 for p in below if entries[p].kind != DIR or p not in parents)
+    result.unchanged += sum(1 for d in same if d and d not in parents)  # an empty directory is a leaf
+    return result

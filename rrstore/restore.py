@@ -38,9 +38,10 @@ from .fsutil import AtomicFile
 from .lock import locked
 from .record import CheckpointRecord
 from .store.objects import ObjectStore
-from .tree import DIR, MAX_PATH_BYTES, SYMLINK, Entry, check_paths, content_oids, flatten
+from .tree import DIR, MAX_PATH_BYTES, SYMLINK, Entry, check_paths, content_oids, flatten_except, split_below
 from .worktree.scan import store_prefixes, under, worktree_temp
-from .worktree.statcache import Stamp, stamp, stat_cache_of
+from .worktree.snapshot import Snapshot, store_hashed
+from .worktree.statcache import Stamp, stamp
 from .worktree.workers import PARALLEL_MIN_SIZE, Progress, run_split
 
 KEEP_BYTES = 512 << 20
@@ -436,36 +437,52 @@ def restore_checkpoint(manager: CheckpointManager, request: RestoreRequest,
 
 
 def _restore(manager: CheckpointManager, request: RestoreRequest, progress: Progress | None) -> RestoreResult:
+    """Plan from one hash-only scan of the working tree, which then becomes the undo checkpoint
+    (``store_hashed``); only the target's directories that differ from the scan's are read."""
     root, record = manager.root, manager.get(request.checkpoint_id)
     manager.store.objects.list_loose()  # every tree and file read below: found in the pack index, no loose probe
-    target = flatten(manager.store.objects, record.state_hash)
-    check_target(root, manager.store.path, record.checkpoint_id, target)
+    storing = request.undo and not request.dry_run
+    snap = manager.snapshot(store=False, git_state=storing, save_cache=False)
+    side = _Sides(manager, record, snap)
+    check_target(root, manager.store.path, record.checkpoint_id, side.target)
     foreign = None
     if not request.force and not manager.owns(record):
         foreign = ForeignCheckpoint(record.checkpoint_id, record.project, record.root, manager.project)
         if not request.dry_run:
             raise foreign
     tree_paths = request.paths
-    if tree_paths and not any(in_paths(p, tree_paths) for p in target):
+    if tree_paths and not side.holds(tree_paths):
         raise UsageError(f"{', '.join(request.shown)}: not in checkpoint {record.checkpoint_id}")
     # Whatever is on disk at the target's paths, ignored or not, is part of the working-tree side,
-    # except below what the record left out: restore leaves that alone.
+    # except below what the record left out: restore leaves that alone. A path below a directory both
+    # sides share is in the scope already; one elsewhere that the scan did not hold but is on disk
+    # (an ignored file the target has) needs a scan that holds it.
     left_out = {p for p in record.left_out if p}  # "" (the root) is never left out
-    held = [p for p in target if in_paths(p, tree_paths) and not under(p, left_out)]
-    snap = manager.snapshot(store=False, extra=held)
-    plan = plan_restore(snap.entries, target, tree_paths, {**snap.left_out, **record.left_out})
+    held = [p for p in side.target if in_paths(p, tree_paths) and not under(p, left_out)]
+    if any(p not in snap.entries and os.path.lexists(f"{root}/{p}") for p in held):
+        snap = manager.snapshot(store=False, extra=held, git_state=storing, save_cache=False)
+        side = _Sides(manager, record, snap)
+        check_target(root, manager.store.path, record.checkpoint_id, side.target)
+    plan = side.plan(tree_paths, {**snap.left_out, **record.left_out})
     result = RestoreResult(record.checkpoint_id, record.state_hash, plan, request.dry_run,
                            no_undo=not request.undo)
     result.warnings.extend(_warnings(record, foreign))
+    cache = manager.stat_cache()
     if request.dry_run or plan.empty:
+        cache.save(snap.seen)  # the scan is used: nothing was refused
         return result
     content = VerifiedContent(manager.store.objects)
-    content.verify(target, plan.write, request.workers)
+    content.verify(side.target, plan.write, request.workers)
     if request.undo:  # only now, with every needed object known good
-        result.undo_checkpoint_id, result.plan = _undo_point(manager, record, target, tree_paths, held,
-                                                              request.workers)
-        plan = result.plan
-        content.verify(target, plan.write, request.workers)
+        if not store_hashed(snap, str(root), manager.store.objects):
+            # a file changed since the scan: scan again, storing, and plan from what is there now
+            snap = manager.snapshot(store=True, extra=held)
+            side = _Sides(manager, record, snap)
+            check_target(root, manager.store.path, record.checkpoint_id, side.target)
+            result.plan = plan = side.plan(tree_paths, {**snap.left_out, **record.left_out})
+            content.verify(side.target, plan.write, request.workers)
+        result.undo_checkpoint_id = _undo_point(manager, record, snap, plan, request.workers)
+    target = side.target
     try:
         result.failures, stamps = apply_plan(root, content, target, plan, workers=request.workers,
                                              progress=progress)
@@ -476,8 +493,37 @@ def _restore(manager: CheckpointManager, request: RestoreRequest, progress: Prog
                           getattr(exc, "exit_code", 130)) from None
     written = {p: (target[p].oid, target[p].chunks, stamps[p]) for p in [*plan.write, *plan.chmod]
                if p in stamps and p not in result.failures}
-    stat_cache_of(manager.store.path, root).remember_written(str(root), written)
+    cache.remember_written(str(root), written, keep=snap.seen)  # one write: the scan's files and these
     return result
+
+
+class _Sides:
+    """The two sides of a restore's plan, without what they share.
+
+    ``target``: the checkpoint's entries, read only where its trees differ from the scan's (a
+    directory whose tree both sides share keeps its own entry, nothing below it). ``current``: the
+    scan's entries less what lies below those shared directories.
+    """
+
+    def __init__(self, manager: CheckpointManager, record: CheckpointRecord, snap: Snapshot) -> None:
+        known = {p: e.oid for p, e in snap.entries.items() if e.kind == DIR}
+        known[""] = snap.root_oid
+        self.target, shared = flatten_except(manager.store.objects, record.state_hash, known)
+        self.current: dict[str, Entry] = snap.entries
+        self.below: list[str] = []  # the scan's paths below a shared directory (the same on both sides)
+        if shared:
+            self.current, self.below = split_below(snap.entries, set(shared))
+
+    def holds(self, paths: list[str]) -> bool:
+        """Whether the checkpoint holds anything at or below ``paths``."""
+        return any(in_paths(p, paths) for p in self.target) or any(in_paths(p, paths) for p in self.below)
+
+    def plan(self, paths: list[str] | None, kept: dict[str, str]) -> RestorePlan:
+        """``plan_restore`` of the two sides; the shared paths count as unchanged, as it counts them."""
+        plan = plan_restore(self.current, self.target, paths, kept)
+        keep = {p for p in kept if p}
+        plan.unchanged += sum(1 for p in self.below if in_paths(p, paths) and not (keep and under(p, keep)))
+        return plan
 
 
 def _warnings(record: CheckpointRecord, foreign: ForeignCheckpoint | None) -> list[str]:
@@ -490,14 +536,13 @@ def _warnings(record: CheckpointRecord, foreign: ForeignCheckpoint | None) -> li
     return said
 
 
-def _undo_point(manager: CheckpointManager, record: CheckpointRecord, target: dict[str, Entry],
-                tree_paths: list[str] | None, held: list[str], workers: int) -> tuple[str, RestorePlan]:
-    """Checkpoint the tree plus every target path on disk, plan again from it (the tree may have
-    moved since the first scan), and prove it holds what that plan changes: (its id, the plan)."""
+def _undo_point(manager: CheckpointManager, record: CheckpointRecord, snap: Snapshot, plan: RestorePlan,
+                workers: int) -> str:
+    """Record the scan the plan was made from (its objects stored) as the undo checkpoint, and prove
+    it holds what the plan changes: its id."""
     spec = NewCheckpoint(record.lane, record.step_number, f"before restore to {record.checkpoint_id}",
                          kind="pre-restore")
-    undo, snap = manager.create(spec, extra=held)
-    plan = plan_restore(snap.entries, target, tree_paths, {**snap.left_out, **record.left_out})
+    undo = manager.record_snapshot(spec, snap)
     try:
         from .undo import at_risk, prove_undo  # only a restore that writes needs it (start-up time)
 
@@ -506,4 +551,4 @@ def _undo_point(manager: CheckpointManager, record: CheckpointRecord, target: di
         with contextlib.suppress(RRStoreError, KeyError):
             manager.store.refs.delete(undo.checkpoint_id)  # nothing was restored: no undo point either
         raise
-    return undo.checkpoint_id, plan
+    return undo.checkpoint_id

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 from .config import Settings
@@ -401,6 +401,60 @@ def walk(objects: ObjectStore, root: str, prefix: str = "") -> Iterator[tuple[st
 def flatten(objects: ObjectStore, root: str) -> dict[str, Entry]:
     """Path -> entry for the whole tree (directories included, for empty ones)."""
     return dict(walk(objects, root))
+
+
+def flatten_except(objects: ObjectStore, root: str, known: Mapping[str, str]) -> tuple[dict[str, Entry], list[str]]:
+    """``flatten``, but for the directories whose tree is ``known[path]`` already: (path -> entry, those
+    directories).
+
+    Such a directory's own entry is kept; nothing below it is read, so comparing two trees costs the
+    directories that differ, not the whole tree. ``known[""]`` equal to ``root``: nothing is read.
+    """
+    if known.get("") == root:
+        return {}, [""]
+    out: dict[str, Entry] = {}
+    same: list[str] = []
+    stack = [("", root)]
+    while stack:
+        base, oid = stack.pop()
+        for entry in read_tree(objects, oid):
+            path = f"{base}{entry.name}"
+            if len(path) > _SHORT_PATH and path_too_long(path):
+                raise CorruptObject(root, reason=f"path {path[:40]}… is longer than the {MAX_PATH_BYTES} "
+                                    "bytes a path may have (PATH_MAX); no working tree can hold it")
+            out[path] = entry
+            if entry.kind == DIR:
+                if known.get(path) == entry.oid:
+                    same.append(path)
+                else:
+                    stack.append((path + "/", entry.oid))
+    return out, same
+
+
+def split_below(entries: dict[str, Entry], dirs: set[str]) -> tuple[dict[str, Entry], list[str]]:
+    """(the entries not strictly below a directory of ``dirs``, the paths that are); one look-up per parent."""
+    memo: dict[str, bool] = {}
+    outside: dict[str, Entry] = {}
+    below: list[str] = []
+    for path, entry in entries.items():
+        parent = path.rpartition("/")[0]
+        hit = memo.get(parent)
+        if hit is None:
+            hit = memo[parent] = _at_or_below(parent, dirs)
+        if hit:
+            below.append(path)
+        else:
+            outside[path] = entry
+    return outside, below
+
+
+def _at_or_below(path: str, dirs: set[str]) -> bool:
+    while True:
+        if path in dirs:
+            return True
+        if not path:
+            return False
+        path = path.rpartition("/")[0]
 
 
 # PATH_MAX on Linux is 4096 bytes with the terminating NUL: the longest path a

@@ -388,14 +388,14 @@ def test_undo_is_refused_when_the_damaged_files_bytes_changed_meanwhile(git_proj
     checkpoint_cli(cli, root, 2, "with work.bin")
     flip_in_pack(store, blake3.blake3(work).hexdigest(), work)
     refs = refs_of(root)
-    create = CheckpointManager.create
+    record_snapshot = CheckpointManager.record_snapshot  # restore records its one scan as the undo point
 
-    def create_then_edit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        made = create(self, *args, **kwargs)
+    def record_then_edit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        made = record_snapshot(self, *args, **kwargs)
         write(root / "work.bin", b"edited after the undo snapshot\n")  # the race the proof must catch
         return made
 
-    monkeypatch.setattr(CheckpointManager, "create", create_then_edit)
+    monkeypatch.setattr(CheckpointManager, "record_snapshot", record_then_edit)
     with pytest.raises(UndoUnproven, match=r"work\.bin"):
         RollbackRecoverySystem(root=root).restore(base)
     assert (root / "work.bin").read_bytes() == b"edited after the undo snapshot\n"

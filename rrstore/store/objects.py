@@ -318,6 +318,14 @@ class ObjectStore:
         # a writer stores such an object again rather than lean on a damaged file.
         return packs.refresh_if_changed() and oid in packs.index
 
+    def packed(self, oid: str) -> bool:
+        """In a written pack's index or queued for the next pack: ``has`` without its probe for a loose
+        file, for objects under ``LOOSE_MIN`` (trees, file contents), which ``put`` only ever packs."""
+        if self._writer is not None and oid in self._writer.pending:
+            return True
+        packs = self._packs()
+        return oid in packs.index or (packs.refresh_if_changed() and oid in packs.index)
+
     def missing(self, oids: Iterable[str]) -> list[str]:
         """Those of ``oids`` that are neither in a written pack's index nor loose.
 

@@ -3,9 +3,10 @@
 Plain ``git`` rather than GitPython on this path: a checkpoint runs at every
 pipeline step, and importing GitPython alone costs ~110 ms (measured with
 ``python -X importtime``), more than the rest of an unchanged re-checkpoint.
-The three git commands a scan needs run concurrently. Every ``git`` subprocess
-of rrstore runs here, recovery's too (validate's ``check_git`` alone reads the
-repository through GitPython, on purpose).
+The git commands a scan needs (one listing, a second only when there are
+untracked directories, and ``status`` for a record) run concurrently. Every
+``git`` subprocess of rrstore runs here, recovery's too (validate's
+``check_git`` alone reads the repository through GitPython, on purpose).
 """
 
 from __future__ import annotations
@@ -133,15 +134,22 @@ def _finish(proc: subprocess.Popen[bytes], root: Path, ok: tuple[int, ...] = (0,
 def list_scope(root: Path, *, with_state: bool) -> GitScope:
     """Tracked + untracked-not-ignored files, untracked dirs (where empty dirs live), git state.
 
-    ``ls-files -t`` tags untracked files with '?', which tells dirtiness from
-    untracked files; ``status -uno`` gives commit, branch and tracked changes
-    without a second untracked scan.
+    One ``ls-files -t --directory`` lists the tracked files, the untracked
+    ones, and the untracked directories (where empty ones may be) collapsed
+    to ``dir/``; only when it shows such a directory does a second listing
+    without ``--directory`` name the files inside. ``-t`` tags untracked
+    files with '?', which tells dirtiness from untracked files; ``status
+    -uno`` gives commit, branch and tracked changes without a second
+    untracked scan.
     """
-    files_p = _start(root, "ls-files", "-z", "-t", "--cached", "--others", "--exclude-standard")
-    dirs_p = _start(root, "ls-files", "-z", "--others", "--exclude-standard", "--directory")
+    listing_p = _start(root, "ls-files", "-z", "-t", "--cached", "--others", "--exclude-standard", "--directory")
     status_p = _start(root, "status", "--porcelain=v2", "--branch", "-z", "-uno") if with_state else None
-    tagged = _split_z(_finish(files_p, root))
-    dirs = [d for d in _split_z(_finish(dirs_p, root)) if d.endswith("/")]
+    listed = _split_z(_finish(listing_p, root))
+    dirs = [t[2:] for t in listed if t.startswith("? ") and t.endswith("/")]
+    tagged = listed
+    if dirs:  # their files, one by one
+        tagged = _split_z(_finish(_start(root, "ls-files", "-z", "-t", "--cached", "--others", "--exclude-standard"),
+                                  root))
     # once each: during a merge conflict the index holds a path up to three times (stages 1-3); the
     # scope takes the file on disk, once
     files = list(dict.fromkeys(t[2:] for t in tagged))

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import blake3
 
-from ..errors import TornRead, from_oserror
+from ..errors import RRStoreError, TornRead, from_oserror
 from ..store.objects import ObjectStore, hash_bytes
 from ..tree import DIR, FILE, SYMLINK, Entry, tree_oid
 from .gitrepo import NO_GIT, GitState
@@ -69,6 +69,10 @@ class Snapshot:
     git: GitState = NO_GIT
     # The scope's left-out directories plus files that never settled -> why (the record's ``left_out``).
     left_out: dict[str, str] = field(default_factory=dict)
+    # Every regular file the scan met (what the stat cache keeps when saved later: ``save_cache``).
+    seen: set[str] = field(default_factory=set)
+    # Temporary files a killed restore left (removed by a snapshot that stores, or ``store_hashed``).
+    leftovers: list[str] = field(default_factory=list)
 
 
 class Hot(Exception):
@@ -178,20 +182,36 @@ def _store_stream(fd: int, objects: ObjectStore, *, store: bool) -> tuple[Stored
     return result, length
 
 
-class _Builder:
-    """Collects per-path entries, then folds them into tree objects bottom-up."""
+def tree_names(entries: list[Entry]) -> tuple[str, ...]:
+    """What a directory's cached tree is checked against: its entries' names, a subdirectory's with
+    its tree oid, a symlink's with its target (a file's content is vouched for by its stat-cache hit)."""
+    return tuple(sorted(e.name if e.kind == FILE else f"{e.name}/{e.oid}" if e.kind == DIR
+                        else f"{e.name}\0{e.target}" for e in entries))
 
-    def __init__(self, objects: ObjectStore | None, stats: SnapshotStats) -> None:
+
+class _Builder:
+    """Collects per-path entries, then folds them into tree objects bottom-up.
+
+    With a stat cache, a directory whose files all hit it (none is in ``read``) and whose names and
+    subtrees are those cached with its tree reuses that tree's oid: nothing is encoded or hashed
+    (when storing, the tree object must still be in the store).
+    """
+
+    def __init__(self, objects: ObjectStore | None, stats: SnapshotStats, cache: StatCache | None = None) -> None:
         self.objects = objects
         self.stats = stats
+        self.cache = cache
         self.children: dict[str, list[Entry]] = {"": []}
         self.entries: dict[str, Entry] = {}
+        self.read: set[str] = set()  # directories holding a file that was read (no stat-cache hit)
 
-    def add(self, path: str, entry: Entry) -> None:
+    def add(self, path: str, entry: Entry, *, hit: bool = True) -> None:
         self.entries[path] = entry
         parent = path.rpartition("/")[0]
         self._ensure_dir(parent)
         self.children[parent].append(entry)
+        if not hit:
+            self.read.add(parent)
 
     def _ensure_dir(self, path: str) -> None:
         while path not in self.children:
@@ -202,11 +222,23 @@ class _Builder:
         self._ensure_dir(path)
 
     def build(self) -> str:
+        trees: dict[str, tuple[str, tuple[str, ...]]] = {}
         for path in sorted(self.children, key=lambda p: p.count("/") + (1 if p else 0), reverse=True):
-            oid, data = tree_oid(self.children[path])
-            if self.objects is not None and self.objects.put(data, oid).new:
-                self.stats.objects_new += 1
-                self.stats.bytes_new += len(data)
+            children = self.children[path]
+            oid = None
+            if self.cache is not None:
+                names = tree_names(children)
+                if path not in self.read:
+                    oid = self.cache.tree(path, names)
+                    if oid is not None and self.objects is not None and not self.objects.has(oid):
+                        oid = None  # its tree object is gone (a status scan never stored it; gc): store it
+            if oid is None:
+                oid, data = tree_oid(children)
+                if self.objects is not None and self.objects.put(data, oid).new:
+                    self.stats.objects_new += 1
+                    self.stats.bytes_new += len(data)
+            if self.cache is not None:
+                trees[path] = (oid, names)
             if path:
                 name = path.rpartition("/")[2]
                 entry = Entry(name, DIR, oid)
@@ -214,6 +246,8 @@ class _Builder:
                 self.children[path.rpartition("/")[0]].append(entry)
                 self.stats.dirs += 1
             else:
+                if self.cache is not None:
+                    self.cache.remember_trees(trees)
                 return oid
         raise AssertionError("root tree missing")
 
@@ -286,7 +320,7 @@ def _remove_leftovers(root: str, paths: list[str]) -> None:
 
 def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers: int = 0,
              progress: Progress | None = None, cache: StatCache | None = None,
-             strict: bool = False) -> Snapshot:
+             strict: bool = False, save_cache: bool = True) -> Snapshot:
     """Hash (and with ``store``, save) everything in ``scope``; return the root tree.
 
     With a ``cache``, a file whose stat is unchanged since it was last hashed
@@ -297,7 +331,9 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
     directory are left out: git still lists tracked paths there, but they
     are not in this working tree. A file that never gives a stable read
     (a log being written) is left out and named in ``left_out``, or with
-    ``strict`` raises TornRead and nothing is recorded.
+    ``strict`` raises TornRead and nothing is recorded. Without ``save_cache``
+    the caller saves the stat cache (``cache.save(snap.seen)``) once it knows
+    the scan is used (a restore refused after it leaves the store as it was).
     """
     written_before = objects.stored_bytes
     if cache is not None:
@@ -305,7 +341,7 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
     run = _SnapshotRun(scope, objects, store=store, cache=cache, strict=strict, progress=progress)
     run.scan()
     run.read_misses(workers)
-    return run.finish(written_before)
+    return run.finish(written_before, save_cache)
 
 
 @dataclass(frozen=True)
@@ -331,7 +367,7 @@ class _SnapshotRun:
         self.cache, self.strict, self.progress = cache, strict, progress
         self.root = os.fspath(scope.root)
         self.stats = SnapshotStats()
-        self.builder = _Builder(objects if store else None, self.stats)
+        self.builder = _Builder(objects if store else None, self.stats, cache)
         self.parents = _Parents(self.root)
         self.extra = set(scope.extra)
         self.misses: list[str] = []  # regular files the cache cannot answer for: read after the scan
@@ -383,9 +419,11 @@ class _SnapshotRun:
         present), else a miss to read."""
         self.seen.add(rel)
         hit = self.cache.lookup(rel, st) if self.cache is not None else None
-        if hit is not None and (not self.store or all(self.objects.has(o) for o in hit.chunks or (hit.oid,))):
+        if hit is not None and (not self.store or (all(map(self.objects.has, hit.chunks)) if hit.chunks
+                                                   else self.objects.has(hit.oid))):
+            # positional: the hot path of an unchanged re-checkpoint builds one per file
             self.builder.add(rel, Entry(rel.rpartition("/")[2], FILE, hit.oid, st.st_size,
-                                        bool(st.st_mode & stat.S_IXUSR), chunks=hit.chunks))
+                                        bool(st.st_mode & stat.S_IXUSR), "", hit.chunks))
             self.stats.files += 1
             self.stats.bytes_scanned += st.st_size
         else:
@@ -439,7 +477,7 @@ class _SnapshotRun:
         return rel, entry, stored
 
     def _account(self, rel: str, entry: Entry, stored: Stored) -> None:
-        self.builder.add(rel, entry)
+        self.builder.add(rel, entry, hit=False)
         self.stats.files += 1
         self.stats.bytes_scanned += entry.size
         self.stats.objects_new += stored.objects_new
@@ -449,14 +487,55 @@ class _SnapshotRun:
 
     # the trees -----------------------------------------------------------
 
-    def finish(self, written_before: int) -> Snapshot:
+    def finish(self, written_before: int, save_cache: bool = True) -> Snapshot:
         """Build the trees bottom up; when storing, remove leftovers and flush the pack."""
         root_oid = self.builder.build()
         if self.store:
             _remove_leftovers(self.root, self.leftovers)
             self.objects.flush()
             self.stats.stored_bytes_new = self.objects.stored_bytes - written_before
-        if self.cache is not None:
+        if self.cache is not None and save_cache:
             self.cache.save(self.seen)
         left_out = {**self.scope.left_out, **{rel: TORN_REASON for rel in sorted(self.torn)}}
-        return Snapshot(root_oid, self.builder.entries, self.stats, self.scope.git, left_out)
+        return Snapshot(root_oid, self.builder.entries, self.stats, self.scope.git, left_out, self.seen,
+                        [] if self.store else self.leftovers)
+
+
+def store_hashed(snap: Snapshot, root: str, objects: ObjectStore) -> bool:
+    """Store what a hash-only snapshot (``store=False``) reaches and the store lacks, so it can be
+    recorded as if it had stored (restore's undo checkpoint is the scan its plan was made from).
+
+    A file whose objects no pack holds is read again and stored; a tree is encoded again only
+    when no pack holds it (pieces of content and trees are packed: ``ObjectStore.packed``). False
+    when a file no longer holds what the scan hashed (the caller scans again, storing); the objects
+    stored by then are only unreferenced.
+    """
+    written_before = objects.stored_bytes
+    stats = snap.stats
+    children: dict[str, list[Entry]] = {}
+    for path, entry in snap.entries.items():
+        children.setdefault(path.rpartition("/")[0], []).append(entry)
+        if entry.kind != FILE or all(objects.packed(oid) for oid in entry.chunks or (entry.oid,)):
+            continue
+        try:
+            stored, _ = store_file(f"{root}/{path}", objects, store=True, settle=True)
+        except (TornRead, OSError):
+            return False
+        if (stored.oid, stored.chunks) != (entry.oid, entry.chunks):
+            return False
+        stats.objects_new += stored.objects_new
+        stats.bytes_new += stored.bytes_new
+    trees = [("", snap.root_oid), *((p, e.oid) for p, e in snap.entries.items() if e.kind == DIR)]
+    for path, oid in trees:
+        if objects.packed(oid):
+            continue
+        rebuilt, data = tree_oid(children.get(path, []))
+        if rebuilt != oid:  # cannot happen: the scan built this tree from these entries
+            raise RRStoreError(f"cannot rebuild the tree of {path or 'the root'} for the undo checkpoint")
+        if objects.put(data, oid).new:
+            stats.objects_new += 1
+            stats.bytes_new += len(data)
+    _remove_leftovers(root, snap.leftovers)
+    objects.flush()
+    stats.stored_bytes_new = objects.stored_bytes - written_before
+    return True

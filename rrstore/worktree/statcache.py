@@ -7,27 +7,39 @@ the moment the scan that cached it began (git's "racy clean" rule): a file
 edited in the same clock tick as its hashing keeps its mtime, so such a file
 is hashed again next time instead of trusted.
 
+It also keeps each directory's tree oid from the last scan, with the names
+that tree was built from (a subdirectory's name with its tree oid, a
+symlink's with its target), so an unchanged directory is not encoded and
+hashed again. A cached tree is trusted only when every file directly in the
+directory was a cache hit by the rule above (so a file changed with the same
+size and mtime inside the racy window makes its directory, and so every
+directory above it, be built again), the names are the same, and each
+subdirectory's tree oid is the one cached with them.
+
 The cache is trusted like git's index, so it is only trusted when rrstore
-wrote it: ``RRSC3 <python version>\n``, a 32-byte keyed BLAKE3 MAC, then a
+wrote it: ``RRSC4 <python version>\n``, a 32-byte keyed BLAKE3 MAC, then a
 ``marshal`` dump (the fastest loader Python has, which matters on every
-unchanged re-checkpoint) of the work tree's realpath and ``st_dev`` and the
-entries. The key is a per-user secret kept outside the store
+unchanged re-checkpoint) of the work tree's realpath and ``st_dev``, the
+entries and the directory trees. The key is a per-user secret kept outside the store
 (``$XDG_CACHE_HOME/rrstore/statcache.key``, else ``~/.cache/rrstore/``,
 mode 0600), so a cache edited, damaged, crafted or copied from another tree
 fails the MAC or the binding and is dropped and rebuilt: it only ever costs
 a re-read. The MAC is one hash over the file (about 6 ms for 200k entries);
-each entry's oid and chunks are checked when a lookup would trust them. No
+every oid and chunk list is checked for shape once at load, in one pass over
+all of them (a cache holding a malformed one is dropped). No
 key (no writable cache directory) means no cache.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import marshal
 import os
 import stat as stat_mod
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,13 +47,13 @@ import blake3
 
 from ..errors import RRStoreError
 from ..fsutil import AtomicFile, atomic_write, temp_name
-from ..store.objects import hash_bytes, is_oid
+from ..store.objects import OID_LEN, hash_bytes
 
 # A change this recent may have happened during a read or a write without
 # moving a coarse (one clock tick) timestamp; such files are read again.
 SETTLE_NS = 30_000_000
 
-MAGIC = f"RRSC3 {sys.version_info[0]}.{sys.version_info[1]}\n".encode()
+MAGIC = f"RRSC4 {sys.version_info[0]}.{sys.version_info[1]}\n".encode()
 MAC_LEN = 32
 KEY_LEN = 32
 
@@ -50,6 +62,10 @@ Stamp = tuple[int, int, int, int, int]
 
 def stamp(st: os.stat_result) -> Stamp:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
+
+
+# A directory's cached tree: (tree oid, the sorted names it was built from: ``tree_names``).
+CachedTree = tuple[str, tuple[str, ...]]
 
 
 class Cached(NamedTuple):
@@ -120,6 +136,7 @@ class StatCache:
         self.tmp_dir = tmp_dir
         self.root = root
         self.entries: dict[str, Cached] = {}
+        self.trees: dict[str, CachedTree] = {}  # directory path ("" the root) -> its last tree
         self.trusted_before = 0
         self.scan_start = 0
         self.changed = False
@@ -138,9 +155,9 @@ class StatCache:
             self.dropped = "no key"
             return self
         try:
-            self.entries, self.trusted_before = _decode(data, self.key, _binding(self.root))
+            self.entries, self.trees, self.trusted_before = _decode(data, self.key, _binding(self.root))
         except Exception as exc:  # any damage at all: the cache only saves time
-            self.entries, self.trusted_before = {}, 0
+            self.entries, self.trees, self.trusted_before = {}, {}, 0
             self.dropped = str(exc) or type(exc).__name__
             self.changed = True
         return self
@@ -161,11 +178,25 @@ class StatCache:
         if st.st_mtime_ns >= self.trusted_before:
             self.racy = True
             return None
-        if not (is_oid(hit.oid) and type(hit.chunks) is tuple and all(is_oid(c) for c in hit.chunks)):
-            # MAC'd yet malformed: written by a buggy rrstore. Trust none of it.
-            self.entries, self.changed, self.dropped = {}, True, f"malformed entry for {path!r}"
+        return hit  # its oid and chunks were checked at load (``_decode``), or recorded from a read
+
+    def tree(self, path: str, names: tuple[str, ...]) -> str | None:
+        """The cached tree oid of directory ``path``, if it was built from ``names``.
+
+        The caller asks only for a directory whose files were all cache hits
+        (``lookup``) in this scan: with the same names and subtrees, its tree
+        is the one cached.
+        """
+        cached = self.trees.get(path)
+        if cached is None or cached[1] != names:
             return None
-        return hit
+        return cached[0]  # checked at load
+
+    def remember_trees(self, trees: dict[str, CachedTree]) -> None:
+        """Keep the trees a scan just built (every directory of it) for the next scan."""
+        if trees != self.trees:
+            self.trees = trees
+            self.changed = True
 
     def record(self, path: str, st: os.stat_result, oid: str, chunks: tuple[str, ...]) -> None:
         new = Cached(stamp(st), oid, chunks)
@@ -173,8 +204,12 @@ class StatCache:
             self.entries[path] = new
             self.changed = True
 
-    def remember_written(self, root: str, written: dict[str, tuple[str, tuple[str, ...], Stamp]]) -> None:
+    def remember_written(self, root: str, written: dict[str, tuple[str, tuple[str, ...], Stamp]],
+                         keep: set[str] | None = None) -> None:
         """Trust files rrstore itself just wrote (restore), so the next scan need not read them.
+
+        ``keep``: the files of the scan the restore planned from (``save``'s ``keep``, so one write
+        saves both); by default every entry is kept.
 
         Each comes with the stat taken right after it was written; a file
         whose stat moved since (someone edited it meanwhile) is not recorded.
@@ -189,9 +224,21 @@ class StatCache:
                 continue
             if stamp(st) == written_stamp:
                 self.record(path, st, oid, chunks)
+        self._forget_trees_above(written)
         self.scan_start = min(fs_now(self.tmp_dir), time.time_ns()) - SETTLE_NS
         self.racy = True
-        self.save(set(self.entries))
+        self.save(set(self.entries) if keep is None else keep | written.keys())
+
+    def _forget_trees_above(self, paths: Iterable[str]) -> None:
+        """Drop the cached trees of every directory above ``paths``: their files' entries changed."""
+        for path in paths:
+            parent = path.rpartition("/")[0]
+            while True:
+                if self.trees.pop(parent, None) is not None:
+                    self.changed = True
+                if not parent:
+                    break
+                parent = parent.rpartition("/")[0]
 
     def save(self, keep: set[str]) -> None:
         """Write the cache for the paths in ``keep`` (the files just scanned)."""
@@ -207,7 +254,7 @@ class StatCache:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
-            data = _encode(self.entries, self.scan_start, self.key, _binding(self.root))
+            data = _encode(self.entries, self.scan_start, self.key, _binding(self.root), self.trees)
             atomic_write(self.path, data, self.tmp_dir, fsync=False)
         except (OSError, RRStoreError):
             pass  # a cache that cannot be written only costs time
@@ -232,20 +279,23 @@ def _mac(key: bytes, body: bytes) -> bytes:
     return blake3.blake3(MAGIC + body, key=key).digest()
 
 
-def _encode(entries: dict[str, Cached], scan_start: int, key: bytes, binding: tuple[str, int]) -> bytes:
+def _encode(entries: dict[str, Cached], scan_start: int, key: bytes, binding: tuple[str, int],
+            trees: dict[str, CachedTree] | None = None) -> bytes:
     paths = list(entries)
     rows = [entries[p] for p in paths]
     body = marshal.dumps((binding[0], binding[1], scan_start, paths, [c.stamp for c in rows],
-                          [c.oid for c in rows], [c.chunks for c in rows]))
+                          [c.oid for c in rows], [c.chunks for c in rows], trees or {}))
     return MAGIC + _mac(key, body) + body
 
 
-def _decode(data: bytes, key: bytes, binding: tuple[str, int]) -> tuple[dict[str, Cached], int]:
-    """The entries and racy boundary of a cache rrstore wrote for this tree; ValueError otherwise.
+def _decode(data: bytes, key: bytes,
+            binding: tuple[str, int]) -> tuple[dict[str, Cached], dict[str, CachedTree], int]:
+    """The entries, directory trees and racy boundary of a cache rrstore wrote for this tree; ValueError otherwise.
 
     One keyed hash over the whole file proves rrstore wrote it; the fields
-    are then checked for shape in O(1) (lengths and container types); each
-    entry's oids are checked when ``lookup`` would trust them.
+    are then checked for shape (lengths and container types), and every oid
+    (files, chunks, trees) in one pass: MAC'd yet malformed means written by
+    a buggy rrstore, and none of it is trusted.
     """
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + MAC_LEN:
         raise ValueError("not a stat cache of this Python")
@@ -254,17 +304,33 @@ def _decode(data: bytes, key: bytes, binding: tuple[str, int]) -> tuple[dict[str
     if data[len(MAGIC):len(MAGIC) + MAC_LEN] != _mac(key, body):
         raise ValueError("MAC does not match (damaged, edited or another user's)")
     doc = marshal.loads(body)
-    if type(doc) is not tuple or len(doc) != 7:
+    if type(doc) is not tuple or len(doc) != 8:
         raise ValueError("malformed")
-    real, dev, scan_start, paths, stamps, oids, chunks = doc
+    real, dev, scan_start, paths, stamps, oids, chunks, trees = doc
     if (real, dev) != binding:
         raise ValueError("written for another work tree")
     if type(scan_start) is not int or not all(type(x) is list for x in (paths, stamps, oids, chunks)):
         raise ValueError("malformed")
-    if not len(paths) == len(stamps) == len(oids) == len(chunks):
+    if not len(paths) == len(stamps) == len(oids) == len(chunks) or type(trees) is not dict:
         raise ValueError("malformed")
+    if not all(type(t) is tuple and len(t) == 2 and type(t[1]) is tuple for t in trees.values()):
+        raise ValueError("malformed")
+    if not set(map(type, chunks)) <= {tuple}:
+        raise ValueError("malformed chunk list")
+    if not _all_oids([*oids, *itertools.chain.from_iterable(chunks), *(t[0] for t in trees.values())]):
+        raise ValueError("malformed oid")
     entries = dict(zip(paths, map(Cached._make, zip(stamps, oids, chunks, strict=True)), strict=True))
-    return entries, scan_start
+    return entries, trees, scan_start
+
+
+def _all_oids(items: list[object]) -> bool:
+    """Whether every item is an oid (64 lowercase hex digits), checked in C-speed passes, not per item."""
+    if not items:
+        return True
+    if set(map(type, items)) != {str} or set(map(len, items)) != {OID_LEN}:  # type: ignore[arg-type]
+        return False
+    joined = "".join(items)  # type: ignore[arg-type]
+    return joined.isascii() and not joined.encode("ascii").translate(None, b"0123456789abcdef")
 
 
 def stat_cache_of(store_path: Path, root: Path) -> StatCache:
