@@ -13,12 +13,13 @@ The clock is a parameter, so tests need no sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .checkpoint import CheckpointManager
-from .errors import CorruptObject, ObjectMissing, StoreDamaged, UsageError
+from .errors import CorruptObject, ObjectMissing, RRStoreError, StoreDamaged, UsageError
 from .record import CheckpointRecord, check_lane
 from .store.store import sweep_tmp
 from .tree import Reach, reachable
@@ -124,16 +125,29 @@ def gc(manager: CheckpointManager, policy: Retention, *, now: datetime | None = 
         kept, removed = select(records, set(store.pins), policy, now)
         result.kept = [r.checkpoint_id for r in kept]
         result.removed = [r.checkpoint_id for r in removed]
+        if not dry_run:
+            _check_unchanged(manager, removed)
         live = _mark(manager, kept)
         if not dry_run:
             for record in removed:
-                store.refs.delete(record.checkpoint_id)
+                with contextlib.suppress(KeyError):  # removed meanwhile by hand: gone either way
+                    store.refs.delete(record.checkpoint_id)
         sweep = store.objects.sweep(live, before, dry_run=dry_run)
         result.objects_removed = sweep.objects_removed
         result.bytes_freed = sweep.bytes_freed
         result.packs_rewritten = sweep.packs_rewritten
         result.tmp_removed = len(sweep_tmp(store.path, before, dry_run=dry_run).removed)
     return result
+
+
+def _check_unchanged(manager: CheckpointManager, removed: list[CheckpointRecord]) -> None:
+    """The refs gc deletes, read again (they were chosen from the record index): each must still
+    name the record chosen, else gc stops before anything is removed."""
+    for record in removed:
+        now = manager.store.refs.get(record.checkpoint_id)
+        if now is not None and now != record.record_oid:
+            raise RRStoreError(f"gc stopped, nothing was removed: checkpoint {record.checkpoint_id} changed "
+                               "while gc ran; run gc again")
 
 
 def _mark(manager: CheckpointManager, kept: list[CheckpointRecord]) -> set[str]:

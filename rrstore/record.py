@@ -9,7 +9,7 @@ archives, recovery) needs only this module.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from . import __version__
@@ -86,10 +86,10 @@ class CheckpointRecord:
         return (self.added_ns, self.created.timestamp(), self.checkpoint_id)
 
     def to_dict(self) -> dict[str, object]:
-        """The record as stored (the keys of its canonical JSON)."""
-        doc = asdict(self)
-        doc.pop("record_oid")
-        doc.pop("added_ns")
+        """The record as stored (the keys of its canonical JSON); the dicts copied, as ``asdict`` would."""
+        doc: dict[str, object] = {name: getattr(self, name) for name in _STORED}
+        doc["metrics"] = dict(self.metrics)
+        doc["left_out"] = dict(self.left_out)
         doc["format"] = RECORD_FORMAT
         return doc
 
@@ -109,11 +109,16 @@ class CheckpointRecord:
             doc = json.loads(data)
         except ValueError:
             raise CorruptObject(oid, reason="not a checkpoint record (invalid JSON)") from None
-        if not isinstance(doc, dict) or doc.pop("format", None) != RECORD_FORMAT:
+        return cls.from_dict(oid, doc)
+
+    @classmethod
+    def from_dict(cls, oid: str, doc: object) -> CheckpointRecord:
+        """The record whose stored form (``to_dict``) is ``doc``, checked as ``decode`` checks it
+        (the record index keeps records in this form); CorruptObject if it is not one."""
+        if not isinstance(doc, dict) or doc.get("format") != RECORD_FORMAT:
             raise CorruptObject(oid, reason="not a checkpoint record")
-        names = {f.name for f in fields(cls)} - {"record_oid"}
         try:
-            record = cls(**{k: v for k, v in doc.items() if k in names}, record_oid=oid)
+            record = cls(**{k: v for k, v in doc.items() if k in _NAMES}, record_oid=oid)
             record.created  # noqa: B018 - validates the timestamp
         except (TypeError, ValueError) as exc:
             raise CorruptObject(oid, reason=f"bad checkpoint record ({exc})") from None
@@ -127,6 +132,9 @@ class CheckpointRecord:
             raise CorruptObject(oid, reason="bad checkpoint record (state_hash or kind)")
         return record
 
+
+_STORED = tuple(f.name for f in fields(CheckpointRecord) if f.name not in ("record_oid", "added_ns"))
+_NAMES = frozenset(f.name for f in fields(CheckpointRecord)) - {"record_oid"}
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "checkpoint_id": (str,), "lane": (str,), "step_number": (int,), "step_name": (str,),
