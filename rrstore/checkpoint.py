@@ -292,10 +292,12 @@ class CheckpointManager:
             if self.damaged:  # the damaged one may be the newest: refuse to guess
                 raise StoreDamaged("cannot tell which checkpoint is 'latest'", next(iter(self.damaged.values())))
             chosen = latest_of(records, self.view, all_projects=all_projects)
-            # chosen from the record index; what is returned is read from the store (by oid, verified)
-            record = self._load(chosen.checkpoint_id)
-            if record is None:  # removed since the listing
-                raise CheckpointNotFound("latest")
+            # chosen through the record index; what is returned is read again by its oid, verified
+            try:
+                record = CheckpointRecord.decode(chosen.record_oid, self.store.objects.get(chosen.record_oid))
+            except (ObjectMissing, CorruptObject) as exc:
+                raise exc.with_checkpoints([chosen.checkpoint_id]) from None
+            record.added_ns = chosen.added_ns
             return record
         record = self._load(checkpoint_id) if valid_id(checkpoint_id) else None
         if record is None:
