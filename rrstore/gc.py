@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from .checkpoint import CheckpointManager
 from .errors import CorruptObject, ObjectMissing, RRStoreError, StoreDamaged, UsageError
 from .record import CheckpointRecord, check_lane
+from .store.objects import hash_bytes
 from .store.store import sweep_tmp
 from .tree import Reach, reachable
 
@@ -119,6 +120,7 @@ def gc(manager: CheckpointManager, policy: Retention, *, now: datetime | None = 
         records = manager.list_checkpoints(all_projects=True)
         if manager.damaged:  # what it reaches is unknown, so nothing may be swept
             raise StoreDamaged("gc stopped, nothing was removed", next(iter(manager.damaged.values())))
+        records = _verified(manager, records)
         for pack, why in store.objects.blind_packs().items():  # what that pack holds is unknown
             raise StoreDamaged("gc stopped, nothing was removed", CorruptObject(
                 f"pack index {pack}", reason=f"{why}; run rrstore check --repair"))
@@ -138,6 +140,24 @@ def gc(manager: CheckpointManager, policy: Retention, *, now: datetime | None = 
         result.packs_rewritten = sweep.packs_rewritten
         result.tmp_removed = len(sweep_tmp(store.path, before, dry_run=dry_run).removed)
     return result
+
+
+def _verified(manager: CheckpointManager, records: list[CheckpointRecord]) -> list[CheckpointRecord]:
+    """gc deletes by what the records say, and they come from the record index (a cache): each is
+    checked against its oid (its stored form hashed, no read) and read again from the store when
+    that differs (a record of another rrstore version, a crafted index)."""
+    out = []
+    for record in records:
+        if hash_bytes(record.encode()) != record.record_oid:
+            try:
+                fresh = CheckpointRecord.decode(record.record_oid, manager.store.objects.get(record.record_oid))
+            except (ObjectMissing, CorruptObject) as exc:
+                raise StoreDamaged("gc stopped, nothing was removed",
+                                   exc.with_checkpoints([record.checkpoint_id])) from None
+            fresh.added_ns = record.added_ns
+            record = fresh
+        out.append(record)
+    return out
 
 
 def _check_unchanged(manager: CheckpointManager, removed: list[CheckpointRecord]) -> None:

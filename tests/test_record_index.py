@@ -268,3 +268,48 @@ def test_records_damaged_behind_the_index_are_reported_not_hidden(
     assert list(manager.damaged) == [bad]
     again = CheckpointManager(project, store, manager.view)  # the damage is never cached away
     assert len(again.list_checkpoints()) == 3 and list(again.damaged) == [bad]
+
+
+def test_gc_never_trusts_a_crafted_index_for_what_a_kept_checkpoint_reaches(taken, cli: Cli) -> None:  # type: ignore[no-untyped-def]
+    _, store, ids = taken
+    truth(cli, store.parent, store)
+    backdate(store)
+    answers(cli, store.parent)
+    path = store / INDEX_KEY
+    index = RecordIndex.decode(path.read_bytes())
+    newest, oldest = index.refs[ids[4]], index.refs[ids[0]]
+    # a valid index (its digest recomputed) saying the kept checkpoint's tree is the removed one's
+    index.records[newest.oid] = dict(index.records[newest.oid], state_hash=index.records[oldest.oid]["state_hash"])
+    path.write_bytes(index.encode())
+    out = cli("gc", "--older-than", "0s", "--grace", "0s", "--keep-last", "1", "--json", cwd=store.parent)
+    assert out.returncode == 0, out.stderr
+    assert sorted(json.loads(out.stdout)["kept"]) == sorted(ids[3:])  # the newest of each lane
+    check = cli("check", "--json", cwd=store.parent)
+    assert check.returncode == 0 and json.loads(check.stdout)["success"], check.stdout
+
+
+def test_an_index_that_cannot_be_written_costs_only_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store this user cannot write (simulated: these tests may run as root): listing works, reads all."""
+    from rrstore.errors import PermissionDenied
+
+    monkeypatch.setattr("rrstore.backends.local.RACY_NS", 0)
+    project = tmp_path / "p"
+    project.mkdir()
+    Store.open(tmp_path / "store", Settings(), create=True)
+    backend = CountingBackend(tmp_path / "store")
+    store = Store.over(backend, Settings())
+    add(store, crafted(project, 5))
+    real_write = LocalBackend.write
+
+    def refuse(self: LocalBackend, key: str, data: bytes, **kw: bool) -> bool:
+        if key.startswith("index/"):
+            raise PermissionDenied(str(self.root / key), "write")
+        return real_write(self, key, data, **kw)
+
+    monkeypatch.setattr(LocalBackend, "write", refuse)
+    manager = CheckpointManager(project, store, ProjectView(project, identify=lambda: "test:project"))
+    for _ in range(2):
+        backend.reads.clear()
+        assert len(manager.list_checkpoints()) == 5 and not manager.damaged
+        assert backend.reads["refs"] == 5
+    assert not (tmp_path / "store" / INDEX_KEY).exists()
