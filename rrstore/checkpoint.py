@@ -294,11 +294,11 @@ class CheckpointManager:
             chosen = latest_of(records, self.view, all_projects=all_projects)
             # chosen through the record index; what is returned is read again by its oid, verified
             try:
-                record = CheckpointRecord.decode(chosen.record_oid, self.store.objects.get(chosen.record_oid))
+                again = CheckpointRecord.decode(chosen.record_oid, self.store.objects.get(chosen.record_oid))
             except (ObjectMissing, CorruptObject) as exc:
                 raise exc.with_checkpoints([chosen.checkpoint_id]) from None
-            record.added_ns = chosen.added_ns
-            return record
+            again.added_ns = chosen.added_ns
+            return again
         record = self._load(checkpoint_id) if valid_id(checkpoint_id) else None
         if record is None:
             raise CheckpointNotFound(checkpoint_id, self.suggest(checkpoint_id))

@@ -117,14 +117,18 @@ class CheckpointRecord:
         (the record index keeps records in this form); CorruptObject if it is not one."""
         if not isinstance(doc, dict) or doc.get("format") != RECORD_FORMAT:
             raise CorruptObject(oid, reason="not a checkpoint record")
+        given = dict(doc)
+        del given["format"]
+        if not given.keys() <= _NAMES:  # fields of a newer rrstore: ignored
+            given = {k: v for k, v in given.items() if k in _NAMES}
         try:
-            record = cls(**{k: v for k, v in doc.items() if k in _NAMES}, record_oid=oid)
+            record = cls(**given, record_oid=oid)
             record.created  # noqa: B018 - validates the timestamp
         except (TypeError, ValueError) as exc:
             raise CorruptObject(oid, reason=f"bad checkpoint record ({exc})") from None
-        for name, kinds in _FIELD_TYPES.items():
+        for name, kinds in _FIELD_TYPE_LIST:
             value = getattr(record, name)
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            if type(value) not in kinds and (not isinstance(value, kinds) or isinstance(value, bool)):
                 raise CorruptObject(oid, reason=f"bad checkpoint record (field {name} is {value!r})")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in record.left_out.items()):
             raise CorruptObject(oid, reason="bad checkpoint record (field left_out)")
@@ -144,6 +148,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "git_operation": (str, type(None)), "git_merge_head": (str, type(None)), "project": (str,),
     "left_out": (dict,), "workflow": (str, type(None)), "command": (str, type(None)),
 }
+_FIELD_TYPE_LIST = tuple(_FIELD_TYPES.items())
 
 
 # A record may be this much ahead of the clock of the store that got it (hosts

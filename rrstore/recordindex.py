@@ -26,11 +26,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import blake3
 import zstandard
@@ -39,13 +40,15 @@ from .backends import Backend
 from .errors import CorruptObject, ObjectMissing, RRStoreError
 from .fsutil import atomic_write
 from .record import CheckpointRecord, added_ns_of
-from .store.objects import ObjectStore, canonical_json, is_oid
+from .store.objects import ObjectStore, canonical_json
 from .store.refs import PREFIX, Ref, decode_ref, valid_id
 
 INDEX_KEY = "index/records"
 MAGIC = b"RRRECIDX1\n"
 FORMAT = "rrstore-record-index-1"
 DIGEST = 32
+T = TypeVar("T")
+_OID = re.compile(r"[0-9a-f]{64}")
 # A decompressed index larger than this is refused (a record is ~1 KiB: a million checkpoints fit).
 MAX_INDEX = 2 << 30
 
@@ -91,9 +94,11 @@ class RecordIndex:
         refs, records = doc.get("refs"), doc.get("records")
         if not isinstance(refs, dict) or not isinstance(records, dict):
             raise ValueError("damaged record index (layout)")
+        is_oid = _OID.fullmatch
         index = cls(records={oid: r for oid, r in records.items() if is_oid(oid) and isinstance(r, dict)})
         for checkpoint_id, entry in refs.items():
-            if (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and is_oid(entry[1])
+            if (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                    and isinstance(entry[1], str) and is_oid(entry[1])
                     and (entry[2] is None or (isinstance(entry[2], int) and not isinstance(entry[2], bool)))
                     and valid_id(checkpoint_id)):
                 index.refs[checkpoint_id] = IndexedRef(entry[0], entry[1], entry[2])
@@ -340,7 +345,7 @@ def _differs(old: RecordIndex | None, new: RecordIndex) -> bool:
     return old is None or old.refs != new.refs or any(oid not in old.records for oid in new.records)
 
 
-def _each(fn: Callable[[str], object], items: list[str], workers: int) -> list[object]:
+def _each(fn: Callable[[str], T], items: list[str], workers: int) -> list[T]:
     if workers <= 1 or len(items) <= 1:
         return [fn(item) for item in items]
     with ThreadPoolExecutor(max_workers=workers) as pool:

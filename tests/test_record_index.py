@@ -96,7 +96,7 @@ def test_a_damaged_index_is_ignored_and_rebuilt(taken, cli: Cli, damage: str) ->
 
 
 def test_refs_changed_behind_the_index_are_seen(taken, cli: Cli) -> None:  # type: ignore[no-untyped-def]
-    system, store, ids = taken
+    _, store, ids = taken
     truth(cli, store.parent, store)
     backdate(store)
     answers(cli, store.parent)  # the index now trusts every ref's token
@@ -108,7 +108,8 @@ def test_refs_changed_behind_the_index_are_seen(taken, cli: Cli) -> None:  # typ
     (store / PREFIX / ids[4]).unlink()
     listed = json.loads(cli("list", "--json", cwd=store.parent).stdout)
     assert [r["checkpoint_id"] for r in listed] == ids[3::-1]
-    assert next(r for r in listed if r["checkpoint_id"] == ids[1])["error_message"] == "marked failed by another process"
+    failed = next(r for r in listed if r["checkpoint_id"] == ids[1])
+    assert failed["error_message"] == "marked failed by another process"
     seen = answers(cli, store.parent)
     assert seen == truth(cli, store.parent, store)
     assert json.loads(seen["status --json"][1])["newest_checkpoint_id"] == ids[3]
@@ -134,7 +135,7 @@ def test_a_ref_rewritten_in_place_with_the_same_size_and_mtime_is_seen(taken, cl
 
 
 def test_resume_and_the_planner_choose_the_same_with_or_without_the_index(taken) -> None:  # type: ignore[no-untyped-def]
-    system, store, ids = taken
+    _, store, ids = taken
 
     def choices() -> tuple[list[str], str | None]:
         fresh = RollbackRecoverySystem(root=store.parent)
@@ -162,7 +163,7 @@ def test_check_notes_a_damaged_index_and_repair_rebuilds_it(taken, cli: Cli) -> 
     out = cli("check", "--repair", "--json", cwd=store.parent)
     repaired = json.loads(out.stdout)
     assert out.returncode == 0, out.stderr
-    assert any("rebuilt index/records (5 checkpoint(s))" == r for r in repaired["repaired"])
+    assert "rebuilt index/records (5 checkpoint(s))" in repaired["repaired"]
     assert RecordIndex.decode((store / INDEX_KEY).read_bytes()).refs.keys() == set(ids)
     assert list((store / "quarantine").rglob("records"))  # the damaged one kept, never deleted
 
@@ -170,7 +171,7 @@ def test_check_notes_a_damaged_index_and_repair_rebuilds_it(taken, cli: Cli) -> 
 def test_a_read_only_store_lists_without_writing_its_index(taken, cli: Cli) -> None:  # type: ignore[no-untyped-def]
     if os.geteuid() == 0:
         pytest.skip("root writes anywhere")
-    _, store, ids = taken
+    _, store, _ids = taken
     expected = truth(cli, store.parent, store)
     (store / INDEX_KEY).unlink()
     modes = {p: p.stat().st_mode for p in (store, store / "index", store / "tmp")}
@@ -208,7 +209,8 @@ def crafted(project: Path, count: int, start: int = 0) -> Iterator[CheckpointRec
                             state_hash="0" * 64, root=str(project), project="test:project")
     for n in range(start, start + count):
         yield dataclasses.replace(base, checkpoint_id=f"standard-step{n}-20261201_000000", step_number=n,
-                                  step_name=f"step {n}", timestamp=f"2026-12-01T00:{n // 60 % 60:02d}:{n % 60:02d}+00:00")
+                                  step_name=f"step {n}",
+                                  timestamp=f"2026-12-01T00:{n // 60 % 60:02d}:{n % 60:02d}+00:00")
 
 
 def add(store: Store, records: Iterator[CheckpointRecord]) -> None:
