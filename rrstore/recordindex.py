@@ -27,7 +27,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,11 +202,13 @@ class RecordReader:
     _errors: dict[str, RRStoreError] = field(default_factory=dict, init=False, repr=False)
     _loaded: dict[int, RecordIndex | None] = field(default_factory=dict, init=False, repr=False)
 
-    def listing(self, *, records: bool = True, only: Iterable[str] | None = None) -> RecordListing:
+    def listing(self, *, records: bool = True, only: Iterable[str] | None = None,
+                known_records: Mapping[str, dict[str, object]] | None = None) -> RecordListing:
         """Every ref (or those of ``only``) with its record oid, and with ``records`` its record.
 
         Without ``records`` only refs are read for stale entries (push's question: which ids
-        does the remote have, naming which record).
+        does the remote have, naming which record). ``known_records`` (oid -> stored form)
+        are records the caller read and verified itself (push: those it just sent), not read again.
         """
         tokens = {key[len(PREFIX):]: token for key, token in self.backend.list_tokens(PREFIX)
                   if valid_id(key[len(PREFIX):])}
@@ -214,7 +216,7 @@ class RecordReader:
             wanted = set(only)
             tokens = {i: t for i, t in tokens.items() if i in wanted}
         out = RecordListing()
-        self._docs, self._errors = {}, {}
+        self._docs, self._errors = dict(known_records or {}), {}
         known, first = self._known(tokens, records)
         stale = [i for i in tokens if i not in known]
         reads = self._read_refs(stale, tokens, out)
