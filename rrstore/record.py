@@ -137,6 +137,32 @@ class CheckpointRecord:
         return record
 
 
+    def row(self) -> list[object]:
+        """The stored fields as a list, in ``ROW_FIELDS`` order (the record index's compact form)."""
+        return [getattr(self, name) for name in _STORED]
+
+    @classmethod
+    def from_row(cls, oid: str, row: object) -> CheckpointRecord:
+        """The record a ``row`` (in ``ROW_FIELDS`` order) holds, checked as ``decode`` checks it;
+        CorruptObject if it is not one."""
+        if not isinstance(row, list) or len(row) != len(_STORED):
+            raise CorruptObject(oid, reason="not a checkpoint record (row)")
+        for at, kinds in _ROW_TYPES:
+            value = row[at]
+            if type(value) not in kinds and (not isinstance(value, kinds) or isinstance(value, bool)):
+                raise CorruptObject(oid, reason=f"bad checkpoint record (field {_STORED[at]} is {value!r})")
+        try:
+            record = cls(*row, oid)  # type: ignore[arg-type,call-arg]
+            record.created  # noqa: B018 - validates the timestamp
+        except (TypeError, ValueError) as exc:
+            raise CorruptObject(oid, reason=f"bad checkpoint record ({exc})") from None
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in record.left_out.items()):
+            raise CorruptObject(oid, reason="bad checkpoint record (field left_out)")
+        if not is_oid(record.state_hash) or record.kind not in KINDS:
+            raise CorruptObject(oid, reason="bad checkpoint record (state_hash or kind)")
+        return record
+
+
 _STORED = tuple(f.name for f in fields(CheckpointRecord) if f.name not in ("record_oid", "added_ns"))
 _NAMES = frozenset(f.name for f in fields(CheckpointRecord)) - {"record_oid"}
 
@@ -149,6 +175,10 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "left_out": (dict,), "workflow": (str, type(None)), "command": (str, type(None)),
 }
 _FIELD_TYPE_LIST = tuple(_FIELD_TYPES.items())
+# The order of ``row``: every stored field (the dataclass's order, record_oid and added_ns last).
+ROW_FIELDS = _STORED
+_ROW_TYPES = tuple((_STORED.index(name), kinds) for name, kinds in _FIELD_TYPES.items())
+assert [f.name for f in fields(CheckpointRecord)][-2:] == ["record_oid", "added_ns"]
 
 
 # A record may be this much ahead of the clock of the store that got it (hosts

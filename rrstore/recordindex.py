@@ -17,8 +17,9 @@ trailer) is ignored and rebuilt, a missing one is rebuilt, a failed write
 writes from a record re-reads what it needs by oid, verified.
 
 Format: ``MAGIC``, a zstd frame of canonical JSON ``{"format": FORMAT,
-"refs": {id: [token, record oid, added_ns or null]}, "records": {oid:
-record as stored}}``, then the BLAKE3-256 digest of everything before it.
+"fields": [field names], "refs": {id: [token, record oid, added_ns or null]},
+"records": {oid: [the record's fields, in "fields" order]}}``, then the
+BLAKE3-256 digest of everything before it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import zstandard
 from .backends import Backend
 from .errors import CorruptObject, ObjectMissing, RRStoreError
 from .fsutil import atomic_write
-from .record import CheckpointRecord, added_ns_of
+from .record import ROW_FIELDS, CheckpointRecord, added_ns_of
 from .store.objects import ObjectStore, canonical_json
 from .store.refs import PREFIX, Ref, decode_ref, valid_id
 
@@ -65,13 +66,13 @@ class IndexedRef:
 
 @dataclass
 class RecordIndex:
-    """The decoded index: refs by id, records (their stored form) by oid."""
+    """The decoded index: refs by id, records (``CheckpointRecord.row``: unchecked until used) by oid."""
 
     refs: dict[str, IndexedRef] = field(default_factory=dict)
-    records: dict[str, dict[str, object]] = field(default_factory=dict)
+    records: dict[str, list[object]] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        doc = {"format": FORMAT,
+        doc = {"format": FORMAT, "fields": list(ROW_FIELDS),
                "refs": {i: [e.token, e.oid, e.added_ns] for i, e in self.refs.items()},
                "records": {oid: self.records[oid] for oid in {e.oid for e in self.refs.values()}
                            if oid in self.records}}
@@ -95,7 +96,9 @@ class RecordIndex:
         if not isinstance(refs, dict) or not isinstance(records, dict):
             raise ValueError("damaged record index (layout)")
         is_oid = _OID.fullmatch
-        index = cls(records={oid: r for oid, r in records.items() if is_oid(oid) and isinstance(r, dict)})
+        # records of another field list (another rrstore version) are left out: read again when needed
+        index = cls(records={oid: r for oid, r in records.items() if is_oid(oid) and isinstance(r, list)}
+                    if doc.get("fields") == list(ROW_FIELDS) else {})
         for checkpoint_id, entry in refs.items():
             if (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
                     and isinstance(entry[1], str) and is_oid(entry[1])
@@ -198,16 +201,16 @@ class RecordReader:
     workers: int = 1
     save_to: Sequence[IndexSource] | None = None   # default: the first source
     # per listing: record docs found in the sources by oid, and records that could not be read
-    _docs: dict[str, dict[str, object]] = field(default_factory=dict, init=False, repr=False)
+    _docs: dict[str, list[object]] = field(default_factory=dict, init=False, repr=False)
     _errors: dict[str, RRStoreError] = field(default_factory=dict, init=False, repr=False)
     _loaded: dict[int, RecordIndex | None] = field(default_factory=dict, init=False, repr=False)
 
     def listing(self, *, records: bool = True, only: Iterable[str] | None = None,
-                known_records: Mapping[str, dict[str, object]] | None = None) -> RecordListing:
+                known_records: Mapping[str, list[object]] | None = None) -> RecordListing:
         """Every ref (or those of ``only``) with its record oid, and with ``records`` its record.
 
         Without ``records`` only refs are read for stale entries (push's question: which ids
-        does the remote have, naming which record). ``known_records`` (oid -> stored form)
+        does the remote have, naming which record). ``known_records`` (oid -> ``row``)
         are records the caller read and verified itself (push: those it just sent), not read again.
         """
         tokens = {key[len(PREFIX):]: token for key, token in self.backend.list_tokens(PREFIX)
@@ -293,15 +296,12 @@ class RecordReader:
 
     def _read_records(self, oids: list[str], out: RecordListing) -> None:
         """Records not in any index, read and verified by oid; a damaged one is kept as its error."""
-        def read(oid: str) -> dict[str, object] | RRStoreError:
-            doc = self._docs.get(oid)
-            if doc is not None:
-                return doc
+        def read(oid: str) -> list[object] | RRStoreError:
+            row = self._docs.get(oid)
+            if row is not None:
+                return row
             try:
-                data = self.objects.get(oid)
-                CheckpointRecord.decode(oid, data)
-                parsed: dict[str, object] = json.loads(data)
-                return parsed
+                return CheckpointRecord.decode(oid, self.objects.get(oid)).row()
             except (ObjectMissing, CorruptObject) as exc:
                 return exc
 
@@ -316,11 +316,11 @@ class RecordReader:
 
     def _record(self, checkpoint_id: str, entry: IndexedRef, out: RecordListing) -> CheckpointRecord | None:
         error = self._errors.get(entry.oid)
-        doc = out.index.records.get(entry.oid)
+        row = out.index.records.get(entry.oid)
         try:
             if error is not None:
                 raise error
-            record = CheckpointRecord.from_dict(entry.oid, doc)
+            record = CheckpointRecord.from_row(entry.oid, row)
         except (ObjectMissing, CorruptObject) as exc:
             out.damaged[checkpoint_id] = exc.with_checkpoints([checkpoint_id])
             out.index.records.pop(entry.oid, None)

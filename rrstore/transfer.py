@@ -171,7 +171,7 @@ def push(store: Store, remote: Backend, checkpoint_ids: Sequence[str] = (),
         sent.fill(result)
         if result.transferred:  # the remote's record index learns the new refs (best effort: only a cache)
             with contextlib.suppress(RRStoreError):
-                index.listing(known_records={r.record_oid: r.to_dict() for r in records})
+                index.listing(known_records={r.record_oid: r.row() for r in records})
     return result
 
 

@@ -281,7 +281,9 @@ def test_gc_never_trusts_a_crafted_index_for_what_a_kept_checkpoint_reaches(take
     index = RecordIndex.decode(path.read_bytes())
     newest, oldest = index.refs[ids[4]], index.refs[ids[0]]
     # a valid index (its digest recomputed) saying the kept checkpoint's tree is the removed one's
-    index.records[newest.oid] = dict(index.records[newest.oid], state_hash=index.records[oldest.oid]["state_hash"])
+    forged = CheckpointRecord.from_row(newest.oid, index.records[newest.oid])
+    forged.state_hash = CheckpointRecord.from_row(oldest.oid, index.records[oldest.oid]).state_hash
+    index.records[newest.oid] = forged.row()
     path.write_bytes(index.encode())
     out = cli("gc", "--older-than", "0s", "--grace", "0s", "--keep-last", "1", "--json", cwd=store.parent)
     assert out.returncode == 0, out.stderr
