@@ -9,6 +9,7 @@ archives, recovery) needs only this module.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 
@@ -158,11 +159,12 @@ class CheckpointRecord:
             raise CorruptObject(oid, reason=f"bad checkpoint record ({exc})") from None
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in record.left_out.items()):
             raise CorruptObject(oid, reason="bad checkpoint record (field left_out)")
-        if not is_oid(record.state_hash) or record.kind not in KINDS:
+        if not _OID(record.state_hash) or record.kind not in KINDS:
             raise CorruptObject(oid, reason="bad checkpoint record (state_hash or kind)")
         return record
 
 
+_OID = re.compile(r"[0-9a-f]{64}").fullmatch  # ``is_oid`` for a str, in C (from_row runs per record per listing)
 _STORED = tuple(f.name for f in fields(CheckpointRecord) if f.name not in ("record_oid", "added_ns"))
 _NAMES = frozenset(f.name for f in fields(CheckpointRecord)) - {"record_oid"}
 
