@@ -35,6 +35,7 @@ from .backends import LocalBackend
 from .config import Settings
 from .errors import CorruptObject, ObjectMissing, RRStoreError, StoreConfigDamaged, StoreNotFound
 from .record import CheckpointRecord, added_ns_of, is_future_dated
+from .recordindex import INDEX_KEY, RecordIndex
 from .store.objects import ObjectStore
 from .store.pack import PREFIX as PACKS
 from .store.pack import PackReader, scan_pack
@@ -75,6 +76,21 @@ class Problem:
     def to_json(self) -> dict[str, object]:
         return {"kind": self.kind, "target": self.target, "reason": self.reason,
                 "checkpoints": self.checkpoints}
+
+
+def record_index_state(store: Store) -> str | None:
+    """None when the store's record index reads back whole; else "missing" or "damaged (why)"."""
+    try:
+        data = store.backend.read(INDEX_KEY)
+    except KeyError:
+        return "missing"
+    except RRStoreError as exc:
+        return f"unreadable ({exc})"
+    try:
+        RecordIndex.decode(data)
+    except ValueError as exc:
+        return f"damaged: {exc}"
+    return None
 
 
 @dataclass
@@ -249,6 +265,7 @@ class Checker:
         self._config()
         self._packs()
         self._refs()
+        self._record_index()
         walk = self._walk(self._present)
         if self.result.read_data:
             known = len(self.problems)
@@ -356,6 +373,13 @@ class Checker:
                 continue
             self.roots[checkpoint_id] = record.state_hash
             self._note_future(checkpoint_id, record)
+
+    def _record_index(self) -> None:
+        """A damaged or missing record index is a note: it is a cache, rebuilt by the next listing."""
+        state = record_index_state(self.store)
+        if state is not None and (state != "missing" or self.result.checkpoints):
+            self.result.notes.append(f"record index {INDEX_KEY} is {state} (a cache: the next listing or "
+                                     "check --repair rebuilds it)")
 
     def _note_future(self, checkpoint_id: str, record: CheckpointRecord) -> None:
         ref = self.store.refs.read(checkpoint_id)

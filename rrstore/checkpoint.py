@@ -37,6 +37,7 @@ from .record import (
     check_lane,
     newest_first,
 )
+from .recordindex import RecordReader, local_reader
 from .store.objects import hash_bytes
 from .store.refs import Refs, valid_id
 from .store.store import Store
@@ -263,6 +264,7 @@ class CheckpointManager:
         self.damaged: dict[str, RRStoreError] = {}
         self.view = view or ProjectView(root)
         self._stat_cache: StatCache | None = None
+        self._reader: RecordReader | None = None
 
     def stat_cache(self) -> StatCache:
         """The work tree's stat cache, loaded once per manager (a restore's scan and its
@@ -306,7 +308,14 @@ class CheckpointManager:
             records = self.list_checkpoints(all_projects=True)
             if self.damaged:  # the damaged one may be the newest: refuse to guess
                 raise StoreDamaged("cannot tell which checkpoint is 'latest'", next(iter(self.damaged.values())))
-            return latest_of(records, self.view, all_projects=all_projects)
+            chosen = latest_of(records, self.view, all_projects=all_projects)
+            # chosen through the record index; what is returned is read again by its oid, verified
+            try:
+                again = CheckpointRecord.decode(chosen.record_oid, self.store.objects.get(chosen.record_oid))
+            except (ObjectMissing, CorruptObject) as exc:
+                raise exc.with_checkpoints([chosen.checkpoint_id]) from None
+            again.added_ns = chosen.added_ns
+            return again
         record = self._load(checkpoint_id) if valid_id(checkpoint_id) else None
         if record is None:
             raise CheckpointNotFound(checkpoint_id, self.suggest(checkpoint_id))
@@ -321,18 +330,21 @@ class CheckpointManager:
 
         A damaged record does not hide the others: its id and error are kept in
         ``self.damaged`` for the caller to report (whose it is cannot be read).
+        Served from the record index: for listing and choosing; what writes from a record
+        reads it again (``get``, ``_load``).
         """
-        records = []
-        self.damaged = {}
-        for checkpoint_id in self.store.refs:
-            try:
-                record = self._load(checkpoint_id)
-            except (ObjectMissing, CorruptObject) as exc:
-                self.damaged[checkpoint_id] = exc
-                continue
-            if record is not None and (lane is None or record.lane == lane):
-                records.append(record)
+        listing = self.records_reader.listing()
+        self.damaged = listing.damaged
+        records = [r for r in listing.records.values() if lane is None or r.lane == lane]
         return newest_first(records if all_projects else self.view.mine(records))
+
+    @property
+    def records_reader(self) -> RecordReader:
+        """Every ref and record of the store, through its record index (``recordindex``): one listing
+        of the refs and one file, plus the refs and records that changed since the index was written."""
+        if self._reader is None:
+            self._reader = local_reader(self.store.backend, self.store.objects)
+        return self._reader
 
     def newest(self, records: list[CheckpointRecord] | None = None, *,
                all_projects: bool = False) -> CheckpointRecord | None:

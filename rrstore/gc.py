@@ -13,13 +13,15 @@ The clock is a parameter, so tests need no sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .checkpoint import CheckpointManager
-from .errors import CorruptObject, ObjectMissing, StoreDamaged, UsageError
+from .errors import CorruptObject, ObjectMissing, RRStoreError, StoreDamaged, UsageError
 from .record import CheckpointRecord, check_lane
+from .store.objects import hash_bytes
 from .store.store import sweep_tmp
 from .tree import Reach, reachable
 
@@ -118,22 +120,54 @@ def gc(manager: CheckpointManager, policy: Retention, *, now: datetime | None = 
         records = manager.list_checkpoints(all_projects=True)
         if manager.damaged:  # what it reaches is unknown, so nothing may be swept
             raise StoreDamaged("gc stopped, nothing was removed", next(iter(manager.damaged.values())))
+        records = _verified(manager, records)
         for pack, why in store.objects.blind_packs().items():  # what that pack holds is unknown
             raise StoreDamaged("gc stopped, nothing was removed", CorruptObject(
                 f"pack index {pack}", reason=f"{why}; run rrstore check --repair"))
         kept, removed = select(records, set(store.pins), policy, now)
         result.kept = [r.checkpoint_id for r in kept]
         result.removed = [r.checkpoint_id for r in removed]
+        if not dry_run:
+            _check_unchanged(manager, removed)
         live = _mark(manager, kept)
         if not dry_run:
             for record in removed:
-                store.refs.delete(record.checkpoint_id)
+                with contextlib.suppress(KeyError):  # removed meanwhile by hand: gone either way
+                    store.refs.delete(record.checkpoint_id)
         sweep = store.objects.sweep(live, before, dry_run=dry_run)
         result.objects_removed = sweep.objects_removed
         result.bytes_freed = sweep.bytes_freed
         result.packs_rewritten = sweep.packs_rewritten
         result.tmp_removed = len(sweep_tmp(store.path, before, dry_run=dry_run).removed)
     return result
+
+
+def _verified(manager: CheckpointManager, records: list[CheckpointRecord]) -> list[CheckpointRecord]:
+    """gc deletes by what the records say, and they come from the record index (a cache): each is
+    checked against its oid (its stored form hashed, no read) and read again from the store when
+    that differs (a record of another rrstore version, a crafted index)."""
+    out = []
+    for record in records:
+        if hash_bytes(record.encode()) != record.record_oid:
+            try:
+                fresh = CheckpointRecord.decode(record.record_oid, manager.store.objects.get(record.record_oid))
+            except (ObjectMissing, CorruptObject) as exc:
+                raise StoreDamaged("gc stopped, nothing was removed",
+                                   exc.with_checkpoints([record.checkpoint_id])) from None
+            fresh.added_ns = record.added_ns
+            record = fresh
+        out.append(record)
+    return out
+
+
+def _check_unchanged(manager: CheckpointManager, removed: list[CheckpointRecord]) -> None:
+    """The refs gc deletes, read again (they were chosen from the record index): each must still
+    name the record chosen, else gc stops before anything is removed."""
+    for record in removed:
+        now = manager.store.refs.get(record.checkpoint_id)
+        if now is not None and now != record.record_oid:
+            raise RRStoreError(f"gc stopped, nothing was removed: checkpoint {record.checkpoint_id} changed "
+                               "while gc ran; run gc again")
 
 
 def _mark(manager: CheckpointManager, kept: list[CheckpointRecord]) -> set[str]:

@@ -9,7 +9,8 @@ archives, recovery) needs only this module.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+import re
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from . import __version__
@@ -86,10 +87,10 @@ class CheckpointRecord:
         return (self.added_ns, self.created.timestamp(), self.checkpoint_id)
 
     def to_dict(self) -> dict[str, object]:
-        """The record as stored (the keys of its canonical JSON)."""
-        doc = asdict(self)
-        doc.pop("record_oid")
-        doc.pop("added_ns")
+        """The record as stored (the keys of its canonical JSON); the dicts copied, as ``asdict`` would."""
+        doc: dict[str, object] = {name: getattr(self, name) for name in _STORED}
+        doc["metrics"] = dict(self.metrics)
+        doc["left_out"] = dict(self.left_out)
         doc["format"] = RECORD_FORMAT
         return doc
 
@@ -109,17 +110,26 @@ class CheckpointRecord:
             doc = json.loads(data)
         except ValueError:
             raise CorruptObject(oid, reason="not a checkpoint record (invalid JSON)") from None
-        if not isinstance(doc, dict) or doc.pop("format", None) != RECORD_FORMAT:
+        return cls.from_dict(oid, doc)
+
+    @classmethod
+    def from_dict(cls, oid: str, doc: object) -> CheckpointRecord:
+        """The record whose stored form (``to_dict``) is ``doc``, checked as ``decode`` checks it
+        (the record index keeps records in this form); CorruptObject if it is not one."""
+        if not isinstance(doc, dict) or doc.get("format") != RECORD_FORMAT:
             raise CorruptObject(oid, reason="not a checkpoint record")
-        names = {f.name for f in fields(cls)} - {"record_oid"}
+        given = dict(doc)
+        del given["format"]
+        if not given.keys() <= _NAMES:  # fields of a newer rrstore: ignored
+            given = {k: v for k, v in given.items() if k in _NAMES}
         try:
-            record = cls(**{k: v for k, v in doc.items() if k in names}, record_oid=oid)
+            record = cls(**given, record_oid=oid)
             record.created  # noqa: B018 - validates the timestamp
         except (TypeError, ValueError) as exc:
             raise CorruptObject(oid, reason=f"bad checkpoint record ({exc})") from None
-        for name, kinds in _FIELD_TYPES.items():
+        for name, kinds in _FIELD_TYPE_LIST:
             value = getattr(record, name)
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            if type(value) not in kinds and (not isinstance(value, kinds) or isinstance(value, bool)):
                 raise CorruptObject(oid, reason=f"bad checkpoint record (field {name} is {value!r})")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in record.left_out.items()):
             raise CorruptObject(oid, reason="bad checkpoint record (field left_out)")
@@ -127,6 +137,36 @@ class CheckpointRecord:
             raise CorruptObject(oid, reason="bad checkpoint record (state_hash or kind)")
         return record
 
+
+    def row(self) -> list[object]:
+        """The stored fields as a list, in ``ROW_FIELDS`` order (the record index's compact form)."""
+        return [getattr(self, name) for name in _STORED]
+
+    @classmethod
+    def from_row(cls, oid: str, row: object) -> CheckpointRecord:
+        """The record a ``row`` (in ``ROW_FIELDS`` order) holds, checked as ``decode`` checks it;
+        CorruptObject if it is not one."""
+        if not isinstance(row, list) or len(row) != len(_STORED):
+            raise CorruptObject(oid, reason="not a checkpoint record (row)")
+        for at, kinds in _ROW_TYPES:
+            value = row[at]
+            if type(value) not in kinds and (not isinstance(value, kinds) or isinstance(value, bool)):
+                raise CorruptObject(oid, reason=f"bad checkpoint record (field {_STORED[at]} is {value!r})")
+        try:
+            record = cls(*row, oid)  # type: ignore[arg-type,call-arg]
+            record.created  # noqa: B018 - validates the timestamp
+        except (TypeError, ValueError) as exc:
+            raise CorruptObject(oid, reason=f"bad checkpoint record ({exc})") from None
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in record.left_out.items()):
+            raise CorruptObject(oid, reason="bad checkpoint record (field left_out)")
+        if not _OID(record.state_hash) or record.kind not in KINDS:
+            raise CorruptObject(oid, reason="bad checkpoint record (state_hash or kind)")
+        return record
+
+
+_OID = re.compile(r"[0-9a-f]{64}").fullmatch  # ``is_oid`` for a str, in C (from_row runs per record per listing)
+_STORED = tuple(f.name for f in fields(CheckpointRecord) if f.name not in ("record_oid", "added_ns"))
+_NAMES = frozenset(f.name for f in fields(CheckpointRecord)) - {"record_oid"}
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "checkpoint_id": (str,), "lane": (str,), "step_number": (int,), "step_name": (str,),
@@ -136,6 +176,11 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "git_operation": (str, type(None)), "git_merge_head": (str, type(None)), "project": (str,),
     "left_out": (dict,), "workflow": (str, type(None)), "command": (str, type(None)),
 }
+_FIELD_TYPE_LIST = tuple(_FIELD_TYPES.items())
+# The order of ``row``: every stored field (the dataclass's order, record_oid and added_ns last).
+ROW_FIELDS = _STORED
+_ROW_TYPES = tuple((_STORED.index(name), kinds) for name, kinds in _FIELD_TYPES.items())
+assert [f.name for f in fields(CheckpointRecord)][-2:] == ["record_oid", "added_ns"]
 
 
 # A record may be this much ahead of the clock of the store that got it (hosts

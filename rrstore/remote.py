@@ -8,15 +8,14 @@ uses ``remote_packs.Holdings`` to send only what the other side lacks.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from .backends import Backend
 from .backends.s3 import S3Backend
-from .errors import CorruptObject, ObjectMissing, RRStoreError, StoreNotFound
-from .record import CheckpointRecord, added_ns_of, newest_first
-from .store.objects import ObjectStore
-from .store.refs import Refs
+from .errors import RRStoreError, StoreNotFound
+from .record import CheckpointRecord, newest_first
+from .recordindex import remote_reader
 from .store.store import check_config
 
 # Requests in flight at once; S3 latency, not bandwidth, bounds a transfer of small keys.
@@ -53,29 +52,15 @@ def check_remote_config(remote: Backend) -> str:
     return check_config(raw, remote.location, remote=True)
 
 
-def list_remote(remote: Backend, lane: str | None = None, workers: int = WORKERS) -> RemoteListing:
-    """The remote's checkpoint records, newest first (records are loose: one GET each, in parallel)."""
+def list_remote(remote: Backend, lane: str | None = None, workers: int = WORKERS,
+                cache: Path | None = None) -> RemoteListing:
+    """The remote's checkpoint records, newest first, ordered by the remote's push order.
+
+    One listing of its refs with their change tokens, then its record index (``recordindex``:
+    the copy kept in store ``cache``'s ``cache/remotes/`` first, then the remote's
+    ``index/records``); only refs and records neither index has are read, in parallel.
+    """
     check_remote_config(remote)
-    refs = Refs(remote)
-    objects = ObjectStore(remote)
-
-    def load(checkpoint_id: str) -> CheckpointRecord | RRStoreError | None:
-        try:
-            ref = refs.read(checkpoint_id)
-            if ref is None:
-                return None
-            record = CheckpointRecord.decode(ref.oid, objects.get(ref.oid))
-        except (ObjectMissing, CorruptObject) as exc:
-            return exc.with_checkpoints([checkpoint_id])
-        record.added_ns = added_ns_of(ref, record.created)  # the remote's push order (no stat per ref)
-        return record
-
-    ids = list(refs)
-    records, damaged = [], {}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for checkpoint_id, got in zip(ids, pool.map(load, ids), strict=True):
-            if isinstance(got, RRStoreError):
-                damaged[checkpoint_id] = got
-            elif got is not None and (lane is None or got.lane == lane):
-                records.append(got)
-    return RemoteListing(newest_first(records), damaged)
+    got = remote_reader(remote, cache, workers=workers).listing()
+    records = [r for r in got.records.values() if lane is None or r.lane == lane]
+    return RemoteListing(newest_first(records), got.damaged)

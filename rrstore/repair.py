@@ -3,7 +3,7 @@
 Runs under the store's exclusive object lock (like gc), so no checkpoint
 or restore works on the store meanwhile. In order: ``config.json`` when it
 is missing over surviving objects and refs; each pack index that is damaged
-or missing, rebuilt from its (format-2) pack; the stat caches (removed: the
+or missing, rebuilt from its (format-2) pack; the record index (``index/records``); the stat caches (removed: the
 next scan rebuilds them); then, with a source, every damaged or missing
 object the check found is fetched, verified by hash and stored again, and
 each pack that held a bad copy is rewritten without it (its good objects
@@ -17,9 +17,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .archive.safety import Limits, read_archive
-from .check import OBJECT_KINDS, Checker, CheckOptions, CheckResult, open_for_check, quarantine, stamp
+from .check import (
+    OBJECT_KINDS,
+    Checker,
+    CheckOptions,
+    CheckResult,
+    open_for_check,
+    quarantine,
+    record_index_state,
+    stamp,
+)
 from .errors import CorruptObject, ObjectMissing, RRStoreError
 from .lock import locked
+from .recordindex import INDEX_KEY, local_reader
 from .store.objects import LOOSE_MIN, ObjectStore, hash_bytes, object_key
 from .store.pack import PREFIX as PACKS
 from .store.pack import encode_index, scan_pack
@@ -35,6 +45,7 @@ def repair(store: Store, options: CheckOptions) -> CheckResult:
         work.config(before)
         work.indexes()
         work.merged_indexes()
+        work.record_index()
         work.stat_cache()
         if options.source:
             wanted = {p.target: p.kind for p in before.problems if p.kind in OBJECT_KINDS}
@@ -99,6 +110,16 @@ class _Repair:
         fresh = self.store.objects.merge_indexes()
         if fresh is not None and damaged:
             self.done.append(f"rebuilt the merged pack index as {midx_key(fresh)}")
+    def record_index(self) -> None:
+        """Rebuild a damaged or missing record index from the refs and records (the damaged one quarantined)."""
+        state = record_index_state(self.store)
+        if state is None or (state == "missing" and next(iter(self.store.refs), None) is None):
+            return
+        if state.startswith("damaged"):
+            self._quarantine(INDEX_KEY)
+        listing = local_reader(self.store.backend, self.store.objects).listing()
+        if record_index_state(self.store) is None:
+            self.done.append(f"rebuilt {INDEX_KEY} ({len(listing.oids)} checkpoint(s))")
 
     def stat_cache(self) -> None:
         folder = self.store.path / "cache"

@@ -353,7 +353,7 @@ class RollbackRecoverySystem:
                               "--all-projects"])
         try:
             if "latest" in ids:
-                records = transfer.list_remote(backend).checkpoints
+                records = transfer.list_remote(backend, cache=self.store_path).checkpoints
                 newest = latest_of(records, self.view, all_projects=all_projects).checkpoint_id
                 ids = [newest if i == "latest" else i for i in ids]
             return transfer.pull(self.open_store(create=True), backend, ids, progress)
@@ -372,7 +372,7 @@ class RollbackRecoverySystem:
 
         if lane is not None:
             check_lane(lane)
-        listing = transfer.list_remote(transfer.open_remote(remote, endpoint_url), lane)
+        listing = transfer.list_remote(transfer.open_remote(remote, endpoint_url), lane, cache=self.store_path)
         records = listing.checkpoints if all_projects else self.view.mine(listing.checkpoints)
         return ListResult(records, success=not listing.damaged, damaged=listing.damaged,
                           others=len(listing.checkpoints) - len(records), project="" if all_projects else self.project)

@@ -31,6 +31,7 @@ its tree (``tree.TreeCheck``: the rule archive import applies).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from .errors import (
 )
 from .fsutil import AtomicFile, syncfs
 from .record import CheckpointRecord
+from .recordindex import RecordReader, remote_reader
 from .remote import WORKERS, RemoteListing, RemoteNotFound, check_remote_config, list_remote, open_remote
 from .remote_packs import Holdings, RemoteCache
 from .store.objects import ObjectStore, decode_loose, oid_of_key
@@ -149,11 +151,14 @@ def push(store: Store, remote: Backend, checkpoint_ids: Sequence[str] = (),
         records = _local_records(manager, checkpoint_ids)
         _ensure_remote_config(store, remote)
         remote_refs = Refs(remote)
+        index = remote_reader(remote, store.path, workers=workers, update_remote=True)
         wanted = {r.checkpoint_id: r.record_oid for r in records}
-        todo = _sort_refs(result, wanted, _refs_of(remote_refs, list(wanted), workers).get)
+        todo = _sort_refs(result, wanted, _refs_of(index, list(wanted)).get)
         if not todo:
             return result
-        needed = _safe(store.objects, [r for r in records if r.checkpoint_id in todo], result, checkpoint_ids,
+        # chosen through the record indexes: what is sent is read again, by oid, verified
+        records = [manager.get(i) for i in todo]
+        needed = _safe(store.objects, records, result, checkpoint_ids,
                        f"push to {remote.location} refused, nothing was sent (no pull would accept it)")
         todo = {i: oid for i, oid in todo.items() if i not in result.refused}
         if not todo:
@@ -171,23 +176,32 @@ def push(store: Store, remote: Backend, checkpoint_ids: Sequence[str] = (),
         _create_refs(result, remote_refs, todo)
         there.save_cache()
         sent.fill(result)
+        if result.transferred:  # the remote's record index learns the new refs (best effort: only a cache)
+            with contextlib.suppress(RRStoreError):
+                index.listing(known_records={r.record_oid: r.row() for r in records})
     return result
 
 
-def _refs_of(refs: Refs, ids: list[str], workers: int) -> dict[str, str | None]:
-    """Each id's record oid on the side ``refs`` reads (None if absent): one listing, then GETs in parallel."""
-    listed = set(refs)
+def _refs_of(index: RecordReader, ids: list[str]) -> dict[str, str | None]:
+    """Each id's record oid on the side ``index`` reads (None if absent): one listing of its refs with
+    their tokens and its record index; only refs the index does not know are read."""
     found: dict[str, str | None] = dict.fromkeys(ids)
-
-    def get(checkpoint_id: str) -> None:
-        found[checkpoint_id] = refs.get(checkpoint_id)
-
-    _each(get, [i for i in ids if i in listed], workers)
+    listing = index.listing(records=False)
+    for checkpoint_id in ids:
+        found[checkpoint_id] = listing.oids.get(checkpoint_id)
+        if checkpoint_id in listing.damaged:
+            raise listing.damaged[checkpoint_id]
     return found
 
 
 def _local_records(manager: CheckpointManager, checkpoint_ids: Sequence[str]) -> list[CheckpointRecord]:
-    ids = list(dict.fromkeys(checkpoint_ids)) or sorted(manager.store.refs)
+    """The records to send: each asked for (read from the store), or every one (from the record index)."""
+    if not checkpoint_ids:
+        every = manager.list_checkpoints(all_projects=True)
+        if manager.damaged:  # as reading them one by one would: the first damaged one stops the push
+            raise next(iter(manager.damaged.values()))
+        return sorted(every, key=lambda r: r.checkpoint_id)
+    ids = list(dict.fromkeys(checkpoint_ids))
     records: list[CheckpointRecord] = []
     for checkpoint_id in ids:
         record = manager.get(checkpoint_id)
@@ -202,8 +216,13 @@ def _ensure_remote_config(store: Store, remote: Backend) -> None:
         config = store.backend.read("config.json")
     except KeyError:
         raise StoreNotFound(str(store.path)) from None
-    if not remote.write("config.json", config, durable=True, exclusive=True) \
-            and check_remote_config(remote) != STORE_FORMAT:
+    try:  # a remote that is a store already costs one GET (no conditional PUT, no probe)
+        found = check_remote_config(remote)
+    except RemoteNotFound:
+        if remote.write("config.json", config, durable=True, exclusive=True):
+            return
+        found = check_remote_config(remote)
+    if found != STORE_FORMAT:
         # a format-1 remote is about to get format-2 refs and packs: say so first (see store.STORE_FORMAT)
         remote.write("config.json", upgraded_config(remote.read("config.json")), durable=True)
 
@@ -424,7 +443,7 @@ def pull(store: Store, remote: Backend, checkpoint_ids: Sequence[str],
     a conflict in the result, left alone.
     """
     result = TransferResult("pull", remote.location)
-    wanted = _wanted(remote, checkpoint_ids, workers)
+    wanted = _wanted(remote, checkpoint_ids, workers, store)
     with store.writing():
         todo = _sort_refs(result, wanted, store.refs.get)
         if not todo:
@@ -475,15 +494,22 @@ def _needed_there(store: Store, there: Holdings, records: list[CheckpointRecord]
             result.refused.clear()
 
 
-def _wanted(remote: Backend, checkpoint_ids: Sequence[str], workers: int) -> dict[str, str]:
-    """The remote's ids to pull (every one when none given; 'latest' resolved) -> their record oids."""
+def _wanted(remote: Backend, checkpoint_ids: Sequence[str], workers: int, store: Store) -> dict[str, str]:
+    """The remote's ids to pull (every one when none given; 'latest' resolved) -> their record oids.
+
+    Every one: the remote's refs through its record index (one listing, the index, the refs it
+    lacks). Ids given: one GET of each ref, no listing.
+    """
     check_remote_config(remote)
     remote_refs = Refs(remote)
     wanted: dict[str, str] = {}
     if not checkpoint_ids:  # every checkpoint of the remote
-        wanted = {i: oid for i, oid in _refs_of(remote_refs, sorted(remote_refs), workers).items() if oid}
+        listing = remote_reader(remote, store.path, workers=workers).listing(records=False)
+        if listing.damaged:
+            raise next(iter(listing.damaged.values()))
+        wanted = {i: listing.oids[i] for i in sorted(listing.oids)}
     for checkpoint_id in dict.fromkeys(checkpoint_ids):
-        resolved = _remote_id(remote, remote_refs, checkpoint_id)
+        resolved = _remote_id(remote, remote_refs, checkpoint_id, store)
         oid = remote_refs.get(resolved)
         if oid is None:
             raise CheckpointNotFound(resolved, suggest_ids(resolved, remote_refs))
@@ -491,11 +517,11 @@ def _wanted(remote: Backend, checkpoint_ids: Sequence[str], workers: int) -> dic
     return wanted
 
 
-def _remote_id(remote: Backend, refs: Refs, checkpoint_id: str) -> str:
+def _remote_id(remote: Backend, refs: Refs, checkpoint_id: str, store: Store) -> str:
     """``latest`` names the remote's newest step checkpoint; other ids are taken as given."""
     if checkpoint_id != "latest":
         return checkpoint_id
-    newest = next((r for r in list_remote(remote).checkpoints if r.kind == "step"), None)
+    newest = next((r for r in list_remote(remote, cache=store.path).checkpoints if r.kind == "step"), None)
     if newest is None:
         raise CheckpointNotFound(checkpoint_id)
     return newest.checkpoint_id

@@ -237,14 +237,15 @@ def timed(box: Box, *args: str, cwd: Path | None = None) -> float:
 
 
 def store_files(store: Path, skip_locks: bool = True) -> dict[str, str]:
-    """Every file under the store -> sha256 (lock files left out): 'byte-identical' compares these."""
+    """Every file under the store -> sha256 (lock files and the derived indexes under ``index/``, which a
+    read may refresh, left out): 'byte-identical' compares these."""
     out = {}
     for dirpath, dirs, names in os.walk(store):
         dirs.sort()
         for name in names:
             path = Path(dirpath) / name
             rel = path.relative_to(store).as_posix()
-            if skip_locks and rel.startswith("locks/"):
+            if skip_locks and rel.startswith(("locks/", "index/")):
                 continue
             out[rel] = hashlib.sha256(path.read_bytes()).hexdigest() if not path.is_symlink() else "link"
     return out

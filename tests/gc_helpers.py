@@ -158,11 +158,12 @@ def stored_bytes(store: Path) -> int:
 
 
 def store_files(store: Path) -> dict[str, tuple[int, int, str]]:
-    """Every file of the store but the lock files: (size, mtime_ns, sha256). 'Unchanged' means equal."""
+    """Every file of the store but the lock files and the derived indexes under ``index/`` (a read may
+    refresh them): (size, mtime_ns, sha256). 'Unchanged' means equal."""
     out = {}
     for path in sorted(store.rglob("*")):
         rel = path.relative_to(store).as_posix()
-        if rel.startswith("locks/") or not path.is_file():
+        if rel.startswith(("locks/", "index/")) or not path.is_file():
             continue
         st = path.stat()
         out[rel] = (st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())

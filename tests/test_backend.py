@@ -176,6 +176,25 @@ class TestBackendContract:
         assert sorted(backend.list("objects/ab/")) == ["objects/ab/0123", "objects/ab/cdef"]
         assert sorted(backend.list("")) == sorted(keys)
 
+    def test_list_tokens_gives_the_keys_of_list_in_its_order(self, backend: Backend) -> None:
+        keys = ["objects/ab/cdef", "objects/ab/0123", "objects/ff/ffff", "refs/checkpoints/a", "config.json"]
+        for key in keys:
+            backend.write(key, key.encode())
+        for prefix in ("objects/", "refs/checkpoints/", "objects/ab/", "", "packs/"):
+            assert [key for key, _ in backend.list_tokens(prefix)] == list(backend.list(prefix))
+
+    def test_a_token_changes_when_a_value_is_replaced_even_by_one_of_the_same_size(
+            self, backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("rrstore.backends.local.RACY_NS", 0)  # local: no key is "too recent"
+        backend.write("refs/checkpoints/a", b"one")
+        backend.write("refs/checkpoints/b", b"bee")
+        before = dict(backend.list_tokens("refs/checkpoints/"))
+        assert all(before.values()) and before == dict(backend.list_tokens("refs/checkpoints/"))
+        backend.write("refs/checkpoints/a", b"two")
+        after = dict(backend.list_tokens("refs/checkpoints/"))
+        assert after["refs/checkpoints/a"] != before["refs/checkpoints/a"]
+        assert after["refs/checkpoints/b"] == before["refs/checkpoints/b"]
+
     def test_list_of_an_unknown_prefix_is_empty(self, backend: Backend) -> None:
         assert list(backend.list("objects/")) == []
         backend.write("objects/ab/cdef", b"x")
@@ -246,6 +265,24 @@ class TestLocalBackend:
         backend.write("refs/checkpoints/one", b"1", exclusive=True)
         assert backend.write("refs/checkpoints/one", b"2", exclusive=True) is False
         assert os.listdir(tmp_path / "store" / "tmp") == []
+
+    def test_a_token_changes_when_a_file_is_rewritten_in_place_with_its_old_mtime(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("rrstore.backends.local.RACY_NS", 0)
+        backend = LocalBackend(tmp_path)
+        backend.write("refs/checkpoints/a", b"one")
+        path = tmp_path / "refs/checkpoints/a"
+        old = path.stat()
+        [(_, before)] = backend.list_tokens("refs/checkpoints/")
+        path.write_bytes(b"two")  # by hand: same inode, same size
+        os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))  # and the old mtime put back
+        [(_, after)] = backend.list_tokens("refs/checkpoints/")
+        assert after != before  # the ctime changed
+
+    def test_a_key_changed_just_now_has_no_token(self, tmp_path: Path) -> None:
+        backend = LocalBackend(tmp_path)
+        backend.write("refs/checkpoints/a", b"one")
+        assert list(backend.list_tokens("refs/checkpoints/")) == [("refs/checkpoints/a", "")]
 
     def test_sync_on_a_store_not_yet_created_is_harmless(self, tmp_path: Path) -> None:
         backend = LocalBackend(tmp_path / "not-yet")

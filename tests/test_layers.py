@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("rrstore.errors", "rrstore.config", "rrstore.fsutil", "rrstore.lock")),
     ("backends", ("rrstore.backends",)),
     ("store", ("rrstore.store",)),
-    ("trees and records", ("rrstore.tree", "rrstore.record")),
+    ("trees and records", ("rrstore.tree", "rrstore.record", "rrstore.recordindex")),
     ("working tree", ("rrstore.worktree",)),
     ("verbs", ("rrstore.checkpoint", "rrstore.diff", "rrstore.restore", "rrstore.undo", "rrstore.gc",
                "rrstore.check", "rrstore.repair", "rrstore.transfer", "rrstore.remote", "rrstore.remote_packs",

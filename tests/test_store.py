@@ -32,8 +32,9 @@ def one_error_line(out: subprocess.CompletedProcess[str], code: int) -> str:
 
 
 def store_files(store: Path) -> dict[str, tuple[object, ...]]:
-    """Every file of the store with its bytes' hash: what 'refused, changed nothing' must keep."""
-    return tree_manifest(store, skip=())
+    """Every file of the store with its bytes' hash: what 'refused, changed nothing' must keep
+    (but for ``index/``: derived caches a read may refresh, see docs/store-format.md)."""
+    return tree_manifest(store, skip=("index",))
 
 
 def age(path: Path, seconds: float) -> None:

@@ -485,7 +485,8 @@ def test_help_and_local_commands_do_not_import_boto3(tmp_path: Path) -> None:
     checkpoint(tmp_path)
     for args in (["--help"], ["push", "--help"], ["pull", "--help"], ["list"], ["list", "--help"]):
         modules = _imported_modules(args, tmp_path)
-        assert "rrstore.cli.remote" in modules
+        if args[0] in ("push", "pull"):  # the command's own module is loaded, and still no boto3
+            assert "rrstore.cli.remote" in modules
         assert not {m for m in modules if m.split(".")[0] in ("boto3", "botocore")}, args
 
 

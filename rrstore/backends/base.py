@@ -37,6 +37,16 @@ class Backend(Protocol):
         """Every key under ``prefix`` (a folder-like prefix ending in '/')."""
         ...
 
+    def list_tokens(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """Every key under ``prefix`` with a change token: a string that differs whenever the key's
+        value may have changed (a cache of what a key held is valid while its token is the same).
+
+        Local: inode, mtime, ctime and size; S3: the ETag and size the listing returns (no extra
+        request). An empty token means "changed too recently to tell": never cache it.
+        Same keys and order as ``list``.
+        """
+        ...
+
     def delete(self, key: str) -> None: ...
 
     def stat(self, key: str) -> tuple[int, float]:

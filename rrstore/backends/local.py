@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import stat as stat_mode
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,10 @@ from ..errors import from_oserror
 from ..fsutil import atomic_write, fsync_dir, fsync_file, syncfs
 from .base import check_key
 
+# A key modified less than this long before it is listed gets an empty change token
+# (``list_tokens``): a filesystem keeps times in coarse ticks, so a same-size rewrite within
+# one tick could keep its inode, mtime, ctime and size (git's "racy" index entries).
+RACY_NS = 2_000_000_000
 # Up to this many files written since the last sync are fsynced one by one;
 # beyond, one syncfs(2) is cheaper. A quiet re-checkpoint writes one record, a
 # cold one a few packs; syncfs would also flush other programs' writes.
@@ -89,6 +95,14 @@ class LocalBackend:
             for name in sorted(filenames):
                 yield name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
 
+    def list_tokens(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """``list`` with each key's ``f"{inode}:{mtime_ns}:{ctime_ns}:{size}"`` (one stat per key): a ref
+        is replaced by a rename, so any update changes the inode or the ctime. Keys modified within
+        ``RACY_NS`` of now get an empty token."""
+        base = self.root / check_key(prefix.rstrip("/")) if prefix else self.root
+        racy = time.time_ns() - RACY_NS
+        yield from _scan_tokens(os.fspath(base), "" if not prefix else f"{prefix.rstrip('/')}/", racy)
+
     def delete(self, key: str) -> None:
         try:
             os.unlink(self._path(key))
@@ -122,3 +136,27 @@ class LocalBackend:
             fsync_file(path)
         for folder in {path.parent for path in paths}:
             fsync_dir(folder)
+
+
+def _scan_tokens(folder: str, rel: str, racy: int) -> Iterator[tuple[str, str]]:
+    """Keys below ``folder`` (named ``rel`` + name) with their tokens, in ``list``'s order."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise from_oserror(exc, folder, "list") from exc
+    folders = []
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=True)
+        except FileNotFoundError:
+            continue
+        if stat_mode.S_ISDIR(st.st_mode):
+            if not entry.is_symlink():  # as os.walk: a linked folder is not descended into
+                folders.append(entry)
+        elif stat_mode.S_ISREG(st.st_mode):
+            token = "" if st.st_mtime_ns >= racy else f"{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_size}"
+            yield f"{rel}{entry.name}", token
+    for entry in folders:
+        yield from _scan_tokens(entry.path, f"{rel}{entry.name}/", racy)

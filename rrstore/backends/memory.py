@@ -31,6 +31,8 @@ class MemoryBackend:
         self._values: dict[str, tuple[bytes, float]] = {}
         self._folders: dict[str, int] = {}  # folder -> changes to its direct keys (version)
         self._lock = threading.Lock()
+        self._writes = 0  # every write gets the next number: its change token
+        self._tokens: dict[str, int] = {}
 
     def read(self, key: str) -> bytes:
         return self._get(key)[0]
@@ -44,6 +46,8 @@ class MemoryBackend:
             if exclusive and key in self._values:
                 return False
             self._values[key] = (bytes(data), time.time())
+            self._writes += 1
+            self._tokens[key] = self._writes
             self._touch(key)
         return True
 
@@ -55,6 +59,13 @@ class MemoryBackend:
         with self._lock:
             keys = [key for key in self._values if key.startswith(folder)]
         yield from sorted(keys, key=walk_order)
+
+    def list_tokens(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """``list`` with each key's write number as its token (every write changes it)."""
+        folder = f"{check_key(prefix.rstrip('/'))}/" if prefix else ""
+        with self._lock:
+            found = [(key, str(self._tokens[key])) for key in self._values if key.startswith(folder)]
+        yield from sorted(found, key=lambda item: walk_order(item[0]))
 
     def delete(self, key: str) -> None:
         check_key(key)

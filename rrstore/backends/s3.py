@@ -232,6 +232,11 @@ class S3Backend:
         return int(reply["ContentLength"]), reply["LastModified"].timestamp()
 
     def list(self, prefix: str) -> Iterator[str]:
+        for key, _token in self.list_tokens(prefix):
+            yield key
+
+    def list_tokens(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """Keys with ``f"{etag}:{size}"`` as their token, from the listing itself (no request per key)."""
         if prefix:
             check_key(prefix.rstrip("/"))
             prefix = prefix.rstrip("/") + "/"
@@ -243,7 +248,7 @@ class S3Backend:
                 for item in page.get("Contents", ()):
                     key = item["Key"][start:]
                     if key != PROBE_KEY and _valid(key):
-                        yield key
+                        yield key, f"{str(item.get('ETag', '')).strip(chr(34))}:{item.get('Size', '')}"
 
     def delete(self, key: str) -> None:
         """Remove ``key``; KeyError if it is missing (S3 itself answers 204 either way, so HEAD first)."""

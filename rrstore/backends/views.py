@@ -57,6 +57,10 @@ class ListedView:
     def list(self, prefix: str) -> Iterator[str]:
         return iter(sorted(k for k in self.keys if k.startswith(prefix)))
 
+    def list_tokens(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """Tokens are not kept from the listing: an empty token each (never cached)."""
+        return ((key, "") for key in self.list(prefix))
+
     def version(self, prefix: str) -> object:
         return "listed once"
 
