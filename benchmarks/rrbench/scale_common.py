@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -61,7 +60,11 @@ class Context:
         return env
 
     def cli(self, store: Path, tree: Path, *args: str) -> list[str]:
-        return [*self.rrstore, "-q", "--store", str(store), "-C", str(tree), *args]
+        return [*self.rrstore, *self.cli_args(store, tree, *args)]
+
+    @staticmethod
+    def cli_args(store: Path, tree: Path, *args: str) -> list[str]:
+        return ["-q", "--store", str(store), "-C", str(tree), *args]
 
     def helper(self, *args: str) -> list[str]:
         return [self.python, str(HELPER), *args]
@@ -294,7 +297,3 @@ def count_files(root: Path, skip_top: tuple[str, ...] = (".git",)) -> int:
 def disk_free_gb(path: Path) -> float:
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize / 1e9
-
-
-def run_quiet(argv: Argv, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), env=env, cwd=cwd, capture_output=True, text=True, check=False)

@@ -31,7 +31,7 @@ from .scale_common import (
     time_row,
     timed,
 )
-from .scale_helper import STEP_FILE, touch_step
+from .scale_helper import touch_step
 
 CKPT_SPEC = trees.GeneratedSpec(small_files=300, binaries=4, binary_min=32 << 10, binary_max=256 << 10,
                                 large_files=0, large_size=0, seed=11)
@@ -174,53 +174,56 @@ def part_files(ctx: Context) -> Part:
     sizes = (ctx.sizes.small_files, ctx.sizes.many_files)
     part = Part("files", f"{sizes[0]:,} and {sizes[1]:,} small files")
     for count in sizes:
-        big = count == sizes[1]
-        tree, gitdir = small_files_tree(ctx, count)
-        base = fresh(ctx.work / "stores" / f"files-{count}")
-        store = base / "rr"
-        runs_cold = ctx.sizes.runs_huge if big else ctx.sizes.runs_long
-        runs_quick = ctx.sizes.runs_long if big else ctx.sizes.runs_short
-        env = ctx.env()
-        name = f"{count:,} files"
-        log(f"files: {name}")
-        ckpt = ctx.cli(store, tree, "checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "c")
-        cold = timed(ckpt, runs_cold, env=env, before=lambda _: remove(store))
-        ref = cold.stdout.strip().splitlines()[-1].strip()
-        unchanged = timed(ckpt, runs_quick, env=env)
-        genv = git_env(gitdir, tree)
-        measure.quiet(["git", "update-index", "-q", "--refresh"], cwd=tree, env=genv)
-        git_status = timed(["git", "status", "--porcelain"], runs_quick, env=genv, cwd=tree)
-        restic_cold = restic_restore = None
-        if restic_available():
-            restic = Restic(tree, base / "restic")
-            restic_cold = restic.backup(runs_cold)
-            restic_restore = restic.restore(runs_cold, base / "restic-target")
-            remove(base / "restic-target")
-
-        def wipe(_: int) -> None:
-            trees.wipe(tree, keep_top=())
-
-        def check(_: int, m: measure.Measurement) -> None:
-            found = count_files(tree, ())
-            if found != count:
-                part.notes.append(f"{name}: rrstore's full restore left {found:,} files, not {count:,}")
-
-        restore = timed(ctx.cli(store, tree, "restore", "--checkpoint-id", ref), runs_cold, env=env, before=wipe,
-                        after=check)
-        part.add(time_row(f"{name}: cold checkpoint", cold, restic_cold, "restic backup", ctx.basis, None))
-        part.add(rss_row(f"{name}: cold checkpoint", cold, restic_cold))
-        part.add(time_row(f"{name}: unchanged re-checkpoint", unchanged, git_status, "`git status`", ctx.basis, 4))
-        part.add(time_row(f"{name}: full restore (wiped tree)", restore, restic_restore, "restic restore",
-                          ctx.basis, None))
-        part.add(rss_row(f"{name}: full restore", restore, restic_restore))
-        remove(base)
-        if big and not ctx.keep:
-            remove(tree, gitdir, ctx.work / "trees" / f"files-{count}.key")
+        files_case(ctx, part, count, big=count == sizes[1])
     part.notes.append("Plain directories (rrstore walks them); `git status --porcelain` runs over a separate git "
                       "dir holding every file; restic restores into an empty directory, rrstore into the wiped "
                       f"tree. Cold and restore: {ctx.sizes.runs_huge} run(s) at {sizes[1]:,} files, "
                       f"{ctx.sizes.runs_long} at {sizes[0]:,}.")
     return part
+
+
+def files_case(ctx: Context, part: Part, count: int, big: bool) -> None:
+    tree, gitdir = small_files_tree(ctx, count)
+    base = fresh(ctx.work / "stores" / f"files-{count}")
+    store = base / "rr"
+    runs_cold = ctx.sizes.runs_huge if big else ctx.sizes.runs_long
+    runs_quick = ctx.sizes.runs_long if big else ctx.sizes.runs_short
+    env = ctx.env()
+    name = f"{count:,} files"
+    log(f"files: {name}")
+    ckpt = ctx.cli(store, tree, "checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "c")
+    cold = timed(ckpt, runs_cold, env=env, before=lambda _: remove(store))
+    ref = checkpoint_id_text(cold)
+    unchanged = timed(ckpt, runs_quick, env=env)
+    genv = git_env(gitdir, tree)
+    measure.quiet(["git", "update-index", "-q", "--refresh"], cwd=tree, env=genv)
+    git_status = timed(["git", "status", "--porcelain"], runs_quick, env=genv, cwd=tree)
+    restic_cold = restic_restore = None
+    if restic_available():
+        restic = Restic(tree, base / "restic")
+        restic_cold = restic.backup(runs_cold)
+        restic_restore = restic.restore(runs_cold, base / "restic-target")
+        remove(base / "restic-target")
+
+    def wipe(_: int) -> None:
+        trees.wipe(tree, keep_top=())
+
+    def check(_: int, m: measure.Measurement) -> None:
+        found = count_files(tree, ())
+        if found != count:
+            part.notes.append(f"{name}: rrstore's full restore left {found:,} files, not {count:,}")
+
+    restore = timed(ctx.cli(store, tree, "restore", "--checkpoint-id", ref), runs_cold, env=env, before=wipe,
+                    after=check)
+    part.add(time_row(f"{name}: cold checkpoint", cold, restic_cold, "restic backup", ctx.basis, None))
+    part.add(rss_row(f"{name}: cold checkpoint", cold, restic_cold))
+    part.add(time_row(f"{name}: unchanged re-checkpoint", unchanged, git_status, "`git status`", ctx.basis, 4))
+    part.add(time_row(f"{name}: full restore (wiped tree)", restore, restic_restore, "restic restore",
+                      ctx.basis, None))
+    part.add(rss_row(f"{name}: full restore", restore, restic_restore))
+    remove(base)
+    if big and not ctx.keep:
+        remove(tree, gitdir, ctx.work / "trees" / f"files-{count}.key")
 
 
 # --- bigfile: one 4 GB file, two 1 GB files, restore of one 1.5 GB file ----------------------------
@@ -262,10 +265,14 @@ def drop_tree(ctx: Context, name: str) -> None:
         remove(ctx.work / "trees" / name, ctx.work / "trees" / f"{name}.key")
 
 
+def size_text(size: int) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+
+
 def part_bigfile(ctx: Context) -> Part:
     s = ctx.sizes
-    part = Part("bigfile", f"One {s.big_file / 1e9:.1f} GB file; two {s.two_files / 1e9:.1f} GB files; "
-                           f"restore of one {s.restore_file / 1e9:.1f} GB file")
+    part = Part("bigfile", f"One {size_text(s.big_file)} file; two {size_text(s.two_files)} files; "
+                           f"restore of one {size_text(s.restore_file)} file")
     env = ctx.env()
     base = fresh(ctx.work / "stores" / "bigfile")
     store = base / "rr"
@@ -289,16 +296,16 @@ def part_bigfile(ctx: Context) -> Part:
         remove(peer.base)
     mb = s.big_file / 1e6
     if zstd is not None:
-        part.add(Row(f"{s.big_file / 1e9:.1f} GB file: cold checkpoint speed (wall)",
+        part.add(Row(f"{size_text(s.big_file)} file: cold checkpoint speed (wall)",
                      f"{mb / rr.wall_s:.0f} MB/s ({rr.wall_s:.1f} s wall, {rr.cpu_s:.1f} s CPU)",
                      f"`zstd -3 -T0` {mb / zstd.wall_s:.0f} MB/s ({zstd.wall_s:.1f} s wall, {zstd.cpu_s:.1f} s CPU)",
                      zstd.wall_s / rr.wall_s, "≥ 0.9× zstd's speed", 0.9, higher_is_better=True,
                      data={"rrstore": rr.as_json(), "peer": zstd.as_json()}))
     else:
         part.notes.append("zstd not found: no throughput comparison")
-    part.add(time_row(f"{s.big_file / 1e9:.1f} GB file: cold checkpoint", rr, restic, "restic backup", ctx.basis,
+    part.add(time_row(f"{size_text(s.big_file)} file: cold checkpoint", rr, restic, "restic backup", ctx.basis,
                       None))
-    part.add(rss_row(f"{s.big_file / 1e9:.1f} GB file: cold checkpoint", rr, restic))
+    part.add(rss_row(f"{size_text(s.big_file)} file: cold checkpoint", rr, restic))
     drop_tree(ctx, "big-one")
 
     # two 1 GB files: peak RSS under 150 MB (and beside restic's)
@@ -310,7 +317,7 @@ def part_bigfile(ctx: Context) -> Part:
         peer = Restic(tree, base / "restic")
         restic = peer.backup(s.runs_huge)
         remove(peer.base)
-    label = f"two {s.two_files / 1e9:.1f} GB files: cold checkpoint"
+    label = f"two {size_text(s.two_files)} files: cold checkpoint"
     part.add(Row(f"{label}: peak RSS (absolute)", f"{rr.rss_mib:.0f} MB", "-", rr.rss_mib / 150, "≤ 150 MB", 1.0,
                  data={"rrstore": rr.as_json()}))
     part.add(rss_row(label, rr, restic))
@@ -331,7 +338,7 @@ def part_bigfile(ctx: Context) -> Part:
                     before=lambda _: remove(tree / "f.bin"))
     if not (tree / "f.bin").is_file() or (tree / "f.bin").stat().st_size != s.restore_file:
         part.notes.append("rrstore's restore did not bring back f.bin whole")
-    label = f"restore of one {s.restore_file / 1e9:.1f} GB file"
+    label = f"restore of one {size_text(s.restore_file)} file"
     part.add(time_row(label, restore, restic_restore, "restic restore", ctx.basis, None))
     part.add(rss_row(label, restore, restic_restore))
     drop_tree(ctx, "big-restore")

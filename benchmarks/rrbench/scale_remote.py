@@ -189,15 +189,15 @@ def measure_remote(ctx: Context, server: Server, count: int, step: int) -> dict[
     common = ["--remote", remote, "--endpoint-url", server.endpoint]
     log(f"remote: pushing {count:,} checkpoints (untimed set-up)")
     results: dict[str, Any] = {"remote": remote}
-    results["setup_push"] = counted(ctx, env, ctx.cli(store, tree, "push", *common), base / "setup.json")
+    results["setup_push"] = counted(ctx, env, ctx.cli_args(store, tree, "push", *common), base / "setup.json")
     touch_step(tree, step)
     new_id = checkpoint_now(ctx, store, tree, step, "remote-new")
-    results["push_new"] = counted(ctx, env, ctx.cli(store, tree, "push", new_id, *common), base / "c1.json")
-    results["push_again"] = counted(ctx, env, ctx.cli(store, tree, "push", new_id, *common), base / "c2.json")
-    results["push_all_again"] = counted(ctx, env, ctx.cli(store, tree, "push", *common), base / "c3.json")
-    results["list_remote"] = counted(ctx, env, ctx.cli(store, tree, "list", *common), base / "c4.json")
+    results["push_new"] = counted(ctx, env, ctx.cli_args(store, tree, "push", new_id, *common), base / "c1.json")
+    results["push_again"] = counted(ctx, env, ctx.cli_args(store, tree, "push", new_id, *common), base / "c2.json")
+    results["push_all_again"] = counted(ctx, env, ctx.cli_args(store, tree, "push", *common), base / "c3.json")
+    results["list_remote"] = counted(ctx, env, ctx.cli_args(store, tree, "list", *common), base / "c4.json")
     empty = base / "empty"
-    results["pull_one"] = counted(ctx, env, ctx.cli(empty, tree, "pull", new_id, *common), base / "c5.json")
+    results["pull_one"] = counted(ctx, env, ctx.cli_args(empty, tree, "pull", new_id, *common), base / "c5.json")
     remove(base)
     return results
 
@@ -219,10 +219,12 @@ def part_remote(ctx: Context, weed: Path | None) -> Part:
     for key, label, limit in STEPS:
         a, b = figures[many][key], figures[few][key]
         req_many, req_few = a.get("requests"), b.get("requests")
-        scale = req_many / req_few if isinstance(req_many, int) and req_few else None
+        failed = a.get("exit_code") != 0 or b.get("exit_code") != 0
+        scale = req_many / req_few if isinstance(req_many, int) and req_few and not failed else None
         row = Row(f"{label}: requests (remote of {many:,})", describe(a), f"at {few:,}: {describe(b)}", scale,
-                  f"≤ {limit} requests" if limit is not None else "-", None, data={"many": a, "few": b})
-        if limit is not None and isinstance(req_many, int):
+                  f"≤ {limit} requests" if limit is not None else "-", 1.0 if limit is not None else None,
+                  data={"many": a, "few": b})
+        if limit is not None and isinstance(req_many, int) and a.get("exit_code") == 0:
             row.ratio = req_many / limit
             row.limit = 1.0
             row.data["ratio_is"] = f"requests ÷ {limit}"

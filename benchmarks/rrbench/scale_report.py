@@ -26,7 +26,7 @@ def markdown(results: dict[str, Any]) -> str:
               f"`{meta['rrstore']['command']}`",
               f"- machine: {meta['machine'].get('summary', '?')}; load average at start "
               f"{', '.join(f'{x:.1f}' for x in meta.get('loadavg_start', []))}",
-              f"- peers: {'; '.join(f'{k} {v}' for k, v in meta.get('peers', {}).items()) or 'none'}",
+              f"- peers: {'; '.join(str(v).strip('* ') for v in meta.get('peers', {}).values()) or 'none'}",
               f"- time ratios compare **{'CPU' if meta.get('basis') == 'cpu' else 'wall'} time** (medians; the "
               "other figure in brackets); the 4 GB speed compares wall time; peak RSS is the maximum of the runs "
               "(GNU time's %M of the whole process tree)",
