@@ -123,7 +123,7 @@ Argv = Sequence[str]
 
 
 def timed(argv: Argv | Callable[[int], Argv], runs: int, *, env: dict[str, str] | None = None,
-          cwd: Path | None = None, before: Callable[[int], None] | None = None,
+          cwd: Path | None = None, before: Callable[[int], object] | None = None,
           after: Callable[[int, measure.Measurement], None] | None = None,
           ok_codes: Sequence[int] = (0,), sync: bool = True) -> Figure:
     """Run a command ``runs`` times (``before``/``after`` untimed around each) and summarise."""
