@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -84,15 +85,17 @@ def git(tree: Path, *args: str, env: dict[str, str] | None = None) -> str:
 
 
 def fresh(path: Path) -> Path:
-    if path.exists():
-        shutil.rmtree(path)
+    remove(path)
     path.mkdir(parents=True)
     return path
 
 
 def remove(*paths: Path) -> None:
+    """Delete trees (``rm -rf``: on 200k files it is several times faster than shutil.rmtree)."""
     for path in paths:
         if path.is_dir() and not path.is_symlink():
+            if shutil.which("rm"):
+                subprocess.run(["rm", "-rf", "--", str(path)], check=False)
             shutil.rmtree(path, ignore_errors=True)
         elif path.exists():
             path.unlink()

@@ -206,7 +206,8 @@ def files_case(ctx: Context, part: Part, count: int, big: bool) -> None:
         remove(base / "restic-target")
 
     def wipe(_: int) -> None:
-        trees.wipe(tree, keep_top=())
+        remove(tree)
+        tree.mkdir()
 
     def check(_: int, m: measure.Measurement) -> None:
         found = count_files(tree, ())
