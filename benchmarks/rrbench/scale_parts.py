@@ -267,7 +267,8 @@ def drop_tree(ctx: Context, name: str) -> None:
 
 
 def size_text(size: int) -> str:
-    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+    """GiB as the issue counts them ("one 4 GB file" = 4 GiB)."""
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
 
 
 def part_bigfile(ctx: Context) -> Part:
