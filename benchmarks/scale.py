@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the 4 GB, 1 GB and 200k-file trees for the next run")
     p.add_argument("--basis", choices=("cpu", "wall"), default="cpu", help="what time ratios compare (default "
                                                                            "cpu: the machine may be shared)")
+    p.add_argument("--report-only", action="store_true", help="only rewrite scale.md from the scale.json in "
+                                                              "--output")
     p.add_argument("--no-install", action="store_true", help="install nothing; missing peers are skipped")
     p.add_argument("--rrstore-src", type=Path, default=run.PROJECT, help="rrstore source to install in the venv")
     p.add_argument("--rrstore-cmd", default="", help="run rrstore as this command instead (e.g. 'rrstore')")
@@ -104,6 +106,10 @@ def load_previous(path: Path, quick: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report_only:
+        results = json.loads((args.output / "scale.json").read_text())
+        write(results, args.output)
+        return 0
     started = time.time()
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)

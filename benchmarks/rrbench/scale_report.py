@@ -41,7 +41,10 @@ def markdown(results: dict[str, Any]) -> str:
         if part is None:
             continue
         lines += [f"## {name}: {part['title']}", "",
-                  f"Measured {part.get('measured_at', '?')} in {part.get('duration_s', 0):.0f} s.", ""]
+                  f"Measured {part.get('measured_at', '?')} in {part.get('duration_s', 0):.0f} s"
+                  + (f" (1-minute load average at its end {part['loadavg_end'][0]:.1f} on "
+                     f"{meta['machine'].get('usable_cpus', '?')} CPUs)" if part.get("loadavg_end") else "")
+                  + ".", ""]
         if part["rows"]:
             lines += ["| step | rrstore | peer | ratio | target | PASS/MISS |", "| --- | --- | --- | --- | --- | --- |"]
             for r in part["rows"]:
