@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scale.py: --workdir {work} is inside the git work tree {enclosing}; choose a directory outside "
               "any repository.", file=sys.stderr)
         return 2
+    # every command runs from the work directory: `python -c`/`-m` put the cwd first on sys.path, and from
+    # a source checkout `import rrstore` would find the checkout instead of the installed rrstore
+    output = args.output.resolve()
+    os.chdir(work)
     notes: list[str] = []
     if not args.no_install:
         notes += run.install_peers(PEERS)
@@ -133,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
                   keep=args.keep, notes=notes)
     log(f"rrstore = {' '.join(rr.command)} ({rr.version()}), python {ctx.python}; work in {work} "
         f"({disk_free_gb(work):.0f} GB free)")
-    output = args.output
     output.mkdir(parents=True, exist_ok=True)
     json_path = output / "scale.json"
     parts = load_previous(json_path, args.quick)

@@ -367,7 +367,9 @@ def stdlib_tree(ctx: Context) -> tuple[Path, trees.Manifest]:
 
 def importtime(ctx: Context) -> dict[str, object]:
     proc = measure.run([ctx.python, "-X", "importtime", "-c", "import rrstore.cli.main"], env=ctx.env(),
-                       check=False)
+                       cwd=ctx.work, check=False)
+    if proc.exit_code != 0:
+        raise RuntimeError(f"python -X importtime -c 'import rrstore.cli.main' failed: {proc.stderr[-300:]}")
     rows = []
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
