@@ -53,6 +53,7 @@ class Context:
     keep: bool = False
     notes: list[str] = field(default_factory=list)
     templates: dict[int, Path] = field(default_factory=dict)  # checkpoint count -> built store
+    build_s: dict[int, float] = field(default_factory=dict)  # checkpoint count -> seconds its store took
 
     def env(self, **extra: str) -> dict[str, str]:
         env = base_env()

@@ -80,7 +80,7 @@ def template_store(ctx: Context, count: int) -> Path:
             measure.run(ctx.cli(store, tree, "checkpoint", "--lane", "standard", "--step-number", str(step),
                                 "--step-name", f"step{step}"), env=ctx.env())
     build_s = time.perf_counter() - start
-    ctx.notes.append(f"a store of {count} checkpoints built in {build_s:.0f} s wall")
+    ctx.build_s[count] = build_s
     log(f"  built in {build_s:.0f} s")
     ctx.templates[count] = store
     return store
@@ -137,9 +137,16 @@ def part_checkpoints(ctx: Context) -> Part:
     part.notes.append(f"rrstore column: at {many:,} checkpoints; peer column: the same command on a store of "
                       f"{few:,} checkpoints of the same tree ({CKPT_SPEC.small_files} small files, "
                       f"{CKPT_SPEC.binaries} binaries, a git repository); {runs} runs each after one untimed run.")
+    part.notes.append(build_note(ctx, (few, many)))
     for n in (few, many):
         remove(stores[n])
     return part
+
+
+def build_note(ctx: Context, counts: tuple[int, ...]) -> str:
+    built = [f"{n:,} in {ctx.build_s[n]:.0f} s" for n in counts if n in ctx.build_s]
+    return ("Stores built in-process (one checkpoint after each one-file change, Python API), wall time: "
+            + (", ".join(built) if built else "built earlier in this run") + ".")
 
 
 # --- files: 10k and 200k small files -------------------------------------------------------------

@@ -23,7 +23,7 @@ from . import measure
 from .bench import log
 from .scale_common import Context, Part, Row, checkpoint_now, fresh, remove
 from .scale_helper import touch_step
-from .scale_parts import ckpt_tree, copy_store, template_store
+from .scale_parts import build_note, ckpt_tree, copy_store, template_store
 
 ACCESS_KEY = "rrstoretests"
 SECRET_KEY = "rrstoretests-secret-key"
@@ -234,4 +234,5 @@ def part_remote(ctx: Context, weed: Path | None) -> Part:
                       f"is one, else requests at {many:,} ÷ at {few:,}. Set-up pushes: "
                       + "; ".join(f"{n:,} checkpoints {figures[n]['setup_push'].get('requests')} requests, "
                                   f"{figures[n]['setup_push'].get('wall_s')} s" for n in (few, many)) + ".")
+    part.notes.append(build_note(ctx, (few, many)))
     return part
