@@ -107,8 +107,7 @@ def load_previous(path: Path, quick: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.report_only:
-        results = json.loads((args.output / "scale.json").read_text())
-        write(results, args.output)
+        write(json.loads((args.output / "scale.json").read_text()), args.output)
         return 0
     started = time.time()
     work = args.workdir.resolve()
