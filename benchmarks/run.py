@@ -42,9 +42,9 @@ log = bench.log
 
 # --- installing --------------------------------------------------------------------
 
-def install_peers() -> list[str]:
-    """apt-get install the peers whose binaries are missing; returns notes."""
-    missing = [pkg for binary, pkg in PEER_PACKAGES.items() if not shutil.which(binary)]
+def install_peers(packages: dict[str, str] | None = None) -> list[str]:
+    """apt-get install the peers whose binaries are missing (binary -> Debian package); returns notes."""
+    missing = [pkg for binary, pkg in (packages or PEER_PACKAGES).items() if not shutil.which(binary)]
     if not missing:
         return []
     prefix = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
