@@ -60,6 +60,9 @@ QUEUE_BLOCKS = 2
 # What a reader accepts as one block's size: far above what rrstore writes
 # (BLOCK_SIZE plus one object), low enough to refuse a decompression bomb.
 MAX_BLOCK = 256 << 20
+# Decompressed blocks a reader keeps (about 1 MiB each): bulk readers go in pack order, so each
+# block serves its objects in turn; a few per thread is enough, and memory stays small.
+CACHE_BLOCKS = 16
 
 
 # (pack id, block offset, block size, offset in block, length): a plain tuple,
@@ -650,7 +653,7 @@ class PackReader:
             block = self._load_block(oid, loc)
             with self.lock:
                 self.cache[key] = block
-                while len(self.cache) > 64:
+                while len(self.cache) > CACHE_BLOCKS:
                     self.cache.popitem(last=False)
         if offset + length > len(block):
             raise CorruptObject(oid, reason=f"pack {pack} block at {block_offset} is too short")
