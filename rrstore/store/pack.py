@@ -27,6 +27,7 @@ import os
 import queue
 import struct
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -221,6 +222,8 @@ class _PackFile:
         self.size = 0
         self.entries: dict[str, Location] = {}
         self.failed: BaseException | None = None
+        # A process that ends without flushing (a failed checkpoint) takes its file with it.
+        self.leftover = weakref.finalize(self, _unlink_quietly, str(self.path))
         try:
             self.append(PACK_MAGIC)
         except BaseException:
@@ -244,8 +247,13 @@ class _PackFile:
 
     def discard(self) -> None:
         self.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        self.leftover.detach()
+        _unlink_quietly(str(self.path))
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 @dataclass(frozen=True)
@@ -445,6 +453,7 @@ class PackWriter:
         existed = self.backend.exists(f"{key}.pack")  # the same bytes, already stored (or awaiting repair)
         # The pack is durable before its index exists: an index never names a
         # pack that a power cut could leave empty, even in "batch" fsync mode.
+        pack.leftover.detach()  # from here the file is the backend's (renamed or uploaded)
         self.backend.install(f"{key}.pack", pack.path, durable=self.sync_packs)
         entries = {oid: (name, *loc[1:]) for oid, loc in pack.entries.items()}
         try:
