@@ -119,10 +119,12 @@ def stable_read(path: str | Path, consume: Callable[[int], tuple[T, int]], *,
     raise TornRead(str(path))
 
 
-def _read_all(fd: int) -> tuple[bytes, int]:
+def _read_all(fd: int, limit: int = -1) -> tuple[bytes, int]:
+    """The file's bytes from the current offset (at most ``limit`` of them, when given)."""
     chunks = []
-    while chunk := os.read(fd, 1 << 20):
+    while limit and (chunk := os.read(fd, 1 << 20 if limit < 0 else min(limit, 1 << 20))):
         chunks.append(chunk)
+        limit -= len(chunk) if limit > 0 else 0
     data = b"".join(chunks)
     return data, len(data)
 
@@ -136,12 +138,13 @@ def store_file(path: str, objects: ObjectStore, *, store: bool, settle: bool) ->
     """Hash (and with ``store``, save) one file, read while nothing changed it.
 
     A large file is streamed through the chunker, so memory stays at a few
-    chunks whatever the file's size; a smaller one is read whole.
+    chunks whatever the file's size; a smaller one is read whole (up to the
+    threshold: one that grew meanwhile is streamed too).
     """
 
     def consume(fd: int) -> tuple[Stored, int]:
         if os.fstat(fd).st_size <= CHUNK_THRESHOLD:
-            data, length = _read_all(fd)
+            data, length = _read_all(fd, CHUNK_THRESHOLD + 1)
             if length <= CHUNK_THRESHOLD:
                 return store_content(objects, data, store=store), length
             os.lseek(fd, 0, os.SEEK_SET)
