@@ -36,6 +36,7 @@ from .errors import (
     UsageError,
 )
 from .fsutil import AtomicFile
+from .heap import one_arena
 from .lock import locked
 from .record import CheckpointRecord
 from .store.objects import ObjectStore
@@ -46,9 +47,7 @@ from .worktree.workers import PARALLEL_MIN_SIZE, Progress, run_split
 
 # Verified content kept between the verify and the write phase. Beyond it the write phase reads
 # (and verifies) objects again, block by block: restore's memory does not grow with what it writes.
-KEEP_BYTES = 16 << 20
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-MMAP_THRESHOLD = 256 << 10
+KEEP_BYTES = 8 << 20
 
 
 @dataclass
@@ -218,7 +217,7 @@ class VerifiedContent:
         self.kept: dict[str, bytes] = {}
         self.verified: set[str] = set()
         self._lock = threading.Lock()
-        return_large_frees()
+        one_arena()  # see rrstore.heap (the scan before has set it already)
 
     def verify(self, target: dict[str, Entry], paths: list[str], workers: int) -> None:
         sizes: dict[str, int] = {}
@@ -242,24 +241,6 @@ class VerifiedContent:
     def get(self, oid: str) -> bytes:
         data = self.kept.get(oid)
         return data if data is not None else self.objects.get(oid)
-
-
-def return_large_frees() -> None:
-    """Have glibc's malloc give blocks of 256 KiB or more back to the system when freed.
-
-    Its default threshold rises to the largest block freed (up to 32 MiB), so
-    after the first few 1 MiB blocks, decompressed blocks and chunks are
-    carved from per-thread heaps that keep their pages: a restore's RSS grew
-    to twice what it holds (111 against 78 MB restoring a changed 300 MB file).
-    Costs a page fault per 4 KiB of each such block; nothing where mallopt is missing.
-    """
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
-    except (OSError, AttributeError):
-        return
-    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 class _Writer:

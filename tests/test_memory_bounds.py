@@ -7,9 +7,9 @@ read) with 48 MiB of random bytes written at six offsets: content that
 neither deduplicates nor compresses, more than the bound itself.
 
 The bound, ``RSS_BOUND_MB``: measured on this code, the checkpoint peaks at
-44 MB, the restore into an empty place at 75 MB and the restore over the
-changed file (with its undo checkpoint) at 79 MB; the interpreter and imports
-are ~22 MB of that. Before the streaming pack writer and the bounded restore,
+42-44 MB, the restore into an empty place at 64-75 MB and the restore over
+the changed file (with its undo checkpoint) at 67-79 MB; the interpreter and
+imports are ~22 MB of that. Before the streaming pack writer and the bounded restore,
 the same steps peaked at 193 MB (every queued object's bytes plus the pack
 body) and 222 MB (up to 512 MiB of verified content kept). 110 MB leaves
 30 MB for allocator noise and still fails on either old behaviour.

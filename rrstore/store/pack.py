@@ -39,6 +39,7 @@ import zstandard
 from ..backends import Backend
 from ..errors import CorruptObject, RRStoreError, from_oserror
 from ..fsutil import temp_name
+from ..heap import one_arena
 
 PACK_MAGIC = b"RRPK2\n"
 PACK_MAGIC_V1 = b"RRPK1\n"
@@ -62,8 +63,8 @@ QUEUE_BLOCKS = 2
 # (BLOCK_SIZE plus one object), low enough to refuse a decompression bomb.
 MAX_BLOCK = 256 << 20
 # Decompressed blocks a reader keeps (about 1 MiB each): bulk readers go in pack order, so each
-# block serves its objects in turn; a few per thread is enough, and memory stays small.
-CACHE_BLOCKS = 16
+# block serves its objects in turn; a few per thread is enough, and memory stays small (8 MiB).
+CACHE_BLOCKS = 8
 
 
 # (pack id, block offset, block size, offset in block, length): a plain tuple,
@@ -364,6 +365,7 @@ class PackWriter:
         self.blocks.put((self.submitted, block))
 
     def _start(self) -> None:
+        one_arena()  # blocks are made by the readers' threads and freed by the compressors'
         self.workers = [threading.Thread(target=self._compress_loop, name=f"rrstore-zstd-{n}", daemon=True)
                         for n in range(self.threads)]
         self.workers.append(threading.Thread(target=self._flush_loop, name="rrstore-pack-flush", daemon=True))

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import blake3
 
 from ..errors import TornRead, from_oserror
+from ..heap import one_arena
 from ..store.objects import ObjectStore, hash_bytes
 from ..tree import DIR, FILE, SYMLINK, Entry, tree_oid
 from .gitrepo import NO_GIT, GitState
@@ -119,13 +120,19 @@ def stable_read(path: str | Path, consume: Callable[[int], tuple[T, int]], *,
     raise TornRead(str(path))
 
 
-def _read_all(fd: int, limit: int = -1) -> tuple[bytes, int]:
-    """The file's bytes from the current offset (at most ``limit`` of them, when given)."""
+def _read_all(fd: int, limit: int = -1, size: int = 1 << 20) -> tuple[bytes, int]:
+    """The file's bytes from the current offset (at most ``limit`` of them, when given).
+
+    Reads ask for ``size`` + 1 bytes (the size ``fstat`` gave, at most 1 MiB), so
+    a small file costs a buffer of its own size, not one of 1 MiB: freed 1 MiB
+    buffers of many threads fragment the C heap and add to the process's RSS.
+    """
+    step = min(size + 1, 1 << 20)
     chunks = []
-    while limit and (chunk := os.read(fd, 1 << 20 if limit < 0 else min(limit, 1 << 20))):
+    while limit and (chunk := os.read(fd, step if limit < 0 else min(limit, step))):
         chunks.append(chunk)
         limit -= len(chunk) if limit > 0 else 0
-    data = b"".join(chunks)
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     return data, len(data)
 
 
@@ -143,8 +150,9 @@ def store_file(path: str, objects: ObjectStore, *, store: bool, settle: bool) ->
     """
 
     def consume(fd: int) -> tuple[Stored, int]:
-        if os.fstat(fd).st_size <= CHUNK_THRESHOLD:
-            data, length = _read_all(fd, CHUNK_THRESHOLD + 1)
+        size = os.fstat(fd).st_size
+        if size <= CHUNK_THRESHOLD:
+            data, length = _read_all(fd, CHUNK_THRESHOLD + 1, size)
             if length <= CHUNK_THRESHOLD:
                 return store_content(objects, data, store=store), length
             os.lseek(fd, 0, os.SEEK_SET)
@@ -302,6 +310,7 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
     (a log being written) is left out and named in ``left_out``, or with
     ``strict`` raises TornRead and nothing is recorded.
     """
+    one_arena()  # before the readers' threads start: see rrstore.heap
     written_before = objects.stored_bytes
     if cache is not None:
         cache.begin()
