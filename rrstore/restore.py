@@ -18,6 +18,7 @@ import contextlib
 import errno
 import os
 import stat
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from .errors import (
     UsageError,
 )
 from .fsutil import AtomicFile
+from .heap import one_arena
 from .lock import locked
 from .record import CheckpointRecord
 from .store.objects import ObjectStore
@@ -44,7 +46,9 @@ from .worktree.snapshot import Snapshot, store_hashed
 from .worktree.statcache import Stamp, stamp
 from .worktree.workers import PARALLEL_MIN_SIZE, Progress, run_split
 
-KEEP_BYTES = 512 << 20
+# Verified content kept between the verify and the write phase. Beyond it the write phase reads
+# (and verifies) objects again, block by block: restore's memory does not grow with what it writes.
+KEEP_BYTES = 8 << 20
 
 
 @dataclass
@@ -202,8 +206,10 @@ class VerifiedContent:
     """Every object a plan writes, read and hash-checked before anything changes.
 
     A corrupt or missing object then stops the restore while the working tree
-    is still untouched. Verified bytes are kept (up to ``budget``) so the
-    write phase does not read them twice.
+    is still untouched. Up to ``budget`` bytes of verified content are kept so
+    a small restore does not read them twice; the rest is read again (and
+    verified again, by ``ObjectStore.get``) one object at a time as it is
+    written, so memory stays a few blocks whatever the size of the files.
     """
 
     def __init__(self, objects: ObjectStore, budget: int = KEEP_BYTES) -> None:
@@ -211,6 +217,8 @@ class VerifiedContent:
         self.budget = budget
         self.kept: dict[str, bytes] = {}
         self.verified: set[str] = set()
+        self._lock = threading.Lock()
+        one_arena()  # see rrstore.heap (the scan before has set it already)
 
     def verify(self, target: dict[str, Entry], paths: list[str], workers: int) -> None:
         sizes: dict[str, int] = {}
@@ -225,10 +233,11 @@ class VerifiedContent:
 
     def _check(self, oid: str) -> None:
         data = self.objects.get(oid)
-        self.verified.add(oid)
-        if len(data) <= self.budget:
-            self.budget -= len(data)
-            self.kept[oid] = data
+        with self._lock:
+            self.verified.add(oid)
+            if len(data) <= self.budget:
+                self.budget -= len(data)
+                self.kept[oid] = data
 
     def get(self, oid: str) -> bytes:
         data = self.kept.get(oid)

@@ -38,6 +38,15 @@ INVALID_KEYS = ["", "..", "../escape", "a/../../escape", "a/..", "/etc/passwd", 
                 "a//b", "a/", "./a", "a/./b", "nul\0byte"]
 
 
+def _staged(backend: Backend, data: bytes) -> Path:
+    """A finished file in the backend's staging directory, as a pack writer leaves it."""
+    folder = backend.staging()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"staged.{os.getpid()}.{os.urandom(6).hex()}.tmp"
+    path.write_bytes(data)
+    return path
+
+
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     return BACKENDS[request.param](request, tmp_path)
@@ -96,6 +105,31 @@ class TestBackendContract:
         winners = [i for i, won in results.items() if won]
         assert len(winners) == 1
         assert backend.read("refs/checkpoints/race") == f"writer {winners[0]}".encode()
+
+    @pytest.mark.parametrize("durable", [False, True])
+    def test_install_stores_a_staged_file_under_a_key_and_takes_the_file(self, backend: Backend,
+                                                                      durable: bool) -> None:
+        data = os.urandom(3 << 20) + b"end"
+        backend.write("packs/abc.pack", b"old value")
+        staged = _staged(backend, data)
+        backend.install("packs/abc.pack", staged, durable=durable)
+        assert backend.read("packs/abc.pack") == data
+        assert backend.read_range("packs/abc.pack", len(data) - 3, 10) == b"end"
+        assert not staged.exists()
+        assert sorted(backend.list("packs/")) == ["packs/abc.pack"]
+
+    def test_install_makes_the_key_s_folder(self, backend: Backend) -> None:
+        staged = _staged(backend, b"fresh")
+        backend.install("packs/deep/new.pack", staged)
+        assert backend.read("packs/deep/new.pack") == b"fresh"
+        assert backend.exists("packs/deep/new.pack")
+
+    def test_install_refuses_an_invalid_key_and_keeps_the_file(self, backend: Backend) -> None:
+        staged = _staged(backend, b"x")
+        with pytest.raises(ValueError):
+            backend.install("../escape", staged)
+        assert staged.read_bytes() == b"x"
+        staged.unlink()
 
     def test_exists(self, backend: Backend) -> None:
         assert backend.exists("objects/ab/cdef") is False

@@ -31,6 +31,12 @@ def test_listed_view_answers_from_its_listing_and_keeps_prefetched_keys(tmp_path
         view.write("packs/b.idx", b"x")
     with pytest.raises(RRStoreError):
         view.delete("packs/a.pack")
+    assert view.staging() == backend.staging()
+    staged = backend.staging() / "staged.tmp"
+    staged.write_bytes(b"a pack")
+    with pytest.raises(RRStoreError):
+        view.install("packs/b.pack", staged)
+    assert staged.read_bytes() == b"a pack" and not backend.exists("packs/b.pack")
 
 
 def test_overlay_view_reads_local_keys_first_then_the_remote_listing(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ checkpoints; every backend passes the same contract tests.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Protocol
 
 
@@ -28,6 +29,19 @@ class Backend(Protocol):
 
         ``durable`` makes this write survive a power cut before returning;
         ``exclusive`` refuses to replace an existing key and returns False.
+        """
+        ...
+
+    def staging(self) -> Path:
+        """A local directory for files on their way to ``install`` (local: the store's ``tmp/``,
+        on the same filesystem, so that installing is a rename)."""
+        ...
+
+    def install(self, key: str, path: Path, *, durable: bool = False) -> None:
+        """Store the finished local file at ``path`` (in ``staging()``) under ``key``, atomically,
+        and take the file away: a value larger than memory never passes through it.
+
+        ``durable`` as for ``write``. On failure ``key`` is as it was; ``path`` may remain.
         """
         ...
 

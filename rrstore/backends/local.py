@@ -72,6 +72,26 @@ class LocalBackend:
                     self._unsynced.append(path)
         return done
 
+    def staging(self) -> Path:
+        return self.tmp
+
+    def install(self, key: str, path: Path, *, durable: bool = False) -> None:
+        """Rename ``path`` onto ``key``'s file (fsynced first and its directory after, with ``durable``)."""
+        dest = self._path(key)
+        self._ensure_dir(dest.parent)
+        try:
+            if durable:
+                fsync_file(path)
+            os.replace(path, dest)
+            if durable:
+                fsync_dir(dest.parent)
+        except OSError as exc:
+            raise from_oserror(exc, str(dest)) from exc
+        if not durable:
+            with self._lock:
+                if len(self._unsynced) <= FSYNC_EACH_MAX:
+                    self._unsynced.append(dest)
+
     def _ensure_dir(self, folder: Path) -> None:
         if folder in self._dirs:
             return

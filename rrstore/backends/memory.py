@@ -10,9 +10,12 @@ None).
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from .base import check_key
 
@@ -50,6 +53,14 @@ class MemoryBackend:
             self._tokens[key] = self._writes
             self._touch(key)
         return True
+
+    def staging(self) -> Path:
+        return Path(tempfile.gettempdir())
+
+    def install(self, key: str, path: Path, *, durable: bool = False) -> None:
+        """Take the file's bytes in as the value of ``key`` and remove the file."""
+        self.write(key, Path(path).read_bytes(), durable=durable)
+        os.unlink(path)
 
     def exists(self, key: str) -> bool:
         return check_key(key) in self._values

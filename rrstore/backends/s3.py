@@ -46,9 +46,12 @@ object they do not know.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -214,6 +217,14 @@ class S3Backend:
         """Upload a local file under ``key``, streamed in parts (an archive can be larger than memory)."""
         with self._errors("write", key):
             self.client.upload_file(path, self.bucket, self._key(key))
+
+    def staging(self) -> Path:
+        return Path(tempfile.gettempdir())
+
+    def install(self, key: str, path: Path, *, durable: bool = False) -> None:
+        """Upload the file (in parts when large: a pack never passes through memory whole), then remove it."""
+        self.upload_file(key, str(path))
+        os.unlink(path)
 
     def exists(self, key: str) -> bool:
         name = self._key(key)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from ..errors import RRStoreError
 from .base import Backend
@@ -68,6 +69,12 @@ class ListedView:
         raise RRStoreError(f"internal: {self.location} is read-only here")
 
     def delete(self, key: str) -> None:
+        raise RRStoreError(f"internal: {self.location} is read-only here")
+
+    def staging(self) -> Path:
+        return self.backend.staging()
+
+    def install(self, key: str, path: Path, *, durable: bool = False) -> None:
         raise RRStoreError(f"internal: {self.location} is read-only here")
 
     def stat(self, key: str) -> tuple[int, float]:

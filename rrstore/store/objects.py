@@ -211,7 +211,7 @@ class ObjectStore:
 
     def get(self, oid: str) -> bytes:
         """The verified bytes of ``oid``; raises ObjectMissing or CorruptObject."""
-        if self._writer is not None and (queued := self._writer.pending.get(oid)) is not None:
+        if self._writer is not None and (queued := self._writer.get(oid)) is not None:
             return queued
         loose = self._loose
         if loose is not None and oid not in loose:

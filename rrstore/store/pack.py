@@ -24,18 +24,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import struct
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
 import blake3
 import zstandard
 
 from ..backends import Backend
-from ..errors import CorruptObject
+from ..errors import CorruptObject, RRStoreError, from_oserror
+from ..fsutil import temp_name
+from ..heap import one_arena
 
 PACK_MAGIC = b"RRPK2\n"
 PACK_MAGIC_V1 = b"RRPK1\n"
@@ -51,12 +55,16 @@ _FRAME_MAGIC = b"\x28\xb5\x2f\xfd"  # zstd frame magic: where a scan resynchroni
 BLOCK_SIZE = 1 << 20
 PACK_SIZE = 64 << 20
 PREFIX = "packs/"
-# Queued raw bytes that force a pack out even before it reaches PACK_SIZE
-# compressed (well-compressing trees would otherwise hold ~5x that in memory).
-MAX_PENDING = 128 << 20
+# Blocks per compression thread that may wait to be compressed before a
+# caller's ``add`` waits: what bounds a writer's memory (with 2 cores, 4 MiB of
+# raw bytes queued, plus the block being filled and those being compressed).
+QUEUE_BLOCKS = 2
 # What a reader accepts as one block's size: far above what rrstore writes
 # (BLOCK_SIZE plus one object), low enough to refuse a decompression bomb.
 MAX_BLOCK = 256 << 20
+# Decompressed blocks a reader keeps (about 1 MiB each): bulk readers go in pack order, so each
+# block serves its objects in turn; a few per thread is enough, and memory stays small (8 MiB).
+CACHE_BLOCKS = 8
 
 
 # (pack id, block offset, block size, offset in block, length): a plain tuple,
@@ -199,138 +207,257 @@ class PackGone(Exception):
     """A pack listed by a loaded index no longer exists (gc replaced it): reload and retry."""
 
 
-class PackWriter:
-    """Buffers small objects into blocks and blocks into a pack; ``flush`` writes it.
+class _PackFile:
+    """One pack being written: frames appended to a temporary file, hashed as they arrive.
 
-    Full blocks are compressed on background threads (zstd runs without the
-    GIL) while the caller goes on reading and hashing files; frames are
-    appended in whatever order they finish, since the index records offsets.
+    The file stays open until its objects have left the writer's queue, so a
+    queued object can still be read from it (``PackWriter.get``) after the
+    backend has renamed or uploaded it.
+    """
+
+    def __init__(self, staging: Path) -> None:
+        staging.mkdir(parents=True, exist_ok=True)
+        self.path = temp_name(staging, "pack")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        self.hasher = blake3.blake3()
+        self.size = 0
+        self.entries: dict[str, Location] = {}
+        self.failed: BaseException | None = None
+        # A process that ends without flushing (a failed checkpoint) takes its file with it.
+        self.leftover = weakref.finalize(self, _unlink_quietly, str(self.path))
+        try:
+            self.append(PACK_MAGIC)
+        except BaseException:
+            self.discard()
+            raise
+
+    def append(self, data: bytes) -> int:
+        """Write ``data`` at the end; its offset. A short or failed write leaves the file unusable."""
+        offset = self.size
+        view = memoryview(data)
+        while view:
+            view = view[os.pwrite(self.fd, view, offset + len(data) - len(view)):]
+        self.hasher.update(data)
+        self.size += len(data)
+        return offset
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def discard(self) -> None:
+        self.close()
+        self.leftover.detach()
+        _unlink_quietly(str(self.path))
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """Where a compressed, not yet written object is: its pack file and location there."""
+
+    pack: _PackFile
+    loc: Location
+
+
+class PackWriter:
+    """Streams small objects into blocks, blocks into pack files, pack files into the backend.
+
+    Memory stays bounded whatever is stored: a caller's ``add`` blocks while
+    more than ``QUEUE_BLOCKS`` blocks per compression thread wait to be
+    compressed; one compression thread per core appends each finished frame
+    to the open pack's temporary file (frames land in whatever order they
+    finish, since the index records offsets) and drops the raw bytes. A pack
+    that reaches ``PACK_SIZE`` goes to one flushing thread (fsync, install
+    under its name, index), so the threads reading files never wait for a
+    disk flush. ``pending`` maps every object queued and not yet in a written
+    pack to its raw bytes (before compression) or its place in a pack file
+    (after), for ``has``/``get`` of queued objects and dedup.
     """
 
     def __init__(self, backend: Backend, level: int, durable: bool,
-                 on_written: Callable[[dict[str, Location]], None], *, sync_packs: bool = True) -> None:
+                 on_written: Callable[[dict[str, Location]], None], *, sync_packs: bool = True,
+                 threads: int = 0) -> None:
         self.backend = backend
         self.on_written = on_written
         self.level = level
         self.durable = durable
         self.sync_packs = sync_packs or durable
+        self.threads = threads or compression_threads()
         self.packs_written: list[str] = []
-        self.pending_bytes = 0
         self.lock = threading.Lock()
-        # One flush at a time, so a flush returns only once everything queued
-        # before it is written (a worker's flush at PACK_SIZE may still be
-        # writing when another thread flushes).
+        self.moved = threading.Condition(self.lock)  # a block compressed, a pack flushed
+        # One flush at a time, so a flush returns only once everything queued before it is written.
         self.flushing = threading.Lock()
-        self.local = threading.local()
-        self.pending: dict[str, bytes] = {}
+        self.file_lock = threading.Lock()  # the open pack file: appends, sealing
+        self.pending: dict[str, bytes | _Queued] = {}
         self.written = 0
-        self.pool: Any = None
-        self.inflight: list[Any] = []
+        self.queued_bytes = 0  # raw bytes of blocks handed to compression and not yet compressed
+        self.peak_queued = 0
         self.block: list[tuple[str, bytes]] = []
         self.block_bytes = 0
-        self._new_pack()
+        self.blocks: queue.SimpleQueue[tuple[int, list[tuple[str, bytes]]] | None] = queue.SimpleQueue()
+        self.inflight: set[int] = set()  # sequence numbers of blocks not yet appended
+        self.submitted = 0
+        self.open: _PackFile | None = None
+        self.sealed: queue.SimpleQueue[tuple[int, _PackFile] | None] = queue.SimpleQueue()
+        self.sealed_count = 0
+        self.flushed_count = 0
+        self.failure: BaseException | None = None
+        self.workers: list[threading.Thread] = []
 
-    def _new_pack(self) -> None:
-        """Start the next pack; the open block (other threads may be filling it) carries over."""
-        self.body = bytearray(PACK_MAGIC)
-        self.entries: dict[str, Location] = {}
+    @property
+    def bound(self) -> int:
+        """Raw bytes the compression queue may hold before ``add`` waits."""
+        return QUEUE_BLOCKS * self.threads * BLOCK_SIZE
 
     def add(self, oid: str, data: bytes) -> bool:
-        """Queue ``data``; False if it is already queued."""
+        """Queue ``data``; False if it is already queued. Waits while the compression queue is full;
+        raises the failure of a pack written in the background since the last flush (a full disk)."""
         with self.lock:
+            self._raise_failure()
             if oid in self.pending:
                 return False
             self.pending[oid] = data
-            self.pending_bytes += len(data)
             self.block.append((oid, data))
             self.block_bytes += len(data)
-            if self.block_bytes < BLOCK_SIZE:
-                return True
-            self._submit_block()
-            full = len(self.body) >= PACK_SIZE or self.pending_bytes >= MAX_PENDING
-        if full:
-            self.flush()
+            if self.block_bytes >= BLOCK_SIZE:
+                self._submit_block()
+                while self.queued_bytes > self.bound and self.failure is None:
+                    self.moved.wait()
         return True
 
+    def get(self, oid: str) -> bytes | None:
+        """The bytes of a queued object (from memory, or read back from its pack file), else None."""
+        with self.lock:
+            queued = self.pending.get(oid)
+            if queued is None or isinstance(queued, bytes):
+                return queued
+            _, block_offset, block_size, offset, length = queued.loc
+            frame = os.pread(queued.pack.fd, block_size, block_offset)
+        block = decode_block(oid, "in progress", frame, zstandard.ZstdDecompressor())
+        data = block[offset:offset + length]
+        if blake3.blake3(data).hexdigest() != oid:
+            raise CorruptObject(oid, reason="a pack being written reads back wrong")
+        return data
+
+    def _raise_failure(self) -> None:
+        failed, self.failure = self.failure, None
+        if failed is not None:
+            raise failed
+
     def _submit_block(self) -> None:
+        """Hand the open block to the compression threads (the caller holds ``lock``)."""
         if not self.block:
             return
         block, self.block, self.block_bytes = self.block, [], 0
-        if self.pool is None:
-            from concurrent.futures import ThreadPoolExecutor
+        if not self.workers:
+            self._start()
+        self.submitted += 1
+        self.inflight.add(self.submitted)
+        self.queued_bytes += sum(len(data) for _, data in block)
+        self.peak_queued = max(self.peak_queued, self.queued_bytes)
+        self.blocks.put((self.submitted, block))
 
-            self.pool = ThreadPoolExecutor(max_workers=max(1, min(4, (os.cpu_count() or 2) - 1)))
-        self.inflight.append(self.pool.submit(self._compress, block))
+    def _start(self) -> None:
+        one_arena()  # blocks are made by the readers' threads and freed by the compressors'
+        self.workers = [threading.Thread(target=self._compress_loop, name=f"rrstore-zstd-{n}", daemon=True)
+                        for n in range(self.threads)]
+        self.workers.append(threading.Thread(target=self._flush_loop, name="rrstore-pack-flush", daemon=True))
+        for worker in self.workers:
+            worker.start()
 
-    def _compress(self, block: list[tuple[str, bytes]]) -> None:
+    def _compress_loop(self) -> None:
+        comp = zstandard.ZstdCompressor(level=self.level, write_content_size=True)
+        while (item := self.blocks.get()) is not None:
+            seq, block = item
+            del item  # the raw bytes go as soon as their frame is appended
+            self._compress(seq, block, comp)
+            del block
+
+    def _compress(self, seq: int, block: list[tuple[str, bytes]], comp: zstandard.ZstdCompressor) -> None:
+        raw = sum(len(data) for _, data in block)
         try:
-            comp = getattr(self.local, "comp", None)
-            if comp is None:
-                comp = self.local.comp = zstandard.ZstdCompressor(level=self.level, write_content_size=True)
             table = encode_table(block)
             frame = comp.compress(b"".join([table, *(data for _, data in block)]))
-        except BaseException:
-            self._forget(block)
-            raise
-        with self.lock:
-            block_offset = len(self.body)
-            self.body += frame
-            offset = len(table)
-            for oid, data in block:
-                self.entries[oid] = ("", block_offset, len(frame), offset, len(data))
-                offset += len(data)
+            self._append(block, len(table), frame)
+        except BaseException as exc:
+            self._forget(oid for oid, _ in block)
+            with self.lock:
+                self.failure = self.failure or _named(exc, self.backend)
+        finally:
+            with self.lock:
+                self.queued_bytes -= raw
+                self.inflight.discard(seq)
+                self.moved.notify_all()
 
-    def flush(self) -> None:
-        """Write everything queued as one more pack (and its index).
-
-        Returns once every object queued before the call is in a written pack.
-        If that fails (a full disk), the objects it held are dropped from the
-        queue, so nothing still counts them as stored, and a pack written
-        without its index is removed (no index names it, so no one can rely on it).
-        """
-        with self.flushing:
-            self._flush()
-
-    def _flush(self) -> None:
-        with self.lock:
-            self._submit_block()
-            inflight, self.inflight = self.inflight, []
-        failed: BaseException | None = None
-        for future in inflight:
+    def _append(self, block: list[tuple[str, bytes]], table: int, frame: bytes) -> None:
+        """Append one frame to the open pack; hand the pack to the flusher once it is full."""
+        with self.file_lock:
+            pack = self.open
+            if pack is None:
+                pack = self.open = _PackFile(self.backend.staging())
             try:
-                future.result()
-            except BaseException as exc:  # every block is waited for, then the first failure raised
-                failed = failed or exc
-        if failed is not None:
-            raise failed
-        with self.lock:
-            if not self.entries:
-                return
-            data = bytes(self.body)
-            staged = self.entries
-            self._new_pack()
-        try:
-            pack, entries = self._write(data, staged)
-        except BaseException:
-            self._forget(staged.items())
-            raise
-        self.on_written(entries)
-        with self.lock:
-            self.written += len(data)
-            self.packs_written.append(pack)
-            for oid in entries:
-                if self.pending.pop(oid, None) is not None:
-                    self.pending_bytes -= loc_length(entries[oid])
+                block_offset = pack.append(frame)
+            except BaseException as exc:  # the file is cut short: every object in it is lost
+                pack.failed = exc
+                self._seal()
+                raise
+            offset = table
+            queued = {}
+            for oid, data in block:
+                loc = ("", block_offset, len(frame), offset, len(data))
+                pack.entries[oid] = loc
+                queued[oid] = _Queued(pack, loc)
+                offset += len(data)
+            with self.lock:
+                self.pending.update(queued)  # the raw bytes go
+            if pack.size >= PACK_SIZE:
+                self._seal()
 
-    def _write(self, data: bytes, staged: dict[str, Location]) -> tuple[str, dict[str, Location]]:
-        """Write one pack, then its index; if the index fails, take back a pack that was not there before."""
-        pack = blake3.blake3(data).hexdigest()
-        key = f"{PREFIX}{pack}"
+    def _seal(self) -> int:
+        """Close the open pack to appends and queue it for the flusher (the caller holds ``file_lock``);
+        the count of packs sealed so far."""
+        pack, self.open = self.open, None
+        if pack is not None:
+            with self.lock:
+                self.sealed_count += 1
+                count = self.sealed_count
+            self.sealed.put((count, pack))
+        return self.sealed_count
+
+    def _flush_loop(self) -> None:
+        while (item := self.sealed.get()) is not None:
+            count, pack = item
+            try:
+                self._write(pack)
+            except BaseException as exc:
+                self._forget(pack.entries)
+                pack.discard()
+                with self.lock:
+                    self.failure = self.failure or _named(exc, self.backend)
+            finally:
+                with self.lock:
+                    self.flushed_count = count
+                    self.moved.notify_all()
+
+    def _write(self, pack: _PackFile) -> None:
+        """Install one pack, then its index; if the index fails, take back a pack that was not there before."""
+        if pack.failed is not None:
+            raise pack.failed
+        name = pack.hasher.hexdigest()
+        key = f"{PREFIX}{name}"
         existed = self.backend.exists(f"{key}.pack")  # the same bytes, already stored (or awaiting repair)
         # The pack is durable before its index exists: an index never names a
         # pack that a power cut could leave empty, even in "batch" fsync mode.
-        self.backend.write(f"{key}.pack", data, durable=self.sync_packs)
-        entries = {oid: (pack, *loc[1:]) for oid, loc in staged.items()}
+        pack.leftover.detach()  # from here the file is the backend's (renamed or uploaded)
+        self.backend.install(f"{key}.pack", pack.path, durable=self.sync_packs)
+        entries = {oid: (name, *loc[1:]) for oid, loc in pack.entries.items()}
         try:
             self.backend.write(f"{key}.idx", encode_index(entries), durable=self.durable)
         except BaseException:
@@ -338,20 +465,72 @@ class PackWriter:
                 with contextlib.suppress(Exception):
                     self.backend.delete(f"{key}.pack")
             raise
-        return pack, entries
+        self.on_written(entries)  # indexed before it leaves the queue: ``has`` never misses both
+        with self.lock:
+            self.written += pack.size
+            self.packs_written.append(name)
+            for oid in entries:
+                if isinstance(self.pending.get(oid), _Queued):
+                    del self.pending[oid]
+            pack.close()
 
-    def _forget(self, items: Iterable[tuple[str, object]]) -> None:
+    def flush(self) -> None:
+        """Write everything queued as packs (and their indexes).
+
+        Returns once every object queued before the call is in a written pack.
+        If that fails (a full disk), the objects it held are dropped from the
+        queue, so nothing still counts them as stored, and a pack written
+        without its index is removed (no index names it, so no one can rely on it).
+        """
+        with self.flushing:
+            with self.lock:
+                self._submit_block()
+                last = self.submitted
+                while any(seq <= last for seq in self.inflight):
+                    self.moved.wait()
+            with self.file_lock:
+                count = self._seal()
+            with self.lock:
+                while self.flushed_count < count:
+                    self.moved.wait()
+                self._raise_failure()
+
+    def _forget(self, oids: Iterable[str]) -> None:
         """Drop objects that will not be written from the queue (their write failed)."""
         with self.lock:
-            for oid, _ in items:
-                data = self.pending.pop(oid, None)
-                if data is not None:
-                    self.pending_bytes -= len(data)
+            for oid in oids:
+                self.pending.pop(oid, None)
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-            self.pool = None
+        """Stop the threads (after ``flush``; they start again on the next ``add``)."""
+        workers, self.workers = self.workers, []
+        if not workers:
+            return
+        for _ in range(len(workers) - 1):
+            self.blocks.put(None)
+        self.sealed.put(None)
+        for worker in workers:
+            worker.join()
+        with self.file_lock:
+            pack, self.open = self.open, None
+        if pack is not None:  # nothing flushed it: its objects were never written
+            self._forget(pack.entries)
+            pack.discard()
+
+
+def compression_threads() -> int:
+    """One compression thread per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _named(exc: BaseException, backend: Backend) -> BaseException:
+    """An OSError of a pack's temporary file as rrstore's named error (a full disk is DiskFull)."""
+    if isinstance(exc, OSError) and not isinstance(exc, RRStoreError):
+        return from_oserror(exc, str(backend.staging()))
+    return exc
 
 
 class PackReader:
@@ -570,7 +749,7 @@ class PackReader:
             block = self._load_block(oid, loc)
             with self.lock:
                 self.cache[key] = block
-                while len(self.cache) > 64:
+                while len(self.cache) > CACHE_BLOCKS:
                     self.cache.popitem(last=False)
         if offset + length > len(block):
             raise CorruptObject(oid, reason=f"pack {pack} block at {block_offset} is too short")

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import blake3
 
 from ..errors import RRStoreError, TornRead, from_oserror
+from ..heap import one_arena
 from ..store.objects import ObjectStore, hash_bytes
 from ..tree import DIR, FILE, SYMLINK, Entry, tree_oid
 from .gitrepo import NO_GIT, GitState
@@ -123,11 +124,19 @@ def stable_read(path: str | Path, consume: Callable[[int], tuple[T, int]], *,
     raise TornRead(str(path))
 
 
-def _read_all(fd: int) -> tuple[bytes, int]:
+def _read_all(fd: int, limit: int = -1, size: int = 1 << 20) -> tuple[bytes, int]:
+    """The file's bytes from the current offset (at most ``limit`` of them, when given).
+
+    Reads ask for ``size`` + 1 bytes (the size ``fstat`` gave, at most 1 MiB), so
+    a small file costs a buffer of its own size, not one of 1 MiB: freed 1 MiB
+    buffers of many threads fragment the C heap and add to the process's RSS.
+    """
+    step = min(size + 1, 1 << 20)
     chunks = []
-    while chunk := os.read(fd, 1 << 20):
+    while limit and (chunk := os.read(fd, step if limit < 0 else min(limit, step))):
         chunks.append(chunk)
-    data = b"".join(chunks)
+        limit -= len(chunk) if limit > 0 else 0
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     return data, len(data)
 
 
@@ -140,12 +149,14 @@ def store_file(path: str, objects: ObjectStore, *, store: bool, settle: bool) ->
     """Hash (and with ``store``, save) one file, read while nothing changed it.
 
     A large file is streamed through the chunker, so memory stays at a few
-    chunks whatever the file's size; a smaller one is read whole.
+    chunks whatever the file's size; a smaller one is read whole (up to the
+    threshold: one that grew meanwhile is streamed too).
     """
 
     def consume(fd: int) -> tuple[Stored, int]:
-        if os.fstat(fd).st_size <= CHUNK_THRESHOLD:
-            data, length = _read_all(fd)
+        size = os.fstat(fd).st_size
+        if size <= CHUNK_THRESHOLD:
+            data, length = _read_all(fd, CHUNK_THRESHOLD + 1, size)
             if length <= CHUNK_THRESHOLD:
                 return store_content(objects, data, store=store), length
             os.lseek(fd, 0, os.SEEK_SET)
@@ -335,6 +346,7 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
     the caller saves the stat cache (``cache.save(snap.seen)``) once it knows
     the scan is used (a restore refused after it leaves the store as it was).
     """
+    one_arena()  # before the readers' threads start: see rrstore.heap
     written_before = objects.stored_bytes
     if cache is not None:
         cache.begin()
