@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 from .config import Settings
@@ -440,7 +440,7 @@ def split_below(entries: dict[str, Entry], dirs: set[str]) -> tuple[dict[str, En
         parent = path.rpartition("/")[0]
         hit = memo.get(parent)
         if hit is None:
-            hit = memo[parent] = _at_or_below(parent, dirs)
+            hit = memo[parent] = under(parent, dirs)
         if hit:
             below.append(path)
         else:
@@ -448,9 +448,10 @@ def split_below(entries: dict[str, Entry], dirs: set[str]) -> tuple[dict[str, En
     return outside, below
 
 
-def _at_or_below(path: str, dirs: set[str]) -> bool:
+def under(path: str, prefixes: Collection[str]) -> bool:
+    """True if ``path`` is one of ``prefixes`` or lies below one ("" holds everything; one look-up per parent)."""
     while True:
-        if path in dirs:
+        if path in prefixes:
             return True
         if not path:
             return False

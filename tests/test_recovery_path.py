@@ -45,6 +45,21 @@ def many_files(root: Path) -> dict[str, bytes]:
     return files
 
 
+READ_TREE = rrstore.tree.read_tree
+
+
+def count_tree_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The oids of every tree read from now on (``rrstore.tree.read_tree`` calls)."""
+    read: list[str] = []
+
+    def counting(objects: object, oid: str) -> object:
+        read.append(oid)
+        return READ_TREE(objects, oid)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rrstore.tree, "read_tree", counting)
+    return read
+
+
 def identity(path: Path) -> tuple[int, int]:
     st = os.lstat(path)
     return st.st_ino, st.st_mtime_ns
@@ -66,14 +81,7 @@ def test_restore_after_churn_touches_and_reads_only_what_changed(git_project: Pa
     (root / "d3/f2.txt").unlink()
     churned = {rel: (root / rel).read_bytes() for rel in [*changed, "d2/new.txt"]}
     untouched = {rel: identity(root / rel) for rel in files if rel not in changed and rel != "d3/f2.txt"}
-    read = []
-    real_read_tree = rrstore.tree.read_tree
-
-    def counting(objects: object, oid: str) -> object:
-        read.append(oid)
-        return real_read_tree(objects, oid)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(rrstore.tree, "read_tree", counting)
+    read = count_tree_reads(monkeypatch)
     result = RollbackRecoverySystem(root=root).restore(base)
 
     assert result.success and result.undo_checkpoint_id
@@ -85,7 +93,7 @@ def test_restore_after_churn_touches_and_reads_only_what_changed(git_project: Pa
     # the target's trees read: the root and the four directories that differ, of 25
     assert len(read) <= 5, len(read)
     # the undo checkpoint (made from the same scan) gives the churned tree back
-    monkeypatch.setattr(rrstore.tree, "read_tree", real_read_tree)
+    monkeypatch.setattr(rrstore.tree, "read_tree", READ_TREE)
     undo = RollbackRecoverySystem(root=root).restore(result.undo_checkpoint_id)
     assert undo.success
     assert {rel: (root / rel).read_bytes() for rel in churned} == churned
@@ -221,17 +229,10 @@ def test_status_after_churn_reads_only_the_trees_that_differ(git_project: Path,
     (root / "d1/f0.txt").write_bytes(b"changed\n")
     (root / "d2/s/new.txt").write_bytes(b"added\n")
     (root / "d3/f2.txt").unlink()
-    read = []
-    real_read_tree = rrstore.tree.read_tree
-
-    def counting(objects: object, oid: str) -> object:
-        read.append(oid)
-        return real_read_tree(objects, oid)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(rrstore.tree, "read_tree", counting)
+    read = count_tree_reads(monkeypatch)
     status = RollbackRecoverySystem(root=root).status()
     assert len(read) <= 5, len(read)  # the root, d1, d2, d2/s, d3 of 26
-    monkeypatch.setattr(rrstore.tree, "read_tree", real_read_tree)
+    monkeypatch.setattr(rrstore.tree, "read_tree", READ_TREE)
     manager = system.checkpoint_manager
     full = diff(flatten(manager.store.objects, record.state_hash), manager.snapshot(store=False).entries)
     assert status.changes == full  # what a comparison of the whole trees says, counts included

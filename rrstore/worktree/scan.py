@@ -25,11 +25,11 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..tree import never_written, paths_never_written
+from ..tree import never_written, paths_never_written, under
 from . import gitrepo
 
 IGNORE_FILE = ".rrstoreignore"
@@ -88,16 +88,6 @@ def marker_reason(root: Path, rel_dir: str, name: str) -> str | None:
     except OSError:
         return None
     return None
-
-
-def under(path: str, prefixes: Collection[str]) -> bool:
-    """True if ``path`` is one of ``prefixes`` or lies below one ("" holds everything; one look-up per parent)."""
-    while True:
-        if path in prefixes:
-            return True
-        if not path:
-            return False
-        path = path.rpartition("/")[0]
 
 
 def clean_include(include: Iterable[str]) -> list[str]:
