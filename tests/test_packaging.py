@@ -40,7 +40,7 @@ def test_every_package_folder_is_listed() -> None:
 
 
 def test_console_script_points_into_the_namespaced_cli() -> None:
-    assert pyproject()["project"]["scripts"]["rrstore"] == "rrstore.cli.main:main"
+    assert pyproject()["project"]["scripts"]["rrstore"] == "rrstore.cli.entry:main"
 
 
 def _can_build_without_isolation() -> bool:
@@ -86,7 +86,7 @@ def test_wheel_holds_the_namespaced_packages_only(tmp_path: Path) -> None:
     assert modules <= set(names)
     dist_info = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     entry_points = zipfile.ZipFile(wheels[0]).read(dist_info).decode()
-    assert "rrstore = rrstore.cli.main:main" in entry_points
+    assert "rrstore = rrstore.cli.entry:main" in entry_points
 
 
 def _modules_after(args: list[str], cwd: Path) -> set[str]:

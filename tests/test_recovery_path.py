@@ -191,6 +191,22 @@ def test_version_imports_neither_the_store_nor_the_verbs(tmp_path: Path) -> None
     assert heavy == []
 
 
+def test_the_console_script_answers_version_without_click_in_clicks_words(tmp_path: Path) -> None:
+    probe = ("import sys\n"
+             "from rrstore.cli.entry import main\n"
+             "sys.argv = ['rrstore', '--version']\n"
+             "main()\n"
+             "print(' '.join(sorted(m for m in sys.modules if m.startswith(('rrstore', 'click')))), file=sys.stderr)\n")
+    fast = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert fast.returncode == 0, fast.stderr
+    assert fast.stderr.split() == ["rrstore", "rrstore.cli", "rrstore.cli.entry"]  # no click, no library module
+    full = subprocess.run([sys.executable, "-c", "from rrstore.cli.main import main; main()", "--version"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert full.returncode == 0 and fast.stdout == full.stdout  # click's version_option, word for word
+    assert subprocess.run([sys.executable, "-m", "rrstore", "--version"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60).stdout == fast.stdout
+
+
 def test_a_file_changed_between_the_scan_and_the_undo_point_is_scanned_again(git_project: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The undo checkpoint holds what the restore overwrites: a file edited after the plan's scan
