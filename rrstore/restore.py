@@ -483,7 +483,9 @@ def _restore(manager: CheckpointManager, request: RestoreRequest, progress: Prog
     content = VerifiedContent(manager.store.objects)
     content.verify(side.target, plan.write, request.workers)
     if request.undo:  # only now, with every needed object known good
-        if not store_hashed(snap, str(root), manager.store.objects):
+        write, removed = set(plan.write), set(plan.remove)
+        if not store_hashed(snap, str(root), manager.store.objects,
+                            lambda p: p in write or (bool(removed) and under(p, removed))):
             # a file changed since the scan: scan again, storing, and plan from what is there now
             snap = manager.snapshot(store=True, extra=held)
             side = _Sides(manager, record, snap)

@@ -235,6 +235,29 @@ def test_a_file_changed_between_the_scan_and_the_undo_point_is_scanned_again(git
     assert (root / "d5/f1.txt").read_bytes() == b"edited twice, after the scan\n"
 
 
+def test_an_edit_after_the_scan_to_bytes_already_stored_is_in_the_undo_point(git_project: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scanned bytes of the file restore overwrites are in a pack already (a copy of another
+    file), so nothing would need storing: the file is still read again before the undo point."""
+    root = git_project
+    many_files(root)
+    settled(root)
+    base = RollbackRecoverySystem(root=root).checkpoint("standard", 1, "base").checkpoint_id
+    (root / "d5/f1.txt").write_bytes((root / "d5/f2.txt").read_bytes())  # bytes the store holds
+    real_store_hashed = rrstore.restore.store_hashed
+
+    def edit_then_store(*args: object) -> bool:
+        (root / "d5/f1.txt").write_bytes(b"the user's newest work\n")
+        return real_store_hashed(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rrstore.restore, "store_hashed", edit_then_store)
+    result = RollbackRecoverySystem(root=root).restore(base)
+    monkeypatch.setattr(rrstore.restore, "store_hashed", real_store_hashed)
+    assert result.success and result.plan.write == ["d5/f1.txt"] and result.undo_checkpoint_id
+    assert RollbackRecoverySystem(root=root).restore(result.undo_checkpoint_id).success
+    assert (root / "d5/f1.txt").read_bytes() == b"the user's newest work\n"
+
+
 def test_status_after_churn_reads_only_the_trees_that_differ(git_project: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     root = git_project

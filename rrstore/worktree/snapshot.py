@@ -513,21 +513,24 @@ class _SnapshotRun:
                         [] if self.store else self.leftovers)
 
 
-def store_hashed(snap: Snapshot, root: str, objects: ObjectStore) -> bool:
+def store_hashed(snap: Snapshot, root: str, objects: ObjectStore, touched: Callable[[str], bool]) -> bool:
     """Store what a hash-only snapshot (``store=False``) reaches and the store lacks, so it can be
     recorded as if it had stored (restore's undo checkpoint is the scan its plan was made from).
 
-    A file whose objects no pack holds is read again and stored; a tree is encoded again only
-    when no pack holds it (pieces of content and trees are packed: ``ObjectStore.packed``). False
-    when a file no longer holds what the scan hashed (the caller scans again, storing); the objects
-    stored by then are only unreferenced.
+    A file the caller will overwrite or delete (``touched``) is always read again, so an edit made
+    since the scan is caught even when the scanned bytes were stored already; any other file is
+    read again only when no pack holds its objects. A tree is encoded again only when no pack
+    holds it (pieces of content and trees are packed: ``ObjectStore.packed``). False when a file
+    no longer holds what the scan hashed (the caller scans again, storing); the objects stored by
+    then are only unreferenced.
     """
     written_before = objects.stored_bytes
     stats = snap.stats
     children: dict[str, list[Entry]] = {}
     for path, entry in snap.entries.items():
         children.setdefault(path.rpartition("/")[0], []).append(entry)
-        if entry.kind != FILE or all(objects.packed(oid) for oid in entry.chunks or (entry.oid,)):
+        if entry.kind != FILE or (not touched(path)
+                                  and all(objects.packed(oid) for oid in entry.chunks or (entry.oid,))):
             continue
         try:
             stored, _ = store_file(f"{root}/{path}", objects, store=True, settle=True)
