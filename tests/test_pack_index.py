@@ -202,3 +202,33 @@ def test_a_merged_index_naming_a_pack_gc_removed_drops_its_entries(project: Path
     after = _fresh_index(project)
     assert not held & set(after)
     assert after == {oid: loc for oid, loc in index.items() if loc[0] != gone.stem}
+
+
+def test_gc_keeps_what_a_crafted_merged_index_leaves_out(tmp_path: Path) -> None:
+    """A merged index that hashes to its name but omits a live object (and names a dead one) must not
+    make gc rewrite that object's pack without it: a rewrite keeps what the pack's own index lists."""
+    from datetime import datetime, timedelta
+
+    from rrstore.gc import Retention
+    from rrstore.store.objects import hash_bytes
+    from rrstore.store.pack import decode_index
+    from rrstore.store.packindex import encode_midx, midx_key
+
+    root = tmp_path / "p"
+    root.mkdir()
+    content = b"keep me\n" * 10
+    (root / "a.txt").write_bytes(content)
+    system = RollbackRecoverySystem(root=root)
+    kept = system.checkpoint("standard", 1, "a").checkpoint_id
+    backend = system.checkpoint_manager.store.backend
+    pack = next(k[len("packs/"):-len(".pack")] for k in backend.list("packs/") if k.endswith(".pack"))
+    entries = decode_index(pack, backend.read(f"packs/{pack}.idx"))
+    live = hash_bytes(content)
+    crafted = {oid: loc for oid, loc in entries.items() if oid != live}
+    crafted["ab" * 32] = entries[live]
+    name, data = encode_midx({pack: crafted})
+    backend.write(midx_key(name), data)
+    RollbackRecoverySystem(root=root).gc(Retention(), now=datetime.now().astimezone() + timedelta(days=1))
+    (root / "a.txt").write_bytes(b"changed\n")
+    assert RollbackRecoverySystem(root=root).restore(kept).success
+    assert (root / "a.txt").read_bytes() == content

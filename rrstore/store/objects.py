@@ -19,7 +19,7 @@ import zstandard
 from ..backends import Backend
 from ..errors import CorruptObject, MissingBehindIndex, ObjectMissing, RRStoreError
 from .pack import PREFIX as PACKS
-from .pack import Location, PackGone, PackReader, PackWriter
+from .pack import Location, PackGone, PackReader, PackWriter, decode_index
 from .packindex import UNCOVERED_MAX
 
 OID_LEN = 64
@@ -274,6 +274,8 @@ class ObjectStore:
         naming the damaged indexes when there are any."""
         packs = self._reader
         loc = packs.index.get(oid) or packs.fallback.get(oid)
+        if loc is None and packs.via_midx and packs.load_own_indexes():
+            loc = packs.index.get(oid)
         if loc is None and (packs.damaged or packs.orphans) and packs.rebuild_missing():
             loc = packs.fallback.get(oid)
         if loc is None:
@@ -383,6 +385,15 @@ class ObjectStore:
         for pack, entries in list(packs.members.items()):
             size, mtime = sizes[pack]
             if mtime >= before:
+                continue
+            dead = [oid for oid in entries if oid not in live]
+            if not dead and pack not in consolidate:
+                continue
+            # What a rewrite keeps comes from the pack's own index, never from a merged index (a
+            # cache another process may have written): one missing or damaged leaves the pack alone.
+            try:
+                entries = decode_index(pack, self.backend.read(f"{PACKS}{pack}.idx"))
+            except (KeyError, CorruptObject):
                 continue
             dead = [oid for oid in entries if oid not in live]
             if not dead and pack not in consolidate:

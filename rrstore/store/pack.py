@@ -555,6 +555,7 @@ class PackReader:
         self.index: dict[str, Location] = {}
         self.members: dict[str, dict[str, Location]] = {}
         self.loaded: set[str] = set()
+        self.via_midx: set[str] = set()  # loaded packs whose entries came from a merged index only
         self.damaged: dict[str, str] = {}
         self.orphans: set[str] = set()
         self.rebuilt: dict[str, dict[str, Location]] = {}
@@ -599,6 +600,7 @@ class PackReader:
             with self.lock:
                 self.index = {oid: loc for oid, loc in self.index.items() if loc[0] not in gone}
                 self.loaded -= gone
+                self.via_midx -= gone
                 for pack in gone:
                     self.members.pop(pack, None)
                 for pack in stale:
@@ -620,13 +622,36 @@ class PackReader:
                 continue
             self._take(pack, entries)
 
-    def _take(self, pack: str, entries: dict[str, Location]) -> None:
+    def _take(self, pack: str, entries: dict[str, Location], *, via_midx: bool = False) -> None:
         with self.lock:
             self.index.update(entries)
             self.members[pack] = entries
             self.loaded.add(pack)
             self.damaged.pop(pack, None)
             self.unrebuildable.pop(pack, None)
+            if via_midx:
+                self.via_midx.add(pack)
+            else:
+                self.via_midx.discard(pack)
+
+    def load_own_indexes(self) -> bool:
+        """After a lookup missed: read the own ``.idx`` of the packs known only through a merged
+        index (a cache, which may lack entries or be crafted); their entries replace the merged
+        index's. True if that found an object not known before. Once per process and pack."""
+        added = False
+        for pack in sorted(self.via_midx):
+            try:
+                entries = decode_index(pack, self.backend.read(f"{PREFIX}{pack}.idx"))
+            except KeyError:
+                self.via_midx.discard(pack)
+                continue
+            except CorruptObject as exc:
+                self.via_midx.discard(pack)
+                self.damaged[pack] = exc.reason
+                continue
+            added = added or any(oid not in self.index for oid in entries)
+            self._take(pack, entries)
+        return added
 
     def _list_midx(self) -> set[str]:
         from .packindex import MIDX_PREFIX, midx_name
@@ -654,7 +679,7 @@ class PackReader:
                 self.midx[name] = set(members)
                 for pack, entries in members.items():
                     if pack in listed and pack not in self.loaded:
-                        self._take(pack, entries)
+                        self._take(pack, entries, via_midx=True)
             if not vanished:
                 return
             names = self._list_midx()
