@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from .checkpoint import CheckpointManager
 from .errors import CorruptObject, ObjectMissing, RRStoreError, StoreDamaged, UsageError
-from .record import CheckpointRecord, check_lane
+from .record import CheckpointRecord, added_ns_of, check_lane, newest_first
 from .store.objects import hash_bytes
 from .store.store import sweep_tmp
 from .tree import Reach, reachable
@@ -143,21 +143,27 @@ def gc(manager: CheckpointManager, policy: Retention, *, now: datetime | None = 
 
 
 def _verified(manager: CheckpointManager, records: list[CheckpointRecord]) -> list[CheckpointRecord]:
-    """gc deletes by what the records say, and they come from the record index (a cache): each is
-    checked against its oid (its stored form hashed, no read) and read again from the store when
-    that differs (a record of another rrstore version, a crafted index)."""
+    """gc deletes by what the records say, and they come from the record index (a cache): every ref
+    is read again (what it names decides, not the index's copy of it), and a record is kept from the
+    index only when it is the one its ref names, under that id, and hashes to its oid; any other is
+    read again from the store (a record of another rrstore version, a crafted index)."""
+    listed = {r.checkpoint_id: r for r in records}
     out = []
-    for record in records:
-        if hash_bytes(record.encode()) != record.record_oid:
+    for checkpoint_id in manager.store.refs:
+        ref = manager.store.refs.read(checkpoint_id)
+        if ref is None:  # removed meanwhile: nothing to keep or remove
+            continue
+        record = listed.get(checkpoint_id)
+        if record is None or record.record_oid != ref.oid or hash_bytes(record.encode()) != ref.oid:
             try:
-                fresh = CheckpointRecord.decode(record.record_oid, manager.store.objects.get(record.record_oid))
+                fresh = CheckpointRecord.decode(ref.oid, manager.store.objects.get(ref.oid))
             except (ObjectMissing, CorruptObject) as exc:
                 raise StoreDamaged("gc stopped, nothing was removed",
-                                   exc.with_checkpoints([record.checkpoint_id])) from None
-            fresh.added_ns = record.added_ns
+                                   exc.with_checkpoints([checkpoint_id])) from None
+            fresh.record_oid, fresh.added_ns = ref.oid, added_ns_of(ref, fresh.created)
             record = fresh
         out.append(record)
-    return out
+    return newest_first(out)
 
 
 def _check_unchanged(manager: CheckpointManager, removed: list[CheckpointRecord]) -> None:

@@ -317,3 +317,31 @@ def test_an_index_that_cannot_be_written_costs_only_time(tmp_path: Path, monkeyp
         assert len(manager.list_checkpoints()) == 5 and not manager.damaged
         assert backend.reads["refs"] == 5
     assert not (tmp_path / "store" / INDEX_KEY).exists()
+
+
+def test_gc_reads_every_ref_itself_whatever_the_index_maps(project: Path) -> None:
+    """A crafted index that maps B's id (with B's valid token) to A's record: gc must not keep A twice
+    and sweep what only B reaches."""
+    import time
+    from datetime import datetime, timedelta
+
+    from rrstore.gc import Retention
+    from rrstore.recordindex import IndexedRef, RecordIndex
+
+    (project / "a.txt").write_bytes(b"one\n")
+    system = RollbackRecoverySystem(root=project)
+    first = system.checkpoint("standard", 1, "a").checkpoint_id
+    (project / "a.txt").write_bytes(b"two, only in the second\n")
+    second = system.checkpoint("standard", 2, "b").checkpoint_id
+    time.sleep(2.1)  # past the racy window, so the index's tokens are trusted
+    system.checkpoint_manager.list_checkpoints()
+    backend = system.checkpoint_manager.store.backend
+    index = RecordIndex.decode(backend.read(INDEX_KEY))
+    b = index.refs[second]
+    index.refs[second] = IndexedRef(b.token, index.refs[first].oid, b.added_ns)
+    backend.write(INDEX_KEY, index.encode())
+    result = RollbackRecoverySystem(root=project).gc(Retention(), now=datetime.now().astimezone() + timedelta(days=1))
+    assert sorted(result.kept) == sorted([first, second])
+    (project / "a.txt").write_bytes(b"else\n")
+    assert RollbackRecoverySystem(root=project).restore(second).success
+    assert (project / "a.txt").read_bytes() == b"two, only in the second\n"
