@@ -51,7 +51,7 @@ DIGEST = 32
 T = TypeVar("T")
 _OID = re.compile(r"[0-9a-f]{64}")
 # A decompressed index larger than this is refused (a record is ~1 KiB: a million checkpoints fit).
-MAX_INDEX = 2 << 30
+MAX_INDEX = 256 << 20  # ~500k checkpoints; a bigger one is refused as damaged (a bomb), never loaded
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,8 @@ class RecordIndex:
         try:
             raw = zstandard.ZstdDecompressor().decompress(body[len(MAGIC):], max_output_size=MAX_INDEX)
             doc = json.loads(raw)
-        except (zstandard.ZstdError, ValueError) as exc:
-            raise ValueError(f"damaged record index ({exc})") from None
+        except (zstandard.ZstdError, ValueError, RecursionError) as exc:  # nested past the limit: a crafted one
+            raise ValueError(f"damaged record index ({type(exc).__name__})") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError("not a record index of this format")
         refs, records = doc.get("refs"), doc.get("records")
@@ -170,7 +170,9 @@ def _decoded(source: KeySource | FileSource, data: bytes) -> RecordIndex | None:
         return RecordIndex.decode(data)
     except ValueError as exc:
         source.damaged = str(exc)
-        return None
+    except Exception as exc:  # any other damage (JSON nested past the recursion limit, odd types): only a cache
+        source.damaged = f"damaged record index ({type(exc).__name__})"
+    return None
 
 
 @dataclass
@@ -320,7 +322,12 @@ class RecordReader:
         try:
             if error is not None:
                 raise error
-            record = CheckpointRecord.from_row(entry.oid, row)
+            try:
+                record = CheckpointRecord.from_row(entry.oid, row)
+            except Exception:  # a malformed row of the cache (damage, a crafted index): the record itself
+                record = CheckpointRecord.decode(entry.oid, self.objects.get(entry.oid))
+                out.index.records[entry.oid] = record.row()
+                out.changed = True
         except (ObjectMissing, CorruptObject) as exc:
             out.damaged[checkpoint_id] = exc.with_checkpoints([checkpoint_id])
             out.index.records.pop(entry.oid, None)

@@ -345,3 +345,20 @@ def test_gc_reads_every_ref_itself_whatever_the_index_maps(project: Path) -> Non
     (project / "a.txt").write_bytes(b"else\n")
     assert RollbackRecoverySystem(root=project).restore(second).success
     assert (project / "a.txt").read_bytes() == b"two, only in the second\n"
+
+
+@pytest.mark.parametrize("raw", [b"[" * 200_000 + b"]" * 200_000, b'{"format": 1, "refs": {"x": 5}, "records": 7}'],
+                         ids=["nested", "odd-types"])
+def test_a_crafted_index_is_a_note_and_every_command_answers_from_the_refs(taken, cli: Cli, raw: bytes) -> None:  # type: ignore[no-untyped-def]
+    import blake3
+    import zstandard
+
+    from rrstore.recordindex import MAGIC
+
+    _, store, _ = taken
+    expected = truth(cli, store.parent, store)
+    body = MAGIC + zstandard.ZstdCompressor().compress(raw)
+    (store / INDEX_KEY).write_bytes(body + blake3.blake3(body).digest())
+    assert answers(cli, store.parent) == expected
+    checked = cli("check", "--json", cwd=store.parent)
+    assert checked.returncode == 0 and "Traceback" not in checked.stderr
