@@ -200,3 +200,26 @@ def test_a_slow_pack_flush_does_not_stop_the_reading_thread(tmp_path: Path,
     assert os.listdir(tmp_path / "store" / "tmp") == []
     reader = ObjectStore(LocalBackend(tmp_path / "store"))
     assert [reader.get(oid) for oid in oids] == payloads
+
+
+def test_a_failed_pack_write_leaves_no_writer_thread_and_no_tmp_file(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from rrstore import RollbackRecoverySystem
+    from rrstore.backends.local import LocalBackend
+    from rrstore.errors import RRStoreError
+
+    root = tmp_path / "p"
+    root.mkdir()
+    for i in range(20):
+        (root / f"f{i}.bin").write_bytes(os.urandom(100_000))
+
+    def full(self: object, key: str, path: object, durable: bool = False) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(LocalBackend, "install", full)
+    with pytest.raises(RRStoreError):
+        RollbackRecoverySystem(root=root).checkpoint("standard", 1, "a")
+    assert [t.name for t in threading.enumerate() if t.name.startswith("rrstore")] == []
+    assert os.listdir(root / ".checkpoints" / "tmp") == []

@@ -448,8 +448,10 @@ class ObjectStore:
         """Write queued small objects as a pack, so other processes can read them; then, when more
         than ``UNCOVERED_MAX`` packs are covered by no merged index, write one (``merge_indexes``)."""
         if self._writer is not None:
-            self._writer.flush()
-            self._writer.close()
+            try:
+                self._writer.flush()
+            finally:  # the compression and flushing threads stop whether or not the write succeeded
+                self._writer.close()
             if len(self._writer.packs_written) > self._merged_at:
                 self._merged_at = len(self._writer.packs_written)
                 if len(self._reader.uncovered()) > UNCOVERED_MAX:
