@@ -298,11 +298,7 @@ def part_bigfile(ctx: Context) -> Part:
         zstd = timed(["sh", "-c", 'zstd -q -3 -T0 -c "$1" > /dev/null', "sh", str(path)], s.runs_long)
     rr = timed(ckpt(tree), s.runs_long, env=env, before=lambda _: remove(store))
     remove(store)
-    restic = None
-    if restic_available():
-        peer = Restic(tree, base / "restic")
-        restic = peer.backup(s.runs_huge)
-        remove(peer.base)
+    restic = restic_backup(tree, base, s.runs_huge)
     mb = s.big_file / 1e6
     if zstd is not None:
         part.add(Row(f"{size_text(s.big_file)} file: cold checkpoint speed (wall)",
@@ -321,11 +317,7 @@ def part_bigfile(ctx: Context) -> Part:
     tree = big_tree(ctx, "big-two", {"a.bin": s.two_files, "b.bin": s.two_files}, 51)
     rr = timed(ckpt(tree), s.runs_huge, env=env, before=lambda _: remove(store))
     remove(store)
-    restic = None
-    if restic_available():
-        peer = Restic(tree, base / "restic")
-        restic = peer.backup(s.runs_huge)
-        remove(peer.base)
+    restic = restic_backup(tree, base, s.runs_huge)
     label = f"two {size_text(s.two_files)} files: cold checkpoint"
     part.add(Row(f"{label}: peak RSS (absolute)", f"{rr.rss_mib:.0f} MB", "-", rr.rss_mib / 150, "≤ 150 MB", 1.0,
                  data={"rrstore": rr.as_json()}))
@@ -464,3 +456,14 @@ def checkpoint_id_text(fig: Figure) -> str:
     if not lines:
         raise RuntimeError("rrstore checkpoint printed no id")
     return lines[-1].strip()
+
+
+def restic_backup(tree: Path, base: Path, runs: int) -> Figure | None:
+    """``restic backup`` of ``tree`` timed in a fresh repository under ``base`` (removed after);
+    None when restic is not installed."""
+    if not restic_available():
+        return None
+    peer = Restic(tree, base / "restic")
+    timing = peer.backup(runs)
+    remove(peer.base)
+    return timing
