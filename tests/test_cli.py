@@ -533,3 +533,20 @@ def test_restore_with_the_store_on_a_full_disk_names_the_path(populated: Path, t
               checkpoint_id, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert manifest(empty) == manifest(populated)
+
+
+def test_every_command_a_cli_module_defines_is_registered_with_the_lazy_group() -> None:
+    """The group imports a command's module only when it runs, by name from ``COMMANDS``: a command
+    a module defines but the table lacks would vanish from the CLI."""
+    import importlib
+
+    import click
+    from rrstore.cli.main import COMMANDS, cli
+
+    defined = set()
+    for module in {m for m, _ in COMMANDS.values()}:
+        loaded = importlib.import_module(f"rrstore.cli.{module}")
+        defined |= {(module, name) for name, value in vars(loaded).items() if isinstance(value, click.Command)
+                    and getattr(value.callback, "__module__", "") == loaded.__name__}
+    assert defined == set(COMMANDS.values())
+    assert sorted(cli.list_commands(click.Context(cli))) == sorted(COMMANDS)
