@@ -1,13 +1,20 @@
-"""Commands on the checkpoints of one working tree: checkpoint, list, show, diff, status, restore."""
+"""Commands on the checkpoints of one working tree: checkpoint, list, show, diff, status, restore.
+
+The library is imported inside each command (``st.system()`` loads it anyway): ``rrstore --help``
+imports this module for the summaries and should not load the object store to print them.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from rrstore.checkpoint import left_out_warning, links_out_warning
-from rrstore.diff import change_lines
 from rrstore.errors import CheckpointsUnreadable, RestoreFailed
-from rrstore.record import LANES, CheckpointRecord
+from rrstore.lanes import LANES
+
+if TYPE_CHECKING:
+    from rrstore.record import CheckpointRecord
 
 from .context import endpoint_needs, global_options, state
 from .output import emit_json, human_bytes, info, progress
@@ -47,6 +54,8 @@ def _warn_future(r: CheckpointRecord) -> None:
 def checkpoint(lane: str, step_number: int, step_name: str, status: str | None, error: str | None,
                strict: bool) -> int:
     """Record the working tree as a new checkpoint and print its id."""
+    from rrstore.checkpoint import left_out_warning, links_out_warning
+
     st = state()
     success = None if status is None else status == "success"
     with progress("checkpoint", st.show_progress) as cb:
@@ -144,6 +153,8 @@ def show(checkpoint_id: str) -> int:
 @global_options
 def diff(old_id: str, new_id: str | None, exit_code: bool) -> int:
     """Paths added (A), removed (D) and modified (M) from OLD_ID to NEW_ID or the working tree."""
+    from rrstore.diff import change_lines
+
     st = state()
     result = st.system().diff(old_id, new_id)
     if st.json:
@@ -163,6 +174,8 @@ def diff(old_id: str, new_id: str | None, exit_code: bool) -> int:
 @global_options
 def status(exit_code: bool, all_projects: bool) -> int:
     """The working tree's state hash and whether it matches this project's newest checkpoint."""
+    from rrstore.diff import change_lines
+
     st = state()
     result = st.system().status(all_projects=all_projects)
     if result.note:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rrstore.gc import Retention, parse_duration
-from rrstore.record import LANES
+from rrstore.lanes import LANES
 
 from .context import global_options, state
 from .output import emit_json, human_bytes, info
@@ -28,6 +27,8 @@ def gc_command(older_than: str, keep_last: int, keep_lanes: tuple[str, ...], gra
     Quiet unless something was removed (or -v), no prompts, no progress when
     not on a terminal: made for cron. Pinned checkpoints are always kept.
     """
+    from rrstore.gc import Retention, parse_duration  # here, not at the top: see cli/checkpoints.py
+
     st = state()
     policy = Retention(older_than=parse_duration(older_than), keep_last=keep_last,
                        keep_lanes=keep_lanes, grace=parse_duration(grace))

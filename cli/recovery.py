@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from rrstore.errors import UsageError, ValidationFailed, from_oserror
-from rrstore.record import LANES
+from rrstore.lanes import LANES
 from rrstore.recovery.vocabulary import FailureType
 
 from .context import global_options, report, state

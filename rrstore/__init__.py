@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_WHERE = {"LANES": "record", "CheckpointManager": "checkpoint", "CheckpointRecord": "record",
+_WHERE = {"LANES": "lanes", "CheckpointManager": "checkpoint", "CheckpointRecord": "record",
           "RRStoreError": "errors", "FailureType": "recovery", "Lane": "recovery",
           "RecoveryStrategy": "recovery", "RollbackRecoverySystem": "system"}
 
 if TYPE_CHECKING:
     from .checkpoint import CheckpointManager
     from .errors import RRStoreError
-    from .record import LANES, CheckpointRecord
+    from .lanes import LANES
+    from .record import CheckpointRecord
     from .recovery import FailureType, Lane, RecoveryStrategy
     from .system import RollbackRecoverySystem
 

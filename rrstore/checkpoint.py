@@ -30,11 +30,11 @@ from .errors import (
     StoreDamaged,
     UsageError,
 )
+from .lanes import check_lane
 from .record import (
     KINDS,
     CheckpointRecord,
     added_ns_of,
-    check_lane,
     newest_first,
 )
 from .recordindex import RecordReader, local_reader

@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 
 from .checkpoint import CheckpointManager
 from .errors import CorruptObject, ObjectMissing, RRStoreError, StoreDamaged, UsageError
-from .record import CheckpointRecord, added_ns_of, check_lane, newest_first
+from .lanes import check_lane
+from .record import CheckpointRecord, added_ns_of, newest_first
 from .store.objects import hash_bytes
 from .store.store import sweep_tmp
 from .tree import Reach, reachable

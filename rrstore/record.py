@@ -1,4 +1,4 @@
-"""Checkpoint records (layer above trees and refs): what a checkpoint says about itself, and lanes.
+"""Checkpoint records (layer above trees and refs): what a checkpoint says about itself.
 
 A record is a canonical-JSON object in the object store, named by
 ``refs/checkpoints/ID``; its field names are the seed's checkpoint data. It
@@ -14,11 +14,10 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from . import __version__
-from .errors import CorruptObject, UsageError
+from .errors import CorruptObject
 from .store.objects import canonical_json, is_oid
 from .store.refs import Ref
 
-LANES = ("docs", "standard", "heavy")
 RECORD_FORMAT = "rrstore-checkpoint-1"
 KINDS = ("step", "pre-restore")
 
@@ -214,13 +213,3 @@ def added_ns_of(ref: Ref, created: datetime, mtime_ns: int | None = None) -> int
 def newest_first(records: list[CheckpointRecord]) -> list[CheckpointRecord]:
     """``records`` in the order 'latest' and every 'newest' choice follow: last added first."""
     return sorted(records, key=lambda r: r.order, reverse=True)
-
-
-def check_lane(lane: str, where: str = "") -> str:
-    """``lane`` when it is one of ``LANES``; otherwise a UsageError naming the choices (after
-    ``where``, the settings table it was read from, if any). The one lane check: the CLI's choices,
-    the workflow settings and ``recovery.vocabulary.Lane.parse`` all come here or to ``LANES``."""
-    if lane not in LANES:
-        at = f"{where}: " if where else ""
-        raise UsageError(f"{at}unknown lane {lane!r}: choose one of {', '.join(LANES)}")
-    return lane

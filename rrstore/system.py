@@ -34,8 +34,9 @@ from .errors import (
     UsageError,
 )
 from .gc import GCResult, Retention, gc
+from .lanes import check_lane
 from .lock import locked
-from .record import CheckpointRecord, check_lane
+from .record import CheckpointRecord
 from .restore import WORKTREE_LOCK, RestoreRequest, RestoreResult, restore_checkpoint
 from .status import StatusResult, status
 from .store.store import Store

@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Bottom first; a module may import its own layer and the ones before it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundations", ("rrstore.errors", "rrstore.config", "rrstore.fsutil", "rrstore.lock", "rrstore.heap")),
+    ("foundations", ("rrstore.errors", "rrstore.lanes", "rrstore.config", "rrstore.fsutil", "rrstore.lock",
+                     "rrstore.heap")),
     ("backends", ("rrstore.backends",)),
     ("store", ("rrstore.store",)),
     ("trees and records", ("rrstore.tree", "rrstore.record", "rrstore.recordindex")),

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from ..errors import UsageError
-from ..record import check_lane
+from ..lanes import check_lane
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -139,7 +139,7 @@ class Lane(StrEnum):
 
     @classmethod
     def parse(cls, value: str | Lane) -> Lane:
-        """A member from its exact value (as the CLI spells it); ``record.check_lane``'s error otherwise."""
+        """A member from its exact value (as the CLI spells it); ``lanes.check_lane``'s error otherwise."""
         return value if isinstance(value, Lane) else cls(check_lane(str(value)))
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import load_section
 from ..diff import DiffResult, change_lines
 from ..errors import UsageError
-from ..record import check_lane
+from ..lanes import check_lane
 from .inputs import check_inputs, unmatched
 from .resume import ResumeOptions, SkippedStep, plan_resume, shown
 from .run import RetryPolicy, RunHooks, StepResult, StepSpec, run_step
