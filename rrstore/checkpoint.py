@@ -442,6 +442,19 @@ class CheckpointManager:
                 return record
         raise RRStoreError(f"could not find a free checkpoint id for {base}")
 
+    def refill(self, wanted: set[str]) -> set[str]:
+        """Those of the missing ``wanted`` objects found in the working tree, stored again.
+
+        Storing a scan of the tree puts every object the store lacks, so a
+        tree or content dropped as corrupt comes back if the tree holds it (content-addressed: any bytes that hash
+        to the oid are that object). Called by ``check --repair`` under its
+        exclusive object lock; what else the scan stores is reached by no ref
+        and goes at the next gc.
+        """
+        self.store.objects.reload()  # the repair has just rewritten packs
+        self.snapshot(store=True, git_state=False, save_cache=False)  # a cache hit on a dropped object is a miss
+        return wanted - set(self.store.objects.missing(wanted))
+
     def update(self, record: CheckpointRecord) -> CheckpointRecord:
         """Replace the record behind an existing id (e.g. to mark a step failed)."""
         oid = self._put_record(record)

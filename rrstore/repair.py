@@ -7,9 +7,15 @@ or missing, rebuilt from its (format-2) pack; the record index (``index/records`
 next scan rebuilds them); then, with a source, every damaged or missing
 object the check found is fetched, verified by hash and stored again, and
 each pack that held a bad copy is rewritten without it (its good objects
-copied into a new pack first). A damaged file is never deleted or
-zero-filled: it is moved to ``quarantine/<time>/<its key>``. The result is
-the check that runs after the repair, listing what was done.
+copied into a new pack first). A corrupt tree or content object no source
+gave back is dropped the same way (its pack rewritten without it, a loose
+one moved to quarantine): left in place, every writer would deduplicate
+against it and no new checkpoint could ever store that content whole. Once
+missing, the next checkpoint of a tree holding that content stores it again,
+and ``refill`` (the working tree, from ``RollbackRecoverySystem.check``) is
+asked for it at once. A damaged file is never deleted or zero-filled: it is
+moved to ``quarantine/<time>/<its key>``. The result is the check that runs
+after the repair, listing what was done.
 """
 
 from __future__ import annotations
@@ -37,8 +43,13 @@ from .store.packindex import midx_key
 from .store.store import OBJECTS_LOCK, Store, write_config
 
 
-def repair(store: Store, options: CheckOptions) -> CheckResult:
-    """Check, repair what can be, and check again; see the module docstring."""
+def repair(store: Store, options: CheckOptions,
+           refill: Callable[[set[str]], set[str]] | None = None) -> CheckResult:
+    """Check, repair what can be, and check again; see the module docstring.
+
+    ``refill(oids)`` stores again those of the missing ``oids`` it can (e.g. from the working tree)
+    and returns them; it runs under this repair's exclusive object lock.
+    """
     with locked(store.path, OBJECTS_LOCK, exclusive=True, wait=30.0):
         before = Checker(store, options).run()
         work = _Repair(store, stamp())
@@ -47,10 +58,14 @@ def repair(store: Store, options: CheckOptions) -> CheckResult:
         work.merged_indexes()
         work.record_index()
         work.stat_cache()
-        if options.source:
-            wanted = {p.target: p.kind for p in before.problems if p.kind in OBJECT_KINDS}
-            if wanted:
-                work.replace(wanted, _fetch(options.source, options.endpoint_url, set(wanted)))
+        wanted = {p.target: p.kind for p in before.problems if p.kind in OBJECT_KINDS}
+        fetched = _fetch(options.source, options.endpoint_url, set(wanted)) if options.source and wanted else {}
+        if wanted:
+            work.replace(wanted, fetched)
+        lost = {oid for oid, kind in wanted.items() if oid not in fetched and not kind.startswith("record")}
+        if lost and refill is not None:
+            for oid in sorted(refill(lost)):
+                work.done.append(f"stored {oid} again from the working tree")
         store.objects.sync()
         store.backend.sync()
         after = Checker(open_for_check(store.path, store.settings), options).run()  # as a new process sees it
@@ -132,7 +147,9 @@ class _Repair:
 
         Every object of such a pack that still reads back verified is copied
         into the new pack first; one that does not was damaged already and
-        survives only in quarantine, with the rest of the old pack.
+        survives only in quarantine, with the rest of the old pack. A corrupt
+        tree or content object that was not fetched goes the same way (a loose
+        one is moved to quarantine), so that writers store it again.
         """
         objects = self.store.objects
         packs = objects.pack_reader()
@@ -150,6 +167,16 @@ class _Repair:
             else:
                 writer.add(oid, data)
             self.done.append(f"stored {oid} again from the source")
+        for oid, kind in sorted(wanted.items()):
+            if oid in fetched or not kind.endswith("-corrupt") or kind.startswith("record"):
+                continue  # a missing object has no bad copy; a record is never deduplicated against
+            loc = packs.index.get(oid)
+            if loc is not None:
+                rewrite.add(loc[0])
+                self.done.append(f"dropped the corrupt copy of {oid} "
+                                 "(a checkpoint holding its content stores it again)")
+            elif self.store.backend.exists(object_key(oid)):
+                self._quarantine(object_key(oid))
         for pack in sorted(rewrite):
             entries = packs.members.get(pack, {})
             for _, _, oid in sorted((loc[1], loc[3], oid) for oid, loc in entries.items()):

@@ -324,7 +324,8 @@ class RollbackRecoverySystem:
         if options.repair:
             from .repair import repair
 
-            return repair(store, options)
+            # opened only when asked: before the repair the store may lack the config.json it needs
+            return repair(store, options, refill=lambda oids: self.checkpoint_manager.refill(oids))
         return check(store, options)
 
     # shared remote (rrstore/transfer.py, imported here only when used) -------------------------

@@ -355,6 +355,37 @@ def test_repair_from_a_source_replaces_a_flipped_block(
     store.restores_all()
 
 
+def test_repair_without_a_source_stores_a_corrupt_object_again_from_the_working_tree(store: Store) -> None:
+    """Fails before the fix: with no ``--from``, repair left the corrupt copy in its pack, every new
+    checkpoint deduplicated against it (the intact file was never stored again), and ``a`` and ``c``
+    stayed unrestorable (exit 13) for good."""
+    oid = flip_inside_file(store, "data/one3.bin")  # the working tree (``c``) still holds the file
+    assert store.check("--read-data").returncode == 13
+
+    done = store.check("--repair", "--read-data")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"dropped the corrupt copy of {oid}" in done.stdout
+    assert f"stored {oid} again from the working tree" in done.stdout
+    assert store.check("--read-data").returncode == 0
+    assert list((store.path / "quarantine").rglob("*.pack"))  # the damaged pack is kept, not deleted
+    store.restores_all()
+
+
+def test_a_new_checkpoint_stores_again_what_repair_dropped_as_corrupt(store: Store) -> None:
+    """The working tree no longer holds the content when repair runs: the object is reported missing,
+    and the first checkpoint of a tree holding it again makes every old checkpoint whole."""
+    oid = flip_inside_file(store, "data/one3.bin")
+    kept = (store.root / "data" / "one3.bin").read_bytes()
+    (store.root / "data" / "one3.bin").unlink()
+
+    done = store.check("--repair", "--read-data")
+    assert done.returncode == 13 and f"object-missing {oid}" in done.stdout, done.stdout + done.stderr
+    write(store.root, "data/one3.bin", kept)
+    store.system().checkpoint("standard", 4, "the file is back")
+    assert store.check("--read-data").returncode == 0
+    store.restores_all()
+
+
 def test_repair_of_a_lost_index_over_a_damaged_block(store: Store, tmp_path: Path) -> None:
     """The index is rebuilt without the damaged object, which then comes back from the archive."""
     origin = tmp_path / "backup.rrar"
