@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .errors import (
+    UNREADABLE_WAY_OUT,
     CheckpointNotFound,
     CorruptObject,
     NoProjectCheckpoint,
@@ -307,7 +308,7 @@ class CheckpointManager:
         if checkpoint_id == "latest":
             records = self.list_checkpoints(all_projects=True)
             if self.damaged:  # the damaged one may be the newest: refuse to guess
-                raise StoreDamaged("cannot tell which checkpoint is 'latest'", next(iter(self.damaged.values())))
+                raise self.unreadable("cannot tell which checkpoint is 'latest'")
             chosen = latest_of(records, self.view, all_projects=all_projects)
             # chosen through the record index; what is returned is read again by its oid, verified
             try:
@@ -370,6 +371,12 @@ class CheckpointManager:
             except RRStoreError:
                 hits.append(checkpoint_id)
         return hits
+
+    def unreadable(self, lead: str) -> StoreDamaged:
+        """The error of a verb that must see every checkpoint when ``list_checkpoints`` left some out
+        (``self.damaged``): the first one's damage and the way out."""
+        cause = next(iter(self.damaged.values()))
+        return StoreDamaged(lead, RRStoreError(f"{cause}; {UNREADABLE_WAY_OUT}"))
 
     @contextmanager
     def explain_damage(self) -> Iterator[None]:

@@ -150,6 +150,9 @@ class StoreDamaged(RRStoreError):
         self.cause = cause
 
 
+UNREADABLE_WAY_OUT = "run 'rrstore check --repair' (it moves a checkpoint that cannot be read to quarantine/)"
+
+
 class CheckpointsUnreadable(RRStoreError):
     """A listing whose readable checkpoints were all shown, but some records could not be read."""
 
@@ -158,7 +161,7 @@ class CheckpointsUnreadable(RRStoreError):
     def __init__(self, damaged: Mapping[str, Exception]) -> None:
         self.damaged = {checkpoint_id: str(exc) for checkpoint_id, exc in sorted(damaged.items())}
         super().__init__(f"store damaged: cannot read {len(self.damaged)} checkpoint(s) "
-                         f"({', '.join(self.damaged)}); the readable ones are listed; run 'rrstore check'")
+                         f"({', '.join(self.damaged)}); the readable ones are listed; {UNREADABLE_WAY_OUT}")
 
     def details(self) -> dict[str, object]:
         return {"damaged": self.damaged}

@@ -120,7 +120,7 @@ def gc(manager: CheckpointManager, policy: Retention, *, now: datetime | None = 
     with store.collecting():
         records = manager.list_checkpoints(all_projects=True)
         if manager.damaged:  # what it reaches is unknown, so nothing may be swept
-            raise StoreDamaged("gc stopped, nothing was removed", next(iter(manager.damaged.values())))
+            raise manager.unreadable("gc stopped, nothing was removed")
         records = _verified(manager, records)
         for pack, why in store.objects.blind_packs().items():  # what that pack holds is unknown
             raise StoreDamaged("gc stopped, nothing was removed", CorruptObject(

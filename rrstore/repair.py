@@ -3,7 +3,8 @@
 Runs under the store's exclusive object lock (like gc), so no checkpoint
 or restore works on the store meanwhile. In order: ``config.json`` when it
 is missing over surviving objects and refs; each pack index that is damaged
-or missing, rebuilt from its (format-2) pack; the record index (``index/records``); the stat caches (removed: the
+or missing, rebuilt from its (format-2) pack; refs that cannot be read or name
+a record that is gone (moved to quarantine); the record index (``index/records``); the stat caches (removed: the
 next scan rebuilds them); then, with a source, every damaged or missing
 object the check found is fetched, verified by hash and stored again, and
 each pack that held a bad copy is rewritten without it (its good objects
@@ -40,6 +41,7 @@ from .store.objects import LOOSE_MIN, ObjectStore, hash_bytes, object_key
 from .store.pack import PREFIX as PACKS
 from .store.pack import encode_index, scan_pack
 from .store.packindex import midx_key
+from .store.refs import PREFIX as REFS
 from .store.store import OBJECTS_LOCK, Store, write_config
 
 
@@ -56,12 +58,13 @@ def repair(store: Store, options: CheckOptions,
         work.config(before)
         work.indexes()
         work.merged_indexes()
-        work.record_index()
-        work.stat_cache()
         wanted = {p.target: p.kind for p in before.problems if p.kind in OBJECT_KINDS}
         fetched = _fetch(options.source, options.endpoint_url, set(wanted)) if options.source and wanted else {}
         if wanted:
             work.replace(wanted, fetched)
+        work.unreadable_refs(before, set(fetched))
+        work.record_index()
+        work.stat_cache()
         lost = {oid for oid, kind in wanted.items() if oid not in fetched and not kind.startswith("record")}
         if lost and refill is not None:
             for oid in sorted(refill(lost)):
@@ -125,6 +128,20 @@ class _Repair:
         fresh = self.store.objects.merge_indexes()
         if fresh is not None and damaged:
             self.done.append(f"rebuilt the merged pack index as {midx_key(fresh)}")
+    def unreadable_refs(self, before: CheckResult, fetched: set[str]) -> None:
+        """Move to quarantine each ref that cannot be read or whose record is gone (and no source gave it
+        back): the checkpoint is lost already, and while its ref is listed 'latest' and gc refuse to guess."""
+        for problem in before.problems:
+            if problem.kind == "ref-unreadable":
+                keys = [problem.target]
+            elif problem.kind in ("record-missing", "record-corrupt") and problem.target not in fetched:
+                keys = [f"{REFS}{checkpoint_id}" for checkpoint_id in problem.checkpoints]
+            else:
+                continue
+            for key in keys:
+                if (self.store.path / key).is_file():
+                    self._quarantine(key)
+
     def record_index(self) -> None:
         """Rebuild a damaged or missing record index from the refs and records (the damaged one quarantined)."""
         state = record_index_state(self.store)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .checkpoint import CheckpointManager, others_note
 from .diff import DiffResult, against_checkpoint, left_out_note
+from .errors import UNREADABLE_WAY_OUT
 from .record import CheckpointRecord
 
 
@@ -18,10 +19,15 @@ class StatusResult:
     success: bool = True
     others: int = 0  # step checkpoints of other projects, counted only when this project has none
     project: str = ""
+    unreadable: list[str] = field(default_factory=list)  # checkpoints whose ref or record cannot be read
 
     @property
     def note(self) -> str | None:
-        """One line for stderr when this project has none but other projects have some, else None."""
+        """One line for stderr: checkpoints that cannot be read (the newest may be one of them, which
+        'latest' and gc refuse to guess), or this project has none but other projects have some."""
+        if self.unreadable:
+            return (f"{len(self.unreadable)} checkpoint(s) cannot be read ({', '.join(self.unreadable)}); "
+                    f"'newest' below is the newest readable one; {UNREADABLE_WAY_OUT}")
         return others_note(self.project, self.others) if self.others and self.newest is None else None
 
     @property
@@ -38,6 +44,7 @@ class StatusResult:
             "newest_checkpoint_id": self.newest.checkpoint_id if self.newest else None,
             "matching_checkpoint_id": self.matching.checkpoint_id if self.matching else None,
             "changes": self.changes.to_json() if self.changes else None,
+            "unreadable": self.unreadable,
         }
 
     @property
@@ -72,4 +79,4 @@ def status(manager: CheckpointManager, *, all_projects: bool = False) -> StatusR
             matching = newest
     others = sum(r.kind == "step" for r in every) if newest is None and not all_projects else 0
     return StatusResult(snap.root_oid, newest, matching, changes, others=others,
-                        project=manager.project if others else "")
+                        project=manager.project if others else "", unreadable=sorted(manager.damaged))

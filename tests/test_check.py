@@ -23,7 +23,7 @@ from rrstore.backends import LocalBackend
 from rrstore.check import Walk, in_subset
 from rrstore.errors import StoreDamaged
 from rrstore.gc import Retention
-from rrstore.store.objects import ObjectStore, hash_bytes
+from rrstore.store.objects import ObjectStore, hash_bytes, object_key
 from rrstore.store.pack import PACK_MAGIC_V1, decode_index, encode_index
 from rrstore.tree import DIR, FILE, Entry, content_oids, flatten, tree_oid
 
@@ -383,6 +383,39 @@ def test_a_new_checkpoint_stores_again_what_repair_dropped_as_corrupt(store: Sto
     write(store.root, "data/one3.bin", kept)
     store.system().checkpoint("standard", 4, "the file is back")
     assert store.check("--read-data").returncode == 0
+    store.restores_all()
+
+
+@pytest.mark.parametrize("damage", ["empty ref", "record lost"])
+def test_a_checkpoint_that_cannot_be_read_is_named_everywhere_and_repair_unblocks_latest_and_gc(
+        store: Store, damage: str) -> None:
+    """Fails before the fix: ``status`` named an older checkpoint as the newest without a word, while
+    ``show latest``, ``restore latest`` and ``gc`` exited 13 and ``check --repair`` left the ref, so
+    nothing but deleting the ref file by hand gave the store back."""
+    newest = store.ids["c"]
+    ref = store.path / "refs" / "checkpoints" / newest
+    if damage == "empty ref":
+        ref.write_bytes(b"")
+    else:
+        (store.path / object_key(store.system().show(newest).record_oid)).unlink()
+    way_out = "run 'rrstore check --repair'"
+
+    status = run_cli("status", cwd=store.root)
+    assert status.returncode == 0 and f"cannot be read ({newest})" in status.stderr and way_out in status.stderr
+    assert json.loads(run_cli("status", "--json", cwd=store.root).stdout)["unreadable"] == [newest]
+    for verb in (("show", "latest"), ("restore", "--checkpoint-id", "latest"), ("gc", "--dry-run")):
+        refused = run_cli(*verb, cwd=store.root)
+        assert refused.returncode == 13 and way_out in refused.stderr, (verb, refused.stderr)
+
+    done = store.check("--repair")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"moved refs/checkpoints/{newest} to quarantine/" in done.stdout
+    [kept] = (store.path / "quarantine").rglob(newest)
+    assert not ref.exists() and kept.is_file()
+    assert run_cli("show", "latest", cwd=store.root).stdout.startswith(f"checkpoint_id: {store.ids['b']}")
+    assert run_cli("gc", "--dry-run", cwd=store.root).returncode == 0
+    assert run_cli("status", cwd=store.root).stderr == ""
+    del store.ids["c"]
     store.restores_all()
 
 

@@ -239,7 +239,8 @@ def test_list_with_a_damaged_record_prints_the_readable_ones_and_exits_13(projec
     warning, error = text.stderr.splitlines()
     assert warning.startswith(f"rrstore: warning: cannot read checkpoint {ids[1]}: corrupt object")
     assert error == (f"rrstore: error: store damaged: cannot read 1 checkpoint(s) ({ids[1]}); "
-                     "the readable ones are listed; run 'rrstore check'")
+                     "the readable ones are listed; run 'rrstore check --repair' "
+                     "(it moves a checkpoint that cannot be read to quarantine/)")
 
     as_json = cli("list", "--json", cwd=project)
     assert as_json.returncode == 13
