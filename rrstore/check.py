@@ -375,9 +375,10 @@ class Checker:
             self._note_future(checkpoint_id, record)
 
     def _record_index(self) -> None:
-        """A damaged or missing record index is a note: it is a cache, rebuilt by the next listing."""
+        """A damaged record index is a note: it is a cache, rebuilt by the next listing. A missing one
+        is not even that: checkpoints do not write it, so a store never listed yet has none."""
         state = record_index_state(self.store)
-        if state is not None and (state != "missing" or self.result.checkpoints):
+        if state is not None and state != "missing":
             self.result.notes.append(f"record index {INDEX_KEY} is {state} (a cache: the next listing or "
                                      "check --repair rebuilds it)")
 
