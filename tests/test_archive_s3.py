@@ -186,6 +186,10 @@ def test_a_missing_key_or_bucket_and_bad_urls_are_one_line_naming_the_url(
         for bad in (f"s3://{bucket}", f"s3://{bucket}/", f"s3://{bucket}//a.rra", f"{url}/", "s3://"):
             line = one_error_line(run_cli(command, bad, *endpoint, cwd=tmp_path, env=s3_env), 2)
             assert line == f"rrstore: error: invalid archive URL {bad}: give s3://BUCKET/KEY"
+        dead = one_error_line(run_cli(command, url, "--endpoint-url", "http://127.0.0.1:9", cwd=tmp_path,
+                                      env={**s3_env, "AWS_MAX_ATTEMPTS": "1"}), 1)
+        assert dead.startswith("rrstore: error: cannot reach the S3 endpoint http://127.0.0.1:9 to read "
+                               f"{url}: "), dead
         line = one_error_line(run_cli(command, "local.rra", *endpoint, cwd=tmp_path, env=s3_env), 2)
         assert line == "rrstore: error: --endpoint-url needs an ARCHIVE s3://BUCKET/KEY"
     assert not (tmp_path / ".checkpoints").exists()
