@@ -282,16 +282,19 @@ class RollbackRecoverySystem:
 
     def _export_to_s3(self, ids: Sequence[str], url: str, fmt: str, progress: Progress | None,
                       force: bool, endpoint_url: str | None) -> ExportResult:
-        from .archive.location import s3_archive
+        from .archive.location import s3_archive, s3_errors
         from .fsutil import temp_name
 
         remote, key = s3_archive(url, endpoint_url)
-        if not force and remote.exists(key):
+        with s3_errors(url, "write"):
+            exists = remote.exists(key)
+        if exists and not force:
             raise UsageError(f"{url} exists; --force replaces it")
         staging = temp_name(self.open_store().path / "tmp", "export")
         try:
             result = self.export(ids, staging, fmt, progress=progress, force=True)
-            remote.upload_file(key, str(staging))
+            with s3_errors(url, "write"):
+                remote.upload_file(key, str(staging))
         finally:
             staging.unlink(missing_ok=True)
         result.output = url

@@ -176,7 +176,7 @@ def test_a_missing_key_or_bucket_and_bad_urls_are_one_line_naming_the_url(
     url, _, _ = exported
     endpoint = ("--endpoint-url", seaweedfs.endpoint)
     missing = url.replace("build.rra", "nope.rra")
-    no_bucket = "s3://no-such-bucket-rrstore/ci-checkpoints/a.rra"
+    no_bucket = "s3://no-such-bucket-rrstore-archives/ci-checkpoints/a.rra"  # never created
     bucket = parse_remote(url)[0]
     for command in ("verify", "import"):
         line = one_error_line(run_cli(command, missing, *endpoint, cwd=tmp_path, env=s3_env), 2)
@@ -282,3 +282,23 @@ def test_the_frame_walk_finds_a_stream_cut_anywhere_however_it_is_fed(tmp_path: 
         archive.write_bytes(data[:-cut])
         with pytest.raises(ArchiveError, match="truncated"):
             verify_archive(archive)
+
+
+def test_export_without_credentials_or_refused_names_the_url(
+        tmp_path: Path, s3_remote: str, s3_env: dict[str, str], seaweedfs: SeaweedFS,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "a.txt").write_text("a\n")
+    checkpoint_id = take(project)
+    endpoint = ("--endpoint-url", seaweedfs.endpoint)
+    url = f"{s3_remote}/a.rra"
+    wrong = {**s3_env, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    line = one_error_line(run_cli("export", checkpoint_id, "-o", url, *endpoint, cwd=project, env=wrong), 14)
+    assert line == f"rrstore: error: permission denied: cannot write {url}"
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    anonymous = {k: v for k, v in s3_env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    line = one_error_line(run_cli("export", checkpoint_id, "-o", url, *endpoint, cwd=project, env=anonymous), 1)
+    assert line.startswith(f"rrstore: error: cannot write archive {url}: no usable AWS credentials"), line
+    assert not list((project / ".checkpoints" / "tmp").iterdir())

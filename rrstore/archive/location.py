@@ -66,18 +66,25 @@ def opened(name: str | os.PathLike[str], endpoint_url: str | None = None) -> Ite
 
 
 @contextmanager
+def s3_errors(url: str, action: str) -> Iterator[None]:
+    """The backend's errors on the archive at ``url`` as errors naming ``url`` as given (no key: UsageError)."""
+    try:
+        yield
+    except KeyError:
+        raise UsageError(f"no such archive: {url}") from None
+    except PermissionDenied:
+        raise PermissionDenied(url, action) from None
+    except RRStoreError as exc:
+        if url in str(exc):
+            raise
+        raise RRStoreError(f"cannot {action} archive {url}: {exc}") from None
+
+
+@contextmanager
 def _s3_opened(url: str, endpoint_url: str | None) -> Iterator[tuple[Readable, int]]:
     """One GET of the archive at ``url``; its failures (no key, no bucket, no credentials) name ``url``."""
     backend, key = s3_archive(url, endpoint_url)
     with ExitStack() as stack:
-        try:
+        with s3_errors(url, "read"):
             got = stack.enter_context(backend.open_read(key))
-        except KeyError:
-            raise UsageError(f"no such archive: {url}") from None
-        except PermissionDenied:
-            raise PermissionDenied(url, "read") from None
-        except RRStoreError as exc:
-            if url in str(exc):
-                raise
-            raise RRStoreError(f"cannot read archive {url}: {exc}") from None
         yield got

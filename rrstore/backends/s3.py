@@ -227,8 +227,13 @@ class S3Backend:
 
     def upload_file(self, key: str, path: str) -> None:
         """Upload a local file under ``key``, streamed in parts (an archive can be larger than memory)."""
+        from boto3.exceptions import S3UploadFailedError
+
         with self._errors("write", key):
-            self.client.upload_file(path, self.bucket, self._key(key))
+            try:
+                self.client.upload_file(path, self.bucket, self._key(key))
+            except S3UploadFailedError as exc:  # boto3's transfer wraps the server's answer (no such bucket)
+                raise RRStoreError(f"cannot write {self.location}/{key}: {exc}") from None
 
     def staging(self) -> Path:
         return Path(tempfile.gettempdir())
