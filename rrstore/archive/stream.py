@@ -143,10 +143,15 @@ class FrameWalk:
 
     def problem(self) -> str:
         """Why the bytes fed are not a whole number of frames ('' if they are)."""
-        if self.skip or self.head:
-            where = "a frame header" if not self.in_frame and self.head else self.inside
-            return f"truncated: the compressed stream stops inside {where}"
-        return "truncated: the compressed stream stops inside its last frame" if self.in_frame else ""
+        if self.head:   # a header begun: a frame's (between frames) or a block's (inside one)
+            where = "its last frame" if self.in_frame else "a frame header"
+        elif self.skip:
+            where = self.inside
+        elif self.in_frame:
+            where = "its last frame"
+        else:
+            return ""
+        return f"truncated: the compressed stream stops inside {where}"
 
 
 class _Watched:
