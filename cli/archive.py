@@ -7,8 +7,9 @@ progress go to stderr, checkpoint ids (or JSON with ``--json``) to stdout.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import click
 
@@ -52,19 +53,33 @@ def export_command(checkpoint_ids: tuple[str, ...], output: str, fmt: str, force
     return 0
 
 
+def archive_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """ARCHIVE (a file or s3://BUCKET/KEY, kept a string: a Path would mangle the URL) and ``--endpoint-url``."""
+    func = click.option("--endpoint-url", default=None, metavar="URL",
+                        help="S3 endpoint for an s3:// archive (non-AWS servers), as for export.")(func)
+    return click.argument("archive", metavar="ARCHIVE")(func)
+
+
+def _endpoint(archive: str, endpoint_url: str | None) -> None:
+    endpoint_needs(endpoint_url, archive.startswith("s3://"), "an ARCHIVE s3://BUCKET/KEY")
+
+
 @click.command(name="import")
-@click.argument("archive", type=click.Path(path_type=Path))
+@archive_options
 @global_options
-def import_command(archive: Path) -> int:
-    """Check an archive completely, then add its checkpoints to the store (created if needed).
+def import_command(archive: str, endpoint_url: str | None) -> int:
+    """Check an archive (a file or s3://BUCKET/KEY) completely, then add its checkpoints to the store
+    (created if needed).
 
     Importing the same archive again changes nothing. An archive that is
     damaged, truncated or unsafe, or holds a checkpoint id the store has with
     another record, is refused with exit code 16 before anything is written.
+    An archive on S3 is streamed (twice: check, then store), never copied locally.
     """
     st = state()
+    _endpoint(archive, endpoint_url)
     with progress("import", st.show_progress) as cb:
-        result = st.system().import_archive(archive, progress=cb)
+        result = st.system().import_archive(archive, progress=cb, endpoint_url=endpoint_url)
     if st.json:
         emit_json(result.to_json())
     else:
@@ -75,13 +90,14 @@ def import_command(archive: Path) -> int:
 
 
 @click.command(name="verify")
-@click.argument("archive", type=click.Path(path_type=Path))
+@archive_options
 @global_options
-def verify_command(archive: Path) -> int:
-    """Check an archive completely (every hash, record, tree and path) without importing it."""
+def verify_command(archive: str, endpoint_url: str | None) -> int:
+    """Check an archive (a file or s3://BUCKET/KEY, streamed) completely without importing it."""
     st = state()
+    _endpoint(archive, endpoint_url)
     with progress("verify", st.show_progress) as cb:
-        result = st.system().verify_archive(archive, progress=cb)
+        result = st.system().verify_archive(archive, progress=cb, endpoint_url=endpoint_url)
     if st.json:
         emit_json(result.to_json())
     else:

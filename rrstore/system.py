@@ -283,35 +283,40 @@ class RollbackRecoverySystem:
 
     def _export_to_s3(self, ids: Sequence[str], url: str, fmt: str, progress: Progress | None,
                       force: bool, endpoint_url: str | None) -> ExportResult:
-        from .backends.s3 import S3Backend, parse_remote
+        from .archive.location import s3_archive, s3_errors
         from .fsutil import temp_name
 
-        bucket, key = parse_remote(url)
-        if not key:
-            raise UsageError(f"give the archive's key: s3://{bucket}/path/name")
-        remote = S3Backend(bucket, "", endpoint_url=endpoint_url)
-        if not force and remote.exists(key):
+        remote, key = s3_archive(url, endpoint_url)
+        with s3_errors(url, "write"):
+            exists = remote.exists(key)
+        if exists and not force:
             raise UsageError(f"{url} exists; --force replaces it")
         staging = temp_name(self.open_store().path / "tmp", "export")
         try:
             result = self.export(ids, staging, fmt, progress=progress, force=True)
-            remote.upload_file(key, str(staging))
+            with s3_errors(url, "write"):
+                remote.upload_file(key, str(staging))
         finally:
             staging.unlink(missing_ok=True)
         result.output = url
         return result
 
-    def import_archive(self, path: str | os.PathLike[str], *, progress: Progress | None = None) -> ImportResult:
-        """Add an archive's checkpoints, creating the store if needed, once the whole archive checks out."""
+    def import_archive(self, path: str | os.PathLike[str], *, progress: Progress | None = None,
+                       endpoint_url: str | None = None) -> ImportResult:
+        """Add an archive's checkpoints, creating the store if needed, once the whole archive checks out.
+        ``path`` may be ``s3://bucket/key`` (streamed, as for ``export``'s ``endpoint_url``)."""
         from .archive import files as archive
 
-        return archive.import_archive(lambda: self.open_store(create=True), path, progress)
+        return archive.import_archive(lambda: self.open_store(create=True), path, progress,
+                                      endpoint_url=endpoint_url)
 
-    def verify_archive(self, path: str | os.PathLike[str], *, progress: Progress | None = None) -> VerifyResult:
-        """Check an archive completely without importing it (no store needed)."""
+    def verify_archive(self, path: str | os.PathLike[str], *, progress: Progress | None = None,
+                       endpoint_url: str | None = None) -> VerifyResult:
+        """Check an archive completely without importing it (no store needed); ``path`` may be
+        ``s3://bucket/key``, streamed without a local copy."""
         from .archive import files as archive
 
-        return archive.verify_archive(path, progress)
+        return archive.verify_archive(path, progress, endpoint_url=endpoint_url)
 
     def check(self, options: CheckOptions | None = None) -> CheckResult:
         """Read the whole store and report every damage with the checkpoints it affects; with

@@ -242,15 +242,17 @@ def _phase(progress: Progress | None, index: int, count: int) -> Progress | None
 
 
 def verify_archive(path: str | os.PathLike[str], progress: Progress | None = None, *,
-                   limits: Limits | None = None) -> VerifyResult:
+                   limits: Limits | None = None, endpoint_url: str | None = None) -> VerifyResult:
     """Check an archive completely without touching any store; ArchiveError says what is wrong.
 
-    The archive must be self-contained: every object its checkpoints reach is
-    in it. Memory stays bounded whatever the input: objects are hashed in
-    pieces, the stream may inflate only so far (``Limits``), no object may
-    exceed the store's object limit, and no frame may need a window over 128 MiB.
+    ``path`` may be ``s3://BUCKET/KEY`` (``endpoint_url`` for a non-AWS
+    server): the archive is streamed, never copied locally. It must be
+    self-contained: every object its checkpoints reach is in it. Memory
+    stays bounded whatever the input: objects are hashed in pieces, the
+    stream may inflate only so far (``Limits``), no object may exceed the
+    store's object limit, and no frame may need a window over 128 MiB.
     """
-    return read_archive(path, limits or Limits(), None, progress)
+    return read_archive(path, limits or Limits(), None, progress, endpoint_url)
 
 
 class _Put:
@@ -285,7 +287,8 @@ class _Put:
 
 
 def import_archive(store: Store | Callable[[], Store], path: str | os.PathLike[str],
-                   progress: Progress | None = None, *, limits: Limits | None = None) -> ImportResult:
+                   progress: Progress | None = None, *, limits: Limits | None = None,
+                   endpoint_url: str | None = None) -> ImportResult:
     """Add an archive's checkpoints to a store, after checking all of it; importing twice changes nothing.
 
     ``store`` may be a function that opens (or creates) the store: it is
@@ -296,11 +299,13 @@ def import_archive(store: Store | Callable[[], Store], path: str | os.PathLike[s
     object as it puts it, then writes the objects out, then the records (so a
     failure before, such as a full disk, leaves no record behind), makes them
     durable, and only then creates the refs, exclusively, all with one add time.
+    An archive on S3 (``s3://BUCKET/KEY``) is streamed twice the same way,
+    never copied locally: nothing in the format needs a seek.
     """
     limits = limits or Limits()
     name = os.fspath(path)
     try:
-        verified = verify_archive(path, _phase(progress, 0, 2), limits=limits)
+        verified = verify_archive(path, _phase(progress, 0, 2), limits=limits, endpoint_url=endpoint_url)
         if not isinstance(store, Store):
             store = store()
         added, unchanged = _plan_refs(store, verified)
@@ -309,7 +314,7 @@ def import_archive(store: Store | Callable[[], Store], path: str | os.PathLike[s
     result = ImportResult(name, added, unchanged, verified.objects)
     put = _Put(store.objects)
     with store.writing():
-        again = read_archive(path, limits, put, _phase(progress, 1, 2))
+        again = read_archive(path, limits, put, _phase(progress, 1, 2), endpoint_url)
         if again.digest != verified.digest:
             raise ArchiveError(name, "the file changed while it was imported; no checkpoint was added")
         store.objects.flush()

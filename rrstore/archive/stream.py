@@ -11,19 +11,17 @@ the entries must be (kinds, order, names, links) is ``safety``'s check.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, BinaryIO, NamedTuple, Protocol, cast
+from typing import IO, NamedTuple, Protocol, cast
 
 import blake3
 import zstandard
 
 from .. import __version__
-from ..errors import ArchiveError, UsageError, from_oserror
+from ..errors import ArchiveError
 from ..record import CheckpointRecord
 from ..store.objects import canonical_json, is_oid
 from ..store.refs import valid_id
@@ -82,15 +80,108 @@ class ArchiveWriter:
 # --- reading -------------------------------------------------------------------------------------------
 
 
-class Source:
-    """The archive's uncompressed stream, decompressed at most ``PIECE`` bytes at a time under a size budget."""
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
 
-    def __init__(self, path: str, fh: BinaryIO, budget: int) -> None:
-        self.path = path
+
+class FrameWalk:
+    """Checks, as the compressed bytes pass, that they are a whole number of zstd frames.
+
+    The decoder reports a stream cut inside its last frame only when data is
+    missing; cut in the frame's checksum, the content is all there. This walk
+    reads only frame and block headers (a few bytes per 128 KiB block) as the
+    bytes go by, so a stream that cannot seek (an S3 GET) is checked too.
+    """
+
+    def __init__(self) -> None:
+        self.head = bytearray()   # header bytes gathered so far
+        self.want = 5             # header bytes needed: magic and descriptor, or a block header (3)
+        self.skip = 0             # bytes to pass over before the next header
+        self.in_frame = False     # between a frame's header and its last block
+        self.checksum = 0         # bytes of checksum after the current frame's last block
+        self.inside = "its last frame"
+
+    def feed(self, data: bytes) -> None:
+        at, end = 0, len(data)
+        while at < end:
+            if self.skip:
+                step = min(self.skip, end - at)
+                self.skip -= step
+                at += step
+                continue
+            step = min(self.want - len(self.head), end - at)
+            self.head += data[at:at + step]
+            at += step
+            if len(self.head) == self.want:
+                self._header()
+
+    def _next(self, skip: int, *, in_frame: bool, inside: str = "its last frame") -> None:
+        self.head.clear()
+        self.skip, self.in_frame, self.inside = skip, in_frame, inside
+        self.want = 3 if in_frame else 5
+
+    def _header(self) -> None:
+        head = self.head
+        if self.in_frame:
+            header = int.from_bytes(head[:3], "little")
+            last, kind, size = bool(header & 1), header >> 1 & 3, header >> 3
+            self._next((1 if kind == 1 else size) + (self.checksum if last else 0), in_frame=not last)
+            return
+        magic = int.from_bytes(head[:4], "little")
+        if magic & 0xFFFFFFF0 == 0x184D2A50:   # skippable frame: magic, 4-byte size, data
+            if len(head) < 8:
+                self.want = 8
+                return
+            self._next(int.from_bytes(head[4:8], "little"), in_frame=False)
+            return
+        descriptor = head[4]
+        single, checksum, dict_flag, fcs_flag = descriptor >> 5 & 1, descriptor >> 2 & 1, descriptor & 3, \
+            descriptor >> 6
+        rest = (0 if single else 1) + (0, 1, 2, 4)[dict_flag] + ((1 if single else 0), 2, 4, 8)[fcs_flag]
+        self.checksum = 4 * checksum
+        self._next(rest, in_frame=True, inside="a frame header")
+
+    def problem(self) -> str:
+        """Why the bytes fed are not a whole number of frames ('' if they are)."""
+        if self.head:   # a header begun: a frame's (between frames) or a block's (inside one)
+            where = "its last frame" if self.in_frame else "a frame header"
+        elif self.skip:
+            where = self.inside
+        elif self.in_frame:
+            where = "its last frame"
+        else:
+            return ""
+        return f"truncated: the compressed stream stops inside {where}"
+
+
+class _Watched:
+    """The compressed input as read: counted, and walked by ``FrameWalk``."""
+
+    def __init__(self, fh: Readable) -> None:
         self.fh = fh
+        self.count = 0
+        self.frames = FrameWalk()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.fh.read(size)
+        self.count += len(data)
+        self.frames.feed(data)
+        return data
+
+
+class Source:
+    """The archive's uncompressed stream, decompressed at most ``PIECE`` bytes at a time under a size budget.
+
+    ``fh`` is read front to back only (never seeked), so it may be a network stream.
+    """
+
+    def __init__(self, path: str, fh: Readable, budget: int) -> None:
+        self.path = path
+        self.raw = _Watched(fh)
         self.budget = budget
         dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
-        self.reader = dctx.stream_reader(fh, read_size=PIECE, read_across_frames=True, closefd=False)
+        self.reader = dctx.stream_reader(cast("IO[bytes]", self.raw), read_size=PIECE, read_across_frames=True,
+                                         closefd=False)
         self.inflated = 0      # uncompressed bytes decompressed
         self.offset = 0        # uncompressed bytes parsed
         self.buf = bytearray()
@@ -103,7 +194,7 @@ class Source:
     @property
     def consumed(self) -> int:
         """Compressed bytes read so far."""
-        return self.fh.tell()
+        return self.raw.count
 
     def _step(self) -> bool:
         """Decompress up to PIECE more bytes; False at the end of the stream."""
@@ -163,47 +254,14 @@ class Source:
         return self._take(end + 1 - self.at, True)
 
     def check_end(self) -> None:
-        """Nothing may follow the trailer, and the file must end where its last zstd frame does."""
+        """Nothing may follow the trailer, and the input must end where its last zstd frame does."""
         if self.at < len(self.buf) or self._step():
             raise self.fail("unexpected data after the trailer")
-        problem = frames_problem(self.fh)
+        while self.raw.read(PIECE):
+            pass  # what the decoder left unread (it stops at the end of its last frame)
+        problem = self.raw.frames.problem()
         if problem:
             raise self.fail(problem)
-
-
-def frames_problem(fh: BinaryIO) -> str:
-    """Why the file is not a whole number of zstd frames ('' if it is), from frame and block headers only.
-
-    The decoder reports a stream cut inside its last frame only when data is
-    missing; cut in the frame's checksum, the content is all there. This walk
-    reads a few bytes per 128 KiB block.
-    """
-    end = os.fstat(fh.fileno()).st_size
-    at = 0
-    while at < end:
-        fh.seek(at)
-        head = fh.read(14)
-        if len(head) < 8:
-            return "truncated: the compressed stream stops inside a frame header"
-        magic = struct.unpack_from("<I", head)[0]
-        if magic & 0xFFFFFFF0 == 0x184D2A50:   # skippable frame
-            at += 8 + struct.unpack_from("<I", head, 4)[0]
-            continue
-        descriptor = head[4]
-        single, checksum, dict_flag, fcs_flag = descriptor >> 5 & 1, descriptor >> 2 & 1, descriptor & 3, \
-            descriptor >> 6
-        at += 5 + (0 if single else 1) + (0, 1, 2, 4)[dict_flag] + ((1 if single else 0), 2, 4, 8)[fcs_flag]
-        last = False
-        while not last:
-            fh.seek(at)
-            block = fh.read(3)
-            if len(block) < 3:
-                return "truncated: the compressed stream stops inside its last frame"
-            header = int.from_bytes(block, "little")
-            last, kind, size = bool(header & 1), header >> 1 & 3, header >> 3
-            at += 3 + (1 if kind == 1 else size)
-        at += 4 * checksum
-    return "truncated: the compressed stream stops inside its last frame" if at > end else ""
 
 
 @dataclass
@@ -273,20 +331,3 @@ def read_trailer(src: Source) -> Trailer:
     if stored != computed:
         raise src.fail("the trailer checksum does not match the stream: the archive was altered")
     return Trailer(count, total, computed.hex())
-
-
-@contextmanager
-def opened(path: str | os.PathLike[str]) -> Iterator[tuple[BinaryIO, int]]:
-    """The archive file at ``path``, open for reading, and its size; a missing one is a UsageError."""
-    if os.fspath(path) == "-":
-        raise UsageError("an archive is read from a file, not from stdin ('-'); save it to a file first")
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
-    except FileNotFoundError:
-        raise UsageError(f"no such archive: {path}") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a directory, not an archive") from None
-    except OSError as exc:
-        raise from_oserror(exc, str(path), "read") from exc
-    with fh:
-        yield fh, os.fstat(fh.fileno()).st_size

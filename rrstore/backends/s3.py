@@ -213,10 +213,27 @@ class S3Backend:
             self.client.put_object(Bucket=self.bucket, Key=name, Body=data)
         return True
 
+    @contextmanager
+    def open_read(self, key: str) -> Iterator[tuple[S3Stream, int]]:
+        """The value of ``key`` as a stream read a piece at a time, and its size: one GET, never held whole."""
+        name = self._key(key)
+        with self._errors("read", key):
+            reply = self.client.get_object(Bucket=self.bucket, Key=name)
+        body = reply["Body"]
+        try:
+            yield S3Stream(self, key, body), int(reply["ContentLength"])
+        finally:
+            body.close()
+
     def upload_file(self, key: str, path: str) -> None:
         """Upload a local file under ``key``, streamed in parts (an archive can be larger than memory)."""
+        from boto3.exceptions import S3UploadFailedError
+
         with self._errors("write", key):
-            self.client.upload_file(path, self.bucket, self._key(key))
+            try:
+                self.client.upload_file(path, self.bucket, self._key(key))
+            except S3UploadFailedError as exc:  # boto3's transfer wraps the server's answer (no such bucket)
+                raise RRStoreError(f"cannot write {self.location}/{key}: {exc}") from None
 
     def staging(self) -> Path:
         return Path(tempfile.gettempdir())
@@ -312,6 +329,17 @@ class S3Backend:
                 return answer.code in _EXISTS
         # Two conditional PUTs of one key both succeeded: the server ignores the header.
         return False
+
+
+class S3Stream:
+    """A GET's body: ``read`` maps a connection lost mid-stream (or a short body) to an rrstore error."""
+
+    def __init__(self, backend: S3Backend, key: str, body: Any) -> None:
+        self.backend, self.key, self.body = backend, key, body
+
+    def read(self, size: int = -1) -> bytes:
+        with self.backend._errors("read", self.key):
+            return bytes(self.body.read(None if size < 0 else size))
 
 
 class _Answer(Exception):
