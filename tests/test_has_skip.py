@@ -135,7 +135,7 @@ def test_a_recheckpoint_after_gc_swept_what_the_cache_names_stores_it_again(proj
 def test_gc_writes_a_new_generation_before_it_deletes_anything(project: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     settled_tree(project)
-    first, _ = checkpoint(project, 1)
+    checkpoint(project, 1)
     store = RollbackRecoverySystem(root=project).open_store()
     before = generation(store.backend)
     seen: list[str | None] = []
@@ -190,7 +190,7 @@ def test_a_cache_naming_objects_the_store_never_had_is_caught_by_the_proof(proje
     """A cache under the store's current token (written with the user's key) whose file entry and
     directory tree name oids that were never stored: the checkpoint still records the real tree."""
     files = settled_tree(project)
-    first, oids = checkpoint(project, 1)
+    _, oids = checkpoint(project, 1)
     store = RollbackRecoverySystem(root=project).open_store()
     cache = stat_cache_of(store.path, project)
     rel = "d1/sub/f01.txt"

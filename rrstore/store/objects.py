@@ -18,8 +18,8 @@ import zstandard
 
 from ..backends import Backend
 from ..errors import CorruptObject, MissingBehindIndex, ObjectMissing, RRStoreError
-from .pack import PREFIX as PACKS
 from .generation import bump
+from .pack import PREFIX as PACKS
 from .pack import Location, PackGone, PackReader, PackWriter, decode_index
 from .packindex import UNCOVERED_MAX
 
