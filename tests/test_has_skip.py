@@ -238,3 +238,55 @@ def test_snapshot_oids_match_what_the_checkpoint_reaches(project: Path) -> None:
     assert snap.trusted
     _, reached = checkpoint(project, 2)
     assert snapshot_oids(snap) == reached
+
+
+def test_a_generation_that_moves_during_the_scan_leaves_the_cache_vouching_for_nothing(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Objects removed while a scan ran (a gc by a caller that skipped the lock): the cache saved by that
+    scan must not vouch for its hits under the new generation."""
+    import rrstore.worktree.snapshot as snapshot_module
+    from rrstore.store.generation import bump
+
+    settled_tree(project)
+    checkpoint(project, 1)
+    store = RollbackRecoverySystem(root=project).open_store()
+    real_remove = snapshot_module._remove_leftovers
+
+    def remove_and_bump(root: str, paths: list[str]) -> None:  # runs after the scan, before the flush
+        bump(store.backend)
+        real_remove(root, paths)
+
+    monkeypatch.setattr(snapshot_module, "_remove_leftovers", remove_and_bump)
+    checkpoint(project, 2)
+    assert stat_cache_of(store.path, project).token is None
+    monkeypatch.setattr(snapshot_module, "_remove_leftovers", real_remove)
+    checkpoint(project, 3)  # a scan with an unmoving generation vouches again
+    assert stat_cache_of(store.path, project).trusted(store_token(store.backend))
+
+
+def test_a_file_left_out_as_torn_keeps_no_entry_the_cache_could_vouch_for(project: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its entry may name content that was never stored (hashed by a status scan): dropped, not vouched."""
+    import rrstore.worktree.snapshot as snapshot_module
+    from rrstore.errors import TornRead
+
+    settled_tree(project)
+    checkpoint(project, 1)
+    rel = "d3/sub/f03.txt"
+    (project / rel).write_bytes(b"edited, hashed by status only\n")
+    then = time.time_ns() - 5 * 10**9
+    os.utime(project / rel, ns=(then, then))
+    RollbackRecoverySystem(root=project).status()
+    real_store_file = snapshot_module.store_file
+
+    def torn_once(path: str, *args: object, **kwargs: object) -> object:
+        if path.endswith(rel):
+            raise TornRead(path)
+        return real_store_file(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(snapshot_module, "store_file", torn_once)
+    result = RollbackRecoverySystem(root=project).checkpoint("standard", 2, "torn")
+    assert rel in result.record.left_out
+    store = RollbackRecoverySystem(root=project).open_store()
+    cache = stat_cache_of(store.path, project)
+    assert rel not in cache.entries and cache.trusted(store_token(store.backend))
