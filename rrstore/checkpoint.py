@@ -395,9 +395,18 @@ class CheckpointManager:
         """Snapshot the working tree and record it under a new, unique id (and return both).
 
         ``extra`` paths are held too when they exist, even if ignored (see ``snapshot``).
+        The scan trusts the stat cache's word that its hits' objects are stored while the store's
+        token is unchanged (``worktree.snapshot``); if the proof finds one gone all the same (deleted
+        behind rrstore's back), the tree is scanned again checking every object, and stored.
         """
         check_spec(spec)
         started = (time.perf_counter(), time.process_time())
+        snap = self.snapshot(store=True, progress=progress, extra=extra, strict=spec.strict, trust=True)
+        try:
+            return self.record_snapshot(spec, snap, started), snap
+        except ObjectsNotWritten:
+            if not snap.trusted:
+                raise
         snap = self.snapshot(store=True, progress=progress, extra=extra, strict=spec.strict)
         return self.record_snapshot(spec, snap, started), snap
 
@@ -480,7 +489,7 @@ class CheckpointManager:
 
     def snapshot(self, *, store: bool, progress: Progress | None = None,
                  extra: list[str] | None = None, strict: bool = False, git_state: bool | None = None,
-                 save_cache: bool = True) -> Snapshot:
+                 save_cache: bool = True, trust: bool = False) -> Snapshot:
         """The working tree as a tree; ``store=False`` only hashes.
 
         ``extra``: paths to hold when they exist although the scope leaves them
@@ -489,10 +498,11 @@ class CheckpointManager:
         and files that never settle (unless ``strict``) are left out and
         named in ``Snapshot.left_out``. ``git_state`` (default: ``store``):
         ask git for what a record holds. Without ``save_cache`` the caller
-        saves the stat cache (``self.stat_cache().save(snap.seen)``).
+        saves the stat cache (``self.stat_cache().save(snap.seen)``). ``trust``: see ``create``.
         """
         settings = self.store.settings
         scope = scan_scope(self.root, [self.store.path], git_state=store if git_state is None else git_state,
                            extra=extra, include=settings.scope_include)
         return snapshot(scope, self.store.objects, store=store, workers=settings.workers,
-                        progress=progress, cache=self.stat_cache(), strict=strict, save_cache=save_cache)
+                        progress=progress, cache=self.stat_cache(), strict=strict, save_cache=save_cache,
+                        trust=trust)

@@ -37,6 +37,7 @@ from .check import (
 from .errors import CorruptObject, ObjectMissing, RRStoreError
 from .lock import locked
 from .recordindex import INDEX_KEY, local_reader
+from .store.generation import bump
 from .store.objects import LOOSE_MIN, ObjectStore, hash_bytes, object_key
 from .store.pack import PREFIX as PACKS
 from .store.pack import encode_index, scan_pack
@@ -54,6 +55,7 @@ def repair(store: Store, options: CheckOptions,
     """
     with locked(store.path, OBJECTS_LOCK, exclusive=True, wait=30.0):
         before = Checker(store, options).run()
+        bump(store.backend)  # a repair moves damaged files aside: no stat cache trusts what they held
         work = _Repair(store, stamp())
         work.config(before)
         work.indexes()

@@ -18,6 +18,7 @@ import zstandard
 
 from ..backends import Backend
 from ..errors import CorruptObject, MissingBehindIndex, ObjectMissing, RRStoreError
+from .generation import bump
 from .pack import PREFIX as PACKS
 from .pack import Location, PackGone, PackReader, PackWriter, decode_index
 from .packindex import UNCOVERED_MAX
@@ -116,6 +117,7 @@ class ObjectStore:
         # it, ``get`` finds a packed object in the index without first probing for a loose file.
         self._loose: set[str] | None = None
         self._merged_at = 0  # packs written when the need for a merged index was last considered
+        self._bumped = False  # this sweep wrote a new store generation (before its first deletion)
 
     @property
     def stored_bytes(self) -> int:
@@ -358,8 +360,10 @@ class ObjectStore:
         a pack with some dead objects is rewritten with the live ones (new pack
         and index first, then the old index, then the old pack), as are packs
         that are many and small. The caller holds the store's exclusive lock.
+        Before the first deletion the store gets a new generation (``generation``).
         """
         result = SweepResult()
+        self._bumped = False
         listed = self._loose = set(loose_oids(self.backend))  # gc's one listing serves its pack rewrites' reads
         for oid in list(listed):
             if oid in live:
@@ -370,6 +374,7 @@ class ObjectStore:
                 result.objects_removed += 1
                 result.bytes_freed += size
                 if not dry_run:
+                    self._before_delete()
                     self.delete(oid)
         self._sweep_packs(live, before, dry_run, result)
         return result
@@ -424,11 +429,19 @@ class ObjectStore:
             for pack in self._retire:
                 if pack in new:
                     continue
+                self._before_delete()
                 self.backend.delete(f"{PACKS}{pack}.idx")
                 self.backend.delete(f"{PACKS}{pack}.pack")
             self._retire.clear()
             packs.refresh()
             self.merge_indexes()  # gc leaves one merged index of the packs it kept and wrote
+
+    def _before_delete(self) -> None:
+        """Once per sweep, before it removes anything: a new store generation, durable first, so no
+        stat cache trusts the objects that go (``generation``)."""
+        if not self._bumped:
+            bump(self.backend)
+            self._bumped = True
 
     def reload(self) -> None:
         """Forget cached pack indexes and read them again (after taking the store lock:

@@ -26,6 +26,7 @@ import blake3
 
 from ..errors import RRStoreError, TornRead, from_oserror
 from ..heap import one_arena
+from ..store.generation import StoreToken, store_token
 from ..store.objects import ObjectStore, hash_bytes
 from ..tree import DIR, FILE, SYMLINK, Entry, tree_oid
 from .gitrepo import NO_GIT, GitState
@@ -74,6 +75,9 @@ class Snapshot:
     seen: set[str] = field(default_factory=set)
     # Temporary files a killed restore left (removed by a snapshot that stores, or ``store_hashed``).
     leftovers: list[str] = field(default_factory=list)
+    # Its cache hits were taken without asking the store (``snapshot``'s ``trust``): if the proof then
+    # finds an object gone, the caller scans again without trust.
+    trusted: bool = False
 
 
 class Hot(Exception):
@@ -205,13 +209,15 @@ class _Builder:
 
     With a stat cache, a directory whose files all hit it (none is in ``read``) and whose names and
     subtrees are those cached with its tree reuses that tree's oid: nothing is encoded or hashed
-    (when storing, the tree object must still be in the store).
+    (when storing, the tree object must still be in the store, unless ``check`` is off: the cache
+    vouches for it).
     """
 
     def __init__(self, objects: ObjectStore | None, stats: SnapshotStats, cache: StatCache | None = None) -> None:
         self.objects = objects
         self.stats = stats
         self.cache = cache
+        self.check = True
         self.children: dict[str, list[Entry]] = {"": []}
         self.entries: dict[str, Entry] = {}
         self.read: set[str] = set()  # directories holding a file that was read (no stat-cache hit)
@@ -241,7 +247,7 @@ class _Builder:
                 names = tree_names(children)
                 if path not in self.read:
                     oid = self.cache.tree(path, names)
-                    if oid is not None and self.objects is not None and not self.objects.has(oid):
+                    if oid is not None and self.objects is not None and self.check and not self.objects.has(oid):
                         oid = None  # its tree object is gone (a status scan never stored it; gc): store it
             if oid is None:
                 oid, data = tree_oid(children)
@@ -331,11 +337,15 @@ def _remove_leftovers(root: str, paths: list[str]) -> None:
 
 def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers: int = 0,
              progress: Progress | None = None, cache: StatCache | None = None,
-             strict: bool = False, save_cache: bool = True) -> Snapshot:
+             strict: bool = False, save_cache: bool = True, trust: bool = False) -> Snapshot:
     """Hash (and with ``store``, save) everything in ``scope``; return the root tree.
 
     With a ``cache``, a file whose stat is unchanged since it was last hashed
-    is not read again (when storing, only if its objects are still present).
+    is not read again (when storing, only if its objects are still present:
+    with ``trust``, taken on the cache's word while the store's token is the
+    one it was saved with, which ``Snapshot.trusted`` says; the caller's
+    proof, ``ObjectStore.missing``, must then be followed by a scan without
+    ``trust`` if it finds an object gone).
     ``scope.extra`` paths are held like the others when they exist (one
     lstat each, none for a directory above a scoped file); an extra
     directory only when it is empty. Paths below a symlinked or replaced
@@ -351,6 +361,7 @@ def snapshot(scope: Scope, objects: ObjectStore, *, store: bool = True, workers:
     if cache is not None:
         cache.begin()
     run = _SnapshotRun(scope, objects, store=store, cache=cache, strict=strict, progress=progress)
+    run.trust(trust)
     run.scan()
     run.read_misses(workers)
     return run.finish(written_before, save_cache)
@@ -388,6 +399,16 @@ class _SnapshotRun:
         self.leftovers: list[str] = []  # temporary files a killed restore left: removed when storing
         self.torn: list[str] = []  # files that never settled: left out
         self.total = 0  # files in the snapshot once every miss is read (for ``progress``)
+        self.token: StoreToken | None = None  # the store's token as the scan began (when storing)
+        self.trusted = False  # hits are taken without ``has`` (the cache vouches for their objects)
+
+    def trust(self, wanted: bool) -> None:
+        """When storing with a cache: note the store's token, and with ``wanted`` trust the cache's
+        hits if it was saved under that very token (``StatCache.trusted``)."""
+        if self.store and self.cache is not None:
+            self.token = store_token(self.objects.backend)
+            self.trusted = wanted and self.cache.trusted(self.token)
+            self.builder.check = not self.trusted
 
     # the scan ------------------------------------------------------------
 
@@ -431,8 +452,8 @@ class _SnapshotRun:
         present), else a miss to read."""
         self.seen.add(rel)
         hit = self.cache.lookup(rel, st) if self.cache is not None else None
-        if hit is not None and (not self.store or (all(map(self.objects.has, hit.chunks)) if hit.chunks
-                                                   else self.objects.has(hit.oid))):
+        if hit is not None and (not self.store or self.trusted or (
+                all(map(self.objects.has, hit.chunks)) if hit.chunks else self.objects.has(hit.oid))):
             # positional: the hot path of an unchanged re-checkpoint builds one per file
             self.builder.add(rel, Entry(rel.rpartition("/")[2], FILE, hit.oid, st.st_size,
                                         bool(st.st_mode & stat.S_IXUSR), "", hit.chunks))
@@ -477,6 +498,8 @@ class _SnapshotRun:
         try:
             stored, st = store_file(full, self.objects, store=self.store, settle=settle)
         except TornRead:
+            if self.cache is not None:
+                self.cache.forget(rel)  # what it names may not be stored: it must vouch for nothing
             if self.strict:
                 raise
             return None
@@ -506,11 +529,22 @@ class _SnapshotRun:
             _remove_leftovers(self.root, self.leftovers)
             self.objects.flush()
             self.stats.stored_bytes_new = self.objects.stored_bytes - written_before
+            self._vouch()
         if self.cache is not None and save_cache:
             self.cache.save(self.seen)
         left_out = {**self.scope.left_out, **{rel: TORN_REASON for rel in sorted(self.torn)}}
         return Snapshot(root_oid, self.builder.entries, self.stats, self.scope.git, left_out, self.seen,
-                        [] if self.store else self.leftovers)
+                        [] if self.store else self.leftovers, self.trusted)
+
+    def _vouch(self) -> None:
+        """After the flush: every entry the cache keeps was a hit or is stored, every tree too; the
+        cache records the store's token as it is now (our packs added), unless the generation moved
+        since the scan began (something removed objects meanwhile: then it vouches for nothing)."""
+        if self.cache is None:
+            return
+        now = store_token(self.objects.backend)
+        same = now is not None and self.token is not None and now.generation == self.token.generation
+        self.cache.vouch(now if same else None)
 
 
 def store_hashed(snap: Snapshot, root: str, objects: ObjectStore, touched: Callable[[str], bool]) -> bool:

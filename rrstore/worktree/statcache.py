@@ -16,11 +16,19 @@ size and mtime inside the racy window makes its directory, and so every
 directory above it, be built again), the names are the same, and each
 subdirectory's tree oid is the one cached with them.
 
+It also keeps the store's token (``store.generation``) under which every
+object its entries and trees name was in the store: a storing scan that
+finds the same token trusts its hits without asking the store (no
+``ObjectStore.has``). Any entry or tree recorded without being stored (a
+``status`` scan, a restore) drops the token, and only a storing scan sets it
+(``vouch``). The token saves work and proves nothing: a checkpoint still
+proves its objects before its ref is written.
+
 The cache is trusted like git's index, so it is only trusted when rrstore
-wrote it: ``RRSC4 <python version>\n``, a 32-byte keyed BLAKE3 MAC, then a
+wrote it: ``RRSC5 <python version>\n``, a 32-byte keyed BLAKE3 MAC, then a
 ``marshal`` dump (the fastest loader Python has, which matters on every
 unchanged re-checkpoint) of the work tree's realpath and ``st_dev``, the
-entries and the directory trees. The key is a per-user secret kept outside the store
+entries, the directory trees and the store token. The key is a per-user secret kept outside the store
 (``$XDG_CACHE_HOME/rrstore/statcache.key``, else ``~/.cache/rrstore/``,
 mode 0600), so a cache edited, damaged, crafted or copied from another tree
 fails the MAC or the binding and is dropped and rebuilt: it only ever costs
@@ -47,13 +55,14 @@ import blake3
 
 from ..errors import RRStoreError
 from ..fsutil import AtomicFile, atomic_write, temp_name
+from ..store.generation import StoreToken
 from ..store.objects import OID_LEN, hash_bytes
 
 # A change this recent may have happened during a read or a write without
 # moving a coarse (one clock tick) timestamp; such files are read again.
 SETTLE_NS = 30_000_000
 
-MAGIC = f"RRSC4 {sys.version_info[0]}.{sys.version_info[1]}\n".encode()
+MAGIC = f"RRSC5 {sys.version_info[0]}.{sys.version_info[1]}\n".encode()
 MAC_LEN = 32
 KEY_LEN = 32
 
@@ -138,6 +147,8 @@ class StatCache:
         self.entries: dict[str, Cached] = {}
         self.trees: dict[str, CachedTree] = {}  # directory path ("" the root) -> its last tree
         self.trusted_before = 0
+        # The store token under which every object named here was present (None: not vouched for).
+        self.token: StoreToken | None = None
         self.scan_start = 0
         self.changed = False
         self.racy = False
@@ -155,9 +166,10 @@ class StatCache:
             self.dropped = "no key"
             return self
         try:
-            self.entries, self.trees, self.trusted_before = _decode(data, self.key, _binding(self.root))
+            self.entries, self.trees, self.trusted_before, self.token = _decode(data, self.key,
+                                                                                _binding(self.root))
         except Exception as exc:  # any damage at all: the cache only saves time
-            self.entries, self.trees, self.trusted_before = {}, {}, 0
+            self.entries, self.trees, self.trusted_before, self.token = {}, {}, 0, None
             self.dropped = str(exc) or type(exc).__name__
             self.changed = True
         return self
@@ -197,11 +209,30 @@ class StatCache:
         if trees != self.trees:
             self.trees = trees
             self.changed = True
+            self.token = None  # unless the scan stored them (``vouch``)
 
     def record(self, path: str, st: os.stat_result, oid: str, chunks: tuple[str, ...]) -> None:
         new = Cached(stamp(st), oid, chunks)
         if self.entries.get(path) != new:
             self.entries[path] = new
+            self.changed = True
+            self.token = None  # unless the scan stored it (``vouch``)
+
+    def forget(self, path: str) -> None:
+        """Drop ``path``'s entry (a read that failed: what it named may not be stored)."""
+        if self.entries.pop(path, None) is not None:
+            self.changed = True
+
+    def trusted(self, token: StoreToken | None) -> bool:
+        """Whether every object named here is in a store whose token is ``token`` (see the module
+        docstring); a scan then need not ask the store for its hits' objects."""
+        return token is not None and token == self.token
+
+    def vouch(self, token: StoreToken | None) -> None:
+        """A storing scan's word: every entry kept and every tree is in the store, whose token was
+        ``token`` once they were (None: the store changed meanwhile, so nothing is vouched for)."""
+        if token != self.token:
+            self.token = token
             self.changed = True
 
     def remember_written(self, root: str, written: dict[str, tuple[str, tuple[str, ...], Stamp]],
@@ -254,7 +285,7 @@ class StatCache:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
-            data = _encode(self.entries, self.scan_start, self.key, _binding(self.root), self.trees)
+            data = _encode(self.entries, self.scan_start, self.key, _binding(self.root), self.trees, self.token)
             atomic_write(self.path, data, self.tmp_dir, fsync=False)
         except (OSError, RRStoreError):
             pass  # a cache that cannot be written only costs time
@@ -280,17 +311,19 @@ def _mac(key: bytes, body: bytes) -> bytes:
 
 
 def _encode(entries: dict[str, Cached], scan_start: int, key: bytes, binding: tuple[str, int],
-            trees: dict[str, CachedTree] | None = None) -> bytes:
+            trees: dict[str, CachedTree] | None = None, token: StoreToken | None = None) -> bytes:
     paths = list(entries)
     rows = [entries[p] for p in paths]
     body = marshal.dumps((binding[0], binding[1], scan_start, paths, [c.stamp for c in rows],
-                          [c.oid for c in rows], [c.chunks for c in rows], trees or {}))
+                          [c.oid for c in rows], [c.chunks for c in rows], trees or {},
+                          None if token is None else tuple(token)))
     return MAGIC + _mac(key, body) + body
 
 
-def _decode(data: bytes, key: bytes,
-            binding: tuple[str, int]) -> tuple[dict[str, Cached], dict[str, CachedTree], int]:
-    """The entries, directory trees and racy boundary of a cache rrstore wrote for this tree; ValueError otherwise.
+def _decode(data: bytes, key: bytes, binding: tuple[str, int]
+            ) -> tuple[dict[str, Cached], dict[str, CachedTree], int, StoreToken | None]:
+    """The entries, directory trees, racy boundary and store token of a cache rrstore wrote for this
+    tree; ValueError otherwise.
 
     One keyed hash over the whole file proves rrstore wrote it; the fields
     are then checked for shape (lengths and container types), and every oid
@@ -304,9 +337,9 @@ def _decode(data: bytes, key: bytes,
     if data[len(MAGIC):len(MAGIC) + MAC_LEN] != _mac(key, body):
         raise ValueError("MAC does not match (damaged, edited or another user's)")
     doc = marshal.loads(body)
-    if type(doc) is not tuple or len(doc) != 8:
+    if type(doc) is not tuple or len(doc) != 9:
         raise ValueError("malformed")
-    real, dev, scan_start, paths, stamps, oids, chunks, trees = doc
+    real, dev, scan_start, paths, stamps, oids, chunks, trees, token = doc
     if (real, dev) != binding:
         raise ValueError("written for another work tree")
     if type(scan_start) is not int or not all(type(x) is list for x in (paths, stamps, oids, chunks)):
@@ -319,8 +352,10 @@ def _decode(data: bytes, key: bytes,
         raise ValueError("malformed chunk list")
     if not _all_oids([*oids, *itertools.chain.from_iterable(chunks), *(t[0] for t in trees.values())]):
         raise ValueError("malformed oid")
+    if token is not None and (type(token) is not tuple or len(token) != 2 or set(map(type, token)) != {str}):
+        raise ValueError("malformed store token")
     entries = dict(zip(paths, map(Cached._make, zip(stamps, oids, chunks, strict=True)), strict=True))
-    return entries, trees, scan_start
+    return entries, trees, scan_start, None if token is None else StoreToken(*token)
 
 
 def _all_oids(items: list[object]) -> bool:
