@@ -16,25 +16,27 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import blake3
 import pytest
+import zstandard
 from conftest import git, run_cli, tree_manifest
 
 from rrstore import RollbackRecoverySystem
-from rrstore.errors import RunNotFound
+from rrstore.errors import CorruptObject, RunNotFound
+from rrstore.record import ROW_FIELDS, CheckpointRecord
+from rrstore.recordindex import FORMAT, INDEX_KEY, MAGIC, RecordIndex
+from rrstore.store.objects import canonical_json
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 CI_VARIABLES = ("GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT", "CI_PIPELINE_ID", "CI_JOB_ID")
 
-TOML = """[recovery]
-retries = 0
-
-[workflow.standard]
-steps = [
-  { name = "build", command = "echo build >> \\"$RAN_LOG\\"; sleep 0.3; mkdir -p build; cat src/app.py > build/out.txt; echo built >> VERSION" },
-  { name = "tests", command = "echo tests >> \\"$RAN_LOG\\"; test -f fix.marker" },
-  { name = "package", command = "echo package >> \\"$RAN_LOG\\"; cat build/out.txt VERSION > dist.txt" },
-]
-"""
+STEPS = [("build", "mkdir -p build; sleep 0.3; cat src/app.py > build/out.txt; echo built >> VERSION"),
+         ("tests", "test -f fix.marker"),
+         ("package", "cat build/out.txt VERSION > dist.txt")]
+LOG = 'echo {} >> "$RAN_LOG"; '
+TOML = "[recovery]\nretries = 0\n\n[workflow.standard]\nsteps = [\n" + "".join(
+    f'  {{ name = "{name}", command = {json.dumps(LOG.format(name) + command)} }},\n'
+    for name, command in STEPS) + "]\n"
 
 
 @pytest.fixture(autouse=True)
@@ -236,3 +238,43 @@ def test_a_remote_without_a_run_of_the_lane_is_one_line_and_changes_nothing(
     with pytest.raises(RunNotFound):
         RollbackRecoverySystem(root=b.root).workflow("standard", remote=b.remote, endpoint_url=b.endpoint,
                                                      run="rrstore-nope")
+
+
+# records and record indexes written before the run field ------------------------------------------
+
+
+def test_a_record_without_the_run_field_decodes_and_a_crafted_run_is_refused(project: Path) -> None:
+    system = RollbackRecoverySystem(root=project)
+    (project / "f.txt").write_text("x\n")
+    record = system.checkpoint("standard", 1, "s1").record
+    old = record.to_dict()
+    del old["run"]  # what an rrstore before the field wrote
+    assert CheckpointRecord.from_dict(record.record_oid, old).run == {}
+    with pytest.raises(CorruptObject, match="field run"):
+        CheckpointRecord.from_dict(record.record_oid, record.to_dict() | {"run": {"id": 7}})
+    with pytest.raises(CorruptObject):
+        CheckpointRecord.from_dict(record.record_oid, record.to_dict() | {"run": ["id"]})
+
+
+def test_a_record_index_of_the_older_field_list_is_a_cache_miss_never_an_error(project: Path, cli: Cli) -> None:
+    system = RollbackRecoverySystem(root=project)
+    for step in range(3):
+        (project / "f.txt").write_text(f"{step}\n")
+        system.checkpoint("standard", step, f"s{step}")
+    expected = cli("list", "--json", cwd=project)
+    assert expected.returncode == 0, expected.stderr
+    index_path = project / ".checkpoints" / INDEX_KEY
+    assert index_path.exists()
+    index = RecordIndex.decode(index_path.read_bytes())
+    at = ROW_FIELDS.index("run")
+    # the same index as an rrstore without the field wrote it: its field list and rows lack ``run``
+    older = {"format": FORMAT, "fields": [f for f in ROW_FIELDS if f != "run"],
+             "refs": {i: [e.token, e.oid, e.added_ns] for i, e in index.refs.items()},
+             "records": {oid: row[:at] + row[at + 1:] for oid, row in index.records.items()}}
+    body = MAGIC + zstandard.ZstdCompressor().compress(canonical_json(older))
+    index_path.write_bytes(body + blake3.blake3(body).digest())
+
+    again = cli("list", "--json", cwd=project)
+    assert again.returncode == 0 and again.stderr == "" and again.stdout == expected.stdout
+    rewritten = RecordIndex.decode(index_path.read_bytes())  # rebuilt in the current layout
+    assert rewritten.records and all(len(row) == len(ROW_FIELDS) for row in rewritten.records.values())

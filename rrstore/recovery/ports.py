@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from ..record import CheckpointRecord
     from ..restore import RestoreResult
     from ..status import StatusResult
-    from ..transfer import TransferResult
     from ..store.store import Store
+    from ..transfer import TransferResult
     from ..worktree.workers import Progress
     from .planner import RecoveryPlanner
 

@@ -33,14 +33,11 @@ from ..record import CheckpointRecord
 from ..tree import Entry, flatten
 from .inputs import input_state, matches_any
 from .run import UNFINISHED, RunHooks
+from .runs import ChosenRun, fill_in, find_run, is_run_record, pull_needed, shown
 
 if TYPE_CHECKING:
     from .ports import System
-    from .runs import ChosenRun
     from .workflow import Workflow, WorkflowStep
-
-SHOWN = 10  # paths named in one message; the rest are counted
-
 
 @dataclass(frozen=True)
 class ResumeOptions:
@@ -102,11 +99,6 @@ class ResumeResult:
     filled: list[str] = field(default_factory=list)  # paths the earlier steps made, restored from the base
 
 
-def is_run_record(record: CheckpointRecord) -> bool:
-    """A step checkpoint that ``run_step`` made: finished, stopped by a signal, or left RUNNING when killed."""
-    return record.kind == "step" and ("exit_status" in record.metrics or record.error_message in UNFINISHED)
-
-
 def ran_in(record: CheckpointRecord, flow: Workflow) -> bool:
     """Whether a run of ``flow`` made ``record``: its workflow is the lane's; a record older than the
     field (no workflow, no command) may be one, and is matched by number and name as before."""
@@ -117,10 +109,6 @@ def ran_in(record: CheckpointRecord, flow: Workflow) -> bool:
 
 def _runs(records: list[CheckpointRecord], flow: Workflow) -> list[CheckpointRecord]:
     return [r for r in records if r.lane == flow.lane and is_run_record(r) and ran_in(r, flow)]
-
-
-def shown(items: list[str]) -> str:
-    return ", ".join(items[:SHOWN]) + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
 
 
 def resolve_step(flow: Workflow, value: int | str) -> int:
@@ -287,8 +275,6 @@ def _records(system: System, flow: Workflow, options: ResumeOptions) -> tuple[li
                                                                                 ChosenRun | None]:
     """The records the resume point is found in: the chosen run's (``--remote``, ``--run``), else the lane's."""
     if options.remote is not None or options.run is not None:
-        from .runs import find_run
-
         chosen = find_run(system, flow, options.run, options.remote, options.endpoint_url)
         return chosen.records, chosen
     try:
@@ -309,8 +295,6 @@ def plan_resume(system: System, flow: Workflow, options: ResumeOptions,
     if point.complete:
         return done
     if options.remote is not None:
-        from .runs import fill_in, pull_needed
-
         done.pulled = pull_needed(system, flow, point.base, point.done, options.remote, options.endpoint_url, hooks)
         if point.base is not None and not options.restore:
             done.filled = fill_in(system, point.base, hooks)

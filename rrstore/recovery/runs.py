@@ -33,12 +33,24 @@ from ..diff import against_checkpoint
 from ..errors import RestoreFailed, RunNotFound
 from ..record import CheckpointRecord
 from ..worktree.gitrepo import current_branch, differ_from_commit, tracked_paths
-from .resume import is_run_record, shown
+from .run import UNFINISHED
 
 if TYPE_CHECKING:
     from .ports import System
     from .run import RunHooks
     from .workflow import Workflow
+
+
+SHOWN = 10  # paths named in one message; the rest are counted
+
+
+def shown(items: list[str]) -> str:
+    return ", ".join(items[:SHOWN]) + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
+
+
+def is_run_record(record: CheckpointRecord) -> bool:
+    """A step checkpoint that ``run_step`` made: finished, stopped by a signal, or left RUNNING when killed."""
+    return record.kind == "step" and ("exit_status" in record.metrics or record.error_message in UNFINISHED)
 
 
 def ci_run(env: Mapping[str, str]) -> tuple[str, str]:
