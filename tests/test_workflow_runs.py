@@ -25,6 +25,7 @@ from rrstore import RollbackRecoverySystem
 from rrstore.errors import CorruptObject, RunNotFound
 from rrstore.record import ROW_FIELDS, CheckpointRecord
 from rrstore.recordindex import FORMAT, INDEX_KEY, MAGIC, RecordIndex
+from rrstore.recovery.runs import run_identity
 from rrstore.store.objects import canonical_json
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -100,11 +101,12 @@ def clone(origin: Path, tmp_path: Path, s3_remote: str, seaweedfs, s3_env: dict[
 
 def fail_and_push(runner: Runner, **env: str) -> str:
     """Run the workflow on ``runner`` (step 2 fails), push its checkpoints; the run's id."""
+    before = {r.checkpoint_id for r in runner.records()} if (runner.root / ".checkpoints").exists() else set()
     first = runner.workflow(**env)
     assert first.returncode == 1, first.stderr
     assert "workflow standard stopped at step 2" in first.stderr
     runner.push()
-    runs = {r.run["id"] for r in runner.records()}
+    runs = {r.run["id"] for r in runner.records() if r.checkpoint_id not in before}
     assert len(runs) == 1
     return runs.pop()
 
@@ -278,3 +280,27 @@ def test_a_record_index_of_the_older_field_list_is_a_cache_miss_never_an_error(p
     assert again.returncode == 0 and again.stderr == "" and again.stdout == expected.stdout
     rewritten = RecordIndex.decode(index_path.read_bytes())  # rebuilt in the current layout
     assert rewritten.records and all(len(row) == len(ROW_FIELDS) for row in rewritten.records.values())
+
+
+def test_run_identity_from_gitlab_github_or_rrstore_and_a_resume_keeps_the_run() -> None:
+    gitlab = run_identity({"CI_PIPELINE_ID": "9", "CI_JOB_ID": "77"})
+    assert gitlab == {"id": "gitlab-9", "ci_run": "gitlab-9", "attempt": "77"}
+    github = run_identity({"GITHUB_RUN_ID": "5", "GITHUB_RUN_ATTEMPT": "3", "CI_PIPELINE_ID": "9"})
+    assert github == {"id": "github-5", "ci_run": "github-5", "attempt": "3"}
+    assert run_identity({"GITHUB_RUN_ID": "6"}, continuing="github-5")["id"] == "github-5"
+    own = {run_identity({})["id"] for _ in range(3)}
+    assert len(own) == 3 and all(i.startswith("rrstore-") and len(i) == 24 for i in own)
+
+
+def test_run_without_remote_picks_a_run_of_this_store(clone: Callable[[str], Runner]) -> None:
+    a = clone("a")
+    older = fail_and_push(a)
+    newer = fail_and_push(a)
+    (a.root / "fix.marker").write_text("fixed\n")
+    unknown = a.workflow("--run", "rrstore-0000")
+    assert unknown.returncode == 12 and "no run 'rrstore-0000' of the standard workflow" in unknown.stderr
+    resumed = a.workflow("--run", older, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    doc = json.loads(resumed.stdout)
+    assert doc["continued_run"]["id"] == older != newer and doc["pulled"] == [] and doc["filled_in"] == []
+    assert [s["step_number"] for s in doc["skipped"]] == [1]

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..diff import against_checkpoint
-from ..errors import RestoreFailed, RunNotFound
+from ..errors import RestoreFailed, RunNotFound, StoreNotFound
 from ..record import CheckpointRecord
 from ..worktree.gitrepo import current_branch, differ_from_commit, tracked_paths
 from .run import UNFINISHED
@@ -111,7 +111,10 @@ def find_run(system: System, flow: Workflow, run: str | None, remote: str | None
     if remote is not None:
         records = system.list_remote(remote, endpoint_url, flow.lane).checkpoints
     else:
-        records = system.checkpoint_manager.list_checkpoints(flow.lane)
+        try:
+            records = system.checkpoint_manager.list_checkpoints(flow.lane)
+        except StoreNotFound:
+            records = []
     chosen = choose_run(records, flow, run, branch, ci_run(os.environ)[0])
     if chosen is not None:
         return chosen
@@ -148,7 +151,7 @@ def fill_in(system: System, base: CheckpointRecord, hooks: RunHooks) -> list[str
         changes = against_checkpoint(manager.store.objects, base, snap.entries)
     if not changes.removed and not changes.modified:
         return []
-    tracked = tracked_paths(system.root, changes.removed + changes.modified) or set()
+    tracked = tracked_paths(system.root) or set()  # all of them: the paths may be too many for one command line
     missing = [p for p in changes.removed if p not in tracked]
     stale = [p for p in changes.modified if p in tracked]
     differ = differ_from_commit(system.root, base.git_commit, stale) if base.git_commit and stale else None

@@ -351,10 +351,11 @@ def differ_from_commit(root: Path, commit: str, paths: Iterable[str], *, timeout
     """Those of ``paths`` whose working-tree content differs from (or is absent at) ``commit``; None
     when git cannot tell (not a repository, a commit this clone lacks: a shallow one)."""
     names = list(paths)
-    if not names:
-        return set()
-    done = _git_run(root, "--literal-pathspecs", "diff", "--no-renames", "--relative", "--name-only", "-z",
-                    commit, "--", *names, timeout=timeout)
-    if done is None or done.returncode != 0:
-        return None
-    return set(_split_z(done.stdout))
+    found: set[str] = set()
+    for at in range(0, len(names), 1000):  # within any system's command-line limit
+        done = _git_run(root, "--literal-pathspecs", "diff", "--no-renames", "--relative", "--name-only", "-z",
+                        commit, "--", *names[at:at + 1000], timeout=timeout)
+        if done is None or done.returncode != 0:
+            return None
+        found.update(_split_z(done.stdout))
+    return found
