@@ -161,6 +161,8 @@ def fill_in(system: System, base: CheckpointRecord, hooks: RunHooks) -> list[str
     restored = system.restore(base.checkpoint_id, paths=[str(system.root / p) for p in paths])
     if restored.failures:
         raise RestoreFailed(restored.failures, restored.undo_checkpoint_id)
+    undo = f" (undo with: rrstore restore --checkpoint-id {restored.undo_checkpoint_id})" \
+        if restored.undo_checkpoint_id else ""
     hooks.say(f"rrstore: restored {len(paths)} path(s) the earlier steps made from checkpoint "
-              f"{base.checkpoint_id}: {shown(paths)}")
+              f"{base.checkpoint_id}: {shown(paths)}{undo}")
     return paths
