@@ -19,7 +19,7 @@ from rrstore.errors import UsageError, ValidationFailed, from_oserror
 from rrstore.lanes import LANES
 from rrstore.recovery.vocabulary import FailureType
 
-from .context import global_options, report, state
+from .context import endpoint_needs, global_options, report, state
 from .output import emit_json, human_bytes, info
 
 FAILURE_TYPES = [f.value for f in FailureType]
@@ -179,8 +179,17 @@ def run_command(lane: str, step_number: int, step_name: str, timeout: float | No
               help="Refuse (exit 21) if the tree changed since the last good step (implies --resume).")
 @click.option("--restore", is_flag=True,
               help="First restore the state the last good step ended with, undoably (implies --resume).")
+@click.option("--remote", default=None, metavar="s3://BUCKET/PREFIX",
+              help="Continue a run stored on this remote, as on a fresh runner: pulls only what the resume "
+                   "needs (implies --resume).")
+@click.option("--endpoint-url", default=None, metavar="URL",
+              help="S3 endpoint of a non-AWS server (with --remote).")
+@click.option("--run", "run_id", default=None, metavar="ID",
+              help="The run to continue (its id, in 'workflow --json' and 'show --json'); default: the "
+                   "newest run of the lane on the current git branch (implies --resume).")
 @global_options
-def workflow_command(lane: str, resume: bool, from_step: str | None, strict: bool, restore: bool) -> int:
+def workflow_command(lane: str, resume: bool, from_step: str | None, strict: bool, restore: bool,
+                     remote: str | None, endpoint_url: str | None, run_id: str | None) -> int:
     """Run a lane's configured steps in order through 'run', stopping at the first failure.
 
     When resuming, prints what changed since the last good step, which
@@ -188,7 +197,9 @@ def workflow_command(lane: str, resume: bool, from_step: str | None, strict: boo
     the failed step's status (0 when every step passed).
     """
     st = state()
+    endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")
     result = st.system().workflow(lane, resume=resume, restore=restore, from_step=from_step, strict=strict,
+                                  remote=remote, endpoint_url=endpoint_url, run=run_id,
                                   hooks=_hooks(st.json, st.quiet))
     if st.json:
         emit_json(result.to_json())

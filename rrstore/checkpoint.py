@@ -178,6 +178,7 @@ class NewCheckpoint:
     strict: bool = False
     workflow: str | None = None  # the record's ``workflow`` and ``command`` (a step that ``run_step`` runs)
     command: str | None = None
+    run: dict[str, str] = field(default_factory=dict)  # the record's ``run`` (a workflow's step)
 
 
 def check_spec(spec: NewCheckpoint) -> None:
@@ -443,7 +444,7 @@ class CheckpointManager:
             git_operation=git.operation, git_merge_head=git.merge_head,
             success=spec.success, error_message=spec.error_message, metrics=metrics, kind=spec.kind,
             root=str(self.root), hostname=os.uname().nodename, left_out=snap.left_out, project=self.project,
-            workflow=spec.workflow, command=spec.command,
+            workflow=spec.workflow, command=spec.command, run=dict(spec.run),
         )
         base = f"{spec.lane}-step{spec.step_number}-{now.strftime('%Y%m%d_%H%M%S')}"
         for attempt in range(1, 10_000):

@@ -327,6 +327,15 @@ class NoProjectCheckpoint(CheckpointNotFound):
                         f"{holder} holds {others} of other projects ({list_command})")
 
 
+class RunNotFound(CheckpointNotFound):
+    """``workflow --resume --remote`` (or ``--run``) found no run of the lane to continue."""
+
+    def __init__(self, message: str, run: str = "", *, where: str = "") -> None:
+        super().__init__(run or "(newest run)", where=where)
+        self.message = message
+        self.run = run
+
+
 class RestoreFailed(PartialFailure):
     """Restore changed what it could; these paths could not be written."""
 

@@ -55,6 +55,10 @@ class CheckpointRecord:
     # command ran, and in older records). Resume counts only its own workflow's steps.
     workflow: str | None = None
     command: str | None = None
+    # The workflow run the step belongs to (``recovery.runs``): ``id`` groups a run's steps across
+    # runners and attempts, ``ci_run`` and ``attempt`` name the CI job that ran this one ("" outside
+    # CI). Empty for a checkpoint outside a workflow and in records written before the field.
+    run: dict[str, str] = field(default_factory=dict)
     record_oid: str = field(default="", compare=False)
     # When this store got the checkpoint (its ref's add time, in ns): not part
     # of the record, so it never changes the record's oid.
@@ -90,6 +94,7 @@ class CheckpointRecord:
         doc: dict[str, object] = {name: getattr(self, name) for name in _STORED}
         doc["metrics"] = dict(self.metrics)
         doc["left_out"] = dict(self.left_out)
+        doc["run"] = dict(self.run)
         doc["format"] = RECORD_FORMAT
         return doc
 
@@ -130,8 +135,7 @@ class CheckpointRecord:
             value = getattr(record, name)
             if type(value) not in kinds and (not isinstance(value, kinds) or isinstance(value, bool)):
                 raise CorruptObject(oid, reason=f"bad checkpoint record (field {name} is {value!r})")
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in record.left_out.items()):
-            raise CorruptObject(oid, reason="bad checkpoint record (field left_out)")
+        _check_maps(oid, record)
         if not is_oid(record.state_hash) or record.kind not in KINDS:
             raise CorruptObject(oid, reason="bad checkpoint record (state_hash or kind)")
         return record
@@ -156,11 +160,17 @@ class CheckpointRecord:
             record.created  # noqa: B018 - validates the timestamp
         except (TypeError, ValueError) as exc:
             raise CorruptObject(oid, reason=f"bad checkpoint record ({exc})") from None
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in record.left_out.items()):
-            raise CorruptObject(oid, reason="bad checkpoint record (field left_out)")
+        _check_maps(oid, record)
         if not _OID(record.state_hash) or record.kind not in KINDS:
             raise CorruptObject(oid, reason="bad checkpoint record (state_hash or kind)")
         return record
+
+
+def _check_maps(oid: str, record: CheckpointRecord) -> None:
+    """The record's str -> str fields hold only strings (a crafted record may hold anything)."""
+    for name in ("left_out", "run"):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in getattr(record, name).items()):
+            raise CorruptObject(oid, reason=f"bad checkpoint record (field {name})")
 
 
 _OID = re.compile(r"[0-9a-f]{64}").fullmatch  # ``is_oid`` for a str, in C (from_row runs per record per listing)
@@ -173,7 +183,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "git_branch": (str, type(None)), "git_dirty": (bool, type(None)), "success": (bool,),
     "error_message": (str, type(None)), "metrics": (dict,), "kind": (str,),
     "git_operation": (str, type(None)), "git_merge_head": (str, type(None)), "project": (str,),
-    "left_out": (dict,), "workflow": (str, type(None)), "command": (str, type(None)),
+    "left_out": (dict,), "workflow": (str, type(None)), "command": (str, type(None)), "run": (dict,),
 }
 _FIELD_TYPE_LIST = tuple(_FIELD_TYPES.items())
 # The order of ``row``: every stored field (the dataclass's order, record_oid and added_ns last).

@@ -441,7 +441,8 @@ class RollbackRecoverySystem:
         return run_step(self, StepSpec(lane, step_number, step_name, command), policy, hooks)
 
     def workflow(self, lane: str, *, resume: bool = False, restore: bool = False,
-                 from_step: int | str | None = None, strict: bool = False,
+                 from_step: int | str | None = None, strict: bool = False, remote: str | None = None,
+                 endpoint_url: str | None = None, run: str | None = None,
                  hooks: RunHooks | None = None) -> WorkflowResult:
         """Run the lane's configured steps; ``resume`` continues the last run at the failed step.
 
@@ -450,12 +451,17 @@ class RollbackRecoverySystem:
         ``from_step`` (a number or a step name) starts at that step instead;
         ``strict`` refuses (ResumeRefused) when the tree changed since the
         last good step; ``restore`` restores that state first (undoably).
-        ``from_step`` and ``restore`` imply ``resume``.
+        ``remote`` (s3://bucket/prefix) continues a run stored there, as on a
+        fresh runner: the newest run of the lane on this git branch, or
+        ``run`` (a ``record.run["id"]``), pulling only what the resume reads
+        (RunNotFound when there is none). ``from_step``, ``restore``,
+        ``remote`` and ``run`` imply ``resume``.
         """
         from .recovery.resume import ResumeOptions
         from .recovery.workflow import run_workflow
 
-        return run_workflow(self, lane, ResumeOptions(resume, restore, from_step, strict), hooks)
+        options = ResumeOptions(resume, restore, from_step, strict, remote, endpoint_url, run)
+        return run_workflow(self, lane, options, hooks)
 
     def run(self, command: str, /, **kwargs: Any) -> Any:
         """The seed's entry point: ``run('checkpoint', lane=..., step_number=..., step_name=...)``.

@@ -20,8 +20,15 @@ if TYPE_CHECKING:
     from ..restore import RestoreResult
     from ..status import StatusResult
     from ..store.store import Store
+    from ..transfer import TransferResult
     from ..worktree.workers import Progress
     from .planner import RecoveryPlanner
+
+
+class Listing(Protocol):
+    """What recovery reads of a listing (the facade's ``ListResult``): the records, newest first."""
+
+    checkpoints: list[CheckpointRecord]
 
 
 class System(Protocol):
@@ -54,3 +61,9 @@ class System(Protocol):
     def show(self, checkpoint_id: str) -> CheckpointRecord: ...
 
     def status(self, *, all_projects: bool = False) -> StatusResult: ...
+
+    def list_remote(self, remote: str, endpoint_url: str | None = None, lane: str | None = None, *,
+                    all_projects: bool = False) -> Listing: ...
+
+    def pull(self, ids: Sequence[str], remote: str, endpoint_url: str | None = None, *,
+             progress: Progress | None = None, all_projects: bool = False) -> TransferResult: ...

@@ -33,13 +33,11 @@ from ..record import CheckpointRecord
 from ..tree import Entry, flatten
 from .inputs import input_state, matches_any
 from .run import UNFINISHED, RunHooks
+from .runs import ChosenRun, fill_in, find_run, is_run_record, pull_needed, shown
 
 if TYPE_CHECKING:
     from .ports import System
     from .workflow import Workflow, WorkflowStep
-
-SHOWN = 10  # paths named in one message; the rest are counted
-
 
 @dataclass(frozen=True)
 class ResumeOptions:
@@ -52,10 +50,15 @@ class ResumeOptions:
     restore: bool = False
     from_step: int | str | None = None
     strict: bool = False
+    # Continue a run from this shared remote (s3://bucket/prefix), pulling what it needs (``runs``).
+    remote: str | None = None
+    endpoint_url: str | None = None
+    run: str | None = None  # the run to continue (``record.run["id"]``); None: chosen as ``runs`` says
 
     @property
     def resuming(self) -> bool:
-        return self.resume or self.restore or self.strict or self.from_step is not None
+        return (self.resume or self.restore or self.strict or self.from_step is not None
+                or self.remote is not None or self.run is not None)
 
 
 @dataclass
@@ -91,11 +94,9 @@ class ResumeResult:
     changes: DiffResult | None = None  # base -> working tree, before any restore
     restore_undo_id: str | None = None
     restore_removed: list[str] = field(default_factory=list)
-
-
-def is_run_record(record: CheckpointRecord) -> bool:
-    """A step checkpoint that ``run_step`` made: finished, stopped by a signal, or left RUNNING when killed."""
-    return record.kind == "step" and ("exit_status" in record.metrics or record.error_message in UNFINISHED)
+    run: ChosenRun | None = None  # the run continued, when chosen by run (``--remote``, ``--run``)
+    pulled: list[str] = field(default_factory=list)  # checkpoints pulled from the remote for it
+    filled: list[str] = field(default_factory=list)  # paths the earlier steps made, restored from the base
 
 
 def ran_in(record: CheckpointRecord, flow: Workflow) -> bool:
@@ -108,10 +109,6 @@ def ran_in(record: CheckpointRecord, flow: Workflow) -> bool:
 
 def _runs(records: list[CheckpointRecord], flow: Workflow) -> list[CheckpointRecord]:
     return [r for r in records if r.lane == flow.lane and is_run_record(r) and ran_in(r, flow)]
-
-
-def shown(items: list[str]) -> str:
-    return ", ".join(items[:SHOWN]) + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
 
 
 def resolve_step(flow: Workflow, value: int | str) -> int:
@@ -274,20 +271,33 @@ def _check_skipped(system: System, flow: Workflow, point: ResumePoint,
         return
 
 
+def _records(system: System, flow: Workflow, options: ResumeOptions) -> tuple[list[CheckpointRecord],
+                                                                                ChosenRun | None]:
+    """The records the resume point is found in: the chosen run's (``--remote``, ``--run``), else the lane's."""
+    if options.remote is not None or options.run is not None:
+        chosen = find_run(system, flow, options.run, options.remote, options.endpoint_url)
+        return chosen.records, chosen
+    try:
+        return system.checkpoint_manager.list_checkpoints(flow.lane), None
+    except StoreNotFound:  # nothing ran yet: start from the beginning
+        return [], None
+
+
 def plan_resume(system: System, flow: Workflow, options: ResumeOptions,
                 hooks: RunHooks) -> ResumeResult:
-    """Decide where the run starts and which steps it skips; restore first when asked."""
-    try:
-        records = system.checkpoint_manager.list_checkpoints(flow.lane)
-    except StoreNotFound:  # nothing ran yet: start from the beginning
-        records = []
+    """Decide where the run starts and which steps it skips; pull and restore first when asked."""
+    records, chosen = _records(system, flow, options)
     if options.from_step is not None:
         point = from_point(records, flow, resolve_step(flow, options.from_step))
     else:
         point = find_resume_point(records, flow)
-    done = ResumeResult(point)
+    done = ResumeResult(point, run=chosen)
     if point.complete:
         return done
+    if options.remote is not None:
+        done.pulled = pull_needed(system, flow, point.base, point.done, options.remote, options.endpoint_url, hooks)
+        if point.base is not None and not options.restore:
+            done.filled = fill_in(system, point.base, hooks)
     if point.base is None:
         if options.restore:
             hooks.say(f"rrstore: no earlier run of the {flow.lane} lane to restore: running from step "

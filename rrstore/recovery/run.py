@@ -138,6 +138,7 @@ class StepSpec:
     step_name: str
     command: str | Sequence[str]
     workflow: str | None = None  # the lane of the workflow running the step (None: a one-off run)
+    run: dict[str, str] = field(default_factory=dict)  # the workflow run it belongs to (recovery.runs)
 
     def check(self) -> None:
         if not self.command or (isinstance(self.command, str) and not self.command.strip()):
@@ -172,7 +173,7 @@ def run_step(system: System, spec: StepSpec, policy: RetryPolicy | None = None,
     planner = system.recovery_planner
     made = system.take_checkpoint(NewCheckpoint(spec.lane, spec.step_number, spec.step_name, success=False,
                                                 error_message=RUNNING, workflow=spec.workflow,
-                                                command=describe(spec.command)))
+                                                command=describe(spec.command), run=spec.run))
     result = StepResult(made.record)
     start = time.perf_counter()
     try:

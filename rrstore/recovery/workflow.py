@@ -15,6 +15,7 @@ sees only this workflow's steps.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from ..lanes import check_lane
 from .inputs import check_inputs, unmatched
 from .resume import ResumeOptions, SkippedStep, plan_resume, shown
 from .run import RetryPolicy, RunHooks, StepResult, StepSpec, run_step
+from .runs import ChosenRun, run_identity, run_of
 from .settings import check_retries, check_seconds
 
 if TYPE_CHECKING:
@@ -139,6 +141,10 @@ class WorkflowResult:
     reasons: dict[int, str] = field(default_factory=dict)  # why each step that ran ran (when resuming)
     changes: DiffResult | None = None  # what changed since ``resumed_from``, before any restore
     restore_removed: list[str] = field(default_factory=list)  # paths the restore removed (in its undo)
+    run: dict[str, str] = field(default_factory=dict)  # the ``record.run`` of the steps this run wrote
+    continued: ChosenRun | None = None  # the run resumed, when chosen by run (--remote, --run)
+    pulled: list[str] = field(default_factory=list)  # checkpoints pulled from the remote to resume
+    filled: list[str] = field(default_factory=list)  # paths of earlier steps restored from the base
 
     @property
     def exit_status(self) -> int:
@@ -171,7 +177,7 @@ class WorkflowResult:
         if self.nothing_to_resume:
             return [f"nothing to resume: the last run of the {self.lane} lane completed all "
                     f"{self.total_steps} steps"]
-        lines = []
+        lines = self._run_lines()
         for s in self.steps:
             mark = "✓" if s.success else "✗"
             tries = f", {len(s.attempts)} attempts" if len(s.attempts) > 1 else ""
@@ -194,6 +200,16 @@ class WorkflowResult:
             lines.extend(self._resume_lines())
         return lines
 
+    def _run_lines(self) -> list[str]:
+        if not self.run:
+            return []
+        ci = f" (CI run {self.run['ci_run']}, attempt {self.run['attempt'] or '?'})" if self.run.get("ci_run") else ""
+        if self.continued is None:
+            return [f"run {self.run['id']}{ci}"]
+        pulled = f"; pulled {len(self.pulled)} checkpoint(s) from the remote" if self.pulled else ""
+        filled = f"; restored {len(self.filled)} path(s) earlier steps made" if self.filled else ""
+        return [f"run {self.run['id']}{ci}: continues {self.continued.why}{pulled}{filled}"]
+
     def _resume_lines(self) -> list[str]:
         names = ", ".join(f"{s.number} {s.name}" + (f" {s.wall_time_s:.2f}s" if s.wall_time_s is not None
                                                     else " (no recorded time)") + (f" ({s.reason})" if s.reason
@@ -213,7 +229,9 @@ class WorkflowResult:
                 "restore_removed": self.restore_removed, "nothing_to_resume": self.nothing_to_resume,
                 "changes": self.changes.to_json() if self.changes is not None else None,
                 "skipped": [s.to_json() for s in self.skipped], "time_saved_s": self.time_saved_s,
-                "full_run_s": self.full_run_s, "steps": steps}
+                "full_run_s": self.full_run_s, "steps": steps, "run": self.run or None,
+                "continued_run": self.continued.to_json() if self.continued is not None else None,
+                "pulled": self.pulled, "filled_in": self.filled}
 
 
 def run_workflow(system: System, lane: str, options: ResumeOptions | None = None,
@@ -221,7 +239,7 @@ def run_workflow(system: System, lane: str, options: ResumeOptions | None = None
     """Run the lane's steps in order, stopping at the first failure; resuming continues the last run."""
     flow = load_workflow(system.root, lane)
     options, hooks = options or ResumeOptions(), hooks or RunHooks()
-    result = WorkflowResult(lane, len(flow.steps))
+    result, continuing = WorkflowResult(lane, len(flow.steps)), ""
     for line in input_warnings(system, [flow]):
         hooks.say(f"rrstore: warning: {line}")
     if options.resuming:
@@ -234,10 +252,14 @@ def run_workflow(system: System, lane: str, options: ResumeOptions | None = None
         result.resumed_from = point.base.checkpoint_id if point.base is not None else None
         result.changes, result.restore_undo_id = done.changes, done.restore_undo_id
         result.restore_removed = done.restore_removed
+        result.continued, result.pulled, result.filled = done.run, done.pulled, done.filled
+        continuing = done.run.run_id if done.run is not None else run_of(point.base) if point.base else ""
+    result.run = run_identity(os.environ, continuing)
     for number in range(result.start_step, len(flow.steps) + 1):
         step = flow.steps[number - 1]
         hooks.say(f"rrstore: == step {number}/{len(flow.steps)} ({lane}): {step.name}: {step.command}")
-        outcome = run_step(system, StepSpec(lane, number, step.name, step.command, workflow=lane), step.policy, hooks)
+        spec = StepSpec(lane, number, step.name, step.command, workflow=lane, run=result.run)
+        outcome = run_step(system, spec, step.policy, hooks)
         result.steps.append(outcome)
         if not outcome.success:
             break

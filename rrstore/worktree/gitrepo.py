@@ -337,3 +337,25 @@ def _first_commit(root: Path) -> str | None:
     """The oldest root commit HEAD reaches (None before the first commit, or without git)."""
     roots = (_git_out(root, "rev-list", "--max-parents=0", "HEAD") or "").split()
     return roots[-1] if roots else None
+
+
+def current_branch(root: Path, *, timeout: float = 30) -> str | None:
+    """The branch checked out (what a record's ``git_branch`` holds); None when detached or not git."""
+    done = _git_run(root, "symbolic-ref", "--quiet", "--short", "HEAD", timeout=timeout)
+    if done is None or done.returncode != 0:
+        return None
+    return os.fsdecode(done.stdout).strip() or None
+
+
+def differ_from_commit(root: Path, commit: str, paths: Iterable[str], *, timeout: float = 60) -> set[str] | None:
+    """Those of ``paths`` whose working-tree content differs from (or is absent at) ``commit``; None
+    when git cannot tell (not a repository, a commit this clone lacks: a shallow one)."""
+    names = list(paths)
+    found: set[str] = set()
+    for at in range(0, len(names), 1000):  # within any system's command-line limit
+        done = _git_run(root, "--literal-pathspecs", "diff", "--no-renames", "--relative", "--name-only", "-z",
+                        commit, "--", *names[at:at + 1000], timeout=timeout)
+        if done is None or done.returncode != 0:
+            return None
+        found.update(_split_z(done.stdout))
+    return found
