@@ -15,7 +15,10 @@ import pytest
 from rrstore import RollbackRecoverySystem
 from rrstore import restore as restore_mod
 from rrstore.errors import RestoreFailed
-from rrstore.worktree.guard import CHANGED
+from rrstore.store.objects import hash_bytes
+from rrstore.tree import FILE, Entry
+from rrstore.worktree.guard import CHANGED, Changed, ScanGuard
+from rrstore.worktree.statcache import Cached, StatCache, stamp
 
 FILES = 40
 
@@ -129,3 +132,23 @@ def test_a_file_touched_without_a_change_of_content_is_still_left_alone(project:
 
     assert list(result.failures) == [rel]
     assert (project / rel).read_bytes().startswith(b"CHANGED!")
+
+
+def test_a_stamp_from_the_racy_window_is_not_trusted_the_file_is_hashed_again(project: Path) -> None:
+    """An edit in the clock tick of the scan's lstat keeps every stat field: only the bytes tell."""
+    path = project / "a.txt"
+    path.write_bytes(b"what is there now\n")
+    st = os.lstat(path)
+    objects = RollbackRecoverySystem(root=project).open_store(create=True).objects
+    cache = StatCache(project / "cache", project)
+    scanned = {"a.txt": Entry("a.txt", FILE, hash_bytes(b"what the scan hashed\n"), st.st_size)}
+    cache.entries["a.txt"] = Cached(stamp(st), scanned["a.txt"].oid, ())
+
+    cache.scan_start = st.st_ctime_ns  # changed at the scan's start: racy
+    with pytest.raises(Changed):
+        ScanGuard(scanned, cache, objects, ["a.txt"]).check("a.txt", str(path), st)
+    cache.scan_start = st.st_ctime_ns + 1  # changed before the scan began: the stamp is proof enough
+    ScanGuard(scanned, cache, objects, ["a.txt"]).check("a.txt", str(path), st)
+    cache.scan_start = st.st_ctime_ns  # racy, and the bytes are the scan's: touched, not changed
+    same = {"a.txt": scanned["a.txt"]._replace(oid=hash_bytes(path.read_bytes()))}
+    ScanGuard(same, cache, objects, ["a.txt"]).check("a.txt", str(path), st)
