@@ -4,7 +4,9 @@ First diff the working tree against the target, then change only what
 differs: remove what the target lacks, create directories, write files that
 differ (a new file is created in place; a file that exists is replaced
 atomically through a temporary file and a rename), fix
-exec bits and symlinks. The working-tree side of the diff is the scope plus
+exec bits and symlinks. An existing path that changed since the scan the plan
+was made from (an edit the undo checkpoint lacks) is left alone and reported
+as failed. The working-tree side of the diff is the scope plus
 whatever is on disk at the target's paths (ignored or not), so an ignored
 file is touched only where the target itself holds that path; a file that
 appears where the plan saw nothing is left alone. Per-path failures are
@@ -41,6 +43,7 @@ from .lock import locked
 from .record import CheckpointRecord
 from .store.objects import ObjectStore
 from .tree import DIR, MAX_PATH_BYTES, SYMLINK, Entry, check_paths, content_oids, flatten_except, split_below
+from .worktree.guard import ScanGuard
 from .worktree.scan import store_prefixes, under, worktree_temp
 from .worktree.snapshot import Snapshot, store_hashed
 from .worktree.statcache import Stamp, stamp
@@ -247,11 +250,13 @@ class VerifiedContent:
 class _Writer:
     """Applies a plan below ``root``, refusing to write through symlinked parents."""
 
-    def __init__(self, root: Path, objects: VerifiedContent, target: dict[str, Entry], absent: set[str]) -> None:
+    def __init__(self, root: Path, objects: VerifiedContent, target: dict[str, Entry], absent: set[str],
+                 guard: ScanGuard | None) -> None:
         self.root = root
         self.objects = objects
         self.target = target
         self.absent = absent
+        self.guard = guard  # None: replace and remove whatever is there (no scan to compare with)
         self.failures: dict[str, str] = {}
         self.stamps: dict[str, Stamp] = {}
         self._safe: set[str] = {""}
@@ -274,6 +279,8 @@ class _Writer:
             st = os.lstat(full)
         except FileNotFoundError:
             return
+        if self.guard is not None:
+            self.guard.check(path, os.fspath(full), st)
         if stat.S_ISDIR(st.st_mode):
             try:
                 os.rmdir(full)
@@ -321,13 +328,26 @@ class _Writer:
         os.close(fd)
 
     def _replace(self, path: str, entry: Entry, full: str) -> None:
-        mode = _with_exec(os.lstat(full).st_mode, entry.executable)
+        """Replace an existing file, unless it changed since the scan (``guard``): the user's edit is in
+        no checkpoint. A large file is checked again just before the rename, its write having taken time."""
+        st = os.lstat(full)
+        if self.guard is not None:
+            self.guard.check(path, full, st)
+        mode = _with_exec(st.st_mode, entry.executable)
         tmp = f"{full.rpartition('/')[0]}/{worktree_temp(entry.name)}"
         if len(os.fsencode(tmp)) > MAX_PATH_BYTES:  # a file just short of PATH_MAX: its temp goes in the root
             tmp = f"{self.root}/{worktree_temp(entry.name)}"
-        with AtomicFile(full, temp=tmp, mode=0o600) as out:  # on any error, the temporary file is removed
+        out = AtomicFile(full, temp=tmp, mode=0o600)
+        try:  # on any error, the temporary file is removed
             self._fill(out.fileno(), entry)
             os.fchmod(out.fileno(), mode)
+            out.finish()
+            if self.guard is not None and entry.size >= PARALLEL_MIN_SIZE:
+                self.guard.check(path, full, os.lstat(full))
+            out.install()
+        except BaseException:
+            out.abort()
+            raise
         self.stamps[path] = stamp(os.lstat(full))
 
     def _fill(self, fd: int, entry: Entry) -> None:
@@ -359,14 +379,17 @@ class _Writer:
 
 
 def apply_plan(root: Path, content: VerifiedContent, target: dict[str, Entry], plan: RestorePlan,
-               *, workers: int, progress: Progress | None = None) -> tuple[dict[str, str], dict[str, Stamp]]:
+               *, workers: int, progress: Progress | None = None,
+               guard: ScanGuard | None = None) -> tuple[dict[str, str], dict[str, Stamp]]:
     """Carry out ``plan``: (path -> reason for every path that failed, path -> stat just after writing it).
 
     ``content`` has verified every object already. Small files are written in
     this thread and large ones in a pool (see ``workers``). A full disk raises
-    DiskFull naming the file (removed, never left half-written).
+    DiskFull naming the file (removed, never left half-written). With a
+    ``guard``, an existing path that changed since the scan the plan was made
+    from is left alone and listed as failed.
     """
-    writer = _Writer(root, content, target, plan.absent)
+    writer = _Writer(root, content, target, plan.absent, guard)
     for path in plan.remove:
         writer.attempt(writer.remove, path)
     for path in plan.mkdir:
@@ -494,9 +517,11 @@ def _restore(manager: CheckpointManager, request: RestoreRequest, progress: Prog
             content.verify(side.target, plan.write, request.workers)
         result.undo_checkpoint_id = _undo_point(manager, record, snap, plan, request.workers)
     target = side.target
+    guard = ScanGuard(side.current, cache, manager.store.objects,
+                      [p for p in [*plan.remove, *plan.write] if p not in plan.absent])
     try:
         result.failures, stamps = apply_plan(root, content, target, plan, workers=request.workers,
-                                             progress=progress)
+                                             progress=progress, guard=guard)
     except DiskFull as exc:
         raise RestoreDiskFull(exc.path, result.undo_checkpoint_id) from exc
     except (KeyboardInterrupt, Signalled) as exc:  # the tree is partly restored: say how to undo it
