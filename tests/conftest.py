@@ -14,6 +14,13 @@ import pytest
 
 from rrstore import RollbackRecoverySystem
 
+# Every CLI test starts a Python process. With PYTHONDONTWRITEBYTECODE set (as on these machines) each of
+# them compiles rrstore's modules again (~50-70 ms CPU a process); compiled once into a directory outside
+# the tree instead, they are loaded. Bytecode is a cache keyed by each source's mtime: never stale.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ.setdefault("PYTHONPYCACHEPREFIX", os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                                          f"rrstore-tests-pycache-{os.getuid()}"))
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "rrstore tests", "GIT_AUTHOR_EMAIL": "tests@example.invalid",
     "GIT_COMMITTER_NAME": "rrstore tests", "GIT_COMMITTER_EMAIL": "tests@example.invalid",
