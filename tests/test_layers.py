@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("trees and records", ("rrstore.tree", "rrstore.record", "rrstore.recordindex")),
     ("working tree", ("rrstore.worktree",)),
     ("verbs", ("rrstore.checkpoint", "rrstore.diff", "rrstore.restore", "rrstore.undo", "rrstore.gc",
-               "rrstore.check", "rrstore.repair", "rrstore.transfer", "rrstore.remote", "rrstore.remote_packs",
+               "rrstore.check", "rrstore.repair", "rrstore.transfer", "rrstore.staging", "rrstore.remote", "rrstore.remote_packs",
                "rrstore.archive",
                "rrstore.status")),
     ("recovery", ("rrstore.recovery",)),
