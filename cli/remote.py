@@ -38,9 +38,8 @@ def _finish(result: Any) -> int:
     else:
         for checkpoint_id in result.transferred:
             click.echo(checkpoint_id)
-        info(result.message.split("\n", 1)[0], st.quiet)
-    for line in result.message.split("\n")[1:]:
-        if line.startswith("renamed: "):
+        lines = result.message.split("\n")
+        for line in lines[:1] + [line for line in lines[1:] if line.startswith("renamed: ")]:
             info(line, st.quiet)
     conflicts = None
     if result.conflicts:

@@ -231,12 +231,14 @@ def _refs_of(index: RecordReader, ids: list[str]) -> dict[str, str | None]:
 
 
 def _local_records(manager: CheckpointManager, checkpoint_ids: Sequence[str]) -> list[CheckpointRecord]:
-    """The records to send: each asked for (read from the store), or every one (from the record index)."""
+    """The records to send: each asked for (read from the store), or every one (from the record index),
+    oldest first: the refs are created in that order, so the remote's 'newest' is the local store's
+    (ids no longer sort by time within one second: their random tail)."""
     if not checkpoint_ids:
         every = manager.list_checkpoints(all_projects=True)
         if manager.damaged:  # as reading them one by one would: the first damaged one stops the push
             raise next(iter(manager.damaged.values()))
-        return sorted(every, key=lambda r: r.checkpoint_id)
+        return every[::-1]
     ids = list(dict.fromkeys(checkpoint_ids))
     records: list[CheckpointRecord] = []
     for checkpoint_id in ids:
@@ -553,7 +555,9 @@ def _wanted(remote: Backend, checkpoint_ids: Sequence[str], workers: int, store:
         listing = remote_reader(remote, store.path, workers=workers).listing(records=False)
         if listing.damaged:
             raise next(iter(listing.damaged.values()))
-        wanted = {i: listing.oids[i] for i in sorted(listing.oids)}
+        # oldest first, as push sends them: the local 'newest' after the pull is the remote's
+        added = {i: (e.added_ns or 0, i) for i, e in listing.index.refs.items()}
+        wanted = {i: listing.oids[i] for i in sorted(listing.oids, key=lambda i: added.get(i, (0, i)))}
     for checkpoint_id in dict.fromkeys(checkpoint_ids):
         resolved = _remote_id(remote, remote_refs, checkpoint_id, store)
         oid = remote_refs.get(resolved)

@@ -186,3 +186,21 @@ def test_a_pull_conflict_renames_the_local_checkpoint_and_pulls_the_remote_one(
     assert {r.checkpoint_id for r in b.list(all_projects=True).checkpoints} == {SECOND, mine}
     b.restore(SECOND, force=True)
     assert manifest(tmp_path / "b") == expected_a
+
+
+def test_pushing_and_pulling_everything_keeps_the_order_ids_no_longer_tell(
+        tmp_path: Path, frozen: None, monkeypatch: pytest.MonkeyPatch, s3_remote: str, seaweedfs: object) -> None:
+    """Two checkpoints of one second whose tails sort against the order they were taken in: the remote's
+    and then a fresh clone's 'latest' is still the one taken last (refs are created oldest first)."""
+    endpoint = seaweedfs.endpoint  # type: ignore[attr-defined]
+    tails = iter(["zzzzzz", "aaaaaa"])
+    monkeypatch.setattr(checkpoint_module, "new_suffix", lambda seed=None: next(tails))
+    a = runner(tmp_path / "a", "a")
+    older, newer = (a.checkpoint("heavy", 1, name).checkpoint_id for name in ("older", "newer"))
+    assert older > newer
+    assert a.push([], s3_remote, endpoint).success
+    assert [r.checkpoint_id for r in a.list_remote(s3_remote, endpoint).checkpoints] == [newer, older]
+    (tmp_path / "c").mkdir()
+    clone = RollbackRecoverySystem(root=tmp_path / "c")
+    assert clone.pull([], s3_remote, endpoint).success
+    assert [r.checkpoint_id for r in clone.list(all_projects=True).checkpoints] == [newer, older]
