@@ -98,13 +98,14 @@ def list_(lane: str | None, remote: str | None, endpoint_url: str | None, all_pr
     elif st.verbose:
         width = max([len("PROJECT"), *(len(_project_label(r)) for r in records)])
         project = f"{'PROJECT':<{width}} " if all_projects else ""
-        lines = [f"{'ID':<36} {'LANE':<8} {'STEP':>4} {'STATUS':<7} {'FILES':>7} {'NEW':>10} {'STATE':<12} "
+        wide = max([36, *(len(r.checkpoint_id) for r in records)])  # ids with a tail are 37 and more
+        lines = [f"{'ID':<{wide}} {'LANE':<8} {'STEP':>4} {'STATUS':<7} {'FILES':>7} {'NEW':>10} {'STATE':<12} "
                  f"{project}NAME"]
         for r in records:
             m = r.metrics
             mark = "  [future-dated]" if r.future_dated else ""
             project = f"{_project_label(r):<{width}} " if all_projects else ""
-            lines.append(f"{r.checkpoint_id:<36} {r.lane:<8} {r.step_number:>4} {r.status:<7} "
+            lines.append(f"{r.checkpoint_id:<{wide}} {r.lane:<8} {r.step_number:>4} {r.status:<7} "
                          f"{m.get('files_scanned', 0):>7} {human_bytes(m.get('bytes_new', 0)):>10} "
                          f"{r.state_hash[:12]:<12} {project}{r.step_name}{mark}")
         click.echo("\n".join(lines))  # one write: a line each costs a write and a flush

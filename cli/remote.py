@@ -21,6 +21,9 @@ from .output import emit_json, info, progress
 
 def remote_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--remote`` (env RRSTORE_REMOTE) and ``--endpoint-url``, shared by push and pull."""
+    func = click.option("--rename-conflicts", is_flag=True,
+                        help="An id both sides have with different records: give the local checkpoint "
+                             "a new id (same prefix) and transfer it, instead of exit 3.")(func)
     func = click.option("--endpoint-url", default=None, metavar="URL",
                         help="S3 endpoint of a non-AWS server (MinIO, SeaweedFS, Ceph); "
                              "default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL or the AWS config.")(func)
@@ -35,12 +38,16 @@ def _finish(result: Any) -> int:
     else:
         for checkpoint_id in result.transferred:
             click.echo(checkpoint_id)
-        info(result.message.split("\n", 1)[0], st.quiet)
+        lines = result.message.split("\n")
+        for line in lines[:1] + [line for line in lines[1:] if line.startswith("renamed: ")]:
+            info(line, st.quiet)
     conflicts = None
     if result.conflicts:
         ids = ", ".join(c.checkpoint_id for c in result.conflicts)
+        then = "push them" if result.direction == "push" else "pull the remote's"
         conflicts = PartialFailure(f"{len(result.conflicts)} checkpoint(s) exist on both sides with different "
-                                   f"records and were left unchanged: {ids}")
+                                   f"records and were left unchanged: {ids}; rerun with --rename-conflicts "
+                                   f"to give the local ones new ids and {then}")
     refusal = result.refusal()  # a transfer of every checkpoint sent the others first
     if refusal is not None:
         if conflicts is not None:
@@ -55,18 +62,20 @@ def _finish(result: Any) -> int:
 @click.argument("checkpoint_ids", nargs=-1, metavar="[ID...]")
 @remote_options
 @global_options
-def push(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None) -> int:
+def push(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None, rename_conflicts: bool) -> int:
     """Upload checkpoints (default: all) and every object they reach that the remote lacks.
 
     Uploads run in parallel; each ref is created only after everything it
     reaches is on the remote, and never replaced: an id the remote has with
-    another record is reported as a conflict (exit 3). Pushing again uploads
+    another record is reported as a conflict (exit 3; --rename-conflicts
+    gives the local checkpoint a new id and pushes it). Pushing again uploads
     nothing. A checkpoint holding a symlink leading out of its tree is
     refused (exit 17): pushing all, after every other one is sent.
     """
     st = state()
     with progress("push", st.show_progress) as cb:
-        result = st.system().push(list(checkpoint_ids), remote, endpoint_url, progress=cb)
+        result = st.system().push(list(checkpoint_ids), remote, endpoint_url, progress=cb,
+                                  rename_conflicts=rename_conflicts)
     return _finish(result)
 
 
@@ -75,7 +84,8 @@ def push(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None)
 @remote_options
 @click.option("--all-projects", is_flag=True, help="'latest' is the remote's newest, whichever project took it.")
 @global_options
-def pull(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None, all_projects: bool) -> int:
+def pull(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None, all_projects: bool,
+         rename_conflicts: bool) -> int:
     """Download checkpoints (ids or 'latest'; default: all) and what they reach that the local store lacks.
 
     Every object is verified before anything becomes visible: a missing or
@@ -87,5 +97,5 @@ def pull(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None,
     st = state()
     with progress("pull", st.show_progress) as cb:
         result = st.system().pull(list(checkpoint_ids), remote, endpoint_url, progress=cb,
-                                  all_projects=all_projects)
+                                  all_projects=all_projects, rename_conflicts=rename_conflicts)
     return _finish(result)

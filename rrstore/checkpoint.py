@@ -16,7 +16,7 @@ import resource
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -36,7 +36,10 @@ from .record import (
     KINDS,
     CheckpointRecord,
     added_ns_of,
+    id_prefix,
+    new_suffix,
     newest_first,
+    seed_prefix,
 )
 from .recordindex import RecordReader, local_reader
 from .store.objects import hash_bytes
@@ -446,9 +449,9 @@ class CheckpointManager:
             root=str(self.root), hostname=os.uname().nodename, left_out=snap.left_out, project=self.project,
             workflow=spec.workflow, command=spec.command, run=dict(spec.run),
         )
-        base = f"{spec.lane}-step{spec.step_number}-{now.strftime('%Y%m%d_%H%M%S')}"
-        for attempt in range(1, 10_000):
-            record.checkpoint_id = base if attempt == 1 else f"{base}-{attempt}"
+        base = id_prefix(spec.lane, spec.step_number, now)
+        for _ in range(100):  # a taken name (one in 2**30 per id of that second) draws another tail
+            record.checkpoint_id = f"{base}-{new_suffix()}"
             metrics["wall_time_s"] = round(time.perf_counter() - wall0, 6)
             metrics["cpu_time_s"] = round(time.process_time() - cpu0, 6)
             metrics["peak_rss_kib"] = _rss_kib()
@@ -471,6 +474,37 @@ class CheckpointManager:
         self.store.objects.reload()  # the repair has just rewritten packs
         self.snapshot(store=True, git_state=False, save_cache=False)  # a cache hit on a dropped object is a miss
         return wanted - set(self.store.objects.missing(wanted))
+
+    def rename(self, checkpoint_id: str) -> str:
+        """Give checkpoint ``checkpoint_id`` a new id of the same seed prefix; return it. The way out
+        of an id that names another record on the other side of a push or pull (``--rename-conflicts``).
+
+        The record is stored again with the new id (nothing else changes), the new ref created
+        with the old one's add time (its place in 'latest' and every order) and its pin, and only
+        then are the old ref and pin removed: a crash in between leaves both names, never neither,
+        and renaming again gives the same new id (its tail comes from the old record's oid).
+        """
+        ref = self.store.refs.read(checkpoint_id) if valid_id(checkpoint_id) else None
+        record = self._load(checkpoint_id) if ref is not None else None
+        if ref is None or record is None:
+            raise CheckpointNotFound(checkpoint_id, self.suggest(checkpoint_id))
+        base = seed_prefix(checkpoint_id) or checkpoint_id[:192]
+        for attempt in range(100):
+            renamed = replace(record, checkpoint_id=f"{base}-{new_suffix(ref.oid if attempt == 0 else None)}")
+            oid = self._put_record(renamed)
+            new_id = renamed.checkpoint_id
+            if self.store.refs.create(new_id, oid, record.added_ns) or self.store.refs.get(new_id) == oid:
+                break
+        else:
+            raise RRStoreError(f"could not find a free checkpoint id for {base}")
+        pins = self.store.pins
+        pinned = checkpoint_id in set(pins)
+        if pinned:
+            pins.add(new_id)
+        self.store.refs.delete(checkpoint_id)
+        if pinned:
+            pins.remove(checkpoint_id)
+        return new_id
 
     def update(self, record: CheckpointRecord) -> CheckpointRecord:
         """Replace the record behind an existing id (e.g. to mark a step failed)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 
@@ -18,6 +19,16 @@ from .errors import CorruptObject
 from .store.objects import canonical_json, is_oid
 from .store.refs import Ref
 
+# Checkpoint ids (docs/store-format.md, "Refs and checkpoint ids"): the seed's form
+# ``<lane>-step<N>-<YYYYmmdd_HHMMSS>`` (``id_prefix``), then ``-`` and a random tail of
+# ``SUFFIX_LENGTH`` lowercase base32 characters (``new_suffix``), so that stores that never
+# saw each other (two runners, two copies of one CI cache) never make the same id.
+ID_TIME = "%Y%m%d_%H%M%S"
+SUFFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+SUFFIX_LENGTH = 6
+# An id of rrstore's own making, old or new: the seed's prefix, then nothing (before issue 12),
+# a collision counter ``-2``, ``-3`` … (before issue 12) or a random tail.
+_SEED_ID = re.compile(r"(.+?-step[0-9]+-[0-9]{8}_[0-9]{6})(?:-[0-9a-z]{1,16})?")
 RECORD_FORMAT = "rrstore-checkpoint-1"
 KINDS = ("step", "pre-restore")
 
@@ -223,3 +234,26 @@ def added_ns_of(ref: Ref, created: datetime, mtime_ns: int | None = None) -> int
 def newest_first(records: list[CheckpointRecord]) -> list[CheckpointRecord]:
     """``records`` in the order 'latest' and every 'newest' choice follow: last added first."""
     return sorted(records, key=lambda r: r.order, reverse=True)
+
+
+def id_prefix(lane: str, step_number: int, when: datetime) -> str:
+    """The seed's form of an id, ``<lane>-step<N>-<YYYYmmdd_HHMMSS>`` at ``when``: what users and
+    scripts match on, and the prefix of every id rrstore makes."""
+    return f"{lane}-step{step_number}-{when.strftime(ID_TIME)}"
+
+
+def new_suffix(seed: str | None = None) -> str:
+    """A random id tail (30 bits from ``secrets``); with ``seed`` (hex, e.g. a record oid) the tail it
+    fixes, so that renaming one record twice gives one name."""
+    if seed is None:
+        return "".join(secrets.choice(SUFFIX_ALPHABET) for _ in range(SUFFIX_LENGTH))
+    bits = int(seed[:8], 16)
+    return "".join(SUFFIX_ALPHABET[(bits >> (5 * i)) & 31] for i in range(SUFFIX_LENGTH))
+
+
+def seed_prefix(checkpoint_id: str) -> str | None:
+    """The ``<lane>-step<N>-<YYYYmmdd_HHMMSS>`` an id of rrstore's making starts with (old ids
+    ``…_HHMMSS`` and ``…_HHMMSS-2`` as well as new ``…_HHMMSS-k3f9qz``); None for another id."""
+    found = _SEED_ID.fullmatch(checkpoint_id)
+    return found.group(1) if found else None
+

@@ -336,20 +336,24 @@ class RollbackRecoverySystem:
     # shared remote (rrstore/transfer.py, imported here only when used) -------------------------
 
     def push(self, ids: Sequence[str], remote: str, endpoint_url: str | None = None, *,
-             progress: Progress | None = None) -> TransferResult:
+             progress: Progress | None = None, rename_conflicts: bool = False) -> TransferResult:
         """Upload checkpoints (all when ``ids`` is empty) to ``remote`` (s3://bucket/prefix), sending only
-        what it lacks. A remote id naming another record is a conflict in the result, never overwritten."""
+        what it lacks. A remote id naming another record is a conflict in the result, never overwritten;
+        with ``rename_conflicts`` the local checkpoint gets a new id and is pushed under it."""
         from . import transfer
 
         manager = self.checkpoint_manager  # 'latest' is this project's newest
         ids = [manager.get(i).checkpoint_id if i == "latest" else i for i in ids]
-        return transfer.push(manager.store, transfer.open_remote(remote, endpoint_url), ids, progress)
+        return transfer.push(manager.store, transfer.open_remote(remote, endpoint_url), ids, progress,
+                             rename_conflicts=rename_conflicts)
 
     def pull(self, ids: Sequence[str], remote: str, endpoint_url: str | None = None, *,
-             progress: Progress | None = None, all_projects: bool = False) -> TransferResult:
+             progress: Progress | None = None, all_projects: bool = False,
+             rename_conflicts: bool = False) -> TransferResult:
         """Download checkpoints from ``remote`` (creating the local store if needed), fetching only what
         the store lacks; everything is verified before it becomes visible. 'latest' is this project's
-        newest step checkpoint on the remote (with ``all_projects``, the remote's newest)."""
+        newest step checkpoint on the remote (with ``all_projects``, the remote's newest). A local id
+        naming another record is a conflict; with ``rename_conflicts`` the local one gets a new id."""
         from . import transfer
         from .errors import CheckpointNotFound, NoProjectCheckpoint
 
@@ -363,7 +367,8 @@ class RollbackRecoverySystem:
                 records = transfer.list_remote(backend, cache=self.store_path).checkpoints
                 newest = latest_of(records, self.view, all_projects=all_projects).checkpoint_id
                 ids = [newest if i == "latest" else i for i in ids]
-            return transfer.pull(self.open_store(create=True), backend, ids, progress)
+            return transfer.pull(self.open_store(create=True), backend, ids, progress,
+                                 rename_conflicts=rename_conflicts)
         except NoProjectCheckpoint as exc:  # the remote holds only other projects' checkpoints
             raise NoProjectCheckpoint(exc.checkpoint_id, exc.project, exc.others, where=backend.location,
                                       list_command=listing) from None

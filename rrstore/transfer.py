@@ -16,7 +16,10 @@ Write order, on either side, is the store's: content objects and packs (each
 with an exclusive write and never overwritten: if the other side already has
 the id with another record, the checkpoint is reported as a conflict. So two
 runners pushing at once lose nothing: shared objects are the same bytes under
-the same key, and each ref is created once.
+the same key, and each ref is created once. Ids made by this version carry a
+random tail (``record.new_suffix``), so two runners never make the same id;
+a conflict left by older ids has a way out: ``rename_conflicts`` renames the
+local checkpoint (``CheckpointManager.rename``) and transfers again.
 
 Everything is verified before it is stored: push checks every object it
 uploads (so local damage never spreads to the shared remote), and pull
@@ -35,7 +38,6 @@ import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from .backends import Backend
 from .backends.views import OverlayView
@@ -47,13 +49,12 @@ from .errors import (
     RRStoreError,
     StoreNotFound,
     UnsafeTree,
-    from_oserror,
 )
-from .fsutil import AtomicFile, syncfs
 from .record import CheckpointRecord
 from .recordindex import RecordReader, remote_reader
 from .remote import WORKERS, RemoteListing, RemoteNotFound, check_remote_config, list_remote, open_remote
 from .remote_packs import Holdings, RemoteCache
+from .staging import Staging
 from .store.objects import ObjectStore, decode_loose, oid_of_key
 from .store.pack import PREFIX as PACKS
 from .store.pack import Location, verify_pack
@@ -92,6 +93,8 @@ class TransferResult:
     objects_skipped: int = 0
     # A transfer of every checkpoint sends the others and leaves out these unsafe ones (UnsafeTree).
     refused: dict[str, UnsafeTree] = field(default_factory=dict)
+    # ``rename_conflicts``: local id that was a conflict -> the new id the local checkpoint got.
+    renamed: dict[str, str] = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
@@ -119,13 +122,26 @@ class TransferResult:
                      f"{c.remote_record[:12]} on the remote; left unchanged on both sides")
         for refused in self.refused.values():
             text += f"\nrefused: {refused.detail}"
+        for old, new in self.renamed.items():
+            text += f"\nrenamed: the local {old} is now {new} ({old} on the remote is another checkpoint)"
         return text
+
+    def absorb(self, again: TransferResult) -> None:
+        """Add the second transfer of ``rename_conflicts`` (whose conflicts are the ones still left)."""
+        self.transferred += again.transferred
+        self.present += again.present
+        self.conflicts = again.conflicts
+        self.refused.update(again.refused)
+        self.objects += again.objects
+        self.packs += again.packs
+        self.bytes += again.bytes
+        self.objects_skipped += again.objects_skipped
 
     def to_json(self) -> dict[str, object]:
         return {"direction": self.direction, "remote": self.remote, "transferred": self.transferred,
                 "already_present": self.present, "objects": self.objects, "packs": self.packs,
                 "bytes": self.bytes, "objects_skipped": self.objects_skipped, "success": self.success,
-                "conflicts": [vars(c) for c in self.conflicts],
+                "conflicts": [vars(c) for c in self.conflicts], "renamed": self.renamed,
                 "refused": [{"checkpoint_id": r.checkpoint_id, "path": r.path, "reason": r.reason}
                             for r in self.refused.values()]}
 
@@ -134,7 +150,8 @@ class TransferResult:
 
 
 def push(store: Store, remote: Backend, checkpoint_ids: Sequence[str] = (),
-         progress: Progress | None = None, workers: int = WORKERS) -> TransferResult:
+         progress: Progress | None = None, workers: int = WORKERS, *,
+         rename_conflicts: bool = False) -> TransferResult:
     """Upload checkpoints (all when ``checkpoint_ids`` is empty) and what they reach that the remote lacks.
 
     A checkpoint no pull would accept (``tree.TreeCheck``) raises UnsafeTree
@@ -143,8 +160,27 @@ def push(store: Store, remote: Backend, checkpoint_ids: Sequence[str] = (),
     CorruptObject when the local store is damaged (nothing of that
     checkpoint's refs is then written), and the backend's errors (permission,
     connection) as they come; a conflicting remote ref is reported in the
-    result, not raised.
+    result, not raised. With ``rename_conflicts``, the local checkpoint of
+    each conflicting id gets a new id (``result.renamed``) and is pushed under it.
     """
+    result = _push(store, remote, checkpoint_ids, progress, workers)
+    if rename_conflicts and result.conflicts:
+        result.absorb(_push(store, remote, _rename(store, result), progress, workers))
+    return result
+
+
+def _rename(store: Store, result: TransferResult) -> list[str]:
+    """Give the local checkpoint of each conflict a new id (into ``result.renamed``); the ids to transfer
+    again: the new ones on a push, the freed remote ones on a pull."""
+    manager = CheckpointManager(store.path, store)
+    with store.writing():
+        for conflict in result.conflicts:
+            result.renamed[conflict.checkpoint_id] = manager.rename(conflict.checkpoint_id)
+    return list(result.renamed.values() if result.direction == "push" else result.renamed)
+
+
+def _push(store: Store, remote: Backend, checkpoint_ids: Sequence[str], progress: Progress | None,
+          workers: int) -> TransferResult:
     result = TransferResult("push", remote.location)
     manager = CheckpointManager(store.path, store)
     with store.writing():
@@ -195,12 +231,14 @@ def _refs_of(index: RecordReader, ids: list[str]) -> dict[str, str | None]:
 
 
 def _local_records(manager: CheckpointManager, checkpoint_ids: Sequence[str]) -> list[CheckpointRecord]:
-    """The records to send: each asked for (read from the store), or every one (from the record index)."""
+    """The records to send: each asked for (read from the store), or every one (from the record index),
+    oldest first: the refs are created in that order, so the remote's 'newest' is the local store's
+    (ids no longer sort by time within one second: their random tail)."""
     if not checkpoint_ids:
         every = manager.list_checkpoints(all_projects=True)
         if manager.damaged:  # as reading them one by one would: the first damaged one stops the push
             raise next(iter(manager.damaged.values()))
-        return sorted(every, key=lambda r: r.checkpoint_id)
+        return every[::-1]
     ids = list(dict.fromkeys(checkpoint_ids))
     records: list[CheckpointRecord] = []
     for checkpoint_id in ids:
@@ -432,7 +470,8 @@ class _Counter:
 
 
 def pull(store: Store, remote: Backend, checkpoint_ids: Sequence[str],
-         progress: Progress | None = None, workers: int = WORKERS) -> TransferResult:
+         progress: Progress | None = None, workers: int = WORKERS, *,
+         rename_conflicts: bool = False) -> TransferResult:
     """Download checkpoints ('latest' allowed; none: every checkpoint of the remote) and what they reach
     that the local store lacks. A checkpoint this store must not hold (``tree.TreeCheck``) raises
     UnsafeTree when asked for by id, nothing changed; pulling all, it is listed in ``result.refused``.
@@ -440,8 +479,17 @@ def pull(store: Store, remote: Backend, checkpoint_ids: Sequence[str],
     Every object is verified before any file becomes visible; a missing or
     corrupt remote object raises ObjectMissing or CorruptObject with the
     local store unchanged. An id the local store has with another record is
-    a conflict in the result, left alone.
+    a conflict in the result, left alone; with ``rename_conflicts`` the local
+    checkpoint gets a new id (``result.renamed``) and the remote's is pulled.
     """
+    result = _pull(store, remote, checkpoint_ids, progress, workers)
+    if rename_conflicts and result.conflicts:
+        result.absorb(_pull(store, remote, _rename(store, result), progress, workers))
+    return result
+
+
+def _pull(store: Store, remote: Backend, checkpoint_ids: Sequence[str], progress: Progress | None,
+          workers: int) -> TransferResult:
     result = TransferResult("pull", remote.location)
     wanted = _wanted(remote, checkpoint_ids, workers, store)
     with store.writing():
@@ -458,7 +506,7 @@ def pull(store: Store, remote: Backend, checkpoint_ids: Sequence[str],
         needed.update((oid, [checkpoint_id]) for checkpoint_id, oid in todo.items())
         keys, result.objects_skipped = there.keys_of(needed, local)
         got = _Counter(len(keys), progress)
-        with _Staging(store) as staged:
+        with Staging(store) as staged:
             copy = _Copy(remote, there.listed, staged.add, got)
 
             def fetch(key: str) -> None:
@@ -507,7 +555,9 @@ def _wanted(remote: Backend, checkpoint_ids: Sequence[str], workers: int, store:
         listing = remote_reader(remote, store.path, workers=workers).listing(records=False)
         if listing.damaged:
             raise next(iter(listing.damaged.values()))
-        wanted = {i: listing.oids[i] for i in sorted(listing.oids)}
+        # oldest first, as push sends them: the local 'newest' after the pull is the remote's
+        added = {i: (e.added_ns or 0, i) for i, e in listing.index.refs.items()}
+        wanted = {i: listing.oids[i] for i in sorted(listing.oids, key=lambda i: added.get(i, (0, i)))}
     for checkpoint_id in dict.fromkeys(checkpoint_ids):
         resolved = _remote_id(remote, remote_refs, checkpoint_id, store)
         oid = remote_refs.get(resolved)
@@ -537,65 +587,3 @@ def _remote_record(there: Holdings, checkpoint_id: str, oid: str) -> CheckpointR
         raise CorruptObject(oid, reason=f"ref {checkpoint_id} names the record of {record.checkpoint_id}",
                             checkpoints=[checkpoint_id])
     return record
-
-
-class _Staging:
-    """Verified downloads in the store's ``tmp/``, renamed into place together once all arrived.
-
-    Each is an ``AtomicFile`` finished but not installed; leaving the block
-    with an exception removes them all, so a failed pull changes nothing.
-    """
-
-    def __init__(self, store: Store) -> None:
-        import threading
-
-        self.root = store.path
-        self.tmp = store.path / "tmp"
-        self.files: list[tuple[AtomicFile, str]] = []
-        self.lock = threading.Lock()
-
-    def __enter__(self) -> _Staging:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if kind is not None:
-            self.discard()
-
-    def add(self, key: str, data: bytes) -> None:
-        try:
-            self.tmp.mkdir(parents=True, exist_ok=True)
-            out = AtomicFile(self.root / key, self.tmp, mode=0o666)
-            try:
-                out.write(data)
-                out.finish()
-            except BaseException:
-                out.abort()
-                raise
-        except OSError as exc:
-            raise from_oserror(exc, str(self.tmp)) from exc
-        with self.lock:
-            self.files.append((out, key))
-
-    def discard(self) -> None:
-        for out, _ in self.files:
-            out.abort()
-        self.files.clear()
-
-    def install(self, durable: bool) -> None:
-        """Rename into place: objects and packs first, indexes last (an index makes its pack visible).
-
-        With ``durable``, one syncfs afterwards, before any ref may point at them
-        (the store's batch discipline: no ref ever reaches a file not yet on disk).
-        """
-        ordered = sorted(self.files, key=lambda f: (f[1].endswith(".idx"), f[1]))
-        try:
-            for out, _ in ordered:
-                out.dest.parent.mkdir(parents=True, exist_ok=True)
-                out.install()
-        except OSError as exc:
-            self.discard()
-            raise from_oserror(exc, str(self.root)) from exc
-        self.files.clear()
-        if durable and ordered:
-            syncfs(self.root)

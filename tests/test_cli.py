@@ -103,13 +103,13 @@ def test_global_options_before_or_after_the_command(populated: Path, tmp_path: P
 def test_data_on_stdout_messages_on_stderr(populated: Path, cli: Cli) -> None:
     out = cli("checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "s", cwd=populated)
     assert out.returncode == 0
-    assert out.stdout.count("\n") == 1 and re.match(r"^standard-step1-\d{8}_\d{6}$", out.stdout.strip())
+    assert out.stdout.count("\n") == 1 and re.match(r"^standard-step1-\d{8}_\d{6}-[a-z2-7]{6}$", out.stdout.strip())
     assert out.stderr.strip()  # a human message, not on stdout
     checkpoint_id = out.stdout.strip()
 
     quiet = cli("-q", "checkpoint", "--lane", "standard", "--step-number", "2", "--step-name", "s", cwd=populated)
     assert quiet.returncode == 0 and quiet.stderr == ""
-    assert re.match(r"^standard-step2-\d{8}_\d{6}$", quiet.stdout.strip())
+    assert re.match(r"^standard-step2-\d{8}_\d{6}-[a-z2-7]{6}$", quiet.stdout.strip())
 
     write(populated / "change.txt", b"after\n")
     restored = cli("restore", "--checkpoint-id", checkpoint_id, cwd=populated)

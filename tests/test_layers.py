@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("working tree", ("rrstore.worktree",)),
     ("verbs", ("rrstore.checkpoint", "rrstore.diff", "rrstore.restore", "rrstore.undo", "rrstore.gc",
                "rrstore.check", "rrstore.repair", "rrstore.transfer", "rrstore.remote", "rrstore.remote_packs",
-               "rrstore.archive",
+               "rrstore.archive", "rrstore.staging",
                "rrstore.status")),
     ("recovery", ("rrstore.recovery",)),
     ("facade", ("rrstore.system", "rrstore", "rrstore.__main__")),

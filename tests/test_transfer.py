@@ -460,7 +460,7 @@ def test_cli_push_pull_and_list_remote(tmp_path: Path, s3_remote: str, endpoint:
     doc = json.loads(pulled.stdout)
     assert doc["direction"] == "pull" and doc["transferred"] == [second] and doc["success"] is True
     assert set(doc) == {"direction", "remote", "transferred", "already_present", "objects", "packs", "bytes",
-                        "objects_skipped", "success", "conflicts", "refused"}
+                        "objects_skipped", "success", "conflicts", "refused", "renamed"}
     restored = run_cli("restore", "--force", second, cwd=target, env=s3_env)
     assert restored.returncode == 0, restored.stderr
     assert manifest(target) == expected

@@ -326,7 +326,8 @@ def test_push_of_all_sends_whole_the_checkpoints_sharing_trees_with_refused_ones
     (root / "b" / "out").symlink_to("/etc/hostname")
     write(root, "a/h.txt", "changed\n")
     third = system.checkpoint("standard", 3, "link again").checkpoint_id
-    assert first < same < safe < third  # push of all walks them in this order
+    # push of all walks them oldest first (the order the store got them; ids no longer sort by time)
+    assert [r.checkpoint_id for r in system.list().checkpoints] == [third, safe, same, first]
 
     result = system.push([], s3_remote, seaweedfs.endpoint)
     assert (result.transferred, set(result.refused)) == ([safe], {first, same, third})
