@@ -34,7 +34,7 @@ from pathlib import Path
 from .backends import LocalBackend
 from .config import Settings
 from .errors import CorruptObject, ObjectMissing, RRStoreError, StoreConfigDamaged, StoreNotFound
-from .record import CheckpointRecord, added_ns_of, is_future_dated
+from .record import CheckpointRecord, added_ns_of, is_future_dated, owned_by
 from .recordindex import INDEX_KEY, RecordIndex
 from .store.objects import ObjectStore
 from .store.pack import PREFIX as PACKS
@@ -370,6 +370,12 @@ class Checker:
                 continue
             except RRStoreError as exc:
                 self.problems[oid] = ("record-corrupt", str(exc))
+                continue
+            try:
+                owned_by(checkpoint_id, record)
+            except CorruptObject as exc:  # the ref is damaged, not the record (another checkpoint's)
+                self.index_problems.append(Problem("ref-unreadable", f"refs/checkpoints/{checkpoint_id}",
+                                                   exc.reason, [checkpoint_id]))
                 continue
             self.roots[checkpoint_id] = record.state_hash
             self._note_future(checkpoint_id, record)

@@ -39,6 +39,7 @@ from .record import (
     id_prefix,
     new_suffix,
     newest_first,
+    owned_by,
     seed_prefix,
 )
 from .recordindex import RecordReader, local_reader
@@ -295,7 +296,7 @@ class CheckpointManager:
         if ref is None:
             return None
         try:
-            record = CheckpointRecord.decode(ref.oid, self.store.objects.get(ref.oid))
+            record = owned_by(checkpoint_id, CheckpointRecord.decode(ref.oid, self.store.objects.get(ref.oid)))
         except (ObjectMissing, CorruptObject) as exc:
             raise exc.with_checkpoints([checkpoint_id]) from None
         mtime = refs.mtime_ns(checkpoint_id) if ref.added_ns is None else None

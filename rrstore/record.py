@@ -231,6 +231,18 @@ def added_ns_of(ref: Ref, created: datetime, mtime_ns: int | None = None) -> int
     return min(stamp, mtime_ns) if mtime_ns is not None else stamp
 
 
+def owned_by(checkpoint_id: str, record: CheckpointRecord) -> CheckpointRecord:
+    """``record`` when it is the record of ``checkpoint_id``; else the ref is damaged (CorruptObject).
+
+    A ref that names another checkpoint's record (rewritten by hand, copied from another store) would
+    show that checkpoint twice and hide its own: it is read as a ref that cannot be read.
+    """
+    if record.checkpoint_id != checkpoint_id:
+        raise CorruptObject(f"ref {checkpoint_id}", reason=f"names the record of checkpoint {record.checkpoint_id}",
+                            checkpoints=[checkpoint_id])
+    return record
+
+
 def newest_first(records: list[CheckpointRecord]) -> list[CheckpointRecord]:
     """``records`` in the order 'latest' and every 'newest' choice follow: last added first."""
     return sorted(records, key=lambda r: r.order, reverse=True)

@@ -40,7 +40,7 @@ import zstandard
 from .backends import Backend
 from .errors import CorruptObject, ObjectMissing, RRStoreError
 from .fsutil import atomic_write
-from .record import ROW_FIELDS, CheckpointRecord, added_ns_of
+from .record import ROW_FIELDS, CheckpointRecord, added_ns_of, owned_by
 from .store.objects import ObjectStore, canonical_json
 from .store.refs import PREFIX, Ref, decode_ref, valid_id
 
@@ -240,6 +240,8 @@ class RecordReader:
                     out.index.records[entry.oid] = self._docs[entry.oid]
                 continue
             record = self._record(checkpoint_id, entry, out)
+            if record is None and checkpoint_id not in reads and checkpoint_id in out.damaged:
+                record = self._reread(checkpoint_id, tokens[checkpoint_id], out)  # the index's entry may be wrong
             if record is not None:
                 out.records[checkpoint_id] = record
         out.damaged = {i: out.damaged[i] for i in tokens if i in out.damaged}  # in listing order
@@ -332,6 +334,11 @@ class RecordReader:
             out.damaged[checkpoint_id] = exc.with_checkpoints([checkpoint_id])
             out.index.records.pop(entry.oid, None)
             return None
+        try:
+            owned_by(checkpoint_id, record)  # the record is sound (another ref's): its row stays
+        except CorruptObject as exc:
+            out.damaged[checkpoint_id] = exc
+            return None
         added = entry.added_ns
         if added is None:
             mtime = self._mtime_ns(checkpoint_id) if self.mtime else None
@@ -341,6 +348,20 @@ class RecordReader:
         record.added_ns = added
         out.index.refs[checkpoint_id] = entry
         return record
+
+    def _reread(self, checkpoint_id: str, token: str, out: RecordListing) -> CheckpointRecord | None:
+        """An indexed ref whose record could not be used, read from the ref itself: a damaged or
+        crafted index (an entry naming another checkpoint's record, with the ref's valid token) is a
+        cache to ignore, never damage to report."""
+        del out.damaged[checkpoint_id]
+        found = self._read_refs([checkpoint_id], {checkpoint_id: token}, out)
+        entry = found.get(checkpoint_id)
+        if entry is None:
+            return None
+        if entry.oid not in out.index.records:
+            self._docs.pop(entry.oid, None)
+            self._read_records([entry.oid], out)
+        return self._record(checkpoint_id, entry, out)
 
     def _mtime_ns(self, checkpoint_id: str) -> int | None:
         try:

@@ -386,7 +386,7 @@ def test_a_new_checkpoint_stores_again_what_repair_dropped_as_corrupt(store: Sto
     store.restores_all()
 
 
-@pytest.mark.parametrize("damage", ["empty ref", "record lost"])
+@pytest.mark.parametrize("damage", ["empty ref", "record lost", "another's record"])
 def test_a_checkpoint_that_cannot_be_read_is_named_everywhere_and_repair_unblocks_latest_and_gc(
         store: Store, damage: str) -> None:
     """Fails before the fix: ``status`` named an older checkpoint as the newest without a word, while
@@ -396,6 +396,8 @@ def test_a_checkpoint_that_cannot_be_read_is_named_everywhere_and_repair_unblock
     ref = store.path / "refs" / "checkpoints" / newest
     if damage == "empty ref":
         ref.write_bytes(b"")
+    elif damage == "another's record":  # was listed as ``b`` twice, and check said healthy
+        shutil.copyfile(ref.parent / store.ids["b"], ref)
     else:
         (store.path / object_key(store.system().show(newest).record_oid)).unlink()
     way_out = "run 'rrstore check --repair'"

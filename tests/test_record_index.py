@@ -128,9 +128,11 @@ def test_a_ref_rewritten_in_place_with_the_same_size_and_mtime_is_seen(taken, cl
     with open(newest, "r+b") as fh:  # by hand: same inode, same size, and the mtime put back
         fh.write(replacement)
     os.utime(newest, ns=(st.st_atime_ns, st.st_mtime_ns))
-    listed = json.loads(cli("list", "--json", cwd=store.parent).stdout)
-    assert [r["step_name"] for r in listed if r["checkpoint_id"] == ids[4]] == []  # its record says ids[0]
-    assert sum(r["checkpoint_id"] == ids[0] for r in listed) == 2
+    done = cli("list", "--json", cwd=store.parent)
+    listed = json.loads(done.stdout)
+    assert [r for r in listed if r["checkpoint_id"] == ids[4]] == []  # its record says ids[0]: a damaged ref
+    assert sum(r["checkpoint_id"] == ids[0] for r in listed) == 1  # not twice
+    assert done.returncode == 13 and ids[4] in done.stderr and "names the record of checkpoint" in done.stderr
     assert answers(cli, store.parent) == truth(cli, store.parent, store)
 
 
