@@ -36,9 +36,10 @@ from .check import (
 )
 from .errors import CorruptObject, ObjectMissing, RRStoreError
 from .lock import locked
+from .record import CheckpointRecord
 from .recordindex import INDEX_KEY, local_reader
 from .store.generation import bump
-from .store.objects import LOOSE_MIN, ObjectStore, hash_bytes, object_key
+from .store.objects import LOOSE_MIN, ObjectStore, hash_bytes, loose_oids, object_key
 from .store.pack import PREFIX as PACKS
 from .store.pack import encode_index, scan_pack
 from .store.packindex import midx_key
@@ -67,7 +68,8 @@ def repair(store: Store, options: CheckOptions,
         work.unreadable_refs(before, set(fetched))
         work.record_index()
         work.stat_cache()
-        lost = {oid for oid, kind in wanted.items() if oid not in fetched and not kind.startswith("record")}
+        lost = {oid for oid, kind in wanted.items()
+                if oid not in fetched and oid not in work.indexed_again and not kind.startswith("record")}
         if lost and refill is not None:
             for oid in sorted(refill(lost)):
                 work.done.append(f"stored {oid} again from the working tree")
@@ -85,6 +87,7 @@ class _Repair:
         self.when = when
         self.done: list[str] = []
         self.scarred: set[str] = set()   # packs whose rebuilt index had to leave damaged objects out
+        self.indexed_again: set[str] = set()  # "corrupt" objects whose pack held them whole: index rebuilt
 
     def _quarantine(self, key: str, *, copy: bool = False) -> None:
         where = quarantine(self.store.path, key, self.when, copy=copy)
@@ -131,18 +134,25 @@ class _Repair:
         if fresh is not None and damaged:
             self.done.append(f"rebuilt the merged pack index as {midx_key(fresh)}")
     def unreadable_refs(self, before: CheckResult, fetched: set[str]) -> None:
-        """Move to quarantine each ref that cannot be read or whose record is gone (and no source gave it
-        back): the checkpoint is lost already, and while its ref is listed 'latest' and gc refuse to guess."""
+        """Each ref that cannot be read, or whose record is gone (and no source gave it back): pointed
+        again at the record that names its id when the store still holds one (a record names its own
+        id, so an emptied or garbled ref loses nothing), else moved to quarantine: the checkpoint is
+        lost already, and while its ref is listed 'latest' and gc refuse to guess."""
+        broken: list[str] = []
         for problem in before.problems:
             if problem.kind == "ref-unreadable":
-                keys = [problem.target]
+                broken.append(problem.target[len(REFS):])
             elif problem.kind in ("record-missing", "record-corrupt") and problem.target not in fetched:
-                keys = [f"{REFS}{checkpoint_id}" for checkpoint_id in problem.checkpoints]
-            else:
-                continue
-            for key in keys:
-                if (self.store.path / key).is_file():
-                    self._quarantine(key)
+                broken += problem.checkpoints
+        found = _records_naming(self.store, set(broken)) if broken else {}
+        for checkpoint_id in dict.fromkeys(broken):
+            key = f"{REFS}{checkpoint_id}"
+            if (self.store.path / key).is_file():
+                self._quarantine(key)
+            record = found.get(checkpoint_id)
+            if record is not None and self.store.refs.create(checkpoint_id, record.record_oid,
+                                                             int(record.created.timestamp() * 1e9)):
+                self.done.append(f"pointed {key} again at its record {record.record_oid}")
 
     def record_index(self) -> None:
         """Rebuild a damaged or missing record index from the refs and records (the damaged one quarantined)."""
@@ -160,6 +170,28 @@ class _Repair:
         for path in sorted(folder.glob("stat-*")) if folder.is_dir() else []:
             path.unlink()
             self.done.append(f"removed cache/{path.name} (rebuilt by the next scan)")
+
+    def _index_lies(self, pack: str, oid: str) -> bool:
+        """Whether ``pack`` holds a good copy of ``oid`` that its index (whole, by its checksum) points
+        past; if so the index is rebuilt from the pack, so nothing good is ever dropped as corrupt."""
+        key = f"{PACKS}{pack}.pack"
+        try:
+            scan = scan_pack(pack, self.store.backend.read(key))
+        except (KeyError, CorruptObject):
+            return False
+        if oid not in scan.entries:
+            return False
+        self._quarantine(f"{PACKS}{pack}.idx")
+        self.store.backend.write(f"{PACKS}{pack}.idx", encode_index(scan.entries), durable=True)
+        self.done.append(f"rebuilt {PACKS}{pack}.idx from its pack: its entry for {oid} pointed at other bytes")
+        if scan.lost or scan.damaged:
+            self.scarred.add(pack)
+        packs = self.store.objects.pack_reader()
+        for name in sorted(m for m, members in packs.midx.items() if pack in members):
+            self._quarantine(midx_key(name))  # it holds the same wrong entry
+        packs.retake(pack, scan.entries)
+        self.store.objects.merge_indexes()
+        return True
 
     def replace(self, wanted: dict[str, str], fetched: dict[str, bytes]) -> None:
         """Store each fetched object again; rewrite each pack that held a bad copy without it.
@@ -190,6 +222,9 @@ class _Repair:
             if oid in fetched or not kind.endswith("-corrupt") or kind.startswith("record"):
                 continue  # a missing object has no bad copy; a record is never deduplicated against
             loc = packs.index.get(oid)
+            if loc is not None and self._index_lies(loc[0], oid):
+                self.indexed_again.add(oid)  # the bytes were good, the index entry was not
+                continue
             if loc is not None:
                 rewrite.add(loc[0])
                 self.done.append(f"dropped the corrupt copy of {oid} "
@@ -220,6 +255,26 @@ class _Repair:
                         self.store.backend.delete(key)  # its copy is in quarantine
             self.done.append(f"rewrote pack {pack} without its damaged copies")
         packs.refresh()
+
+
+RECORD_MAX = 1 << 20  # a loose object larger than this (compressed) is file content, never a record
+
+
+def _records_naming(store: Store, ids: set[str]) -> dict[str, CheckpointRecord]:
+    """The store's loose records that name one of ``ids``, by id; of two for one id (a step's record
+    replaced when it finished) the one written last, which is the one its ref named."""
+    found: dict[str, tuple[int, CheckpointRecord]] = {}
+    for oid in loose_oids(store.backend):
+        try:
+            st = (store.path / object_key(oid)).stat()
+            if st.st_size > RECORD_MAX:
+                continue
+            record = CheckpointRecord.decode(oid, store.objects.get(oid))
+        except (OSError, RRStoreError):
+            continue
+        if record.checkpoint_id in ids and st.st_mtime_ns >= found.get(record.checkpoint_id, (-1, None))[0]:
+            found[record.checkpoint_id] = (st.st_mtime_ns, record)
+    return {checkpoint_id: record for checkpoint_id, (_, record) in found.items()}
 
 
 def _fetch(source: str, endpoint_url: str | None, wanted: set[str]) -> dict[str, bytes]:

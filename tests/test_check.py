@@ -391,7 +391,9 @@ def test_a_checkpoint_that_cannot_be_read_is_named_everywhere_and_repair_unblock
         store: Store, damage: str) -> None:
     """Fails before the fix: ``status`` named an older checkpoint as the newest without a word, while
     ``show latest``, ``restore latest`` and ``gc`` exited 13 and ``check --repair`` left the ref, so
-    nothing but deleting the ref file by hand gave the store back."""
+    nothing but deleting the ref file by hand gave the store back. A ref whose record is still in the
+    store is pointed at it again (a tester's store lost an intact checkpoint to the next gc when
+    repair only moved the emptied ref away); one whose record is gone goes to quarantine."""
     newest = store.ids["c"]
     ref = store.path / "refs" / "checkpoints" / newest
     if damage == "empty ref":
@@ -413,11 +415,40 @@ def test_a_checkpoint_that_cannot_be_read_is_named_everywhere_and_repair_unblock
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"moved refs/checkpoints/{newest} to quarantine/" in done.stdout
     [kept] = (store.path / "quarantine").rglob(newest)
-    assert not ref.exists() and kept.is_file()
-    assert run_cli("show", "latest", cwd=store.root).stdout.startswith(f"checkpoint_id: {store.ids['b']}")
-    assert run_cli("gc", "--dry-run", cwd=store.root).returncode == 0
+    assert kept.is_file()
+    rebuilt = damage != "record lost"
+    assert (f"pointed refs/checkpoints/{newest} again at its record" in done.stdout) == rebuilt
+    assert ref.exists() == rebuilt
+    expected = newest if rebuilt else store.ids["b"]
+    assert run_cli("show", "latest", cwd=store.root).stdout.startswith(f"checkpoint_id: {expected}")
+    gc = run_cli("gc", "--older-than", "0s", "--keep-last", "3", "--grace", "0s", cwd=store.root)
+    assert gc.returncode == 0, gc.stderr
     assert run_cli("status", cwd=store.root).stderr == ""
-    del store.ids["c"]
+    if not rebuilt:
+        del store.ids["c"]
+    store.restores_all()
+
+
+def test_repair_rebuilds_an_index_entry_that_points_at_other_bytes_instead_of_dropping_the_object(
+        store: Store) -> None:
+    """Fails before the fix (a reviewer's repro): an index that passes its checksum but sends one oid
+    to another object's bytes made repair drop the pack's good copy as corrupt, and with the file gone
+    from the working tree the checkpoint was damaged for good: derived data cost a checkpoint."""
+    entries = store.entries("a")
+    victim, other = sorted(o for o in entries if entries[o][4] > 1000)[:2]
+    entries[victim] = entries[other]
+    store.idx("a").write_bytes(encode_index(entries))
+    for midx in (store.path / "index" / "packs").glob("*.midx"):
+        midx.unlink()
+    shutil.rmtree(store.root / "data")
+    (store.root / "notes.txt").unlink()
+    assert store.check("--read-data").returncode == 13
+
+    done = store.check("--repair", "--read-data")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"its entry for {victim} pointed at other bytes" in done.stdout
+    assert "dropped the corrupt copy" not in done.stdout and "again from the working tree" not in done.stdout
+    assert store.check("--read-data").returncode == 0
     store.restores_all()
 
 

@@ -634,6 +634,15 @@ class PackReader:
             else:
                 self.via_midx.discard(pack)
 
+    def retake(self, pack: str, entries: dict[str, Location]) -> None:
+        """Use ``entries`` (its index, just rebuilt from the pack) for ``pack`` in place of what was loaded."""
+        with self.lock:
+            old = self.members.get(pack, {})
+            for oid in old:
+                if self.index.get(oid, (None,))[0] == pack:
+                    del self.index[oid]
+        self._take(pack, entries)
+
     def load_own_indexes(self) -> bool:
         """After a lookup missed: read the own ``.idx`` of the packs known only through a merged
         index (a cache, which may lack entries or be crafted); their entries replace the merged
