@@ -63,7 +63,8 @@ def repair(store: Store, options: CheckOptions,
         work.merged_indexes()
         wanted = {p.target: p.kind for p in before.problems if p.kind in OBJECT_KINDS}
         fetched = _fetch(options.source, options.endpoint_url, set(wanted)) if options.source and wanted else {}
-        if wanted:
+        work.scarred.update(p.target[len(PACKS):-len(".pack")] for p in before.problems if p.kind == "pack-damaged")
+        if wanted or work.scarred:
             work.replace(wanted, fetched)
         work.unreadable_refs(before, set(fetched))
         work.record_index()

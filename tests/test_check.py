@@ -452,6 +452,21 @@ def test_repair_rebuilds_an_index_entry_that_points_at_other_bytes_instead_of_dr
     store.restores_all()
 
 
+def test_read_data_finds_a_pack_whose_bytes_no_longer_hash_to_its_name(store: Store) -> None:
+    """Fails before the fix: bytes changed where no object read looks (here: appended) left
+    ``check --read-data`` saying healthy, until a later index rebuild met them."""
+    with open(store.pack("b"), "ab") as fh:
+        fh.write(b"bytes nobody wrote")
+    assert store.check().returncode == 0  # only reading the data can tell
+    found = store.check("--read-data")
+    assert found.returncode == 13 and f"pack-damaged packs/{store.packs['b']}.pack" in found.stdout
+
+    done = store.check("--repair", "--read-data")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert store.check("--read-data").returncode == 0
+    store.restores_all()
+
+
 def test_repair_of_a_lost_index_over_a_damaged_block(store: Store, tmp_path: Path) -> None:
     """The index is rebuilt without the damaged object, which then comes back from the archive."""
     origin = tmp_path / "backup.rrar"
