@@ -475,7 +475,7 @@ def _restore(manager: CheckpointManager, request: RestoreRequest, progress: Prog
     manager.store.objects.list_loose()  # every tree and file read below: found in the pack index, no loose probe
     storing = request.undo and not request.dry_run
     snap = manager.snapshot(store=False, git_state=storing, save_cache=False)
-    side = _Sides(manager, record, snap)
+    side = _Sides(manager, record, snap, request.paths)
     check_target(root, manager.store.path, record.checkpoint_id, side.target)
     foreign = None
     if not request.force and not manager.owns(record):
@@ -493,7 +493,7 @@ def _restore(manager: CheckpointManager, request: RestoreRequest, progress: Prog
     held = [p for p in side.target if in_paths(p, tree_paths) and not under(p, left_out)]
     if any(p not in snap.entries and os.path.lexists(f"{root}/{p}") for p in held):
         snap = manager.snapshot(store=False, extra=held, git_state=storing, save_cache=False)
-        side = _Sides(manager, record, snap)
+        side = _Sides(manager, record, snap, request.paths)
         check_target(root, manager.store.path, record.checkpoint_id, side.target)
     plan = side.plan(tree_paths, {**snap.left_out, **record.left_out})
     result = RestoreResult(record.checkpoint_id, record.state_hash, plan, request.dry_run,
@@ -511,7 +511,7 @@ def _restore(manager: CheckpointManager, request: RestoreRequest, progress: Prog
                             lambda p: p in write or (bool(removed) and under(p, removed))):
             # a file changed since the scan: scan again, storing, and plan from what is there now
             snap = manager.snapshot(store=True, extra=held)
-            side = _Sides(manager, record, snap)
+            side = _Sides(manager, record, snap, request.paths)
             check_target(root, manager.store.path, record.checkpoint_id, side.target)
             result.plan = plan = side.plan(tree_paths, {**snap.left_out, **record.left_out})
             content.verify(side.target, plan.write, request.workers)
@@ -541,10 +541,12 @@ class _Sides:
     scan's entries less what lies below those shared directories.
     """
 
-    def __init__(self, manager: CheckpointManager, record: CheckpointRecord, snap: Snapshot) -> None:
+    def __init__(self, manager: CheckpointManager, record: CheckpointRecord, snap: Snapshot,
+                 paths: list[str] | None = None) -> None:
         known = {p: e.oid for p, e in snap.entries.items() if e.kind == DIR}
         known[""] = snap.root_oid
-        self.target, shared = flatten_except(manager.store.objects, record.state_hash, known)
+        self.target, shared = flatten_except(manager.store.objects, record.state_hash, known,
+                                             None if not paths or "" in paths else set(paths))
         self.current: dict[str, Entry] = snap.entries
         self.below: list[str] = []  # the scan's paths below a shared directory (the same on both sides)
         if shared:

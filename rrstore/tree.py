@@ -403,12 +403,16 @@ def flatten(objects: ObjectStore, root: str) -> dict[str, Entry]:
     return dict(walk(objects, root))
 
 
-def flatten_except(objects: ObjectStore, root: str, known: Mapping[str, str]) -> tuple[dict[str, Entry], list[str]]:
+def flatten_except(objects: ObjectStore, root: str, known: Mapping[str, str],
+                   paths: Collection[str] | None = None) -> tuple[dict[str, Entry], list[str]]:
     """``flatten``, but for the directories whose tree is ``known[path]`` already: (path -> entry, those
     directories).
 
     Such a directory's own entry is kept; nothing below it is read, so comparing two trees costs the
     directories that differ, not the whole tree. ``known[""]`` equal to ``root``: nothing is read.
+    With ``paths``, a directory neither on the way to one of them nor below one is not read either
+    (and listed with the known ones): a restore of some paths needs no other tree, so a damaged one
+    elsewhere does not stop it.
     """
     if known.get("") == root:
         return {}, [""]
@@ -424,11 +428,16 @@ def flatten_except(objects: ObjectStore, root: str, known: Mapping[str, str]) ->
                                     "bytes a path may have (PATH_MAX); no working tree can hold it")
             out[path] = entry
             if entry.kind == DIR:
-                if known.get(path) == entry.oid:
+                if known.get(path) == entry.oid or (paths is not None and not _toward(path, paths)):
                     same.append(path)
                 else:
                     stack.append((path + "/", entry.oid))
     return out, same
+
+
+def _toward(path: str, paths: Collection[str]) -> bool:
+    """Whether directory ``path`` is one of ``paths``, lies below one, or holds one."""
+    return under(path, paths) or any(p.startswith(f"{path}/") for p in paths)
 
 
 def split_below(entries: dict[str, Entry], dirs: set[str]) -> tuple[dict[str, Entry], list[str]]:

@@ -334,9 +334,11 @@ def _files_under(root: Path) -> dict[str, bytes]:
                                      ".checkpoints/config.json", "pkg/.Checkpoints/refs/checkpoints/x"])
 def test_restore_refuses_a_hand_written_tree_holding_a_name_never_written(planted: str, git_project: Path,
                                                                            tmp_path: Path) -> None:
-    """Restore checks the whole target before the undo checkpoint: one line, exit 17, nothing written anywhere.
+    """Restore checks every tree it reads before the undo checkpoint: one line, exit 17, nothing written
+    anywhere. Before the fix the restore exited 0 and wrote the file (into ``.git/`` or the store).
 
-    Before the fix the restore exited 0 and wrote the file (into ``.git/`` or the store).
+    ``--path`` reads only the trees on the way to its paths (a damaged tree elsewhere must not stop
+    it): a name planted in a directory it does not read is then neither checked nor written.
     """
     import subprocess
     import sys
@@ -354,6 +356,9 @@ def test_restore_refuses_a_hand_written_tree_holding_a_name_never_written(plante
         out = subprocess.run([sys.executable, "-m", "rrstore", "restore", "--checkpoint-id",
                               "hand-step1-20260102_030405", *extra], cwd=git_project, capture_output=True,
                              text=True, env={**os.environ, **GIT_ENV})
+        if extra[:1] == ["--path"] and planted.startswith(("sub/", "pkg/")):  # a directory --path never reads
+            assert out.returncode == 0, out.stderr
+            continue
         assert out.returncode == 17, (extra, out.returncode, out.stderr)
         assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
         assert out.stderr.startswith("rrstore: error: restore refused, nothing was changed: checkpoint hand-step1-")
