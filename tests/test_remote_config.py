@@ -153,6 +153,21 @@ def test_a_bad_remote_table_is_one_line_naming_the_file_and_changes_nothing(
     assert not (root / ".checkpoints").exists()  # the run stopped before its checkpoint
 
 
+def test_validate_fails_its_configuration_check_on_a_bad_remote_table(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "p", '[remote]\npassword = "x"\n')
+    check = next(c for c in RollbackRecoverySystem(root=root).validate().checks if c.name == "configuration valid")
+    assert not check.ok and "'password' is refused" in check.reason
+
+
+def test_an_unknown_profile_is_one_error_before_any_request(tmp_path: Path, s3_env: dict[str, str]) -> None:
+    root = make_project(tmp_path / "p", remote_table(url="s3://b/p", endpoint_url="http://127.0.0.1:9",
+                                                     profile="no-such-profile", region="eu-west-3"))
+    backend = RollbackRecoverySystem(root=root).open_remote()
+    assert (backend.options.profile, backend.region) == ("no-such-profile", "eu-west-3")
+    with pytest.raises(RRStoreError, match="no-such-profile"):
+        backend.exists("config.json")
+
+
 def test_pyproject_remote_table_is_read_and_checked(tmp_path: Path) -> None:
     root = tmp_path / "p"
     root.mkdir()
