@@ -119,10 +119,12 @@ def test_endpoint_precedence_and_a_missing_remote_in_the_library() -> None:
 
 
 def test_no_remote_anywhere_is_one_usage_line(tmp_path: Path, s3_env: dict[str, str]) -> None:
-    root = make_project(tmp_path / "p", "")
-    done = run_cli("push", cwd=root, env=_env(s3_env))
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "no remote given" in done.stderr
+    root = make_project(tmp_path / "p", WORKFLOW)
+    for command in (("push",), ("list", "--remote"), ("workflow", "--lane", "standard", "--remote")):
+        done = run_cli(*command, cwd=root, env=_env(s3_env))
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "no remote given" in done.stderr
+    assert not (root / ".checkpoints").exists()
 
 
 # bad settings ------------------------------------------------------------------------------------------
