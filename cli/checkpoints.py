@@ -16,7 +16,7 @@ from rrstore.lanes import LANES
 if TYPE_CHECKING:
     from rrstore.record import CheckpointRecord
 
-from .context import endpoint_needs, global_options, state
+from .context import endpoint_needs, global_options, remote_option, state
 from .output import emit_json, human_bytes, info, progress
 
 
@@ -78,7 +78,7 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str | None, 
 
 @click.command(name="list")
 @click.option("--lane", type=click.Choice(LANES), default=None, help="Only this lane.")
-@click.option("--remote", default=None, metavar="s3://BUCKET/PREFIX", help="List a remote store instead.")
+@remote_option("List a remote store instead.")
 @click.option("--endpoint-url", default=None, metavar="URL", help="S3 endpoint of a non-AWS server (with --remote).")
 @ALL_PROJECTS
 @global_options
@@ -87,8 +87,8 @@ def list_(lane: str | None, remote: str | None, endpoint_url: str | None, all_pr
     st = state()
     endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")
     system = st.system()
-    listing = (system.list_remote(remote, endpoint_url, lane, all_projects=all_projects) if remote
-               else system.list(lane, all_projects=all_projects))
+    listing = (system.list_remote(remote or None, endpoint_url, lane, all_projects=all_projects)
+               if remote is not None else system.list(lane, all_projects=all_projects))
     records = listing.checkpoints
     if not st.json:  # with --json the error object at the end carries each id and its error
         for checkpoint_id, exc in listing.damaged.items():

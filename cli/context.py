@@ -119,6 +119,21 @@ def state() -> State:
     return click.get_current_context().find_root().ensure_object(State)
 
 
+def remote_option(help: str) -> Any:
+    """``--remote`` with an optional value: bare ``--remote`` means the configured remote (``RRSTORE_REMOTE``,
+    else ``[remote] url``; see ``RollbackRecoverySystem.remote_target``), passed on as ""."""
+    return click.option("--remote", is_flag=False, flag_value="", default=None, metavar="[s3://BUCKET/PREFIX]",
+                        help=f"{help} Bare --remote: RRSTORE_REMOTE, else url in [remote] of rrstore.toml.")
+
+
+def chosen_remote(remote: str | None, endpoint_url: str | None) -> str | None:
+    """The URL a command's ``--remote`` names (None when not given): bare ``--remote`` resolved by precedence
+    (a UsageError when nothing names one). For commands where no ``--remote`` means the local store."""
+    if remote is None:
+        return None
+    return remote or state().system().remote_target(None, endpoint_url).url
+
+
 def endpoint_needs(endpoint_url: str | None, remote: bool, option: str) -> None:
     """``--endpoint-url`` only means something with a remote: without one it would be silently ignored."""
     if endpoint_url is not None and not remote:

@@ -19,7 +19,7 @@ from rrstore.errors import UsageError, ValidationFailed, from_oserror
 from rrstore.lanes import LANES
 from rrstore.recovery.vocabulary import FailureType
 
-from .context import endpoint_needs, global_options, report, state
+from .context import chosen_remote, endpoint_needs, global_options, remote_option, report, state
 from .output import emit_json, human_bytes, info
 
 FAILURE_TYPES = [f.value for f in FailureType]
@@ -134,7 +134,10 @@ def _hooks(json_mode: bool, quiet: bool):  # type: ignore[no-untyped-def]
         if not quiet:
             click.echo(message, err=True)
 
-    return RunHooks(output=to_stderr if json_mode else passthrough, notify=say)
+    def warn(message: str) -> None:  # a failed push: shown even with --quiet
+        click.echo(message, err=True)
+
+    return RunHooks(output=to_stderr if json_mode else passthrough, notify=say, warning=warn)
 
 
 @click.command(name="run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -179,9 +182,8 @@ def run_command(lane: str, step_number: int, step_name: str, timeout: float | No
               help="Refuse (exit 21) if the tree changed since the last good step (implies --resume).")
 @click.option("--restore", is_flag=True,
               help="First restore the state the last good step ended with, undoably (implies --resume).")
-@click.option("--remote", default=None, metavar="s3://BUCKET/PREFIX",
-              help="Continue a run stored on this remote, as on a fresh runner: pulls only what the resume "
-                   "needs (implies --resume).")
+@remote_option("Continue a run stored on this remote, as on a fresh runner: pulls only what the resume "
+               "needs (implies --resume); steps push there too under [remote] push.")
 @click.option("--endpoint-url", default=None, metavar="URL",
               help="S3 endpoint of a non-AWS server (with --remote).")
 @click.option("--run", "run_id", default=None, metavar="ID",
@@ -199,7 +201,7 @@ def workflow_command(lane: str, resume: bool, from_step: str | None, strict: boo
     st = state()
     endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")
     result = st.system().workflow(lane, resume=resume, restore=restore, from_step=from_step, strict=strict,
-                                  remote=remote, endpoint_url=endpoint_url, run=run_id,
+                                  remote=chosen_remote(remote, endpoint_url), endpoint_url=endpoint_url, run=run_id,
                                   hooks=_hooks(st.json, st.quiet))
     if st.json:
         emit_json(result.to_json())

@@ -20,15 +20,18 @@ from .output import emit_json, info, progress
 
 
 def remote_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--remote`` (env RRSTORE_REMOTE) and ``--endpoint-url``, shared by push and pull."""
+    """``--remote`` and ``--endpoint-url``, shared by push and pull; without ``--remote`` (or bare), the
+    remote is ``RRSTORE_REMOTE``, else ``[remote] url`` (``RollbackRecoverySystem.remote_target``)."""
     func = click.option("--rename-conflicts", is_flag=True,
                         help="An id both sides have with different records: give the local checkpoint "
                              "a new id (same prefix) and transfer it, instead of exit 3.")(func)
     func = click.option("--endpoint-url", default=None, metavar="URL",
-                        help="S3 endpoint of a non-AWS server (MinIO, SeaweedFS, Ceph); "
-                             "default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL or the AWS config.")(func)
-    return click.option("--remote", required=True, envvar="RRSTORE_REMOTE", metavar="s3://BUCKET/PREFIX",
-                        help="Remote store (env RRSTORE_REMOTE).")(func)
+                        help="S3 endpoint of a non-AWS server (MinIO, SeaweedFS, Ceph); default: endpoint_url "
+                             "in [remote] of rrstore.toml, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL or the "
+                             "AWS config.")(func)
+    return click.option("--remote", is_flag=False, flag_value="", default=None, metavar="s3://BUCKET/PREFIX",
+                        help="Remote store; default: env RRSTORE_REMOTE, else url in [remote] of "
+                             "rrstore.toml (or [tool.rrstore.remote] of pyproject.toml).")(func)
 
 
 def _finish(result: Any) -> int:
@@ -62,7 +65,7 @@ def _finish(result: Any) -> int:
 @click.argument("checkpoint_ids", nargs=-1, metavar="[ID...]")
 @remote_options
 @global_options
-def push(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None, rename_conflicts: bool) -> int:
+def push(checkpoint_ids: tuple[str, ...], remote: str | None, endpoint_url: str | None, rename_conflicts: bool) -> int:
     """Upload checkpoints (default: all) and every object they reach that the remote lacks.
 
     Uploads run in parallel; each ref is created only after everything it
@@ -74,7 +77,7 @@ def push(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None,
     """
     st = state()
     with progress("push", st.show_progress) as cb:
-        result = st.system().push(list(checkpoint_ids), remote, endpoint_url, progress=cb,
+        result = st.system().push(list(checkpoint_ids), remote or None, endpoint_url, progress=cb,
                                   rename_conflicts=rename_conflicts)
     return _finish(result)
 
@@ -84,7 +87,7 @@ def push(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None,
 @remote_options
 @click.option("--all-projects", is_flag=True, help="'latest' is the remote's newest, whichever project took it.")
 @global_options
-def pull(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None, all_projects: bool,
+def pull(checkpoint_ids: tuple[str, ...], remote: str | None, endpoint_url: str | None, all_projects: bool,
          rename_conflicts: bool) -> int:
     """Download checkpoints (ids or 'latest'; default: all) and what they reach that the local store lacks.
 
@@ -96,6 +99,6 @@ def pull(checkpoint_ids: tuple[str, ...], remote: str, endpoint_url: str | None,
     """
     st = state()
     with progress("pull", st.show_progress) as cb:
-        result = st.system().pull(list(checkpoint_ids), remote, endpoint_url, progress=cb,
+        result = st.system().pull(list(checkpoint_ids), remote or None, endpoint_url, progress=cb,
                                   all_projects=all_projects, rename_conflicts=rename_conflicts)
     return _finish(result)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .backends import Backend
-from .backends.s3 import S3Backend
+from .backends.s3 import S3Backend, S3Options
 from .errors import RRStoreError, StoreNotFound
 from .record import CheckpointRecord, newest_first
 from .recordindex import remote_reader
@@ -38,9 +38,10 @@ class RemoteListing:
     damaged: dict[str, RRStoreError]
 
 
-def open_remote(url: str, endpoint_url: str | None = None) -> S3Backend:
-    """The backend for a remote URL (``s3://bucket/prefix``)."""
-    return S3Backend.from_url(url, endpoint_url=endpoint_url)
+def open_remote(url: str, endpoint_url: str | None = None, options: S3Options | None = None) -> S3Backend:
+    """The backend for a remote URL (``s3://bucket/prefix``); ``options`` from the project's ``[remote]``
+    (``RollbackRecoverySystem.open_remote`` resolves all three by precedence)."""
+    return S3Backend.from_url(url, endpoint_url=endpoint_url, options=options)
 
 
 def check_remote_config(remote: Backend) -> str:

@@ -13,7 +13,7 @@ import inspect
 import os
 import shlex
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -46,6 +46,7 @@ from .worktree.workers import Progress, default_workers
 
 if TYPE_CHECKING:
     from .archive.files import ExportResult, ImportResult, VerifyResult
+    from .backends.s3 import S3Backend
     from .check import CheckOptions, CheckResult
     from .recovery.classify import Classification
     from .recovery.cleanup import CleanupResult
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from .recovery.validate import ValidationResult
     from .recovery.vocabulary import FailureType
     from .recovery.workflow import WorkflowResult
+    from .remoteconfig import RemoteSettings, RemoteTarget
     from .transfer import TransferResult
 
 
@@ -117,6 +119,7 @@ class RollbackRecoverySystem:
         chosen = store if store is not None else os.environ.get("RRSTORE_DIR") or None
         self.store_path = Path(chosen).absolute() if chosen else self.root / self.settings.store
         self._store: Store | None = None
+        self._remote_settings: RemoteSettings | None = None
         self.view = ProjectView(self.root)  # asks git only when a command needs it
 
     # plumbing ---------------------------------------------------------------
@@ -325,6 +328,8 @@ class RollbackRecoverySystem:
         from .check import CheckOptions, check, open_for_check
 
         options = options or CheckOptions()
+        if (options.source or "").startswith("s3://") and options.endpoint_url is None:
+            options = replace(options, endpoint_url=self.remote_settings.endpoint_url)  # as for push and pull
         store = open_for_check(self.store_path, self.settings)
         if options.repair:
             from .repair import repair
@@ -335,19 +340,45 @@ class RollbackRecoverySystem:
 
     # shared remote (rrstore/transfer.py, imported here only when used) -------------------------
 
-    def push(self, ids: Sequence[str], remote: str, endpoint_url: str | None = None, *,
+    @property
+    def remote_settings(self) -> RemoteSettings:
+        """The project's ``[remote]`` settings (``remoteconfig``), read and checked when first asked."""
+        if self._remote_settings is None:
+            from .remoteconfig import load_remote_settings
+
+            self._remote_settings = load_remote_settings(self.root)
+        return self._remote_settings
+
+    def remote_target(self, remote: str | None = None, endpoint_url: str | None = None) -> RemoteTarget:
+        """The remote a command uses: ``remote`` (``--remote``) > ``RRSTORE_REMOTE`` > ``[remote] url``;
+        ``endpoint_url`` > ``[remote] endpoint_url`` > the AWS chain. UsageError when none is named."""
+        from .remoteconfig import resolve_remote
+
+        return resolve_remote(self.remote_settings, remote, endpoint_url)
+
+    def open_remote(self, remote: str | None = None, endpoint_url: str | None = None) -> S3Backend:
+        """The backend of ``remote_target(remote, endpoint_url)``, with the configured region, profile,
+        encryption and storage class: every command that talks to a remote opens it here."""
+        from .remote import open_remote
+
+        target = self.remote_target(remote, endpoint_url)
+        return open_remote(target.url, target.endpoint_url, target.options)
+
+    def push(self, ids: Sequence[str], remote: str | None = None, endpoint_url: str | None = None, *,
              progress: Progress | None = None, rename_conflicts: bool = False) -> TransferResult:
-        """Upload checkpoints (all when ``ids`` is empty) to ``remote`` (s3://bucket/prefix), sending only
+        """Upload checkpoints (all when ``ids`` is empty) to ``remote`` (s3://bucket/prefix; None: the
+        configured one, see ``remote_target``), sending only
         what it lacks. A remote id naming another record is a conflict in the result, never overwritten;
         with ``rename_conflicts`` the local checkpoint gets a new id and is pushed under it."""
         from . import transfer
 
+        backend = self.open_remote(remote, endpoint_url)  # a bad or missing remote first: no request made
         manager = self.checkpoint_manager  # 'latest' is this project's newest
         ids = [manager.get(i).checkpoint_id if i == "latest" else i for i in ids]
-        return transfer.push(manager.store, transfer.open_remote(remote, endpoint_url), ids, progress,
+        return transfer.push(manager.store, backend, ids, progress,
                              rename_conflicts=rename_conflicts)
 
-    def pull(self, ids: Sequence[str], remote: str, endpoint_url: str | None = None, *,
+    def pull(self, ids: Sequence[str], remote: str | None = None, endpoint_url: str | None = None, *,
              progress: Progress | None = None, all_projects: bool = False,
              rename_conflicts: bool = False) -> TransferResult:
         """Download checkpoints from ``remote`` (creating the local store if needed), fetching only what
@@ -357,11 +388,10 @@ class RollbackRecoverySystem:
         from . import transfer
         from .errors import CheckpointNotFound, NoProjectCheckpoint
 
-        backend = transfer.open_remote(remote, endpoint_url)
+        backend = self.open_remote(remote, endpoint_url)
         # every project's listing: pull takes any id, and a fresh runner may not be the project that pushed
-        listing = shlex.join(["rrstore", "list", "--remote", remote, *(["--endpoint-url", endpoint_url]
-                                                                          if endpoint_url else []),
-                              "--all-projects"])
+        listing = shlex.join(["rrstore", "list", "--remote", *([remote] if remote else []),
+                              *(["--endpoint-url", endpoint_url] if endpoint_url else []), "--all-projects"])
         try:
             if "latest" in ids:
                 records = transfer.list_remote(backend, cache=self.store_path).checkpoints
@@ -376,7 +406,7 @@ class RollbackRecoverySystem:
             raise CheckpointNotFound(exc.checkpoint_id, exc.suggestions, where=backend.location,
                                      list_command=listing) from None
 
-    def list_remote(self, remote: str, endpoint_url: str | None = None, lane: str | None = None, *,
+    def list_remote(self, remote: str | None = None, endpoint_url: str | None = None, lane: str | None = None, *,
                     all_projects: bool = False) -> ListResult:
         """This project's checkpoints stored on ``remote`` (every project's with ``all_projects``),
         newest first (no local store needed)."""
@@ -384,7 +414,7 @@ class RollbackRecoverySystem:
 
         if lane is not None:
             check_lane(lane)
-        listing = transfer.list_remote(transfer.open_remote(remote, endpoint_url), lane, cache=self.store_path)
+        listing = transfer.list_remote(self.open_remote(remote, endpoint_url), lane, cache=self.store_path)
         records = listing.checkpoints if all_projects else self.view.mine(listing.checkpoints)
         return ListResult(records, success=not listing.damaged, damaged=listing.damaged,
                           others=len(listing.checkpoints) - len(records), project="" if all_projects else self.project)

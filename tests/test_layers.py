@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("rrstore.errors", "rrstore.lanes", "rrstore.config", "rrstore.fsutil", "rrstore.lock",
                      "rrstore.heap")),
-    ("backends", ("rrstore.backends",)),
+    ("backends", ("rrstore.backends", "rrstore.remoteconfig")),
     ("store", ("rrstore.store",)),
     ("trees and records", ("rrstore.tree", "rrstore.record", "rrstore.recordindex")),
     ("working tree", ("rrstore.worktree",)),

@@ -9,8 +9,11 @@ boto3 is imported only when the first request is made: ``rrstore --help`` and
 Endpoint, region and credentials come from the standard AWS chain
 (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``,
 ``~/.aws/config`` and ``credentials``, ``AWS_ENDPOINT_URL_S3``/
-``AWS_ENDPOINT_URL``, instance roles); ``endpoint_url`` and ``region``
-override them. With an explicit endpoint (MinIO, SeaweedFS, Ceph) requests
+``AWS_ENDPOINT_URL``, instance roles); ``endpoint_url`` and ``S3Options``
+(region, profile: from ``[remote]`` in the project's settings, see
+``remoteconfig``) override them. ``S3Options`` also holds what every upload
+asks for, server-side encryption and storage class: one dict of extra
+arguments given to each ``put_object`` and ``upload_file``. With an explicit endpoint (MinIO, SeaweedFS, Ceph) requests
 use path-style addressing, which every such server accepts.
 
 **Exclusive writes.** ``write(..., exclusive=True)`` is a conditional PUT
@@ -51,6 +54,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -87,28 +91,52 @@ def parse_remote(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+@dataclass(frozen=True)
+class S3Options:
+    """What an S3 backend passes to boto3 beyond the URL and endpoint: the session's region and
+    profile, and the extra arguments of every upload (server-side encryption, storage class)."""
+
+    region: str | None = None
+    profile: str | None = None
+    sse: str | None = None  # "AES256" | "aws:kms"
+    sse_kms_key_id: str | None = None
+    storage_class: str | None = None
+
+    def upload_args(self) -> dict[str, str]:
+        """boto3's names for the upload arguments set (``put_object`` keywords, ``upload_file`` ExtraArgs)."""
+        args = {"ServerSideEncryption": self.sse, "SSEKMSKeyId": self.sse_kms_key_id,
+                "StorageClass": self.storage_class}
+        return {name: value for name, value in args.items() if value}
+
+
+
 class S3Backend:
     """Keys of one store as S3 objects below ``prefix`` in ``bucket``."""
 
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None,
-                 region: str | None = None, *, conditional_writes: bool | None = None) -> None:
-        """``conditional_writes`` None probes the server; True/False skip the probe (tests, known servers)."""
+                 region: str | None = None, *, conditional_writes: bool | None = None,
+                 options: S3Options | None = None) -> None:
+        """``conditional_writes`` None probes the server; True/False skip the probe (tests, known servers).
+        ``options``: profile, region (``region`` wins), and what every upload asks for (SSE, storage class)."""
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         if self.prefix:
             check_key(self.prefix)
         self.base = f"{self.prefix}/" if self.prefix else ""
         self.endpoint_url = endpoint_url
-        self.region = region
+        self.options = replace(options or S3Options(), region=region or (options.region if options else None))
+        self.region = self.options.region
+        self._upload_args = self.options.upload_args()
         self.location = f"{SCHEME}{bucket}/{self.prefix}" if self.prefix else f"{SCHEME}{bucket}"
         self.conditional_writes = conditional_writes
         self._client: Any = None
         self._lock = threading.RLock()
 
     @classmethod
-    def from_url(cls, url: str, endpoint_url: str | None = None, region: str | None = None) -> S3Backend:
+    def from_url(cls, url: str, endpoint_url: str | None = None, region: str | None = None, *,
+                 options: S3Options | None = None) -> S3Backend:
         bucket, prefix = parse_remote(url)
-        return cls(bucket, prefix, endpoint_url, region)
+        return cls(bucket, prefix, endpoint_url, region, options=options)
 
     # plumbing ---------------------------------------------------------------
 
@@ -131,7 +159,7 @@ class S3Backend:
         if self.endpoint_url:
             options["s3"] = {"addressing_style": "path"}
         with self._errors("connect to", ""):
-            return boto3.session.Session().client(
+            return boto3.session.Session(profile_name=self.options.profile or None).client(
                 "s3", endpoint_url=self.endpoint_url or None, region_name=self.region or None,
                 config=Config(**options))
 
@@ -203,14 +231,14 @@ class S3Backend:
         name = self._key(key)
         if not exclusive:
             with self._errors("write", key):
-                self.client.put_object(Bucket=self.bucket, Key=name, Body=data)
+                self.client.put_object(Bucket=self.bucket, Key=name, Body=data, **self._upload_args)
             return True
         if self._conditional():
             return self._put_if_absent(key, data)
         if self.exists(key):
             return False
         with self._errors("write", key):
-            self.client.put_object(Bucket=self.bucket, Key=name, Body=data)
+            self.client.put_object(Bucket=self.bucket, Key=name, Body=data, **self._upload_args)
         return True
 
     @contextmanager
@@ -231,7 +259,7 @@ class S3Backend:
 
         with self._errors("write", key):
             try:
-                self.client.upload_file(path, self.bucket, self._key(key))
+                self.client.upload_file(path, self.bucket, self._key(key), ExtraArgs=self._upload_args or None)
             except S3UploadFailedError as exc:  # boto3's transfer wraps the server's answer (no such bucket)
                 raise RRStoreError(f"cannot write {self.location}/{key}: {exc}") from None
 
@@ -303,7 +331,8 @@ class S3Backend:
         for _attempt in range(5):
             try:
                 with self._errors("write", key, expect=_EXISTS | _CONFLICT):
-                    self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+                    self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*",
+                                           **self._upload_args)
                 return True
             except _Answer as answer:
                 if answer.code in _EXISTS:
@@ -324,7 +353,7 @@ class S3Backend:
             try:
                 with self._errors("write", PROBE_KEY, expect=_EXISTS | _UNSUPPORTED):
                     self.client.put_object(Bucket=self.bucket, Key=self.base + PROBE_KEY, Body=body,
-                                           IfNoneMatch="*")
+                                           IfNoneMatch="*", **self._upload_args)
             except _Answer as answer:
                 return answer.code in _EXISTS
         # Two conditional PUTs of one key both succeeded: the server ignores the header.

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..diff import DiffResult
     from ..record import CheckpointRecord
+    from ..remoteconfig import RemoteSettings, RemoteTarget
     from ..restore import RestoreResult
     from ..status import StatusResult
     from ..store.store import Store
@@ -64,6 +65,14 @@ class System(Protocol):
 
     def list_remote(self, remote: str, endpoint_url: str | None = None, lane: str | None = None, *,
                     all_projects: bool = False) -> Listing: ...
+
+    @property
+    def remote_settings(self) -> RemoteSettings: ...
+
+    def remote_target(self, remote: str | None = None, endpoint_url: str | None = None) -> RemoteTarget: ...
+
+    def push(self, ids: Sequence[str], remote: str | None = None, endpoint_url: str | None = None, *,
+             progress: Progress | None = None, rename_conflicts: bool = False) -> TransferResult: ...
 
     def pull(self, ids: Sequence[str], remote: str, endpoint_url: str | None = None, *,
              progress: Progress | None = None, all_projects: bool = False) -> TransferResult: ...

@@ -8,6 +8,8 @@ retries remain, the runner waits ``backoff × 2^(attempt−1)`` seconds (the
 ``sleep`` hook, so tests inject it) and runs the step again, first
 restoring the pre-step checkpoint if the failed attempt changed the tree.
 A command that cannot run at all (status 126 or 127) is never retried.
+Once the outcome is recorded, ``[remote] push`` may push the checkpoint
+(``autopush``); that push never changes the step's result.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..checkpoint import NewCheckpoint
 from ..diff import against_checkpoint
 from ..errors import RestoreFailed, UsageError
 from ..record import CheckpointRecord
+from .autopush import PushOutcome, PushPolicy, push_checkpoints, push_policy
 from .classify import Classification, classify
 from .process import Outcome, execute
 from .settings import check_retries, check_seconds, load_recovery_settings
@@ -56,10 +59,17 @@ class RunHooks:
     sleep: Callable[[float], None] = time.sleep
     output: Callable[[int, bytes], None] | None = None  # (1 for stdout, 2 for stderr, bytes)
     notify: Callable[[str], None] | None = None
+    warning: Callable[[str], None] | None = None  # shown even where notify is quiet; None: notify
 
     def say(self, message: str) -> None:
         if self.notify is not None:
             self.notify(message)
+
+    def warn(self, message: str) -> None:
+        if self.warning is not None:
+            self.warning(message)
+        else:
+            self.say(message)
 
 
 @dataclass
@@ -86,6 +96,7 @@ class StepResult:
     record: CheckpointRecord
     attempts: list[Attempt] = field(default_factory=list)
     plan: RecoveryPlan | None = None
+    push: PushOutcome | None = None  # the automatic push after the step (``[remote] push``), if any
 
     @property
     def checkpoint_id(self) -> str:
@@ -124,7 +135,8 @@ class StepResult:
                 "error_message": self.record.error_message, "wall_time_s": self.wall_time_s,
                 "attempts": [a.to_json() for a in self.attempts],
                 "classification": self.classification.to_json() if self.classification else None,
-                "plan": self.plan.to_json() if self.plan else None, "record": self.record.to_dict()}
+                "plan": self.plan.to_json() if self.plan else None, "record": self.record.to_dict(),
+                "push": self.push.to_json() if self.push else None}
 
 
 def describe(command: str | Sequence[str]) -> str:
@@ -139,6 +151,8 @@ class StepSpec:
     command: str | Sequence[str]
     workflow: str | None = None  # the lane of the workflow running the step (None: a one-off run)
     run: dict[str, str] = field(default_factory=dict)  # the workflow run it belongs to (recovery.runs)
+    push: PushPolicy | None = None  # None: the project's (``autopush.push_policy``)
+    push_also: tuple[str, ...] = ()  # pushed with this step's checkpoint when it fails (a workflow's good steps)
 
     def check(self) -> None:
         if not self.command or (isinstance(self.command, str) and not self.command.strip()):
@@ -168,6 +182,7 @@ def run_step(system: System, spec: StepSpec, policy: RetryPolicy | None = None,
     backoff = check_seconds(settings.backoff if policy.backoff is None else policy.backoff, "backoff", where)
     if policy.timeout is not None:
         check_seconds(policy.timeout, "timeout", where, positive=True)
+    pushing = spec.push or push_policy(system)  # a bad [remote] stops here, before the step runs
     # Planned with the settings the step started under: the command may leave them unreadable (a merge
     # that conflicts in pyproject.toml), and its own exit status and plan must still be reported.
     planner = system.recovery_planner
@@ -180,6 +195,9 @@ def run_step(system: System, spec: StepSpec, policy: RetryPolicy | None = None,
         _attempts(_StepRun(system, spec, policy, retries, backoff, hooks, planner), result)
     finally:  # also on Ctrl-C or an rrstore error: the record says what happened
         result.record = _finish(system, result, time.perf_counter() - start)
+    if pushing.wanted(result.success):
+        also = spec.push_also if not result.success else ()
+        result.push = push_checkpoints(system, pushing, [*also, result.checkpoint_id], hooks)
     return result
 
 

@@ -254,12 +254,14 @@ def check_dependencies(system: System) -> Check:
 
 def check_configuration(system: System) -> Check:
     name = "configuration valid"
+    from ..remoteconfig import load_remote_settings
     from .workflow import input_warnings, load_workflows
 
     try:
         settings = load_settings(system.root)
         load_recovery_settings(system.root, system.command_check)
         lanes = load_workflows(system.root)
+        load_remote_settings(system.root)  # a bad [remote] fails here, before a CI job's first push
     except RRStoreError as exc:
         return Check(name, FAIL, str(exc))
     flows = f"; workflows: {', '.join(lanes)}" if lanes else ""

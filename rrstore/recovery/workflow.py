@@ -24,6 +24,7 @@ from ..config import load_section
 from ..diff import DiffResult, change_lines
 from ..errors import UsageError
 from ..lanes import check_lane
+from .autopush import PushOutcome, push_policy
 from .inputs import check_inputs, unmatched
 from .resume import ResumeOptions, SkippedStep, plan_resume, shown
 from .run import RetryPolicy, RunHooks, StepResult, StepSpec, run_step
@@ -231,7 +232,22 @@ class WorkflowResult:
                 "skipped": [s.to_json() for s in self.skipped], "time_saved_s": self.time_saved_s,
                 "full_run_s": self.full_run_s, "steps": steps, "run": self.run or None,
                 "continued_run": self.continued.to_json() if self.continued is not None else None,
-                "pulled": self.pulled, "filled_in": self.filled}
+                "pulled": self.pulled, "filled_in": self.filled,
+                "push": [p.to_json() for p in self.pushes]}
+
+    @property
+    def pushes(self) -> list[PushOutcome]:
+        """The automatic pushes of this run, in order (``[remote] push``)."""
+        return [s.push for s in self.steps if s.push is not None]
+
+
+def _good_so_far(system: System, result: WorkflowResult) -> tuple[str, ...]:
+    """The checkpoints of this run's steps that passed so far, the skipped ones' first (those this store
+    holds: a resume from a remote pulls only some): what a failed step pushes beside its own."""
+    ids = [s.checkpoint_id for s in result.skipped if s.checkpoint_id]
+    refs = system.checkpoint_manager.store.refs if ids else None  # none skipped: the store may not exist yet
+    skipped = [i for i in ids if refs is not None and refs.get(i) is not None]
+    return (*skipped, *(s.checkpoint_id for s in result.steps if s.success))
 
 
 def run_workflow(system: System, lane: str, options: ResumeOptions | None = None,
@@ -255,10 +271,12 @@ def run_workflow(system: System, lane: str, options: ResumeOptions | None = None
         result.continued, result.pulled, result.filled = done.run, done.pulled, done.filled
         continuing = done.run.run_id if done.run is not None else run_of(point.base) if point.base else ""
     result.run = run_identity(os.environ, continuing)
+    pushing = push_policy(system, options.remote, options.endpoint_url)
     for number in range(result.start_step, len(flow.steps) + 1):
         step = flow.steps[number - 1]
         hooks.say(f"rrstore: == step {number}/{len(flow.steps)} ({lane}): {step.name}: {step.command}")
-        spec = StepSpec(lane, number, step.name, step.command, workflow=lane, run=result.run)
+        spec = StepSpec(lane, number, step.name, step.command, workflow=lane, run=result.run, push=pushing,
+                        push_also=_good_so_far(system, result))
         outcome = run_step(system, spec, step.policy, hooks)
         result.steps.append(outcome)
         if not outcome.success:
