@@ -204,10 +204,11 @@ def test_an_edit_right_after_a_file_is_replaced_is_not_taken_for_the_restored_by
     change(project, [rel], b"CHANGED!")
 
     class EditedAfterInstall(restore_mod.AtomicFile):
-        def install(self) -> None:
-            super().install()
+        def install(self) -> bool:
+            installed = super().install()
             self.dest.write_bytes(b"the user's save\n")
             settle()
+            return installed
 
     monkeypatch.setattr(restore_mod, "AtomicFile", EditedAfterInstall)
     result = system.restore(checkpoint_id)
