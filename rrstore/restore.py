@@ -358,12 +358,15 @@ class _Writer:
         os.symlink(self.target[path].target, self.root / path)
 
     def chmod(self, path: str) -> None:
-        """Change a file's exec bit, unless it changed since the scan (``guard``), as ``_replace`` does."""
+        """Change a file's exec bit, unless it changed since the scan (``guard``) or has it already (a hard link)."""
         self._check_parent(path)
         full = f"{self.root}/{path}"
         st = os.lstat(full)
+        mode = with_exec(st.st_mode, self.target[path].executable)
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == mode:
+            return  # another name of this file got the new exec bit: nothing to change
         self.guard.check(path, full, st)
-        os.chmod(full, with_exec(st.st_mode, self.target[path].executable))
+        os.chmod(full, mode)
         self._remember(path, st, full)
 
     def _remember(self, path: str, mine: os.stat_result, full: str) -> None:
@@ -393,8 +396,7 @@ def apply_plan(root: Path, content: VerifiedContent, target: dict[str, Entry], p
     this thread and large ones in a pool (see ``workers``). A full disk raises
     DiskFull naming the file (removed, never left half-written). An existing
     path that changed since the scan the plan was made from (``guard``) is
-    left alone and listed as failed; a file someone changed right after
-    rrstore did gets no stamp (so the stat cache hashes it again).
+    left alone and listed as failed; one changed right after rrstore gets no stat.
     """
     writer = _Writer(root, content, target, plan.absent, guard)
     for path in plan.remove:
@@ -525,7 +527,7 @@ def _restore(manager: CheckpointManager, request: RestoreRequest, progress: Prog
         result.undo_checkpoint_id = _undo_point(manager, record, snap, plan, request.workers)
     target = side.target
     guard = ScanGuard(side.current, cache, manager.store.objects,
-                      [p for p in [*plan.remove, *plan.write] if p not in plan.absent])
+                      [p for p in [*plan.remove, *plan.write, *plan.chmod] if p not in plan.absent])
     try:
         result.failures, stamps = apply_plan(root, content, target, plan, workers=request.workers,
                                              progress=progress, guard=guard)

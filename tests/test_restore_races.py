@@ -255,3 +255,19 @@ def test_a_stamp_whose_ctime_alone_moved_is_checked_by_its_bytes(project: Path) 
     assert stamp(now)[:2] == stamp(seen)[:2] and stamp(now)[2] != stamp(seen)[2]
     with pytest.raises(Changed):
         ScanGuard(scanned, cache, objects, ["a.txt"]).check("a.txt", str(path), now)
+
+
+def test_hard_links_that_only_change_their_exec_bit_are_restored(project: Path) -> None:
+    """A chmod of one name changes the mode of the other: that one then has the mode it is to get."""
+    (project / "f").write_bytes(b"a script\n")
+    os.link(project / "f", project / "g")
+    os.chmod(project / "f", 0o755)
+    system = RollbackRecoverySystem(root=project)
+    checkpoint_id = system.checkpoint("standard", 1, "A").checkpoint_id
+    os.chmod(project / "f", 0o644)
+    settle()
+
+    result = system.restore(checkpoint_id)
+
+    assert result.success, result.failures
+    assert os.stat(project / "f").st_mode & 0o777 == os.stat(project / "g").st_mode & 0o777 == 0o755
