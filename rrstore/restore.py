@@ -43,7 +43,7 @@ from .lock import locked
 from .record import CheckpointRecord
 from .store.objects import ObjectStore
 from .tree import DIR, MAX_PATH_BYTES, SYMLINK, Entry, check_paths, content_oids, flatten_except, split_below
-from .worktree.guard import ScanGuard
+from .worktree.guard import ScanGuard, with_exec, written_stamp
 from .worktree.scan import store_prefixes, under, worktree_temp
 from .worktree.snapshot import Snapshot, store_hashed
 from .worktree.statcache import Stamp, stamp
@@ -96,9 +96,10 @@ class RestoreResult:
         if p.empty:
             kept = f" (left alone: {', '.join(p.kept)})" if p.kept else ""
             return f"working tree already matches {self.checkpoint_id}{kept}"
-        text = (f"{verb} {self.checkpoint_id}: {len(p.write)} written, {len(p.remove)} removed, "
-                f"{len(p.mkdir)} dirs created, {len(p.symlink)} symlinks, {len(p.chmod)} modes, "
-                f"{p.unchanged} unchanged")
+        done = self.done
+        text = (f"{verb} {self.checkpoint_id}: {len(done(p.write))} written, {len(done(p.remove))} removed, "
+                f"{len(done(p.mkdir))} dirs created, {len(done(p.symlink))} symlinks, "
+                f"{len(done(p.chmod))} modes, {p.unchanged} unchanged")
         if p.kept:
             text += f"; left alone (left out of the scope): {', '.join(p.kept)}"
         if self.undo_checkpoint_id:
@@ -107,12 +108,16 @@ class RestoreResult:
             text += "; no undo checkpoint (--no-undo)"
         return text
 
+    def done(self, paths: list[str]) -> list[str]:
+        """Those of the plan's ``paths`` that were changed (or would be, in a dry run): not the failures."""
+        return [p for p in paths if p not in self.failures] if self.failures else paths
+
     def to_json(self) -> dict[str, object]:
-        p = self.plan
+        p, done = self.plan, self.done
         return {"checkpoint_id": self.checkpoint_id, "state_hash": self.state_hash,
                 "dry_run": self.dry_run, "undo_checkpoint_id": self.undo_checkpoint_id,
-                "written": p.write, "removed": p.remove, "dirs_created": p.mkdir,
-                "symlinks": p.symlink, "modes_changed": p.chmod, "unchanged": p.unchanged, "kept": p.kept,
+                "written": done(p.write), "removed": done(p.remove), "dirs_created": done(p.mkdir),
+                "symlinks": done(p.symlink), "modes_changed": done(p.chmod), "unchanged": p.unchanged, "kept": p.kept,
                 "failures": self.failures, "success": self.success, "warnings": self.warnings}
 
 
@@ -198,13 +203,6 @@ def _add_missing_parents(plan: RestorePlan, current: dict[str, Entry], target: d
             parent = parent.rpartition("/")[0]
 
 
-def _with_exec(mode: int, executable: bool) -> int:
-    mode &= 0o7777
-    if executable:
-        return mode | ((mode & 0o444) >> 2)
-    return mode & ~0o111
-
-
 class VerifiedContent:
     """Every object a plan writes, read and hash-checked before anything changes.
 
@@ -251,12 +249,12 @@ class _Writer:
     """Applies a plan below ``root``, refusing to write through symlinked parents."""
 
     def __init__(self, root: Path, objects: VerifiedContent, target: dict[str, Entry], absent: set[str],
-                 guard: ScanGuard | None) -> None:
+                 guard: ScanGuard) -> None:
         self.root = root
         self.objects = objects
         self.target = target
         self.absent = absent
-        self.guard = guard  # None: replace and remove whatever is there (no scan to compare with)
+        self.guard = guard
         self.failures: dict[str, str] = {}
         self.stamps: dict[str, Stamp] = {}
         self._safe: set[str] = {""}
@@ -279,8 +277,7 @@ class _Writer:
             st = os.lstat(full)
         except FileNotFoundError:
             return
-        if self.guard is not None:
-            self.guard.check(path, os.fspath(full), st)
+        self.guard.check(path, os.fspath(full), st)
         if stat.S_ISDIR(st.st_mode):
             try:
                 os.rmdir(full)
@@ -331,9 +328,8 @@ class _Writer:
         """Replace an existing file, unless it changed since the scan (``guard``): the user's edit is in
         no checkpoint. A large file is checked again just before the rename, its write having taken time."""
         st = os.lstat(full)
-        if self.guard is not None:
-            self.guard.check(path, full, st)
-        mode = _with_exec(st.st_mode, entry.executable)
+        self.guard.check(path, full, st)
+        mode = with_exec(st.st_mode, entry.executable)
         tmp = f"{full.rpartition('/')[0]}/{worktree_temp(entry.name)}"
         if len(os.fsencode(tmp)) > MAX_PATH_BYTES:  # a file just short of PATH_MAX: its temp goes in the root
             tmp = f"{self.root}/{worktree_temp(entry.name)}"
@@ -341,14 +337,15 @@ class _Writer:
         try:  # on any error, the temporary file is removed
             self._fill(out.fileno(), entry)
             os.fchmod(out.fileno(), mode)
+            mine = os.fstat(out.fileno())
             out.finish()
-            if self.guard is not None and entry.size >= PARALLEL_MIN_SIZE:
+            if entry.size >= PARALLEL_MIN_SIZE:
                 self.guard.check(path, full, os.lstat(full))
             out.install()
         except BaseException:
             out.abort()
             raise
-        self.stamps[path] = stamp(os.lstat(full))
+        self._remember(path, mine, full)
 
     def _fill(self, fd: int, entry: Entry) -> None:
         for oid in content_oids(entry):
@@ -361,10 +358,22 @@ class _Writer:
         os.symlink(self.target[path].target, self.root / path)
 
     def chmod(self, path: str) -> None:
+        """Change a file's exec bit, unless it changed since the scan (``guard``) or has it already (a hard link)."""
         self._check_parent(path)
-        full = self.root / path
-        os.chmod(full, _with_exec(os.lstat(full).st_mode, self.target[path].executable))
-        self.stamps[path] = stamp(os.lstat(full))
+        full = f"{self.root}/{path}"
+        st = os.lstat(full)
+        mode = with_exec(st.st_mode, self.target[path].executable)
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == mode:
+            return  # another name of this file got the new exec bit: nothing to change
+        self.guard.check(path, full, st)
+        os.chmod(full, mode)
+        self._remember(path, st, full)
+
+    def _remember(self, path: str, mine: os.stat_result, full: str) -> None:
+        """Keep for the stat cache the stamp of ``full``, unless changed since ``mine`` (before a rename, chmod)."""
+        written = written_stamp(mine, full, self.target[path].executable)
+        if written is not None:
+            self.stamps[path] = written
 
     def write_one(self, path: str) -> None:
         self.attempt(self.write, path)
@@ -379,15 +388,15 @@ class _Writer:
 
 
 def apply_plan(root: Path, content: VerifiedContent, target: dict[str, Entry], plan: RestorePlan,
-               *, workers: int, progress: Progress | None = None,
-               guard: ScanGuard | None = None) -> tuple[dict[str, str], dict[str, Stamp]]:
+               *, workers: int, guard: ScanGuard,
+               progress: Progress | None = None) -> tuple[dict[str, str], dict[str, Stamp]]:
     """Carry out ``plan``: (path -> reason for every path that failed, path -> stat just after writing it).
 
     ``content`` has verified every object already. Small files are written in
     this thread and large ones in a pool (see ``workers``). A full disk raises
-    DiskFull naming the file (removed, never left half-written). With a
-    ``guard``, an existing path that changed since the scan the plan was made
-    from is left alone and listed as failed.
+    DiskFull naming the file (removed, never left half-written). An existing
+    path that changed since the scan the plan was made from (``guard``) is
+    left alone and listed as failed; one changed right after rrstore gets no stat.
     """
     writer = _Writer(root, content, target, plan.absent, guard)
     for path in plan.remove:
@@ -518,7 +527,7 @@ def _restore(manager: CheckpointManager, request: RestoreRequest, progress: Prog
         result.undo_checkpoint_id = _undo_point(manager, record, snap, plan, request.workers)
     target = side.target
     guard = ScanGuard(side.current, cache, manager.store.objects,
-                      [p for p in [*plan.remove, *plan.write] if p not in plan.absent])
+                      [p for p in [*plan.remove, *plan.write, *plan.chmod] if p not in plan.absent])
     try:
         result.failures, stamps = apply_plan(root, content, target, plan, workers=request.workers,
                                              progress=progress, guard=guard)

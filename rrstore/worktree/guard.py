@@ -12,7 +12,14 @@ A stamp only proves "unchanged" when the file's last change lies before the
 scan began (git's racy-clean rule, as the stat cache uses it): an edit in
 the same clock tick as the scan's lstat keeps every field. Such a file, or
 one with no recorded stamp, is hashed again (read stably, so its stamp is
-trustworthy afterwards) and must still hold what the scan hashed.
+trustworthy afterwards) and must still hold what the scan hashed. So is a
+file whose ctime alone moved (same size, mtime, inode and mode): dropping a
+hard link to it, as replacing another of its names does, moves its ctime.
+
+What restore tells the stat cache about a file it changed must be true of
+the file as it is: ``written_stamp`` gives the stamp only if nothing but
+rrstore's own change (a rename, a chmod) happened to it since rrstore last
+saw it.
 """
 
 from __future__ import annotations
@@ -79,10 +86,11 @@ class ScanGuard:
         with self._lock:
             seen, proven = self.stamps.get(path), path in self.proven
         if seen is not None and now != seen:
-            raise Changed()
-        if proven or (seen is not None and seen[2] < self.boundary):
+            if now[:2] != seen[:2] or now[3:] != seen[3:]:  # more than its ctime moved
+                raise Changed()
+        elif proven or (seen is not None and seen[2] < self.boundary):
             return
-        try:  # racy or unknown: what is there must hash to what the scan hashed
+        try:  # racy, unknown or only its ctime moved: what is there must hash to what the scan hashed
             stored, read_st = store_file(full, self.objects, store=False, settle=True)
         except (TornRead, OSError):
             raise Changed() from None
@@ -91,3 +99,32 @@ class ScanGuard:
         with self._lock:  # a settled read: a later edit moves ctime to a later tick
             self.stamps[path] = now
             self.proven.add(path)
+
+
+def untouched(before: os.stat_result, after: os.stat_result) -> bool:
+    """Whether ``after`` shows the file ``before`` did, written to by nobody since: the same inode, size
+    and mtime (its ctime moves with a chmod, a rename, a hard link made or dropped)."""
+    return (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+
+
+def with_exec(mode: int, executable: bool) -> int:
+    """``mode``'s permission bits with the exec bit set (``x`` wherever ``r`` is) or cleared (every ``x``)."""
+    mode &= 0o7777
+    if executable:
+        return mode | ((mode & 0o444) >> 2)
+    return mode & ~0o111
+
+
+def written_stamp(mine: os.stat_result, full: str, executable: bool) -> Stamp | None:
+    """The stamp of ``full`` now, if it is the file rrstore left there with the exec bit ``executable``
+    (``mine``: its stat when rrstore last saw it, before a rename or chmod); None if anyone else
+    changed it meanwhile.
+
+    The stat cache files the target's hash under this stamp: a stamp of someone's edit would make
+    it call the edit the old bytes, and the next checkpoint would store those instead.
+    """
+    after = os.lstat(full)
+    mode = with_exec(mine.st_mode, executable)
+    if untouched(mine, after) and stat.S_IMODE(after.st_mode) == mode and stat.S_ISREG(after.st_mode):
+        return stamp(after)
+    return None
