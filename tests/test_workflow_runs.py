@@ -299,6 +299,12 @@ def test_run_without_remote_picks_a_run_of_this_store(clone: Callable[[str], Run
     (a.root / "fix.marker").write_text("fixed\n")
     unknown = a.workflow("--run", "rrstore-0000")
     assert unknown.returncode == 12 and "no run 'rrstore-0000' of the standard workflow" in unknown.stderr
+    # the command the message points to shows the runs, each step checkpoint's in its RUN column
+    listing = unknown.stderr.rpartition("see its checkpoints and their runs: ")[2].rstrip(")\n").split()
+    assert listing[:3] == ["rrstore", "list", "-v"]
+    table = a.rrstore(*listing[1:]).stdout.splitlines()
+    assert table[0].split()[-2] == "RUN"  # the step names here are one word
+    assert {line.split()[-2] for line in table[1:]} == {older, newer}
     resumed = a.workflow("--run", older, "--json")
     assert resumed.returncode == 0, resumed.stderr
     doc = json.loads(resumed.stdout)
@@ -392,3 +398,35 @@ def test_fill_in_without_the_runs_commit_restores_no_untracked_path_and_says_why
     assert not (git_project / "build.out").exists() and not (git_project / "test_broken.py").exists()
     assert len(said) == 1 and f"this clone lacks the run's commit {'c' * 40}" in said[0]
     assert "build.out" in said[0] and "git fetch --unshallow" in said[0]
+
+
+def test_outputs_in_an_ignored_directory_are_carried_only_with_scope_include(
+        clone: Callable[[str], Runner]) -> None:
+    """build/ in .gitignore: no checkpoint holds step 1's build/out.txt, so a fresh clone's resume
+    fails at step 3 and says why; with scope_include = ["build"] it is carried and the run ends."""
+    a = clone("a")
+    (a.root / ".gitignore").write_text("build/\n")
+    git(a.root, "add", ".gitignore")
+    git(a.root, "commit", "-q", "-m", "ignore build/")
+    fail_and_push(a)
+    commit_fix(a)
+    b = clone("b")
+    lost = b.resume()
+    assert lost.returncode != 0 and b.ran() == ["tests", "package"]
+    assert "build/out.txt: No such file" in lost.stderr
+    assert "scope_include setting" in lost.stderr and "not restored on this runner" in lost.stderr
+
+    git(a.root, "checkout", "--", "VERSION")  # as step 1 found it
+    toml = a.root / "rrstore.toml"
+    toml.write_text('scope_include = ["build"]\n' + toml.read_text())
+    git(a.root, "commit", "-q", "-am", "carry build/")
+    git(a.root, "push", "-q", "origin", "HEAD")
+    git(a.root, "rm", "-q", "fix.marker")  # step 2 fails again, in a new run that holds build/
+    git(a.root, "commit", "-q", "-m", "unfix")
+    fail_and_push(a)
+    commit_fix(a)
+    c = clone("c")
+    carried = c.resume()
+    assert carried.returncode == 0, carried.stderr
+    assert c.ran() == ["tests", "package"]
+    assert (c.root / "dist.txt").read_text() == "VALUE = 1\n1.0\nbuilt\n"

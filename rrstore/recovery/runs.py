@@ -119,12 +119,12 @@ def find_run(system: System, flow: Workflow, run: str | None, remote: str | None
     if chosen is not None:
         return chosen
     where = remote or str(system.store_path)
-    listing = shlex.join(["rrstore", "list", "--lane", flow.lane, *(["--remote", remote] if remote else []),
+    listing = shlex.join(["rrstore", "list", "-v", "--lane", flow.lane, *(["--remote", remote] if remote else []),
                           *(["--endpoint-url", endpoint_url] if remote and endpoint_url else [])])
     what = f"no run {run!r} of the {flow.lane} workflow" if run else \
         f"no run of the {flow.lane} workflow on branch {branch or '(detached HEAD)'}"
     raise RunNotFound(f"{what} on {where}: nothing to resume (run it from the start: rrstore workflow --lane "
-                      f"{flow.lane}; see its checkpoints: {listing})", run or "", where=where)
+                      f"{flow.lane}; see its checkpoints and their runs: {listing})", run or "", where=where)
 
 
 def pull_needed(system: System, flow: Workflow, base: CheckpointRecord | None,
@@ -137,6 +137,18 @@ def pull_needed(system: System, flow: Workflow, base: CheckpointRecord | None,
         pulled = system.pull(ids, remote, endpoint_url)
         hooks.say(f"rrstore: {pulled.message}")
     return ids
+
+
+IGNORED_NOTE = ("rrstore: note: what the skipped step(s) wrote where git ignores it (a build/ in .gitignore) is "
+                "in no checkpoint and was not restored on this runner; name such a directory in the "
+                "scope_include setting (rrstore.toml) to carry it")
+
+
+def note_ignored_outputs(skipped: int, hooks: RunHooks) -> None:
+    """One line when a resume from a remote skips steps: their outputs in ignored paths are not here
+    (checkpoints hold what git tracks and untracked files it does not ignore, plus ``scope_include``)."""
+    if skipped:
+        hooks.say(IGNORED_NOTE)
 
 
 def fill_in(system: System, base: CheckpointRecord, hooks: RunHooks) -> list[str]:

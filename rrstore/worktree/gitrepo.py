@@ -189,6 +189,17 @@ def ignored(root: Path, paths: list[str]) -> set[str]:
     return set(_split_z(_finish(proc, root, ok=(0, 1), data=data)))
 
 
+def ignored_files(root: Path, folders: list[str]) -> list[str]:
+    """The files git ignores at or below ``folders`` (paths relative to ``root``; "" is the root):
+    what the ``scope_include`` setting adds to a git scope. One ``ls-files``; none when empty."""
+    if not folders:
+        return []
+    specs = [folder or "." for folder in folders]
+    proc = _start(root, "--literal-pathspecs", "ls-files", "-z", "--others", "--ignored", "--exclude-standard",
+                  "--", *specs)
+    return _split_z(_finish(proc, root))
+
+
 # Ports a URL form implies, dropped so ``ssh://host:22/p`` and ``git@host:p`` name one project.
 _DEFAULT_PORTS = {"ssh": "22", "git+ssh": "22", "ssh+git": "22", "https": "443", "http": "80", "git": "9418"}
 
