@@ -76,6 +76,11 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str | None, 
     return 0
 
 
+def _run_label(record: CheckpointRecord) -> str:
+    """The workflow run a step record belongs to (``record.run["id"]``), "-" for none."""
+    return record.run.get("id") or "-"
+
+
 @click.command(name="list")
 @click.option("--lane", type=click.Choice(LANES), default=None, help="Only this lane.")
 @remote_option("List a remote store instead.")
@@ -99,15 +104,16 @@ def list_(lane: str | None, remote: str | None, endpoint_url: str | None, all_pr
         width = max([len("PROJECT"), *(len(_project_label(r)) for r in records)])
         project = f"{'PROJECT':<{width}} " if all_projects else ""
         wide = max([36, *(len(r.checkpoint_id) for r in records)])  # ids with a tail are 37 and more
+        runs = max([3, *(len(_run_label(r)) for r in records)])  # the id workflow --run takes
         lines = [f"{'ID':<{wide}} {'LANE':<8} {'STEP':>4} {'STATUS':<7} {'FILES':>7} {'NEW':>10} {'STATE':<12} "
-                 f"{project}NAME"]
+                 f"{'RUN':<{runs}} {project}NAME"]
         for r in records:
             m = r.metrics
             mark = "  [future-dated]" if r.future_dated else ""
             project = f"{_project_label(r):<{width}} " if all_projects else ""
             lines.append(f"{r.checkpoint_id:<{wide}} {r.lane:<8} {r.step_number:>4} {r.status:<7} "
                          f"{m.get('files_scanned', 0):>7} {human_bytes(m.get('bytes_new', 0)):>10} "
-                         f"{r.state_hash[:12]:<12} {project}{r.step_name}{mark}")
+                         f"{r.state_hash[:12]:<12} {_run_label(r):<{runs}} {project}{r.step_name}{mark}")
         click.echo("\n".join(lines))  # one write: a line each costs a write and a flush
         for r in records:
             if r.future_dated:

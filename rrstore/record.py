@@ -147,8 +147,8 @@ class CheckpointRecord:
             if type(value) not in kinds and (not isinstance(value, kinds) or isinstance(value, bool)):
                 raise CorruptObject(oid, reason=f"bad checkpoint record (field {name} is {value!r})")
         _check_maps(oid, record)
-        if not is_oid(record.state_hash) or record.kind not in KINDS:
-            raise CorruptObject(oid, reason="bad checkpoint record (state_hash or kind)")
+        if not is_oid(record.state_hash) or record.kind not in KINDS or not _commit_ok(record.git_commit):
+            raise CorruptObject(oid, reason="bad checkpoint record (state_hash, kind or git_commit)")
         return record
 
 
@@ -172,8 +172,8 @@ class CheckpointRecord:
         except (TypeError, ValueError) as exc:
             raise CorruptObject(oid, reason=f"bad checkpoint record ({exc})") from None
         _check_maps(oid, record)
-        if not _OID(record.state_hash) or record.kind not in KINDS:
-            raise CorruptObject(oid, reason="bad checkpoint record (state_hash or kind)")
+        if not _OID(record.state_hash) or record.kind not in KINDS or not _commit_ok(record.git_commit):
+            raise CorruptObject(oid, reason="bad checkpoint record (state_hash, kind or git_commit)")
         return record
 
 
@@ -182,6 +182,21 @@ def _check_maps(oid: str, record: CheckpointRecord) -> None:
     for name in ("left_out", "run"):
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in getattr(record, name).items()):
             raise CorruptObject(oid, reason=f"bad checkpoint record (field {name})")
+
+
+# A full git object name (SHA-1 or SHA-256), as git prints it: all a record's ``git_commit`` may hold.
+_COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}").fullmatch
+
+
+def is_commit_id(text: object) -> bool:
+    """Whether ``text`` is a full git commit id: never an option (``--output=…``) or a revision expression."""
+    return isinstance(text, str) and _COMMIT_ID(text) is not None
+
+
+def _commit_ok(commit: str | None) -> bool:
+    """rrstore records git's own ``branch.oid`` or None; anything else is a crafted or damaged record,
+    which git must never be handed (it would read ``--output=F`` as an option and write F)."""
+    return commit is None or _COMMIT_ID(commit) is not None
 
 
 _OID = re.compile(r"[0-9a-f]{64}").fullmatch  # ``is_oid`` for a str, in C (from_row runs per record per listing)

@@ -141,6 +141,27 @@ def test_scope_include_keeps_them_in(kind: str, repo: Path, plain: Path) -> None
     assert {".venv/pyvenv.cfg", ".venv/bin/python", "build/cache/objects/blob.bin"} <= held
 
 
+def test_scope_include_keeps_a_git_ignored_directory_in_and_restore_brings_it_back(repo: Path) -> None:
+    """An ignored build/ is in no checkpoint, unless scope_include names it: then restore carries it."""
+    write(repo, ".gitignore", "__pycache__/\nout/\n*.log\n")
+    write(repo, "out/lib/mod.o", "object code\n")
+    write(repo, "out/run.log", "a log in out/\n")
+    write(repo, "top.log", "an ignored file elsewhere\n")
+    plain = cli_checkpoint(repo)
+    assert plain.returncode == 0, plain.stderr
+    assert not {p for p in held_paths(repo, plain.stdout.strip()) if p.startswith("out/") or p.endswith(".log")}
+
+    write(repo, "rrstore.toml", 'scope_include = ["out", ".venv", "build/cache"]\n')
+    kept = cli_checkpoint(repo, step=2)
+    assert kept.returncode == 0, kept.stderr
+    held = held_paths(repo, kept.stdout.strip())
+    assert {"out/lib/mod.o", "out/run.log", ".venv/pyvenv.cfg"} <= held and "top.log" not in held
+    (repo / "out" / "lib" / "mod.o").unlink()
+    done = run_cli("restore", kept.stdout.strip(), cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert (repo / "out" / "lib" / "mod.o").read_text() == "object code\n"
+
+
 def test_scope_include_must_be_a_list_of_paths(repo: Path) -> None:
     write(repo, "rrstore.toml", 'scope_include = ".venv"\n')
     out = cli_checkpoint(repo)

@@ -299,8 +299,134 @@ def test_run_without_remote_picks_a_run_of_this_store(clone: Callable[[str], Run
     (a.root / "fix.marker").write_text("fixed\n")
     unknown = a.workflow("--run", "rrstore-0000")
     assert unknown.returncode == 12 and "no run 'rrstore-0000' of the standard workflow" in unknown.stderr
+    # the command the message points to shows the runs, each step checkpoint's in its RUN column
+    listing = unknown.stderr.rpartition("see its checkpoints and their runs: ")[2].rstrip(")\n").split()
+    assert listing[:3] == ["rrstore", "list", "-v"]
+    table = a.rrstore(*listing[1:]).stdout.splitlines()
+    assert table[0].split()[-2] == "RUN"  # the step names here are one word
+    assert {line.split()[-2] for line in table[1:]} == {older, newer}
     resumed = a.workflow("--run", older, "--json")
     assert resumed.returncode == 0, resumed.stderr
     doc = json.loads(resumed.stdout)
     assert doc["continued_run"]["id"] == older != newer and doc["pulled"] == [] and doc["filled_in"] == []
     assert [s["step_number"] for s in doc["skipped"]] == [1]
+
+
+# a record's git_commit reaches git only as a commit id; what the fix deleted stays deleted ---------
+
+
+@pytest.mark.parametrize("crafted", ["--output=notes.txt", "--output=.git/config", "HEAD~1", "ABCDEF" * 7, "a" * 39])
+def test_a_record_whose_git_commit_is_not_a_commit_id_is_corrupt(git_project: Path, crafted: str) -> None:
+    system = RollbackRecoverySystem(root=git_project)
+    record = system.checkpoint("standard", 1, "s1").record
+    assert record.git_commit is not None and len(record.git_commit) == 40
+    for commit in (None, record.git_commit, "b" * 64):  # older records have None; SHA-256 repositories
+        assert CheckpointRecord.from_dict(record.record_oid, record.to_dict() | {"git_commit": commit}).git_commit \
+            == commit
+    with pytest.raises(CorruptObject, match="git_commit"):
+        CheckpointRecord.from_dict(record.record_oid, record.to_dict() | {"git_commit": crafted})
+    row = record.row()
+    row[ROW_FIELDS.index("git_commit")] = crafted
+    with pytest.raises(CorruptObject, match="git_commit"):
+        CheckpointRecord.from_row(record.record_oid, row)
+
+
+@pytest.mark.parametrize("target", ["notes.txt", ".git/config"])
+def test_fill_in_never_hands_git_an_option_for_a_commit(git_project: Path, target: str) -> None:
+    """A crafted record that got past decoding (in memory): git writes no file, the fix stays."""
+    import dataclasses
+
+    from rrstore.recovery.run import RunHooks
+    from rrstore.recovery.runs import fill_in
+    from rrstore.worktree.gitrepo import differ_from_commit, tracked_at
+
+    root = git_project
+    (root / "a.txt").write_text("committed\n")
+    (root / "notes.txt").write_text("committed notes\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "c2")
+    system = RollbackRecoverySystem(root=root)
+    (root / "a.txt").write_text("what a step wrote\n")
+    record = system.checkpoint("standard", 1, "s1").record
+    (root / "a.txt").write_text("the user's fix\n")
+    (root / "notes.txt").write_text("uncommitted notes\n")
+    before = tree_manifest(root, skip=(".checkpoints",))
+    crafted = dataclasses.replace(record, git_commit=f"--output={target}")
+    assert differ_from_commit(root, crafted.git_commit or "", ["a.txt"]) is None
+    assert tracked_at(root, crafted.git_commit or "") is None
+    assert fill_in(system, crafted, RunHooks()) == []
+    assert tree_manifest(root, skip=(".checkpoints",)) == before
+    assert subprocess.run(["git", "status"], cwd=root, capture_output=True).returncode == 0
+
+
+def _deleting_fix(root: Path) -> tuple[RollbackRecoverySystem, CheckpointRecord]:
+    """A run's failed step 2 (step 1 made build.out), then a fix that commits ``git rm test_broken.py``,
+    then build.out gone as on a fresh clone of the fix."""
+    (root / "test_broken.py").write_text("assert False\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "c2")
+    (root / "build.out").write_text("made by step 1\n")
+    system = RollbackRecoverySystem(root=root)
+    record = system.checkpoint("standard", 2, "test", error_message="tests failed").record
+    git(root, "rm", "-q", "test_broken.py")
+    git(root, "commit", "-q", "-m", "fix: drop the broken test")
+    (root / "build.out").unlink()
+    return system, record
+
+
+def test_fill_in_leaves_deleted_what_the_fix_commit_deleted(git_project: Path) -> None:
+    from rrstore.recovery.run import RunHooks
+    from rrstore.recovery.runs import fill_in
+
+    system, record = _deleting_fix(git_project)
+    assert fill_in(system, record, RunHooks()) == ["build.out"]
+    assert (git_project / "build.out").read_text() == "made by step 1\n"
+    assert not (git_project / "test_broken.py").exists()
+
+
+def test_fill_in_without_the_runs_commit_restores_no_untracked_path_and_says_why(git_project: Path) -> None:
+    """A shallow clone lacks the run's commit: a step's output cannot be told from a deleted file."""
+    import dataclasses
+
+    from rrstore.recovery.run import RunHooks
+    from rrstore.recovery.runs import fill_in
+
+    system, record = _deleting_fix(git_project)
+    said: list[str] = []
+    unknown = dataclasses.replace(record, git_commit="c" * 40)  # a commit this clone does not have
+    assert fill_in(system, unknown, RunHooks(notify=said.append)) == []
+    assert not (git_project / "build.out").exists() and not (git_project / "test_broken.py").exists()
+    assert len(said) == 1 and f"this clone lacks the run's commit {'c' * 40}" in said[0]
+    assert "build.out" in said[0] and "git fetch --unshallow" in said[0]
+
+
+def test_outputs_in_an_ignored_directory_are_carried_only_with_scope_include(
+        clone: Callable[[str], Runner]) -> None:
+    """build/ in .gitignore: no checkpoint holds step 1's build/out.txt, so a fresh clone's resume
+    fails at step 3 and says why; with scope_include = ["build"] it is carried and the run ends."""
+    a = clone("a")
+    (a.root / ".gitignore").write_text("build/\n")
+    git(a.root, "add", ".gitignore")
+    git(a.root, "commit", "-q", "-m", "ignore build/")
+    fail_and_push(a)
+    commit_fix(a)
+    b = clone("b")
+    lost = b.resume()
+    assert lost.returncode != 0 and b.ran() == ["tests", "package"]
+    assert "build/out.txt: No such file" in lost.stderr
+    assert "scope_include setting" in lost.stderr and "not restored on this runner" in lost.stderr
+
+    git(a.root, "checkout", "--", "VERSION")  # as step 1 found it
+    toml = a.root / "rrstore.toml"
+    toml.write_text('scope_include = ["build"]\n' + toml.read_text())
+    git(a.root, "commit", "-q", "-am", "carry build/")
+    git(a.root, "push", "-q", "origin", "HEAD")
+    git(a.root, "rm", "-q", "fix.marker")  # step 2 fails again, in a new run that holds build/
+    git(a.root, "commit", "-q", "-m", "unfix")
+    fail_and_push(a)
+    commit_fix(a)
+    c = clone("c")
+    carried = c.resume()
+    assert carried.returncode == 0, carried.stderr
+    assert c.ran() == ["tests", "package"]
+    assert (c.root / "dist.txt").read_text() == "VALUE = 1\n1.0\nbuilt\n"

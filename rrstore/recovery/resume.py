@@ -33,7 +33,7 @@ from ..record import CheckpointRecord
 from ..tree import Entry, flatten
 from .inputs import input_state, matches_any
 from .run import UNFINISHED, RunHooks
-from .runs import ChosenRun, fill_in, find_run, is_run_record, pull_needed, shown
+from .runs import ChosenRun, fill_in, find_run, is_run_record, note_ignored_outputs, pull_needed, shown
 
 if TYPE_CHECKING:
     from .ports import System
@@ -306,4 +306,6 @@ def plan_resume(system: System, flow: Workflow, options: ResumeOptions,
     current = _settle_tree(system, flow, options, hooks, done)
     if options.from_step is None:
         _check_skipped(system, flow, point, current)
+    if options.remote is not None:
+        note_ignored_outputs(len(point.skipped), hooks)
     return done

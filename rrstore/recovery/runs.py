@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from ..diff import against_checkpoint
 from ..errors import RestoreFailed, RunNotFound, StoreNotFound
 from ..record import CheckpointRecord
-from ..worktree.gitrepo import current_branch, differ_from_commit, tracked_paths
+from ..worktree.gitrepo import current_branch, differ_from_commit, tracked_at, tracked_paths
 from .run import UNFINISHED
 
 if TYPE_CHECKING:
@@ -119,12 +119,12 @@ def find_run(system: System, flow: Workflow, run: str | None, remote: str | None
     if chosen is not None:
         return chosen
     where = remote or str(system.store_path)
-    listing = shlex.join(["rrstore", "list", "--lane", flow.lane, *(["--remote", remote] if remote else []),
+    listing = shlex.join(["rrstore", "list", "-v", "--lane", flow.lane, *(["--remote", remote] if remote else []),
                           *(["--endpoint-url", endpoint_url] if remote and endpoint_url else [])])
     what = f"no run {run!r} of the {flow.lane} workflow" if run else \
         f"no run of the {flow.lane} workflow on branch {branch or '(detached HEAD)'}"
     raise RunNotFound(f"{what} on {where}: nothing to resume (run it from the start: rrstore workflow --lane "
-                      f"{flow.lane}; see its checkpoints: {listing})", run or "", where=where)
+                      f"{flow.lane}; see its checkpoints and their runs: {listing})", run or "", where=where)
 
 
 def pull_needed(system: System, flow: Workflow, base: CheckpointRecord | None,
@@ -139,10 +139,23 @@ def pull_needed(system: System, flow: Workflow, base: CheckpointRecord | None,
     return ids
 
 
+IGNORED_NOTE = ("rrstore: note: what the skipped step(s) wrote where git ignores it (a build/ in .gitignore) is "
+                "in no checkpoint and was not restored on this runner; name such a directory in the "
+                "scope_include setting (rrstore.toml) to carry it")
+
+
+def note_ignored_outputs(skipped: int, hooks: RunHooks) -> None:
+    """One line when a resume from a remote skips steps: their outputs in ignored paths are not here
+    (checkpoints hold what git tracks and untracked files it does not ignore, plus ``scope_include``)."""
+    if skipped:
+        hooks.say(IGNORED_NOTE)
+
+
 def fill_in(system: System, base: CheckpointRecord, hooks: RunHooks) -> list[str]:
     """Restore from ``base`` what earlier steps made that this tree lacks (a fresh clone): paths git
-    does not track that are missing, and tracked ones still as at the run's commit but changed by a
-    step. What the user changed since (the fix) is left alone. The paths restored (undoably)."""
+    tracks neither now nor at the run's commit that are missing, and tracked ones still as at the
+    run's commit but changed by a step. What the user changed since (the fix, a file it deleted
+    too) is left alone. The paths restored (undoably)."""
     manager = system.checkpoint_manager
     snap = manager.snapshot(store=False)
     if snap.root_oid == base.state_hash:
@@ -152,10 +165,10 @@ def fill_in(system: System, base: CheckpointRecord, hooks: RunHooks) -> list[str
     if not changes.removed and not changes.modified:
         return []
     tracked = tracked_paths(system.root) or set()  # all of them: the paths may be too many for one command line
-    missing = [p for p in changes.removed if p not in tracked]
+    paths = _made_by_steps(system, base, changes.removed, tracked, hooks)
     stale = [p for p in changes.modified if p in tracked]
     differ = differ_from_commit(system.root, base.git_commit, stale) if base.git_commit and stale else None
-    paths = missing + ([p for p in stale if p not in differ] if differ is not None else [])
+    paths += [p for p in stale if p not in differ] if differ is not None else []
     if not paths:
         return []
     restored = system.restore(base.checkpoint_id, paths=[str(system.root / p) for p in paths])
@@ -166,3 +179,24 @@ def fill_in(system: System, base: CheckpointRecord, hooks: RunHooks) -> list[str
     hooks.say(f"rrstore: restored {len(paths)} path(s) the earlier steps made from checkpoint "
               f"{base.checkpoint_id}: {shown(paths)}{undo}")
     return paths
+
+
+def _made_by_steps(system: System, base: CheckpointRecord, removed: list[str], tracked: set[str],
+                   hooks: RunHooks) -> list[str]:
+    """Those of ``removed`` (in ``base``, missing here) that a step made: git tracks them neither now
+    nor at the run's commit. A path tracked then and missing now is one the fix deleted (``git rm``).
+
+    When this clone lacks the run's commit (a shallow clone), a deleted file cannot be told from a
+    step's output: none is restored (the safe side), and one line says how to fetch the commit.
+    """
+    missing = [p for p in removed if p not in tracked]
+    if not missing:
+        return []
+    then = tracked_at(system.root, base.git_commit) if base.git_commit else set()
+    if then is None:
+        hooks.say(f"rrstore: warning: this clone lacks the run's commit {base.git_commit}: {len(missing)} "
+                  f"missing path(s) the earlier steps may have made are not restored (a file the fix "
+                  f"deleted looks the same): {shown(missing)}; fetch the commit (git fetch --unshallow, "
+                  f"or a deeper clone) and resume again")
+        return []
+    return [p for p in missing if p not in then]

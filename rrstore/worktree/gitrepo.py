@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RRStoreError
+from ..record import is_commit_id
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,17 @@ def ignored(root: Path, paths: list[str]) -> set[str]:
     return set(_split_z(_finish(proc, root, ok=(0, 1), data=data)))
 
 
+def ignored_files(root: Path, folders: list[str]) -> list[str]:
+    """The files git ignores at or below ``folders`` (paths relative to ``root``; "" is the root):
+    what the ``scope_include`` setting adds to a git scope. One ``ls-files``; none when empty."""
+    if not folders:
+        return []
+    specs = [folder or "." for folder in folders]
+    proc = _start(root, "--literal-pathspecs", "ls-files", "-z", "--others", "--ignored", "--exclude-standard",
+                  "--", *specs)
+    return _split_z(_finish(proc, root))
+
+
 # Ports a URL form implies, dropped so ``ssh://host:22/p`` and ``git@host:p`` name one project.
 _DEFAULT_PORTS = {"ssh": "22", "git+ssh": "22", "ssh+git": "22", "https": "443", "http": "80", "git": "9418"}
 
@@ -313,7 +325,7 @@ def known_commits(root: Path, shas: Iterable[str]) -> set[str]:
 
     One ``git cat-file --batch-check`` for all of them; none without git or outside a repository.
     """
-    asked = sorted({sha for sha in shas if len(sha) in (40, 64) and all(c in "0123456789abcdef" for c in sha)})
+    asked = sorted({sha for sha in shas if is_commit_id(sha)})
     if not asked:
         return set()
     try:
@@ -349,13 +361,29 @@ def current_branch(root: Path, *, timeout: float = 30) -> str | None:
 
 def differ_from_commit(root: Path, commit: str, paths: Iterable[str], *, timeout: float = 60) -> set[str] | None:
     """Those of ``paths`` whose working-tree content differs from (or is absent at) ``commit``; None
-    when git cannot tell (not a repository, a commit this clone lacks: a shallow one)."""
+    when git cannot tell (not a repository, a commit this clone lacks: a shallow one, or ``commit``
+    not a full commit id: a record's commit is never handed to git as anything but a revision)."""
+    if not is_commit_id(commit):
+        return None
     names = list(paths)
     found: set[str] = set()
     for at in range(0, len(names), 1000):  # within any system's command-line limit
         done = _git_run(root, "--literal-pathspecs", "diff", "--no-renames", "--relative", "--name-only", "-z",
-                        commit, "--", *names[at:at + 1000], timeout=timeout)
+                        "--end-of-options", commit, "--", *names[at:at + 1000], timeout=timeout)
         if done is None or done.returncode != 0:
             return None
         found.update(_split_z(done.stdout))
     return found
+
+
+def tracked_at(root: Path, commit: str, *, timeout: float = 120) -> set[str] | None:
+    """The paths git tracked at ``commit`` (relative to ``root``, as ``tracked_paths`` gives them);
+    None when git cannot tell: not a repository, a commit this clone lacks (a shallow one), or
+    ``commit`` not a full commit id."""
+    if not is_commit_id(commit):
+        return None
+    done = _git_run(root, "ls-tree", "-r", "--name-only", "-z", "--end-of-options", f"{commit}^{{commit}}",
+                    timeout=timeout)
+    if done is None or done.returncode != 0:
+        return None
+    return set(_split_z(done.stdout))

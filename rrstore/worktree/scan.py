@@ -15,7 +15,9 @@ left out on purpose and named in ``Scope.left_out``: one holding a
 the Cache Directory Tagging signature (what restic's and borg's
 ``--exclude-caches`` skip). In git mode only their untracked files are left
 out (git owns the tracked ones); the root itself never is. ``include`` paths
-(the ``scope_include`` setting) are exempt. Detection costs nothing extra:
+(the ``scope_include`` setting) are exempt, and in git mode the files git
+ignores below them are kept as well (one more ``ls-files``, only then): the
+way to carry an ignored ``build/`` a later step reads to another runner. Detection costs nothing extra:
 git mode looks for the marker names among the listed paths, the walker looks
 when it enters a directory.
 """
@@ -132,7 +134,7 @@ def scan_scope(root: Path, exclude: list[Path], *, git_state: bool = False,
     ignored or not, never ``.git``, ``exclude`` or a left-out directory; the
     snapshot holds those that exist. Costs one set of the scope's paths,
     nothing without ``extra``. ``include``: directories (and what lies below
-    them) never left out as a venv or a cache.
+    them) never left out as a venv or a cache, nor, in git, as ignored.
     """
     prefixes = _excluded_prefixes(root, exclude)
     wanted = set(clean_include(include))
@@ -193,6 +195,9 @@ def _git_scope(root: Path, prefixes: list[str], git_state: bool, include: set[st
     left_out = _leave_out_untracked(root, listing, include)
     untracked_dirs = listing.untracked_dirs
     files = listing.files
+    if include:  # what git ignores there is kept too (a build directory a later step reads)
+        listed = set(files)
+        files = files + [p for p in gitrepo.ignored_files(root, sorted(include)) if p not in listed]
     if prefixes:  # only a store inside the work tree needs filtering
         inside = tuple(prefixes)
         below = tuple(p + "/" for p in prefixes)
