@@ -297,3 +297,62 @@ def test_install_step_reports_a_failed_install(tmp_path: Path, origin: Path) -> 
     ran = run_action(runner, tmp_path / "gh", {}, python=sys.executable,
                      install=f"--no-index --no-deps {tmp_path / 'missing.whl'}", step_number="1", step_name="x")
     assert ran.exit_status != 0 and ran.summary == "" and not (runner / ".checkpoints").exists()
+
+
+GITLAB = ROOT / "docs" / "examples" / "gitlab-ci.yml"
+OIDC = ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")  # the example's role: not on the test server
+
+
+def run_gitlab_job(name: str, workdir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The example job's ``script`` lines in one bash, with its variables (global, ``extends``, its own)
+    under ``env``; ``before_script`` clones and installs rrstore from the network, so this test's stands in."""
+    spec = yaml.safe_load(GITLAB.read_text())
+    job = spec[name]
+    variables = {**spec.get("variables", {}), **spec.get(job.get("extends", ""), {}).get("variables", {}),
+                 **job.get("variables", {})}
+    variables = {k: str(v) for k, v in variables.items() if k not in OIDC}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # its `python` is this test's
+    done = subprocess.run(["bash", "-eo", "pipefail", "-c", "\n".join(job["script"])], cwd=workdir,
+                          env={**os.environ, **GIT_ENV, **variables, **env, "RRSTORE_SRC": str(ROOT), "PATH": path},
+                          capture_output=True, text=True, timeout=300)
+    return done
+
+
+def test_gitlab_example_retried_job_resumes_its_pipelines_run(origin: Path, tmp_path: Path, seaweedfs: SeaweedFS,
+                                                               s3_env: dict[str, str], s3_remote: str) -> None:
+    """Job 71 of pipeline 9001 fails at step 2; its retry (job 72) on a fresh clone skips step 1."""
+    write(origin, "rrstore.toml", TOML)
+    git(origin, "add", "-A")
+    git(origin, "commit", "-q", "-m", "workflow")
+    log, flaky, summary = tmp_path / "ran.log", tmp_path / "flaky-ok", tmp_path / "summary.md"
+    env = {**s3_env, "RAN_LOG": str(log), "FLAKY_OK": str(flaky), "CI_PIPELINE_ID": "9001",
+           "RRSTORE_REMOTE": s3_remote, "RRSTORE_CI_ENDPOINT_URL": seaweedfs.endpoint,
+           "RRSTORE_CI_SUMMARY": str(summary)}
+    runner_a = clone(origin, tmp_path / "runner-a")
+    first = run_gitlab_job("tests", runner_a, {**env, "CI_JOB_ID": "71"})
+    assert first.returncode == 1, first.stderr
+    assert f"rrstore workflow --lane standard --resume --remote {s3_remote}" in summary.read_text()
+    listed = run_cli("list", "--json", "--remote", s3_remote, "--endpoint-url", seaweedfs.endpoint, cwd=runner_a,
+                     env=s3_env)
+    runs = {(c["step_number"], c["run"]["id"], c["run"]["attempt"]) for c in json.loads(listed.stdout)}
+    assert runs == {(1, "gitlab-9001", "71"), (2, "gitlab-9001", "71")}
+
+    flaky.write_text("")
+    log.unlink()
+    runner_b = clone(origin, tmp_path / "runner-b")
+    second = run_gitlab_job("tests", runner_b, {**env, "CI_JOB_ID": "72"})
+    assert second.returncode == 0, second.stderr
+    assert log.read_text().split() == ["tests", "package"]
+    assert (runner_b / "build/o.bin").read_bytes() == (runner_a / "build/o.bin").read_bytes()
+    assert "skipped (passed before)" in summary.read_text()
+
+
+def test_gitlab_example_single_steps(origin: Path, tmp_path: Path, s3_env: dict[str, str]) -> None:
+    """The example's per-step job: a checkpoint, then a command; each leaves its lines in the summary."""
+    runner, summary = clone(origin, tmp_path / "runner"), tmp_path / "summary.md"
+    done = run_gitlab_job("lint", runner, {**s3_env, "RRSTORE_CI_SUMMARY": str(summary), "CI_PIPELINE_ID": "5"})
+    assert done.returncode == 0, done.stderr
+    local = json.loads(run_cli("list", "--json", cwd=runner).stdout)
+    assert sorted((c["lane"], c["step_number"], c["step_name"]) for c in local) == [("docs", 1, "prepared"),
+                                                                                     ("docs", 2, "lint")]
+    assert "step 1 (prepared) checkpointed" in summary.read_text() and "step 2 (lint) passed" in summary.read_text()
