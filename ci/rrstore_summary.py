@@ -54,8 +54,8 @@ def plan_lines(plan: dict[str, Any]) -> list[str]:
 def failure_lines(args: argparse.Namespace, outcome: Outcome, step: dict[str, Any]) -> list[str]:
     found = step.get("classification") or {}
     cid = step["checkpoint_id"]
-    lines = [f"## rrstore: step {step['step_number']} ({cell(step['step_name'])}) failed "
-             f"with exit status {step['exit_status']}", "",
+    what = f"step {step['step_number']} ({cell(step['step_name'])}) failed with exit status {step['exit_status']}"
+    lines = [f"### {what[0].upper()}{what[1:]}" if outcome.mode == "workflow" else f"## rrstore: {what}", "",
              "| | |", "|---|---|", f"| Lane | {cell(args.lane)} |",
              f"| Failure type | `{found.get('failure_type', 'unknown')}` |",
              f"| Evidence | {cell(found.get('evidence', ''))} |",
@@ -63,9 +63,10 @@ def failure_lines(args: argparse.Namespace, outcome: Outcome, step: dict[str, An
     if step.get("plan"):
         lines += plan_lines(step["plan"])
     lines += ["### Resume on a new runner", "",
-              "Re-running the failed job does this by itself." if outcome.mode == "workflow" else
-              "The checkpoint holds the tree as it was before the step ran:", "", "```bash",
-              *resume_commands(args, outcome, cid), "```"]
+              "Re-run the failed job: it continues this run from the remote, skipping the steps that passed. "
+              "By hand, on any clone of this commit:" if outcome.mode == "workflow" else
+              "The checkpoint holds the tree as it was before the step ran; on any clone of this commit:",
+              "", "```bash", *resume_commands(args, outcome, cid), "```"]
     return lines
 
 
@@ -90,8 +91,10 @@ def render(args: argparse.Namespace, outcome: Outcome) -> str:
     if outcome.error is not None:
         return "\n".join([f"## rrstore: could not {outcome.mode} the step (exit status {outcome.exit_status})",
                           "", cell(outcome.error), ""])
-    lines = [f"## rrstore: {args.lane} workflow", "", *workflow_lines(outcome)] if outcome.mode == "workflow" else []
     failed = outcome.failed_step
+    verdict = "failed" if failed is not None else "passed"
+    lines = [f"## rrstore: {args.lane} workflow {verdict}", "", *workflow_lines(outcome)] \
+        if outcome.mode == "workflow" else []
     if failed is not None:
         return "\n".join(lines + failure_lines(args, outcome, failed)) + "\n"
     if outcome.mode == "workflow":
