@@ -175,7 +175,10 @@ def run_workflow(args: argparse.Namespace) -> Outcome:
 def push(args: argparse.Namespace, outcome: Outcome) -> None:
     """Push the step's checkpoint(s) per ``--push``; a failure is reported, never the step's status."""
     failed = outcome.exit_status != 0
-    if args.push == "never" or (args.push == "on-failure" and not failed) or not outcome.checkpoint_ids:
+    if not outcome.checkpoint_ids:
+        outcome.push_note = "no checkpoint to push"
+        return
+    if args.push == "never" or (args.push == "on-failure" and not failed):
         outcome.push_note = f"not pushed (push: {args.push})"
         return
     if not args.remote:

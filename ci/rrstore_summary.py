@@ -97,6 +97,9 @@ def render(args: argparse.Namespace, outcome: Outcome) -> str:
         if outcome.mode == "workflow" else []
     if failed is not None:
         return "\n".join(lines + failure_lines(args, outcome, failed)) + "\n"
+    if outcome.mode == "workflow" and outcome.data.get("nothing_to_resume"):
+        total = outcome.data.get("total_steps", "")
+        return "\n".join([lines[0], "", f"Nothing to resume: this run already passed all {total} steps.", ""])
     if outcome.mode == "workflow":
         return "\n".join([*lines, "All steps passed.", "", f"Remote: {outcome.push_note}", ""])
     what = "checkpointed" if outcome.mode == "checkpoint" else f"passed in {outcome.data.get('wall_time_s', 0):.2f}s"

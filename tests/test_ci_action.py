@@ -258,6 +258,28 @@ def test_rerun_of_a_failed_job_resumes_on_a_new_runner(origin: Path, tmp_path: P
     assert (runner_b / "dist.bin").read_bytes() == built_a + b"print('hi')\n"
 
 
+def test_rerun_after_a_passing_attempt_pushed_always_runs_nothing(
+        origin: Path, tmp_path: Path, seaweedfs: SeaweedFS, s3_env: dict[str, str], s3_remote: str) -> None:
+    write(origin, "rrstore.toml", TOML)
+    git(origin, "add", "-A")
+    git(origin, "commit", "-q", "-m", "workflow")
+    log, flaky = tmp_path / "ran.log", tmp_path / "flaky-ok"
+    flaky.write_text("")
+    common = {**s3_env, "RAN_LOG": str(log), "FLAKY_OK": str(flaky), "GITHUB_RUN_ID": "4343"}
+    inputs = {"python": sys.executable, "install": "none", "workflow": "true", "remote": s3_remote,
+              "endpoint_url": seaweedfs.endpoint, "push": "always"}
+    first = run_action(clone(origin, tmp_path / "runner-a"), tmp_path / "gh-a", {**common, "GITHUB_RUN_ATTEMPT": "1"},
+                       **inputs)
+    assert first.exit_status == 0 and first.outputs["pushed"] == "true", first.stderr
+    assert len(remote_ids(tmp_path / "runner-a", s3_remote, seaweedfs.endpoint, s3_env)) == 3
+    log.unlink()
+    second = run_action(clone(origin, tmp_path / "runner-b"), tmp_path / "gh-b",
+                        {**common, "GITHUB_RUN_ATTEMPT": "2"}, **inputs)
+    assert second.exit_status == 0, second.stderr
+    assert not log.exists()  # no step ran again
+    assert "Nothing to resume: this run already passed all 3 steps." in second.summary
+
+
 def probe_wheel(folder: Path) -> Path:
     """A minimal real wheel (module ``rrstore_ci_probe``): pip installs it with no build and no network."""
     name, dist = "rrstore_ci_probe", "rrstore_ci_probe-1.0.dist-info"
