@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from rrstore_summary import render  # beside this script: 'python ci/rrstore_step.py' puts ci/ on sys.path
 
@@ -76,8 +76,14 @@ def env_default(name: str, fallback: str = "") -> str:
     return os.environ.get(name, "") or fallback
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """Bad input: one line, exit 2, as rrstore's own usage errors."""
+        self.exit(2, f"rrstore-ci: error: {message}\n")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("--lane", default=env_default("RRSTORE_CI_LANE", "standard"), choices=LANES)
     p.add_argument("--step-number", default=env_default("RRSTORE_CI_STEP_NUMBER"))
     p.add_argument("--step-name", default=env_default("RRSTORE_CI_STEP_NAME"))
@@ -93,6 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--summary", default=env_default("RRSTORE_CI_SUMMARY", env_default("GITHUB_STEP_SUMMARY")),
                    help="markdown file the summary is appended to (default: $GITHUB_STEP_SUMMARY)")
     args = p.parse_args(argv)
+    for name, value, allowed in (("lane", args.lane, LANES), ("push", args.push, PUSH_CHOICES)):
+        if value not in allowed:  # argparse checks choices on the command line only, not defaults from env
+            p.error(f"argument --{name} (input {name}): invalid choice: {value!r} (choose from {', '.join(allowed)})")
     args.workflow = args.workflow.strip().lower() in ("1", "true", "yes")
     if not args.workflow and (not args.step_number.isdigit() or not args.step_name.strip()):
         p.error("give --step-number N and --step-name NAME (inputs step-number, step-name), or --workflow true")

@@ -211,8 +211,12 @@ def test_bad_input_is_one_clear_error(origin: Path, tmp_path: Path) -> None:
     runner = clone(origin, tmp_path / "runner")
     ran = run_action(runner, tmp_path / "gh", {}, python=sys.executable, install="none", step_name="x",
                      run="true")
-    assert ran.exit_status == 2 and "give --step-number N" in ran.stderr
+    assert ran.exit_status == 2 and ran.stderr.splitlines()[-1].startswith("rrstore-ci: error: give --step-number N")
     assert "Traceback" not in ran.stderr and not (runner / ".checkpoints").exists()
+    ran = run_action(runner, tmp_path / "gh2", {}, python=sys.executable, install="none", step_number="1",
+                     step_name="x", push="sometimes")
+    assert ran.exit_status == 2 and ran.stderr.splitlines()[-1].startswith("rrstore-ci: error: argument --push")
+    assert not (runner / ".checkpoints").exists()
 
 
 TOML = """[recovery]
