@@ -122,9 +122,7 @@ class RestoreResult:
 
 
 def in_paths(path: str, paths: list[str] | None) -> bool:
-    if not paths:
-        return True
-    return any(not p or path == p or path.startswith(p + "/") for p in paths)
+    return not paths or under(path, paths)  # no paths: the whole tree
 
 
 def plan_restore(current: dict[str, Entry], target: dict[str, Entry],
