@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from rrstore.lanes import LANES
 
-from .context import global_options, state
+if TYPE_CHECKING:
+    from rrstore.gc import GCResult
+
+from .context import endpoint_needs, global_options, state
 from .output import emit_json, human_bytes, info
 
 
@@ -20,19 +25,30 @@ from .output import emit_json, human_bytes, info
 @click.option("--grace", default="15m", show_default=True,
               help="Never sweep objects written more recently than this.")
 @click.option("--dry-run", is_flag=True, help="Report what would be removed; remove nothing.")
+@click.option("--remote", default=None, metavar="s3://BUCKET/PREFIX",
+              help="Apply the retention to this remote instead of the local store (safe while others push).")
+@click.option("--endpoint-url", default=None, metavar="URL", help="S3 endpoint of a non-AWS server (with --remote).")
 @global_options
-def gc_command(older_than: str, keep_last: int, keep_lanes: tuple[str, ...], grace: str, dry_run: bool) -> int:
+def gc_command(older_than: str, keep_last: int, keep_lanes: tuple[str, ...], grace: str, dry_run: bool,
+               remote: str | None, endpoint_url: str | None) -> int:
     """Delete checkpoints the retention policy does not keep, then every object none of the rest reaches.
 
     Quiet unless something was removed (or -v), no prompts, no progress when
     not on a terminal: made for cron. Pinned checkpoints are always kept.
+    With --remote, the remote's checkpoints (its pins and this store's count);
+    see docs/remote-gc.md.
     """
     from rrstore.gc import Retention, parse_duration  # here, not at the top: see cli/checkpoints.py
 
     st = state()
+    endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")
     policy = Retention(older_than=parse_duration(older_than), keep_last=keep_last,
                        keep_lanes=keep_lanes, grace=parse_duration(grace))
-    result = st.system().gc(policy, dry_run=dry_run)
+    result: GCResult
+    if remote is not None:
+        result = st.system().gc_remote(remote, endpoint_url, policy, dry_run=dry_run)
+    else:
+        result = st.system().gc(policy, dry_run=dry_run)
     if st.json:
         emit_json(result.to_json())
     elif result.changed or dry_run or st.verbose:

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from .recovery.validate import ValidationResult
     from .recovery.vocabulary import FailureType
     from .recovery.workflow import WorkflowResult
+    from .remote_gc import RemoteGCResult
     from .transfer import TransferResult
 
 
@@ -365,6 +366,27 @@ class RollbackRecoverySystem:
         except CheckpointNotFound as exc:  # name the remote, and how to list it (not the local store)
             raise CheckpointNotFound(exc.checkpoint_id, exc.suggestions, where=backend.location,
                                      list_command=listing) from None
+
+    def gc_remote(self, remote: str, endpoint_url: str | None = None, policy: Retention | None = None, *,
+                  dry_run: bool = False) -> RemoteGCResult:
+        """Apply ``policy`` to the checkpoints on ``remote`` and delete what no kept one reaches, safely
+        while other runners push (docs/remote-gc.md). This store's pins count too, when it exists."""
+        from . import transfer
+        from .remote_gc import gc_remote
+
+        store = self.open_store() if (self.store_path / "config.json").is_file() else None
+        return gc_remote(transfer.open_remote(remote, endpoint_url), policy or Retention(), store=store,
+                         dry_run=dry_run)
+
+    def check_remote(self, remote: str, endpoint_url: str | None = None,
+                     options: CheckOptions | None = None) -> CheckResult:
+        """Verify every record, tree and content object the remote's refs reach (``read_data``: re-hashed)."""
+        from . import transfer
+        from .check import CheckOptions
+        from .remote_check import check_remote
+
+        return check_remote(transfer.open_remote(remote, endpoint_url), self.settings, self.store_path,
+                            options or CheckOptions())
 
     def list_remote(self, remote: str, endpoint_url: str | None = None, lane: str | None = None, *,
                     all_projects: bool = False) -> ListResult:
