@@ -14,7 +14,7 @@ saw to go; a gc that sees another fresh gc lease withdraws and fails (two never 
 A holder also knows whether its lease stayed fresh in everyone's eyes: between two renewals (from
 the start of one PUT to the end of the next) no more than ``ttl / 2`` may pass on its monotonic
 clock, which a pause (SIGSTOP, a suspended laptop) makes jump. ``intact`` says so before an action
-others rely on; ``confirm`` renews and says whether it held throughout. docs/remote-gc.md holds the
+others rely on; ``confirm`` says whether it held throughout, up to now. docs/remote-gc.md holds the
 protocol and the failure cases it covers.
 """
 
@@ -178,32 +178,31 @@ class Lease:
                 out.append(info)
         return out
 
-    def renew(self) -> float:
-        """Write the lease again; the server's time of this write. Notes a lapse since the last renewal."""
+    def renew(self, *, clock: bool = True) -> None:
+        """Write the lease again, noting a lapse since the last renewal; with ``clock`` read back its
+        LastModified as ``now`` (the server's time: a HEAD more)."""
         with self._lock:
             began = time.monotonic()
             self.remote.write(self.key, self.body)
-            _size, modified = self.remote.stat(self.key)
-            ended = time.monotonic()
-            if self.valid_until and ended > self.valid_until:
+            if clock:
+                self.now = self.remote.stat(self.key)[1]
+            if self.valid_until and time.monotonic() > self.valid_until:
                 self.lapsed = True
             self.valid_until = began + self.ttl / 2
-            self.now = modified
-            return modified
 
     def _renewing(self) -> None:
         while not self._stop.wait(self.ttl / 6):
             with contextlib.suppress(RRStoreError, KeyError, OSError):  # a failed renewal shows as a lapse
-                self.renew()
+                self.renew(clock=False)
 
     def intact(self) -> bool:
         """Whether the lease has been fresh for everyone throughout, and is for a while yet."""
         return not self.lapsed and time.monotonic() < self.valid_until
 
     def confirm(self) -> bool:
-        """Renew now; True if the lease never lapsed since it was taken (what happened under it holds)."""
-        self.renew()
-        return not self.lapsed
+        """Whether the lease never lapsed since it was taken and is fresh for everyone still: then
+        everything done under it, up to now, happened while no conflicting lease could be taken."""
+        return self.intact()
 
     def reacquire(self) -> None:
         """Take the lease again after a lapse (waiting for a gc that may have started meanwhile)."""
