@@ -243,7 +243,7 @@ def test_gc_killed_at_random_points_leaves_the_remote_checkable_and_kept_checkpo
     rng = random.Random(7)
     step, interrupted, dead = 0, 0, set()
     remote = backend(s3_remote, endpoint)
-    for round_ in range(6):
+    for round_ in range(4):
         for _ in range(3):
             step += 1
             write(project, base() | {f"f{step % 4}.txt": f"step {step}\n" * 80})
@@ -257,7 +257,7 @@ def test_gc_killed_at_random_points_leaves_the_remote_checkable_and_kept_checkpo
         gc.communicate()
         interrupted += any(k.startswith(f"{LOCKS}gc-") and k not in dead for k in remote.list(LOCKS))
         dead = set(remote.list(LOCKS))
-        result = rrs.check_remote(s3_remote, endpoint, CheckOptions(read_data=True))
+        result = rrs.check_remote(s3_remote, endpoint, CheckOptions(read_data=round_ == 3))
         assert result.success, (round_, [p.line for p in result.problems])
     assert interrupted >= 1  # some kills did land while gc held its lease, i.e. mid-work
     kept = remote_ids(s3_remote, endpoint)
@@ -268,3 +268,51 @@ def test_gc_killed_at_random_points_leaves_the_remote_checkable_and_kept_checkpo
                  *AGGRESSIVE, "--json")
     assert finish.returncode == 0, finish.stderr
     assert rrs.check_remote(s3_remote, endpoint).success
+
+
+def test_a_push_paused_past_its_lease_sends_again_what_a_gc_removed_meanwhile(
+        tmp_path: Path, s3_remote: str, endpoint: str, s3_env: dict[str, str],
+        manifest: Callable[..., Manifest], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pusher that stops renewing (a paused process) after it deduplicated against the remote: a gc
+    then removes what it relied on, and the push must notice and send it again before it succeeds."""
+    from rrstore import remote_lease, transfer
+
+    monkeypatch.setenv("RRSTORE_LEASE_TTL", "2")
+    project = tmp_path / "project"
+    shared = {"shared.bin": "shared content\n" * 500}
+    write(project, base() | shared)
+    first = take(project, 1)
+    rrs = RollbackRecoverySystem(root=project)
+    rrs.push([first], s3_remote, endpoint)
+    remote = backend(s3_remote, endpoint)
+    first_packs = set(remote.list("packs/"))
+    write(project, base() | shared | {"new.txt": "only in the second\n"})
+    second = take(project, 2)
+    expected = manifest(project)
+
+    renewing, stalled = remote_lease.Lease._renewing, []
+
+    def paused(self: remote_lease.Lease) -> None:  # the first lease of the push is never renewed
+        if not stalled:
+            stalled.append(self.key)
+            return
+        renewing(self)
+
+    create_refs = transfer._create_refs
+
+    def gc_meanwhile(*args: object) -> None:
+        gc = run(project, env(s3_env, RRSTORE_LEASE_TTL="6"), "gc", "--remote", s3_remote, "--endpoint-url",
+                 endpoint, *AGGRESSIVE)
+        assert gc.returncode == 0, gc.stderr  # it waited for the push's lease to go stale, then swept
+        assert not first_packs & set(remote.list("packs/"))  # what the push deduplicated against is gone
+        create_refs(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(remote_lease.Lease, "_renewing", paused)
+    monkeypatch.setattr(transfer, "_create_refs", gc_meanwhile)
+    result = rrs.push([second], s3_remote, endpoint)
+    assert result.transferred == [second] and stalled
+    assert first_packs <= set(remote.list("packs/"))  # sent again before the push returned
+    monkeypatch.setattr(remote_lease.Lease, "_renewing", renewing)
+    monkeypatch.setattr(transfer, "_create_refs", create_refs)
+    assert RollbackRecoverySystem(root=project).check_remote(s3_remote, endpoint, CheckOptions(read_data=True)).success
+    restores(tmp_path, s3_remote, endpoint, second, expected, manifest)
