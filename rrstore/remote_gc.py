@@ -23,11 +23,13 @@ stale after its lifetime and the next gc finishes the work. docs/remote-gc.md ar
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from .backends import Backend
 from .backends.views import OverlayView
@@ -93,7 +95,11 @@ def gc_remote(remote: Backend, policy: Retention, *, store: Store | None = None,
     check_remote_config(remote)
     result = RemoteGCResult(dry_run=dry_run, remote=remote.location)
     lease = None if dry_run else Lease(remote, "gc")
-    with lease if lease is not None else contextlib.nullcontext():
+    with lease if lease is not None else contextlib.nullcontext(), tempfile.TemporaryDirectory() as scratch:
+        # without a store, a throwaway cache: Holdings reads the merged indexes only through one, and
+        # gc must see every one of them (step 5 replaces those naming a dead pack)
+        cache = RemoteCache.of(store.path, remote.location) if store is not None else \
+            RemoteCache(Path(scratch) / "cache", Path(scratch) / "tmp")
         now = lease.now if lease is not None else _clock(remote)
         result.waited = lease.waited if lease is not None else 0.0
         records = _records(remote, store, workers)
@@ -101,7 +107,6 @@ def gc_remote(remote: Backend, policy: Retention, *, store: Store | None = None,
         kept, removed = select(records, pins, policy, datetime.fromtimestamp(now).astimezone())
         result.kept = [r.checkpoint_id for r in kept]
         result.removed = [r.checkpoint_id for r in removed]
-        cache = RemoteCache.of(store.path, remote.location) if store is not None else None
         there = Holdings(remote, workers, cache)
         there.complete()
         live = _mark(ObjectStore(OverlayView(store.backend, there.listed)) if store is not None

@@ -25,6 +25,7 @@ from rrstore.backends.s3 import S3Backend, parse_remote
 from rrstore.check import CheckOptions
 from rrstore.gc import Retention
 from rrstore.remote_lease import LOCKS
+from rrstore.store.packindex import decode_midx, midx_name
 
 Manifest = dict[str, tuple[object, ...]]
 AGGRESSIVE = ["--older-than", "0s", "--grace", "0s"]
@@ -98,6 +99,16 @@ def wait_for_gc_lease(remote: S3Backend, proc: subprocess.Popen[str], timeout: f
     return False
 
 
+def assert_indexes_sound(remote: S3Backend) -> None:
+    """Every pack a merged index names is there, index and pack: what a push trusts without listing."""
+    keys = set(remote.list("packs/"))
+    for key in remote.list("index/packs/"):
+        name = midx_name(key)
+        assert name is not None
+        for pack in decode_midx(name, remote.read(key)):
+            assert {f"packs/{pack}.idx", f"packs/{pack}.pack"} <= keys, (key, pack)
+
+
 def remote_ids(url: str, endpoint: str) -> set[str]:
     return {k.rsplit("/", 1)[1] for k in backend(url, endpoint).list("refs/checkpoints/")}
 
@@ -129,6 +140,7 @@ def test_retention_on_the_remote_removes_old_checkpoints_and_keeps_the_rest_rest
     assert done.packs_removed == 2 and done.objects_removed >= 4 and done.bytes_freed > 0
     assert remote_ids(s3_remote, endpoint) == {ids[0], ids[3]}  # the pinned one and the newest
     assert not list(remote.list(LOCKS))  # the lease is gone
+    assert_indexes_sound(remote)
     assert rrs.check_remote(s3_remote, endpoint).success
     for checkpoint_id in (ids[0], ids[3]):
         restores(tmp_path, s3_remote, endpoint, checkpoint_id, seen[checkpoint_id], manifest)
@@ -151,6 +163,13 @@ def test_gc_remote_cli_json_and_young_objects_are_spared(tmp_path: Path, s3_remo
     assert len(doc["removed"]) == 2 and doc["packs_removed"] == 0  # the default 15m grace spares the packs
     assert doc["remote"] == s3_remote and doc["dry_run"] is False
     assert {"packs_with_garbage", "waited_seconds", "objects_removed", "bytes_freed"} <= set(doc)
+    elsewhere = tmp_path / "elsewhere"  # no local store: cron on a machine that only collects
+    elsewhere.mkdir()
+    swept = run(elsewhere, environ, "gc", "--remote", s3_remote, "--endpoint-url", endpoint, *AGGRESSIVE, "--json")
+    assert swept.returncode == 0, swept.stderr
+    assert json.loads(swept.stdout)["packs_removed"] >= 1
+    assert_indexes_sound(backend(s3_remote, endpoint))
+    assert not (elsewhere / ".checkpoints").exists()
     bad = run(project, environ, "gc", "--endpoint-url", endpoint)
     assert bad.returncode == 2 and "--endpoint-url needs --remote" in bad.stderr
 
@@ -257,6 +276,7 @@ def test_gc_killed_at_random_points_leaves_the_remote_checkable_and_kept_checkpo
         gc.communicate()
         interrupted += any(k.startswith(f"{LOCKS}gc-") and k not in dead for k in remote.list(LOCKS))
         dead = set(remote.list(LOCKS))
+        assert_indexes_sound(remote)
         result = rrs.check_remote(s3_remote, endpoint, CheckOptions(read_data=round_ == 3))
         assert result.success, (round_, [p.line for p in result.problems])
     assert interrupted >= 1  # some kills did land while gc held its lease, i.e. mid-work
@@ -290,7 +310,8 @@ def test_a_push_paused_past_its_lease_sends_again_what_a_gc_removed_meanwhile(
     second = take(project, 2)
     expected = manifest(project)
 
-    renewing, stalled = remote_lease.Lease._renewing, []
+    renewing = remote_lease.Lease._renewing
+    stalled: list[str] = []
 
     def paused(self: remote_lease.Lease) -> None:  # the first lease of the push is never renewed
         if not stalled:
