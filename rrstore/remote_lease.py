@@ -1,9 +1,10 @@
 """Leases on a shared remote (verbs layer, beside ``transfer``): who pushes, checks or collects garbage.
 
-A remote has no lock server, so a lease is an object ``locks/<kind>-<random>`` whose S3
+A remote has no lock server, so a lease is an object ``locks/<kind>-<ttl>-<random>`` whose S3
 ``LastModified`` (the server's clock, never a runner's) says when its holder last renewed it.
 A holder renews it every ``ttl / 6`` on a thread; anyone judges it stale once the server's time is
-more than its ``ttl`` (written in its body, capped at ``MAX_TTL``) past that ``LastModified``.
+more than its ``ttl`` (in its name, so one listing tells all; capped at ``MAX_TTL``) past that
+``LastModified``.
 
 Kinds: ``push`` and ``check`` are shared (any number at once), ``gc`` is exclusive. Each side first
 writes its own lease, then lists ``locks/`` (S3 listings are strongly consistent after a PUT), so of
@@ -38,6 +39,7 @@ from .errors import RRStoreError, StoreLocked
 LOCKS = "locks/"
 SHARED = ("push", "check")
 DEFAULT_TTL = 120.0   # seconds a lease stays fresh without a renewal
+MIN_TTL = 2.0
 MAX_TTL = 3600.0      # a lease claiming more is held to this (a crafted or broken lock blocks no one for long)
 WAIT = 900.0          # how long a pusher waits for a gc, or a gc for the pushes in flight
 POLL = 0.5            # seconds between looks while waiting (plus up to as much again at random)
@@ -76,15 +78,21 @@ def lease_ttl() -> float:
 
 
 def list_locks(remote: Backend) -> list[LockInfo]:
-    """Every lease on the remote (an unreadable body counts with the default lifetime)."""
+    """Every lease on the remote, from one listing: a key is ``locks/<kind>-<ttl seconds>-<random>``
+    (a name of another shape counts with the default lifetime)."""
     out = []
     for key, modified in _stats(remote, LOCKS):
-        kind = key[len(LOCKS):].split("-", 1)[0]
+        kind, _, rest = key[len(LOCKS):].partition("-")
         ttl = DEFAULT_TTL
-        with contextlib.suppress(KeyError, ValueError, TypeError, RRStoreError):
-            ttl = min(MAX_TTL, max(1.0, float(json.loads(remote.read(key))["ttl"])))
+        with contextlib.suppress(ValueError):
+            ttl = _clamp(float(rest.split("-", 1)[0]))
         out.append(LockInfo(key, kind, ttl, modified))
     return out
+
+
+def _clamp(ttl: float) -> float:
+    """S3 keeps whole seconds: below 2 s the ttl/2 margin would not cover that rounding."""
+    return min(MAX_TTL, max(MIN_TTL, ttl))
 
 
 def _stats(remote: Backend, prefix: str) -> Iterator[tuple[str, float]]:
@@ -102,7 +110,7 @@ def _stats(remote: Backend, prefix: str) -> Iterator[tuple[str, float]]:
 
 def server_time(remote: Backend) -> float:
     """The remote's clock now: the LastModified of a key written for the purpose (then removed)."""
-    key = f"{LOCKS}clock-{secrets.token_hex(8)}"
+    key = f"{LOCKS}clock-{int(DEFAULT_TTL)}-{secrets.token_hex(8)}"
     remote.write(key, b"rrstore: reading the server's clock; safe to delete\n")
     try:
         return remote.stat(key)[1]
@@ -117,9 +125,9 @@ class Lease:
     def __init__(self, remote: Backend, kind: str, *, ttl: float | None = None, wait: float = WAIT) -> None:
         self.remote = remote
         self.kind = kind
-        self.ttl = min(MAX_TTL, max(1.0, ttl or lease_ttl()))
+        self.ttl = float(int(_clamp(ttl or lease_ttl())))
         self.wait = wait
-        self.key = f"{LOCKS}{kind}-{secrets.token_hex(8)}"
+        self.key = f"{LOCKS}{kind}-{int(self.ttl)}-{secrets.token_hex(8)}"
         self.body = json.dumps({"kind": kind, "ttl": self.ttl, "host": socket.gethostname(), "pid": os.getpid(),
                                 "note": "an rrstore lease; stale once ttl seconds pass without a renewal"}).encode()
         self.now = 0.0            # server time of the last renewal
@@ -167,12 +175,14 @@ class Lease:
         """The fresh leases that keep this one from going on; stale ones are removed (best effort)."""
         out = []
         for info in list_locks(self.remote):
-            if info.key == self.key or info.kind not in (*SHARED, "gc"):
+            if info.key == self.key:
                 continue
             if not info.fresh(self.now):
-                if self.now - info.modified > 2 * info.ttl:  # long dead: tidy up
+                if self.now - info.modified > 2 * info.ttl:  # long dead (or a killed run's clock key): tidy up
                     with contextlib.suppress(KeyError, RRStoreError):
                         self.remote.delete(info.key)
+                continue
+            if info.kind not in (*SHARED, "gc"):
                 continue
             if info.kind == "gc" or self.kind == "gc":
                 out.append(info)
