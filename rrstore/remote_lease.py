@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import secrets
 import socket
 import threading
@@ -42,6 +43,7 @@ DEFAULT_TTL = 120.0   # seconds a lease stays fresh without a renewal
 MIN_TTL = 2.0
 MAX_TTL = 3600.0      # a lease claiming more is held to this (a crafted or broken lock blocks no one for long)
 WAIT = 900.0          # how long a pusher waits for a gc, or a gc for the pushes in flight
+_NAME = re.compile(r"(push|check|gc|clock)-(\d{1,6})-[0-9a-f]{16}").fullmatch
 POLL = 0.5            # seconds between looks while waiting (plus up to as much again at random)
 
 
@@ -78,15 +80,12 @@ def lease_ttl() -> float:
 
 
 def list_locks(remote: Backend) -> list[LockInfo]:
-    """Every lease on the remote, from one listing: a key is ``locks/<kind>-<ttl seconds>-<random>``
-    (a name of another shape counts with the default lifetime)."""
+    """Every lease on the remote, from one listing: a key is ``locks/<kind>-<ttl seconds>-<16 hex>``."""
     out = []
     for key, modified in _stats(remote, LOCKS):
-        kind, _, rest = key[len(LOCKS):].partition("-")
-        ttl = DEFAULT_TTL
-        with contextlib.suppress(ValueError):
-            ttl = _clamp(float(rest.split("-", 1)[0]))
-        out.append(LockInfo(key, kind, ttl, modified))
+        match = _NAME(key[len(LOCKS):])
+        if match is not None:  # anything else there is not a lease (a local store keeps its flock files there)
+            out.append(LockInfo(key, match.group(1), _clamp(float(match.group(2))), modified))
     return out
 
 
