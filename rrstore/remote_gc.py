@@ -62,9 +62,11 @@ class RemoteGCResult(GCResult):
 
     @property
     def message(self) -> str:
-        verb = "would remove" if self.dry_run else "removed"
-        return (f"{super().message}; {self.remote}: {verb} {self.packs_removed} pack(s), "
-                f"{self.packs_with_garbage} pack(s) hold garbage beside live objects (kept whole)")
+        removed, kept, freed = ("would remove", "would keep", "would free") if self.dry_run else \
+            ("removed", "kept", "freed")
+        return (f"gc {removed} {len(self.removed)} checkpoint(s), {self.packs_removed} pack(s) and "
+                f"{self.objects_removed} object(s) from {self.remote}, {kept} {len(self.kept)} checkpoint(s) "
+                f"({self.packs_with_garbage} pack(s) kept whole beside garbage); {freed} {self.bytes_freed} bytes")
 
     def to_json(self) -> dict[str, object]:
         return {**super().to_json(), "remote": self.remote, "packs_removed": self.packs_removed,
@@ -187,7 +189,8 @@ def _plan(remote: Backend, there: Holdings, live: set[str], before: float) -> _P
         for key, size, modified in _sized(remote, prefix):
             times[key] = (size, modified)
     plan = _Plan()
-    packs = {key[len(PACKS):].rsplit(".", 1)[0] for key in times if key.startswith(PACKS)}
+    packs = {key[len(PACKS):].rsplit(".", 1)[0] for key in times
+             if key.startswith(PACKS) and key.endswith((".pack", ".idx"))}
     found: set[str] = set()
     for pack in sorted(packs):
         idx, data = f"{PACKS}{pack}.idx", f"{PACKS}{pack}.pack"
@@ -249,12 +252,13 @@ def _sweep(remote: Backend, lease: Lease, removed: list[CheckpointRecord], there
         survivors = {p for name in stale for p in there.merged[name]} & plan.present - dead
         members = {p: there.reader.members[p] for p in survivors if p in there.reader.members}
         _guard(lease)
+        fresh = ""
         if members:
-            name, data = encode_midx(members)
-            remote.write(midx_key(name), data, durable=True)
+            fresh, data = encode_midx(members)
+            remote.write(midx_key(fresh), data, durable=True)
         for name in stale:
             _guard(lease)
-            if not members or name != encode_midx(members)[0]:
+            if name != fresh:
                 with contextlib.suppress(KeyError):
                     remote.delete(midx_key(name))
     for key in [k for p in plan.packs for k in (f"{PACKS}{p}.idx", f"{PACKS}{p}.pack")] + plan.loose:
