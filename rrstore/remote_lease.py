@@ -165,6 +165,7 @@ class Lease:
                 self._drop()
                 raise RemoteLocked(self.remote.location, [b.key for b in blocking], self.waited)
             time.sleep(POLL + random.random() * POLL)
+        self.waited = time.monotonic() - start
         self.lapsed = False
         self._stop.clear()
         self._thread = threading.Thread(target=self._renewing, name=f"rrstore-lease-{self.kind}", daemon=True)

@@ -48,7 +48,15 @@ def test_gc_waits_for_the_pushes_in_flight_while_new_ones_wait_for_it(remote: S3
     push.acquire()
     with pytest.raises(RemoteLocked, match="push-30-"):
         Lease(remote, "gc", wait=1).acquire()
-    threading.Timer(1.0, push.release).start()
+    assert {i.kind for i in list_locks(remote)} == {"push"}  # the gc that gave up left nothing
+
+    def release_once_gc_waits() -> None:
+        while not any(i.kind == "gc" for i in list_locks(remote)):
+            time.sleep(0.02)
+        time.sleep(0.6)
+        push.release()
+
+    threading.Thread(target=release_once_gc_waits).start()
     with Lease(remote, "gc", ttl=30) as gc:
         assert gc.waited >= 0.5 and gc.intact()
         assert {i.kind for i in list_locks(remote)} == {"gc"}
