@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -58,13 +58,25 @@ def gc_command(older_than: str, keep_last: int, keep_lanes: tuple[str, ...], gra
     return 0
 
 
+def _remote_option(func: Any) -> Any:
+    func = click.option("--endpoint-url", default=None, metavar="URL",
+                        help="S3 endpoint of a non-AWS server (with --remote).")(func)
+    return click.option("--remote", default=None, metavar="s3://BUCKET/PREFIX",
+                        help="Pin on this remote (kept by gc --remote) instead of the local store.")(func)
+
+
 @click.command()
 @click.argument("checkpoint_id")
+@_remote_option
 @global_options
-def pin(checkpoint_id: str) -> int:
+def pin(checkpoint_id: str, remote: str | None, endpoint_url: str | None) -> int:
     """Keep CHECKPOINT_ID whatever gc's retention policy says."""
     st = state()
-    checkpoint_id, new = st.system().pin(checkpoint_id)
+    endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")
+    if remote is not None:
+        new = st.system().pin_remote(checkpoint_id, remote, endpoint_url)
+    else:
+        checkpoint_id, new = st.system().pin(checkpoint_id)
     if st.json:
         emit_json({"checkpoint_id": checkpoint_id, "pinned": True, "changed": new})
     else:
@@ -74,11 +86,16 @@ def pin(checkpoint_id: str) -> int:
 
 @click.command()
 @click.argument("checkpoint_id")
+@_remote_option
 @global_options
-def unpin(checkpoint_id: str) -> int:
+def unpin(checkpoint_id: str, remote: str | None, endpoint_url: str | None) -> int:
     """Let gc's retention policy apply to CHECKPOINT_ID again."""
     st = state()
-    checkpoint_id, removed = st.system().unpin(checkpoint_id)
+    endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")
+    if remote is not None:
+        removed = st.system().pin_remote(checkpoint_id, remote, endpoint_url, pinned=False)
+    else:
+        checkpoint_id, removed = st.system().unpin(checkpoint_id)
     if st.json:
         emit_json({"checkpoint_id": checkpoint_id, "pinned": False, "changed": removed})
     else:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .backends import Backend
 from .backends.views import OverlayView
-from .errors import CorruptObject, ObjectMissing, PermissionDenied, RRStoreError, StoreDamaged
+from .errors import CheckpointNotFound, CorruptObject, ObjectMissing, PermissionDenied, RRStoreError, StoreDamaged
 from .gc import GCResult, Retention, select
 from .record import CheckpointRecord, newest_first
 from .recordindex import remote_reader
@@ -122,6 +122,20 @@ def gc_remote(remote: Backend, policy: Retention, *, store: Store | None = None,
                 remote_reader(remote, store.path if store else None, workers=workers, update_remote=True).listing()
             there.save_cache()
     return result
+
+
+def pin_remote(remote: Backend, checkpoint_id: str, pinned: bool = True) -> bool:
+    """Pin (or unpin) a checkpoint of the remote (``refs/pins/ID`` there): every ``gc --remote`` keeps it.
+    Under a shared lease, so a gc never decides with a pin half made. False if nothing changed;
+    CheckpointNotFound when pinning an id the remote does not have."""
+    check_remote_config(remote)
+    with Lease(remote, "push"):
+        if not pinned:
+            return Pins(remote).remove(checkpoint_id)
+        if Refs(remote).get(checkpoint_id) is None:
+            raise CheckpointNotFound(checkpoint_id, where=remote.location,
+                                     list_command=f"rrstore list --remote {remote.location} --all-projects")
+        return Pins(remote).add(checkpoint_id)
 
 
 def _clock(remote: Backend) -> float:

@@ -378,6 +378,14 @@ class RollbackRecoverySystem:
         return gc_remote(transfer.open_remote(remote, endpoint_url), policy or Retention(), store=store,
                          dry_run=dry_run)
 
+    def pin_remote(self, checkpoint_id: str, remote: str, endpoint_url: str | None = None, *,
+                   pinned: bool = True) -> bool:
+        """Pin (``pinned``) or unpin a checkpoint on ``remote``: kept by every ``gc --remote``."""
+        from . import transfer
+        from .remote_gc import pin_remote
+
+        return pin_remote(transfer.open_remote(remote, endpoint_url), checkpoint_id, pinned)
+
     def check_remote(self, remote: str, endpoint_url: str | None = None,
                      options: CheckOptions | None = None) -> CheckResult:
         """Verify every record, tree and content object the remote's refs reach (``read_data``: re-hashed)."""

@@ -126,22 +126,25 @@ def test_retention_on_the_remote_removes_old_checkpoints_and_keeps_the_rest_rest
         seen[ids[-1]] = manifest(project)
     rrs = RollbackRecoverySystem(root=project)
     assert rrs.push([], s3_remote, endpoint).success
-    rrs.pin(ids[0])
+    rrs.pin(ids[0])  # this store's pin
+    assert rrs.pin_remote(ids[1], s3_remote, endpoint)  # the remote's pin
     remote = backend(s3_remote, endpoint)
     before = sorted(remote.list(""))
 
     policy = Retention(older_than=Retention().older_than * 0, keep_last=1, grace=Retention().grace * 0)
     dry = rrs.gc_remote(s3_remote, endpoint, policy, dry_run=True)
-    assert dry.dry_run and sorted(dry.removed) == sorted(ids[1:3]) and dry.packs_removed == 2
+    assert dry.dry_run and dry.removed == [ids[2]] and dry.packs_removed == 1
     assert sorted(remote.list("")) == before  # a dry run removes nothing
 
     done = rrs.gc_remote(s3_remote, endpoint, policy)
-    assert sorted(done.removed) == sorted(ids[1:3]) and set(done.kept) == {ids[0], ids[3]}
-    assert done.packs_removed == 2 and done.objects_removed >= 4 and done.bytes_freed > 0
-    assert remote_ids(s3_remote, endpoint) == {ids[0], ids[3]}  # the pinned one and the newest
+    assert done.removed == [ids[2]] and set(done.kept) == {ids[0], ids[1], ids[3]}
+    assert done.packs_removed == 1 and done.objects_removed >= 2 and done.bytes_freed > 0
+    assert remote_ids(s3_remote, endpoint) == {ids[0], ids[1], ids[3]}  # pinned here, pinned there, newest
     assert not list(remote.list(LOCKS))  # the lease is gone
     assert_indexes_sound(remote)
     assert rrs.check_remote(s3_remote, endpoint).success
+    assert rrs.pin_remote(ids[1], s3_remote, endpoint, pinned=False)
+    assert rrs.gc_remote(s3_remote, endpoint, policy).removed == [ids[1]]  # unpinned: retention applies
     for checkpoint_id in (ids[0], ids[3]):
         restores(tmp_path, s3_remote, endpoint, checkpoint_id, seen[checkpoint_id], manifest)
     again = rrs.gc_remote(s3_remote, endpoint, policy)
@@ -170,6 +173,8 @@ def test_gc_remote_cli_json_and_young_objects_are_spared(tmp_path: Path, s3_remo
     assert json.loads(swept.stdout)["packs_removed"] >= 1
     assert_indexes_sound(backend(s3_remote, endpoint))
     assert not (elsewhere / ".checkpoints").exists()
+    unknown = run(project, environ, "pin", "nope", "--remote", s3_remote, "--endpoint-url", endpoint)
+    assert unknown.returncode == 12 and s3_remote in unknown.stderr and "list --remote" in unknown.stderr
     bad = run(project, environ, "gc", "--endpoint-url", endpoint)
     assert bad.returncode == 2 and "--endpoint-url needs --remote" in bad.stderr
 
