@@ -211,6 +211,33 @@ def test_check_remote_finds_a_deleted_object_and_names_the_checkpoint(
     assert refused.returncode == 2 and "--repair" in refused.stderr
 
 
+def test_what_a_killed_gc_leaves_is_garbage_for_check_and_the_next_gc_removes_it(
+        tmp_path: Path, s3_remote: str, endpoint: str) -> None:
+    project = tmp_path / "project"
+    write(project, base())
+    first = take(project, 1)
+    write(project, base() | {"extra.txt": "only in the second\n" * 99})
+    second = take(project, 2)
+    rrs = RollbackRecoverySystem(root=project)
+    rrs.push([first], s3_remote, endpoint)
+    before = set(backend(s3_remote, endpoint).list("packs/"))
+    rrs.push([second], s3_remote, endpoint)
+    remote = backend(s3_remote, endpoint)
+    (pack,) = {k for k in remote.list("packs/") if k.endswith(".pack")} - before
+    # as a gc killed in its sweep leaves it: the ref gone, the merged indexes rewritten, the .idx deleted
+    remote.delete(f"refs/checkpoints/{second}")
+    for key in remote.list("index/packs/"):
+        remote.delete(key)
+    remote.delete(pack[:-len(".pack")] + ".idx")
+    result = rrs.check_remote(s3_remote, endpoint, CheckOptions(read_data=True))
+    assert result.success, [p.line for p in result.problems]
+    assert any(n.startswith("garbage: ") and pack in n for n in result.notes), result.notes
+    done = rrs.gc_remote(s3_remote, endpoint, Retention(keep_last=5, grace=Retention().grace * 0))
+    assert done.removed == [] and done.packs_removed == 1 and pack not in set(remote.list("packs/"))
+    again = rrs.check_remote(s3_remote, endpoint)
+    assert again.success and not any(n.startswith("garbage: ") for n in again.notes)
+
+
 # gc racing pushers ----------------------------------------------------------------------------------
 
 
@@ -246,7 +273,8 @@ def test_pushes_from_two_processes_while_gc_remote_runs_lose_no_kept_checkpoint(
             last[n] = checkpoint_id
         _, err = gc.communicate(timeout=120)
         assert gc.returncode in (0, 11), err
-        check = RollbackRecoverySystem(root=runners[0]).check_remote(s3_remote, endpoint, CheckOptions())
+        check = RollbackRecoverySystem(root=runners[0]).check_remote(s3_remote, endpoint,
+                                                                     CheckOptions(read_data=round_ == 9))
         assert check.success, [p.line for p in check.problems]
     kept = remote_ids(s3_remote, endpoint)
     assert set(last.values()) <= kept  # the newest of each runner is kept by --keep-last 1
