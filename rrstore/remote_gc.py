@@ -117,7 +117,7 @@ def gc_remote(remote: Backend, policy: Retention, *, store: Store | None = None,
         result.packs_removed, result.packs_with_garbage = len(plan.packs), plan.mixed
         result.objects_removed, result.bytes_freed = plan.objects, plan.size
         if lease is not None:
-            _sweep(remote, lease, removed, there, plan)
+            _sweep(remote, lease, removed, there, plan, workers)
             with contextlib.suppress(RRStoreError):  # derived data: the next listing rebuilds it
                 remote_reader(remote, store.path if store else None, workers=workers, update_remote=True).listing()
             there.save_cache()
@@ -250,16 +250,16 @@ def _sized(remote: Backend, prefix: str) -> Iterator[tuple[str, int, float]]:
             yield (key, *remote.stat(key))
 
 
-def _sweep(remote: Backend, lease: Lease, removed: list[CheckpointRecord], there: Holdings, plan: _Plan) -> None:
-    """Steps 4-6 of the module docstring, each delete only while the lease is intact."""
+def _sweep(remote: Backend, lease: Lease, removed: list[CheckpointRecord], there: Holdings, plan: _Plan,
+           workers: int) -> None:
+    """Steps 4-6 of the module docstring, in that order (each step's deletes in parallel), each
+    delete only while the lease is intact."""
     refs = Refs(remote)
     for record in removed:
-        _guard(lease)
         if refs.get(record.checkpoint_id) not in (None, record.record_oid):
             raise RRStoreError(f"gc stopped: checkpoint {record.checkpoint_id} changed on {remote.location} "
                                "while gc ran; run gc again")
-        with contextlib.suppress(KeyError):
-            refs.delete(record.checkpoint_id)
+    _delete_all(remote, lease, [f"{REFS}{r.checkpoint_id}" for r in removed], workers)
     dead = set(plan.packs)
     stale = [name for name, members in there.merged.items() if members & dead]
     if stale:
@@ -270,15 +270,22 @@ def _sweep(remote: Backend, lease: Lease, removed: list[CheckpointRecord], there
         if members:
             fresh, data = encode_midx(members)
             remote.write(midx_key(fresh), data, durable=True)
-        for name in stale:
-            _guard(lease)
-            if name != fresh:
-                with contextlib.suppress(KeyError):
-                    remote.delete(midx_key(name))
-    for key in [k for p in plan.packs for k in (f"{PACKS}{p}.idx", f"{PACKS}{p}.pack")] + plan.loose:
+        _delete_all(remote, lease, [midx_key(name) for name in stale if name != fresh], workers)
+    _delete_all(remote, lease, [f"{PACKS}{p}.idx" for p in plan.packs], workers)  # an index before its pack
+    _delete_all(remote, lease, [f"{PACKS}{p}.pack" for p in plan.packs] + plan.loose, workers)
+
+
+def _delete_all(remote: Backend, lease: Lease, keys: list[str], workers: int) -> None:
+    """Delete ``keys`` (one gone already is fine) on a thread pool, each after checking the lease;
+    all of them are gone when this returns, or it raises."""
+    def delete(key: str) -> None:
         _guard(lease)
         with contextlib.suppress(KeyError):
             remote.delete(key)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for _ in pool.map(delete, keys):
+            pass
 
 
 def _guard(lease: Lease) -> None:
