@@ -11,7 +11,7 @@ import click
 
 from rrstore.errors import UsageError
 
-from .context import endpoint_needs, global_options, state
+from .context import endpoint_needs, global_options, remote_option, state
 from .output import emit_json, info
 
 
@@ -36,10 +36,12 @@ def _percent(text: str | None) -> float | None:
               help="Rebuild pack indexes, the stat cache and config.json; with --from, replace damaged objects.")
 @click.option("--from", "source", metavar="ARCHIVE|s3://BUCKET/PREFIX",
               help="With --repair: fetch damaged or missing objects from this archive or remote.")
-@click.option("--endpoint-url", default=None, metavar="URL", help="S3 endpoint of a non-AWS server (with --from s3://).")
+@remote_option("Check what this remote's refs reach instead of the local store.")
+@click.option("--endpoint-url", default=None, metavar="URL",
+              help="S3 endpoint of a non-AWS server (with --remote or --from s3://).")
 @global_options
 def check_command(read_data: bool, subset: str | None, repair: bool, source: str | None,
-                  endpoint_url: str | None) -> int:
+                  remote: str | None, endpoint_url: str | None) -> int:
     """Walk refs, records, trees and file contents and report every problem with the checkpoints it affects.
 
     Damaged files are never deleted: --repair moves them to quarantine/ in the store.
@@ -47,12 +49,16 @@ def check_command(read_data: bool, subset: str | None, repair: bool, source: str
     st = state()
     if source and not repair:
         raise UsageError("--from needs --repair")
-    endpoint_needs(endpoint_url, (source or "").startswith("s3://"), "--from s3://BUCKET/PREFIX")
+    if remote is not None and repair:
+        raise UsageError("--repair works on the local store only; check --remote reads the remote")
+    endpoint_needs(endpoint_url, (source or "").startswith("s3://") or remote is not None,
+                   "--remote or --from s3://BUCKET/PREFIX")
     from rrstore.check import CheckOptions  # imported here: every other command starts without it
 
     options = CheckOptions(read_data=read_data, subset=_percent(subset), repair=repair, source=source,
                            endpoint_url=endpoint_url)
-    result = st.system().check(options)
+    result = (st.system().check_remote(remote or None, endpoint_url, options) if remote is not None
+              else st.system().check(options))
     if st.json:
         emit_json(result.to_json())
     else:

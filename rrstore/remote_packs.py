@@ -330,3 +330,17 @@ class Holdings:
             with contextlib.suppress(KeyError):
                 self.backend.delete(midx_key(name))
             del self.merged[name]
+
+
+def missing_after_lapse(local: Holdings, remote: Backend, needed: dict[str, list[str]], workers: int) -> list[str]:
+    """Keys (loose objects, packs) of ``local`` holding what ``needed`` names and ``remote`` lacks, read
+    from a full listing of the remote that trusts none of its merged indexes: what a push whose lease
+    lapsed sends again (a remote gc may have removed it meanwhile; docs/remote-gc.md)."""
+    there = Holdings(remote, workers)
+
+    def held(oid: str) -> bool:
+        key = there.key_of(oid)
+        return key is not None and (not key.startswith(PACKS) or f"{key}.pack" in there.keys)
+
+    gone = {oid: ids for oid, ids in needed.items() if not held(oid)}
+    return local.keys_of(gone, there)[0] if gone else []

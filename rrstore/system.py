@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from .recovery.validate import ValidationResult
     from .recovery.vocabulary import FailureType
     from .recovery.workflow import WorkflowResult
+    from .remote_gc import RemoteGCResult
     from .remoteconfig import RemoteSettings, RemoteTarget
     from .transfer import TransferResult
 
@@ -405,6 +406,32 @@ class RollbackRecoverySystem:
         except CheckpointNotFound as exc:  # name the remote, and how to list it (not the local store)
             raise CheckpointNotFound(exc.checkpoint_id, exc.suggestions, where=backend.location,
                                      list_command=listing) from None
+
+    def gc_remote(self, remote: str | None = None, endpoint_url: str | None = None, policy: Retention | None = None, *,
+                  dry_run: bool = False) -> RemoteGCResult:
+        """Apply ``policy`` to the checkpoints on ``remote`` and delete what no kept one reaches, safely
+        while other runners push (docs/remote-gc.md). This store's pins count too, when it exists."""
+        from .remote_gc import gc_remote
+
+        store = self.open_store() if (self.store_path / "config.json").is_file() else None
+        return gc_remote(self.open_remote(remote, endpoint_url), policy or Retention(), store=store,
+                         dry_run=dry_run)
+
+    def pin_remote(self, checkpoint_id: str, remote: str | None = None, endpoint_url: str | None = None, *,
+                   pinned: bool = True) -> bool:
+        """Pin (``pinned``) or unpin a checkpoint on ``remote``: kept by every ``gc --remote``."""
+        from .remote_gc import pin_remote
+
+        return pin_remote(self.open_remote(remote, endpoint_url), checkpoint_id, pinned)
+
+    def check_remote(self, remote: str | None = None, endpoint_url: str | None = None,
+                     options: CheckOptions | None = None) -> CheckResult:
+        """Verify every record, tree and content object the remote's refs reach (``read_data``: re-hashed)."""
+        from .check import CheckOptions
+        from .remote_check import check_remote
+
+        return check_remote(self.open_remote(remote, endpoint_url), self.settings, self.store_path,
+                            options or CheckOptions())
 
     def list_remote(self, remote: str | None = None, endpoint_url: str | None = None, lane: str | None = None, *,
                     all_projects: bool = False) -> ListResult:

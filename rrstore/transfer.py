@@ -53,7 +53,8 @@ from .errors import (
 from .record import CheckpointRecord
 from .recordindex import RecordReader, remote_reader
 from .remote import WORKERS, RemoteListing, RemoteNotFound, check_remote_config, list_remote, open_remote
-from .remote_packs import Holdings, RemoteCache
+from .remote_lease import Lease, settle
+from .remote_packs import Holdings, RemoteCache, missing_after_lapse
 from .staging import Staging
 from .store.objects import ObjectStore, decode_loose, oid_of_key
 from .store.pack import PREFIX as PACKS
@@ -200,16 +201,22 @@ def _push(store: Store, remote: Backend, checkpoint_ids: Sequence[str], progress
         if not todo:
             return result
         local = Holdings(store.backend, workers)
-        there = Holdings(remote, workers, RemoteCache.of(store.path, remote.location))
-        content, result.objects_skipped = local.keys_of(needed, there)
-        record_keys, _ = local.keys_of({oid: [i] for i, oid in todo.items()}, there)
-        sent = _Counter(len(content) + len(record_keys), progress)
-        upload = _Copy(store.backend, store.backend, lambda key, data: remote.write(key, data, durable=True), sent)
-        _copy_all(upload, content, workers, needed, list(todo))
-        _copy_all(upload, record_keys, workers, needed, list(todo))
-        there.record_push(upload.sent)  # the remote's merged index of them: after the packs, before any ref
-        remote.sync()
-        _create_refs(result, remote_refs, todo)
+        with Lease(remote, "push") as lease:  # a remote gc waits for it, and it for a gc (remote_lease)
+            there = Holdings(remote, workers, RemoteCache.of(store.path, remote.location))
+            content, result.objects_skipped = local.keys_of(needed, there)
+            record_keys, _ = local.keys_of({oid: [i] for i, oid in todo.items()}, there)
+            sent = _Counter(len(content) + len(record_keys), progress)
+            upload = _Copy(store.backend, store.backend, lambda key, data: remote.write(key, data, durable=True),
+                           sent)
+            _copy_all(upload, content, workers, needed, list(todo))
+            _copy_all(upload, record_keys, workers, needed, list(todo))
+            if lease.intact():  # a lapsed pusher writes no index others would trust (docs/remote-gc.md)
+                there.record_push(upload.sent)  # the remote's merged index of them: after the packs, before any ref
+            remote.sync()
+            _create_refs(result, remote_refs, todo)
+            reached = {**needed, **{oid: [i] for i, oid in todo.items()}}
+            settle(lease, lambda: missing_after_lapse(local, remote, reached, workers),
+                   lambda keys: _copy_all(upload, keys, workers, reached, list(todo)))
         there.save_cache()
         sent.fill(result)
         if result.transferred:  # the remote's record index learns the new refs (best effort: only a cache)

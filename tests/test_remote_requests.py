@@ -114,7 +114,8 @@ def test_pushing_one_checkpoint_costs_the_same_at_20_and_60_checkpoints(
     _push_each(source, s3_remote, endpoint, 30, 60 - 30)
     at60 = [_push_one(source, s3_remote, endpoint, 60 + k, requests) for k in range(REMOTE_MIDX_MAX + 1)]
     for total, ops, idx_gets in at20 + at60:
-        assert total <= 30, ops
+        # 30, plus the push lease a remote gc waits for (remote_lease: PUT, HEAD, LIST, HEAD + DELETE)
+        assert total <= 35, ops
         assert idx_gets == 0, ops  # no pack index of the remote is read to push
     # a push that merges no merged indexes costs the same at 60 as at 20; one that merges (one in
     # REMOTE_MIDX_MAX + 1 of them does, it is among these) stays under the bound above

@@ -306,6 +306,22 @@ class S3Backend:
                     if key != PROBE_KEY and _valid(key):
                         yield key, f"{str(item.get('ETag', '')).strip(chr(34))}:{item.get('Size', '')}"
 
+    def list_stats(self, prefix: str) -> Iterator[tuple[str, int, float]]:
+        """Keys with their size and the server's last-modified time (Unix seconds), from the listing itself:
+        what remote gc and leases judge age by (the server's clock, never a runner's)."""
+        if prefix:
+            check_key(prefix.rstrip("/"))
+            prefix = prefix.rstrip("/") + "/"
+        start = len(self.base)
+        with self._errors("list", prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.base + prefix)
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    key = item["Key"][start:]
+                    if key != PROBE_KEY and _valid(key):
+                        yield key, int(item.get("Size", 0)), item["LastModified"].timestamp()
+
     def delete(self, key: str) -> None:
         """Remove ``key``; KeyError if it is missing (S3 itself answers 204 either way, so HEAD first)."""
         name = self._key(key)
