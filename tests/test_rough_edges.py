@@ -172,8 +172,8 @@ def test_suggestions_come_newest_first_and_prefix_matches_before_similar_ids(pro
 @pytest.mark.parametrize(("args", "needs"), [
     (("list",), "--remote s3://BUCKET/PREFIX"),
     (("export", "latest", "--output", "out.rrs"), "an --output s3://BUCKET/KEY"),
-    (("check", "--repair", "--from", "backup.rrs"), "--from s3://BUCKET/PREFIX"),
-    (("check",), "--from s3://BUCKET/PREFIX"),
+    (("check", "--repair", "--from", "backup.rrs"), "--remote or --from s3://BUCKET/PREFIX"),
+    (("check",), "--remote or --from s3://BUCKET/PREFIX"),
 ])
 def test_endpoint_url_without_a_remote_is_a_usage_error(project: Path, cli: Cli, args: tuple[str, ...],
                                                         needs: str) -> None:
