@@ -358,6 +358,10 @@ def test_restore_refuses_a_hand_written_tree_holding_a_name_never_written(plante
                              text=True, env={**os.environ, **GIT_ENV})
         if extra[:1] == ["--path"] and planted.startswith(("sub/", "pkg/")):  # a directory --path never reads
             assert out.returncode == 0, out.stderr
+            assert not (git_project / planted).exists()
+            after = _files_under(git_project)
+            assert after.keys() == before.keys()  # the stat cache is saved again, nothing more
+            before = after
             continue
         assert out.returncode == 17, (extra, out.returncode, out.stderr)
         assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
