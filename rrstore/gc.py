@@ -92,9 +92,18 @@ def select(records: list[CheckpointRecord], pinned: set[str], policy: Retention,
 
     "The newest N" counts per project and lane: one project's gc of a shared store keeps
     another's newest checkpoints. A record older than project identities counts by its root.
+    A workflow run in progress (its newest step failed or never finished, within ``older_than``:
+    a re-run may still resume it, here or on another runner) keeps every one of its checkpoints,
+    however old the first steps are.
     """
     kept, removed = [], []
     per_lane: dict[tuple[str, str], int] = {}
+    newest_of_run: dict[str, CheckpointRecord] = {}
+    for record in records:
+        if record.kind == "step" and record.run.get("id"):
+            newest_of_run.setdefault(record.run["id"], record)
+    in_progress = {run for run, newest in newest_of_run.items()
+                   if not newest.success and now - min(newest.created, newest.added) < policy.older_than}
     for record in records:
         lane = (record.project or f"path:{record.root}", record.lane)
         rank = per_lane.get(lane, 0)
@@ -103,7 +112,7 @@ def select(records: list[CheckpointRecord], pinned: set[str], policy: Retention,
         # a future-dated record ages from when this store got it
         young = now - min(record.created, record.added) < policy.older_than
         if (young or record.checkpoint_id in pinned or record.lane in policy.keep_lanes
-                or (record.kind == "step" and rank < policy.keep_last)):
+                or (record.kind == "step" and rank < policy.keep_last) or record.run.get("id") in in_progress):
             kept.append(record)
         else:
             removed.append(record)

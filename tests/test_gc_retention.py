@@ -310,3 +310,29 @@ def test_a_future_dated_record_ages_from_when_the_store_got_it(project: Path, tm
     result = system.gc(Retention(older_than=7 * DAY, keep_last=1), now=datetime.now() + 8 * DAY)
 
     assert result.removed == [record.checkpoint_id] and result.kept == [local]
+
+
+def test_a_run_in_progress_keeps_every_checkpoint_a_resume_may_need() -> None:
+    """Fails before the fix: ``--keep-last 1`` and the age rule removed step 1 of a run whose step 2
+    failed yesterday, so a resume of that run (here or on another runner) found nothing to start from.
+    A run that finished, or whose newest step is past the age limit, is not kept for being a run."""
+    from rrstore.gc import select
+
+    now = datetime.now().astimezone()
+
+    def rec(checkpoint_id: str, days: float, success: bool, run: str) -> CheckpointRecord:
+        when = now - timedelta(days=days)
+        return CheckpointRecord(checkpoint_id, "standard", int(checkpoint_id[-1]), "s", when.isoformat(), "0" * 64,
+                                success=success, run={"id": run} if run else {}, project="p",
+                                added_ns=int(when.timestamp() * 1e9))
+
+    records = [rec("live-2", 1, False, "r-live"),    # failed yesterday: the run is in progress
+               rec("done-2", 2, True, "r-done"),     # a run that ended well
+               rec("live-1", 9, True, "r-live"),
+               rec("done-1", 9, True, "r-done"),
+               rec("stale-2", 20, False, "r-stale"),  # failed 20 days ago: abandoned
+               rec("stale-1", 21, True, "r-stale"),
+               rec("solo-1", 30, True, "")]
+    kept, removed = select(records, set(), Retention(older_than=timedelta(days=7), keep_last=1), now)
+    assert [r.checkpoint_id for r in kept] == ["live-2", "done-2", "live-1"]
+    assert [r.checkpoint_id for r in removed] == ["done-1", "stale-2", "stale-1", "solo-1"]
