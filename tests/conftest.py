@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,31 @@ def git(repo: Path, *args: str) -> str:
 def _no_store_override(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's RRSTORE_DIR must not send the tests' checkpoints into a real store."""
     monkeypatch.delenv("RRSTORE_DIR", raising=False)
+
+
+def one_error_line(out: subprocess.CompletedProcess[str], code: int) -> str:
+    """The failure contract: the documented code, one line on stderr, no traceback, no data on stdout."""
+    assert out.returncode == code, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert out.stdout == ""
+    return lines[0]
+
+
+def on_every_s3_client(monkeypatch: pytest.MonkeyPatch, hook: Callable[[Any], None]) -> None:
+    """Call ``hook(client)`` on each boto3 client an ``S3Backend`` makes: botocore's event hooks then
+    see (or count) every request the code under test sends."""
+    from rrstore.backends.s3 import S3Backend
+
+    original = S3Backend._make_client
+
+    def make(self: S3Backend) -> Any:
+        client = original(self)
+        hook(client)
+        return client
+
+    monkeypatch.setattr(S3Backend, "_make_client", make)
 
 
 def write(root: Path, rel: str, data: bytes | str = b"x\n") -> Path:

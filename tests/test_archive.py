@@ -20,7 +20,7 @@ from pathlib import Path
 import blake3
 import pytest
 import zstandard
-from conftest import run_cli, tree_manifest
+from conftest import one_error_line, run_cli, tree_manifest
 from craft import rle_zeros
 
 from rrstore import RollbackRecoverySystem
@@ -47,14 +47,6 @@ def store_files(store: Path) -> dict[str, tuple[int, str]]:
             path = Path(dirpath) / name
             out[str(path.relative_to(store))] = (path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest())
     return out
-
-
-def one_error_line(out: subprocess.CompletedProcess[str], code: int) -> str:
-    assert out.returncode == code, (out.returncode, out.stderr)
-    assert "Traceback" not in out.stderr and out.stdout == ""
-    lines = out.stderr.splitlines()
-    assert len(lines) == 1, out.stderr
-    return lines[0]
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import GIT_ENV, SeaweedFS, run_cli
+from conftest import GIT_ENV, SeaweedFS, one_error_line, run_cli
 
 from rrstore import RollbackRecoverySystem
 from rrstore.archive.files import verify_archive
@@ -46,14 +46,6 @@ def fill(root: Path, big: int = 5 * MiB, seed: str = "") -> None:
 
 def take(root: Path) -> str:
     return RollbackRecoverySystem(root=root).checkpoint("standard", 1, "build").checkpoint_id
-
-
-def one_error_line(out: subprocess.CompletedProcess[str], code: int) -> str:
-    assert out.returncode == code, (out.returncode, out.stderr)
-    assert "Traceback" not in out.stderr and out.stdout == ""
-    lines = out.stderr.splitlines()
-    assert len(lines) == 1, out.stderr
-    return lines[0]
 
 
 def store_files(store: Path) -> dict[str, str]:

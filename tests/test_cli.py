@@ -13,7 +13,7 @@ from pathlib import Path
 
 import blake3
 import pytest
-from conftest import GIT_ENV
+from conftest import GIT_ENV, one_error_line
 
 from rrstore.backends import LocalBackend
 from rrstore.errors import CorruptObject
@@ -38,16 +38,6 @@ def make(cli: Cli, root: Path, step: int, name: str, lane: str = "standard", *ex
     out = cli("checkpoint", "--lane", lane, "--step-number", str(step), "--step-name", name, *extra, cwd=root)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
-
-
-def one_error_line(out: subprocess.CompletedProcess[str], code: int) -> str:
-    """The failure contract: the documented code, one line on stderr, no traceback, no data on stdout."""
-    assert out.returncode == code, (out.returncode, out.stderr)
-    assert "Traceback" not in out.stderr
-    lines = out.stderr.splitlines()
-    assert len(lines) == 1, out.stderr
-    assert out.stdout == ""
-    return lines[0]
 
 
 def store_state(store: Path) -> tuple[set[str], set[str]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SeaweedFS, git, run_cli
+from conftest import SeaweedFS, git, on_every_s3_client, run_cli
 
 from rrstore import RollbackRecoverySystem
 from rrstore.backends.s3 import S3Backend, parse_remote
@@ -298,14 +298,7 @@ class Sent:
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
     seen = Sent()
-    original = S3Backend._make_client
-
-    def make(self: S3Backend) -> Any:
-        client = original(self)
-        seen.hook(client)
-        return client
-
-    monkeypatch.setattr(S3Backend, "_make_client", make)
+    on_every_s3_client(monkeypatch, seen.hook)
     return seen
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SeaweedFS, tree_manifest
+from conftest import SeaweedFS, on_every_s3_client, tree_manifest
 
 from rrstore import RollbackRecoverySystem
 from rrstore.backends.s3 import S3Backend, parse_remote
@@ -66,14 +66,7 @@ def endpoint(seaweedfs: SeaweedFS) -> str:
 @pytest.fixture
 def requests(monkeypatch: pytest.MonkeyPatch) -> Requests:
     counter = Requests()
-    original = S3Backend._make_client
-
-    def make(self: S3Backend) -> Any:
-        client = original(self)
-        counter.hook(client)
-        return client
-
-    monkeypatch.setattr(S3Backend, "_make_client", make)
+    on_every_s3_client(monkeypatch, counter.hook)
     return counter
 
 

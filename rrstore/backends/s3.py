@@ -293,22 +293,17 @@ class S3Backend:
 
     def list_tokens(self, prefix: str) -> Iterator[tuple[str, str]]:
         """Keys with ``f"{etag}:{size}"`` as their token, from the listing itself (no request per key)."""
-        if prefix:
-            check_key(prefix.rstrip("/"))
-            prefix = prefix.rstrip("/") + "/"
-        start = len(self.base)
-        with self._errors("list", prefix):
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.base + prefix)
-            for page in pages:
-                for item in page.get("Contents", ()):
-                    key = item["Key"][start:]
-                    if key != PROBE_KEY and _valid(key):
-                        yield key, f"{str(item.get('ETag', '')).strip(chr(34))}:{item.get('Size', '')}"
+        for key, item in self._listing(prefix):
+            yield key, f"{str(item.get('ETag', '')).strip(chr(34))}:{item.get('Size', '')}"
 
     def list_stats(self, prefix: str) -> Iterator[tuple[str, int, float]]:
         """Keys with their size and the server's last-modified time (Unix seconds), from the listing itself:
         what remote gc and leases judge age by (the server's clock, never a runner's)."""
+        for key, item in self._listing(prefix):
+            yield key, int(item.get("Size", 0)), item["LastModified"].timestamp()
+
+    def _listing(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Each valid key below ``prefix`` with the listing's entry for it (one request per 1,000 keys)."""
         if prefix:
             check_key(prefix.rstrip("/"))
             prefix = prefix.rstrip("/") + "/"
@@ -320,7 +315,7 @@ class S3Backend:
                 for item in page.get("Contents", ()):
                     key = item["Key"][start:]
                     if key != PROBE_KEY and _valid(key):
-                        yield key, int(item.get("Size", 0)), item["LastModified"].timestamp()
+                        yield key, item
 
     def delete(self, key: str) -> None:
         """Remove ``key``; KeyError if it is missing (S3 itself answers 204 either way, so HEAD first)."""
