@@ -46,7 +46,7 @@ from .worktree.workers import Progress, default_workers
 
 if TYPE_CHECKING:
     from .archive.files import ExportResult, ImportResult, VerifyResult
-    from .backends.s3 import S3Backend
+    from .backends.s3 import S3Backend, S3Options
     from .check import CheckOptions, CheckResult
     from .recovery.classify import Classification
     from .recovery.cleanup import CleanupResult
@@ -290,7 +290,7 @@ class RollbackRecoverySystem:
         from .archive.location import s3_archive, s3_errors
         from .fsutil import temp_name
 
-        remote, key = s3_archive(url, endpoint_url)
+        remote, key = s3_archive(url, *self._archive_s3(endpoint_url))
         with s3_errors(url, "write"):
             exists = remote.exists(key)
         if exists and not force:
@@ -311,8 +311,9 @@ class RollbackRecoverySystem:
         ``path`` may be ``s3://bucket/key`` (streamed, as for ``export``'s ``endpoint_url``)."""
         from .archive import files as archive
 
+        endpoint, options = self._archive_s3(endpoint_url)
         return archive.import_archive(lambda: self.open_store(create=True), path, progress,
-                                      endpoint_url=endpoint_url)
+                                      endpoint_url=endpoint, options=options)
 
     def verify_archive(self, path: str | os.PathLike[str], *, progress: Progress | None = None,
                        endpoint_url: str | None = None) -> VerifyResult:
@@ -320,7 +321,14 @@ class RollbackRecoverySystem:
         ``s3://bucket/key``, streamed without a local copy."""
         from .archive import files as archive
 
-        return archive.verify_archive(path, progress, endpoint_url=endpoint_url)
+        endpoint, options = self._archive_s3(endpoint_url)
+        return archive.verify_archive(path, progress, endpoint_url=endpoint, options=options)
+
+    def _archive_s3(self, endpoint_url: str | None) -> tuple[str | None, S3Options]:
+        """The endpoint and boto3 options an archive on S3 is read or written with: as for the remote
+        (``--endpoint-url`` > ``[remote] endpoint_url``; region, profile, encryption, storage class)."""
+        settings = self.remote_settings
+        return endpoint_url or settings.endpoint_url, settings.options
 
     def check(self, options: CheckOptions | None = None) -> CheckResult:
         """Read the whole store and report every damage with the checkpoints it affects; with

@@ -318,6 +318,26 @@ def test_storage_class_reaches_every_upload_and_the_server_keeps_it(
     assert head["StorageClass"] == "STANDARD_IA"
 
 
+def test_an_archive_on_s3_is_written_and_read_with_the_remote_settings(
+        tmp_path: Path, s3_remote: str, endpoint: str, sent: Sent, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails before the fix: export -o s3:// and import/verify s3:// ignored [remote] (endpoint, storage
+    class, region, profile): without --endpoint-url they went to AWS, and the upload had no class."""
+    monkeypatch.delenv("RRSTORE_REMOTE", raising=False)
+    root = make_project(tmp_path / "p", remote_table(url=s3_remote, endpoint_url=endpoint,
+                                                     storage_class="STANDARD_IA"))
+    system = RollbackRecoverySystem(root=root)
+    cp = system.checkpoint("standard", 1, "one").checkpoint_id
+    url = f"{s3_remote}-archives/one.rra"
+    system.export([cp], url)
+    assert sent.puts and all(p.get("x-amz-storage-class") == "STANDARD_IA" for p in sent.puts)
+    backend = system.open_remote()
+    head = backend.client.head_object(Bucket=backend.bucket, Key=url.split("/", 3)[3])
+    assert head["StorageClass"] == "STANDARD_IA"
+    assert list(system.verify_archive(url).refs) == [cp]
+    other = make_project(tmp_path / "q", remote_table(endpoint_url=endpoint))
+    assert RollbackRecoverySystem(root=other).import_archive(url).added == [cp]
+
+
 @pytest.mark.parametrize(("keys", "headers"), [
     ({"sse": "AES256"}, {"x-amz-server-side-encryption": "AES256"}),
     ({"sse": "aws:kms", "sse_kms_key_id": "alias/ci"},

@@ -36,6 +36,7 @@ from ..store.refs import plan_refs
 from ..store.store import Store
 from ..tree import DIR, FILE, TreeCheck, content_oids, decode_tree
 from ..worktree.workers import Progress
+from .location import S3Options
 from .safety import RECORD, Limits, VerifyResult, read_archive
 from .stream import ArchiveWriter
 from .tar import write_tar
@@ -242,17 +243,18 @@ def _phase(progress: Progress | None, index: int, count: int) -> Progress | None
 
 
 def verify_archive(path: str | os.PathLike[str], progress: Progress | None = None, *,
-                   limits: Limits | None = None, endpoint_url: str | None = None) -> VerifyResult:
+                   limits: Limits | None = None, endpoint_url: str | None = None,
+                   options: S3Options | None = None) -> VerifyResult:
     """Check an archive completely without touching any store; ArchiveError says what is wrong.
 
     ``path`` may be ``s3://BUCKET/KEY`` (``endpoint_url`` for a non-AWS
-    server): the archive is streamed, never copied locally. It must be
+    server; ``options``: region, profile): the archive is streamed, never copied locally. It must be
     self-contained: every object its checkpoints reach is in it. Memory
     stays bounded whatever the input: objects are hashed in pieces, the
     stream may inflate only so far (``Limits``), no object may exceed the
     store's object limit, and no frame may need a window over 128 MiB.
     """
-    return read_archive(path, limits or Limits(), None, progress, endpoint_url)
+    return read_archive(path, limits or Limits(), None, progress, endpoint_url, options)
 
 
 class _Put:
@@ -288,7 +290,7 @@ class _Put:
 
 def import_archive(store: Store | Callable[[], Store], path: str | os.PathLike[str],
                    progress: Progress | None = None, *, limits: Limits | None = None,
-                   endpoint_url: str | None = None) -> ImportResult:
+                   endpoint_url: str | None = None, options: S3Options | None = None) -> ImportResult:
     """Add an archive's checkpoints to a store, after checking all of it; importing twice changes nothing.
 
     ``store`` may be a function that opens (or creates) the store: it is
@@ -305,7 +307,8 @@ def import_archive(store: Store | Callable[[], Store], path: str | os.PathLike[s
     limits = limits or Limits()
     name = os.fspath(path)
     try:
-        verified = verify_archive(path, _phase(progress, 0, 2), limits=limits, endpoint_url=endpoint_url)
+        verified = verify_archive(path, _phase(progress, 0, 2), limits=limits, endpoint_url=endpoint_url,
+                                  options=options)
         if not isinstance(store, Store):
             store = store()
         added, unchanged = _plan_refs(store, verified)
@@ -314,7 +317,7 @@ def import_archive(store: Store | Callable[[], Store], path: str | os.PathLike[s
     result = ImportResult(name, added, unchanged, verified.objects)
     put = _Put(store.objects)
     with store.writing():
-        again = read_archive(path, limits, put, _phase(progress, 1, 2), endpoint_url)
+        again = read_archive(path, limits, put, _phase(progress, 1, 2), endpoint_url, options)
         if again.digest != verified.digest:
             raise ArchiveError(name, "the file changed while it was imported; no checkpoint was added")
         store.objects.flush()

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
-from ..backends.s3 import SCHEME, S3Backend, parse_remote
+from ..backends.s3 import SCHEME, S3Backend, S3Options, parse_remote
 from ..errors import PermissionDenied, RRStoreError, UsageError, from_oserror
 from .stream import Readable
 
@@ -23,7 +23,8 @@ def is_s3(name: object) -> bool:
     return isinstance(name, str) and name.startswith(SCHEME)
 
 
-def s3_archive(url: str, endpoint_url: str | None = None) -> tuple[S3Backend, str]:
+def s3_archive(url: str, endpoint_url: str | None = None,
+               options: S3Options | None = None) -> tuple[S3Backend, str]:
     """The bucket (as a backend over its root) and key that ``s3://BUCKET/KEY`` names.
 
     The key must be written plainly (no empty, ``.`` or ``..`` parts, no
@@ -37,18 +38,19 @@ def s3_archive(url: str, endpoint_url: str | None = None) -> tuple[S3Backend, st
         raise invalid from None
     if not key or f"{SCHEME}{bucket}/{key}" != url:
         raise invalid
-    return S3Backend(bucket, "", endpoint_url=endpoint_url), key
+    return S3Backend(bucket, "", endpoint_url=endpoint_url, options=options or S3Options()), key
 
 
 @contextmanager
-def opened(name: str | os.PathLike[str], endpoint_url: str | None = None) -> Iterator[tuple[Readable, int]]:
+def opened(name: str | os.PathLike[str], endpoint_url: str | None = None,
+           options: S3Options | None = None) -> Iterator[tuple[Readable, int]]:
     """The archive ``name`` (a path or an s3:// URL) open for reading front to back, and its size.
 
     A missing archive is a UsageError; so is ``-`` (an archive is read twice
     to import it, so it cannot come from stdin).
     """
     if is_s3(name):
-        with _s3_opened(str(name), endpoint_url) as got:
+        with _s3_opened(str(name), endpoint_url, options) as got:
             yield got
         return
     if os.fspath(name) == "-":
@@ -81,9 +83,9 @@ def s3_errors(url: str, action: str) -> Iterator[None]:
 
 
 @contextmanager
-def _s3_opened(url: str, endpoint_url: str | None) -> Iterator[tuple[Readable, int]]:
+def _s3_opened(url: str, endpoint_url: str | None, options: S3Options | None) -> Iterator[tuple[Readable, int]]:
     """One GET of the archive at ``url``; its failures (no key, no bucket, no credentials) name ``url``."""
-    backend, key = s3_archive(url, endpoint_url)
+    backend, key = s3_archive(url, endpoint_url, options)
     with ExitStack() as stack:
         with s3_errors(url, "read"):
             got = stack.enter_context(backend.open_read(key))

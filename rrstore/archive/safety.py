@@ -23,7 +23,7 @@ from ..record import CheckpointRecord
 from ..store.objects import MAX_OBJECT_SIZE, hash_bytes
 from ..tree import DIR, FILE, Entry, TreeCheck, decode_tree, valid_name
 from ..worktree.workers import Progress
-from .location import opened
+from .location import S3Options, opened
 from .stream import ARCHIVE_FORMAT, ObjectHead, Source, read_header, read_object_head, read_trailer
 
 RECORD, TREE, BLOB = 0, 1, 2   # what an object must be; a lower value is the stricter need
@@ -283,9 +283,10 @@ class _Reader:
 
 
 def read_archive(path: str | os.PathLike[str], limits: Limits, sink: Sink | None,
-                 progress: Progress | None, endpoint_url: str | None = None) -> VerifyResult:
+                 progress: Progress | None, endpoint_url: str | None = None,
+                 options: S3Options | None = None) -> VerifyResult:
     """One full, checking pass over the archive at ``path`` (a file or s3://BUCKET/KEY, streamed);
     ``sink`` gets each verified object and its kind."""
-    with opened(path, endpoint_url) as (fh, size):
+    with opened(path, endpoint_url, options) as (fh, size):
         src = Source(os.fspath(path), fh, limits.budget(size))
         return _Reader(src, _Options(limits, sink, progress, size)).run()
