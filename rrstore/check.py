@@ -34,6 +34,7 @@ from pathlib import Path
 import blake3
 
 from .backends import LocalBackend
+from .backends.s3 import S3Options
 from .config import Settings
 from .errors import CorruptObject, ObjectMissing, RRStoreError, StoreConfigDamaged, StoreNotFound
 from .record import CheckpointRecord, added_ns_of, is_future_dated, owned_by
@@ -59,6 +60,7 @@ class CheckOptions:
     repair: bool = False
     source: str | None = None
     endpoint_url: str | None = None
+    s3_options: S3Options | None = None  # region, profile, ... of an s3:// source ([remote] settings)
 
 
 @dataclass

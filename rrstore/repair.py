@@ -62,7 +62,7 @@ def repair(store: Store, options: CheckOptions,
         work.indexes()
         work.merged_indexes()
         wanted = {p.target: p.kind for p in before.problems if p.kind in OBJECT_KINDS}
-        fetched = _fetch(options.source, options.endpoint_url, set(wanted)) if options.source and wanted else {}
+        fetched = _fetch(options, set(wanted)) if options.source and wanted else {}
         work.scarred.update(p.target[len(PACKS):-len(".pack")] for p in before.problems if p.kind == "pack-damaged")
         if wanted or work.scarred:
             work.replace(wanted, fetched)
@@ -278,8 +278,10 @@ def _records_naming(store: Store, ids: set[str]) -> dict[str, CheckpointRecord]:
     return {checkpoint_id: record for checkpoint_id, (_, record) in found.items()}
 
 
-def _fetch(source: str, endpoint_url: str | None, wanted: set[str]) -> dict[str, bytes]:
-    """The objects of ``wanted`` that ``source`` (an archive path or s3:// remote) holds, each hash-checked."""
+def _fetch(options: CheckOptions, wanted: set[str]) -> dict[str, bytes]:
+    """The objects of ``wanted`` that ``options.source`` (an archive path or s3:// remote) holds, each
+    hash-checked."""
+    source = options.source or ""
     found: dict[str, bytes] = {}
 
     def keep(oid: str, data: bytes, *_: object) -> None:
@@ -289,7 +291,7 @@ def _fetch(source: str, endpoint_url: str | None, wanted: set[str]) -> dict[str,
     if source.startswith("s3://"):
         from .transfer import open_remote
 
-        remote = ObjectStore(open_remote(source, endpoint_url))
+        remote = ObjectStore(open_remote(source, options.endpoint_url, options.s3_options))
         for oid in sorted(wanted):
             try:
                 keep(oid, remote.get(oid))

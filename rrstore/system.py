@@ -290,7 +290,7 @@ class RollbackRecoverySystem:
         from .archive.location import s3_archive, s3_errors
         from .fsutil import temp_name
 
-        remote, key = s3_archive(url, *self._archive_s3(endpoint_url))
+        remote, key = s3_archive(url, *self._s3_access(endpoint_url))
         with s3_errors(url, "write"):
             exists = remote.exists(key)
         if exists and not force:
@@ -311,7 +311,7 @@ class RollbackRecoverySystem:
         ``path`` may be ``s3://bucket/key`` (streamed, as for ``export``'s ``endpoint_url``)."""
         from .archive import files as archive
 
-        endpoint, options = self._archive_s3(endpoint_url)
+        endpoint, options = self._s3_access(endpoint_url)
         return archive.import_archive(lambda: self.open_store(create=True), path, progress,
                                       endpoint_url=endpoint, options=options)
 
@@ -321,12 +321,13 @@ class RollbackRecoverySystem:
         ``s3://bucket/key``, streamed without a local copy."""
         from .archive import files as archive
 
-        endpoint, options = self._archive_s3(endpoint_url)
+        endpoint, options = self._s3_access(endpoint_url)
         return archive.verify_archive(path, progress, endpoint_url=endpoint, options=options)
 
-    def _archive_s3(self, endpoint_url: str | None) -> tuple[str | None, S3Options]:
-        """The endpoint and boto3 options an archive on S3 is read or written with: as for the remote
-        (``--endpoint-url`` > ``[remote] endpoint_url``; region, profile, encryption, storage class)."""
+    def _s3_access(self, endpoint_url: str | None) -> tuple[str | None, S3Options]:
+        """The endpoint and boto3 options of an S3 URL that is not the remote (an archive, a repair's
+        ``--from``): as for the remote (``--endpoint-url`` > ``[remote] endpoint_url``; region, profile,
+        encryption, storage class)."""
         settings = self.remote_settings
         return endpoint_url or settings.endpoint_url, settings.options
 
@@ -337,8 +338,9 @@ class RollbackRecoverySystem:
         from .check import CheckOptions, check, open_for_check
 
         options = options or CheckOptions()
-        if (options.source or "").startswith("s3://") and options.endpoint_url is None:
-            options = replace(options, endpoint_url=self.remote_settings.endpoint_url)  # as for push and pull
+        if (options.source or "").startswith("s3://"):  # as for push and pull
+            endpoint, s3_options = self._s3_access(options.endpoint_url)
+            options = replace(options, endpoint_url=endpoint, s3_options=s3_options)
         store = open_for_check(self.store_path, self.settings)
         if options.repair:
             from .repair import repair
