@@ -194,6 +194,26 @@ class _Repair:
         self.store.objects.merge_indexes()
         return True
 
+    def _drop_corrupt(self, wanted: dict[str, str], fetched: dict[str, bytes]) -> set[str]:
+        """The packs to rewrite without the corrupt trees and contents no source gave back (a loose one
+        is moved to quarantine at once): left in place, writers would deduplicate against them."""
+        packs = self.store.objects.pack_reader()
+        rewrite: set[str] = set()
+        for oid, kind in sorted(wanted.items()):
+            if oid in fetched or not kind.endswith("-corrupt") or kind.startswith("record"):
+                continue  # a missing object has no bad copy; a record is never deduplicated against
+            loc = packs.index.get(oid)
+            if loc is not None and self._index_lies(loc[0], oid):
+                self.indexed_again.add(oid)  # the bytes were good, the index entry was not
+                continue
+            if loc is not None:
+                rewrite.add(loc[0])
+                self.done.append(f"dropped the corrupt copy of {oid} "
+                                 "(a checkpoint holding its content stores it again)")
+            elif self.store.backend.exists(object_key(oid)):
+                self._quarantine(object_key(oid))
+        return rewrite
+
     def replace(self, wanted: dict[str, str], fetched: dict[str, bytes]) -> None:
         """Store each fetched object again; rewrite each pack that held a bad copy without it.
 
@@ -219,19 +239,7 @@ class _Repair:
             else:
                 writer.add(oid, data)
             self.done.append(f"stored {oid} again from the source")
-        for oid, kind in sorted(wanted.items()):
-            if oid in fetched or not kind.endswith("-corrupt") or kind.startswith("record"):
-                continue  # a missing object has no bad copy; a record is never deduplicated against
-            loc = packs.index.get(oid)
-            if loc is not None and self._index_lies(loc[0], oid):
-                self.indexed_again.add(oid)  # the bytes were good, the index entry was not
-                continue
-            if loc is not None:
-                rewrite.add(loc[0])
-                self.done.append(f"dropped the corrupt copy of {oid} "
-                                 "(a checkpoint holding its content stores it again)")
-            elif self.store.backend.exists(object_key(oid)):
-                self._quarantine(object_key(oid))
+        rewrite |= self._drop_corrupt(wanted, fetched)
         for pack in sorted(rewrite):
             entries = packs.members.get(pack, {})
             for _, _, oid in sorted((loc[1], loc[3], oid) for oid, loc in entries.items()):
