@@ -202,6 +202,9 @@ class _Repair:
         for oid, kind in sorted(wanted.items()):
             if oid in fetched or not kind.endswith("-corrupt") or kind.startswith("record"):
                 continue  # a missing object has no bad copy; a record is never deduplicated against
+            if self.store.backend.exists(object_key(oid)) and self._loose_was_bad(oid):
+                self.indexed_again.add(oid)  # the packed copy, read first from now on, is whole
+                continue
             loc = packs.index.get(oid)
             if loc is not None and self._index_lies(loc[0], oid):
                 self.indexed_again.add(oid)  # the bytes were good, the index entry was not
@@ -210,9 +213,19 @@ class _Repair:
                 rewrite.add(loc[0])
                 self.done.append(f"dropped the corrupt copy of {oid} "
                                  "(a checkpoint holding its content stores it again)")
-            elif self.store.backend.exists(object_key(oid)):
-                self._quarantine(object_key(oid))
         return rewrite
+
+    def _loose_was_bad(self, oid: str) -> bool:
+        """Move a corrupt loose copy of ``oid`` to quarantine (reads take it before any packed one);
+        whether a whole copy (packed) is read from then on."""
+        self._quarantine(object_key(oid))
+        self.store.objects.reload()  # forget the loose copy
+        try:
+            self.store.objects.get(oid)
+        except (ObjectMissing, CorruptObject):
+            return False
+        self.done.append(f"{oid} reads whole from its pack now")
+        return True
 
     def replace(self, wanted: dict[str, str], fetched: dict[str, bytes]) -> None:
         """Store each fetched object again; rewrite each pack that held a bad copy without it.

@@ -488,6 +488,23 @@ def test_a_damaged_tree_elsewhere_does_not_stop_a_restore_of_some_paths(store: S
     assert whole.returncode == 13 and data in whole.stderr
 
 
+def test_repair_moves_a_corrupt_loose_copy_that_hides_a_whole_packed_one(store: Store) -> None:
+    """Fails before the fix (a reviewer's repro): reads take a loose copy before a packed one (restore's
+    undo point may write both), so a bad loose copy made check report the object corrupt; repair then
+    rebuilt the (good) pack index and left the loose copy, and the checkpoints stayed unrestorable."""
+    oid = hash_bytes(b"first notes\n")
+    loose = store.path / object_key(oid)
+    loose.parent.mkdir(parents=True, exist_ok=True)
+    loose.write_bytes(zstandard.ZstdCompressor().compress(b"first NOTES\n"))
+    assert store.check("--read-data").returncode == 13
+
+    done = store.check("--repair", "--read-data")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{oid} reads whole from its pack now" in done.stdout and "pointed at other bytes" not in done.stdout
+    assert not loose.exists() and list((store.path / "quarantine").rglob(oid[2:]))
+    store.restores_all()
+
+
 def test_repair_of_a_lost_index_over_a_damaged_block(store: Store, tmp_path: Path) -> None:
     """The index is rebuilt without the damaged object, which then comes back from the archive."""
     origin = tmp_path / "backup.rrar"
