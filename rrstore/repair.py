@@ -134,6 +134,7 @@ class _Repair:
         fresh = self.store.objects.merge_indexes()
         if fresh is not None and damaged:
             self.done.append(f"rebuilt the merged pack index as {midx_key(fresh)}")
+
     def unreadable_refs(self, before: CheckResult, fetched: set[str]) -> None:
         """Each ref that cannot be read, or whose record is gone (and no source gave it back): pointed
         again at the record that names its id when the store still holds one (a record names its own
