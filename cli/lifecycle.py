@@ -99,3 +99,30 @@ def unpin(checkpoint_id: str, remote: str | None, endpoint_url: str | None) -> i
     else:
         info(f"unpinned {checkpoint_id}" if removed else f"{checkpoint_id} was not pinned", st.quiet)
     return 0
+
+
+@click.command(name="delete")
+@click.argument("checkpoint_ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--force", is_flag=True, help="Delete a pinned checkpoint too (and its pin).")
+@global_options
+def delete_command(checkpoint_ids: tuple[str, ...], force: bool) -> int:
+    """Forget checkpoints: remove their refs; their objects go at the next gc.
+
+    Works on a checkpoint that cannot be read, which otherwise blocks gc and
+    push. Refuses a pinned one without --force; an unknown id or a pinned one
+    changes nothing (exit 12, exit 2).
+
+    \b
+    Examples:
+      rrstore delete standard-step2-20261201_071641-k3f9qz
+      rrstore delete latest && rrstore gc --older-than 0s
+    """
+    st = state()
+    deleted = st.system().delete(list(checkpoint_ids), force=force)
+    if st.json:
+        emit_json({"deleted": list(deleted)})
+    else:
+        for checkpoint_id in deleted:
+            click.echo(checkpoint_id)
+        info(f"deleted {len(deleted)} checkpoint(s); their objects go at the next gc", st.quiet)
+    return 0

@@ -30,6 +30,7 @@ from .checkpoint import (
 from .config import Settings, find_project_root, load_settings
 from .diff import DiffResult, against_checkpoint, diff
 from .errors import (
+    CheckpointNotFound,
     RRStoreError,
     UsageError,
 )
@@ -252,6 +253,34 @@ class RollbackRecoverySystem:
             resolved = manager.get(checkpoint_id).checkpoint_id
             return resolved, manager.store.pins.remove(resolved)
 
+    def delete(self, checkpoint_ids: Sequence[str], *, force: bool = False) -> tuple[str, ...]:
+        """Forget checkpoints: remove their refs (their objects go at the next gc, after its grace).
+
+        Works on a checkpoint that cannot be read (an emptied ref, a lost record), which otherwise
+        blocks gc and push. A pinned one is refused unless ``force`` (then its pin goes too). Every id
+        is checked before anything is removed: an unknown one (exit 12) or a pinned one (exit 2)
+        changes nothing. Returns the ids removed.
+        """
+        from .checkpoint import suggest_ids
+        from .store.refs import PREFIX, valid_id
+
+        manager = self.checkpoint_manager
+        store = manager.store
+        with store.writing():  # not while a gc decides what to keep
+            ids = list(dict.fromkeys(manager.get(i).checkpoint_id if i == "latest" else i for i in checkpoint_ids))
+            pins = set(store.pins)
+            for checkpoint_id in ids:
+                if not valid_id(checkpoint_id) or not store.backend.exists(PREFIX + checkpoint_id):
+                    raise CheckpointNotFound(checkpoint_id, suggest_ids(checkpoint_id, store.refs))
+                if checkpoint_id in pins and not force:
+                    raise UsageError(f"checkpoint {checkpoint_id} is pinned: nothing was deleted "
+                                     f"(rrstore unpin {checkpoint_id} first, or delete --force)")
+            for checkpoint_id in ids:
+                store.refs.delete(checkpoint_id)
+                if checkpoint_id in pins:
+                    store.pins.remove(checkpoint_id)
+        return tuple(ids)
+
     def pinned(self) -> set[str]:
         return set(self.open_store().pins)
 
@@ -397,7 +426,7 @@ class RollbackRecoverySystem:
         newest step checkpoint on the remote (with ``all_projects``, the remote's newest). A local id
         naming another record is a conflict; with ``rename_conflicts`` the local one gets a new id."""
         from . import transfer
-        from .errors import CheckpointNotFound, NoProjectCheckpoint
+        from .errors import NoProjectCheckpoint
 
         backend = self.open_remote(remote, endpoint_url)
         # every project's listing: pull takes any id, and a fresh runner may not be the project that pushed

@@ -144,3 +144,37 @@ def test_cli_json_shape_and_dry_run(project: Path, cli: Cli) -> None:
     again = json.loads(out.stdout)
     assert (again["records_removed"], again["objects_removed"], again["bytes_freed"]) == (0, 0, 0)
     assert again["removed"] == [] and again["kept"] == [ids[2]]
+
+
+def test_delete_of_a_damaged_checkpoint_unblocks_gc_and_push(
+        project: Path, cli: Cli, s3_remote: str, seaweedfs: object, s3_env: dict[str, str]) -> None:
+    """Issue 13: a checkpoint that cannot be read blocks gc (what it reaches is unknown) and a push of
+    every checkpoint; ``delete`` forgets it, and both work again. Pinned ones need --force; an unknown
+    or pinned id changes nothing."""
+    system = RollbackRecoverySystem(root=project)
+    write_state(project, small_state(1))
+    good = system.checkpoint("standard", 1, "good").checkpoint_id
+    write_state(project, small_state(2))
+    broken = system.checkpoint("standard", 2, "broken").checkpoint_id
+    store = store_of(system)
+    (store / "refs" / "checkpoints" / broken).write_bytes(b"")  # an emptied ref: its record unknown
+    endpoint = ("--endpoint-url", seaweedfs.endpoint)  # type: ignore[attr-defined]
+    env = {**os.environ, **s3_env}
+    assert cli("gc", "--older-than", "0s", "--grace", "0s", cwd=project).returncode == 13
+    assert cli("push", "--remote", s3_remote, *endpoint, cwd=project, env=env).returncode == 13
+
+    cli("pin", good, cwd=project)
+    refused = cli("delete", broken, good, cwd=project)
+    assert refused.returncode == 2 and f"checkpoint {good} is pinned: nothing was deleted" in refused.stderr
+    assert cli("delete", broken, "nope-step1-20260101_000000", cwd=project).returncode == 12
+    assert ref_ids(store) == {good, broken}  # nothing was deleted by either
+
+    done = cli("delete", broken, "--json", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"deleted": [broken]} and ref_ids(store) == {good}
+    pushed = cli("push", "--remote", s3_remote, *endpoint, cwd=project, env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    assert cli("gc", "--older-than", "0s", "--grace", "0s", cwd=project).returncode == 0
+    assert ref_ids(store) == {good}  # pinned: kept
+    assert cli("delete", good, "--force", cwd=project).returncode == 0
+    assert ref_ids(store) == set() and not os.listdir(store / "refs" / "pins")
