@@ -187,8 +187,13 @@ def _parents_of(paths: dict[str, str]) -> set[str]:
 
 
 def _add_missing_parents(plan: RestorePlan, current: dict[str, Entry], target: dict[str, Entry]) -> None:
-    """A subset restore creates the directories above its paths that are gone."""
+    """A subset restore creates the directories above its paths that are gone.
+
+    A file or symlink standing where such a directory belongs goes first, as
+    in a full restore (the undo checkpoint holds it).
+    """
     wanted = set(plan.mkdir)
+    removed = set(plan.remove)
     for path in [*plan.write, *plan.symlink, *plan.mkdir]:
         parent = path.rpartition("/")[0]
         while parent and parent not in wanted:
@@ -198,6 +203,9 @@ def _add_missing_parents(plan: RestorePlan, current: dict[str, Entry], target: d
             if target.get(parent) is not None and target[parent].kind == DIR:
                 wanted.add(parent)
                 plan.mkdir.append(parent)
+                if have is not None and parent not in removed:
+                    removed.add(parent)
+                    plan.remove.append(parent)
             parent = parent.rpartition("/")[0]
 
 

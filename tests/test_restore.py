@@ -269,6 +269,24 @@ def test_restore_from_subdirectory_path_is_relative_to_cwd(tree: Path, cli, mani
     assert (tree / "src" / "app.py").read_bytes() == b"edited\n"
 
 
+def test_path_below_a_directory_now_a_file_replaces_the_file_and_undo_brings_it_back(tree: Path, cli) -> None:
+    """``--path src/lib/util.py`` while ``src/lib`` is a regular file: the file in the way goes (as a
+    full restore would), the path comes back, and the undo checkpoint still holds the file."""
+    system = RollbackRecoverySystem(root=tree)
+    checkpoint_id = system.checkpoint("standard", 1, "base").checkpoint_id
+    shutil.rmtree(tree / "src" / "lib")
+    write(tree / "src" / "lib", b"a file where a directory was\n")
+
+    out = cli("restore", "--checkpoint-id", checkpoint_id, "--path", "src/lib/util.py", cwd=tree)
+
+    assert out.returncode == 0, out.stderr
+    assert (tree / "src" / "lib" / "util.py").read_bytes() == b"def f():\n    return 1\n"
+    undo_id = out.stderr.split("undo with: rrstore restore --checkpoint-id ")[1].split()[0]
+    undo = cli("restore", "--checkpoint-id", undo_id, cwd=tree)
+    assert undo.returncode == 0, undo.stderr
+    assert (tree / "src" / "lib").read_bytes() == b"a file where a directory was\n"
+
+
 def test_restore_never_writes_through_a_symlinked_directory(tree: Path, tmp_path: Path, manifest) -> None:
     system = RollbackRecoverySystem(root=tree)
     checkpoint_id = system.checkpoint("standard", 1, "base").checkpoint_id
