@@ -27,7 +27,7 @@ from .checkpoint import (
     links_leading_out,
     others_note,
 )
-from .config import Settings, find_project_root, load_settings
+from .config import Settings, find_project_root, load_section, load_settings
 from .diff import DiffResult, against_checkpoint, diff
 from .errors import (
     CheckpointNotFound,
@@ -379,6 +379,14 @@ class RollbackRecoverySystem:
         return check(store, options)
 
     # shared remote (rrstore/transfer.py, imported here only when used) -------------------------
+
+    @property
+    def push_setting(self) -> str:
+        """``[remote] push``; "never" without reading the S3 layer when the project has no ``[remote]``
+        table (every ``run`` and ``workflow`` step asks: importing it costs ~8 ms)."""
+        if self._remote_settings is None and not load_section(self.root, "remote")[0]:
+            return "never"
+        return self.remote_settings.push
 
     @property
     def remote_settings(self) -> RemoteSettings:

@@ -128,3 +128,16 @@ def test_importtime_of_help_shows_no_gitpython(tmp_path: Path) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     assert "click" in imported
     assert "git" not in imported
+
+
+def test_a_run_step_without_a_remote_table_loads_no_s3_layer(tmp_path: Path) -> None:
+    """Every ``run`` step asks for the push policy: with no ``[remote]`` that is a table lookup, not the
+    S3 backend and remote settings (~8 ms per step); with one, the settings are read and applied."""
+    (tmp_path / "f.txt").write_text("x")
+    args = ["run", "--lane", "standard", "--step-number", "1", "--step-name", "t", "--", "true"]
+    modules = _modules_after(args, tmp_path)
+    assert "rrstore.recovery.run" in modules
+    assert "rrstore.backends.s3" not in modules and "rrstore.remoteconfig" not in modules
+
+    (tmp_path / "rrstore.toml").write_text('[remote]\npush = "never"\n')
+    assert "rrstore.remoteconfig" in _modules_after(args, tmp_path)

@@ -54,10 +54,10 @@ class PushOutcome:
 def push_policy(system: System, remote: str | None = None, endpoint_url: str | None = None) -> PushPolicy:
     """The project's policy, its remote resolved now (``remote_target``): a policy that pushes but
     names no remote is a UsageError before any step runs, not a warning after each."""
-    settings = system.remote_settings
-    if settings.push == "never":
+    push = system.push_setting
+    if push == "never":
         return PushPolicy()
-    return PushPolicy(settings.push, system.remote_target(remote, endpoint_url))
+    return PushPolicy(push, system.remote_target(remote, endpoint_url))
 
 
 def push_checkpoints(system: System, policy: PushPolicy, ids: Sequence[str], hooks: RunHooks) -> PushOutcome:
