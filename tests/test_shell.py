@@ -46,7 +46,7 @@ def complete(shell: str, words: list[str], cwd: Path, env: dict[str, str] | None
     done = subprocess.run([str(RRSTORE)], cwd=cwd, env=full, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     lines = [line for line in done.stdout.splitlines() if line]  # nothing offered: one empty line
-    if shell == "zsh":  # type, value, help: three lines each
+    if shell in ("zsh", "fish"):  # type, value, help: three lines each
         return [lines[i + 1] for i in range(0, len(lines), 3)]
     return [row.split(",", 1)[1].split("\t")[0] for row in lines]
 
@@ -55,7 +55,7 @@ def complete(shell: str, words: list[str], cwd: Path, env: dict[str, str] | None
 def test_a_partial_id_completes_to_exactly_the_matching_ids(shell: str, store: tuple[Path, dict]) -> None:
     project, ids = store
     everything = sorted(["latest", *ids["standard"], *ids["docs"], *ids["heavy"]])
-    for words in ID_COMMANDS:
+    for words in ID_COMMANDS if shell == "bash" else ID_COMMANDS[::3]:  # the protocols differ by shell only
         assert sorted(complete(shell, [*words, "standard-step"], project)) == sorted(ids["standard"]), words
         assert complete(shell, [*words, ids["docs"][1][:-3]], project) == [ids["docs"][1]], words
         assert sorted(complete(shell, [*words, ""], project)) == everything, words
