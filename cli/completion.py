@@ -27,11 +27,12 @@ SHELLS = ("bash", "zsh", "fish")
 ID_METAVAR = re.compile(r"^\[?ID\]?(\.\.\.)?\]?$")  # ID, [ID], ID..., [ID...]
 
 
-def store_ids(ctx: click.Context) -> list[str] | None:
-    """The checkpoint ids of the store the command line names (``--store``, ``-C``, ``RRSTORE_DIR``, the
-    project's), sorted; None without a store. A shared store's other projects' ids are offered too."""
+def store_ids(ctx: click.Context, pinned: bool = False) -> list[str] | None:
+    """The checkpoint ids (``pinned``: the pinned ones) of the store the command line names (``--store``,
+    ``-C``, ``RRSTORE_DIR``, the project's), sorted; None without a store. A shared store's other
+    projects' ids are offered too."""
     from rrstore.backends.local import LocalBackend
-    from rrstore.store.refs import Refs
+    from rrstore.store.refs import Pins, Refs
     from rrstore.system import RollbackRecoverySystem
 
     st = ctx.find_root().ensure_object(State)
@@ -40,18 +41,27 @@ def store_ids(ctx: click.Context) -> list[str] | None:
         store = RollbackRecoverySystem(root=st.root, store=st.store).store_path
     if not (store / "config.json").is_file():
         return None
-    return sorted(Refs(LocalBackend(store)))
+    return sorted((Pins if pinned else Refs)(LocalBackend(store)))
 
 
-def complete_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """``latest`` and the store's ids that start with ``incomplete``; nothing without a store."""
+def _matching(ctx: click.Context, incomplete: str, pinned: bool = False) -> list[CompletionItem]:
     try:
-        ids = store_ids(ctx)
+        ids = store_ids(ctx, pinned)
     except Exception:  # completion offers nothing rather than a traceback at the prompt
         ids = None
     if ids is None:
         return []
-    return [CompletionItem(i) for i in ["latest", *ids] if i.startswith(incomplete)]
+    return [CompletionItem(i) for i in ([] if pinned else ["latest"]) + ids if i.startswith(incomplete)]
+
+
+def complete_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """``latest`` and the store's ids that start with ``incomplete``; nothing without a store."""
+    return _matching(ctx, incomplete)
+
+
+def complete_pinned(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """For ``unpin``: the pinned ids that start with ``incomplete``."""
+    return _matching(ctx, incomplete, pinned=True)
 
 
 def complete_latest(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:

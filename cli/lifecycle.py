@@ -11,6 +11,7 @@ from rrstore.lanes import LANES
 if TYPE_CHECKING:
     from rrstore.gc import GCResult
 
+from .completion import complete_pinned
 from .context import endpoint_needs, global_options, remote_option, state
 from .output import emit_json, human_bytes, info
 
@@ -94,7 +95,7 @@ def pin(checkpoint_id: str, remote: str | None, endpoint_url: str | None) -> int
 
 
 @click.command()
-@click.argument("checkpoint_id", metavar="ID")
+@click.argument("checkpoint_id", metavar="ID", shell_complete=complete_pinned)
 @_remote_option
 @global_options
 def unpin(checkpoint_id: str, remote: str | None, endpoint_url: str | None) -> int:

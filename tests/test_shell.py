@@ -15,7 +15,7 @@ from conftest import GIT_ENV, run_cli
 
 RRSTORE = Path(sys.executable).parent / "rrstore"  # the installed console script, as a shell calls it
 ID_COMMANDS = [["restore", "--checkpoint-id"], ["restore"], ["show"], ["diff"], ["diff", "latest"], ["pin"],
-               ["unpin"], ["delete"], ["delete", "latest"], ["export"], ["push"], ["validate", "--checkpoint"]]
+               ["delete"], ["delete", "latest"], ["export"], ["push"], ["validate", "--checkpoint"]]
 
 
 def checkpoint(project: Path, lane: str, step: int) -> str:
@@ -76,6 +76,19 @@ def test_ids_come_from_the_store_the_command_line_names(store: tuple[Path, dict]
     assert complete("bash", ["pull", ""], project) == ["latest"]  # a remote's ids: not listed on each Tab
 
 
+def test_unpin_completes_the_pinned_ids_only(store: tuple[Path, dict]) -> None:
+    project, ids = store
+    assert complete("bash", ["unpin", ""], project) == []
+    done = run_cli("pin", ids["heavy"][0], cwd=project)
+    assert done.returncode == 0, done.stderr
+    try:
+        for shell in ("bash", "zsh", "fish"):
+            assert complete(shell, ["unpin", "h"], project) == [ids["heavy"][0]]
+            assert complete(shell, ["unpin", "s"], project) == []
+    finally:
+        assert run_cli("unpin", ids["heavy"][0], cwd=project).returncode == 0
+
+
 def test_without_a_store_nothing_is_offered_said_or_written(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -85,6 +98,17 @@ def test_without_a_store_nothing_is_offered_said_or_written(tmp_path: Path) -> N
     (empty / ".checkpoints").mkdir()  # a store directory without its config.json: not a store
     assert complete("bash", ["show", ""], empty) == []
     assert [p.name for p in empty.rglob("*")] == [".checkpoints"]
+
+
+def test_settings_that_do_not_parse_cost_the_ids_only(store: tuple[Path, dict], tmp_path: Path) -> None:
+    """A broken rrstore.toml is an error for a command, but a Tab prints nothing: no line, no traceback."""
+    project, _ = store
+    broken = tmp_path / "broken"
+    shutil.copytree(project, broken)
+    (broken / "rrstore.toml").write_text("store = [unclosed\n")
+    assert run_cli("list", cwd=broken).returncode == 2
+    assert complete("bash", ["show", ""], broken) == []
+    assert complete("bash", ["-C", str(broken / "missing"), "show", ""], broken) == []
 
 
 def test_lanes_complete_from_the_one_list(tmp_path: Path) -> None:
