@@ -186,13 +186,17 @@ def test_fish_sourcing_the_script_completes_ids(store: tuple[Path, dict]) -> Non
 
 
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed (apt-get install zsh)")
-def test_zsh_sourcing_the_script_defines_the_completion_function(tmp_path: Path) -> None:
-    script = ('autoload -Uz compinit && compinit -u -d "$PWD/.zcompdump" && eval "$(rrstore completion zsh)" && '
-              'whence -w _rrstore_completion && print -r -- "$_comps[rrstore]"')
-    done = subprocess.run(["zsh", "-f", "-c", script], cwd=tmp_path, env=shell_env(), capture_output=True,
+def test_zsh_sourcing_the_script_completes_ids(store: tuple[Path, dict], tmp_path: Path) -> None:
+    """The script as zsh runs it, with compadd (what the completion widget would show) printing its words."""
+    project, ids = store
+    script = (f'autoload -Uz compinit && compinit -u -d {tmp_path}/zcompdump && eval "$(rrstore completion zsh)" && '
+              'whence -w _rrstore_completion && print -r -- "$_comps[rrstore]" && '
+              'compadd() { print -rl -- ${(P)${@[-1]}} } && words=(rrstore diff heavy) && CURRENT=3 && '
+              '_rrstore_completion')
+    done = subprocess.run(["zsh", "-f", "-c", script], cwd=project, env=shell_env(), capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["_rrstore_completion: function", "_rrstore_completion"]
+    assert done.stdout.splitlines() == ["_rrstore_completion: function", "_rrstore_completion", *ids["heavy"]]
 
 
 def command_help(name: str) -> str:
