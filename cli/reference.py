@@ -13,6 +13,7 @@ prints "a checkpoint record, see checkpoint").
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -38,8 +39,9 @@ class Section:
     text: str
 
 
+@functools.cache
 def documents() -> dict[str, str]:
-    """The shipped documents by name (``cli`` for cli.md), read from the installed package."""
+    """The shipped documents by name (``cli`` for cli.md), read from the installed package (once)."""
     folder = resources.files(__package__ or "rrstore.cli").joinpath("docs")
     return {entry.name[:-3]: entry.read_text(encoding="utf-8") for entry in sorted(folder.iterdir(),
             key=lambda e: e.name) if entry.name.endswith(".md")}
