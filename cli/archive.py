@@ -30,7 +30,13 @@ from .output import emit_json, info, progress
 @global_options
 def export_command(checkpoint_ids: tuple[str, ...], output: str, fmt: str, force: bool,
                    endpoint_url: str | None) -> int:
-    """Write checkpoints (ids or 'latest') to one compressed archive, each object once."""
+    """Write checkpoints (ids or 'latest') to one compressed archive, each object once.
+
+    \b
+    Examples:
+      rrstore export latest -o backup.rra
+      rrstore export latest --format tar -o - | tar -t
+    """
     st = state()
     endpoint_needs(endpoint_url, output.startswith("s3://"), "an --output s3://BUCKET/KEY")
     if fmt == "tar" and len(checkpoint_ids) != 1:
@@ -75,6 +81,11 @@ def import_command(archive: str, endpoint_url: str | None) -> int:
     damaged, truncated or unsafe, or holds a checkpoint id the store has with
     another record, is refused with exit code 16 before anything is written.
     An archive on S3 is streamed (twice: check, then store), never copied locally.
+
+    \b
+    Examples:
+      rrstore import backup.rra
+      rrstore import s3://ci-checkpoints/runs/a.rra --endpoint-url http://127.0.0.1:8333
     """
     st = state()
     _endpoint(archive, endpoint_url)
@@ -93,7 +104,12 @@ def import_command(archive: str, endpoint_url: str | None) -> int:
 @archive_options
 @global_options
 def verify_command(archive: str, endpoint_url: str | None) -> int:
-    """Check an archive (a file or s3://BUCKET/KEY, streamed) completely without importing it."""
+    """Check an archive (a file or s3://BUCKET/KEY, streamed) completely without importing it.
+
+    \b
+    Examples:
+      rrstore verify backup.rra
+    """
     st = state()
     _endpoint(archive, endpoint_url)
     with progress("verify", st.show_progress) as cb:

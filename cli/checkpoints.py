@@ -53,7 +53,13 @@ def _warn_future(r: CheckpointRecord) -> None:
 @global_options
 def checkpoint(lane: str, step_number: int, step_name: str, status: str | None, error: str | None,
                strict: bool) -> int:
-    """Record the working tree as a new checkpoint and print its id."""
+    """Record the working tree as a new checkpoint and print its id.
+
+    \b
+    Examples:
+      rrstore checkpoint --lane standard --step-number 1 --step-name lint
+      rrstore checkpoint --lane heavy --step-number 3 --step-name tests --error "2 failed"
+    """
     from rrstore.checkpoint import left_out_warning, links_out_warning
 
     st = state()
@@ -88,7 +94,13 @@ def _run_label(record: CheckpointRecord) -> str:
 @ALL_PROJECTS
 @global_options
 def list_(lane: str | None, remote: str | None, endpoint_url: str | None, all_projects: bool) -> int:
-    """List this project's checkpoints, newest first."""
+    """List this project's checkpoints, newest first.
+
+    \b
+    Examples:
+      rrstore list --lane standard
+      rrstore list -v --json > checkpoints.json
+    """
     st = state()
     endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")
     system = st.system()
@@ -129,10 +141,16 @@ def list_(lane: str | None, remote: str | None, endpoint_url: str | None, all_pr
 
 
 @click.command()
-@click.argument("checkpoint_id")
+@click.argument("checkpoint_id", metavar="ID")
 @global_options
 def show(checkpoint_id: str) -> int:
-    """Print one checkpoint's record ('latest' names the newest)."""
+    """Print one checkpoint's record ('latest' names the newest).
+
+    \b
+    Examples:
+      rrstore show latest
+      rrstore show standard-step2-20261201_071641-k3f9qz --json
+    """
     st = state()
     record = st.system().show(checkpoint_id)
     doc = record.to_json()
@@ -154,12 +172,18 @@ def show(checkpoint_id: str) -> int:
 
 
 @click.command()
-@click.argument("old_id")
-@click.argument("new_id", required=False)
+@click.argument("old_id", metavar="ID")
+@click.argument("new_id", required=False, metavar="[ID]")
 @click.option("--exit-code", is_flag=True, help="Exit with 1 when there are differences.")
 @global_options
 def diff(old_id: str, new_id: str | None, exit_code: bool) -> int:
-    """Paths added (A), removed (D) and modified (M) from OLD_ID to NEW_ID or the working tree."""
+    """Paths added (A), removed (D) and modified (M) from the first ID to the second, or the working tree.
+
+    \b
+    Examples:
+      rrstore diff latest
+      rrstore diff standard-step1-20261201_071500-ab3d5f latest --exit-code
+    """
     from rrstore.diff import change_lines
 
     st = state()
@@ -180,7 +204,13 @@ def diff(old_id: str, new_id: str | None, exit_code: bool) -> int:
 @ALL_PROJECTS
 @global_options
 def status(exit_code: bool, all_projects: bool) -> int:
-    """The working tree's state hash and whether it matches this project's newest checkpoint."""
+    """The working tree's state hash and whether it matches this project's newest checkpoint.
+
+    \b
+    Examples:
+      rrstore status
+      rrstore status --exit-code -v
+    """
     from rrstore.diff import change_lines
 
     st = state()
@@ -199,8 +229,9 @@ def status(exit_code: bool, all_projects: bool) -> int:
 
 
 @click.command()
-@click.option("--checkpoint-id", "checkpoint_id", default=None, help="Checkpoint to restore (or 'latest').")
-@click.argument("checkpoint_arg", required=False, metavar="[CHECKPOINT_ID]")
+@click.option("--checkpoint-id", "checkpoint_id", default=None, metavar="ID",
+              help="Checkpoint to restore (or 'latest').")
+@click.argument("checkpoint_arg", required=False, metavar="[ID]")
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @click.option("--path", "paths", multiple=True, help="Restore only this path (repeatable).")
 @click.option("--no-undo", "no_undo", is_flag=True,
@@ -210,7 +241,13 @@ def status(exit_code: bool, all_projects: bool) -> int:
 @global_options
 def restore(checkpoint_id: str | None, checkpoint_arg: str | None, dry_run: bool, paths: tuple[str, ...],
             no_undo: bool, force: bool) -> int:
-    """Make the working tree identical to a checkpoint (undoable: the current state is checkpointed first)."""
+    """Make the working tree identical to a checkpoint (undoable: the current state is checkpointed first).
+
+    \b
+    Examples:
+      rrstore restore --checkpoint-id latest --dry-run
+      rrstore restore standard-step1-20261201_071500-ab3d5f --path src/
+    """
     st = state()
     chosen = checkpoint_id or checkpoint_arg
     if not chosen:

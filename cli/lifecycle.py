@@ -11,6 +11,7 @@ from rrstore.lanes import LANES
 if TYPE_CHECKING:
     from rrstore.gc import GCResult
 
+from .completion import complete_pinned
 from .context import endpoint_needs, global_options, remote_option, state
 from .output import emit_json, human_bytes, info
 
@@ -35,7 +36,12 @@ def gc_command(older_than: str, keep_last: int, keep_lanes: tuple[str, ...], gra
     Quiet unless something was removed (or -v), no prompts, no progress when
     not on a terminal: made for cron. Pinned checkpoints are always kept.
     With --remote, the remote's checkpoints (its pins and this store's count);
-    see docs/remote-gc.md.
+    see 'rrstore help remote-gc'.
+
+    \b
+    Examples:
+      rrstore gc --older-than 36h --keep-last 5 --keep-lane heavy
+      rrstore gc --dry-run -v
     """
     from rrstore.gc import Retention, parse_duration  # here, not at the top: see cli/checkpoints.py
 
@@ -64,11 +70,17 @@ def _remote_option(func: Any) -> Any:
 
 
 @click.command()
-@click.argument("checkpoint_id")
+@click.argument("checkpoint_id", metavar="ID")
 @_remote_option
 @global_options
 def pin(checkpoint_id: str, remote: str | None, endpoint_url: str | None) -> int:
-    """Keep CHECKPOINT_ID whatever gc's retention policy says."""
+    """Keep checkpoint ID whatever gc's retention policy says.
+
+    \b
+    Examples:
+      rrstore pin latest
+      rrstore pin standard-step3-20261201_071641-k3f9qz --remote s3://ci-checkpoints/proj
+    """
     st = state()
     endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")
     if remote is not None:
@@ -83,11 +95,16 @@ def pin(checkpoint_id: str, remote: str | None, endpoint_url: str | None) -> int
 
 
 @click.command()
-@click.argument("checkpoint_id")
+@click.argument("checkpoint_id", metavar="ID", shell_complete=complete_pinned)
 @_remote_option
 @global_options
 def unpin(checkpoint_id: str, remote: str | None, endpoint_url: str | None) -> int:
-    """Let gc's retention policy apply to CHECKPOINT_ID again."""
+    """Let gc's retention policy apply to checkpoint ID again.
+
+    \b
+    Examples:
+      rrstore unpin standard-step3-20261201_071641-k3f9qz
+    """
     st = state()
     endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")
     if remote is not None:

@@ -12,6 +12,7 @@ from . import signals
 signals.install()  # before click and the library import: Ctrl-C from here on ends in one line
 
 import importlib  # noqa: E402
+import re  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 
@@ -20,6 +21,7 @@ import click  # noqa: E402
 from rrstore import __version__  # noqa: E402
 from rrstore.errors import RRStoreError, Signalled, exit_code_table, from_oserror  # noqa: E402
 
+from . import completion  # noqa: E402
 from .context import State, global_options, report  # noqa: E402
 
 # Command name -> (module of this package, attribute). A command's module, and the library parts it
@@ -36,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("recovery", "plan"), "classify": ("recovery", "classify"), "validate": ("recovery", "validate"),
     "cleanup": ("recovery", "cleanup"), "run": ("recovery", "run_command"),
     "workflow": ("recovery", "workflow_command"),
+    "completion": ("completion", "completion_command"), "help": ("reference", "help_command"),
 }
 
 
@@ -50,13 +53,27 @@ class LazyGroup(click.Group):
             module, attr = COMMANDS[cmd_name]
             command = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
             self.add_command(command, cmd_name)
-        return self.commands.get(cmd_name)
+        command = self.commands.get(cmd_name)
+        return completion.attach(examples_last(command)) if command is not None else None
+
+
+_EXAMPLES = re.compile(r"\n[ \t]*\x08\n[ \t]*Examples:\n")
+
+
+def examples_last(command: click.Command) -> click.Command:
+    """Move the ``Examples:`` block that ends a command's docstring into its epilog, so ``--help`` ends
+    with the examples (click prints the options between help and epilog); idempotent."""
+    found = list(_EXAMPLES.finditer(command.help or ""))
+    if found and command.epilog is None and command.help is not None:
+        at = found[-1].start()
+        command.help, command.epilog = command.help[:at].rstrip() + "\n", command.help[at:].lstrip("\n")
+    return command
 
 
 def _exit_help() -> str:
     rows = "\n".join(f"  {code:>3}  {text}" for code, text in exit_code_table())
     return ("\b\nExit codes:\n" + rows + "\n  (status/diff --exit-code: 1 when the tree differs)\n\n"
-            "\b\nJSON (--json) output is documented in docs/cli.md.")
+            "\b\nJSON (--json) shapes: rrstore help json [COMMAND]. The whole reference: rrstore help.")
 
 
 @click.group(cls=LazyGroup, epilog=_exit_help(), context_settings={"help_option_names": ["-h", "--help"]})

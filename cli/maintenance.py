@@ -31,7 +31,7 @@ def _percent(text: str | None) -> float | None:
 @click.option("--read-data", is_flag=True,
               help="Also decompress and re-hash every content object the checkpoints reach.")
 @click.option("--read-data-subset", "subset", metavar="N%",
-              help="Like --read-data, for a fixed share of the packs (the same ones each run; see docs/cli.md).")
+              help="Like --read-data, for a fixed share of the packs (the same ones each run; rrstore help check).")
 @click.option("--repair", is_flag=True,
               help="Rebuild pack indexes, the stat cache and config.json; with --from, replace damaged objects.")
 @click.option("--from", "source", metavar="ARCHIVE|s3://BUCKET/PREFIX",
@@ -45,6 +45,11 @@ def check_command(read_data: bool, subset: str | None, repair: bool, source: str
     """Walk refs, records, trees and file contents and report every problem with the checkpoints it affects.
 
     Damaged files are never deleted: --repair moves them to quarantine/ in the store.
+
+    \b
+    Examples:
+      rrstore check --read-data-subset 10%
+      rrstore check --repair --from backup.rra
     """
     st = state()
     if source and not repair:

@@ -31,7 +31,12 @@ FAILURE_TYPES = [f.value for f in FailureType]
 @click.option("--lane", type=click.Choice(LANES), default="standard", show_default=True, help="Workflow lane.")
 @global_options
 def plan(failure_type: str, lane: str) -> int:
-    """Print the recovery plan for a failure in a lane: steps, commands, times, strategy."""
+    """Print the recovery plan for a failure in a lane: steps, commands, times, strategy.
+
+    \b
+    Examples:
+      rrstore plan --failure-type test_failure --lane standard
+    """
     st = state()
     result = st.system().plan(failure_type, lane)
     if st.json:
@@ -58,7 +63,13 @@ def _read_log(source: str) -> str:
 @click.option("--log", "log", default=None, metavar="FILE|-", help="The step's output ('-' reads stdin).")
 @global_options
 def classify(exit_code: int | None, log: str | None) -> int:
-    """Name the failure type of a step from its exit status and output, with the deciding line."""
+    """Name the failure type of a step from its exit status and output, with the deciding line.
+
+    \b
+    Examples:
+      rrstore classify --exit-code 1 --log build.log
+      rrstore classify --log - < pytest.log
+    """
     st = state()
     if exit_code is None and log is None:
         raise click.UsageError("give --exit-code N, --log FILE (or -), or both")
@@ -82,6 +93,11 @@ def validate(checkpoint_id: str | None) -> int:
 
     With -v/--verbose, the store check reads every tree (deep validation) and
     each check lists its details.
+
+    \b
+    Examples:
+      rrstore validate
+      rrstore validate --checkpoint latest -v
     """
     st = state()
     result = st.system().validate(verbose=bool(st.verbose), checkpoint_id=checkpoint_id)
@@ -108,6 +124,11 @@ def cleanup(dry_run: bool) -> int:
     """Remove failed execution state: interrupted writes in the store, git's stale index.lock, caches.
 
     Never removes a tracked file, a checkpoint, or rrstore's own lock files.
+
+    \b
+    Examples:
+      rrstore cleanup --dry-run
+      rrstore cleanup
     """
     st = state()
     result = st.system().cleanup(dry_run=dry_run)
@@ -158,6 +179,11 @@ def run_command(lane: str, step_number: int, step_name: str, timeout: float | No
 
     One argument is run by the shell ('ruff check . && pytest'); several are
     run directly. Exits with the command's final status.
+
+    \b
+    Examples:
+      rrstore run --lane standard --step-number 2 --step-name tests -- pytest -x
+      rrstore run --lane docs --step-number 1 --step-name build --timeout 600 -- 'make html'
     """
     from rrstore.recovery.run import RetryPolicy
 
@@ -186,7 +212,7 @@ def run_command(lane: str, step_number: int, step_name: str, timeout: float | No
                "needs (implies --resume); steps push there too under [remote] push.")
 @click.option("--endpoint-url", default=None, metavar="URL",
               help="S3 endpoint of a non-AWS server (with --remote).")
-@click.option("--run", "run_id", default=None, metavar="ID",
+@click.option("--run", "run_id", default=None, metavar="RUN",
               help="The run to continue (its id, in 'workflow --json' and 'show --json'); default: the "
                    "newest run of the lane on the current git branch (implies --resume).")
 @global_options
@@ -197,6 +223,11 @@ def workflow_command(lane: str, resume: bool, from_step: str | None, strict: boo
     When resuming, prints what changed since the last good step, which
     steps run and which are skipped and why, and the time saved. Exits with
     the failed step's status (0 when every step passed).
+
+    \b
+    Examples:
+      rrstore workflow --lane standard
+      rrstore workflow --lane standard --resume
     """
     st = state()
     endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")

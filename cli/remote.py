@@ -15,6 +15,7 @@ import click
 
 from rrstore.errors import PartialFailure
 
+from .completion import complete_latest
 from .context import global_options, state
 from .output import emit_json, info, progress
 
@@ -74,6 +75,11 @@ def push(checkpoint_ids: tuple[str, ...], remote: str | None, endpoint_url: str 
     gives the local checkpoint a new id and pushes it). Pushing again uploads
     nothing. A checkpoint holding a symlink leading out of its tree is
     refused (exit 17): pushing all, after every other one is sent.
+
+    \b
+    Examples:
+      rrstore push --remote s3://ci-checkpoints/proj
+      rrstore push latest
     """
     st = state()
     with progress("push", st.show_progress) as cb:
@@ -83,7 +89,7 @@ def push(checkpoint_ids: tuple[str, ...], remote: str | None, endpoint_url: str 
 
 
 @click.command()
-@click.argument("checkpoint_ids", nargs=-1, metavar="[ID...]")
+@click.argument("checkpoint_ids", nargs=-1, metavar="[ID...]", shell_complete=complete_latest)
 @remote_options
 @click.option("--all-projects", is_flag=True, help="'latest' is the remote's newest, whichever project took it.")
 @global_options
@@ -96,6 +102,11 @@ def pull(checkpoint_ids: tuple[str, ...], remote: str | None, endpoint_url: str 
     unchanged. Creates the local store if there is none. A checkpoint holding
     a symlink leading out of its tree is refused (exit 17): pulling all, after
     every other one is in.
+
+    \b
+    Examples:
+      rrstore pull latest --remote s3://ci-checkpoints/proj
+      rrstore pull
     """
     st = state()
     with progress("pull", st.show_progress) as cb:

@@ -308,4 +308,4 @@ def test_a_workflow_without_any_settings_file_says_which_table_to_add(project: P
     assert done.stderr.strip() == (
         "rrstore: error: no rrstore.toml or pyproject.toml [tool.rrstore] declares [workflow.docs]: add the "
         'table [workflow.docs] with steps = [{ name = "...", command = "..." }, ...] to rrstore.toml '
-        "(docs/recovery.md, Workflows and resume)")
+        "(rrstore help recovery: Workflows and resume)")

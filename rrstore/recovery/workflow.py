@@ -110,7 +110,7 @@ def load_workflow(root: Path, lane: str) -> Workflow:
         if where == "workflow":  # no settings file declares anything
             raise UsageError(f"no rrstore.toml or pyproject.toml [tool.rrstore] declares [workflow.{lane}]: "
                              f"add the table [workflow.{lane}] with {steps} to rrstore.toml "
-                             "(docs/recovery.md, Workflows and resume)")
+                             "(rrstore help recovery: Workflows and resume)")
         raise UsageError(f"no workflow for the {lane} lane in {where}: declare [workflow.{lane}] with {steps}")
     return flows[lane]
 
