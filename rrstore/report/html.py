@@ -32,17 +32,19 @@ CSS = """
 * { box-sizing: border-box; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink);
        background: var(--bg); margin: 0 auto; padding: 24px; max-width: 1100px; }
-h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; border-bottom: 1px solid var(--line); }
+h1 { font-size: 22px; margin: 0 0 4px; }
+h2 { font-size: 18px; margin: 28px 0 8px; border-bottom: 1px solid var(--line); }
 h3 { font-size: 15px; margin: 18px 0 6px; } h4 { font-size: 14px; margin: 12px 0 4px; }
 .meta, .note { color: var(--dim); } code { font: 12px ui-monospace, "DejaVu Sans Mono", monospace; }
 .cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 12px 0; }
-.card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; min-width: 150px; background: var(--band); }
+.card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; min-width: 150px;
+        background: var(--band); }
 .card b { display: block; font-size: 18px; }
 svg { width: 100%; height: auto; display: block; }
 svg text { font: 12px system-ui, sans-serif; fill: var(--ink); } svg .axis { fill: var(--dim); }
 svg .grid { stroke: var(--line); }
-.step-bar.passed, .dot.passed { fill: var(--pass); } .step-bar.failed, .dot.failed { fill: var(--fail); }
-.step-bar.unfinished, .dot.unfinished { fill: var(--open); } .step-bar.checkpoint, .dot.checkpoint { fill: var(--mark); }
+.step-bar.passed { fill: var(--pass); } .step-bar.failed { fill: var(--fail); }
+.step-bar.unfinished { fill: var(--open); } .step-bar.checkpoint { fill: var(--mark); }
 .logical { stroke: #1565c0; fill: none; stroke-width: 2; } .stored { stroke: #6a1b9a; fill: none; stroke-width: 2; }
 .key-logical { fill: #1565c0; } .key-stored { fill: #6a1b9a; }
 table { border-collapse: collapse; margin: 6px 0 10px; width: 100%; }
@@ -53,6 +55,7 @@ th { background: var(--band); font-weight: 600; } td.num, th.num { text-align: r
 .failure { border-left: 4px solid var(--fail); padding: 4px 12px; margin: 10px 0; background: #fdf3f3; }
 .failure dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 4px 0; }
 .failure dt { font-weight: 600; } .failure dd { margin: 0; overflow-wrap: anywhere; }
+summary { cursor: pointer; margin: 6px 0; }
 ul.paths { columns: 2; font: 12px ui-monospace, monospace; } ul.paths li { overflow-wrap: anywhere; }
 """
 
@@ -137,7 +140,8 @@ def timeline_svg(run: Run, anchor: str) -> list[str]:
     for i in range(5):
         x = LABEL_W + plot * i / 4
         out.append(f'<line class="grid" x1="{x:.1f}" y1="18" x2="{x:.1f}" y2="{height}"/>'
-                   f'<text class="axis" x="{x:.1f}" y="12" text-anchor="middle">+{_e(duration_text(span * i / 4))}</text>')
+                   f'<text class="axis" x="{x:.1f}" y="12" text-anchor="middle">'
+                   f"+{_e(tick_text(span * i / 4, span))}</text>")
     for row, step in enumerate(run.steps):
         y = 24 + ROW_H * row
         x = LABEL_W + plot * (step.start.timestamp() - start) / span
@@ -149,8 +153,16 @@ def timeline_svg(run: Run, anchor: str) -> list[str]:
                    f'data-status="{_e(step.status)}" data-checkpoint="{_e(step.checkpoint_id)}" '
                    f'x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW_H - 6}" rx="3">'
                    f"<title>{_e(_bar_title(step))}</title></rect>"
-                   f'<text class="axis" x="{x + w + 6:.1f}" y="{y + 15}">{_e(duration_text(step.duration_s))}</text></g>')
+                   f'<text class="axis" x="{x + w + 6:.1f}" y="{y + 15}">'
+                   f"{_e(duration_text(step.duration_s))}</text></g>")
     return [*out, "</svg>"]
+
+
+def tick_text(seconds: float, span: float) -> str:
+    """An axis label fine enough that a short run's five ticks differ."""
+    if span < 0.1:
+        return f"{seconds * 1000:.1f}ms"
+    return f"{seconds:.3f}s" if span < 1 else duration_text(seconds)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -191,10 +203,12 @@ def _failure_html(step: Step, failure: Failure) -> list[str]:
     out.append("</dl>")
     plan = failure.plan
     if plan is None:
-        out.append(f'<p class="note">No recovery plan: {_e(failure.plan_error or "the failure was not classified")}</p>')
+        why = failure.plan_error or "the failure was not classified"
+        out.append(f'<p class="note">No recovery plan: {_e(why)}</p>')
         return [*out, "</section>"]
-    out += [f"<p><b>Recovery plan: {_e(str(plan['strategy']).upper())}</b> — "
-            f"{_e(plan.get('strategy_description', ''))} (when: {_e(plan.get('strategy_when', ''))})</p>",
+    out += [f"<details><summary><b>Recovery plan: {_e(str(plan['strategy']).upper())}</b> — "
+            f"{_e(plan.get('strategy_description', ''))} (when: {_e(plan.get('strategy_when', ''))}; "
+            f"{len(plan.get('actions', []))} action(s))</summary>",
             '<table><tr><th class="num">Step</th><th>Action</th><th>Command</th><th>Time</th></tr>']
     for action in plan.get("actions", []):
         command = f"<code>{_e(action['command'])}</code>" if action.get("command") else _e(action.get("detail") or "")
@@ -202,7 +216,7 @@ def _failure_html(step: Step, failure: Failure) -> list[str]:
                    f"<td>{command}</td><td>{_e(action.get('time', ''))}</td></tr>")
     out.append("</table>")
     out += [f'<p class="note">{_e(note)}</p>' for note in plan.get("notes", [])]
-    return [*out, "</section>"]
+    return [*out, "</details>", "</section>"]
 
 
 def _growth_html(report: Report) -> list[str]:
@@ -264,7 +278,8 @@ def _diff_html(section: DiffSection | None) -> list[str]:
     if section is None:
         return []
     changes = section.result
-    out = ['<section id="diff">', f"<h2>Diff <code>{_e(section.old_id)}</code> → <code>{_e(section.new_id)}</code></h2>",
+    out = ['<section id="diff">',
+           f"<h2>Diff <code>{_e(section.old_id)}</code> → <code>{_e(section.new_id)}</code></h2>",
            f'<p class="meta">{len(changes.added)} added, {len(changes.removed)} removed, '
            f"{len(changes.modified)} modified, {changes.unchanged} unchanged</p>"]
     for title, paths in (("Added", changes.added), ("Removed", changes.removed), ("Modified", changes.modified)):

@@ -24,7 +24,7 @@ def duration_text(seconds: float | None) -> str:
         return "no duration recorded"
     if seconds < 60:
         return f"{seconds:.2f}s"
-    whole = int(round(seconds))
+    whole = round(seconds)
     if whole < 3600:
         return f"{whole // 60}m {whole % 60:02d}s"
     return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
