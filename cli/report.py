@@ -26,8 +26,8 @@ STDOUT = "-"
               help="Write a self-contained HTML page (inline CSS and SVG; it loads nothing).")
 @click.option("--markdown", "markdown_file", is_flag=False, flag_value=STDOUT, default=None, metavar="[FILE]",
               help="Write markdown for a CI summary to FILE, or to stdout without one (or with -).")
-@click.option("--diff", "diff_ids", nargs=2, metavar="ID ID", default=None,
-              help="Add the diff between two checkpoints (as 'rrstore diff ID ID').")
+@click.option("--diff", "diff_ids", nargs=2, metavar="ID", default=None,
+              help="Add the diff of two checkpoints: --diff OLD NEW (ids or 'latest'; as 'rrstore diff OLD NEW').")
 @click.option("--lane", type=click.Choice(LANES), default=None, help="Only this lane's runs.")
 @click.option("--runs", type=click.IntRange(min=0), default=10, show_default=True,
               help="The newest runs shown per lane.")

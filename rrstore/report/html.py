@@ -114,7 +114,7 @@ def _run_html(run: Run, anchor: str) -> list[str]:
              f"commit {run.git_commit[:12]}" if run.git_commit else "",
              f"CI run {run.ci_run}" + (f", attempts {', '.join(run.ci_attempts)}" if run.ci_attempts else "")
              if run.ci_run else ""]
-    span = (run.end - run.start).total_seconds()
+    span = run.span_s
     out = [f'<article class="run" data-run="{_e(run.run_id)}" data-status="{_e(run.status)}">',
            f'<h4><span class="status-{_e(run.status)}">{_e(STATUS_MARKS.get(run.status, ""))} '
            f"{_e(STATUS_WORDS.get(run.status, run.status))}</span> · {_e(run.label)}</h4>",
@@ -129,7 +129,7 @@ def _run_html(run: Run, anchor: str) -> list[str]:
 
 def timeline_svg(run: Run, anchor: str) -> list[str]:
     """One row per step record, its bar placed at its start and as long as it ran."""
-    start, span = run.start.timestamp(), max((run.end - run.start).total_seconds(), 1e-3)
+    start, span = run.start.timestamp(), max(run.span_s, 1e-3)
     plot = WIDTH - LABEL_W - 110
     height = 28 + ROW_H * len(run.steps)
     title, desc = f"t-{_e(anchor)}", f"d-{_e(anchor)}"

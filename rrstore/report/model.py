@@ -42,8 +42,9 @@ if TYPE_CHECKING:
     from ..recovery.ports import System
 
 RUNS_SHOWN = 10  # newest runs per lane, by default
+LONGEST_S = 366 * 24 * 3600.0  # a recorded duration beyond a year is no duration
 # ``run._finish``'s error message of a failed command: the exit status, failure type and evidence line.
-_RECORDED = re.compile(r"exit status (-?\d+)(?:: ([a-z_]+): (.*))?", re.DOTALL)
+_RECORDED = re.compile(r"exit status (-?\d{1,10})(?:: ([a-z_]+): (.*))?", re.DOTALL)
 
 
 @dataclass
@@ -80,8 +81,9 @@ class Step:
     failure: Failure | None = None
 
     @property
-    def end(self) -> datetime:
-        return self.start + timedelta(seconds=self.duration_s or 0.0)
+    def end_s(self) -> float:
+        """When it ended, as a Unix time (a step without a duration ends where it starts)."""
+        return self.start.timestamp() + (self.duration_s or 0.0)
 
     def to_json(self) -> dict[str, Any]:
         return {"checkpoint_id": self.checkpoint_id, "step_number": self.step_number,
@@ -109,9 +111,17 @@ class Run:
         return self.steps[0].start
 
     @property
+    def span_s(self) -> float:
+        """From its first step's start to its last step's end, in seconds (records of one run may
+        disagree on time zones, or a crafted one carry none: Unix times compare them all)."""
+        return max(s.end_s for s in self.steps) - self.start.timestamp()
+
+    @property
     def end(self) -> datetime:
-        """When its last step ended (a step without a duration ends where it starts)."""
-        return max((s.end for s in self.steps), key=lambda t: t.timestamp())
+        try:
+            return self.start + timedelta(seconds=self.span_s)
+        except OverflowError:  # a record dated near year 9999
+            return self.start
 
     @property
     def status(self) -> str:
@@ -245,13 +255,14 @@ def group_runs(records: list[CheckpointRecord]) -> dict[str, list[Run]]:
         lanes[lane].append(Run(run_id, lane, label, [step_of(r) for r in members], newest.run.get("ci_run", ""),
                                attempts, newest.git_branch, newest.git_commit))
     for runs in lanes.values():
-        runs.sort(key=lambda run: (run.start, run.label))
+        runs.sort(key=lambda run: (run.start.timestamp(), run.label))
     return dict(sorted(lanes.items()))
 
 
 def step_of(record: CheckpointRecord) -> Step:
     """The bar of one step record (its duration as ``run_step`` measured it; None if no command ran)."""
     m = record.metrics
+    exit_status = _int(m.get("exit_status"))
     ran = "exit_status" in m
     if record.error_message in UNFINISHED:
         status = "unfinished"
@@ -259,12 +270,25 @@ def step_of(record: CheckpointRecord) -> Step:
         status = "checkpoint"
     else:
         status = "passed" if record.success else "failed"
-    duration = m.get("step_total_time_s", m.get("step_wall_time_s")) if ran else None
-    exit_status = int(m["exit_status"]) if ran else None
+    duration = _amount(m.get("step_total_time_s", m.get("step_wall_time_s")), LONGEST_S) if ran else None
     failure = recorded_failure(record.error_message, exit_status) if status == "failed" else None
     return Step(record.checkpoint_id, record.step_number, record.step_name, status, record.created,
-                float(duration) if duration is not None else None, int(m.get("attempts", 0)), exit_status,
-                record.command, record.error_message, failure)
+                duration, int(_amount(m.get("attempts"), 2**31) or 0), exit_status, record.command,
+                record.error_message, failure)
+
+
+def _amount(value: object, limit: float) -> float | None:
+    """A recorded measure as a number from 0 to ``limit``; None for anything else (a crafted record's
+    metrics may hold strings, NaN or 1e308: the report shows 'no duration', never fails)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 <= value <= limit else None  # NaN compares False
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -2**31 <= value <= 2**31:
+        return None
+    return int(value)
 
 
 def recorded_failure(message: str | None, exit_status: int | None) -> Failure:
@@ -308,7 +332,8 @@ def growth(records: list[CheckpointRecord]) -> list[Growth]:
     logical = new = stored = 0
     for record in sorted(records, key=lambda r: r.order):
         m = record.metrics
-        size, fresh, packed = (int(m.get(k, 0)) for k in ("bytes_scanned", "bytes_new", "compressed_bytes_new"))
+        size, fresh, packed = (int(_amount(m.get(k), 2**53) or 0)
+                               for k in ("bytes_scanned", "bytes_new", "compressed_bytes_new"))
         logical, new, stored = logical + size, new + fresh, stored + packed
         out.append(Growth(record.checkpoint_id, record.added, size, fresh, packed, logical, new, stored))
     return out
