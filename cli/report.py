@@ -25,7 +25,7 @@ STDOUT = "-"
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Write a self-contained HTML page (inline CSS and SVG; it loads nothing).")
 @click.option("--markdown", "markdown_file", is_flag=False, flag_value=STDOUT, default=None, metavar="[FILE]",
-              help="Write markdown for a CI summary to FILE, or to stdout without one (or with -).")
+              help="Write markdown for a CI summary to FILE (replacing it), or to stdout without one (or with -).")
 @click.option("--diff", "diff_ids", nargs=2, metavar="ID", default=None,
               help="Add the diff of two checkpoints: --diff OLD NEW (ids or 'latest'; as 'rrstore diff OLD NEW').")
 @click.option("--lane", type=click.Choice(LANES), default=None, help="Only this lane's runs.")
@@ -43,7 +43,7 @@ def report_command(html_file: Path | None, markdown_file: str | None, diff_ids: 
     \b
     Examples:
       rrstore report --html report.html --diff standard-step1-20261201_101500-ab3d5f latest
-      rrstore report --markdown "$GITHUB_STEP_SUMMARY" --runs 1
+      rrstore report --markdown --runs 1 >> "$GITHUB_STEP_SUMMARY"
     """
     from rrstore.report import ReportOptions, build_report, render_html, render_markdown, write_text
 
