@@ -103,6 +103,8 @@ def _runs_html(report: Report) -> list[str]:
                    "rrstore checkpoint make them).</p>")
     for lane, runs in report.lanes.items():
         out += [f'<section class="lane" data-lane="{_e(lane)}">', f"<h3>Lane {_e(lane)}</h3>"]
+        if not runs:
+            out.append('<p class="note">No runs shown (--runs 0).</p>')
         for number, run in enumerate(reversed(runs), 1):  # newest first
             out += _run_html(run, f"{lane}-{number}")
         out.append("</section>")
@@ -225,9 +227,10 @@ def _growth_html(report: Report) -> list[str]:
         return [*out, '<p class="note">No checkpoints in the store yet.</p>', "</section>"]
     last = report.growth[-1]
     out.append(f'<p class="meta">{len(report.growth)} checkpoint(s): {_e(size_text(last.total_logical))} '
-               f"logical, {_e(size_text(last.total_new))} new content, {_e(size_text(last.total_stored))} stored "
-               f"as recorded when each was taken (dedup {_e(ratio_text(ratio(last.total_logical, last.total_new)))}, "
-               f"compression {_e(ratio_text(ratio(last.total_new, last.total_stored)))}); "
+               f"logical, {_e(size_text(last.total_new))} of new objects (contents and trees), "
+               f"{_e(size_text(last.total_stored))} stored, as recorded when each was taken (dedup: logical ÷ new "
+               f"{_e(ratio_text(ratio(last.total_logical, last.total_new)))}; compression: new ÷ stored "
+               f"{_e(ratio_text(ratio(last.total_new, last.total_stored)))}); "
                f"{_e(size_text(report.stored_now))} in objects/ and packs/ now.</p>")
     out += growth_svg(report)
     out += ["<table>", '<caption class="note">Growth per day</caption>',
@@ -247,7 +250,7 @@ def growth_svg(report: Report) -> list[str]:
     points = report.growth
     step = max(1, len(points) // 400)  # at most ~400 points per line
     shown = points[::step] if points[-1] in points[::step] else [*points[::step], points[-1]]
-    top = max(max(p.total_logical for p in shown), 1)
+    top = max(max(max(p.total_logical, p.total_stored) for p in shown), 1)
     left, plot_w, plot_h = 70, WIDTH - 90, 200
 
     def xy(index: int, value: int) -> str:

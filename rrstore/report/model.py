@@ -228,8 +228,12 @@ def build_report(system: System, options: ReportOptions | None = None) -> Report
     damaged = sorted(manager.damaged)
     mine = manager.view.mine(every)
     lanes: dict[str, list[Run]] = {}
+    plans = _Plans(system)
     for lane, runs in group_runs([r for r in mine if options.lane in (None, r.lane)]).items():
-        lanes[lane] = [_with_plans(system, run) for run in runs[-options.runs:]] if options.runs > 0 else []
+        lanes[lane] = runs[-options.runs:] if options.runs > 0 else []
+        for run in lanes[lane]:
+            for step in run.steps:
+                plans.fill(run.lane, step)
     section = None
     if options.diff is not None:
         old, new = (manager.get(i).checkpoint_id for i in options.diff)
@@ -307,23 +311,31 @@ def recorded_failure(message: str | None, exit_status: int | None) -> Failure:
     return Failure(kind, evidence, status, "as recorded", found=recorded)
 
 
-def _with_plans(system: System, run: Run) -> Run:
-    for step in run.steps:
-        _plan(system, run.lane, step)
-    return run
+class _Plans:
+    """The planner's plan for each failed step, made once per distinct failure (the same failure in
+    every run of a lane is one plan: each costs a look at the project, git included)."""
 
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.made: dict[tuple[object, ...], tuple[dict[str, Any] | None, str | None]] = {}
 
-def _plan(system: System, lane: str, step: Step) -> None:
-    """Fill in the plan for ``step``'s failure, as ``run_step`` would make it for that step today."""
-    failure = step.failure
-    if failure is None or failure.found is None:
-        return
-    rerun = StepSpec(lane, step.step_number, step.step_name, step.command).failed(RetryPolicy()) \
-        if step.command else None
-    try:
-        failure.plan = system.recovery_planner.get_recovery_plan(failure.found, lane, rerun).to_json()
-    except RRStoreError as exc:
-        failure.plan_error = str(exc)
+    def fill(self, lane: str, step: Step) -> None:
+        """Fill in the plan for ``step``'s failure, as ``run_step`` would make it for that step today."""
+        failure = step.failure
+        if failure is None or failure.found is None:
+            return
+        key = (lane, failure.found, step.step_number, step.step_name, step.command)
+        if key not in self.made:
+            self.made[key] = self._make(lane, step, failure.found)
+        failure.plan, failure.plan_error = self.made[key]
+
+    def _make(self, lane: str, step: Step, found: Classification) -> tuple[dict[str, Any] | None, str | None]:
+        rerun = StepSpec(lane, step.step_number, step.step_name, step.command).failed(RetryPolicy()) \
+            if step.command else None
+        try:
+            return self.system.recovery_planner.get_recovery_plan(found, lane, rerun).to_json(), None
+        except RRStoreError as exc:
+            return None, str(exc)
 
 
 def growth(records: list[CheckpointRecord]) -> list[Growth]:
