@@ -366,14 +366,22 @@ def test_crafted_records_are_reported_never_a_crash() -> None:
                                                  "compressed_bytes_new": -5}, "exit status 99999999999999: x"),
                record(3, "9999-12-31T23:59:59+00:00", {"exit_status": 1, "step_total_time_s": 3e7},
                       "exit status 1: no_such_type: <i>evidence</i>")]
+    crafted.append(record(4, "2026-01-02T00:00:00+00:00", {"exit_status": 0, "step_total_time_s": 2.5}))
+    crafted[-1].run = {"id": "another"}
     lanes = group_runs(crafted)
-    steps = lanes["standard"][0].steps
+    first, second = lanes["standard"]
+    assert second.run_id == "another" and second.span_s == 2.5
+    steps = first.steps
     assert [s.duration_s for s in steps] == [None, None, 3e7]
     assert [s.failure.rule if s.failure else None for s in steps] == [None, "not recorded", "as recorded"]
     assert steps[2].failure is not None and steps[2].failure.found is None  # an unknown type gets no plan
     report = Report(crafted[0].created, "/store", "p", lanes, growth(crafted), 0)
     page, summary = render_html(report), render_markdown(report)
     assert HOSTILE not in page and "<i>" not in page and "<b>run" not in page
+    dom = parse(page)
+    rows = [a["data-run"] for a, _ in dom.find("g", "run-row")]
+    assert rows == ["another", "<b>run</b>"]  # the lane's overview, newest run first
+    assert len(dom.find("rect", "run-step")) == len(dom.find("rect", "step-bar")) == 4
     assert "&lt;i&gt;evidence&lt;/i&gt;" in summary and "<b>" not in summary
     assert report.growth[-1].total_logical == 0 and report.growth[-1].total_stored == 0
     json.dumps(report.to_json())

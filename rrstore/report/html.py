@@ -43,8 +43,9 @@ h3 { font-size: 15px; margin: 18px 0 6px; } h4 { font-size: 14px; margin: 12px 0
 svg { width: 100%; height: auto; display: block; }
 svg text { font: 12px system-ui, sans-serif; fill: var(--ink); } svg .axis { fill: var(--dim); }
 svg .grid { stroke: var(--line); }
-.step-bar.passed { fill: var(--pass); } .step-bar.failed { fill: var(--fail); }
-.step-bar.unfinished { fill: var(--open); } .step-bar.checkpoint { fill: var(--mark); }
+.step-bar.passed, .run-step.passed { fill: var(--pass); } .step-bar.failed, .run-step.failed { fill: var(--fail); }
+.step-bar.unfinished, .run-step.unfinished { fill: var(--open); }
+.step-bar.checkpoint, .run-step.checkpoint { fill: var(--mark); }
 .logical { stroke: #1565c0; fill: none; stroke-width: 2; } .stored { stroke: #6a1b9a; fill: none; stroke-width: 2; }
 .key-logical { fill: #1565c0; } .key-stored { fill: #6a1b9a; }
 table { border-collapse: collapse; margin: 6px 0 10px; width: 100%; }
@@ -105,6 +106,8 @@ def _runs_html(report: Report) -> list[str]:
         out += [f'<section class="lane" data-lane="{_e(lane)}">', f"<h3>Lane {_e(lane)}</h3>"]
         if not runs:
             out.append('<p class="note">No runs shown (--runs 0).</p>')
+        elif len(runs) > 1:
+            out += overview_svg(lane, list(reversed(runs)))
         for number, run in enumerate(reversed(runs), 1):  # newest first
             out += _run_html(run, f"{lane}-{number}")
         out.append("</section>")
@@ -127,6 +130,32 @@ def _run_html(run: Run, anchor: str) -> list[str]:
         if step.failure is not None:
             out += _failure_html(step, step.failure)
     return [*out, "</article>"]
+
+
+def overview_svg(lane: str, runs: list[Run]) -> list[str]:
+    """One row per run (newest first): its steps end to end, each as wide as it ran, on one scale
+    (the longest run's time spent in steps), so runs compare at a glance."""
+    longest = max(max(sum(s.duration_s or 0.0 for s in run.steps) for run in runs), 1e-3)
+    plot, height = WIDTH - LABEL_W - 110, 24 + 18 * len(runs)
+    out = [f'<svg class="overview" viewBox="0 0 {WIDTH} {height}" role="img" '
+           f'aria-labelledby="o-{_e(lane)} od-{_e(lane)}">',
+           f'<title id="o-{_e(lane)}">Runs of lane {_e(lane)}</title>',
+           f'<desc id="od-{_e(lane)}">{len(runs)} run(s), newest first; each row holds a run\'s steps end to end, '
+           "each as wide as it ran; the runs' own sections below hold the figures.</desc>",
+           f'<text class="axis" x="{LABEL_W}" y="12">time in steps (longest run: {_e(duration_text(longest))})</text>']
+    for row, run in enumerate(runs):
+        y, x = 18 + 18 * row, float(LABEL_W)
+        out.append(f'<g class="run-row" data-run="{_e(run.run_id)}" data-status="{_e(run.status)}">'
+                   f'<text x="{LABEL_W - 8}" y="{y + 12}" text-anchor="end">'
+                   f"{_e(STATUS_MARKS.get(run.status, ''))} {_e(_clip(when_text(run.start), 30))}</text>")
+        for step in run.steps:
+            w = max(plot * (step.duration_s or 0.0) / longest, 2.0)
+            out.append(f'<rect class="run-step {_e(step.status)}" x="{x:.1f}" y="{y + 2}" width="{w:.1f}" '
+                       f'height="12"><title>{_e(_bar_title(step))}</title></rect>')
+            x += w + 1
+        total = sum(s.duration_s or 0.0 for s in run.steps)
+        out.append(f'<text class="axis" x="{x + 6:.1f}" y="{y + 12}">{_e(duration_text(total))}</text></g>')
+    return [*out, "</svg>"]
 
 
 def timeline_svg(run: Run, anchor: str) -> list[str]:
