@@ -39,7 +39,8 @@ steps = [
   { name = "tests", command = "echo 'FAILED tests/test_a.py::test_x - assert 1 == 2'; exit 1" },
 ]
 """
-CI_VARIABLES = ("GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT", "CI_PIPELINE_ID", "CI_JOB_ID")
+# A real CI's run id must not group these runs (an empty value names no run).
+OUTSIDE_CI = dict.fromkeys(("GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT", "CI_PIPELINE_ID", "CI_JOB_ID"), "")
 Stack = list[tuple[str, dict[str, str]]]  # the elements enclosing one, outermost first
 VOID = {"meta", "br", "hr", "img", "input", "link", "base", "col", "area", "source", "wbr"}
 
@@ -47,20 +48,23 @@ VOID = {"meta", "br", "hr", "img", "input", "link", "base", "col", "area", "sour
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git repository whose store holds one failed three-step workflow run and one hostile step."""
-    for name in CI_VARIABLES:  # a real CI's run id must not group these runs
-        os.environ.pop(name, None)
-    root = tmp_path_factory.mktemp("report") / "repo"
+    root = new_repo(tmp_path_factory.mktemp("report"), TOML)
+    ran = run_cli("workflow", "--lane", "standard", cwd=root, env=OUTSIDE_CI)
+    assert ran.returncode == 1, ran.stderr
+    one = run_cli("run", "--lane", "docs", "--step-number", "1", "--step-name", HOSTILE, "--",
+                  "sh", "-c", f"echo '{EVIDENCE}'; exit 1", cwd=root, env=OUTSIDE_CI)
+    assert one.returncode == 1, one.stderr
+    return root
+
+
+def new_repo(parent: Path, toml: str) -> Path:
+    root = parent / "repo"
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
     (root / "README.md").write_text("# demo\n")
-    (root / "rrstore.toml").write_text(TOML)
+    (root / "rrstore.toml").write_text(toml)
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "initial")
-    ran = run_cli("workflow", "--lane", "standard", cwd=root)
-    assert ran.returncode == 1, ran.stderr
-    one = run_cli("run", "--lane", "docs", "--step-number", "1", "--step-name", HOSTILE, "--",
-                  "sh", "-c", f"echo '{EVIDENCE}'; exit 1", cwd=root)
-    assert one.returncode == 1, one.stderr
     return root
 
 
@@ -385,3 +389,22 @@ def test_crafted_records_are_reported_never_a_crash() -> None:
     assert "&lt;i&gt;evidence&lt;/i&gt;" in summary and "<b>" not in summary
     assert report.growth[-1].total_logical == 0 and report.growth[-1].total_stored == 0
     json.dumps(report.to_json())
+
+
+def test_a_resumed_run_is_one_run_whose_newest_attempt_at_each_step_decides(tmp_path: Path) -> None:
+    """Step 3 fails until the fix is committed; the resume adds its second attempt to the same run:
+    four bars, and the run passed."""
+    toml = TOML.replace("echo 'FAILED tests/test_a.py::test_x - assert 1 == 2'; exit 1", "test -f fix.marker")
+    root = new_repo(tmp_path, toml)
+    assert run_cli("workflow", "--lane", "standard", cwd=root, env=OUTSIDE_CI).returncode == 1
+    (root / "fix.marker").write_text("fixed\n")
+    git(root, "add", "fix.marker")
+    git(root, "commit", "-q", "-m", "fix")
+    resumed = run_cli("workflow", "--lane", "standard", "--resume", cwd=root, env=OUTSIDE_CI)
+    assert resumed.returncode == 0, resumed.stderr
+    doc = json.loads(run_cli("--json", "report", cwd=root).stdout)
+    (run,) = doc["lanes"]["standard"]
+    assert [(s["step_number"], s["status"]) for s in run["steps"]] == [(1, "passed"), (2, "passed"),
+                                                                       (3, "failed"), (3, "passed")]
+    assert run["status"] == "passed"
+    assert run["steps"][2]["failure"]["failure_type"] == "unknown"  # 'test -f' says nothing
