@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from rrstore.errors import UsageError
+from rrstore.errors import CheckpointsUnreadable, UsageError
 from rrstore.lanes import LANES
 
 from .context import global_options, state
@@ -63,5 +63,10 @@ def report_command(html_file: Path | None, markdown_file: str | None, diff_ids: 
         info(f"rrstore: wrote the markdown report to {markdown_file}", st.quiet)
     if st.json:
         emit_json(data.to_json())
+    else:  # with --json the error object at the end carries each id and its error
+        for checkpoint_id, exc in data.damage.items():
+            click.echo(f"rrstore: warning: cannot read checkpoint {checkpoint_id}: {exc}", err=True)
     sys.stdout.flush()
+    if data.damage:  # reported without them, as 'rrstore list' lists the readable ones
+        raise CheckpointsUnreadable(data.damage)
     return 0

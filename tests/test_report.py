@@ -408,3 +408,19 @@ def test_a_resumed_run_is_one_run_whose_newest_attempt_at_each_step_decides(tmp_
                                                                        (3, "failed"), (3, "passed")]
     assert run["status"] == "passed"
     assert run["steps"][2]["failure"]["failure_type"] == "unknown"  # 'test -f' says nothing
+
+
+def test_a_damaged_checkpoint_is_left_out_named_and_exit_13_as_list_does(tmp_path: Path) -> None:
+    root = new_repo(tmp_path, TOML)
+    assert run_cli("workflow", "--lane", "standard", cwd=root, env=OUTSIDE_CI).returncode == 1
+    refs = root / ".checkpoints" / "refs" / "checkpoints"
+    broken = sorted(p.name for p in refs.iterdir())[0]
+    (refs / broken).write_text("garbage\n")
+    out = tmp_path / "damaged.html"
+    made = run_cli("report", "--html", str(out), cwd=root)
+    assert made.returncode == 13, made.stderr
+    assert f"cannot read checkpoint {broken}" in made.stderr and "Traceback" not in made.stderr
+    dom = parse(out.read_text())
+    bars = step_bars(dom, "standard")
+    assert len(bars) == 2 and broken not in [b["data-checkpoint"] for b in bars]
+    assert broken in " ".join(dom.text)

@@ -183,6 +183,8 @@ class Report:
     stored_now: int
     damaged: list[str] = field(default_factory=list)
     diff: DiffSection | None = None
+    # Each damaged id's error, for the caller to report as ``list`` does (exit 13 once shown).
+    damage: dict[str, RRStoreError] = field(default_factory=dict, repr=False)
 
     def days(self) -> list[dict[str, Any]]:
         """Growth per day (the local day each checkpoint was added): checkpoints, sizes, totals."""
@@ -220,12 +222,12 @@ def build_report(system: System, options: ReportOptions | None = None) -> Report
     """The report of ``system``'s store: this project's runs, the whole store's growth, the chosen diff.
 
     Raises StoreNotFound without a store, CheckpointNotFound for an unknown diff id; a damaged
-    record is left out and named in ``damaged``.
+    record is left out and named in ``damaged`` (its error in ``damage``).
     """
     options = options or ReportOptions()
     manager = system.checkpoint_manager
     every = manager.list_checkpoints(all_projects=True)
-    damaged = sorted(manager.damaged)
+    damage = dict(manager.damaged)
     mine = manager.view.mine(every)
     lanes: dict[str, list[Run]] = {}
     plans = _Plans(system)
@@ -239,7 +241,7 @@ def build_report(system: System, options: ReportOptions | None = None) -> Report
         old, new = (manager.get(i).checkpoint_id for i in options.diff)
         section = DiffSection(old, new, system.diff(old, new))
     return Report(datetime.now().astimezone(), str(system.store_path), manager.project, lanes,
-                  growth(every), stored_now(system), damaged, section)
+                  growth(every), stored_now(system), sorted(damage), section, damage)
 
 
 def group_runs(records: list[CheckpointRecord]) -> dict[str, list[Run]]:
