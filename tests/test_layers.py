@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                "rrstore.archive", "rrstore.staging",
                "rrstore.status")),
     ("recovery", ("rrstore.recovery",)),
+    ("reports", ("rrstore.report",)),
     ("facade", ("rrstore.system", "rrstore", "rrstore.__main__")),
     ("cli", ("cli",)),
 ]

@@ -1,0 +1,38 @@
+"""Words and numbers the report's formats share: sizes, durations, statuses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+STATUS_WORDS = {"passed": "passed", "failed": "failed", "unfinished": "did not finish",
+                "checkpoint": "checkpoint (no command ran)"}
+STATUS_MARKS = {"passed": "✓", "failed": "✗", "unfinished": "…", "checkpoint": "•"}
+
+
+def size_text(n: float) -> str:
+    """Bytes as a person reads them (1024-based, as ``rrstore list`` prints them)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover - the loop returns
+
+
+def duration_text(seconds: float | None) -> str:
+    """``0.25s``, ``4m 05s``, ``2h 03m``; "no duration" when none was recorded."""
+    if seconds is None:
+        return "no duration recorded"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+
+
+def when_text(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S %z").strip()
+
+
+def ratio_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}×"
