@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +40,15 @@ def git(repo: Path, *args: str) -> str:
 def _no_store_override(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's RRSTORE_DIR must not send the tests' checkpoints into a real store."""
     monkeypatch.delenv("RRSTORE_DIR", raising=False)
+
+
+def system_tool(name: str) -> str:
+    """The path of a Debian tool a test runs for real (chromium, b3sum, zsh, fish). Missing is a
+    failure, not a skip: the README's test command installs them first (.ci/system-packages)."""
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: run 'bash .ci/system-packages' (the README's test command does)")
+    return found
 
 
 def one_error_line(out: subprocess.CompletedProcess[str], code: int) -> str:

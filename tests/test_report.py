@@ -24,7 +24,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import git, one_error_line, run_cli
+from conftest import git, one_error_line, run_cli, system_tool
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HOSTILE = """<script>alert("x")</script> & "q" 'o'"""
@@ -95,8 +95,7 @@ def page(repo: Path) -> Path:
 def chromium(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Headless chromium on ``page`` with its own profile and no network at all (every host name
     resolves to nothing), killed with its whole process group when done or after 90 s."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    system_tool("chromium")
     profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
                "--no-first-run", "--disable-extensions", "--host-resolver-rules=MAP * ~NOTFOUND",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 import pytest
-from conftest import GIT_ENV, run_cli
+from conftest import GIT_ENV, run_cli, system_tool
 
 RRSTORE = Path(sys.executable).parent / "rrstore"  # the installed console script, as a shell calls it
 ID_COMMANDS = [["restore", "--checkpoint-id"], ["restore"], ["show"], ["diff"], ["diff", "latest"], ["pin"],
@@ -175,9 +175,9 @@ def test_bash_sourcing_the_script_completes_ids(store: tuple[Path, dict]) -> Non
     assert registered.startswith("complete ") and registered.endswith(" rrstore")
 
 
-@pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed (apt-get install fish)")
 def test_fish_sourcing_the_script_completes_ids(store: tuple[Path, dict]) -> None:
     project, ids = store
+    system_tool("fish")
     script = 'rrstore completion fish | source; complete -C "rrstore pin docs-step"'
     done = subprocess.run(["fish", "--no-config", "-c", script], cwd=project, env=shell_env(), capture_output=True,
                           text=True, timeout=60)
@@ -185,10 +185,10 @@ def test_fish_sourcing_the_script_completes_ids(store: tuple[Path, dict]) -> Non
     assert sorted(line.split("\t")[0] for line in done.stdout.splitlines()) == sorted(ids["docs"])
 
 
-@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed (apt-get install zsh)")
 def test_zsh_sourcing_the_script_completes_ids(store: tuple[Path, dict], tmp_path: Path) -> None:
     """The script as zsh runs it, with compadd (what the completion widget would show) printing its words."""
     project, ids = store
+    system_tool("zsh")
     script = (f'autoload -Uz compinit && compinit -u -d {tmp_path}/zcompdump && eval "$(rrstore completion zsh)" && '
               'whence -w _rrstore_completion && print -r -- "$_comps[rrstore]" && '
               'compadd() { print -rl -- ${(P)${@[-1]}} } && words=(rrstore diff heavy) && CURRENT=3 && '
