@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("archive", "verify_command"), "push": ("remote", "push"), "pull": ("remote", "pull"),
     "plan": ("recovery", "plan"), "classify": ("recovery", "classify"), "validate": ("recovery", "validate"),
     "cleanup": ("recovery", "cleanup"), "run": ("recovery", "run_command"),
-    "workflow": ("recovery", "workflow_command"),
+    "workflow": ("recovery", "workflow_command"), "pre-commit": ("hooks", "pre_commit"),
 }
 
 
