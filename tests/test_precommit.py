@@ -120,7 +120,7 @@ def test_the_hook_checkpoints_what_the_commit_records(tmp_path: Path, hook_repo:
     assert out.returncode == 0, out.stdout + out.stderr
     [record] = checkpoints(root)
     assert (record["lane"], record["step_number"], record["step_name"]) == ("standard", 0, "pre-commit")
-    assert record["checkpoint_id"] in out.stdout + out.stderr  # the hook is verbose: the commit shows the id
+    assert str(record["checkpoint_id"]) in out.stdout + out.stderr  # the hook is verbose: the commit shows the id
     files = files_of(root, str(record["checkpoint_id"]), tmp_path)
     assert files["a.txt"] == b"staged\n" == git(root, "show", "HEAD:a.txt", env=env).encode()
     assert files["b.txt"] == b"also staged\n"
