@@ -25,7 +25,7 @@ def _schedule_options(func: Any) -> Any:
         click.option("--cron-line", "cron", is_flag=False, flag_value=CRON_SCHEDULE, default=None,
                      metavar="[SCHEDULE]",
                      help=f"Print a crontab line running this gc instead (schedule: five fields or @daily; "
-                          f"bare: '{CRON_SCHEDULE}').  See docs/gc.md."),
+                          f"bare: '{CRON_SCHEDULE}')."),
         click.option("--systemd-unit", "systemd", is_flag=False, flag_value=SYSTEMD_CALENDAR, default=None,
                      metavar="[CALENDAR]",
                      help=f"Print a systemd service and timer running this gc instead (OnCalendar=; "
@@ -67,7 +67,7 @@ def gc_command(older_than: str, keep_last: int, keep_lanes: tuple[str, ...], gra
     \b
     Examples:
       rrstore gc --older-than 14d --keep-last 5 --dry-run
-      rrstore gc --older-than 14d --keep-last 5 --cron-line '0 3 * * 0' | crontab -
+      (crontab -l 2>/dev/null; rrstore gc --older-than 14d --keep-last 5 --cron-line '0 3 * * 0') | crontab -
     """
     from rrstore.gc import Retention, parse_duration  # here, not at the top: see cli/checkpoints.py
 
