@@ -170,3 +170,15 @@ def test_a_busy_store_never_holds_up_the_commit(tmp_path: Path, hook_repo: tuple
     assert git(root, "show", "HEAD:a.txt", env=env) == "two\n"
     assert [c["checkpoint_id"] for c in checkpoints(root)] == [first["checkpoint_id"]]
     assert not list((root / ".checkpoints" / "tmp").iterdir())  # stopped cleanly
+
+
+def test_the_command_outside_the_framework(tmp_path: Path) -> None:
+    """``rrstore pre-commit`` itself: the record it writes, its JSON, and a time limit that is no limit."""
+    (tmp_path / "a.txt").write_text("one\n")
+    out = rrstore(tmp_path, "pre-commit", "--lane", "docs", "--json", "-C", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert (record["lane"], record["step_number"], record["step_name"]) == ("docs", 0, "pre-commit")
+    out = rrstore(tmp_path, "pre-commit", "--time-limit", "0", "-C", str(tmp_path))
+    assert out.returncode == 2 and out.stderr.startswith("rrstore: error:") and out.stdout == ""
+    assert len(checkpoints(tmp_path)) == 1
