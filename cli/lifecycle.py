@@ -97,21 +97,29 @@ def gc_command(older_than: str, keep_last: int, keep_lanes: tuple[str, ...], gra
 
 def _print_schedule(args: tuple[str, ...], cron: str | None, systemd: str | None, log: Path | None) -> int:
     """``--cron-line`` / ``--systemd-unit``: the job that runs gc with ``args`` for this project's store."""
-    from rrstore.schedule import check_cron_schedule, cron_command, cron_line, running_program, systemd_units
+    from rrstore.schedule import (
+        check_cron_schedule,
+        check_systemd_calendar,
+        cron_command,
+        cron_line,
+        running_program,
+        systemd_units,
+    )
 
     if (cron is None) == (systemd is None):
         raise click.UsageError("--log needs --cron-line or --systemd-unit" if log is not None
                                else "--cron-line and --systemd-unit exclude each other")
     st = state()
+    schedule = check_cron_schedule(cron) if cron is not None else None  # bad input first, then the store
+    calendar = check_systemd_calendar(systemd) if systemd is not None else ""
     job = _job(args, running_program(sys.argv[0], sys.executable), log)
-    if cron is not None:
-        line = cron_line(job, cron)
+    if schedule is not None:
         if st.json:
-            emit_json({"line": line, "schedule": check_cron_schedule(cron), "command": cron_command(job)})
+            emit_json({"line": cron_line(job, schedule), "schedule": schedule, "command": cron_command(job)})
         else:
-            click.echo(line)
+            click.echo(cron_line(job, schedule))
         return 0
-    units = systemd_units(job, systemd or "")
+    units = systemd_units(job, calendar)
     if st.json:
         emit_json(units)
     else:

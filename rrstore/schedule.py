@@ -132,11 +132,20 @@ def _setting(value: str) -> str:
     return value.replace("%", "%%")
 
 
+def check_systemd_calendar(calendar: str) -> str:
+    """``calendar`` trimmed, if it can be an ``OnCalendar=`` value: one line, not empty (else UsageError).
+
+    systemd itself judges the expression (``systemd-analyze calendar``).
+    """
+    if not calendar.strip() or any(c in calendar for c in "\r\n\0"):
+        raise UsageError(f"not a systemd calendar (OnCalendar=, e.g. daily or 'Sun *-*-* 03:00'): {calendar!r}")
+    return calendar.strip()
+
+
 def systemd_units(job: GCJob, calendar: str = SYSTEMD_CALENDAR) -> dict[str, str]:
     """``{name: text}`` of a oneshot service running the gc and the timer that starts it on ``calendar``."""
     _no_newline(job)
-    if not calendar.strip() or "\n" in calendar:
-        raise UsageError(f"not a systemd calendar (OnCalendar=, e.g. daily or 'Sun *-*-* 03:00'): {calendar!r}")
+    calendar = check_systemd_calendar(calendar)
     name = f"rrstore-gc-{job.slug}"
     what = f"rrstore garbage collection of {_setting(str(job.root))}"
     output = "" if job.log is None else (f"StandardOutput=append:{_setting(str(job.log))}\n"
@@ -150,9 +159,9 @@ def systemd_units(job: GCJob, calendar: str = SYSTEMD_CALENDAR) -> dict[str, str
                "Nice=19\n"
                "IOSchedulingClass=idle\n")
     timer = ("[Unit]\n"
-             f"Description={what}, {_setting(calendar.strip())}\n\n"
+             f"Description={what}, {_setting(calendar)}\n\n"
              "[Timer]\n"
-             f"OnCalendar={calendar.strip()}\n"
+             f"OnCalendar={calendar}\n"
              "Persistent=true\n"
              "RandomizedDelaySec=1h\n\n"
              "[Install]\n"

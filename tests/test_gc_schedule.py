@@ -191,6 +191,8 @@ def test_bad_schedules_are_one_line_and_print_nothing(project: Path, args: list[
 def test_no_store_no_line(tmp_path: Path) -> None:
     out = rrstore("gc", "--cron-line", "-C", str(tmp_path), cwd=tmp_path)
     assert out.returncode == 10 and out.stdout == "" and "no rrstore store" in out.stderr
+    out = rrstore("gc", "--systemd-unit", "", "-C", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 2 and "not a systemd calendar" in out.stderr  # bad input is told first
 
 
 def test_quoting_and_the_program() -> None:
