@@ -32,12 +32,13 @@ from .output import emit_json, info
               metavar="SECONDS", help="Give up after this long (exit 0, no checkpoint): never hold up a commit.")
 @global_options
 def pre_commit(lane: str, step_number: int, step_name: str, time_limit: float) -> int:
-    """Checkpoint the tree a commit is about to record; the pre-commit framework's hook.
+    """Checkpoint the tree a commit records (hook rrstore-checkpoint of the pre-commit framework).
 
     Prints the id. A store busy with another rrstore (a gc) or a checkpoint
     that takes longer than --time-limit ends it with a warning and exit 0:
     the commit goes on without a checkpoint. Any other failure exits with
-    its code and so stops the commit. See docs/cli.md, pre-commit.
+    its code and so stops the commit (SKIP=rrstore-checkpoint git commit
+    commits anyway).
 
     \b
     Examples:
