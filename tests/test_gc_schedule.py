@@ -31,7 +31,7 @@ from gc_helpers import rand, ref_ids
 from rrstore import RollbackRecoverySystem
 from rrstore.errors import UsageError
 from rrstore.record import CheckpointRecord
-from rrstore.schedule import GCJob, cron_command, running_program, systemd_quote
+from rrstore.schedule import GCJob, cron_command, gc_args, running_program, systemd_quote
 
 CRON_ENV = ["env", "-i", "PATH=/usr/bin:/bin"]
 POLICY = ["--older-than", "7d", "--keep-last", "1", "--keep-lane", "docs", "--grace", "0s"]
@@ -188,9 +188,11 @@ def test_bad_schedules_are_one_line_and_print_nothing(project: Path, args: list[
     assert out.stderr.startswith("rrstore: error:") and message in out.stderr and out.stderr.count("\n") == 1
 
 
-def test_no_store_no_line(tmp_path: Path) -> None:
+def test_no_store_no_line_unless_it_is_a_remote_gc(tmp_path: Path) -> None:
     out = rrstore("gc", "--cron-line", "-C", str(tmp_path), cwd=tmp_path)
     assert out.returncode == 10 and out.stdout == "" and "no rrstore store" in out.stderr
+    out = rrstore("gc", "--remote", "s3://bucket/team", "--cron-line", "-C", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.rstrip().endswith(" gc --older-than 7d --grace 15m --remote s3://bucket/team")
     out = rrstore("gc", "--systemd-unit", "", "-C", str(tmp_path), cwd=tmp_path)
     assert out.returncode == 2 and "not a systemd calendar" in out.stderr  # bad input is told first
 
@@ -198,6 +200,9 @@ def test_no_store_no_line(tmp_path: Path) -> None:
 def test_quoting_and_the_program() -> None:
     job = GCJob(("/opt/r r/bin/rrstore",), Path("/p/50%"), Path("/p/50%/.checkpoints"), ("--older-than", "7d"))
     assert cron_command(job) == "'/opt/r r/bin/rrstore' -C /p/50\\% --store /p/50\\%/.checkpoints gc --older-than 7d"
+    assert gc_args("14d", 2, ("docs", "heavy"), "0s", dry_run=True, remote="s3://b/p", endpoint_url="http://e") == (
+        "--older-than", "14d", "--grace", "0s", "--keep-last", "2", "--keep-lane", "docs", "--keep-lane", "heavy",
+        "--remote", "s3://b/p", "--endpoint-url", "http://e", "--dry-run")
     assert systemd_quote('a "b" $X 5%') == '"a \\"b\\" $$X 5%%"' and systemd_quote("/usr/bin/x") == "/usr/bin/x"
     with pytest.raises(UsageError):
         cron_command(GCJob(("/x",), Path("/a\nb"), Path("/s"), ()))
