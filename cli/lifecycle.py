@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from rrstore.lanes import LANES
+from rrstore.schedule import CRON_SCHEDULE, SYSTEMD_CALENDAR
 
 if TYPE_CHECKING:
     from rrstore.gc import GCResult
+    from rrstore.schedule import GCJob
 
 from .completion import complete_pinned
-from .context import endpoint_needs, global_options, remote_option, state
+from .context import chosen_remote, endpoint_needs, global_options, remote_option, state
 from .output import emit_json, human_bytes, info
+
+
+def _schedule_options(func: Any) -> Any:
+    opts = [
+        click.option("--cron-line", "cron", is_flag=False, flag_value=CRON_SCHEDULE, default=None,
+                     metavar="[SCHEDULE]",
+                     help=f"Print a crontab line running this gc instead (schedule: five fields or @daily; "
+                          f"bare: '{CRON_SCHEDULE}')."),
+        click.option("--systemd-unit", "systemd", is_flag=False, flag_value=SYSTEMD_CALENDAR, default=None,
+                     metavar="[CALENDAR]",
+                     help=f"Print a systemd service and timer running this gc instead (OnCalendar=; "
+                          f"bare: {SYSTEMD_CALENDAR})."),
+        click.option("--log", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
+                     help="With --cron-line/--systemd-unit: append the scheduled gc's output to FILE "
+                          "(default: cron mails it, systemd keeps it in the journal)."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
 
 
 @click.command(name="gc")
@@ -28,20 +52,23 @@ from .output import emit_json, human_bytes, info
 @click.option("--dry-run", is_flag=True, help="Report what would be removed; remove nothing.")
 @remote_option("Apply the retention to this remote instead of the local store (safe while others push).")
 @click.option("--endpoint-url", default=None, metavar="URL", help="S3 endpoint of a non-AWS server (with --remote).")
+@_schedule_options
 @global_options
 def gc_command(older_than: str, keep_last: int, keep_lanes: tuple[str, ...], grace: str, dry_run: bool,
-               remote: str | None, endpoint_url: str | None) -> int:
+               remote: str | None, endpoint_url: str | None, cron: str | None, systemd: str | None,
+               log: Path | None) -> int:
     """Delete checkpoints the retention policy does not keep, then every object none of the rest reaches.
 
     Quiet unless something was removed (or -v), no prompts, no progress when
     not on a terminal: made for cron. Pinned checkpoints are always kept.
     With --remote, the remote's checkpoints (its pins and this store's count);
-    see 'rrstore help remote-gc'.
+    see 'rrstore help remote-gc'. --cron-line and --systemd-unit print, instead,
+    what runs this very gc from cron or a systemd timer (absolute paths throughout).
 
     \b
     Examples:
-      rrstore gc --older-than 36h --keep-last 5 --keep-lane heavy
-      rrstore gc --dry-run -v
+      rrstore gc --older-than 14d --keep-last 5 --dry-run
+      (crontab -l 2>/dev/null; rrstore gc --older-than 14d --keep-last 5 --cron-line '0 3 * * 0') | crontab -
     """
     from rrstore.gc import Retention, parse_duration  # here, not at the top: see cli/checkpoints.py
 
@@ -49,6 +76,12 @@ def gc_command(older_than: str, keep_last: int, keep_lanes: tuple[str, ...], gra
     endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")
     policy = Retention(older_than=parse_duration(older_than), keep_last=keep_last,
                        keep_lanes=keep_lanes, grace=parse_duration(grace))
+    if cron is not None or systemd is not None or log is not None:
+        from rrstore.schedule import gc_args
+
+        args = gc_args(older_than, keep_last, keep_lanes, grace, dry_run=dry_run,
+                       remote=chosen_remote(remote, endpoint_url), endpoint_url=endpoint_url)
+        return _print_schedule(args, cron, systemd, log)
     result: GCResult
     if remote is not None:
         result = st.system().gc_remote(remote or None, endpoint_url, policy, dry_run=dry_run)  # "": configured
@@ -61,6 +94,49 @@ def gc_command(older_than: str, keep_last: int, keep_lanes: tuple[str, ...], gra
             click.echo(f"{'would remove' if dry_run else 'removed'} {checkpoint_id}")
         info(f"{result.message} ({human_bytes(result.bytes_freed)})", st.quiet)
     return 0
+
+
+def _print_schedule(args: tuple[str, ...], cron: str | None, systemd: str | None, log: Path | None) -> int:
+    """``--cron-line`` / ``--systemd-unit``: the job that runs gc with ``args`` for this project's store."""
+    from rrstore.schedule import (
+        check_cron_schedule,
+        check_systemd_calendar,
+        cron_command,
+        cron_line,
+        running_program,
+        systemd_units,
+    )
+
+    if (cron is None) == (systemd is None):
+        raise click.UsageError("--log needs --cron-line or --systemd-unit" if log is not None
+                               else "--cron-line and --systemd-unit exclude each other")
+    st = state()
+    schedule = check_cron_schedule(cron) if cron is not None else None  # bad input first, then the store
+    calendar = check_systemd_calendar(systemd) if systemd is not None else ""
+    job = _job(args, running_program(sys.argv[0], sys.executable), log)
+    if schedule is not None:
+        if st.json:
+            emit_json({"line": cron_line(job, schedule), "schedule": schedule, "command": cron_command(job)})
+        else:
+            click.echo(cron_line(job, schedule))
+        return 0
+    units = systemd_units(job, calendar)
+    if st.json:
+        emit_json(units)
+    else:
+        click.echo("\n".join(f"# {name}\n{text}" for name, text in units.items()), nl=False)
+    return 0
+
+
+def _job(args: tuple[str, ...], program: tuple[str, ...], log: Path | None) -> GCJob:
+    """This project's root and store, absolute; the local store must exist (else exit 10, as gc would)."""
+    from rrstore.schedule import GCJob
+
+    system = state().system()
+    if "--remote" not in args:
+        system.open_store()  # StoreNotFound: the scheduled gc would fail every night
+    return GCJob(program, system.root.absolute(), system.store_path.absolute(), args,
+                 Path(os.path.abspath(log)) if log is not None else None)
 
 
 def _remote_option(func: Any) -> Any:

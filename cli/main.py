@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cleanup": ("recovery", "cleanup"), "run": ("recovery", "run_command"),
     "workflow": ("recovery", "workflow_command"), "report": ("report", "report_command"),
     "completion": ("completion", "completion_command"), "help": ("reference", "help_command"),
+    "pre-commit": ("hooks", "pre_commit"),
 }
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 from rrstore.errors import Signalled
@@ -61,3 +63,23 @@ def finishing() -> None:
     except ValueError:  # not the main thread
         pass
 
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise ``Signalled(SIGALRM)`` in the main thread after ``seconds``: the work unwinds as on SIGTERM.
+
+    So a command with a deadline (the pre-commit hook) stops cleanly, every
+    temporary file removed and every lock released, wherever it was waiting.
+    """
+    previous = signal.signal(signal.SIGALRM, _handle)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except Signalled as exc:
+        if exc.signum == signal.SIGALRM:
+            _state["seen"] = False  # the deadline was ours: a SIGINT or SIGTERM from now on counts again
+        raise
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
