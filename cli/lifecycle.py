@@ -68,7 +68,7 @@ def gc_command(older_than: str, keep_last: int, keep_lanes: tuple[str, ...], gra
     \b
     Examples:
       rrstore gc --older-than 14d --keep-last 5 --dry-run
-      (crontab -l 2>/dev/null; rrstore gc --older-than 14d --keep-last 5 --cron-line '0 3 * * 0') | crontab -
+      rrstore gc --older-than 14d --keep-last 5 --cron-line '0 3 * * 0'   # a line for crontab -e
     """
     from rrstore.gc import Retention, parse_duration  # here, not at the top: see cli/checkpoints.py
 
