@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("recovery", "plan"), "classify": ("recovery", "classify"), "validate": ("recovery", "validate"),
     "cleanup": ("recovery", "cleanup"), "run": ("recovery", "run_command"),
     "workflow": ("recovery", "workflow_command"),
+    "ls": ("browse", "ls_command"), "cat": ("browse", "cat_command"), "dump": ("browse", "dump_command"),
+    "find": ("browse", "find_command"), "log": ("browse", "log_command"),
 }
 
 
