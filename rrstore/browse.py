@@ -22,7 +22,7 @@ import tarfile
 import time
 import zipfile
 from dataclasses import dataclass, field
-from typing import BinaryIO, NamedTuple
+from typing import IO, BinaryIO, NamedTuple, cast
 
 from .archive.files import ExportResult, _destination, _shared_lock
 from .archive.stream import Writable
@@ -315,12 +315,8 @@ class Browser:
             if fmt == "zip":
                 _zip_names(entries)
             with _shared_lock(self.manager.store), _destination(output, force) as (out, name):
-                if fmt == "tar":
-                    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
-                                      errors="surrogateescape") as tar:
-                        size = add_entries(tar, self.objects, entries, int(record.created.timestamp()), progress)
-                else:
-                    size = write_zip(self.objects, entries, out, record, progress)
+                writer = write_tar if fmt == "tar" else write_zip
+                size = writer(self.objects, entries, out, record, progress)
         return ExportResult(name, fmt, [record.checkpoint_id], len(entries), size, out.count)
 
     def _records(self, lane: str | None) -> list[CheckpointRecord]:
@@ -374,6 +370,14 @@ def _zip_names(entries: dict[str, Entry]) -> None:
             raise UsageError(f"path {path!r} is not UTF-8 and a zip cannot name it: use --format tar") from None
 
 
+def write_tar(objects: ObjectStore, entries: dict[str, Entry], out: Writable, record: CheckpointRecord,
+              progress: Progress | None = None) -> int:
+    """``entries`` as a plain (uncompressed) tar stream on ``out``, as ``export --format tar`` writes one."""
+    with tarfile.open(fileobj=cast("IO[bytes]", out), mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
+                      errors="surrogateescape") as tar:
+        return add_entries(tar, objects, entries, int(record.created.timestamp()), progress)
+
+
 def write_zip(objects: ObjectStore, entries: dict[str, Entry], out: Writable, record: CheckpointRecord,
               progress: Progress | None = None) -> int:
     """``entries`` as a zip on ``out`` (no seeking needed: a pipe works); content bytes written.
@@ -384,7 +388,7 @@ def write_zip(objects: ObjectStore, entries: dict[str, Entry], out: Writable, re
     """
     stamp = time.localtime(max(record.created.timestamp(), 315532800 + 86400))[:6]
     size = 0
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:  # type: ignore[arg-type]
+    with zipfile.ZipFile(cast("IO[bytes]", out), "w", zipfile.ZIP_DEFLATED) as zf:
         for done, (path, entry) in enumerate(entries.items(), 1):
             info = zipfile.ZipInfo(path + "/" if entry.kind == DIR else path, stamp)
             info.create_system = 3  # unix: unzip reads the modes below

@@ -47,8 +47,8 @@ from .worktree.workers import Progress, default_workers
 
 if TYPE_CHECKING:
     from .archive.files import ExportResult, ImportResult, VerifyResult
-    from .browse import Browser
     from .backends.s3 import S3Backend, S3Options
+    from .browse import Browser
     from .check import CheckOptions, CheckResult
     from .recovery.classify import Classification
     from .recovery.cleanup import CleanupResult
