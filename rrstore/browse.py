@@ -119,13 +119,24 @@ class LogResult:
         return [c.to_json(self.path) for c in self.changes]
 
 
-def lookup(objects: ObjectStore, root: str, path: str) -> Entry | None:
-    """The entry at tree path ``path`` below tree ``root`` (a directory entry for ''), None if absent."""
+def lookup(objects: ObjectStore, root: str, path: str,
+           memo: dict[tuple[str, str], Entry | None] | None = None) -> Entry | None:
+    """The entry at tree path ``path`` below tree ``root`` (a directory entry for ''), None if absent.
+
+    ``memo`` (tree oid, name) -> entry, shared across lookups of one path in many checkpoints: a
+    directory unchanged between them is then read once.
+    """
     entry = Entry("", DIR, root)
     for name in path.split("/") if path else ():
         if entry.kind != DIR:
             return None
-        found = next((e for e in read_tree(objects, entry.oid) if e.name == name), None)
+        key = (entry.oid, name)
+        if memo is not None and key in memo:
+            found = memo[key]
+        else:
+            found = next((e for e in read_tree(objects, entry.oid) if e.name == name), None)
+            if memo is not None:
+                memo[key] = found
         if found is None:
             return None
         entry = found
@@ -256,6 +267,7 @@ class Browser:
                 return [Listed(path, entry)]
             prefix = f"{path}/" if path else ""
             if recursive:
+                self.objects.list_loose()  # every tree below is read: no loose probe per packed one
                 return [Listed(p, e) for p, e in walk(self.objects, entry.oid, prefix)]
             return [Listed(f"{prefix}{e.name}", e) for e in read_tree(self.objects, entry.oid)]
 
@@ -311,6 +323,7 @@ class Browser:
             top = self._entry(record, path)
             entries = {path: top} if path else {}
             if top.kind == DIR:
+                self.objects.list_loose()  # every tree and file below is read: no loose probe per packed one
                 entries.update(walk(self.objects, top.oid, f"{path}/" if path else ""))
             if fmt == "zip":
                 _zip_names(entries)
@@ -329,6 +342,7 @@ class Browser:
             raise UsageError("find needs a pattern, e.g. '*.py' or 'src/**/test_*.py'")
         finder = _Finder(self.objects, Pattern(pattern))
         records = self._records(lane)
+        self.objects.list_loose()  # the trees of every checkpoint are read
         result = FindResult(pattern, searched=len(records), damaged=dict(self.manager.damaged))
         for record in records:
             try:
@@ -341,19 +355,18 @@ class Browser:
 
     def log(self, path: str, lane: str | None = None) -> LogResult:
         """The checkpoints, oldest first, where ``path`` was added, modified, deleted or changed mode or
-        type. Trees on the way are read once per distinct oid (unchanged directories are shared)."""
+        type. Each tree on the way is read once, however many checkpoints share it."""
         path = tree_path(path)
         if not path:
             raise UsageError("log needs a path inside the checkpoints, e.g. src/app.py")
         records = list(reversed(self._records(lane)))
+        self.objects.list_loose()
         result = LogResult(path, searched=len(records))
-        seen: dict[str, Entry | None] = {}
+        memo: dict[tuple[str, str], Entry | None] = {}
         was: Entry | None = None
         with self.manager.explain_damage():
             for record in records:
-                if record.state_hash not in seen:
-                    seen[record.state_hash] = lookup(self.objects, record.state_hash, path)
-                now = seen[record.state_hash]
+                now = lookup(self.objects, record.state_hash, path, memo)
                 change = change_at(was, now)
                 if change:
                     result.changes.append(Change(record, change, now))
