@@ -44,8 +44,11 @@ LANE = click.option("--lane", type=click.Choice(LANES), default=None, help="Only
 @click.option("-r", "--recursive", is_flag=True, help="Every entry below PATH, not only its own.")
 @global_options
 def ls_command(checkpoint_id: str, path: str, long_: bool, recursive: bool) -> int:
-    """List a checkpoint's files ('latest' names the newest): the directory at PATH (the root by default),
-    or the file there. A file's hash is its BLAKE3, as b3sum prints it.
+    """List the files of a checkpoint.
+
+    The directory at PATH (the root by default), every entry below it with
+    -r, or the file there; ID may be 'latest'. A file's hash is its BLAKE3,
+    as b3sum prints it. PATH is relative to the project root.
 
     \b
     Examples:
@@ -67,8 +70,11 @@ def ls_command(checkpoint_id: str, path: str, long_: bool, recursive: bool) -> i
 @click.argument("path")
 @global_options
 def cat_command(checkpoint_id: str, path: str) -> int:
-    """Write one file of a checkpoint to stdout, each piece verified before it is written (exit 13, and
-    what was written is not to be trusted, if one is damaged). A symlink prints its target.
+    """Print one file of a checkpoint, verified as it streams.
+
+    Each piece is checked before it is written; a damaged one stops it with
+    exit 13, and what was written is then not to be trusted. A symlink
+    prints its target. PATH is relative to the project root.
 
     \b
     Examples:
@@ -95,8 +101,11 @@ def cat_command(checkpoint_id: str, path: str) -> int:
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @global_options
 def dump_command(checkpoint_id: str, path: str, fmt: str, output: str, force: bool) -> int:
-    """Write the files of a checkpoint (or those at or below PATH) as a tar or zip, paths as in the tree,
-    every file checked against its hash as it is written.
+    """Write a checkpoint's files as a plain tar or zip.
+
+    All of them, or those at or below PATH, with paths as in the tree, each
+    file checked against its hash as it is written; to stdout (never a
+    terminal) or -o FILE.
 
     \b
     Examples:
@@ -128,8 +137,11 @@ def dump_command(checkpoint_id: str, path: str, fmt: str, output: str, force: bo
 @LANE
 @global_options
 def find_command(pattern: str, lane: str | None) -> int:
-    """Which checkpoints (newest first) hold a path matching PATTERN, and its hash in each. Without '/'
-    the pattern matches names ('*.py'); with '/' whole paths ('src/**/test_*.py'; '**' spans directories).
+    """Find the checkpoints holding a path that matches PATTERN.
+
+    Newest first, with the path's hash in each. Without '/' the pattern
+    matches names ('*.py'); with '/' whole paths ('src/**/test_*.py'; '**'
+    spans directories).
 
     \b
     Examples:
@@ -157,8 +169,10 @@ def find_command(pattern: str, lane: str | None) -> int:
 @LANE
 @global_options
 def log_command(path: str, lane: str | None) -> int:
-    """The checkpoints (oldest first) where PATH was added (A), modified (M), deleted (D), changed its
-    exec bit (X) or its type (T), with its hash after the change.
+    """List the checkpoints where PATH changed.
+
+    Oldest first: added (A), modified (M), deleted (D), exec bit changed
+    (X) or type changed (T), with its hash after the change.
 
     \b
     Examples:

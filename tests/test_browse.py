@@ -330,3 +330,36 @@ def test_find_reads_each_tree_once(history: tuple[Path, list[str]], monkeypatch:
 ])
 def test_pattern_rule(pattern: str, path: str, hit: bool) -> None:
     assert Pattern(pattern).matches(path.rpartition("/")[2], path) is hit
+
+
+def test_a_damaged_tree_hides_no_other_checkpoint_from_find(history: tuple[Path, list[str]]) -> None:
+    root, ids = history
+    state = RollbackRecoverySystem(root=root).show(ids[2]).state_hash  # the deletion: a root tree of its own
+    _spoil(root / ".checkpoints", state)
+    out = run_cli("find", "*.txt", cwd=root)
+    assert out.returncode == 13
+    assert [line.split()[0] for line in out.stdout.splitlines()] == [ids[4], ids[3], ids[1], ids[0]]
+    (line,) = out.stderr.splitlines()
+    assert f"cannot read 1 checkpoint(s) ({ids[2]})" in line
+    assert "corrupt object" in one_error_line(run_cli("ls", ids[2], cwd=root), 13)
+    assert run_cli("ls", ids[3], cwd=root).returncode == 0
+
+
+def test_a_name_that_is_not_utf8_goes_in_a_tar_not_a_zip(tmp_path: Path) -> None:
+    root = tmp_path / "plain"
+    root.mkdir()
+    with open(os.path.join(os.fsencode(root), b"caf\xe9.txt"), "wb") as fh:  # Latin-1, not UTF-8
+        fh.write(b"latin-1 name\n")
+    out = run_cli("checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "s", "-q", cwd=root)
+    assert out.returncode == 0, out.stderr
+    dest = tmp_path / "x.zip"
+    line = one_error_line(run_cli("dump", "latest", "--format", "zip", "-o", str(dest), cwd=root), 2)
+    assert "is not UTF-8" in line and not dest.exists()
+    tar_out = run_bytes("dump", "latest", cwd=root)
+    with tarfile.open(fileobj=io.BytesIO(tar_out.stdout), encoding="utf-8", errors="surrogateescape") as tar:
+        (member,) = tar.getmembers()
+        assert os.fsencode(member.name) == b"caf\xe9.txt"
+        assert tar.extractfile(member).read() == b"latin-1 name\n"  # type: ignore[union-attr]
+    listing = json.loads(run_cli("ls", "--json", "latest", cwd=root).stdout)
+    assert listing[0]["path"] == "caf\udce9.txt"
+    assert json.loads(run_cli("ls", "latest", cwd=root).stdout) == "caf\udce9.txt"  # quoted: not printable
