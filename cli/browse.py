@@ -31,7 +31,7 @@ def shown(path: str) -> str:
 def long_line(item: Listed) -> str:
     size = "-" if item.size is None else str(item.size)
     tail = f" -> {shown(item.entry.target)}" if item.entry.kind == "symlink" else ""
-    return f"{item.entry.kind:<7} {item.to_json()['mode']} {size:>10} {item.hash or '-':<64} {shown(item.path)}{tail}"
+    return f"{item.entry.kind:<7} {item.mode} {size:>10} {item.hash or '-':<64} {shown(item.path)}{tail}"
 
 
 LANE = click.option("--lane", type=click.Choice(LANES), default=None, help="Only checkpoints of this lane.")

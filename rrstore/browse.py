@@ -62,6 +62,11 @@ class Listed(NamedTuple):
     entry: Entry
 
     @property
+    def mode(self) -> str:
+        """The permission bits in octal, as ``ls --json`` gives them ("0644")."""
+        return f"{mode_of(self.entry):04o}"
+
+    @property
     def size(self) -> int | None:
         if self.entry.kind == SYMLINK:
             return len(os.fsencode(self.entry.target))
@@ -73,7 +78,7 @@ class Listed(NamedTuple):
         return self.entry.oid or None
 
     def to_json(self) -> dict[str, object]:
-        doc: dict[str, object] = {"path": self.path, "type": self.entry.kind, "mode": f"{mode_of(self.entry):04o}",
+        doc: dict[str, object] = {"path": self.path, "type": self.entry.kind, "mode": self.mode,
                                   "size": self.size, "hash": self.hash}
         if self.entry.kind == SYMLINK:
             doc["target"] = self.entry.target
@@ -332,16 +337,13 @@ class Browser:
                 size = writer(self.objects, entries, out, record, progress)
         return ExportResult(name, fmt, [record.checkpoint_id], len(entries), size, out.count)
 
-    def _records(self, lane: str | None) -> list[CheckpointRecord]:
-        return self.manager.list_checkpoints(lane)
-
     def find(self, pattern: str, lane: str | None = None) -> FindResult:
         """Every checkpoint (newest first) holding a path that matches ``pattern`` (see ``Pattern``), with
         the entry there. A checkpoint whose trees cannot be read is skipped and named in ``damaged``."""
         if not pattern:
             raise UsageError("find needs a pattern, e.g. '*.py' or 'src/**/test_*.py'")
         finder = _Finder(self.objects, Pattern(pattern))
-        records = self._records(lane)
+        records = self.manager.list_checkpoints(lane)
         self.objects.list_loose()  # the trees of every checkpoint are read
         result = FindResult(pattern, searched=len(records), damaged=dict(self.manager.damaged))
         for record in records:
@@ -359,7 +361,7 @@ class Browser:
         path = tree_path(path)
         if not path:
             raise UsageError("log needs a path inside the checkpoints, e.g. src/app.py")
-        records = list(reversed(self._records(lane)))
+        records = list(reversed(self.manager.list_checkpoints(lane)))
         self.objects.list_loose()
         result = LogResult(path, searched=len(records))
         memo: dict[tuple[str, str], Entry | None] = {}

@@ -68,14 +68,14 @@ def real_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     os.symlink("../rrstore/__init__.py", root / "bin" / "init-link")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "awkward files")
-    out = run_cli("checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "all", "-q", cwd=root)
+    out = run_cli("checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "all", "-q", cwd=root / "data")
     assert out.returncode == 0, out.stderr
     return root, out.stdout.strip()
 
 
 def test_cat_of_every_file_equals_it_and_b3sum_equals_ls(real_repo: tuple[Path, str]) -> None:
     root, checkpoint_id = real_repo
-    out = run_cli("ls", "-r", "--json", checkpoint_id, cwd=root)
+    out = run_cli("ls", "-r", "--json", checkpoint_id, cwd=root / "data")
     assert out.returncode == 0, out.stderr
     listing = {item["path"]: item for item in json.loads(out.stdout)}
     on_disk = tree_manifest(root)
@@ -98,52 +98,53 @@ def test_cat_of_every_file_equals_it_and_b3sum_equals_ls(real_repo: tuple[Path, 
 @pytest.mark.parametrize("path", ["data/blob.bin", "data/empty", f"data/{ODD}", "bin/tool.sh", "data/café.txt"])
 def test_cli_cat_writes_the_bytes(real_repo: tuple[Path, str], path: str) -> None:
     root, checkpoint_id = real_repo
-    out = run_bytes("cat", checkpoint_id, path, cwd=root)
+    out = run_bytes("cat", checkpoint_id, path, cwd=root / "data")
     assert (out.returncode, out.stderr) == (0, b"")
     assert out.stdout == (root / path).read_bytes()
 
 
 def test_cat_of_a_symlink_prints_its_target_and_a_directory_is_refused(real_repo: tuple[Path, str]) -> None:
     root, checkpoint_id = real_repo
-    out = run_bytes("cat", "latest", "bin/init-link", "-q", cwd=root)
+    out = run_bytes("cat", "latest", "bin/init-link", "-q", cwd=root / "data")
     assert (out.returncode, out.stdout) == (0, b"../rrstore/__init__.py")
-    line = one_error_line(run_cli("cat", checkpoint_id, "bin", cwd=root), 2)
+    line = one_error_line(run_cli("cat", checkpoint_id, "bin", cwd=root / "data"), 2)
     assert "is a directory" in line
 
 
 def test_ls_plain_and_long(real_repo: tuple[Path, str]) -> None:
     root, checkpoint_id = real_repo
-    out = run_cli("ls", checkpoint_id, "data", cwd=root)
+    out = run_cli("ls", checkpoint_id, "data", cwd=root / "data")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["blob.bin", "café.txt", "empty", json.dumps(ODD)]
-    out = run_cli("ls", "-l", checkpoint_id, "bin/tool.sh", cwd=root)
+    out = run_cli("ls", "-l", checkpoint_id, "bin/tool.sh", cwd=root / "data")
+    assert out.returncode == 0, out.stderr
     kind, mode, size, digest, path = out.stdout.split()
     assert (kind, mode, int(size), path) == ("file", "0755", 20, "bin/tool.sh")
     assert [digest] == b3sum([root / "bin/tool.sh"])
-    out = run_cli("ls", "-r", checkpoint_id, "./bin/", cwd=root)
+    out = run_cli("ls", "-r", checkpoint_id, "./bin/", cwd=root / "data")
     assert out.stdout.splitlines() == ["bin/init-link", "bin/tool.sh"]
 
 
 def test_unknown_id_and_path_give_one_line(real_repo: tuple[Path, str]) -> None:
     root, checkpoint_id = real_repo
-    assert "Checkpoint not found: nope" in one_error_line(run_cli("ls", "nope", cwd=root), 12)
-    assert "Checkpoint not found" in one_error_line(run_cli("cat", "nope", "README.md", cwd=root), 12)
-    line = one_error_line(run_cli("cat", checkpoint_id, "READM.md", cwd=root), 2)
+    assert "Checkpoint not found: nope" in one_error_line(run_cli("ls", "nope", cwd=root / "data"), 12)
+    assert "Checkpoint not found" in one_error_line(run_cli("cat", "nope", "README.md", cwd=root / "data"), 12)
+    line = one_error_line(run_cli("cat", checkpoint_id, "READM.md", cwd=root / "data"), 2)
     assert "no path 'READM.md'" in line and "did you mean README.md?" in line
-    one_error_line(run_cli("ls", checkpoint_id, "README.md/x", cwd=root), 2)
-    one_error_line(run_cli("dump", checkpoint_id, "../etc", "-o", str(root.parent / "x.tar"), cwd=root), 2)
+    one_error_line(run_cli("ls", checkpoint_id, "README.md/x", cwd=root / "data"), 2)
+    one_error_line(run_cli("dump", checkpoint_id, "../etc", "-o", str(root.parent / "x.tar"), cwd=root / "data"), 2)
     assert not (root.parent / "x.tar").exists()
 
 
 def test_dump_tar_and_zip_extract_to_the_tree(real_repo: tuple[Path, str], tmp_path: Path) -> None:
     root, checkpoint_id = real_repo
     want = tree_manifest(root)
-    tar_out = run_bytes("dump", checkpoint_id, cwd=root)  # to a pipe
+    tar_out = run_bytes("dump", checkpoint_id, cwd=root / "data")  # to a pipe
     assert tar_out.returncode == 0, tar_out.stderr
     (tmp_path / "t").mkdir()
     subprocess.run(["tar", "-xf", "-", "-C", str(tmp_path / "t")], input=tar_out.stdout, check=True)
     assert tree_manifest(tmp_path / "t") == want
-    zip_out = run_bytes("dump", checkpoint_id, "--format", "zip", cwd=root)  # a pipe: zip cannot seek
+    zip_out = run_bytes("dump", checkpoint_id, "--format", "zip", cwd=root / "data")  # a pipe: zip cannot seek
     assert zip_out.returncode == 0, zip_out.stderr
     (tmp_path / "z.zip").write_bytes(zip_out.stdout)
     with zipfile.ZipFile(tmp_path / "z.zip") as zf:
@@ -158,13 +159,13 @@ def test_dump_tar_and_zip_extract_to_the_tree(real_repo: tuple[Path, str], tmp_p
 def test_dump_of_a_path_to_a_file(real_repo: tuple[Path, str], tmp_path: Path) -> None:
     root, checkpoint_id = real_repo
     dest = tmp_path / "bin.tar"
-    out = run_cli("dump", checkpoint_id, "bin", "-o", str(dest), cwd=root)
+    out = run_cli("dump", checkpoint_id, "bin", "-o", str(dest), cwd=root / "data")
     assert out.returncode == 0, out.stderr
     with tarfile.open(dest) as tar:
         members = {m.name: m for m in tar.getmembers()}
     assert set(members) == {"bin", "bin/init-link", "bin/tool.sh"}
     assert members["bin/tool.sh"].mode == 0o755 and members["bin/init-link"].linkname == "../rrstore/__init__.py"
-    assert "exists" in one_error_line(run_cli("dump", checkpoint_id, "bin", "-o", str(dest), cwd=root), 2)
+    assert "exists" in one_error_line(run_cli("dump", checkpoint_id, "bin", "-o", str(dest), cwd=root / "data"), 2)
 
 
 def test_dump_refuses_a_terminal(real_repo: tuple[Path, str]) -> None:
