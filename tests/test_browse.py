@@ -68,7 +68,10 @@ def real_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     os.symlink("../rrstore/__init__.py", root / "bin" / "init-link")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "awkward files")
-    out = run_cli("checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "all", "-q", cwd=root / "data")
+    # Commands run in data/: with the clone's root as cwd, ``python -m rrstore`` would import the clone's
+    # own rrstore package instead of the one under test. Tree paths are the same from any directory.
+    out = run_cli("checkpoint", "--lane", "standard", "--step-number", "1", "--step-name", "all", "-q",
+                  cwd=root / "data")
     assert out.returncode == 0, out.stderr
     return root, out.stdout.strip()
 
