@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "workflow": ("recovery", "workflow_command"), "report": ("report", "report_command"),
     "completion": ("completion", "completion_command"), "help": ("reference", "help_command"),
     "pre-commit": ("hooks", "pre_commit"),
+    "ls": ("browse", "ls_command"), "cat": ("browse", "cat_command"), "dump": ("browse", "dump_command"),
+    "find": ("browse", "find_command"), "log": ("browse", "log_command"),
 }
 
 

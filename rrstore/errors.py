@@ -86,6 +86,17 @@ class CheckpointNotFound(RRStoreError):
         self.list_command = list_command
 
 
+class PathNotFound(UsageError):
+    """A path a checkpoint's tree does not hold (``ls``, ``cat``, ``dump``): bad input, exit 2."""
+
+    def __init__(self, checkpoint_id: str, path: str, suggestions: Sequence[str] = ()) -> None:
+        hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else f"; rrstore ls {checkpoint_id} lists it"
+        super().__init__(f"no path {path!r} in checkpoint {checkpoint_id}{hint}")
+        self.checkpoint_id = checkpoint_id
+        self.path = path
+        self.suggestions = list(suggestions)
+
+
 class ObjectMissing(RRStoreError):
     exit_code = 13
 
@@ -138,6 +149,24 @@ class CorruptObject(RRStoreError):
 
     def with_checkpoints(self, checkpoints: Iterable[str]) -> CorruptObject:
         return CorruptObject(self.oid, self.actual, self.reason, checkpoints)
+
+
+class ContentDamaged(RRStoreError):
+    """``cat`` stopped at a missing or corrupt piece of a file: what it wrote before is not to be trusted."""
+
+    exit_code = 13
+
+    def __init__(self, checkpoint_id: str, path: str, written: int, cause: RRStoreError) -> None:
+        after = (f"{written} byte(s) were written before it stopped: they are not to be trusted" if written
+                 else "nothing was written")
+        super().__init__(f"cannot read {path!r} of checkpoint {checkpoint_id}: {cause}; {after}")
+        self.checkpoint_id = checkpoint_id
+        self.path = path
+        self.written = written
+        self.cause = cause
+
+    def details(self) -> dict[str, object]:
+        return {"checkpoint_id": self.checkpoint_id, "path": self.path, "written": self.written}
 
 
 class StoreDamaged(RRStoreError):

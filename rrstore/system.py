@@ -48,6 +48,7 @@ from .worktree.workers import Progress, default_workers
 if TYPE_CHECKING:
     from .archive.files import ExportResult, ImportResult, VerifyResult
     from .backends.s3 import S3Backend, S3Options
+    from .browse import Browser
     from .check import CheckOptions, CheckResult
     from .recovery.classify import Classification
     from .recovery.cleanup import CleanupResult
@@ -280,6 +281,13 @@ class RollbackRecoverySystem:
                 if checkpoint_id in pins:
                     store.pins.remove(checkpoint_id)
         return tuple(ids)
+
+    @property
+    def browser(self) -> Browser:
+        """ls, cat, dump, find and log over this project's checkpoints (``rrstore.browse``)."""
+        from .browse import Browser
+
+        return Browser(self.checkpoint_manager)
 
     def pinned(self) -> set[str]:
         return set(self.open_store().pins)

@@ -21,7 +21,7 @@ from ..worktree.workers import Progress
 from .stream import Writable, compressor
 
 
-class _Content:
+class Content:
     """A file entry's content as a readable stream (chunks read one at a time, whole hash checked)."""
 
     def __init__(self, objects: ObjectStore, entry: Entry) -> None:
@@ -66,26 +66,38 @@ def write_tar(objects: ObjectStore, record: CheckpointRecord, out: Writable, lev
     """Write ``record``'s files to ``out`` as one zstd-compressed tar stream; (entries, content bytes)."""
     mtime = int(record.created.timestamp())
     entries = flatten(objects, record.state_hash)
-    size = 0
     zstd_writer = compressor(level).stream_writer(cast("IO[bytes]", out), closefd=False)
     with zstd_writer as zstd, \
             tarfile.open(fileobj=zstd, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
                          errors="surrogateescape") as tar:
-        for done, (path, entry) in enumerate(entries.items(), 1):
-            info = tarfile.TarInfo(path)
-            info.mtime, info.uid, info.gid, info.uname, info.gname = mtime, 0, 0, "", ""
-            if entry.kind == DIR:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(info)
-            elif entry.kind == SYMLINK:
-                info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, entry.target
-                tar.addfile(info)
-            else:
-                info.mode, info.size = (0o755 if entry.executable else 0o644), entry.size
-                content = _Content(objects, entry)
-                tar.addfile(info, content)
-                content.check()
-                size += entry.size
-            if progress:
-                progress(done, len(entries))
+        size = add_entries(tar, objects, entries, mtime, progress)
     return len(entries), size
+
+
+def add_entries(tar: tarfile.TarFile, objects: ObjectStore, entries: dict[str, Entry], mtime: int,
+                progress: Progress | None = None) -> int:
+    """Add ``entries`` (path -> entry, parents first) to ``tar``, each file checked as written; content bytes.
+
+    Files are 0644 or 0755 (the exec bit), directories 0755, symlinks links;
+    owners 0 and ``mtime`` everywhere (a tree records no times). Shared by
+    ``export --format tar`` and ``dump --format tar`` (``browse``).
+    """
+    size = 0
+    for done, (path, entry) in enumerate(entries.items(), 1):
+        info = tarfile.TarInfo(path)
+        info.mtime, info.uid, info.gid, info.uname, info.gname = mtime, 0, 0, "", ""
+        if entry.kind == DIR:
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        elif entry.kind == SYMLINK:
+            info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, entry.target
+            tar.addfile(info)
+        else:
+            info.mode, info.size = (0o755 if entry.executable else 0o644), entry.size
+            content = Content(objects, entry)
+            tar.addfile(info, content)
+            content.check()
+            size += entry.size
+        if progress:
+            progress(done, len(entries))
+    return size
