@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("checkpoints", "show"), "diff": ("checkpoints", "diff"), "status": ("checkpoints", "status"),
     "restore": ("checkpoints", "restore"), "gc": ("lifecycle", "gc_command"), "pin": ("lifecycle", "pin"),
     "unpin": ("lifecycle", "unpin"), "delete": ("lifecycle", "delete_command"),
+    "forget": ("lifecycle", "delete_command"),
     "check": ("maintenance", "check_command"),
     "export": ("archive", "export_command"), "import": ("archive", "import_command"),
     "verify": ("archive", "verify_command"), "push": ("remote", "push"), "pull": ("remote", "pull"),
@@ -37,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cleanup": ("recovery", "cleanup"), "run": ("recovery", "run_command"),
     "workflow": ("recovery", "workflow_command"),
 }
+# A second name of a command (in COMMANDS too, for the same object) -> its first: help says "Alias of ...".
+ALIASES: dict[str, str] = {"forget": "delete"}
 
 
 class LazyGroup(click.Group):
@@ -51,6 +54,20 @@ class LazyGroup(click.Group):
             command = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
             self.add_command(command, cmd_name)
         return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's command list, with an alias shown as one ("forget  Alias of delete.")."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = []
+        for name in names:
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, f"Alias of {ALIASES[name]}." if name in ALIASES
+                             else command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 def _exit_help() -> str:
