@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("archive", "verify_command"), "push": ("remote", "push"), "pull": ("remote", "pull"),
     "plan": ("recovery", "plan"), "classify": ("recovery", "classify"), "validate": ("recovery", "validate"),
     "cleanup": ("recovery", "cleanup"), "run": ("recovery", "run_command"),
-    "workflow": ("recovery", "workflow_command"),
+    "workflow": ("recovery", "workflow_command"), "stats": ("stats", "stats_command"),
 }
 # A second name of a command (in COMMANDS too, for the same object) -> its first: help says "Alias of ...".
 ALIASES: dict[str, str] = {"forget": "delete"}
