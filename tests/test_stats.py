@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import blake3
 import pytest
@@ -135,7 +136,7 @@ def expected(census: Census, top: int) -> dict:  # type: ignore[type-arg]
         lane = lanes.setdefault(records[i]["lane"], {"checkpoints": 0, "logical_bytes": 0})
         lane["checkpoints"] += 1
         lane["logical_bytes"] += logical[i]
-    days: dict[str, dict[str, object]] = {}
+    days: dict[str, dict[str, Any]] = {}
     seen: set[str] = set()
     for i in order:
         name = datetime.fromtimestamp(refs[i][1] / 1e9, UTC).date().isoformat()
@@ -152,7 +153,7 @@ def expected(census: Census, top: int) -> dict:  # type: ignore[type-arg]
                 day["stored_bytes"] += census.stored[oid]
     unique = sum(sizes.values())
     stored = census.usage["objects"]["bytes"] + census.usage["packs"]["bytes"]
-    referenced = sum(d["stored_bytes"] for d in days.values())  # type: ignore[misc]
+    referenced = sum(d["stored_bytes"] for d in days.values())
     newest_step = next(i for i in newest_first if records[i]["kind"] == "step")
     dirs = []
     for path, oid in census.trees(records[newest_step]["state_hash"]):
