@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from .check import _reason
 from .errors import CorruptObject, ObjectMissing, RRStoreError
 from .record import CheckpointRecord, added_ns_of, owned_by
-from .store.objects import ObjectStore
+from .store.objects import ObjectStore, object_key
+from .store.pack import PREFIX as PACKS
 from .store.store import Store
 from .tree import DIR, FILE, Entry, content_oids, read_tree
 
@@ -120,6 +121,7 @@ class TreeExam:
         self.trees: dict[str, list[Entry] | Damage] = {}
         self.contents: dict[str, Damage | None] = {}
         self.found: dict[str, Damage] = {}
+        self.packs: dict[str, bool] = {}  # pack id -> its file is there
         if read_data:
             objects.list_loose()
 
@@ -139,7 +141,18 @@ class TreeExam:
                         self._content(content, where)
         return sorted(self.found.values(), key=lambda d: (d.kind, d.paths, d.target))
 
+    def _gone(self, oid: str) -> str | None:
+        """Why ``oid`` is lost although an index names it (its pack file is gone), else None."""
+        loc = self.objects.pack_reader().index.get(oid)
+        if loc is None or self.objects.backend.exists(object_key(oid)):
+            return None
+        if loc[0] not in self.packs:
+            self.packs[loc[0]] = self.objects.backend.exists(f"{PACKS}{loc[0]}.pack")
+        return None if self.packs[loc[0]] else f"pack {loc[0]} is missing (its index remains)"
+
     def _tree(self, oid: str, path: str) -> list[Entry] | None:
+        if oid not in self.trees and (gone := self._gone(oid)) is not None:
+            self.trees[oid] = self.found[oid] = Damage("tree-missing", oid, gone)
         if oid not in self.trees:
             try:
                 self.trees[oid] = read_tree(self.objects, oid)
@@ -162,6 +175,8 @@ class TreeExam:
             damage.paths.append(path)
 
     def _look(self, oid: str) -> Damage | None:
+        if (gone := self._gone(oid)) is not None:
+            return Damage("object-missing", oid, gone)
         if not self.read_data and (self.objects.packed(oid) or self.objects.has(oid)):
             return None
         try:

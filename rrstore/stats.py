@@ -37,6 +37,7 @@ from .checkpoint import CheckpointManager
 from .errors import CorruptObject, ObjectMissing, RRStoreError
 from .record import CheckpointRecord
 from .store.objects import ObjectStore, is_oid
+from .store.pack import PREFIX as PACKS
 from .tree import DIR, FILE, Entry, content_oids, read_tree
 
 # The parts of a store directory ``stats`` sizes one by one; anything else is "other".
@@ -218,6 +219,7 @@ class StoredShare:
         self.packs.refresh()
         if self.packs.damaged or self.packs.orphans:
             self.packs.rebuild_missing()  # read through an index rebuilt in memory, as ``get`` would
+        self.present = {key[len(PACKS):-5] for key in objects.backend.list(PACKS) if key.endswith(".pack")}
         self.blocks: Counter[tuple[str, int]] = Counter()
         for entries in (*self.packs.members.values(), *self.packs.rebuilt.values()):
             for loc in entries.values():
@@ -228,7 +230,7 @@ class StoredShare:
         if oid in self.loose:
             return self.loose[oid]
         loc = self.packs.index.get(oid) or self.packs.fallback.get(oid)
-        if loc is None:
+        if loc is None or loc[0] not in self.present:  # no index names it, or its pack file is gone
             return None
         return loc[2] * loc[4] // (self.blocks[(loc[0], loc[1])] or 1)
 
@@ -344,12 +346,13 @@ class Tally:
 
     def _enter(self, oid: str, stack: list[_Open]) -> None:
         if oid not in self.trees:
-            given = self._give(oid)
             try:
+                if not self._give(oid):
+                    raise ObjectMissing(oid)
                 stack.append(_Open(oid, iter(read_tree(self.objects, oid))))
                 return
-            except ObjectMissing as exc:
-                self._damage("tree-missing", oid, exc.message if given else "not in the store")
+            except ObjectMissing:
+                self._damage("tree-missing", oid, "not in the store")
             except CorruptObject as exc:
                 self._damage("tree-corrupt", oid, exc.reason or str(exc))
             except RRStoreError as exc:

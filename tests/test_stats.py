@@ -90,7 +90,7 @@ class Census:
                     self.objects[oid], self.stored[oid] = data, frame * n // total
             pos += frame
 
-    def doc(self, oid: str) -> dict:  # type: ignore[type-arg]
+    def doc(self, oid: str) -> dict[str, Any]:
         return json.loads(self.objects[oid])
 
     def refs(self) -> dict[str, tuple[str, int]]:
@@ -101,7 +101,7 @@ class Census:
             out[path.name] = (oid, int(added))
         return out
 
-    def files(self, tree: str, prefix: str = "") -> list[tuple[str, dict, list[str]]]:  # type: ignore[type-arg]
+    def files(self, tree: str, prefix: str = "") -> list[tuple[str, dict[str, Any], list[str]]]:
         """(path, file entry, the trees on the way) for every file below ``tree``, recursively."""
         out = []
         for entry in self.doc(tree)["entries"]:
@@ -122,7 +122,7 @@ class Census:
         return out
 
 
-def expected(census: Census, top: int) -> dict:  # type: ignore[type-arg]
+def expected(census: Census, top: int) -> dict[str, Any]:
     """Every figure of ``stats --json``, from the census."""
     refs = census.refs()
     records = {i: census.doc(oid) for i, (oid, _) in refs.items()}
