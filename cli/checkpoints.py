@@ -62,7 +62,7 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str | None, 
         result = st.system().checkpoint(lane, step_number, step_name, success=success,
                                         error_message=error, progress=cb, strict=strict)
     if st.json:
-        emit_json(result.record.to_json())
+        emit_json({**result.record.to_json(), "pinned": False})  # the record as list and show print it
     else:
         click.echo(result.checkpoint_id)
         info(result.message, st.quiet)

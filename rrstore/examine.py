@@ -64,10 +64,13 @@ class Examined:
         return WAY_OUT.format(id=self.checkpoint_id)
 
     def to_json(self) -> dict[str, object]:
-        """The record's JSON (``show --json``) with ``pinned`` and ``damage`` (empty when whole)."""
+        """The record's JSON (``show --json``) with ``pinned``, and ``damage`` when damaged: a whole
+        checkpoint's is the record as ``list --json`` and ``checkpoint --json`` print it."""
         doc: dict[str, object] = self.record.to_json() if self.record is not None else {
             "checkpoint_id": self.checkpoint_id}
-        doc.update(pinned=self.pinned, damage=[d.to_json() for d in self.damage])
+        doc["pinned"] = self.pinned
+        if self.damage:
+            doc["damage"] = [d.to_json() for d in self.damage]
         return doc
 
 
