@@ -53,7 +53,13 @@ def _warn_future(r: CheckpointRecord) -> None:
 @global_options
 def checkpoint(lane: str, step_number: int, step_name: str, status: str | None, error: str | None,
                strict: bool) -> int:
-    """Record the working tree as a new checkpoint and print its id."""
+    """Record the working tree as a new checkpoint and print its id.
+
+    \b
+    Examples:
+      rrstore checkpoint --lane standard --step-number 1 --step-name build
+      rrstore checkpoint --lane heavy --step-number 3 --step-name tests --error "2 failed" --json
+    """
     from rrstore.checkpoint import left_out_warning, links_out_warning
 
     st = state()
@@ -93,7 +99,16 @@ def _run_label(record: CheckpointRecord) -> str:
 @ALL_PROJECTS
 @global_options
 def list_(lane: str | None, remote: str | None, endpoint_url: str | None, all_projects: bool) -> int:
-    """List this project's checkpoints, newest first."""
+    """List this project's checkpoints, newest first.
+
+    -v prints a table: lane, step, status ('undo' for the point a restore
+    took), whether it is pinned, files, new bytes, state, workflow run.
+
+    \b
+    Examples:
+      rrstore list -v
+      rrstore list --lane standard --json
+    """
     st = state()
     endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")
     system = st.system()

@@ -75,10 +75,10 @@ class Examined:
 
 
 def examine(store: Store, checkpoint_id: str, *, read_data: bool = False) -> Examined:
-    """The record of ``checkpoint_id`` (a real id: resolve 'latest' first) and everything damaged in it.
+    """The record of ``checkpoint_id`` and everything damaged in it; never raises for damage.
 
-    Never raises for damage; raises CheckpointNotFound's caller's way only when there is no ref at all
-    (the caller checks that first), and RRStoreError for a store it cannot read at all.
+    Takes an id whose ref exists (``CheckpointManager.ref_id`` resolves 'latest' and refuses an
+    unknown one first); a ref gone meanwhile is reported as damage, not as an unknown id.
     """
     pinned = checkpoint_id in set(store.pins)
     result = Examined(checkpoint_id, None, pinned, read_data=read_data)

@@ -180,3 +180,24 @@ def test_forget_is_delete_and_help_says_so(repo: Path, cli: Cli) -> None:
 
 def _flat(system: RollbackRecoverySystem, root: str) -> dict[str, Entry]:
     return flatten(system.open_store().objects, root)
+
+
+def test_list_remote_v_shows_the_remotes_pins(repo: Path, cli: Cli, s3_remote: str, seaweedfs: object,
+                                             s3_env: dict[str, str]) -> None:
+    import os
+
+    system = RollbackRecoverySystem(root=repo)
+    kept = system.checkpoint("standard", 1, "build").checkpoint_id
+    write(repo, "src/app.py", "print(2)\n")
+    other = system.checkpoint("standard", 2, "test").checkpoint_id
+    remote = ("--remote", s3_remote, "--endpoint-url", seaweedfs.endpoint)  # type: ignore[attr-defined]
+    env = {**os.environ, **s3_env}
+    assert cli("push", *remote, cwd=repo, env=env).returncode == 0
+    assert cli("pin", kept, *remote, cwd=repo, env=env).returncode == 0
+    table = cli("list", "-v", *remote, cwd=repo, env=env)
+    assert table.returncode == 0, table.stderr
+    assert _row(table.stdout, kept)[4] == "yes" and _row(table.stdout, other)[4] == "-"
+    listed = {r["checkpoint_id"]: r["pinned"] for r in json.loads(cli("list", "--json", *remote, cwd=repo,
+                                                                      env=env).stdout)}
+    assert listed == {kept: True, other: False}
+    assert "pinned: False" in cli("show", kept, cwd=repo).stdout  # pinned there, not in this store
