@@ -57,8 +57,8 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str | None, 
 
     \b
     Examples:
-      rrstore checkpoint --lane standard --step-number 1 --step-name lint
-      rrstore checkpoint --lane heavy --step-number 3 --step-name tests --error "2 failed"
+      rrstore checkpoint --lane standard --step-number 1 --step-name build
+      rrstore checkpoint --lane heavy --step-number 3 --step-name tests --error "2 failed" --json
     """
     from rrstore.checkpoint import left_out_warning, links_out_warning
 
@@ -68,7 +68,7 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str | None, 
         result = st.system().checkpoint(lane, step_number, step_name, success=success,
                                         error_message=error, progress=cb, strict=strict)
     if st.json:
-        emit_json(result.record.to_json())
+        emit_json({**result.record.to_json(), "pinned": False})  # the record as list and show print it
     else:
         click.echo(result.checkpoint_id)
         info(result.message, st.quiet)
@@ -80,6 +80,11 @@ def checkpoint(lane: str, step_number: int, step_name: str, status: str | None, 
         if warning and not st.quiet:
             click.echo(warning, err=True)
     return 0
+
+
+def _status_label(record: CheckpointRecord) -> str:
+    """The STATUS column: an undo point restore took is no step's outcome, so it says ``undo``."""
+    return "undo" if record.kind == "pre-restore" else record.status
 
 
 def _run_label(record: CheckpointRecord) -> str:
@@ -96,35 +101,42 @@ def _run_label(record: CheckpointRecord) -> str:
 def list_(lane: str | None, remote: str | None, endpoint_url: str | None, all_projects: bool) -> int:
     """List this project's checkpoints, newest first.
 
+    -v prints a table: lane, step, status ('undo' for the point a restore
+    took), whether it is pinned, files, new bytes, state, workflow run.
+
     \b
     Examples:
-      rrstore list --lane standard
-      rrstore list -v --json > checkpoints.json
+      rrstore list -v
+      rrstore list --lane standard --json
     """
     st = state()
     endpoint_needs(endpoint_url, remote is not None, "--remote s3://BUCKET/PREFIX")
     system = st.system()
-    listing = (system.list_remote(remote or None, endpoint_url, lane, all_projects=all_projects)
+    listing = (system.list_remote(remote or None, endpoint_url, lane, all_projects=all_projects,
+                                  pins=bool(st.verbose or st.json))
                if remote is not None else system.list(lane, all_projects=all_projects))
     records = listing.checkpoints
+    pins = listing.pinned or set()
     if not st.json:  # with --json the error object at the end carries each id and its error
         for checkpoint_id, exc in listing.damaged.items():
             click.echo(f"rrstore: warning: cannot read checkpoint {checkpoint_id}: {exc}", err=True)
     if st.json:
-        emit_json([r.to_json() for r in records])
+        emit_json([{**r.to_json(), "pinned": r.checkpoint_id in pins} for r in records])
     elif st.verbose:
         width = max([len("PROJECT"), *(len(_project_label(r)) for r in records)])
         project = f"{'PROJECT':<{width}} " if all_projects else ""
         wide = max([36, *(len(r.checkpoint_id) for r in records)])  # ids with a tail are 37 and more
         runs = max([3, *(len(_run_label(r)) for r in records)])  # the id workflow --run takes
-        lines = [f"{'ID':<{wide}} {'LANE':<8} {'STEP':>4} {'STATUS':<7} {'FILES':>7} {'NEW':>10} {'STATE':<12} "
+        lines = [f"{'ID':<{wide}} {'LANE':<8} {'STEP':>4} {'STATUS':<7} {'PINNED':<6} {'FILES':>7} {'NEW':>10} "
+                 f"{'STATE':<12} "
                  f"{'RUN':<{runs}} {project}NAME"]
         for r in records:
             m = r.metrics
             mark = "  [future-dated]" if r.future_dated else ""
             project = f"{_project_label(r):<{width}} " if all_projects else ""
-            lines.append(f"{r.checkpoint_id:<{wide}} {r.lane:<8} {r.step_number:>4} {r.status:<7} "
-                         f"{m.get('files_scanned', 0):>7} {human_bytes(m.get('bytes_new', 0)):>10} "
+            pinned = "yes" if r.checkpoint_id in pins else "-"
+            lines.append(f"{r.checkpoint_id:<{wide}} {r.lane:<8} {r.step_number:>4} {_status_label(r):<7} "
+                         f"{pinned:<6} {m.get('files_scanned', 0):>7} {human_bytes(m.get('bytes_new', 0)):>10} "
                          f"{r.state_hash[:12]:<12} {_run_label(r):<{runs}} {project}{r.step_name}{mark}")
         click.echo("\n".join(lines))  # one write: a line each costs a write and a flush
         for r in records:
@@ -142,24 +154,46 @@ def list_(lane: str | None, remote: str | None, endpoint_url: str | None, all_pr
 
 @click.command()
 @click.argument("checkpoint_id", metavar="ID")
+@click.option("--read-data", is_flag=True,
+              help="Also read and re-hash every file content of the checkpoint (finds corrupt contents).")
 @global_options
-def show(checkpoint_id: str) -> int:
-    """Print one checkpoint's record ('latest' names the newest).
+def show(checkpoint_id: str, read_data: bool) -> int:
+    """Print one checkpoint's record and pin ('latest' names the newest), and what of it is damaged.
+
+    A damaged checkpoint (its ref, record, trees or file contents) is shown
+    as far as it can be read, each damage on a 'damage:' line with its paths,
+    and exits 13 with the way out (check --repair, or delete).
 
     \b
     Examples:
       rrstore show latest
-      rrstore show standard-step2-20261201_071641-k3f9qz --json
+      rrstore show standard-step2-20261201_071641-k3f9qz --json --read-data
     """
+    from rrstore.errors import CheckpointDamaged
+
     st = state()
-    record = st.system().show(checkpoint_id)
-    doc = record.to_json()
+    result = st.system().examine(checkpoint_id, read_data=read_data)
     if st.json:
-        emit_json(doc)
-        return 0
+        emit_json(result.to_json())
+    elif result.record is not None:
+        _print_record(result.record, result.pinned)
+    else:
+        click.echo(f"checkpoint_id: {result.checkpoint_id}\npinned: {result.pinned}")
+    if not st.json:
+        for damage in result.damage:
+            click.echo(f"damage: {damage.line}")
+    if result.damaged:
+        raise CheckpointDamaged(result.checkpoint_id, [d.line for d in result.damage], result.way_out)
+    return 0
+
+
+def _print_record(record: CheckpointRecord, pinned: bool) -> None:
+    """``show``'s text: one ``key: value`` a line, in the order docs/cli.md gives."""
+    doc = record.to_json()
     for key in ("checkpoint_id", "lane", "step_number", "step_name", "timestamp", "added", "state_hash",
                 "git_commit", "git_branch", "git_dirty", "success", "error_message", "kind"):
         click.echo(f"{key}: {doc[key]}")
+    click.echo(f"pinned: {pinned}")
     for key in ("git_operation", "git_merge_head"):  # only while git waited for the user
         if doc.get(key):
             click.echo(f"{key}: {doc[key]}")
@@ -168,7 +202,6 @@ def show(checkpoint_id: str) -> int:
         _warn_future(record)
     for key, value in sorted(record.metrics.items()):
         click.echo(f"metrics.{key}: {value}")
-    return 0
 
 
 @click.command()

@@ -203,12 +203,12 @@ def delete_command(checkpoint_ids: tuple[str, ...], force: bool) -> int:
 
     Works on a checkpoint that cannot be read, which otherwise blocks gc and
     push. Refuses a pinned one without --force; an unknown id or a pinned one
-    changes nothing (exit 12, exit 2).
+    changes nothing (exit 12, exit 2). 'forget' is another name for it.
 
     \b
     Examples:
       rrstore delete standard-step2-20261201_071641-k3f9qz
-      rrstore delete latest && rrstore gc --older-than 0s
+      rrstore forget latest && rrstore gc --older-than 0s
     """
     st = state()
     deleted = st.system().delete(list(checkpoint_ids), force=force)

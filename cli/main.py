@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("checkpoints", "show"), "diff": ("checkpoints", "diff"), "status": ("checkpoints", "status"),
     "restore": ("checkpoints", "restore"), "gc": ("lifecycle", "gc_command"), "pin": ("lifecycle", "pin"),
     "unpin": ("lifecycle", "unpin"), "delete": ("lifecycle", "delete_command"),
+    "forget": ("lifecycle", "delete_command"),
     "check": ("maintenance", "check_command"),
     "export": ("archive", "export_command"), "import": ("archive", "import_command"),
     "verify": ("archive", "verify_command"), "push": ("remote", "push"), "pull": ("remote", "pull"),
@@ -39,10 +40,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cleanup": ("recovery", "cleanup"), "run": ("recovery", "run_command"),
     "workflow": ("recovery", "workflow_command"), "report": ("report", "report_command"),
     "completion": ("completion", "completion_command"), "help": ("reference", "help_command"),
-    "pre-commit": ("hooks", "pre_commit"),
+    "pre-commit": ("hooks", "pre_commit"), "stats": ("stats", "stats_command"),
     "ls": ("browse", "ls_command"), "cat": ("browse", "cat_command"), "dump": ("browse", "dump_command"),
     "find": ("browse", "find_command"), "log": ("browse", "log_command"),
 }
+# A second name of a command (in COMMANDS too, for the same object) -> its first: help says "Alias of ...".
+ALIASES: dict[str, str] = {"forget": "delete"}
 
 
 class LazyGroup(click.Group):
@@ -71,6 +74,20 @@ def examples_last(command: click.Command) -> click.Command:
         at = found[-1].start()
         command.help, command.epilog = command.help[:at].rstrip() + "\n", command.help[at:].lstrip("\n")
     return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's command list, with an alias shown as one ("forget  Alias of delete.")."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = []
+        for name in names:
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, f"Alias of {ALIASES[name]}." if name in ALIASES
+                             else command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 def _exit_help() -> str:

@@ -44,6 +44,7 @@ from .record import (
 )
 from .recordindex import RecordReader, local_reader
 from .store.objects import hash_bytes
+from .store.refs import PREFIX as REFS
 from .store.refs import Refs, valid_id
 from .store.store import Store
 from .tree import DIR, FILE, SYMLINK, Entry, link_climb, reachable
@@ -326,6 +327,15 @@ class CheckpointManager:
         if record is None:
             raise CheckpointNotFound(checkpoint_id, self.suggest(checkpoint_id))
         return record
+
+    def ref_id(self, checkpoint_id: str) -> str:
+        """The id of an existing ref, readable or not ('latest' resolved): what delete and show take, so
+        that a damaged checkpoint can be named; CheckpointNotFound when there is no such ref."""
+        if checkpoint_id == "latest":
+            return self.get(checkpoint_id).checkpoint_id
+        if not valid_id(checkpoint_id) or not self.store.backend.exists(REFS + checkpoint_id):
+            raise CheckpointNotFound(checkpoint_id, self.suggest(checkpoint_id))
+        return checkpoint_id
 
     def suggest(self, wrong: str) -> list[str]:
         return suggest_ids(wrong, self.store.refs)

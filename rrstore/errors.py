@@ -196,6 +196,22 @@ class CheckpointsUnreadable(RRStoreError):
         return {"damaged": self.damaged}
 
 
+class CheckpointDamaged(RRStoreError):
+    """``show`` found one checkpoint damaged (its ref, record, trees or file contents) and said what, first."""
+
+    exit_code = 13
+
+    def __init__(self, checkpoint_id: str, damage: Sequence[str], way_out: str) -> None:
+        self.checkpoint_id = checkpoint_id
+        self.damage = list(damage)
+        first = self.damage[0] if self.damage else "unknown"
+        more = f" and {len(self.damage) - 1} more" if len(self.damage) > 1 else ""
+        super().__init__(f"checkpoint {checkpoint_id} is damaged: {first}{more}; {way_out}")
+
+    def details(self) -> dict[str, object]:
+        return {"checkpoint_id": self.checkpoint_id, "damage": self.damage}
+
+
 class ObjectsNotWritten(RRStoreError):
     """A checkpoint whose objects are not all in the store after its flush; no record or ref was written.
 

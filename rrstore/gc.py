@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -197,3 +198,26 @@ def _mark(manager: CheckpointManager, kept: list[CheckpointRecord]) -> set[str]:
         except (ObjectMissing, CorruptObject) as exc:
             raise exc.with_checkpoints([record.checkpoint_id]) from None
     return reach.objects
+
+
+def forget(manager: CheckpointManager, checkpoint_ids: Sequence[str], *, force: bool = False) -> tuple[str, ...]:
+    """Remove the refs of ``checkpoint_ids`` ('latest' allowed); their objects go at the next gc, after its grace.
+
+    Works on a checkpoint that cannot be read (an emptied ref, a lost record), which otherwise
+    blocks gc and push. A pinned one is refused unless ``force`` (then its pin goes too). Every id
+    is checked before anything is removed: an unknown one (exit 12) or a pinned one (exit 2)
+    changes nothing. Returns the ids removed.
+    """
+    store = manager.store
+    with store.writing():  # not while a gc decides what to keep
+        ids = list(dict.fromkeys(manager.ref_id(i) for i in checkpoint_ids))
+        pins = set(store.pins)
+        for checkpoint_id in ids:
+            if checkpoint_id in pins and not force:
+                raise UsageError(f"checkpoint {checkpoint_id} is pinned: nothing was deleted "
+                                 f"(rrstore unpin {checkpoint_id} first, or delete --force)")
+        for checkpoint_id in ids:
+            store.refs.delete(checkpoint_id)
+            if checkpoint_id in pins:
+                store.pins.remove(checkpoint_id)
+    return tuple(ids)

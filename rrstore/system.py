@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .backends.s3 import S3Backend, S3Options
     from .browse import Browser
     from .check import CheckOptions, CheckResult
+    from .examine import Examined
     from .recovery.classify import Classification
     from .recovery.cleanup import CleanupResult
     from .recovery.planner import RecoveryPlan, RecoveryPlanner
@@ -59,8 +60,8 @@ if TYPE_CHECKING:
     from .recovery.workflow import WorkflowResult
     from .remote_gc import RemoteGCResult
     from .remoteconfig import RemoteSettings, RemoteTarget
+    from .stats import StoreStats
     from .transfer import TransferResult
-
 
 
 @dataclass
@@ -74,6 +75,7 @@ class ListResult:
     # Checkpoints of other projects this view hides, and this project's identity (said when the view is empty).
     others: int = 0
     project: str = ""
+    pinned: set[str] | None = None  # the store's pinned ids (None: not asked of a remote)
 
     @property
     def note(self) -> str | None:
@@ -197,7 +199,8 @@ class RollbackRecoverySystem:
         every = manager.list_checkpoints(lane, all_projects=True)
         records = every if all_projects else self.view.mine(every)
         return ListResult(records, success=not manager.damaged, damaged=manager.damaged,
-                          others=len(every) - len(records), project="" if all_projects else self.project)
+                          others=len(every) - len(records), project="" if all_projects else self.project,
+                          pinned=set(manager.store.pins))
 
     def show(self, checkpoint_id: str) -> CheckpointRecord:
         return self.checkpoint_manager.get(checkpoint_id)
@@ -255,32 +258,25 @@ class RollbackRecoverySystem:
             return resolved, manager.store.pins.remove(resolved)
 
     def delete(self, checkpoint_ids: Sequence[str], *, force: bool = False) -> tuple[str, ...]:
-        """Forget checkpoints: remove their refs (their objects go at the next gc, after its grace).
+        """Forget checkpoints, a damaged one too; a pinned one only with ``force`` (see ``gc.forget``)."""
+        from .gc import forget
 
-        Works on a checkpoint that cannot be read (an emptied ref, a lost record), which otherwise
-        blocks gc and push. A pinned one is refused unless ``force`` (then its pin goes too). Every id
-        is checked before anything is removed: an unknown one (exit 12) or a pinned one (exit 2)
-        changes nothing. Returns the ids removed.
-        """
-        from .checkpoint import suggest_ids
-        from .store.refs import PREFIX, valid_id
+        return forget(self.checkpoint_manager, checkpoint_ids, force=force)
+
+    def examine(self, checkpoint_id: str, *, read_data: bool = False) -> Examined:
+        """``show``: one checkpoint's record, pin and every damage in it, named with its paths (see
+        ``examine``); never raises for damage. An unknown id is CheckpointNotFound."""
+        from .examine import examine
 
         manager = self.checkpoint_manager
-        store = manager.store
-        with store.writing():  # not while a gc decides what to keep
-            ids = list(dict.fromkeys(manager.get(i).checkpoint_id if i == "latest" else i for i in checkpoint_ids))
-            pins = set(store.pins)
-            for checkpoint_id in ids:
-                if not valid_id(checkpoint_id) or not store.backend.exists(PREFIX + checkpoint_id):
-                    raise CheckpointNotFound(checkpoint_id, suggest_ids(checkpoint_id, store.refs))
-                if checkpoint_id in pins and not force:
-                    raise UsageError(f"checkpoint {checkpoint_id} is pinned: nothing was deleted "
-                                     f"(rrstore unpin {checkpoint_id} first, or delete --force)")
-            for checkpoint_id in ids:
-                store.refs.delete(checkpoint_id)
-                if checkpoint_id in pins:
-                    store.pins.remove(checkpoint_id)
-        return tuple(ids)
+        return examine(manager.store, manager.ref_id(checkpoint_id), read_data=read_data)
+
+    def stats(self, top: int = 10) -> StoreStats:
+        """Checkpoints, logical and stored sizes, dedup and compression, biggest files and directories,
+        growth per day (see ``stats``); damage is counted and named in the result, never raised."""
+        from .stats import stats
+
+        return stats(self.checkpoint_manager, top=top)
 
     @property
     def browser(self) -> Browser:
@@ -489,17 +485,20 @@ class RollbackRecoverySystem:
                             options or CheckOptions())
 
     def list_remote(self, remote: str | None = None, endpoint_url: str | None = None, lane: str | None = None, *,
-                    all_projects: bool = False) -> ListResult:
+                    all_projects: bool = False, pins: bool = False) -> ListResult:
         """This project's checkpoints stored on ``remote`` (every project's with ``all_projects``),
-        newest first (no local store needed)."""
+        newest first (no local store needed); ``pins``: the remote's pins too (one more LIST)."""
         from . import transfer
+        from .store.refs import Pins
 
         if lane is not None:
             check_lane(lane)
-        listing = transfer.list_remote(self.open_remote(remote, endpoint_url), lane, cache=self.store_path)
+        backend = self.open_remote(remote, endpoint_url)
+        listing = transfer.list_remote(backend, lane, cache=self.store_path)
         records = listing.checkpoints if all_projects else self.view.mine(listing.checkpoints)
         return ListResult(records, success=not listing.damaged, damaged=listing.damaged,
-                          others=len(listing.checkpoints) - len(records), project="" if all_projects else self.project)
+                          others=len(listing.checkpoints) - len(records), project="" if all_projects else self.project,
+                          pinned=set(Pins(backend)) if pins else None)
 
     # recovery (rrstore/recovery/, imported here only when used) ---------------------------------
 

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                "rrstore.remote_gc", "rrstore.remote_check", "rrstore.remote_lease",
                "rrstore.check", "rrstore.repair", "rrstore.transfer", "rrstore.remote", "rrstore.remote_packs",
                "rrstore.archive", "rrstore.staging",
-               "rrstore.status", "rrstore.schedule", "rrstore.browse")),
+               "rrstore.status", "rrstore.schedule", "rrstore.browse", "rrstore.examine", "rrstore.stats")),
     ("recovery", ("rrstore.recovery",)),
     ("reports", ("rrstore.report",)),
     ("facade", ("rrstore.system", "rrstore", "rrstore.__main__")),
