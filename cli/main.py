@@ -62,19 +62,6 @@ class LazyGroup(click.Group):
         command = self.commands.get(cmd_name)
         return completion.attach(examples_last(command)) if command is not None else None
 
-
-_EXAMPLES = re.compile(r"\n[ \t]*\x08\n[ \t]*Examples:\n")
-
-
-def examples_last(command: click.Command) -> click.Command:
-    """Move the ``Examples:`` block that ends a command's docstring into its epilog, so ``--help`` ends
-    with the examples (click prints the options between help and epilog); idempotent."""
-    found = list(_EXAMPLES.finditer(command.help or ""))
-    if found and command.epilog is None and command.help is not None:
-        at = found[-1].start()
-        command.help, command.epilog = command.help[:at].rstrip() + "\n", command.help[at:].lstrip("\n")
-    return command
-
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """click's command list, with an alias shown as one ("forget  Alias of delete.")."""
         names = self.list_commands(ctx)
@@ -88,6 +75,19 @@ def examples_last(command: click.Command) -> click.Command:
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+_EXAMPLES = re.compile(r"\n[ \t]*\x08\n[ \t]*Examples:\n")
+
+
+def examples_last(command: click.Command) -> click.Command:
+    """Move the ``Examples:`` block that ends a command's docstring into its epilog, so ``--help`` ends
+    with the examples (click prints the options between help and epilog); idempotent."""
+    found = list(_EXAMPLES.finditer(command.help or ""))
+    if found and command.epilog is None and command.help is not None:
+        at = found[-1].start()
+        command.help, command.epilog = command.help[:at].rstrip() + "\n", command.help[at:].lstrip("\n")
+    return command
 
 
 def _exit_help() -> str:

@@ -226,4 +226,5 @@ def test_help_through_the_installed_cli_ends_with_the_examples(tmp_path: Path) -
     done = run_cli("show", "--help", cwd=tmp_path)
     assert done.returncode == 0
     assert done.stdout.rstrip().splitlines()[-3:] == [
-        "  Examples:", "    rrstore show latest", "    rrstore show standard-step2-20261201_071641-k3f9qz --json"]
+        "  Examples:", "    rrstore show latest",
+        "    rrstore show standard-step2-20261201_071641-k3f9qz --json --read-data"]
