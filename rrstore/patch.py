@@ -189,9 +189,14 @@ def section(path: str, old: Blob | None, new: Blob | None, context: int) -> byte
     if before is None or after is None:
         out.append(b"Binary files %s and %s differ\n" % (a, b))
     elif before or after:
-        out.append(b"--- %s\n+++ %s\n" % (a, b))
+        out.append(b"--- %s%s\n+++ %s%s\n" % (a, _tab(a), b, _tab(b)))
         out.extend(hunks(before, after, context))
     return b"".join(out)
+
+
+def _tab(label: bytes) -> bytes:
+    """git ends a ``---``/``+++`` label holding a space with a tab, so ``patch`` finds where the name ends."""
+    return b"\t" if b" " in label else b""
 
 
 def _range(start: int, stop: int) -> bytes:
@@ -205,15 +210,29 @@ def _range(start: int, stop: int) -> bytes:
 def hunks(before: list[bytes], after: list[bytes], context: int) -> Iterator[bytes]:
     """Unified-diff hunks from ``before`` to ``after`` with ``context`` lines around each change."""
     matcher = difflib.SequenceMatcher(None, before, after)
+    heading, searched = b"", 0
     for group in matcher.get_grouped_opcodes(context):
         first, last = group[0], group[-1]
-        yield b"@@ -%s +%s @@\n" % (_range(first[1], last[2]), _range(first[3], last[4]))
+        heading = _heading(before, first[1], searched) or heading
+        searched = first[1]
+        yield b"@@ -%s +%s @@%s\n" % (_range(first[1], last[2]), _range(first[3], last[4]),
+                                      b" " + heading if heading else b"")
         for tag, i1, i2, j1, j2 in group:
             if tag == "equal":
                 yield b"".join(_line(b" ", line) for line in before[i1:i2])
                 continue
             yield b"".join(_line(b"-", line) for line in before[i1:i2])
             yield b"".join(_line(b"+", line) for line in after[j1:j2])
+
+
+def _heading(lines: list[bytes], start: int, searched: int) -> bytes:
+    """git's default hunk heading: the last line before ``start`` (and from ``searched`` on, the lines
+    before having been searched for an earlier hunk) that starts with a letter, ``_`` or ``$``, cut to
+    80 bytes and stripped of trailing white space (xdiff's ``def_ff``)."""
+    for line in reversed(lines[searched:start]):
+        if line[:1].isalpha() or line[:1] in (b"_", b"$"):
+            return line[:80].rstrip(b" \t\n\r")
+    return b""
 
 
 def _line(sign: bytes, line: bytes) -> bytes:
