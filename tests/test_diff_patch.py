@@ -12,15 +12,15 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from rrstore import RollbackRecoverySystem
-
 from conftest import GIT_ENV, git, one_error_line, run_cli, tree_manifest, write
 from faults import pack_damaged, pack_index
+
+from rrstore import RollbackRecoverySystem
+from rrstore.diff import quote_path
+from rrstore.tree import flatten
 
 NEWLINE_NAME = "two\nlines.txt"
 ODD_NAME = 'tab\there "quoted".txt'
@@ -69,7 +69,7 @@ def state_b(repo: Path) -> None:
     write(repo, "crlf.txt", "one\r\ntwo\rstill two, edited\r\nthree\r\n")
     os.unlink(repo / "kind")
     os.symlink("nonl.txt", repo / "kind")
-    write(repo, "big.txt", "".join(BIG_LINES[:40_000] + ["an edit in the middle\n"] + BIG_LINES[40_001:]))
+    write(repo, "big.txt", "".join([*BIG_LINES[:40_000], "an edit in the middle\n", *BIG_LINES[40_001:]]))
     write(repo, ODD_NAME, "odd name, edited\n")
     write(repo, NEWLINE_NAME, "a name with a newline\n")
     write(repo, LATIN1_NAME, "a latin-1 name\n")
@@ -191,10 +191,8 @@ def test_two_output_choices_are_refused(states: States, args: tuple[str, ...]) -
 
 def test_damaged_stored_content_fails_the_patch_not_the_path_list(states: States) -> None:
     repo, a, b, _ = states
-    objects = RollbackRecoverySystem(root=repo).checkpoint_manager.store.objects
-    from rrstore.tree import flatten
-
-    record = RollbackRecoverySystem(root=repo).checkpoint_manager.get(a)
+    manager = RollbackRecoverySystem(root=repo).checkpoint_manager
+    objects, record = manager.store.objects, manager.get(a)
     chunks = set(flatten(objects, record.state_hash)["big.txt"].chunks)
     assert len(chunks) > 2
     packs = sorted((repo / ".checkpoints" / "packs").glob("*.idx"))
@@ -238,14 +236,9 @@ def test_mode_only_change_reads_no_content(states: States) -> None:
     assert b"diff --git a/run.sh b/run.sh\nold mode 100644\nnew mode 100755\ndiff --git" in out
 
 
-def check_quote(quote: Callable[[str], str]) -> None:
-    assert quote("plain name.txt") == "plain name.txt"
-    assert quote("a\nb") == '"a\\nb"'
-    assert quote("\x1b[31m") == '"\\033[31m"'
-    assert quote("é") == '"\\303\\251"'
-
-
-def test_quote_path_is_gits() -> None:
-    from rrstore.diff import quote_path
-
-    check_quote(quote_path)
+def test_quote_path_quotes_what_could_forge_a_line_or_a_control() -> None:
+    assert quote_path("plain name.txt") == "plain name.txt"
+    assert quote_path("a\nb") == '"a\\nb"'
+    assert quote_path("\x1b[31m") == '"\\033[31m"'
+    assert quote_path("é") == '"\\303\\251"'
+    assert quote_path("\x7f") == '"\\177"'
