@@ -209,9 +209,8 @@ def _range(start: int, stop: int) -> bytes:
 
 def hunks(before: list[bytes], after: list[bytes], context: int) -> Iterator[bytes]:
     """Unified-diff hunks from ``before`` to ``after`` with ``context`` lines around each change."""
-    matcher = difflib.SequenceMatcher(None, before, after)
     heading, searched = b"", 0
-    for group in matcher.get_grouped_opcodes(context):
+    for group in grouped(opcodes(before, after), context):
         first, last = group[0], group[-1]
         heading = _heading(before, first[1], searched) or heading
         searched = first[1]
@@ -223,6 +222,52 @@ def hunks(before: list[bytes], after: list[bytes], context: int) -> Iterator[byt
                 continue
             yield b"".join(_line(b"-", line) for line in before[i1:i2])
             yield b"".join(_line(b"+", line) for line in after[j1:j2])
+
+
+Opcode = tuple[str, int, int, int, int]
+
+
+def opcodes(before: list[bytes], after: list[bytes]) -> list[Opcode]:
+    """difflib's opcodes, with the common head and tail taken off first: difflib's matcher costs
+    each line of what it is given, and an edit to a large file leaves most of it alike."""
+    limit = min(len(before), len(after))
+    head = 0
+    while head < limit and before[head] == after[head]:
+        head += 1
+    tail = 0
+    while tail < limit - head and before[-1 - tail] == after[-1 - tail]:
+        tail += 1
+    ops: list[Opcode] = [("equal", 0, head, 0, head)] if head else []
+    middle = difflib.SequenceMatcher(None, before[head:len(before) - tail], after[head:len(after) - tail])
+    ops += [(tag, i1 + head, i2 + head, j1 + head, j2 + head) for tag, i1, i2, j1, j2 in middle.get_opcodes()
+            if i1 != i2 or j1 != j2]
+    if tail:
+        ops.append(("equal", len(before) - tail, len(before), len(after) - tail, len(after)))
+    return ops
+
+
+def grouped(ops: list[Opcode], context: int) -> Iterator[list[Opcode]]:
+    """The opcodes in hunks: each change with up to ``context`` equal lines around it, changes closer
+    than twice that in one hunk (``difflib.SequenceMatcher.get_grouped_opcodes``, over given opcodes)."""
+    if all(op[0] == "equal" for op in ops):
+        return
+    ops = list(ops)
+    if ops[0][0] == "equal":
+        _, i1, i2, j1, j2 = ops[0]
+        ops[0] = ("equal", max(i1, i2 - context), i2, max(j1, j2 - context), j2)
+    if ops[-1][0] == "equal":
+        _, i1, i2, j1, j2 = ops[-1]
+        ops[-1] = ("equal", i1, min(i2, i1 + context), j1, min(j2, j1 + context))
+    group: list[Opcode] = []
+    for tag, i1, i2, j1, j2 in ops:
+        if tag == "equal" and i2 - i1 > 2 * context:
+            group.append((tag, i1, i1 + context, j1, j1 + context))
+            yield group
+            group = []
+            i1, j1 = i2 - context, j2 - context
+        group.append((tag, i1, i2, j1, j2))
+    if group and not (len(group) == 1 and group[0][0] == "equal"):
+        yield group
 
 
 def _heading(lines: list[bytes], start: int, searched: int) -> bytes:

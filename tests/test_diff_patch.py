@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from faults import pack_damaged, pack_index
 
 from rrstore import RollbackRecoverySystem
 from rrstore.diff import quote_path
+from rrstore.patch import grouped, opcodes
 from rrstore.tree import flatten
 
 NEWLINE_NAME = "two\nlines.txt"
@@ -242,3 +244,29 @@ def test_quote_path_quotes_what_could_forge_a_line_or_a_control() -> None:
     assert quote_path("\x1b[31m") == '"\\033[31m"'
     assert quote_path("é") == '"\\303\\251"'
     assert quote_path("\x7f") == '"\\177"'
+
+
+def test_hunks_rebuild_the_new_lines_for_random_edits() -> None:
+    """The hunk grouping over trimmed opcodes (patch.opcodes/grouped): applying the hunks' new sides
+    over the old lines gives the new lines, for every context size, with no hunk for equal content."""
+    rng = random.Random(13)
+    for _ in range(2000):
+        before = [bytes([rng.choice(b"abcde")]) for _ in range(rng.randrange(30))]
+        after = list(before)
+        for _ in range(rng.randrange(5)):
+            at = rng.randrange(len(after) + 1)
+            if rng.random() < 0.4 or at == len(after):
+                after.insert(at, b"x")
+            elif rng.random() < 0.5:
+                del after[at]
+            else:
+                after[at] = b"y"
+        context = rng.randrange(4)
+        groups = list(grouped(opcodes(before, after), context))
+        rebuilt, done = [], 0
+        for group in groups:
+            rebuilt += before[done:group[0][1]]
+            rebuilt += [line for _, _, _, j1, j2 in group for line in after[j1:j2]]
+            done = group[-1][2]
+        assert rebuilt + before[done:] == after
+        assert (groups == []) == (before == after)
