@@ -171,7 +171,7 @@ def diff(old_id: str, new_id: str | None, patch: bool, context: int | None, nul:
 
     \b
     Examples:
-      rrstore diff lint-step1-20261201_101500 latest
+      rrstore diff standard-step1-20261201_101500-ab3d5f latest
       rrstore diff -p latest | git apply -R
     """
     st = state()

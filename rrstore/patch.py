@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ BINARY_PROBE = 8000  # git's buffer_is_binary looks at this many bytes for a NUL
 NO_NEWLINE = b"\n\\ No newline at end of file\n"
 NULL_BLOB = b"0" * 7
 READ_SIZE = 1 << 20
+_LINE = re.compile(rb"[^\n]*\n|[^\n]+\Z")
 
 
 class Blob(NamedTuple):
@@ -152,17 +154,17 @@ def read_blob(mode: bytes, pieces: Iterable[bytes], size: int) -> Blob:
             kept.append(piece)
             if length > TEXT_MAX_BYTES:  # the file grew since it was measured
                 kept = None
-    return Blob(mode, sha.hexdigest()[:7].encode(), None if kept is None else split_lines(b"".join(kept)))
+    blob_id = sha.hexdigest()[:7].encode()
+    if kept is None:
+        return Blob(mode, blob_id, None)
+    data = b"".join(kept)
+    kept.clear()  # not three copies at once: the pieces, the whole, its lines
+    return Blob(mode, blob_id, split_lines(data))
 
 
 def split_lines(data: bytes) -> list[bytes]:
     """Lines ending in ``\\n`` (the last may lack it); a CR or form feed is no line break to git."""
-    lines = [line + b"\n" for line in data.split(b"\n")]
-    if lines[-1] == b"\n":  # data ended with a newline (or was empty)
-        lines.pop()
-    else:
-        lines[-1] = lines[-1][:-1]
-    return lines
+    return _LINE.findall(data)  # one pass, one copy: the lines
 
 
 def _name(prefix: str, path: str) -> bytes:
