@@ -188,7 +188,9 @@ def diff(old_id: str, new_id: str | None, patch: bool, context: int | None, nul:
         result = st.system().diff(old_id, new_id)
         _print_changes(result, nul, st.json)
     if result.left_out and not st.quiet:  # never a change: restore leaves them alone
-        click.echo(f"rrstore: {', '.join(result.left_out)}: left out of the checkpoint {old_id}, "
+        from rrstore.diff import quote_path
+
+        click.echo(f"rrstore: {', '.join(map(quote_path, result.left_out))}: left out of the checkpoint {old_id}, "
                    "not compared", err=True)
     return 1 if exit_code and result.changed else 0
 
@@ -197,15 +199,13 @@ def _print_changes(result: DiffResult, nul: bool, as_json: bool) -> None:
     """``diff``'s path list: JSON, ``-z`` records (raw bytes), or one quoted line per path."""
     import os
 
-    from rrstore.diff import change_lines
+    from rrstore.diff import change_lines, tagged
 
     if as_json:
         emit_json(result.to_json())
     elif nul:
-        tagged = sorted([("A", p) for p in result.added] + [("D", p) for p in result.removed]
-                        + [("M", p) for p in result.modified], key=lambda item: item[1])
         click.get_binary_stream("stdout").write(b"".join(b"%s\0%s\0" % (tag.encode(), os.fsencode(path))
-                                                         for tag, path in tagged))
+                                                         for tag, path in tagged(result, by_path=True)))
     elif result.changed:
         click.echo("\n".join(change_lines(result, by_path=True)))
 

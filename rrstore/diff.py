@@ -74,16 +74,20 @@ def diff(old: dict[str, Entry], new: dict[str, Entry], leave_out: Collection[str
 
 
 def change_lines(changes: DiffResult, *, order: str = "ADM", by_path: bool = False) -> list[str]:
-    """Each change as one line, ``A path`` (added), ``D path`` (removed), ``M path`` (modified).
+    """Each change as one line, ``A path`` (added), ``D path`` (removed), ``M path`` (modified), the
+    path quoted as git quotes it (``quote_path``); ``order`` and ``by_path`` as in ``tagged``."""
+    return [f"{tag} {quote_path(path)}" for tag, path in tagged(changes, order=order, by_path=by_path)]
 
-    Grouped in ``order`` (resume names modified paths first: ``"MAD"``), or with ``by_path`` sorted
-    by path, as ``rrstore diff`` prints them (a path is in one group only).
-    """
+
+def tagged(changes: DiffResult, *, order: str = "ADM", by_path: bool = False) -> list[tuple[str, str]]:
+    """Each change as ``(tag, path)``, grouped in ``order`` (resume names modified paths first:
+    ``"MAD"``), or with ``by_path`` sorted by path, as ``rrstore diff`` prints them (a path is in one
+    group only)."""
     groups = {"A": changes.added, "D": changes.removed, "M": changes.modified}
-    tagged = [(tag, path) for tag in order for path in groups[tag]]
+    pairs = [(tag, path) for tag in order for path in groups[tag]]
     if by_path:
-        tagged.sort(key=lambda item: item[1])
-    return [f"{tag} {quote_path(path)}" for tag, path in tagged]
+        pairs.sort(key=lambda item: item[1])
+    return pairs
 
 
 # git's quote.c (core.quotePath on, its default): these bytes get a letter, others below 0x20, 0x7f and
