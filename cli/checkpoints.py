@@ -14,6 +14,7 @@ from rrstore.errors import CheckpointsUnreadable, RestoreFailed
 from rrstore.lanes import LANES
 
 if TYPE_CHECKING:
+    from rrstore.diff import DiffResult
     from rrstore.record import CheckpointRecord
 
 from .context import endpoint_needs, global_options, remote_option, state
@@ -207,29 +208,57 @@ def _print_record(record: CheckpointRecord, pinned: bool) -> None:
 @click.command()
 @click.argument("old_id", metavar="ID")
 @click.argument("new_id", required=False, metavar="[ID]")
+@click.option("-p", "--patch", is_flag=True, help="Print a unified diff of the content (git's format).")
+@click.option("-U", "--unified", "context", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Lines of context around each change (implies -p) [default: 3].")
+@click.option("-z", "nul", is_flag=True, help="Print STATUS NUL PATH NUL records: names exactly as they are.")
 @click.option("--exit-code", is_flag=True, help="Exit with 1 when there are differences.")
 @global_options
-def diff(old_id: str, new_id: str | None, exit_code: bool) -> int:
-    """Paths added (A), removed (D) and modified (M) from the first ID to the second, or the working tree.
+def diff(old_id: str, new_id: str | None, patch: bool, context: int | None, nul: bool, exit_code: bool) -> int:
+    """Paths added (A), removed (D) and modified (M) from ID to the second ID or the working tree.
+
+    A name with a newline, quote, control or non-ASCII byte is quoted as git does ("a\\nb");
+    -z and --json carry it exactly.
 
     \b
     Examples:
-      rrstore diff latest
-      rrstore diff standard-step1-20261201_071500-ab3d5f latest --exit-code
+      rrstore diff standard-step1-20261201_101500-ab3d5f latest
+      rrstore diff -p latest | git apply -R
     """
-    from rrstore.diff import change_lines
-
     st = state()
-    result = st.system().diff(old_id, new_id)
-    if st.json:
-        emit_json(result.to_json())
+    patch = patch or context is not None
+    if sum((patch, nul, st.json)) > 1:
+        raise click.UsageError("-p, -z and --json each choose the output: give one of them")
+    if patch:
+        made = st.system().patch(old_id, new_id, context=3 if context is None else context)
+        out = click.get_binary_stream("stdout")
+        for chunk in made.chunks():
+            out.write(chunk)
+        result = made.changes
     else:
-        for line in change_lines(result, by_path=True):
-            click.echo(line)
-        if result.left_out and not st.quiet:  # never a change: restore leaves them alone
-            click.echo(f"rrstore: {', '.join(result.left_out)}: left out of the checkpoint {old_id}, "
-                       "not compared", err=True)
+        result = st.system().diff(old_id, new_id)
+        _print_changes(result, nul, st.json)
+    if result.left_out and not st.quiet:  # never a change: restore leaves them alone
+        from rrstore.diff import quote_path
+
+        click.echo(f"rrstore: {', '.join(map(quote_path, result.left_out))}: left out of the checkpoint {old_id}, "
+                   "not compared", err=True)
     return 1 if exit_code and result.changed else 0
+
+
+def _print_changes(result: DiffResult, nul: bool, as_json: bool) -> None:
+    """``diff``'s path list: JSON, ``-z`` records (raw bytes), or one quoted line per path."""
+    import os
+
+    from rrstore.diff import change_lines, tagged
+
+    if as_json:
+        emit_json(result.to_json())
+    elif nul:
+        click.get_binary_stream("stdout").write(b"".join(b"%s\0%s\0" % (tag.encode(), os.fsencode(path))
+                                                         for tag, path in tagged(result, by_path=True)))
+    elif result.changed:
+        click.echo("\n".join(change_lines(result, by_path=True)))
 
 
 @click.command()

@@ -8,6 +8,7 @@ paths its record left out are no change (restore leaves them alone too).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -73,16 +74,38 @@ def diff(old: dict[str, Entry], new: dict[str, Entry], leave_out: Collection[str
 
 
 def change_lines(changes: DiffResult, *, order: str = "ADM", by_path: bool = False) -> list[str]:
-    """Each change as one line, ``A path`` (added), ``D path`` (removed), ``M path`` (modified).
+    """Each change as one line, ``A path`` (added), ``D path`` (removed), ``M path`` (modified), the
+    path quoted as git quotes it (``quote_path``); ``order`` and ``by_path`` as in ``tagged``."""
+    return [f"{tag} {quote_path(path)}" for tag, path in tagged(changes, order=order, by_path=by_path)]
 
-    Grouped in ``order`` (resume names modified paths first: ``"MAD"``), or with ``by_path`` sorted
-    by path, as ``rrstore diff`` prints them (a path is in one group only).
-    """
+
+def tagged(changes: DiffResult, *, order: str = "ADM", by_path: bool = False) -> list[tuple[str, str]]:
+    """Each change as ``(tag, path)``, grouped in ``order`` (resume names modified paths first:
+    ``"MAD"``), or with ``by_path`` sorted by path, as ``rrstore diff`` prints them (a path is in one
+    group only)."""
     groups = {"A": changes.added, "D": changes.removed, "M": changes.modified}
-    tagged = [(tag, path) for tag in order for path in groups[tag]]
+    pairs = [(tag, path) for tag in order for path in groups[tag]]
     if by_path:
-        tagged.sort(key=lambda item: item[1])
-    return [f"{tag} {path}" for tag, path in tagged]
+        pairs.sort(key=lambda item: item[1])
+    return pairs
+
+
+# git's quote.c (core.quotePath on, its default): these bytes get a letter, others below 0x20, 0x7f and
+# every byte from 0x80 an octal escape, and a name holding any of them is written in double quotes.
+_LETTERS = {0x07: "a", 0x08: "b", 0x09: "t", 0x0A: "n", 0x0B: "v", 0x0C: "f", 0x0D: "r", 0x22: '"', 0x5C: "\\"}
+
+
+def quote_path(path: str) -> str:
+    """``path`` as git writes a name in its output: as is when plain, else C-style quoted, pure ASCII.
+
+    A name with a newline (or a quote, a tab, an escape sequence, a byte that is not UTF-8) can then
+    never forge a line of output or a terminal control; ``-z`` and ``--json`` carry the exact name.
+    """
+    raw = os.fsencode(path)
+    if not any(b < 0x20 or b >= 0x7F or b in (0x22, 0x5C) for b in raw):
+        return path
+    return '"' + "".join(f"\\{_LETTERS[b]}" if b in _LETTERS else f"\\{b:03o}" if b < 0x20 or b >= 0x7F
+                         else chr(b) for b in raw) + '"'
 
 
 def left_out_note(changes: DiffResult | None) -> str:
@@ -102,14 +125,21 @@ def against_checkpoint(objects: ObjectStore, record: CheckpointRecord, entries: 
     never as a change, as restore leaves it alone. ``entries``' directory oids are trees the scan
     built: the checkpoint's trees equal to one are not read below it.
     """
+    return compare_with_tree(objects, record, entries)[0]
+
+
+def compare_with_tree(objects: ObjectStore, record: CheckpointRecord,
+                      entries: dict[str, Entry]) -> tuple[DiffResult, dict[str, Entry]]:
+    """``against_checkpoint``, with the checkpoint's entries it read: every changed path's is among
+    them (what a patch needs), those below a directory equal on both sides are not."""
     known = {p: e.oid for p, e in entries.items() if e.kind == DIR}
     old, shared = flatten_except(objects, record.state_hash, known)  # only the trees that differ
     if not shared:
-        return diff(old, entries, record.left_out)
+        return diff(old, entries, record.left_out), old
     same = set(shared)
     new, below = split_below(entries, same)
     result = diff(old, new, record.left_out, same)
     parents = {p.rpartition("/")[0] for p in below}
     result.unchanged += sum(1 for p in below if entries[p].kind != DIR or p not in parents)
     result.unchanged += sum(1 for d in same if d and d not in parents)  # an empty directory is a leaf
-    return result
+    return result, old

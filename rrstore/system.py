@@ -37,6 +37,7 @@ from .errors import (
 from .gc import GCResult, Retention, gc
 from .lanes import check_lane
 from .lock import locked
+from .patch import Patch, checkpoint_patch
 from .record import CheckpointRecord
 from .restore import WORKTREE_LOCK, RestoreRequest, RestoreResult, restore_checkpoint
 from .status import StatusResult, status
@@ -214,6 +215,10 @@ class RollbackRecoverySystem:
             if new_id is None:  # what the checkpoint left out is no change (restore leaves it alone)
                 return against_checkpoint(objects, old, manager.snapshot(store=False).entries)
             return diff(flatten(objects, old.state_hash), flatten(objects, manager.get(new_id).state_hash))
+
+    def patch(self, old_id: str, new_id: str | None = None, *, context: int = 3) -> Patch:
+        """``diff``'s changes with their content: ``Patch.chunks()`` is a git-style unified diff."""
+        return checkpoint_patch(self.checkpoint_manager, old_id, new_id, context)
 
     def status(self, *, all_projects: bool = False) -> StatusResult:
         """The working tree's state hash and how it relates to this project's checkpoints (every

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("store", ("rrstore.store",)),
     ("trees and records", ("rrstore.tree", "rrstore.record", "rrstore.recordindex")),
     ("working tree", ("rrstore.worktree",)),
-    ("verbs", ("rrstore.checkpoint", "rrstore.diff", "rrstore.restore", "rrstore.undo", "rrstore.gc",
+    ("verbs", ("rrstore.checkpoint", "rrstore.diff", "rrstore.patch", "rrstore.restore", "rrstore.undo", "rrstore.gc",
                "rrstore.remote_gc", "rrstore.remote_check", "rrstore.remote_lease",
                "rrstore.check", "rrstore.repair", "rrstore.transfer", "rrstore.remote", "rrstore.remote_packs",
                "rrstore.archive", "rrstore.staging",
