@@ -16,7 +16,7 @@ import blake3
 from ..errors import CorruptObject
 from ..record import CheckpointRecord
 from ..store.objects import ObjectStore
-from ..tree import DIR, SYMLINK, Entry, content_oids, flatten
+from ..tree import DIR, FILE, SYMLINK, Entry, content_oids, flatten
 from ..worktree.workers import Progress
 from .stream import Writable, compressor
 
@@ -66,12 +66,12 @@ def write_tar(objects: ObjectStore, record: CheckpointRecord, out: Writable, lev
     """Write ``record``'s files to ``out`` as one zstd-compressed tar stream; (entries, content bytes)."""
     mtime = int(record.created.timestamp())
     entries = flatten(objects, record.state_hash)
-    size = 0
+    size, total = 0, sum(e.size for e in entries.values() if e.kind == FILE)
     zstd_writer = compressor(level).stream_writer(cast("IO[bytes]", out), closefd=False)
     with zstd_writer as zstd, \
             tarfile.open(fileobj=zstd, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
                          errors="surrogateescape") as tar:
-        for done, (path, entry) in enumerate(entries.items(), 1):
+        for path, entry in entries.items():
             info = tarfile.TarInfo(path)
             info.mtime, info.uid, info.gid, info.uname, info.gname = mtime, 0, 0, "", ""
             if entry.kind == DIR:
@@ -86,6 +86,6 @@ def write_tar(objects: ObjectStore, record: CheckpointRecord, out: Writable, lev
                 tar.addfile(info, content)
                 content.check()
                 size += entry.size
-            if progress:
-                progress(done, len(entries))
+                if progress:
+                    progress(size, total)
     return len(entries), size
