@@ -107,6 +107,10 @@ def test_checkpoint_restore_export_import_draw_bytes_rate_and_eta(tmp_path: Path
     assert code == 0, term
     assert bars(term, "export") and "24.0 MiB / 24.0 MiB  100%" in term, term
 
+    code, _, term = on_terminal("verify", str(archive), cwd=project)
+    assert code == 0, term
+    assert bars(term, "verify"), term
+
     other = tmp_path / "other"
     other.mkdir()
     code, _, term = on_terminal("import", str(archive), cwd=other)
@@ -263,8 +267,19 @@ def test_push_and_pull_report_the_bytes_copied(tmp_path: Path, seaweedfs: Seawee
 
 def test_a_pty_without_a_size_still_draws_whole_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A terminal reporting 0 columns (a bare pty) must not cut the line to nothing."""
-    import cli.output as output
+    import rrstore.cli.output as output
 
     monkeypatch.setattr(os, "get_terminal_size", lambda fd: os.terminal_size((0, 0)))
     bar = output._Bar("checkpoint", 0.0)
     assert bar.width >= 79
+
+
+def test_without_a_total_or_past_an_estimate_the_line_has_bytes_and_rate_but_no_eta() -> None:
+    import rrstore.cli.output as output
+
+    bar = output._Bar("import", 0.0)
+    assert bar.line(5 * MiB, 0, 2.5 * MiB) == "import: 5.0 MiB  2.5 MiB/s"
+    assert bar.line(5 * MiB, 4 * MiB, 2.5 * MiB) == "import: 5.0 MiB  2.5 MiB/s"
+    assert bar.line(MiB, 4 * MiB, 0.5 * MiB) == "import: 1.0 MiB / 4.0 MiB   25%  512.0 KiB/s  ETA 0:06"
+    assert bar.line(0, 4 * MiB, 0.0).endswith("0 B/s  ETA -:--")
+    assert output._clock(3725) == "1:02:05"
