@@ -33,7 +33,7 @@ from .fsutil import atomic_write
 from .remote import WORKERS
 from .store.objects import loose_oids, object_key
 from .store.pack import PREFIX as PACKS
-from .store.pack import Location, PackReader, decode_index
+from .store.pack import Location, PackReader, decode_index, index_size
 from .store.packindex import MIDX_PREFIX, decode_midx, encode_midx, midx_key, midx_name
 
 # More merged indexes than this on a remote and a push merges the smallest of them.
@@ -251,6 +251,17 @@ class Holdings:
             return object_key(oid)
         loc = self.reader.index.get(oid)
         return f"{PACKS}{loc[0]}" if loc is not None else None
+
+    def size_of(self, keys: list[str]) -> int:
+        """About how many bytes copying ``keys`` reads, from the pack indexes in memory (no request):
+        a pack ends where its last block does, its ``.idx`` holds one entry per object; a loose
+        object (a record, a few KiB) counts nothing. For progress only."""
+        total = 0
+        for key in keys:
+            entries = self.reader.members.get(key[len(PACKS):]) if key.startswith(PACKS) else None
+            if entries:
+                total += max(loc[1] + loc[2] for loc in entries.values()) + index_size(len(entries))
+        return total
 
     def keys_of(self, needed: dict[str, list[str]], target: Holdings) -> tuple[list[str], int]:
         """Loose keys and pack names (``packs/<id>``, no extension) holding what ``target`` lacks,

@@ -381,8 +381,10 @@ class _Writer:
         if written is not None:
             self.stamps[path] = written
 
-    def write_one(self, path: str) -> None:
+    def write_sized(self, path: str) -> int:
+        """Write ``path`` (a failure is listed); its size, for progress in bytes."""
         self.attempt(self.write, path)
+        return self.target[path].size
 
     def attempt(self, action: Callable[[str], None], path: str) -> None:
         try:
@@ -409,12 +411,13 @@ def apply_plan(root: Path, content: VerifiedContent, target: dict[str, Entry], p
         writer.attempt(writer.remove, path)
     for path in plan.mkdir:
         writer.attempt(writer.mkdir, path)
-    total = len(plan.write)
     large = lambda path: target[path].size >= PARALLEL_MIN_SIZE  # noqa: E731
     locality = content.objects.locality
     ordered = sorted(plan.write, key=lambda path: locality(content_oids(target[path])[0]))
-    for done, _ in enumerate(run_split(ordered, large, writer.write_one, workers), 1):
+    total, done = sum(target[path].size for path in ordered), 0
+    for size in run_split(ordered, large, writer.write_sized, workers):
         if progress is not None:
+            done += size
             progress(done, total)
     for path in plan.symlink:
         writer.attempt(writer.symlink, path)

@@ -205,7 +205,7 @@ def _push(store: Store, remote: Backend, checkpoint_ids: Sequence[str], progress
             there = Holdings(remote, workers, RemoteCache.of(store.path, remote.location))
             content, result.objects_skipped = local.keys_of(needed, there)
             record_keys, _ = local.keys_of({oid: [i] for i, oid in todo.items()}, there)
-            sent = _Counter(len(content) + len(record_keys), progress)
+            sent = _Counter(local.size_of(content), progress)
             upload = _Copy(store.backend, store.backend, lambda key, data: remote.write(key, data, durable=True),
                            sent)
             _copy_all(upload, content, workers, needed, list(todo))
@@ -449,28 +449,30 @@ def _each(work: Callable[[str], None], keys: list[str], workers: int) -> None:
 
 
 class _Counter:
-    """Counts what was sent, from the pool's threads, and reports progress."""
+    """Counts what was sent, from the pool's threads, and reports progress in bytes (``total``: an
+    estimate, ``Holdings.size_of``; ``fill`` ends it at the bytes copied)."""
 
     def __init__(self, total: int, progress: Progress | None) -> None:
         import threading
 
         self.total, self.progress = total, progress
-        self.done = self.objects = self.packs = self.size = 0
+        self.objects = self.packs = self.size = 0
         self.lock = threading.Lock()
         if progress is not None:
             progress(0, total)
 
     def add(self, objects: int = 0, packs: int = 0, size: int = 0) -> None:
         with self.lock:
-            self.done += 1
             self.objects += objects
             self.packs += packs
             self.size += size
             if self.progress is not None:
-                self.progress(self.done, self.total)
+                self.progress(self.size, self.total)
 
     def fill(self, result: TransferResult) -> None:
         result.objects, result.packs, result.bytes = self.objects, self.packs, self.size
+        if self.progress is not None:
+            self.progress(self.size, self.size)
 
 
 # pull ----------------------------------------------------------------------------------------------
@@ -512,7 +514,7 @@ def _pull(store: Store, remote: Backend, checkpoint_ids: Sequence[str], progress
             return result
         needed.update((oid, [checkpoint_id]) for checkpoint_id, oid in todo.items())
         keys, result.objects_skipped = there.keys_of(needed, local)
-        got = _Counter(len(keys), progress)
+        got = _Counter(there.size_of(keys), progress)
         with Staging(store) as staged:
             copy = _Copy(remote, there.listed, staged.add, got)
 

@@ -158,19 +158,23 @@ def export(store: Store, records: list[CheckpointRecord], output: str | os.PathL
         for record in records:
             writer.object(record.record_oid, objects.get(record.record_oid))
         trees = TreeCheck()
-        by_path = _write_trees(objects, records, writer, trees)
+        sizes: dict[str, int] = {}
+        by_path = _write_trees(objects, records, writer, trees, sizes)
         try:
             for record in records:
                 trees.check_root(record.checkpoint_id, record.state_hash)
         except UnsafeTree as exc:
             raise _unexportable(exc) from None
         todo = [oid for oids in by_path.values() for oid in oids if oid not in writer.written]
-        done, total = len(writer.written), len(writer.written) + len(todo)
+        done, total = 0, sum(sizes[oid] for oid in todo)
         for oid in todo:
-            writer.object(oid, objects.get(oid))
-            done += 1
+            data = objects.get(oid)
+            writer.object(oid, data)
+            done += len(data)
             if progress:
                 progress(done, total)
+        if progress:
+            progress(done, done)  # a chunk's size was an estimate
         writer.finish()
     return ExportResult(name, "rrstore", [r.checkpoint_id for r in records], len(writer.written),
                         writer.bytes, out.count)
@@ -182,8 +186,9 @@ def _unexportable(exc: UnsafeTree) -> UnsafeTree:
 
 
 def _write_trees(objects: ObjectStore, records: list[CheckpointRecord], writer: ArchiveWriter,
-                 trees: TreeCheck) -> dict[str, list[str]]:
-    """Write every tree once, parents first; return file contents to write, grouped by path.
+                 trees: TreeCheck, sizes: dict[str, int]) -> dict[str, list[str]]:
+    """Write every tree once, parents first; return file contents to write, grouped by path, and
+    put their sizes in ``sizes`` (for progress: a chunk's is its file's share, an estimate).
 
     Kept apart from ``tree.reachable``: the export needs each object's kind
     (trees precede contents, so a reader learns what an object must be
@@ -211,9 +216,11 @@ def _write_trees(objects: ObjectStore, records: list[CheckpointRecord], writer: 
                 if entry.kind == DIR and entry.oid not in trees:
                     stack.append((entry.oid, child))
                 elif entry.kind == FILE:
-                    for content in content_oids(entry):
+                    contents = content_oids(entry)
+                    for content in contents:
                         if content not in queued:
                             queued.add(content)
+                            sizes[content] = entry.size // len(contents)
                             by_path.setdefault(child, []).append(content)
     return by_path
 

@@ -155,6 +155,8 @@ class _Reader:
             if self.progress:
                 self.progress(min(self.src.consumed, self.size), self.size)
         self._trailer()
+        if self.progress:  # the whole file read, trailer too
+            self.progress(self.src.consumed, max(self.size, self.src.consumed))
         self._complete()
         return self.result
 

@@ -16,7 +16,7 @@ import blake3
 from ..errors import CorruptObject
 from ..record import CheckpointRecord
 from ..store.objects import ObjectStore
-from ..tree import DIR, SYMLINK, Entry, content_oids, flatten
+from ..tree import DIR, FILE, SYMLINK, Entry, content_oids, flatten
 from ..worktree.workers import Progress
 from .stream import Writable, compressor
 
@@ -82,8 +82,8 @@ def add_entries(tar: tarfile.TarFile, objects: ObjectStore, entries: dict[str, E
     owners 0 and ``mtime`` everywhere (a tree records no times). Shared by
     ``export --format tar`` and ``dump --format tar`` (``browse``).
     """
-    size = 0
-    for done, (path, entry) in enumerate(entries.items(), 1):
+    size, total = 0, sum(e.size for e in entries.values() if e.kind == FILE)
+    for path, entry in entries.items():
         info = tarfile.TarInfo(path)
         info.mtime, info.uid, info.gid, info.uname, info.gname = mtime, 0, 0, "", ""
         if entry.kind == DIR:
@@ -98,6 +98,6 @@ def add_entries(tar: tarfile.TarFile, objects: ObjectStore, entries: dict[str, E
             tar.addfile(info, content)
             content.check()
             size += entry.size
-        if progress:
-            progress(done, len(entries))
+            if progress:
+                progress(size, total)
     return size

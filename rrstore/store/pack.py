@@ -81,6 +81,11 @@ def encode_index(entries: dict[str, Location]) -> bytes:
     return body + blake3.blake3(body).digest()
 
 
+def index_size(count: int) -> int:
+    """The bytes of a pack index of ``count`` objects (magic, count, entries, BLAKE3)."""
+    return len(INDEX_MAGIC) + _COUNT.size + count * _ENTRY.size + 32
+
+
 def decode_index(pack: str, data: bytes) -> dict[str, Location]:
     """The entries of one index; a damaged index is a CorruptObject naming the pack."""
     body, digest = data[:-32], data[-32:]

@@ -398,7 +398,8 @@ class _SnapshotRun:
         self.seen: set[str] = set()  # every regular file met: what the stat cache keeps
         self.leftovers: list[str] = []  # temporary files a killed restore left: removed when storing
         self.torn: list[str] = []  # files that never settled: left out
-        self.total = 0  # files in the snapshot once every miss is read (for ``progress``)
+        self.total = 0  # bytes to read (the misses' sizes from the scan's lstat) and read so far: ``progress``
+        self.read = 0
         self.token: StoreToken | None = None  # the store's token as the scan began (when storing)
         self.trusted = False  # hits are taken without ``has`` (the cache vouches for their objects)
 
@@ -419,7 +420,7 @@ class _SnapshotRun:
         for rel in self.scope.empty_dirs:
             if self.parents.real(rel.rpartition("/")[0]):
                 self.builder.add_dir(rel)
-        self.total = self.stats.files + len(self.misses)
+        self.total = sum(self.sizes.values())
 
     def _visit(self, rel: str) -> None:
         extra = bool(self.extra) and rel in self.extra
@@ -483,6 +484,8 @@ class _SnapshotRun:
                     self.torn.append(rel)
                 else:
                     self._account(*again)
+        if self.progress is not None and self.misses:  # ends at the bytes read: a file may have grown or torn
+            self.progress(self.read, self.read)
 
     def _first_read(self, rel: str) -> tuple[str, Entry, Stored] | _NotRead:
         """Run in worker threads too: changes none of this run's lists, only the stat cache's entry
@@ -518,7 +521,8 @@ class _SnapshotRun:
         self.stats.objects_new += stored.objects_new
         self.stats.bytes_new += stored.bytes_new
         if self.progress is not None:
-            self.progress(self.stats.files, self.total)
+            self.read += entry.size
+            self.progress(self.read, self.total)
 
     # the trees -----------------------------------------------------------
 

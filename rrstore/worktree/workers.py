@@ -16,7 +16,10 @@ from typing import TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-# The callback every long operation takes (snapshot, restore, transfer, archives): ``progress(done, total)``.
+# The callback every long operation takes (snapshot, restore, transfer, archives): ``progress(done, total)``
+# in bytes (read, written or copied). ``total`` is known up front where it is cheap to know (an estimate
+# for transfers and chunked exports) and 0 when unknown; the last call has ``done == total``, the bytes
+# the operation really handled. Called per file or object, from pool threads too: keep it cheap.
 Progress = Callable[[int, int], None]
 
 # At this size a file's hashing and compression outweigh the thread hand-off.
