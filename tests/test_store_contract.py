@@ -294,7 +294,7 @@ class TestRefsContract:
 
     def test_an_invalid_id_is_refused_before_any_request(self, place: Place) -> None:
         refs = place.store().refs
-        for bad in ("../escape", "", "-dash-first", "a/b"):
+        for bad in ("../escape", "", "-dash-first", "a/b", "trailing-newline\n"):
             with pytest.raises(UsageError):
                 refs.create(bad, self.OID)
         assert list(place.backend.list("")) == []

@@ -27,7 +27,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 def valid_id(text: str) -> bool:
-    return bool(_ID.match(text))
+    return bool(_ID.fullmatch(text))  # fullmatch: "$" alone also matches before a final newline
 
 
 def check_id(checkpoint_id: str) -> str:
