@@ -200,7 +200,8 @@ def test_the_console_check_catches_an_injected_error(page: Path, tmp_path: Path)
 
 def test_a_screenshot_is_a_png_of_the_window_with_the_bars_in_it(page: Path, tmp_path: Path) -> None:
     shot = tmp_path / "report.png"
-    taken = chromium(page, tmp_path, f"--screenshot={shot}", "--window-size=1200,900", "--hide-scrollbars")
+    taken = chromium(page, tmp_path, f"--screenshot={shot}", "--window-size=1200,900", "--hide-scrollbars",
+                     "--run-all-compositor-stages-before-draw", "--virtual-time-budget=10000")
     assert taken.returncode == 0 and shot.exists(), taken.stderr[-2000:]
     width, height, pixels = read_png(shot.read_bytes())
     assert (width, height) == (1200, 900)
