@@ -31,7 +31,7 @@ from .checkpoint import CheckpointManager
 from .errors import ContentDamaged, CorruptObject, ObjectMissing, PathNotFound, RRStoreError, UsageError
 from .record import CheckpointRecord
 from .store.objects import ObjectStore
-from .tree import DIR, FILE, SYMLINK, Entry, content_oids, read_tree, walk
+from .tree import DIR, FILE, SYMLINK, Entry, check_expansion, content_oids, read_tree, walk
 from .worktree.workers import Progress
 
 BLOCK = 1 << 20  # what cat writes at a time (a whole object when the file is stored in one)
@@ -206,6 +206,7 @@ class _Finder:
         self.objects = objects
         self.pattern = pattern
         self.memo: dict[tuple[str, str], list[tuple[str, Entry]]] = {}
+        self.read = 0  # entries of the trees read, over every checkpoint
 
     def _key(self, oid: str, prefix: str) -> tuple[str, str]:
         return oid, prefix if self.pattern.by_path else ""
@@ -221,6 +222,8 @@ class _Finder:
                 continue
             if not ready:
                 entries = pending[key] = read_tree(self.objects, oid)
+                self.read += len(entries)
+                check_expansion(root, self.read)  # per path, a crafted tree's paths are distinct keys
                 stack.append((oid, prefix, True))
                 stack.extend((e.oid, f"{prefix}{e.name}/", False) for e in entries if e.kind == DIR)
                 continue
@@ -230,7 +233,9 @@ class _Finder:
                 if self.pattern.matches(entry.name, path):
                     hits.append((entry.name, entry))
                 if entry.kind == DIR:
-                    hits.extend((f"{entry.name}/{rel}", e) for rel, e in self.memo[self._key(entry.oid, path + "/")])
+                    below = self.memo[self._key(entry.oid, path + "/")]
+                    check_expansion(oid, len(hits) + len(below))
+                    hits.extend((f"{entry.name}/{rel}", e) for rel, e in below)
             self.memo[key] = hits
         return self.memo[self._key(root, "")]
 

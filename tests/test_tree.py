@@ -22,6 +22,7 @@ from rrstore.tree import (
     decode_tree,
     encode_tree,
     flatten,
+    flatten_except,
     read_tree,
     tree_oid,
     valid_name,
@@ -377,3 +378,36 @@ def test_a_name_no_file_system_can_hold_is_refused_when_decoded() -> None:
     with pytest.raises(CorruptObject):
         decode_tree("t" * 64, data)
     assert valid_name("caf\u00e9") and valid_name("raw\udcff")  # UTF-8 and surrogate-escaped bytes stay fine
+
+
+def test_two_spellings_of_one_byte_name_are_refused_so_no_alias_passes_the_duplicate_check() -> None:
+    """"\\udcc3\\udcbf" (surrogate-escaped bytes) and "\\u00ff" are two strings for the bytes c3 bf: a crafted
+    tree holding a symlink under one and a directory under the other passed the duplicate check, and
+    a dump of it let an extractor write through the link (attacker's repro). Only the spelling a scan
+    makes (``os.fsdecode`` of the bytes) is a name."""
+    entry = '{"exec":false,"hash":"' + "0" * 64 + '","name":"%s","size":0,"type":"file"}'
+    for alias in ("\\udcc3\\udcbf", "x\\udce2\\udc82\\udcac"):
+        data = ('{"entries":[' + entry % alias + '],"format":"rrstore-tree-1"}').encode()
+        with pytest.raises(CorruptObject):
+            decode_tree("t" * 64, data)
+    assert not valid_name("\udcc3\udcbf") and valid_name("\u00ff") and valid_name("raw\udcff")
+
+
+def test_a_tree_bomb_stops_every_walk_with_a_corrupt_object(objects: ObjectStore, monkeypatch) -> None:
+    """40 trees, each naming the next twice, expand to 2^40 paths from a few KiB: ls -r, find, dump and
+    restore ran without end and grew memory without limit (attacker's repro). Walks stop past
+    MAX_ENTRIES (lowered here so the test is quick)."""
+    import rrstore.tree as tree_module
+    from rrstore.browse import Pattern, _Finder
+
+    monkeypatch.setattr(tree_module, "MAX_ENTRIES", 5000)
+    oid = objects.put(encode_tree([Entry("leaf", FILE, "0" * 64, 0, False)])).oid
+    for _ in range(40):
+        oid = objects.put(encode_tree([Entry("a", DIR, oid), Entry("b", DIR, oid)])).oid
+    with pytest.raises(CorruptObject, match="expands to more than 5000 entries"):
+        flatten(objects, oid)
+    with pytest.raises(CorruptObject, match="expands to more than"):
+        flatten_except(objects, oid, {})
+    for pattern in ("leaf", "a/**/leaf"):
+        with pytest.raises(CorruptObject, match="expands to more than"):
+            _Finder(objects, Pattern(pattern)).below(oid)
