@@ -36,6 +36,8 @@ from typing import Any, NoReturn
 
 from rrstore_summary import render  # beside this script: 'python ci/rrstore_step.py' puts ci/ on sys.path
 
+from rrstore.report.markdown import cell, code
+
 PUSH_CHOICES = ("never", "on-failure", "always")
 LANES = ("docs", "standard", "heavy")
 TAIL = 8192  # bytes of rrstore's stderr kept to read its error from
@@ -49,7 +51,7 @@ class Outcome:
     exit_status: int
     data: dict[str, Any]
     pushed: list[str] = field(default_factory=list)
-    push_note: str = ""
+    push_note: str = ""  # markdown: record and remote text in it is escaped (cell, code)
 
     @property
     def error(self) -> str | None:
@@ -197,9 +199,9 @@ def push(args: argparse.Namespace, outcome: Outcome) -> None:
     status, data = rrstore("push", *remote_args(args), *outcome.checkpoint_ids)
     if status == 0:
         outcome.pushed = list(outcome.checkpoint_ids)
-        outcome.push_note = f"pushed to `{args.remote}`"
+        outcome.push_note = f"pushed to {code(args.remote)}"
     else:
-        outcome.push_note = f"push to `{args.remote}` failed (exit {status}): {data.get('message', '')}"
+        outcome.push_note = f"push to {code(args.remote)} failed (exit {status}): {cell(data.get('message', ''))}"
         print(f"::warning::rrstore: {outcome.push_note}", file=sys.stderr)
 
 

@@ -12,19 +12,11 @@ import argparse
 import shlex
 from typing import TYPE_CHECKING, Any
 
+# One escaping for every summary: text from records (a pulled or shared store's) shows as text.
+from rrstore.report.markdown import cell, code
+
 if TYPE_CHECKING:
     from rrstore_step import Outcome
-
-
-def cell(text: object) -> str:
-    """One markdown table cell: no newline or bare '|' may break the row."""
-    return str(text).replace("\n", " ").replace("|", "\\|").strip()
-
-
-def code(text: str) -> str:
-    """An inline code span that survives backticks in ``text``."""
-    fence = "``" if "`" in text else "`"
-    return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
 
 
 def remote_words(args: argparse.Namespace) -> list[str]:
@@ -42,10 +34,12 @@ def resume_commands(args: argparse.Namespace, outcome: Outcome, checkpoint_id: s
 
 def plan_lines(plan: dict[str, Any]) -> list[str]:
     """The recovery plan as the CLI prints it, as markdown: strategy, table of actions, notes."""
-    lines = [f"### Recovery plan: {plan['strategy'].upper()} ({cell(plan.get('strategy_description', ''))})", "",
+    lines = [f"### Recovery plan: {cell(str(plan['strategy']).upper())} "
+             f"({cell(plan.get('strategy_description', ''))})", "",
              "| Step | Action | Command | Time |", "|---:|---|---|---|"]
     for action in plan.get("actions", []):
-        command = code(action["command"]) if action.get("command") else cell(action.get("detail") or "")
+        command = code(action["command"], in_table=True) if action.get("command") \
+            else cell(action.get("detail") or "")
         lines.append(f"| {action['step']} | {cell(action['action'])} | {command} | {cell(action.get('time', ''))} |")
     lines += [""] + [f"> {cell(note)}" for note in plan.get("notes", [])]
     return lines
@@ -57,9 +51,9 @@ def failure_lines(args: argparse.Namespace, outcome: Outcome, step: dict[str, An
     what = f"step {step['step_number']} ({cell(step['step_name'])}) failed with exit status {step['exit_status']}"
     lines = [f"### {what[0].upper()}{what[1:]}" if outcome.mode == "workflow" else f"## rrstore: {what}", "",
              "| | |", "|---|---|", f"| Lane | {cell(args.lane)} |",
-             f"| Failure type | `{found.get('failure_type', 'unknown')}` |",
+             f"| Failure type | {code(found.get('failure_type', 'unknown'), in_table=True)} |",
              f"| Evidence | {cell(found.get('evidence', ''))} |",
-             f"| Checkpoint | `{cid}` |", f"| Remote | {cell(outcome.push_note)} |", ""]
+             f"| Checkpoint | {code(cid, in_table=True)} |", f"| Remote | {outcome.push_note} |", ""]
     if step.get("plan"):
         lines += plan_lines(step["plan"])
     lines += ["### Resume on a new runner", "",
@@ -76,10 +70,11 @@ def workflow_lines(outcome: Outcome) -> list[str]:
     lines = ["| Step | Name | Result | Checkpoint |", "|---:|---|---|---|"]
     for s in data.get("skipped", []):
         lines.append(f"| {s.get('step_number', '')} | {cell(s.get('step_name', ''))} | skipped (passed before) | "
-                     f"`{s.get('checkpoint_id', '')}` |")
+                     f"{code(s.get('checkpoint_id', ''), in_table=True)} |")
     for s in data.get("steps", []):
         result = "passed" if s.get("success") else f"failed (exit {s.get('exit_status')})"
-        lines.append(f"| {s['step_number']} | {cell(s['step_name'])} | {result} | `{s['checkpoint_id']}` |")
+        lines.append(f"| {s['step_number']} | {cell(s['step_name'])} | {result} | "
+                     f"{code(s['checkpoint_id'], in_table=True)} |")
     if data.get("resumed_from") or data.get("skipped"):
         lines += ["", f"Resumed: time saved {data.get('time_saved_s', 0):.2f}s of an estimated "
                       f"{data.get('full_run_s', 0):.2f}s."]
@@ -93,7 +88,7 @@ def render(args: argparse.Namespace, outcome: Outcome) -> str:
                           "", cell(outcome.error), ""])
     failed = outcome.failed_step
     verdict = "failed" if failed is not None else "passed"
-    lines = [f"## rrstore: {args.lane} workflow {verdict}", "", *workflow_lines(outcome)] \
+    lines = [f"## rrstore: {cell(args.lane)} workflow {verdict}", "", *workflow_lines(outcome)] \
         if outcome.mode == "workflow" else []
     if failed is not None:
         return "\n".join(lines + failure_lines(args, outcome, failed)) + "\n"
@@ -104,4 +99,4 @@ def render(args: argparse.Namespace, outcome: Outcome) -> str:
         return "\n".join([*lines, "All steps passed.", "", f"Remote: {outcome.push_note}", ""])
     what = "checkpointed" if outcome.mode == "checkpoint" else f"passed in {outcome.data.get('wall_time_s', 0):.2f}s"
     return "\n".join([f"## rrstore: step {args.step_number} ({cell(args.step_name)}) {what}", "",
-                      f"Checkpoint `{outcome.checkpoint_ids[0]}`; remote: {outcome.push_note}", ""])
+                      f"Checkpoint {code(outcome.checkpoint_ids[0])}; remote: {outcome.push_note}", ""])

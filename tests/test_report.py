@@ -22,9 +22,12 @@ import subprocess
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import git, one_error_line, run_cli, system_tool
+
+from rrstore.report.text import printable
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HOSTILE = """<script>alert("x")</script> & "q" 'o'"""
@@ -330,7 +333,7 @@ def test_markdown_for_a_ci_summary_escapes_names_and_keeps_tables_whole(repo: Pa
     printed = run_cli("report", "--markdown", cwd=repo)
     assert printed.stdout.split("generated")[1].count("|") == text.split("generated")[1].count("|")
     assert "<script>" not in text and "<img" not in text
-    assert "&lt;script&gt;" in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert "&lt;script&gt;" in text and "&lt;img src\\=x onerror\\=alert\\(1\\)&gt;" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "standard-step" in line]
     assert len(rows) == 3 and "failed (exit 1)" in rows[2]
     for line in text.splitlines():
@@ -424,3 +427,90 @@ def test_a_damaged_checkpoint_is_left_out_named_and_exit_13_as_list_does(tmp_pat
     bars = step_bars(dom, "standard")
     assert len(bars) == 2 and broken not in [b["data-checkpoint"] for b in bars]
     assert broken in " ".join(dom.text)
+
+
+# Record text as a shared or imported store may hold it: each line of attack the markdown of a CI
+# summary (rendered by GitHub with inline HTML) and a terminal must both show as plain text.
+EVIL_LINK, EVIL_IMAGE, EVIL_HTML = "[x](https://evil.example)", "![i](https://evil.example/i.png)", \
+    "<img src=x onerror=alert(1)>"
+EVIL = f"a `` {EVIL_HTML} `` {EVIL_LINK} | {EVIL_IMAGE}\r# forged\x1b[2J\u2028\x85 \\| e\udcff"
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store whose two step records carry EVIL in every text field a report shows."""
+    from rrstore import RollbackRecoverySystem
+
+    root = new_repo(tmp_path_factory.mktemp("hostile"), TOML)
+    system = RollbackRecoverySystem(root=root)
+    for number, success in ((1, True), (2, False)):
+        record = system.checkpoint("standard", number, "x").record
+        record.step_name, record.git_branch, record.command = f"{number} {EVIL}", EVIL, f"pytest {EVIL}"
+        record.success, record.workflow, record.run = success, "standard", {"id": EVIL}
+        record.metrics = {"exit_status": 0 if success else 1, "step_total_time_s": 1.0}
+        if not success:
+            record.error_message = f"exit status 1: test_failure: FAILED t.py::t - {EVIL}"
+        with system.open_store().writing():
+            system.checkpoint_manager.update(record)
+    return root
+
+
+def commonmark() -> Any:
+    """A CommonMark parser with GitHub's tables."""
+    import markdown_it  # a test dependency (pyproject): never skipped
+
+    return markdown_it.MarkdownIt("commonmark").enable("table")
+
+
+def markdown_html(text: str) -> str:
+    return commonmark().render(text)  # type: ignore[no-any-return]
+
+
+def live_markdown(text: str) -> list[str]:
+    """What GitHub-flavoured markdown would make of ``text`` besides text: links, images, HTML, headings."""
+    tokens = commonmark().parse(text)
+    found = [t.type for t in tokens if t.type in ("html_block", "heading_open") and t.tag != "h2"
+             and not (t.tag in ("h3", "h4") and t.map and text.splitlines()[t.map[0]].startswith(("### ", "#### ")))]
+    for inline in (t for t in tokens if t.type == "inline"):
+        found += [c.type for c in inline.children or [] if c.type in ("link_open", "image", "html_inline")]
+    return found
+
+
+def test_hostile_record_text_is_plain_text_in_markdown_and_renders_everywhere(hostile: Path, tmp_path: Path) -> None:
+    printed = run_cli("report", cwd=hostile)
+    assert printed.returncode == 0 and "Traceback" not in printed.stderr, printed.stderr
+    text = printed.stdout
+    assert live_markdown(text) == []
+    assert not [c for c in text if c != "\n" and (c < " " or "\x7f" <= c <= "\x9f" or c in "\u2028\u2029")]
+    shown = markdown_html(text)  # as GitHub shows it: no element of the record's, its text escaped
+    assert "<img" not in shown and "<a " not in shown and "\\x1b[2J" in shown and "e\\udcff" in shown
+    assert f"1 {printable(EVIL).strip()}".replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in shown
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "standard-step" in line]
+    assert len(rows) == 2
+    for line in text.splitlines():
+        if line.startswith("|"):  # no cell broke its row (an escaped '\|' is text)
+            assert line.replace("\\\\", "").replace("\\|", "").count("|") in (5, 6, 8), line
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    assert [h.split()[0] for h in headings] == ["##", "###", "####", "###"]  # report, lane, run, growth
+    page = tmp_path / "r.html"
+    made = run_cli("--json", "report", "--html", str(page), cwd=hostile)
+    assert made.returncode == 0 and "Traceback" not in made.stderr, made.stderr
+    assert "<img" not in page.read_text() and "\\udcff" in page.read_text()
+    doc = json.loads(made.stdout)
+    assert doc["lanes"]["standard"][0]["steps"][0]["step_name"] == f"1 {EVIL}"  # JSON keeps the exact text
+
+
+def test_the_ci_summary_escapes_record_text_as_the_report_does() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ci"))
+    try:
+        import rrstore_summary
+    finally:
+        sys.path.pop(0)
+    from rrstore.report.markdown import cell, code
+
+    assert rrstore_summary.cell is cell and rrstore_summary.code is code
+    plan = {"strategy": EVIL, "strategy_description": EVIL, "notes": [EVIL],
+            "actions": [{"step": 1, "action": EVIL, "command": EVIL, "time": EVIL}]}
+    assert live_markdown("\n".join(rrstore_summary.plan_lines(plan))) == []

@@ -18,7 +18,7 @@ import html
 from collections.abc import Iterable
 
 from .model import DiffSection, Failure, Report, Run, Step, ratio
-from .text import STATUS_MARKS, STATUS_WORDS, duration_text, ratio_text, size_text, when_text
+from .text import STATUS_MARKS, STATUS_WORDS, duration_text, printable, ratio_text, size_text, when_text
 
 WIDTH = 960  # the SVGs' user units; they scale with the page
 LABEL_W = 230  # the step names' column in a timeline
@@ -62,8 +62,9 @@ ul.paths { columns: 2; font: 12px ui-monospace, monospace; } ul.paths li { overf
 
 
 def _e(text: object) -> str:
-    """``text`` safe in HTML text and in a quoted attribute."""
-    return html.escape(str(text), quote=True)
+    """``text`` safe in HTML text and in a quoted attribute, its control characters and lone
+    surrogates written as escapes (``printable``: the page is always valid UTF-8)."""
+    return html.escape(printable(text), quote=True)
 
 
 def render_html(report: Report) -> str:

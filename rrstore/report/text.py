@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 STATUS_WORDS = {"passed": "passed", "failed": "failed", "unfinished": "did not finish",
                 "checkpoint": "checkpoint (no command ran)"}
 STATUS_MARKS = {"passed": "✓", "failed": "✗", "unfinished": "…", "checkpoint": "•"}
+# What a terminal or a renderer acts on instead of showing: C0 controls, DEL, C1 controls, the line and
+# paragraph separators, the bidi controls (text shown in another order than it is), and lone surrogates
+# (no encoding holds one; JSON and 'surrogateescape' file names can).
+UNSHOWN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(text: object) -> str:
+    """``text`` with each character of ``UNSHOWN`` written as its Python escape (``\\x1b``, ``\\udcff``).
+
+    Every text from a record goes through this before any format escapes it: a record from a shared
+    or imported store can then neither move a terminal's cursor, end a line of a table, nor make a
+    report that cannot be encoded.
+    """
+    return UNSHOWN.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), str(text))
 
 
 def size_text(n: float) -> str:
