@@ -46,6 +46,8 @@ def complete(shell: str, words: list[str], cwd: Path, env: dict[str, str] | None
     done = subprocess.run([str(RRSTORE)], cwd=cwd, env=full, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     lines = [line for line in done.stdout.splitlines() if line]  # nothing offered: one empty line
+    if shell == "fish" and all(line.startswith(("plain,", "dir,", "file,")) for line in lines):
+        return [line.split(",", 1)[1].split("\t")[0] for line in lines]  # click >= 8.4.2: type,value[\thelp]
     if shell in ("zsh", "fish"):  # type, value, help: three lines each
         return [lines[i + 1] for i in range(0, len(lines), 3)]
     return [row.split(",", 1)[1].split("\t")[0] for row in lines]
