@@ -77,8 +77,8 @@ class _Bar:
         with self.lock:
             if not self.closed and (done, total) != self.shown:
                 rate = done / (now - self.start) if now > self.start else 0.0
+                self.drawn, self.shown = True, (done, total)  # first: a Ctrl-C during the write still clears
                 click.echo("\r" + self.line(done, total, rate)[:self.width] + "\x1b[K", err=True, nl=False)
-                self.drawn, self.shown = True, (done, total)
 
     def line(self, done: int, total: int, rate: float) -> str:
         if total <= 0 or done > total:

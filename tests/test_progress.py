@@ -155,7 +155,7 @@ def test_ctrl_c_leaves_the_terminal_line_clean(tmp_path: Path) -> None:
     code, _, term = on_terminal(*checkpoint_args(), cwd=project, interrupt_at="checkpoint: ")
     assert code == 130, term
     after = term[term.rindex("checkpoint: "):]
-    assert CLEAR in after, repr(term[-3000:])  # (failed once under a loaded full run: say what came)
+    assert CLEAR in after, repr(term[-3000:])  # a Ctrl-C during the first draw left the line uncleared
     cleared = after.index(CLEAR)
     rest = after[cleared + len(CLEAR):]
     assert "\r" not in rest and "MiB" not in rest, repr(after)  # only the interruption message follows
