@@ -6,6 +6,7 @@ imports this module for the summaries and should not load the object store to pr
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -231,9 +232,9 @@ def diff(old_id: str, new_id: str | None, patch: bool, context: int | None, nul:
         raise click.UsageError("-p, -z and --json each choose the output: give one of them")
     if patch:
         made = st.system().patch(old_id, new_id, context=3 if context is None else context)
-        out = click.get_binary_stream("stdout")
         for chunk in made.chunks():
-            out.write(chunk)
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
         result = made.changes
     else:
         result = st.system().diff(old_id, new_id)
@@ -255,7 +256,7 @@ def _print_changes(result: DiffResult, nul: bool, as_json: bool) -> None:
     if as_json:
         emit_json(result.to_json())
     elif nul:
-        click.get_binary_stream("stdout").write(b"".join(b"%s\0%s\0" % (tag.encode(), os.fsencode(path))
+        sys.stdout.buffer.write(b"".join(b"%s\0%s\0" % (tag.encode(), os.fsencode(path))
                                                          for tag, path in tagged(result, by_path=True)))
     elif result.changed:
         click.echo("\n".join(change_lines(result, by_path=True)))
