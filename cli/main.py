@@ -12,6 +12,7 @@ from . import signals
 signals.install()  # before click and the library import: Ctrl-C from here on ends in one line
 
 import importlib  # noqa: E402
+import os  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
@@ -106,6 +107,7 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the CLI and exits with the documented code."""
     state = State()
+    interrupted = False
     signals.install()
     signals.running(True)
     try:
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     except Signalled as exc:
         click.echo(signals.LINES.get(exc.signum, "rrstore: interrupted"), err=True)
         code = exc.exit_code
+        interrupted = True
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -137,5 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     signals.finishing()  # flushed: nothing is left but exiting with the command's own status
+    if interrupted:  # workers may still be inside blake3/zstd: the interpreter's finalisation would end
+        os._exit(code)  # them with pthread_exit, which aborts (SIGABRT, "exception not rethrown")
     sys.exit(code if isinstance(code, int) else 0)
 
