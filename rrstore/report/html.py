@@ -18,7 +18,7 @@ import html
 from collections.abc import Iterable
 
 from .model import DiffSection, Failure, Report, Run, Step, ratio
-from .text import STATUS_MARKS, STATUS_WORDS, duration_text, printable, ratio_text, size_text, when_text
+from .text import STATUS_MARKS, STATUS_WORDS, duration_text, printable, ratio_text, result_text, size_text, when_text
 
 WIDTH = 960  # the SVGs' user units; they scale with the page
 LABEL_W = 230  # the step names' column in a timeline
@@ -214,9 +214,7 @@ def _steps_table(run: Run) -> list[str]:
            '<tr><th class="num">Step</th><th>Name</th><th>Result</th><th class="num">Duration</th>'
            "<th>Started</th><th>Checkpoint</th></tr>"]
     for step in run.steps:
-        result = STATUS_WORDS.get(step.status, step.status)
-        if step.exit_status not in (None, 0):
-            result += f" (exit {step.exit_status})"
+        result = result_text(step.status, step.exit_status)
         out.append(f'<tr><td class="num">{step.step_number}</td><td>{_e(step.step_name)}</td>'
                    f'<td class="status-{_e(step.status)}">{_e(result)}</td>'
                    f'<td class="num">{_e(duration_text(step.duration_s))}</td><td>{_e(when_text(step.start))}</td>'

@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from .model import DiffSection, Report, Run, Step, ratio
-from .text import STATUS_MARKS, STATUS_WORDS, duration_text, printable, ratio_text, size_text, when_text
+from .text import STATUS_MARKS, STATUS_WORDS, duration_text, printable, ratio_text, result_text, size_text, when_text
 
 PATHS_SHOWN = 50
 MARKDOWN_PUNCTUATION = re.compile(r"[!#$()*+\-.:=@\[\\\]^_`{|}~]")  # and <, >, &: entities
@@ -78,9 +78,7 @@ def run_lines(run: Run) -> list[str]:
              "", f"Started {when_text(run.start)}" + (f" on {where}" if where else "") + ".", "",
              "| Step | Name | Result | Duration | Checkpoint |", "|---:|---|---|---:|---|"]
     for step in run.steps:
-        result = STATUS_WORDS.get(step.status, step.status)
-        if step.exit_status not in (None, 0):
-            result += f" (exit {step.exit_status})"
+        result = result_text(step.status, step.exit_status)
         lines.append(f"| {step.step_number} | {cell(step.step_name)} | {STATUS_MARKS.get(step.status, '')} "
                      f"{result} | {duration_text(step.duration_s)} | "
                      f"{code(step.checkpoint_id, in_table=True)} |")

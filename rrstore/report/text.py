@@ -14,6 +14,12 @@ STATUS_MARKS = {"passed": "✓", "failed": "✗", "unfinished": "…", "checkpoi
 UNSHOWN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
+def result_text(status: str, exit_status: int | None) -> str:
+    """A step's result as both outputs word it: "failed (exit 2)"."""
+    result = STATUS_WORDS.get(status, status)
+    return result if exit_status in (None, 0) else f"{result} (exit {exit_status})"
+
+
 def printable(text: object) -> str:
     """``text`` with each character of ``UNSHOWN`` written as its Python escape (``\\x1b``, ``\\udcff``).
 
